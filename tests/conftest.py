@@ -1,0 +1,57 @@
+"""Markers and shared fixtures.
+
+gpu / tensorrt tests skip themselves when the hardware or extra is missing; slow tests run only
+with --runslow (CI passes it: the suite still fits its time budget).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+import torch
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    skips = {}
+    if not config.getoption("--runslow"):
+        skips["slow"] = pytest.mark.skip(reason="slow: pass --runslow to run")
+    if not torch.cuda.is_available():
+        skips["gpu"] = pytest.mark.skip(reason="no CUDA GPU")
+    if not torch.cuda.is_available() or importlib.util.find_spec("tensorrt") is None:
+        skips["tensorrt"] = pytest.mark.skip(reason="needs the tensorrt extra and a GPU")
+    for item in items:
+        for marker, skip in skips.items():
+            if marker in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """Every test gets its own store and artifact cache, and never touches the network."""
+    monkeypatch.setenv("PERFKIT_STORE", str(tmp_path / "store.db"))
+    monkeypatch.setenv("PERFKIT_ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("PERFKIT_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+
+@pytest.fixture
+def store(tmp_path):
+    from perfkit.store import Store
+
+    with Store(tmp_path / "store.db") as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def tiny_spec():
+    """LeNet-5 with random weights: a real model that builds and runs in milliseconds."""
+    from perfkit.zoo.registry import resolve
+
+    return resolve("lenet5", "random")
