@@ -5,6 +5,7 @@ from perfkit.analysis.complexity import (
     NOT_COUNTED,
     PARAMS_CONVENTION,
     Complexity,
+    complexity_record,
     count_macs,
     count_params,
     measure_complexity,
@@ -13,5 +14,5 @@ from perfkit.analysis.summary import LayerRow, Summary, summarize, summarize_mod
 
 __all__ = [
     "MACS_CONVENTION", "NOT_COUNTED", "PARAMS_CONVENTION", "Complexity", "LayerRow", "Summary",
-    "count_macs", "count_params", "measure_complexity", "summarize", "summarize_module",
+    "complexity_record", "count_macs", "count_params", "measure_complexity", "summarize", "summarize_module",
 ]

@@ -41,7 +41,7 @@ class LayerRow:
 
     def as_dict(self) -> dict:
         return {"layer": self.layer, "module": self.module, "output_shape": self.output_shape,
-                "params": self.params}
+                "params": self.params, "repeat_of": self.repeat_of}
 
 
 @dataclass(frozen=True)
