@@ -140,7 +140,7 @@ def _add_summary(sub):
 
 def _cmd_summary(args):
     from perfkit.analysis import complexity_record
-    from perfkit.report.console import err_console
+    from perfkit.report.console import err_console, print_json
     from perfkit.store import Kind, Record
 
     spec = _spec(args)
@@ -159,16 +159,11 @@ def _cmd_summary(args):
         "macs_diff_pct": None if not m["ref_gmacs"] else 100 * (m["macs"] / (m["ref_gmacs"] * 1e9) - 1),
     }
     if args.json:
-        return print_json_summary(spec, record, run_id, published)
+        return print_json({"run_id": run_id, "model": spec.name, "label": spec.label, "weights": record.weights,
+                           "random_weights": spec.random_weights, "runtime": record.runtime,
+                           "precision": record.precision, "batch": record.batch, "device": record.device,
+                           **m, **published})
     _print_summary(spec, m, published)
-
-
-def print_json_summary(spec, record, run_id: str, published: dict) -> None:
-    from perfkit.report.console import print_json
-
-    print_json({"run_id": run_id, "model": spec.name, "label": spec.label, "weights": record.weights,
-                "random_weights": spec.random_weights, "runtime": record.runtime, "precision": record.precision,
-                "batch": record.batch, "device": record.device, **record.metrics, **published})
 
 
 def _print_summary(spec, m: dict, published: dict) -> None:
@@ -182,27 +177,29 @@ def _print_summary(spec, m: dict, published: dict) -> None:
                lambda v: v if isinstance(v, str) else fmt_int(v)),
     ], m["layers"])
 
-    def signed_int(v):
-        return "—" if v is None else f"{v:+,}"
-
+    diff_pct = published["macs_diff_pct"]
+    ref_macs = None if m["ref_gmacs"] is None else m["ref_gmacs"] * 1e9
     mb = fmt_float(2)
+
+    def row(name, measured, published="", difference=""):
+        return {"name": name, "measured": measured, "published": published, "difference": difference}
+
     rows = [
-        ("total params", m["params"], fmt_int, m["ref_params"], fmt_int, signed_int(published["params_diff"])),
-        ("trainable params", m["trainable_params"], fmt_int, None, None, ""),
-        ("non-trainable params", m["non_trainable_params"], fmt_int, None, None, ""),
-        ("MACs", m["macs"], fmt_si, None if m["ref_gmacs"] is None else m["ref_gmacs"] * 1e9, fmt_si,
-         "—" if published["macs_diff_pct"] is None else f"{published['macs_diff_pct']:+.3f}%"),
-        ("FLOPs (2 × MACs)", m["flops"], fmt_si, None, None, ""),
-        ("input size (MB)", m["input_mb"], mb, None, None, ""),
-        ("forward/backward pass size (MB)", m["forward_backward_mb"], mb, None, None, ""),
-        ("params size (MB)", m["params_mb"], mb, None, None, ""),
-        ("estimated total size (MB)", m["total_mb"], mb, None, None, ""),
+        row("total params", fmt_int(m["params"]), fmt_int(m["ref_params"]),
+            "—" if published["params_diff"] is None else f"{published['params_diff']:+,}"),
+        row("trainable params", fmt_int(m["trainable_params"])),
+        row("non-trainable params", fmt_int(m["non_trainable_params"])),
+        row("MACs", fmt_si(m["macs"]), fmt_si(ref_macs), "—" if diff_pct is None else f"{diff_pct:+.3f}%"),
+        row("FLOPs (2 × MACs)", fmt_si(m["flops"])),
+        row("input size (MB)", mb(m["input_mb"])),
+        row("forward/backward pass size (MB)", mb(m["forward_backward_mb"])),
+        row("params size (MB)", mb(m["params_mb"])),
+        row("estimated total size (MB)", mb(m["total_mb"])),
     ]
     print_table(f"{spec.label} — totals", [
-        Column("", "name", justify="left"), Column("measured", lambda r: r["fmt"](r["value"])),
-        Column("published", lambda r: r["ref_fmt"](r["ref"]) if r["ref_fmt"] else ""),
-        Column("difference", "diff"),
-    ], [dict(zip(("name", "value", "fmt", "ref", "ref_fmt", "diff"), row)) for row in rows],
+        Column("", "name", justify="left"), Column("measured", "measured"), Column("published", "published"),
+        Column("difference", "difference"),
+    ], rows,
         caption=f"MACs: {m['macs_convention']}. MB = 2**20 bytes, float32, per sample (torchsummary's estimates).")
     console.print(f"[dim]params: {m['params_convention']}.[/]")
     console.print(f"[dim]not counted in MACs: {m['not_counted']}.[/]")

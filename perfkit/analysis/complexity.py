@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 MACS_CONVENTION = (
     "multiply-accumulates of conv+linear(+matmul) = FlopCounterMode total / 2; "
@@ -84,13 +84,23 @@ class _OpCalls(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def _cpu_flash_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# FlopCounterMode (torch 2.14) has formulas for the CUDA attention kernels but not for the CPU one
+# that F.scaled_dot_product_attention dispatches to here: without this, a ViT's attention matmuls
+# (QKᵀ and AV) would count zero on the CPU and differently on the GPU.
+_EXTRA_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_sdpa_flop}
+
+
 def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int], dict[str, int]]:
     """MACs of one forward pass of ``model`` on ``x``.
 
     Returns:
         (macs, macs per counted op, calls per op that ran but has no FLOP formula — views excluded).
     """
-    with torch.no_grad(), FlopCounterMode(display=False) as counter, _OpCalls() as ops:
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS) as counter, _OpCalls() as ops:
         model(x)
     # Every formula in FlopCounterMode is 2 × (multiply-adds), so these divisions are exact.
     by_op = {str(op): int(n) // 2 for op, n in counter.get_flop_counts().get("Global", {}).items()}

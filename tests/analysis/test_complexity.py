@@ -61,6 +61,18 @@ def test_matmul_is_counted_as_macs():
     assert macs == 2 * 3 * 3 * 4  # batch × output elements × inner dimension
 
 
+def test_attention_matmuls_are_counted_on_cpu():
+    """FlopCounterMode lacks a formula for the CPU flash-attention kernel; perfkit adds it."""
+
+    class Attention(nn.Module):
+        def forward(self, x):
+            return nn.functional.scaled_dot_product_attention(x, x, x)
+
+    macs, _, uncounted = count_macs(Attention(), torch.randn(1, 2, 5, 4))
+    assert macs == 2 * (1 * 2 * 5 * 5 * 4)  # QKᵀ and AV: heads × queries × keys × head dim, twice
+    assert not any("attention" in op for op in uncounted)
+
+
 def test_tied_weights_counted_once_and_frozen_params_are_non_trainable():
     a, b = nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False)
     b.weight = a.weight
