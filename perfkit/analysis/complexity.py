@@ -100,7 +100,8 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int], 
     Returns:
         (macs, macs per counted op, calls per op that ran but has no FLOP formula — views excluded).
     """
-    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS) as counter, _OpCalls() as ops:
+    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
+    with torch.no_grad(), counter, _OpCalls() as ops:
         model(x)
     # Every formula in FlopCounterMode is 2 × (multiply-adds), so these divisions are exact.
     by_op = {str(op): int(n) // 2 for op, n in counter.get_flop_counts().get("Global", {}).items()}
