@@ -125,16 +125,87 @@ def _cmd_zoo(args):
 
 def _add_summary(sub):
     p = _parser(sub, "summary", "per-layer table, params, MACs/FLOPs and memory estimates",
-                "Complexity of one model at its native input size.", "perfkit summary resnet18 --weights random")
-    p.add_argument("model")
-    _opt_weights(p)
+                "Complexity of one model at its native input size (batch 1, eval mode): a per-layer table\n"
+                "(output shape, params) like torchsummary's, total/trainable params, MACs and FLOPs with\n"
+                "their convention, the published params/GMACs beside them, and the memory estimates (MB).\n"
+                "Weights change none of these numbers; with the default 'auto' a model without a cached\n"
+                "pretrained file is built with random weights (and labelled so). Writes one complexity record.",
+                "perfkit summary resnet18 --weights random --json")
+    p.add_argument("model", help="a zoo name: resnet18, inception_v3, lenet5, timm:<name>, ...")
+    _opt_weights(p, default="auto")
     _opt_json(p)
     _opt_store(p)
     p.set_defaults(func=_cmd_summary)
 
 
 def _cmd_summary(args):
-    raise PerfkitError("summary: not implemented yet")
+    from perfkit.analysis import complexity_record
+    from perfkit.report.console import err_console, print_json
+    from perfkit.store import Kind, Record
+
+    spec = _spec(args)
+    with _store(args) as store, store.run() as run_id:
+        try:
+            with err_console.status(f"counting params and MACs of {spec.label} ..."):
+                record = complexity_record(spec)
+        except Exception as exc:
+            store.add(Record.failure(Kind.COMPLEXITY, spec.name, exc, runtime="eager", precision="fp32", batch=1,
+                                     weights=spec.weights.identity, device="cpu"), run_id)
+            raise
+        store.add(record, run_id)
+    m = record.metrics
+    published = {
+        "params_diff": None if m["ref_params"] is None else m["params"] - m["ref_params"],
+        "macs_diff_pct": None if not m["ref_gmacs"] else 100 * (m["macs"] / (m["ref_gmacs"] * 1e9) - 1),
+    }
+    if args.json:
+        return print_json({"run_id": run_id, "model": spec.name, "label": spec.label, "weights": record.weights,
+                           "random_weights": spec.random_weights, "runtime": record.runtime,
+                           "precision": record.precision, "batch": record.batch, "device": record.device,
+                           **m, **published})
+    _print_summary(spec, m, published)
+
+
+def _print_summary(spec, m: dict, published: dict) -> None:
+    from perfkit.report.console import Column, console, fmt_float, fmt_int, fmt_si, print_table
+
+    c, h, w = m["input_size"]
+    print_table(f"{spec.label} — {len(m['layers'])} layer calls at batch 1, input {c}×{h}×{w}", [
+        Column("layer (type-n)", "layer", justify="left"), Column("module", "module", justify="left"),
+        Column("output shape", "output_shape"),
+        Column("params", lambda r: f"shared with {r['repeat_of']}" if r["repeat_of"] else r["params"],
+               lambda v: v if isinstance(v, str) else fmt_int(v)),
+    ], m["layers"])
+
+    diff_pct = published["macs_diff_pct"]
+    ref_macs = None if m["ref_gmacs"] is None else m["ref_gmacs"] * 1e9
+    mb = fmt_float(2)
+
+    def row(name, measured, published="", difference=""):
+        return {"name": name, "measured": measured, "published": published, "difference": difference}
+
+    rows = [
+        row("total params", fmt_int(m["params"]), fmt_int(m["ref_params"]),
+            "—" if published["params_diff"] is None else f"{published['params_diff']:+,}"),
+        row("trainable params", fmt_int(m["trainable_params"])),
+        row("non-trainable params", fmt_int(m["non_trainable_params"])),
+        row("MACs", fmt_si(m["macs"]), fmt_si(ref_macs), "—" if diff_pct is None else f"{diff_pct:+.3f}%"),
+        row("FLOPs (2 × MACs)", fmt_si(m["flops"])),
+        row("input size (MB)", mb(m["input_mb"])),
+        row("forward/backward pass size (MB)", mb(m["forward_backward_mb"])),
+        row("params size (MB)", mb(m["params_mb"])),
+        row("estimated total size (MB)", mb(m["total_mb"])),
+    ]
+    print_table(f"{spec.label} — totals", [
+        Column("", "name", justify="left"), Column("measured", "measured"), Column("published", "published"),
+        Column("difference", "difference"),
+    ], rows,
+        caption=f"MACs: {m['macs_convention']}. MB = 2**20 bytes, float32, per sample (torchsummary's estimates).")
+    console.print(f"[dim]params: {m['params_convention']}.[/]")
+    console.print(f"[dim]not counted in MACs: {m['not_counted']}.[/]")
+    if m["params_outside_rows"]:
+        console.print(f"[dim]{m['params_outside_rows']:,} params are in no layer row: modules not called at "
+                      f"inference (e.g. inception_v3's AuxLogits), parameters of non-leaf modules, or shared weights.[/]")
 
 
 # -- export / check (perfkit/export, perfkit/runtime, perfkit/accuracy/parity) ---------------------

@@ -77,6 +77,17 @@ def fmt_giga(v) -> str:
     return "—" if _none(v) else f"{float(v) / 1e9:.3f} G"
 
 
+def fmt_si(v) -> str:
+    """A count with an SI prefix chosen by size: 651.72 k, 1.814 G (MACs of small and large models)."""
+    if _none(v):
+        return "—"
+    v = float(v)
+    for div, unit, digits in ((1e12, "T", 3), (1e9, "G", 3), (1e6, "M", 2), (1e3, "k", 2)):
+        if abs(v) >= div:
+            return f"{v / div:.{digits}f} {unit}"
+    return f"{v:g}"
+
+
 def fmt_mega(v) -> str:
     return "—" if _none(v) else f"{float(v) / 1e6:.2f} M"
 

@@ -1,0 +1,158 @@
+"""Parameters, MACs and FLOPs of a model at its native input size, with the conventions named.
+
+MACs are multiply-accumulates of the ops ``torch.utils.flop_counter.FlopCounterMode`` has a formula
+for (convolution, linear/addmm, matmul/bmm, attention): its total counts each multiply-add as two
+FLOPs, so MACs = total / 2. This is exactly what torchvision publishes as "GFLOPS" (``meta["_ops"]``),
+which are really GMACs; perfkit says MACs and reports FLOPs = 2 × MACs beside them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+MACS_CONVENTION = (
+    "multiply-accumulates of conv+linear(+matmul) = FlopCounterMode total / 2; "
+    "torchvision's 'GFLOPS' (_ops) are these MACs; FLOPs = 2 × MACs"
+)
+PARAMS_CONVENTION = (
+    "all parameters of the model as built, counted once from the root module (tied weights once; "
+    "buffers such as BN running stats excluded); torchvision's pretrained convention: googlenet without "
+    "its aux heads (aux1/aux2), inception_v3 with AuxLogits — the zoo builds them that way"
+)
+NOT_COUNTED = (
+    "pooling, batch norm, activations, element-wise adds/muls (residuals, input transforms), "
+    "concatenation and softmax have no FLOP formula; modules that run only in training (aux heads) are not run"
+)
+
+
+@dataclass(frozen=True)
+class Complexity:
+    """Raw counts for one model at one input size (batch 1, eval mode)."""
+
+    model: str
+    input_size: tuple[int, int, int]  # C, H, W
+    params: int
+    trainable_params: int
+    non_trainable_params: int
+    macs: int
+    flops: int
+    macs_by_op: dict[str, int] = field(default_factory=dict)  # e.g. {"aten.convolution": ...}
+    uncounted_ops: dict[str, int] = field(default_factory=dict)  # op -> calls that carry no FLOP formula
+    macs_convention: str = MACS_CONVENTION
+    params_convention: str = PARAMS_CONVENTION
+    not_counted: str = NOT_COUNTED
+
+    def metrics(self) -> dict:
+        """The fields as record metrics (``input_size`` as a list, the model name left out)."""
+        out = asdict(self)
+        out.pop("model")
+        out["input_size"] = list(self.input_size)
+        return out
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameters.
+
+    Counted from the root module: ``parameters()`` yields each tensor once, so weights tied between
+    two layers are not counted twice (summing per-layer counts would).
+    """
+    params = list(model.parameters())
+    total = sum(p.numel() for p in params)
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    return total, trainable
+
+
+class _OpCalls(TorchDispatchMode):
+    """Counts the aten ops a forward pass runs, so the ops without a FLOP formula can be listed."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: Counter[str] = Counter()
+        self.views: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func._overloadpacket)
+        self.calls[name] += 1
+        if func.is_view:
+            self.views.add(name)
+        return func(*args, **(kwargs or {}))
+
+
+def _cpu_flash_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# FlopCounterMode (torch 2.14) has formulas for the CUDA attention kernels but not for the CPU one
+# that F.scaled_dot_product_attention dispatches to here: without this, a ViT's attention matmuls
+# (QKᵀ and AV) would count zero on the CPU and differently on the GPU.
+_EXTRA_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_sdpa_flop}
+
+
+def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int], dict[str, int]]:
+    """MACs of one forward pass of ``model`` on ``x``.
+
+    Returns:
+        (macs, macs per counted op, calls per op that ran but has no FLOP formula — views excluded).
+    """
+    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
+    with torch.no_grad(), counter, _OpCalls() as ops:
+        model(x)
+    # Every formula in FlopCounterMode is 2 × (multiply-adds), so these divisions are exact.
+    by_op = {str(op): int(n) // 2 for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    registry = {str(op) for op in counter.flop_registry}
+    uncounted = {op: n for op, n in sorted(ops.calls.items()) if op not in registry and op not in ops.views}
+    return int(counter.get_total_flops()) // 2, by_op, uncounted
+
+
+def _device(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def measure_complexity(spec, model: nn.Module | None = None) -> Complexity:
+    """Params, MACs and FLOPs of ``spec`` at its native input size (batch 1, eval mode, no grad).
+
+    Args:
+        spec: a ``ModelSpec``; its ``input_size`` is the size the MACs are counted at
+            (299×299 for inception_v3).
+        model: the built model, to avoid building it twice; ``spec.build()`` when omitted.
+            Its weights do not change any count.
+    """
+    model = spec.build() if model is None else model
+    model.eval()
+    total, trainable = count_params(model)
+    macs, by_op, uncounted = count_macs(model, spec.example_input(1).to(_device(model)))
+    return Complexity(
+        model=spec.name, input_size=tuple(spec.input_size), params=total, trainable_params=trainable,
+        non_trainable_params=total - trainable, macs=macs, flops=2 * macs, macs_by_op=by_op,
+        uncounted_ops=uncounted,
+    )
+
+
+def complexity_record(spec, model: nn.Module | None = None):
+    """Build the model once, count and summarise it: the ``complexity`` Record to store.
+
+    Metrics: the ``Complexity`` fields, the per-layer rows (``layers``: layer, module, output_shape,
+    params, repeat_of), the torchsummary MB estimates, ``params_outside_rows``, and the published
+    ``ref_params`` / ``ref_gmacs`` (None where the model has none).
+    """
+    from perfkit.analysis.summary import summarize  # summary imports count_params from here
+    from perfkit.store import Kind, Record
+
+    model = spec.build() if model is None else model
+    cx = measure_complexity(spec, model)
+    sm = summarize(spec, model)
+    metrics = cx.metrics()
+    metrics.update(
+        layers=[row.as_dict() for row in sm.layers], params_outside_rows=sm.params_outside_rows,
+        input_mb=sm.input_mb, forward_backward_mb=sm.forward_backward_mb, params_mb=sm.params_mb,
+        total_mb=sm.total_mb, ref_params=spec.reference.get("params"), ref_gmacs=spec.reference.get("gmacs"),
+    )
+    return Record(kind=Kind.COMPLEXITY, model=spec.name, metrics=metrics, runtime="eager", precision="fp32",
+                  batch=1, weights=spec.weights.identity, device=_device(model).type)

@@ -1,0 +1,82 @@
+"""Params and MACs against torchvision's published numbers, and MACs computed by hand."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from perfkit.analysis import count_macs, count_params, measure_complexity, summarize
+from perfkit.zoo.registry import DEFAULT_MODELS, resolve
+
+# All eight take ~30-50 s on a busy 2-core machine (alexnet and vgg16 mostly in the random init of
+# their 100M+ weights). The fast set keeps one of each kind: residual, inception at 299 with aux
+# heads, and depthwise (grouped) convolutions.
+_FAST = {"resnet18", "googlenet", "inception_v3", "mobilenet_v2"}
+
+
+@pytest.mark.parametrize("name", [
+    n if n in _FAST else pytest.param(n, marks=pytest.mark.slow) for n in DEFAULT_MODELS
+])
+def test_matches_torchvision_published_params_and_macs(name):
+    spec = resolve(name, "random")
+    model = spec.build()
+    cx = measure_complexity(spec, model)
+    assert cx.params == spec.reference["params"]
+    assert cx.macs == pytest.approx(spec.reference["gmacs"] * 1e9, rel=0.005)
+    assert cx.flops == 2 * cx.macs
+    assert cx.trainable_params == cx.params and cx.non_trainable_params == 0
+    assert cx.macs == sum(cx.macs_by_op.values())
+    # torchvision's pretrained convention: aux heads exist exactly where published num_params counts them.
+    if name == "googlenet":
+        assert model.aux1 is None and model.aux2 is None
+    if name == "inception_v3":
+        assert cx.input_size == (3, 299, 299)  # counted at its native size, not 224
+        aux = sum(p.numel() for p in model.AuxLogits.parameters())
+        assert aux > 0
+        # AuxLogits does not run in eval mode: no layer row holds its params, the total does.
+        assert summarize(spec, model).params_outside_rows == aux
+
+
+def test_lenet5_macs_by_hand(tiny_spec):
+    cx = measure_complexity(tiny_spec)
+    conv1 = 6 * 28 * 28 * (3 * 5 * 5)  # output elements × multiply-adds per element (bias not counted)
+    conv2 = 16 * 10 * 10 * (6 * 5 * 5)
+    fcs = 400 * 120 + 120 * 84 + 84 * 10
+    assert cx.macs_by_op == {"aten.convolution": conv1 + conv2, "aten.addmm": fcs}
+    assert cx.macs == conv1 + conv2 + fcs == 651_720
+    assert cx.params == 62_006
+    # Pooling and ReLU run but have no FLOP formula: they are listed, not silently dropped.
+    assert cx.uncounted_ops == {"aten.max_pool2d_with_indices": 2, "aten.relu_": 4}
+    assert "FlopCounterMode total / 2" in cx.macs_convention and "GFLOPS" in cx.macs_convention
+    assert "googlenet" in cx.params_convention and "AuxLogits" in cx.params_convention
+
+
+def test_matmul_is_counted_as_macs():
+    class Bmm(nn.Module):
+        def forward(self, x):
+            return x @ x.transpose(-1, -2)
+
+    macs, by_op, _ = count_macs(Bmm(), torch.zeros(2, 3, 4))
+    assert macs == 2 * 3 * 3 * 4  # batch × output elements × inner dimension
+
+
+def test_attention_matmuls_are_counted_on_cpu():
+    """FlopCounterMode lacks a formula for the CPU flash-attention kernel; perfkit adds it."""
+
+    class Attention(nn.Module):
+        def forward(self, x):
+            return nn.functional.scaled_dot_product_attention(x, x, x)
+
+    macs, _, uncounted = count_macs(Attention(), torch.randn(1, 2, 5, 4))
+    assert macs == 2 * (1 * 2 * 5 * 5 * 4)  # QKᵀ and AV: heads × queries × keys × head dim, twice
+    assert not any("attention" in op for op in uncounted)
+
+
+def test_tied_weights_counted_once_and_frozen_params_are_non_trainable():
+    a, b = nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False)
+    b.weight = a.weight
+    model = nn.Sequential(a, b, nn.Linear(4, 2))
+    model[2].requires_grad_(False)
+    assert count_params(model) == (16 + 10, 16)
+
