@@ -24,7 +24,7 @@ def _add(store: Store, run_id: str, kind: Kind, model: str, metrics: dict, **col
     store.add(Record(kind=kind, model=model, metrics=metrics, device="cpu", **cols), run_id)
 
 
-def make_run(store: Store, *, accuracy: bool = True, train: bool = False, latency_factor: float = 1.0,
+def _make_run(store: Store, *, accuracy: bool = True, train: bool = False, latency_factor: float = 1.0,
              top1_shift: float = 0.0, parity_fail: bool = False, error: bool = True,
              models: tuple[str, ...] = tuple(FIXTURE_MODELS), command: str = "perfkit run (fixture)") -> str:
     """Write one fixture run and return its id.
@@ -85,5 +85,6 @@ def make_run(store: Store, *, accuracy: bool = True, train: bool = False, latenc
 
 
 @pytest.fixture
-def fixture_run(store) -> str:
-    return make_run(store)
+def make_run():
+    """``make_run(store, **options) -> run_id``: write one fixture run (see ``_make_run``)."""
+    return _make_run
