@@ -10,7 +10,6 @@ install chromium``).
 Usage::
 
     python benchmarks/check_html_browser.py reports/<run-id>.html [--json]
-    python benchmarks/check_html_browser.py --demo   # renders a fixture-free demo run first
 
 Exit status 0 when every check passes, 1 otherwise, 2 when no Chromium is installed.
 """
@@ -181,55 +180,18 @@ def check_html(path: str | Path, chromium: str | None = None, settle_s: float = 
             "external_requests": external, "chromium": chromium}
 
 
-def _demo_report(folder: Path) -> Path:
-    """A report of a tiny real run: LeNet-5 (random weights) complexity-free latency records."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from perfkit.report.html import render_html
-    from perfkit.store import Kind, Record, Store
-
-    import torch
-
-    from perfkit.zoo.registry import resolve
-
-    spec = resolve("lenet5", "random")
-    model = spec.build()
-    with Store(folder / "demo.db") as store, store.run("check_html_browser --demo") as run_id:
-        for batch in (1, 8):
-            x = spec.example_input(batch)
-            with torch.inference_mode():
-                model(x)
-                times = []
-                for _ in range(20):
-                    t = time.perf_counter()
-                    model(x)
-                    times.append((time.perf_counter() - t) * 1e3)
-            times.sort()
-            store.add(Record(kind=Kind.LATENCY, model=spec.name, runtime="eager", precision="fp32", batch=batch,
-                             weights=spec.weights.identity, device="cpu", metrics={
-                                 "iterations": len(times), "latency_median_ms": times[len(times) // 2],
-                                 "latency_p99_ms": times[-1], "throughput_per_s": 1e3 * batch / times[len(times) // 2],
-                             }), run_id)
-        path = render_html(store, run_id, folder / "demo.html")
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("html", nargs="?", type=Path, help="the report to open")
-    parser.add_argument("--demo", action="store_true", help="render a small demo report (LeNet-5, random weights) and check it")
+    parser.add_argument("html", type=Path, help="the report to open (perfkit report RUN --html FILE)")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     args = parser.parse_args(argv)
     if find_chromium() is None:
         print("no Chromium found (Debian: apt-get install chromium)", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.demo:
-            path = _demo_report(Path(tmp))
-        elif args.html is not None:
-            path = args.html
-        else:
-            parser.error("give an HTML file or --demo")
-        result = check_html(path)
+    if not args.html.is_file():
+        parser.error(f"{args.html} does not exist")
+    path = args.html
+    result = check_html(path)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

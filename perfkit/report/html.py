@@ -67,9 +67,10 @@ def build_charts(rows: list[dict], training: dict[tuple, list[dict]]) -> dict:
 
     measured = any(r["top1_pct"] is not None for r in rows)
     charts = {}
-    charts["acc_vs_macs"] = _acc_vs_macs(go, rows, measured)
-    charts["acc_vs_latency"] = _acc_vs_latency(go, rows, measured)
-    charts["acc_bars"] = _acc_bars(go, make_subplots, rows)
+    if rows:  # a training-only run has no model × runtime candidates to compare
+        charts["acc_vs_macs"] = _acc_vs_macs(go, rows, measured)
+        charts["acc_vs_latency"] = _acc_vs_latency(go, rows, measured)
+        charts["acc_bars"] = _acc_bars(go, make_subplots, rows)
     if any(_first_batch(r) for r in rows):
         charts["latency_vs_batch"] = _latency_vs_batch(go, make_subplots, rows)
     if training:

@@ -289,22 +289,24 @@ def print_run_summary(store: Store, run_id: str, console=None) -> dict:
     ]
     style = {"fail": "red", "warn": "yellow", "ok": None}
     where = f" on {devices.pop()}" if len(devices) == 1 and None not in devices else ""
-    table = render_table(
-        f"run {run['id']}{where} — {escape(run['command'])} ({run['status']})", columns, rows,
-        row_style=lambda r: style[r["status"]],
-        caption="top-1/top-5 measured on ImageNet-val; published = the weights' torchvision metadata; "
-                "parity vs eager; latency and peak memory per batch; MACs = multiply-accumulates",
-    )
-    # borders and double padding would cost a fifth of a 160-column terminal
-    table.box, table.padding, table.pad_edge = box.SIMPLE_HEAD, (0, 1, 0, 0), False
-    table.columns[0].no_wrap = True
-    out.print(table)
+    title = f"run {run['id']}{where} — {escape(run['command'])} ({run['status']})"
+    if rows:
+        table = render_table(
+            title, columns, rows, row_style=lambda r: style[r["status"]],
+            caption="top-1/top-5 measured on ImageNet-val; published = the weights' torchvision metadata; "
+                    "parity vs eager; latency and peak memory per batch; MACs = multiply-accumulates",
+        )
+        # borders and double padding would cost a fifth of a 160-column terminal
+        table.box, table.padding, table.pad_edge = box.SIMPLE_HEAD, (0, 1, 0, 0), False
+        table.columns[0].no_wrap = True
+        out.print(table)
+    else:
+        out.print(f"{title}: no model × runtime was measured")
     for r in rows:
         if r["status"] != "ok":
             what = " ".join(escape(str(x)) for x in (r["model"], r["runtime"], r["precision"]) if x)
-            colour = style[r["status"]]
-            out.print(f"[{colour}]  {what}: {escape('; '.join(r['flags']))}[/]")
-    if not any(r["top1_pct"] is not None for r in rows) and rows:
+            out.print(f"[{style[r['status']]}]  {what}: {escape('; '.join(r['flags']))}[/]")
+    if rows and all(r["top1_pct"] is None for r in rows):
         out.print("[yellow]No measured accuracy in this run (no ImageNet-val given): the top-1/top-5 "
                   "columns show published numbers only.[/]")
     if any(r["random"] for r in rows):

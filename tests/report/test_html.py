@@ -113,3 +113,21 @@ def test_empty_batches_make_no_latency_chart():
              "top1_pct": None, "ref_top1_pct": None, "top5_pct": None, "ref_top5_pct": None, "ref_weights": None,
              "macs": None, "params": None, "batches": []}]
     assert "latency_vs_batch" not in build_charts(rows, {})
+
+
+def test_training_only_run(store, tmp_path):
+    from perfkit.store import Kind, Record
+
+    with store.run("perfkit train lenet5") as run_id:
+        for epoch in range(2):
+            store.add(Record(kind=Kind.TRAIN, model="lenet5", weights="random:seed0", device="cpu", metrics={
+                "epoch": epoch, "epochs": 2, "train_loss": 2.0 - epoch, "train_acc": 0.3 + 0.2 * epoch,
+                "val_loss": 2.1 - epoch, "val_acc": 0.25 + 0.2 * epoch, "epoch_seconds": 3.0, "dataset": "cifar10"}),
+                run_id)
+    ctx = report_context(store, run_id)
+    assert ctx["rows"] == [] and set(ctx["charts"]) == {"training"}
+    [val, train] = [t for t in ctx["charts"]["training"].data if t.xaxis == "x"]
+    assert list(val.y) == [0.25, 0.45] and list(train.y) == [0.3, 0.5] and list(val.x) == [0, 1]
+    html = render_html(store, run_id, tmp_path / "t.html").read_text(encoding="utf-8")
+    assert 'id="training-table"' in html and 'id="no-candidates"' in html and 'id="summary-table"' not in html
+    assert 'id="no-measured-accuracy"' not in html
