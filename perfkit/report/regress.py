@@ -1,6 +1,7 @@
 """``perfkit regress``: compare a candidate run with a baseline, record by record.
 
-Records match on (kind, model, runtime, precision, batch, device). Gates: a top-1 drop beyond
+Records match on (kind, model, runtime, precision, batch, device); accuracy ignores the batch it
+was evaluated with. Gates: a top-1 drop beyond
 ``max_top1_drop_pp``, a p50 latency increase beyond ``max_latency_increase_pct``, a parity check
 that passed and now fails, and a step that ran and now errors. Everything else that changed is
 reported without failing. Either side is a run in the store or a JSON export
@@ -51,7 +52,10 @@ def load_side(store: Store | None, ref: str) -> Side:
 
 
 def _key(r: Record) -> tuple:
-    return (str(r.kind), r.model, r.runtime, r.precision, r.batch, r.device)
+    # An accuracy pass's batch size is how it was evaluated, not what was measured: runs that
+    # evaluated with different batch sizes still compare. Latency, memory and parity are per batch.
+    batch = None if r.kind in (Kind.ACCURACY, Kind.COMPLEXITY) else r.batch
+    return (str(r.kind), r.model, r.runtime, r.precision, batch, r.device)
 
 
 def _latest(records: list[Record]) -> dict[tuple, Record]:

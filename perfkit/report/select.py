@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from perfkit.report.summary import candidate_key, is_random, latest_ok, published
+from perfkit.report.summary import candidate_key, is_random, latest_ok, parity_by_candidate, published
 from perfkit.store import Kind, Record, Store
 
 MB = 1e6  # --max-memory-mb counts megabytes of 10^6 bytes, like the complexity estimates
@@ -31,7 +31,7 @@ def candidates(records: list[Record], batch: int = 1) -> list[dict]:
     key = candidate_key
     measured = [r for r in records if r.runtime is not None and r.kind not in (Kind.COMPLEXITY, Kind.TRAIN)]
     acc = latest_ok((r for r in measured if r.kind == Kind.ACCURACY), key)
-    par = latest_ok((r for r in measured if r.kind == Kind.PARITY), key)
+    par = parity_by_candidate(measured, key)
     lat = latest_ok((r for r in measured if r.kind == Kind.LATENCY), lambda r: (key(r), r.batch))
     mem = latest_ok((r for r in measured if r.kind == Kind.MEMORY), lambda r: (key(r), r.batch))
     last_error: dict[tuple, Record] = {}
@@ -41,7 +41,7 @@ def candidates(records: list[Record], batch: int = 1) -> list[dict]:
     out = []
     for k in dict.fromkeys(key(r) for r in measured):
         model, weights, runtime, precision, device = k
-        a, p = acc.get(k), par.get(k)
+        a, p = acc.get(k), par.get(k, {})
         l, m = lat.get((k, batch)), mem.get((k, batch)) or mem.get((k, None))
         ref = published(model, weights)
         out.append({
@@ -53,10 +53,10 @@ def candidates(records: list[Record], batch: int = 1) -> list[dict]:
             "latency_p99_ms": l.metrics.get("latency_p99_ms") if l else None,
             "throughput_per_s": l.metrics.get("throughput_per_s") if l else None,
             "peak_bytes": m.metrics["peak_bytes"] if m else None,
-            "parity_passed": p.metrics["passed"] if p else None,
+            "parity_passed": p.get("parity_passed"),  # every batch checked must pass
             "latency_batches": sorted(b for (kk, b) in lat if kk == k and b is not None),
             "last_error": f"{last_error[k].kind}: {last_error[k].error}" if k in last_error else None,
-            "runs": sorted({r.run_id for r in (a, p, l, m) if r is not None}),
+            "runs": sorted({r.run_id for r in (a, l, m) if r is not None}),
         })
     return out
 

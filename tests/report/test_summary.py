@@ -113,3 +113,22 @@ def test_no_accuracy_run_says_so(store, make_run):
     out = Console(record=True, width=220)
     print_run_summary(store, make_run(store, accuracy=False), console=out)
     assert "No measured accuracy in this run" in out.export_text()
+
+
+def test_parity_is_the_worst_over_batches(store, make_run):
+    run_id = make_run(store, parity_fail=True)
+    per_batch = {r.batch: r.metrics["passed"] for r in store.records(run_id, Kind.PARITY, "alexnet")
+                 if r.runtime == "onnx"}
+    assert per_batch == {1: True, 8: False}  # the fixture: passes at batch 1 only
+    alex = _row(run_summary(store, run_id)["rows"], "alexnet", "onnx")
+    assert alex["parity_passed"] is False and alex["parity_agreement"] == 0.75 and alex["parity_max_abs_diff"] == 0.5
+
+
+def test_accuracy_on_a_subset_is_noted(store):
+    with store.run() as run_id:
+        store.add(Record(kind=Kind.ACCURACY, model="resnet18", runtime="eager", precision="fp32",
+                         weights="ResNet18_Weights.IMAGENET1K_V1", metrics={
+                             "images": 500, "dataset_images": 50_000, "top1_correct": 350, "top5_correct": 450,
+                             "top1_pct": 70.0, "top5_pct": 90.0}), run_id)
+    [row] = summary_rows(store.records(run_id))
+    assert "accuracy on 500 of 50000 images (a subset)" in row["flags"] and row["status"] == "ok"
