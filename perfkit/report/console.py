@@ -115,13 +115,3 @@ def fmt_seconds(v) -> str:
         return "—"
     v = float(v)
     return f"{int(v // 60)}m {v % 60:.0f}s" if v >= 60 else f"{v:.1f}s"
-
-
-def fmt_pp(v) -> str:
-    """A signed difference in percentage points (accuracy deltas)."""
-    return "—" if _none(v) else f"{float(v):+.2f} pp"
-
-
-def fmt_frac_pct(v) -> str:
-    """A fraction 0..1 (agreement, overlap) shown as a percentage."""
-    return "—" if _none(v) else f"{100 * float(v):.2f}%"
