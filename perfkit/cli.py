@@ -329,36 +329,165 @@ def _cmd_runs(args):
 
 def _add_report(sub):
     p = _parser(sub, "report", "render a run as a Rich summary, HTML, CSV or JSON",
-                "Reports read the store only.", "perfkit report latest --html reports/latest.html")
-    p.add_argument("run", nargs="?", default="latest")
+                "Summarise one run of the store: a Rich table per model × runtime × precision (measured and\n"
+                "published accuracy, parity, latency/throughput/memory per batch, params, MACs), the training\n"
+                "comparison, and what could not run. --html writes one self-contained file (charts included,\n"
+                "no network needed to view it); --csv/--json export the run's records (a --json file is a\n"
+                "`perfkit regress` baseline).",
+                "perfkit report latest --html reports/latest.html --json baseline.json")
+    p.add_argument("run", nargs="?", default="latest", help="run id, a unique prefix of one, or latest")
+    p.add_argument("--html", type=Path, metavar="FILE", help="write the HTML report here")
+    p.add_argument("--csv", type=Path, metavar="FILE", help="export the run's records as CSV (one line per record)")
+    p.add_argument("--json", type=Path, metavar="FILE",
+                   help="export the run's records as JSON ('-': to stdout, instead of the summary)")
     _opt_store(p)
     p.set_defaults(func=_cmd_report)
 
 
 def _cmd_report(args):
-    raise PerfkitError("report: not implemented yet")
+    from perfkit.report.console import banner, print_json
+    from perfkit.report.records_io import export_payload, write_csv, write_json
+
+    with _store(args) as store:
+        run_id = store.get_run(args.run)["id"]
+        if str(args.json) == "-":
+            print_json(export_payload(store, run_id))
+        else:
+            from perfkit.report.summary import print_run_summary
+
+            print_run_summary(store, run_id)
+        if args.json is not None and str(args.json) != "-":
+            banner(f"records of run {run_id} written to {write_json(store, run_id, args.json)}", "bold green")
+        if args.csv is not None:
+            banner(f"records of run {run_id} written to {write_csv(store, run_id, args.csv)}", "bold green")
+        if args.html is not None:
+            from perfkit.report.html import render_html
+
+            banner(f"HTML report written to {render_html(store, run_id, args.html)}", "bold green")
 
 
 def _add_select(sub):
     p = _parser(sub, "select", "rank model × runtime candidates that meet constraints",
-                "Deployment decision.", "perfkit select --max-latency-ms 10 --min-top1 70")
+                "Pick what to deploy: the model × runtime × precision candidates in the store (newest numbers\n"
+                "of each, or those of one --run) that meet every constraint, Pareto-optimal first (higher\n"
+                "top-1, lower p50 latency at --batch); every excluded candidate is listed with the\n"
+                "constraints it failed or the number it lacks. Exit code 1 when no candidate qualifies.",
+                "perfkit select --max-latency-ms 10 --min-top1 70 --batch 1 --device cpu")
+    p.add_argument("--max-latency-ms", type=float, metavar="X", help="p50 latency at --batch must be at most X ms")
+    p.add_argument("--min-top1", type=float, metavar="Y", help="top-1 (percent) must be at least Y")
+    p.add_argument("--max-memory-mb", type=float, metavar="Z",
+                   help="peak memory at --batch must be at most Z megabytes (10^6 bytes)")
+    p.add_argument("--batch", type=int, default=1, metavar="B", help="the batch size the latency and memory are taken at")
+    p.add_argument("--device", default=None, metavar="D", help="only candidates measured on this device (cpu, cuda)")
+    p.add_argument("--run", default=None, metavar="RUN", help="take the numbers of this run only (default: newest per candidate)")
+    p.add_argument("--use-published", action="store_true",
+                   help="where no top-1 was measured, use the published top-1 of the weights (labelled 'published')")
+    _opt_json(p)
     _opt_store(p)
     p.set_defaults(func=_cmd_select)
 
 
 def _cmd_select(args):
-    raise PerfkitError("select: not implemented yet")
+    from rich.markup import escape
+
+    from perfkit.errors import GateFailed, UsageError
+    from perfkit.report.console import Column, fmt_float, fmt_ms, print_json, print_table
+    from perfkit.report.select import MB, Constraints, select
+
+    if args.batch < 1:
+        raise UsageError(f"--batch must be a positive integer, got {args.batch}")
+    constraints = Constraints(args.max_latency_ms, args.min_top1, args.max_memory_mb, args.batch, args.device,
+                              args.use_published)
+    with _store(args) as store:
+        result = select(store, constraints, args.run)
+        path = store.path
+    if not result["selected"] and not result["excluded"]:
+        raise PerfkitError(f"no measured candidates in {path}{' for run ' + args.run if args.run else ''}: "
+                           f"run `perfkit run` (or `perfkit profile`) first")
+    if args.json:
+        print_json(result)
+    else:
+        name = lambda c: escape(c["model"]) + (" [magenta](random weights)[/]" if c["random"] else "")  # noqa: E731
+        top1 = lambda c: "—" if c["top1"] is None else f"{c['top1']:.2f}" + (  # noqa: E731
+            " [yellow](published)[/]" if c["top1_source"] == "published" else "")
+        print_table(f"candidates meeting the constraints (batch {args.batch})", [
+            Column("#", "rank"), Column("Pareto", lambda c: "★" if c["pareto"] else "", str),
+            Column("model", name, str, justify="left"), Column("runtime", "runtime", justify="left"),
+            Column("prec", "precision", justify="left"), Column("device", "device", justify="left"),
+            Column("top-1 %", top1, str), Column("p50", "latency_median_ms", fmt_ms),
+            Column("p99", "latency_p99_ms", fmt_ms), Column("img/s", "throughput_per_s", fmt_float(1)),
+            Column("peak MB", "peak_bytes", lambda v: "—" if v is None else f"{v / MB:.1f}"),
+        ], result["selected"], caption="★ = Pareto-optimal: no other candidate is both more accurate and faster")
+        if result["excluded"]:
+            print_table("excluded", [
+                Column("model", name, str, justify="left"), Column("runtime", "runtime", justify="left"),
+                Column("prec", "precision", justify="left"), Column("device", "device", justify="left"),
+                Column("why", lambda c: escape("; ".join(c["reasons"])), str, justify="left", style="yellow"),
+            ], result["excluded"])
+    if not result["selected"]:
+        raise GateFailed(f"no candidate meets the constraints ({len(result['excluded'])} excluded, see why above)")
 
 
 def _add_regress(sub):
     p = _parser(sub, "regress", "compare a candidate run with a baseline; exit 1 on regression",
-                "CI regression check.", "perfkit regress --baseline baseline.json")
+                "CI regression check: compare two runs record by record (same model, runtime, precision,\n"
+                "batch and device) and print what changed. Exit code 1 when top-1 dropped by more than\n"
+                "--max-top1-drop points, p50 latency rose by more than --max-latency-increase percent, a parity\n"
+                "check now fails, or a step that ran now errors. A side is a run id (or prefix, or latest) or a\n"
+                "JSON file written by `perfkit report RUN --json FILE` (keep the baseline in git).",
+                "perfkit regress --baseline ci/baseline.json --candidate latest --max-latency-increase 15")
+    from perfkit.report.regress import DEFAULT_MAX_LATENCY_INCREASE_PCT, DEFAULT_MAX_TOP1_DROP_PP
+
+    p.add_argument("--baseline", required=True, metavar="RUN|FILE", help="the reference run, or its JSON export")
+    p.add_argument("--candidate", default="latest", metavar="RUN|FILE", help="the run to judge, or its JSON export")
+    p.add_argument("--max-top1-drop", type=float, default=DEFAULT_MAX_TOP1_DROP_PP, metavar="PP",
+                   help="largest allowed top-1 drop, in percentage points")
+    p.add_argument("--max-latency-increase", type=float, default=DEFAULT_MAX_LATENCY_INCREASE_PCT, metavar="PCT",
+                   help="largest allowed p50 latency increase, in percent")
+    _opt_json(p)
     _opt_store(p)
     p.set_defaults(func=_cmd_regress)
 
 
 def _cmd_regress(args):
-    raise PerfkitError("regress: not implemented yet")
+    from rich.markup import escape
+
+    from perfkit.errors import GateFailed
+    from perfkit.report.console import Column, banner, console, print_json, print_table
+    from perfkit.report.regress import compare, load_side
+
+    with _store(args) as store:
+        baseline, candidate = load_side(store, args.baseline), load_side(store, args.candidate)
+    result = compare(baseline, candidate, max_top1_drop_pp=args.max_top1_drop,
+                     max_latency_increase_pct=args.max_latency_increase)
+    if args.json:
+        print_json(result)
+    else:
+        if result["env_differences"]:
+            banner("environments differ (latency is only comparable on the same machine): "
+                   + "; ".join(result["env_differences"]))
+        shown = [c for c in result["changes"] if c["verdict"] != "same"]
+        value = lambda v: "—" if v is None else (f"{v:.6g}" if isinstance(v, float) else escape(str(v)))  # noqa: E731
+        change = lambda c: "—" if c["change"] is None else f"{c['change']:+.3g} {c['unit']}"  # noqa: E731
+        style = {"regression": "red", "now fails": "red", "improved": "green", "fixed": "green", "missing": "yellow"}
+        title = f"{escape(candidate.label)} vs baseline {escape(baseline.label)}"
+        if not shown:
+            console.print(f"{title}: no metric changed")
+        else:
+            print_table(title, [
+                Column("model", "model", justify="left"), Column("runtime", "runtime", justify="left"),
+                Column("prec", "precision", justify="left"), Column("batch", "batch"),
+                Column("step", "kind", justify="left"), Column("metric", "metric", justify="left"),
+                Column("baseline", "baseline", value), Column("candidate", "candidate", value),
+                Column("change", change, str), Column("verdict", "verdict", justify="left"),
+            ], sorted(shown, key=lambda c: c["verdict"] not in ("regression", "now fails")),
+                row_style=lambda c: style.get(c["verdict"]),
+                caption=f"gates: top-1 drop > {args.max_top1_drop:g} pp, p50 latency increase > "
+                        f"{args.max_latency_increase:g}%, parity pass → fail, ok → error")
+        console.print(f"{result['compared']} records compared, {len(shown)} changes, "
+                      f"{result['regressions']} regressions, {result['missing']} missing, {result['new']} new")
+    if result["regressions"]:
+        raise GateFailed(f"{result['regressions']} regression(s) against {baseline.label}")
 
 
 # -- entry point ------------------------------------------------------------------------------------

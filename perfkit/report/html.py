@@ -1,0 +1,303 @@
+"""The single-file HTML report: a Jinja2 template with plotly.js inlined (no network requests).
+
+Everything comes from the store through the row builders of ``perfkit.report.summary``. Measured
+accuracy and published accuracy are separate traces with separate names; when a run has no
+measured accuracy (no ImageNet-val given), the charts show published numbers only and say so.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from perfkit.deps import require
+from perfkit.report.console import fmt_bytes, fmt_float, fmt_int, fmt_sci, fmt_seconds, fmt_time
+from perfkit.report.summary import (
+    failure_rows, is_random, latest_ok, load_run, published, summary_rows, training_curves, training_rows,
+    weights_label,
+)
+from perfkit.store import Kind, Record, Store
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+RUNTIME_COLOURS = {
+    "eager": "#1f77b4", "torchscript": "#ff7f0e", "onnx": "#2ca02c", "tensorrt": "#d62728",
+    "aoti": "#9467bd", "native": "#8c564b",
+}
+PUBLISHED_COLOUR = "#7f7f7f"
+_OTHER_COLOURS = ("#17becf", "#bcbd22", "#e377c2", "#393b79")
+_PALETTE = (*RUNTIME_COLOURS.values(), *_OTHER_COLOURS)
+_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+_PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
+
+
+def colour(runtime: str | None) -> str:
+    if runtime in RUNTIME_COLOURS:
+        return RUNTIME_COLOURS[runtime]
+    return _OTHER_COLOURS[sum(map(ord, runtime or "")) % len(_OTHER_COLOURS)]
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points not dominated when x goes down and y goes up (lower cost, higher accuracy), by x."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return front
+
+
+def _label(row: dict) -> str:
+    return row["model"] + (" (random weights)" if row["random"] else "")
+
+
+def _first_batch(row: dict) -> dict | None:
+    """Latency at the smallest batch measured (batch 1 when there is one): the interactive case."""
+    return next((b for b in row["batches"] if b["latency_median_ms"] is not None), None)
+
+
+def _bubble_sizes(params: list[float]) -> dict:
+    top = max(params, default=1) or 1
+    return {"sizemode": "area", "sizeref": 2.0 * top / 45**2, "sizemin": 4}
+
+
+def build_charts(rows: list[dict], training: dict[tuple, list[dict]]) -> dict:
+    """The report's plotly figures by name (only those the data supports)."""
+    go = require("plotly.graph_objects")
+    from plotly.subplots import make_subplots
+
+    measured = any(r["top1_pct"] is not None for r in rows)
+    charts = {}
+    if rows:  # a training-only run has no model × runtime candidates to compare
+        charts["acc_vs_macs"] = _acc_vs_macs(go, rows, measured)
+        charts["acc_vs_latency"] = _acc_vs_latency(go, rows, measured)
+        charts["acc_bars"] = _acc_bars(go, make_subplots, rows)
+    if any(_first_batch(r) for r in rows):
+        charts["latency_vs_batch"] = _latency_vs_batch(go, make_subplots, rows)
+    if training:
+        charts["training"] = _training(go, make_subplots, training)
+    for fig in charts.values():
+        fig.update_layout(template="plotly_white", margin={"t": 60, "b": 50, "l": 60, "r": 20},
+                          legend={"itemsizing": "constant"})
+    return charts
+
+
+def _models(rows: list[dict]) -> dict[str, dict]:
+    """One entry per model (the first row of each): published numbers and complexity are per model."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        out.setdefault(r["model"], r)
+    return out
+
+
+def _acc_vs_macs(go, rows: list[dict], measured: bool):
+    fig = go.Figure()
+    pts = []
+    if measured:
+        for runtime in dict.fromkeys(r["runtime"] for r in rows):
+            sel = [r for r in rows if r["runtime"] == runtime and r["top1_pct"] is not None and r["macs"]]
+            if not sel:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[r["macs"] / 1e9 for r in sel], y=[r["top1_pct"] for r in sel], mode="markers+text",
+                name=f"{runtime} (measured)", text=[_label(r) for r in sel], textposition="top center",
+                marker={"color": colour(runtime), "size": [r["params"] or 0 for r in sel], "line": {"width": 1},
+                        "symbol": ["x" if r["random"] else "circle" for r in sel],
+                        **_bubble_sizes([r["params"] or 0 for r in rows])},
+                customdata=[[r["precision"], r["params"]] for r in sel],
+                hovertemplate="%{text}<br>%{fullData.name} %{customdata[0]}<br>GMACs %{x:.3f}<br>"
+                              "measured top-1 %{y:.2f}%<br>params %{customdata[1]:,}<extra></extra>",
+            ))
+            pts += [(r["macs"] / 1e9, r["top1_pct"]) for r in sel if not r["random"]]
+    pub = [r for r in _models(rows).values() if r["ref_top1_pct"] is not None and _gmacs(r) is not None]
+    if pub:
+        fig.add_trace(go.Scatter(
+            x=[_gmacs(r) for r in pub], y=[r["ref_top1_pct"] for r in pub], mode="markers+text",
+            name="published (torchvision metadata)", text=[r["model"] for r in pub], textposition="bottom center",
+            marker={"color": PUBLISHED_COLOUR, "symbol": "diamond-open", "size": [_params(r) or 0 for r in pub],
+                    "line": {"width": 2}, **_bubble_sizes([_params(r) or 0 for r in pub])},
+            customdata=[[r["ref_weights"] or "—"] for r in pub],
+            hovertemplate="%{text}<br>published top-1 %{y:.2f}% (%{customdata[0]})<br>GMACs %{x:.3f}<extra></extra>",
+        ))
+        if not measured:
+            pts = [(_gmacs(r), r["ref_top1_pct"]) for r in pub]
+    front = pareto_front(pts)
+    if len(front) > 1:
+        fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines",
+                                 name=f"Pareto front ({'measured' if measured else 'published'})",
+                                 line={"color": "black", "dash": "dash", "shape": "hv"}, hoverinfo="skip"))
+    what = "measured top-1" if measured else "PUBLISHED top-1 (no measured accuracy in this run)"
+    fig.update_layout(title=f"Accuracy vs complexity — {what}; bubble area = parameters",
+                      xaxis_title="GMACs (multiply-accumulates, conv+linear)", yaxis_title="top-1 %", height=520)
+    return fig
+
+
+def _gmacs(row: dict) -> float | None:
+    """Measured MACs (complexity record) or, without one, the published count (same convention)."""
+    if row["macs"]:
+        return row["macs"] / 1e9
+    return published(row["model"], row["weights"]).get("gmacs")
+
+
+def _params(row: dict) -> float | None:
+    return row["params"] or published(row["model"], row["weights"]).get("params")
+
+
+def _acc_vs_latency(go, rows: list[dict], measured: bool):
+    fig = go.Figure()
+    pts = []
+    key = "top1_pct" if measured else "ref_top1_pct"
+    for runtime in dict.fromkeys(r["runtime"] for r in rows):
+        sel = [(r, _first_batch(r)) for r in rows if r["runtime"] == runtime and r[key] is not None]
+        sel = [(r, b) for r, b in sel if b is not None]
+        if not sel:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[b["latency_median_ms"] for _, b in sel], y=[r[key] for r, _ in sel], mode="markers+text",
+            name=f"{runtime} ({'measured' if measured else 'published'} top-1)", text=[_label(r) for r, _ in sel],
+            textposition="top center",
+            marker={"color": colour(runtime), "size": 12, "symbol": ["x" if r["random"] else "circle" for r, _ in sel]},
+            customdata=[[r["precision"], b["batch"]] for r, b in sel],
+            hovertemplate="%{text}<br>%{fullData.name} %{customdata[0]}<br>p50 %{x:.3f} ms at batch "
+                          "%{customdata[1]}<br>top-1 %{y:.2f}%<extra></extra>",
+        ))
+        pts += [(b["latency_median_ms"], r[key]) for r, b in sel if not (measured and r["random"])]
+    front = pareto_front(pts)
+    if len(front) > 1:
+        fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines", name="Pareto front",
+                                 line={"color": "black", "dash": "dash", "shape": "hv"}, hoverinfo="skip"))
+    what = "measured top-1" if measured else "PUBLISHED top-1 of each architecture (no measured accuracy in this run)"
+    fig.update_layout(title=f"Accuracy vs latency — {what}", xaxis_title="p50 latency, ms (smallest batch measured)",
+                      xaxis_type="log", yaxis_title="top-1 %", height=480)
+    return fig
+
+
+def _acc_bars(go, make_subplots, rows: list[dict]):
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("top-1 %", "top-5 %"))
+    models = _models(rows)
+    labels = [_label(r) for r in models.values()]
+    for i, (metric, ref) in enumerate((("top1_pct", "ref_top1_pct"), ("top5_pct", "ref_top5_pct")), start=1):
+        fig.add_trace(go.Bar(x=labels, y=[r[ref] for r in models.values()], name="published (torchvision metadata)",
+                             marker={"color": PUBLISHED_COLOUR}, legendgroup="published", showlegend=i == 1,
+                             texttemplate="%{y:.2f}", textposition="outside"), row=i, col=1)
+        for runtime, precision in dict.fromkeys((r["runtime"], r["precision"]) for r in rows):
+            sel = {r["model"]: r[metric] for r in rows if (r["runtime"], r["precision"]) == (runtime, precision)}
+            if not any(v is not None for v in sel.values()):
+                continue
+            fig.add_trace(go.Bar(x=labels, y=[sel.get(m) for m in models], name=f"measured {runtime} {precision}",
+                                 marker={"color": colour(runtime)}, legendgroup=f"{runtime} {precision}",
+                                 showlegend=i == 1, texttemplate="%{y:.2f}", textposition="outside"), row=i, col=1)
+    measured = any(r["top1_pct"] is not None for r in rows)
+    fig.update_layout(barmode="group", height=620, title="Top-1 / top-5 per model — published and measured"
+                      if measured else "Top-1 / top-5 per model — PUBLISHED only (no measured accuracy in this run)")
+    fig.update_yaxes(range=[0, 105])
+    return fig
+
+
+def _latency_vs_batch(go, make_subplots, rows: list[dict]):
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("p50 latency (ms)", "throughput (images/s)"))
+    dash = {m: _DASHES[i % len(_DASHES)] for i, m in enumerate(_models(rows))}
+    batches = sorted({b["batch"] for r in rows for b in r["batches"] if b["batch"] is not None})
+    for r in rows:
+        pts = [b for b in r["batches"] if b["batch"] is not None and b["latency_median_ms"] is not None]
+        if not pts:
+            continue
+        name = f"{_label(r)} · {r['runtime']} {r['precision'] or ''}".strip()
+        style = {"color": colour(r["runtime"]), "dash": dash[r["model"]]}
+        x = [b["batch"] for b in pts]
+        fig.add_trace(go.Scatter(x=x, y=[b["latency_median_ms"] for b in pts], mode="lines+markers", name=name,
+                                 line=style, legendgroup=name), row=1, col=1)
+        fig.add_trace(go.Scatter(x=x, y=[b["throughput_per_s"] for b in pts], mode="lines+markers", name=name,
+                                 line=style, legendgroup=name, showlegend=False), row=1, col=2)
+    fig.update_xaxes(type="log", title_text="batch", tickvals=batches, ticktext=[str(b) for b in batches])
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_layout(title="Latency and throughput vs batch, per runtime", height=480)
+    return fig
+
+
+def _training(go, make_subplots, training: dict[tuple, list[dict]]):
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy per epoch", "loss per epoch"))
+    for i, ((model, weights, dataset, precision, _device), epochs) in enumerate(training.items()):
+        name = f"{model}{' (random init)' if is_random(weights) else ''} · {dataset or '—'}"
+        c = _PALETTE[i % len(_PALETTE)]
+        x = [e["epoch"] for e in epochs]
+        for split, dash in (("val", "solid"), ("train", "dot")):
+            fig.add_trace(go.Scatter(x=x, y=[e[f"{split}_acc"] for e in epochs], mode="lines+markers",
+                                     name=f"{name} {split}", line={"color": c, "dash": dash}, legendgroup=name),
+                          row=1, col=1)
+            fig.add_trace(go.Scatter(x=x, y=[e[f"{split}_loss"] for e in epochs], mode="lines+markers",
+                                     name=f"{name} {split}", line={"color": c, "dash": dash}, legendgroup=name,
+                                     showlegend=False), row=1, col=2)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text="accuracy", row=1, col=1)
+    fig.update_layout(title="Training: validation (solid) and training (dotted) curves", height=460)
+    return fig
+
+
+def _env_items(env: dict) -> list[tuple[str, str]]:
+    items = []
+    for k, v in env.items():
+        if isinstance(v, dict):
+            items += [(f"{k}.{kk}", str(vv)) for kk, vv in v.items()]
+        else:
+            items.append((k, "—" if v is None else str(v)))
+    return items
+
+
+def _record_rows(records: list[Record], kind: Kind) -> list[dict]:
+    """Ok records of a kind, newest per (model, runtime, precision, batch), as flat dicts."""
+    latest = latest_ok((r for r in records if r.kind == kind), lambda r: (r.model, r.runtime, r.precision, r.batch, r.device))
+    return [{"model": r.model, "runtime": r.runtime, "precision": r.precision, "batch": r.batch, "device": r.device,
+             "weights": weights_label(r.weights), "random": is_random(r.weights), **r.metrics} for r in latest.values()]
+
+
+def report_context(store: Store, run_id: str) -> dict:
+    """Everything the template shows (also useful to tests): raw rows plus plotly figures."""
+    run, records = load_run(store, run_id)
+    rows = summary_rows(records)
+    curves = training_curves(records)
+    complexity = _record_rows(records, Kind.COMPLEXITY)
+    return {
+        "run": run, "records": len(records), "rows": rows,
+        "measured_accuracy": any(r["top1_pct"] is not None for r in rows),
+        "random_models": sorted({r["model"] for r in rows if r["random"]}),
+        "parity": _record_rows(records, Kind.PARITY), "exports": _record_rows(records, Kind.EXPORT),
+        "complexity": complexity, "failures": failure_rows(records), "training": training_rows(records),
+        "env": _env_items(run["env"]), "charts": build_charts(rows, curves),
+        "generated": time.time(),
+    }
+
+
+def _environment():
+    jinja2 = require("jinja2")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(
+        f1=fmt_float(1), f2=fmt_float(2), f3=fmt_float(3), f4=fmt_float(4), int=fmt_int, sci=fmt_sci,
+        bytes=fmt_bytes, seconds=fmt_seconds, time=fmt_time,
+        frac=lambda v: "—" if v is None else f"{100 * float(v):.2f}%",
+        pp=lambda v: "—" if v is None else f"{float(v):+.2f}",
+        mega=lambda v: "—" if v is None else f"{float(v) / 1e6:.2f}",
+        giga=lambda v: "—" if v is None else f"{float(v) / 1e9:.3f}",
+        dash=lambda v: "—" if v is None or v == "" else v,
+        shape=lambda v: "—" if v is None else "×".join(map(str, v)) if isinstance(v, list) else str(v),
+        wlabel=weights_label,
+    )
+    return env
+
+
+def render_html(store: Store, run_id: str, path: str | Path) -> Path:
+    """Write the run's report as one self-contained HTML file (plotly.js inlined) and return its path."""
+    pio = require("plotly.io")
+    from plotly.offline import get_plotlyjs
+
+    ctx = report_context(store, run_id)
+    ctx["charts"] = {name: pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=f"chart-{name}",
+                                       config=_PLOTLY_CONFIG)
+                     for name, fig in ctx["charts"].items()}
+    ctx["plotly_js"] = get_plotlyjs()
+    html = _environment().get_template("report.html.j2").render(**ctx)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html, encoding="utf-8")
+    return path

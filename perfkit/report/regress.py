@@ -1,0 +1,154 @@
+"""``perfkit regress``: compare a candidate run with a baseline, record by record.
+
+Records match on (kind, model, runtime, precision, batch, device); accuracy ignores the batch it
+was evaluated with. Gates: a top-1 drop beyond
+``max_top1_drop_pp``, a p50 latency increase beyond ``max_latency_increase_pct``, a parity check
+that passed and now fails, and a step that ran and now errors. Everything else that changed is
+reported without failing. Either side is a run in the store or a JSON export
+(``perfkit report RUN --json FILE``), so CI can keep its baseline in git.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from perfkit.errors import PerfkitError
+from perfkit.report.records_io import read_json
+from perfkit.report.summary import load_run
+from perfkit.store import Kind, Record, Store
+
+DEFAULT_MAX_TOP1_DROP_PP = 0.5
+DEFAULT_MAX_LATENCY_INCREASE_PCT = 10.0
+
+# kind -> metrics reported when they change (the gated ones are judged in _judge).
+COMPARED = {
+    Kind.ACCURACY: ("top1_pct", "top5_pct"),
+    Kind.LATENCY: ("latency_median_ms", "latency_p99_ms", "throughput_per_s"),
+    Kind.PARITY: ("passed", "top1_agreement", "max_abs_diff"),
+    Kind.MEMORY: ("peak_bytes",),
+    Kind.COMPLEXITY: ("params", "macs"),
+}
+_ENV_KEYS = ("cpu_model", "gpu_name", "driver", "cuda", "cpu_count")
+
+
+@dataclass(frozen=True)
+class Side:
+    label: str  # run id, or the file it came from
+    run: dict
+    records: list[Record]
+
+
+def load_side(store: Store | None, ref: str) -> Side:
+    """A JSON export (a path ending in .json, or any existing file) or a run of the store."""
+    path = Path(ref)
+    if path.suffix == ".json" or path.is_file():
+        run, records = read_json(path)
+        return Side(f"{path} (run {run.get('id')})", run, records)
+    if store is None:
+        raise PerfkitError(f"'{ref}' is not a file, and no run store was given to look it up in")
+    run, records = load_run(store, ref)
+    return Side(run["id"], run, records)
+
+
+def _key(r: Record) -> tuple:
+    # An accuracy pass's batch size is how it was evaluated, not what was measured: runs that
+    # evaluated with different batch sizes still compare. Latency, memory and parity are per batch.
+    batch = None if r.kind in (Kind.ACCURACY, Kind.COMPLEXITY) else r.batch
+    return (str(r.kind), r.model, r.runtime, r.precision, batch, r.device)
+
+
+def _latest(records: list[Record]) -> dict[tuple, Record]:
+    """The newest record (ok or error) per key: a step that failed and then ran on resume is ok."""
+    out = {}
+    for r in sorted(records, key=lambda r: r.created):
+        if r.kind in COMPARED:
+            out[_key(r)] = r
+    return out
+
+
+def _change(metric: str, a, b) -> tuple[float | None, str]:
+    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
+        return None, ""
+    if metric.endswith("_pct"):
+        return float(b) - float(a), "pp"
+    if a == 0:
+        return None, "%"
+    return 100.0 * (float(b) - float(a)) / abs(float(a)), "%"
+
+
+def _judge(kind: str, metric: str, a, b, change: float | None, max_drop: float, max_increase: float) -> str:
+    if a == b:
+        return "same"
+    if kind == Kind.ACCURACY and metric == "top1_pct" and change is not None:
+        return "regression" if change < -max_drop else ("improved" if change > max_drop else "within")
+    if kind == Kind.LATENCY and metric == "latency_median_ms" and change is not None:
+        return "regression" if change > max_increase else ("improved" if change < -max_increase else "within")
+    if kind == Kind.PARITY and metric == "passed":
+        return "regression" if a and not b else "improved"
+    return "changed"
+
+
+def compare(baseline: Side, candidate: Side, *, max_top1_drop_pp: float = DEFAULT_MAX_TOP1_DROP_PP,
+            max_latency_increase_pct: float = DEFAULT_MAX_LATENCY_INCREASE_PCT) -> dict:
+    """Compare two sides; ``regressions`` counts the changes that fail the gate.
+
+    Returns ``{"baseline", "candidate", "thresholds", "changes": [...], "compared", "regressions",
+    "missing", "new", "env_differences"}``; each change has the record key, metric, baseline,
+    candidate, change (pp for percentages, % otherwise), unit and verdict (regression, improved,
+    within, changed, same, now fails, fixed, missing, new).
+    """
+    base, cand = _latest(baseline.records), _latest(candidate.records)
+    common = [k for k in base if k in cand]
+    if not common:
+        raise PerfkitError(
+            f"the baseline ({baseline.label}) and the candidate ({candidate.label}) have no record in common: "
+            f"compare runs of the same models, runtimes, precisions and batches")
+    changes = []
+    for k in base:
+        kind, model, runtime, precision, batch, device = k
+        where = {"kind": kind, "model": model, "runtime": runtime, "precision": precision, "batch": batch,
+                 "device": device}
+        a, b = base[k], cand.get(k)
+        if b is None:
+            changes.append({**where, "metric": "record", "baseline": a.status, "candidate": None, "change": None,
+                            "unit": "", "verdict": "missing"})
+            continue
+        if a.status != b.status:
+            verdict = "now fails" if b.status == "error" else "fixed"
+            changes.append({**where, "metric": "status", "baseline": a.error or a.status,
+                            "candidate": b.error or b.status, "change": None, "unit": "", "verdict": verdict})
+            continue
+        if a.status == "error":
+            continue  # failed in both: nothing to compare, and nothing new
+        for metric in COMPARED[a.kind]:
+            va, vb = a.metrics.get(metric), b.metrics.get(metric)
+            if va is None and vb is None:
+                continue
+            change, unit = _change(metric, va, vb)
+            changes.append({**where, "metric": metric, "baseline": va, "candidate": vb, "change": change,
+                            "unit": unit, "verdict": _judge(kind, metric, va, vb, change, max_top1_drop_pp,
+                                                             max_latency_increase_pct)})
+    for k in cand:
+        if k not in base:
+            kind, model, runtime, precision, batch, device = k
+            changes.append({"kind": kind, "model": model, "runtime": runtime, "precision": precision, "batch": batch,
+                            "device": device, "metric": "record", "baseline": None, "candidate": cand[k].status,
+                            "change": None, "unit": "", "verdict": "new"})
+    verdicts = [c["verdict"] for c in changes]
+    return {
+        "baseline": baseline.label, "candidate": candidate.label,
+        "thresholds": {"max_top1_drop_pp": max_top1_drop_pp, "max_latency_increase_pct": max_latency_increase_pct},
+        "changes": changes, "compared": len(common),
+        "regressions": sum(v in ("regression", "now fails") for v in verdicts),
+        "missing": verdicts.count("missing"), "new": verdicts.count("new"),
+        "env_differences": env_differences(baseline.run.get("env") or {}, candidate.run.get("env") or {}),
+    }
+
+
+def env_differences(a: dict, b: dict) -> list[str]:
+    """Hardware and library differences between two runs (latency across machines is not comparable)."""
+    out = [f"{k}: {a.get(k)} → {b.get(k)}" for k in _ENV_KEYS if a.get(k) != b.get(k)]
+    la, lb = a.get("libraries") or {}, b.get("libraries") or {}
+    out += [f"{lib}: {la.get(lib)} → {lb.get(lib)}" for lib in sorted(set(la) | set(lb)) if la.get(lib) != lb.get(lib)]
+    return out

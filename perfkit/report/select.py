@@ -1,0 +1,126 @@
+"""``perfkit select``: which model × runtime meets the constraints, Pareto-optimal first.
+
+Candidates are (model, weights, runtime, precision, device). Each number comes from the newest ok
+record of that candidate in the store (or in one run): latency and memory at the requested batch,
+measured top-1 (published top-1 only when asked for, and labelled so). A candidate is excluded
+with every reason that applies: a failed constraint, a missing number, a failed parity check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from perfkit.report.summary import candidate_key, is_random, latest_ok, parity_by_candidate, published
+from perfkit.store import Kind, Record, Store
+
+MB = 1e6  # --max-memory-mb counts megabytes of 10^6 bytes, like the complexity estimates
+
+
+@dataclass(frozen=True)
+class Constraints:
+    max_latency_ms: float | None = None
+    min_top1: float | None = None
+    max_memory_mb: float | None = None
+    batch: int = 1
+    device: str | None = None
+    use_published: bool = False  # fall back to published top-1 where none was measured
+
+
+def candidates(records: list[Record], batch: int = 1) -> list[dict]:
+    """Every model × runtime × precision × device in ``records`` with its newest numbers at ``batch``."""
+    key = candidate_key
+    measured = [r for r in records if r.runtime is not None and r.kind not in (Kind.COMPLEXITY, Kind.TRAIN)]
+    acc = latest_ok((r for r in measured if r.kind == Kind.ACCURACY), key)
+    par = parity_by_candidate(measured, key)
+    lat = latest_ok((r for r in measured if r.kind == Kind.LATENCY), lambda r: (key(r), r.batch))
+    mem = latest_ok((r for r in measured if r.kind == Kind.MEMORY), lambda r: (key(r), r.batch))
+    last_error: dict[tuple, Record] = {}
+    for r in sorted(measured, key=lambda r: r.created):
+        if r.status == "error":
+            last_error[key(r)] = r
+    out = []
+    for k in dict.fromkeys(key(r) for r in measured):
+        model, weights, runtime, precision, device = k
+        a, p = acc.get(k), par.get(k, {})
+        l, m = lat.get((k, batch)), mem.get((k, batch)) or mem.get((k, None))
+        ref = published(model, weights)
+        out.append({
+            "model": model, "weights": weights, "random": is_random(weights), "runtime": runtime,
+            "precision": precision, "device": device, "batch": batch,
+            "top1_pct": a.metrics["top1_pct"] if a else None,
+            "published_top1_pct": (a.metrics.get("ref_top1_pct") if a else None) or ref.get("acc1_pct"),
+            "latency_median_ms": l.metrics["latency_median_ms"] if l else None,
+            "latency_p99_ms": l.metrics.get("latency_p99_ms") if l else None,
+            "throughput_per_s": l.metrics.get("throughput_per_s") if l else None,
+            "peak_bytes": m.metrics["peak_bytes"] if m else None,
+            "parity_passed": p.get("parity_passed"),  # every batch checked must pass
+            "latency_batches": sorted(b for (kk, b) in lat if kk == k and b is not None),
+            "last_error": f"{last_error[k].kind}: {last_error[k].error}" if k in last_error else None,
+            "runs": sorted({r.run_id for r in (a, l, m) if r is not None}),
+        })
+    return out
+
+
+def _reasons(c: dict, con: Constraints) -> list[str]:
+    why = []
+    if con.device is not None and c["device"] != con.device:
+        why.append(f"device is {c['device'] or 'unknown'}, not {con.device}")
+    if c["parity_passed"] is False:
+        why.append("parity with eager FAILED")
+    lat = c["latency_median_ms"]
+    if lat is None:
+        measured = ", ".join(map(str, c["latency_batches"])) or "none"
+        why.append(f"no latency measured at batch {con.batch} (measured batches: {measured})")
+    elif con.max_latency_ms is not None and lat > con.max_latency_ms:
+        why.append(f"p50 latency {lat:.3f} ms > {con.max_latency_ms:g} ms")
+    if con.min_top1 is not None:
+        if c["top1"] is None:
+            hint = "" if con.use_published else (
+                "; pass --use-published to rank on published accuracy" if c["published_top1_pct"] is not None else "")
+            why.append(f"no measured top-1 (run `perfkit validate` with ImageNet-val){hint}")
+        elif c["top1"] < con.min_top1:
+            src = "" if c["top1_source"] == "measured" else " (published)"
+            why.append(f"top-1 {c['top1']:.2f}%{src} < {con.min_top1:g}%")
+    if con.max_memory_mb is not None:
+        if c["peak_bytes"] is None:
+            why.append(f"no peak memory measured at batch {con.batch}")
+        elif c["peak_bytes"] > con.max_memory_mb * MB:
+            why.append(f"peak memory {c['peak_bytes'] / MB:.1f} MB > {con.max_memory_mb:g} MB")
+    if why and c["last_error"] and (lat is None or c["top1"] is None):
+        why.append(f"last failure: {c['last_error']}")
+    return why
+
+
+def _dominates(a: dict, b: dict) -> bool:
+    return (a["top1"] >= b["top1"] and a["latency_median_ms"] <= b["latency_median_ms"]
+            and (a["top1"] > b["top1"] or a["latency_median_ms"] < b["latency_median_ms"]))
+
+
+def select(store: Store, constraints: Constraints, run_id: str | None = None) -> dict:
+    """Rank the candidates meeting ``constraints`` (Pareto-optimal first) and explain the rest.
+
+    Returns ``{"constraints", "run", "selected": [...], "excluded": [...]}``; each selected
+    candidate has ``rank``, ``pareto`` and ``top1``/``top1_source`` (measured or published);
+    each excluded one has ``reasons``.
+    """
+    run = store.get_run(run_id)["id"] if run_id else None
+    cands = candidates(store.records(run_id=run), constraints.batch)
+    for c in cands:
+        if c["top1_pct"] is not None:
+            c["top1"], c["top1_source"] = c["top1_pct"], "measured"
+        elif constraints.use_published and c["published_top1_pct"] is not None:
+            c["top1"], c["top1_source"] = c["published_top1_pct"], "published"
+        else:
+            c["top1"], c["top1_source"] = None, None
+        c["reasons"] = _reasons(c, constraints)
+    chosen = [c for c in cands if not c["reasons"]]
+    excluded = [c for c in cands if c["reasons"]]
+    rankable = [c for c in chosen if c["top1"] is not None]
+    for c in chosen:
+        c["pareto"] = c in rankable and not any(_dominates(o, c) for o in rankable if o is not c)
+    # Pareto front first (most accurate first), then the dominated ones, then those without accuracy.
+    chosen.sort(key=lambda c: (not c["pareto"], c["top1"] is None, -(c["top1"] or 0), c["latency_median_ms"]))
+    for i, c in enumerate(chosen, start=1):
+        c["rank"] = i
+    excluded.sort(key=lambda c: (c["model"], c["runtime"] or "", c["precision"] or ""))
+    return {"constraints": asdict(constraints), "run": run, "selected": chosen, "excluded": excluded}

@@ -1,0 +1,133 @@
+import json
+import re
+from html.parser import HTMLParser
+
+import pytest
+from plotly.offline import get_plotlyjs
+
+from perfkit.report.html import build_charts, pareto_front, render_html, report_context
+
+
+class _Refs(HTMLParser):
+    """Every URL the page would load by itself: script/img/iframe src, stylesheet and icon links."""
+
+    def __init__(self):
+        super().__init__()
+        self.urls, self.scripts, self.details = [], 0, 0
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "script":
+            self.scripts += 1
+        if tag == "details":
+            self.details += 1
+        if tag in ("script", "img", "iframe", "source", "video", "audio", "embed") and a.get("src"):
+            self.urls.append(a["src"])
+        if tag == "link" and a.get("href"):
+            self.urls.append(a["href"])
+
+
+def _figures(html: str) -> dict[str, list[dict]]:
+    """chart div id -> the trace list plotly was given (Plotly.newPlot("id", [traces], ...))."""
+    out = {}
+    for m in re.finditer(r'Plotly\.newPlot\(\s*"(chart-[a-z_]+)",\s*(\[.*?\]),\s*\{', html, re.S):
+        out[m.group(1)] = json.loads(m.group(2))
+    return out
+
+
+@pytest.fixture
+def report(store, make_run, tmp_path):
+    run_id = make_run(store, train=True, parity_fail=True)
+    return render_html(store, run_id, tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+
+
+def test_one_self_contained_file_with_plotly_inlined(report, tmp_path):
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["report.html"]
+    assert get_plotlyjs()[:2000] in report  # the library itself, not a reference to it
+    refs = _Refs()
+    refs.feed(report)
+    assert refs.urls == []  # nothing to fetch: no CDN script, stylesheet, font or image
+    assert not re.search(r'<(script|link|img)[^>]+(src|href)\s*=\s*["\']?(https?:)?//', report)
+
+
+def test_charts_carry_the_run_data(report):
+    figs = _figures(report)
+    assert set(figs) == {"chart-acc_vs_macs", "chart-acc_vs_latency", "chart-acc_bars", "chart-latency_vs_batch",
+                         "chart-training"}
+    bubbles = {t["name"]: t for t in figs["chart-acc_vs_macs"]}
+    assert set(bubbles) == {"eager (measured)", "onnx (measured)", "published (torchvision metadata)",
+                            "Pareto front (measured)"}
+    eager = bubbles["eager (measured)"]
+    i = eager["text"].index("resnet18")
+    assert eager["x"][i] == pytest.approx(1.814073856) and eager["y"][i] == pytest.approx(69.70)
+    assert eager["marker"]["size"][i] == 11_689_512  # bubble size = params
+    assert "googlenet (random weights)" in eager["text"]
+    bars = {t["name"] for t in figs["chart-acc_bars"]}
+    assert {"published (torchvision metadata)", "measured eager fp32", "measured onnx fp32"} <= bars
+    lat = {t["name"]: t for t in figs["chart-latency_vs_batch"] if t.get("showlegend", True) is not False}
+    assert lat["alexnet · onnx fp32"]["x"] == [1, 8]
+
+
+def test_report_sections(report):
+    for section in ('id="summary-table"', 'id="parity-table"', 'id="training-table"', 'id="env-table"',
+                    'id="failure-table"', 'id="random-weights-note"'):
+        assert section in report, section
+    assert "TensorRT is not installed [tensorrt extra]" in report
+    refs = _Refs()
+    refs.feed(report)
+    assert refs.details == 3  # one collapsible per-layer summary per model
+    assert "conv1 (Conv2d)" in report and "1×64×112×112" in report
+    assert 'id="no-measured-accuracy"' not in report
+
+
+def test_no_measured_accuracy_uses_published_honestly(store, make_run, tmp_path):
+    run_id = make_run(store, accuracy=False, error=False)
+    ctx = report_context(store, run_id)
+    assert not ctx["measured_accuracy"]
+    names = {t.name for t in ctx["charts"]["acc_vs_macs"].data}
+    assert names == {"published (torchvision metadata)", "Pareto front (published)"}
+    assert "PUBLISHED" in ctx["charts"]["acc_vs_macs"].layout.title.text
+    assert all("published" in t.name for t in ctx["charts"]["acc_vs_latency"].data if t.name != "Pareto front")
+    assert [t.name for t in ctx["charts"]["acc_bars"].data] == ["published (torchvision metadata)"] * 2
+    html = render_html(store, run_id, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert 'id="no-measured-accuracy"' in html and 'id="training-table"' not in html and "chart-training" not in html
+    assert 'id="failure-table"' not in html and "Every step ran." in html
+
+
+def test_random_points_stay_off_the_measured_pareto_front(store, make_run):
+    ctx = report_context(store, make_run(store))
+    [front] = [t for t in ctx["charts"]["acc_vs_macs"].data if t.name.startswith("Pareto")]
+    # googlenet (random weights, 0.1 %) has fewer MACs than resnet18 but must not be on the front
+    assert list(front.x) == pytest.approx([0.714197696, 1.814073856])
+    assert list(front.y) == pytest.approx([56.50, 69.70])
+
+
+def test_pareto_front():
+    pts = [(1.0, 50.0), (2.0, 70.0), (2.0, 60.0), (3.0, 65.0), (0.5, 40.0), (4.0, 75.0)]
+    assert pareto_front(pts) == [(0.5, 40.0), (1.0, 50.0), (2.0, 70.0), (4.0, 75.0)]
+    assert pareto_front([]) == []
+
+
+def test_empty_batches_make_no_latency_chart():
+    rows = [{"model": "m", "weights": None, "random": False, "runtime": "eager", "precision": "fp32",
+             "top1_pct": None, "ref_top1_pct": None, "top5_pct": None, "ref_top5_pct": None, "ref_weights": None,
+             "macs": None, "params": None, "batches": []}]
+    assert "latency_vs_batch" not in build_charts(rows, {})
+
+
+def test_training_only_run(store, tmp_path):
+    from perfkit.store import Kind, Record
+
+    with store.run("perfkit train lenet5") as run_id:
+        for epoch in range(2):
+            store.add(Record(kind=Kind.TRAIN, model="lenet5", weights="random:seed0", device="cpu", metrics={
+                "epoch": epoch, "epochs": 2, "train_loss": 2.0 - epoch, "train_acc": 0.3 + 0.2 * epoch,
+                "val_loss": 2.1 - epoch, "val_acc": 0.25 + 0.2 * epoch, "epoch_seconds": 3.0, "dataset": "cifar10"}),
+                run_id)
+    ctx = report_context(store, run_id)
+    assert ctx["rows"] == [] and set(ctx["charts"]) == {"training"}
+    [val, train] = [t for t in ctx["charts"]["training"].data if t.xaxis == "x"]
+    assert list(val.y) == [0.25, 0.45] and list(train.y) == [0.3, 0.5] and list(val.x) == [0, 1]
+    html = render_html(store, run_id, tmp_path / "t.html").read_text(encoding="utf-8")
+    assert 'id="training-table"' in html and 'id="no-candidates"' in html and 'id="summary-table"' not in html
+    assert 'id="no-measured-accuracy"' not in html

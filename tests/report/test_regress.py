@@ -1,0 +1,114 @@
+import json
+
+import pytest
+
+from perfkit.cli import main
+from perfkit.errors import PerfkitError
+from perfkit.report.records_io import write_json
+from perfkit.report.regress import Side, compare, load_side
+from perfkit.store import Kind, Record
+
+
+def _verdicts(result, verdict):
+    return {(c["model"], c["runtime"], c["batch"], c["metric"]) for c in result["changes"] if c["verdict"] == verdict}
+
+
+def test_identical_runs_pass(store, make_run, capsys):
+    base, cand = make_run(store), make_run(store)
+    result = compare(load_side(store, base), load_side(store, cand))
+    assert result["regressions"] == 0 and result["compared"] > 30
+    assert all(c["verdict"] == "same" for c in result["changes"])
+    assert main(["regress", "--baseline", base, "--candidate", cand]) == 0
+    assert "no metric changed" in capsys.readouterr().out
+
+
+def test_top1_drop_is_a_regression(store, make_run, capsys):
+    base, cand = make_run(store), make_run(store, top1_shift=-1.0)
+    result = compare(load_side(store, base), load_side(store, cand), max_top1_drop_pp=0.5)
+    assert _verdicts(result, "regression") == {("resnet18", "onnx", None, "top1_pct"),
+                                               ("alexnet", "onnx", None, "top1_pct")}
+    [change] = [c for c in result["changes"] if c["model"] == "alexnet" and c["metric"] == "top1_pct"
+                and c["runtime"] == "onnx"]
+    assert change["change"] == pytest.approx(-1.0) and change["unit"] == "pp"
+    # googlenet (random) was at 0.10 % and is clamped at 0: a 0.1 pp drop is within the gate
+    assert ("googlenet", "onnx", None, "top1_pct") in _verdicts(result, "within")
+    assert compare(load_side(store, base), load_side(store, cand), max_top1_drop_pp=2.0)["regressions"] == 0
+    assert main(["regress", "--baseline", base]) == 1  # candidate defaults to the latest run
+    captured = capsys.readouterr()
+    assert "regression" in captured.out and "2 regression(s)" in captured.err
+
+
+def test_latency_increase_is_a_regression(store, make_run):
+    base, cand = make_run(store), make_run(store, latency_factor=1.2)
+    strict = compare(load_side(store, base), load_side(store, cand), max_latency_increase_pct=10)
+    assert len(_verdicts(strict, "regression")) == 12  # 3 models × 2 runtimes × 2 batches
+    assert all(m == "latency_median_ms" for *_, m in _verdicts(strict, "regression"))
+    assert ("alexnet", "eager", 1, "throughput_per_s") in _verdicts(strict, "changed")  # reported, not gated
+    assert compare(load_side(store, base), load_side(store, cand), max_latency_increase_pct=25)["regressions"] == 0
+    faster = compare(load_side(store, cand), load_side(store, base), max_latency_increase_pct=10)
+    assert faster["regressions"] == 0 and len(_verdicts(faster, "improved")) == 12
+
+
+def test_parity_failure_and_new_errors_are_regressions(store, make_run):
+    base = make_run(store, error=False)
+    cand = make_run(store, parity_fail=True, error=False)
+    result = compare(load_side(store, base), load_side(store, cand))
+    assert _verdicts(result, "regression") == {("alexnet", "onnx", 8, "passed")}  # batch 1 still passes
+    # the same candidate, but alexnet/onnx latency at batch 1 now crashes
+    records = []
+    for r in store.records(cand):
+        if (r.kind, r.model, r.runtime, r.batch) == (Kind.LATENCY, "alexnet", "onnx", 1):
+            r = Record.failure(Kind.LATENCY, r.model, RuntimeError("session crashed"), runtime=r.runtime,
+                               precision=r.precision, batch=r.batch, device=r.device)
+        records.append(r)
+    result = compare(load_side(store, base), Side("edited", {"env": {}}, records))
+    [c] = [c for c in result["changes"] if c["verdict"] == "now fails"]
+    assert (c["model"], c["runtime"], c["batch"]) == ("alexnet", "onnx", 1) and "session crashed" in c["candidate"]
+    assert result["regressions"] == 2  # parity and the crash
+
+
+def test_missing_and_new_records_are_listed_not_gated(store, make_run):
+    base = make_run(store, models=("resnet18", "alexnet"))
+    cand = make_run(store, models=("resnet18", "googlenet"))
+    result = compare(load_side(store, base), load_side(store, cand))
+    assert result["regressions"] == 0
+    assert {c["model"] for c in result["changes"] if c["verdict"] == "missing"} == {"alexnet"}
+    assert {c["model"] for c in result["changes"] if c["verdict"] == "new"} == {"googlenet"}
+
+
+def test_nothing_in_common_is_an_error(store, make_run):
+    base = make_run(store, models=("alexnet",), error=False)
+    cand = make_run(store, models=("googlenet",), error=False)
+    with pytest.raises(PerfkitError, match="no record in common"):
+        compare(load_side(store, base), load_side(store, cand))
+
+
+def test_json_baseline_roundtrip(store, make_run, tmp_path, capsys):
+    base = make_run(store)
+    path = write_json(store, base, tmp_path / "ci" / "baseline.json")
+    from_file = load_side(None, str(path))
+    from_store = load_side(store, base)
+    assert from_file.run["id"] == base and len(from_file.records) == len(from_store.records)
+    assert [r.to_dict() for r in from_file.records] == [r.to_dict() for r in from_store.records]
+    cand = make_run(store, latency_factor=1.5)
+    by_file = compare(from_file, load_side(store, cand))
+    by_run = compare(from_store, load_side(store, cand))
+    assert by_file["changes"] == by_run["changes"] and by_file["regressions"] == 12
+    assert main(["regress", "--baseline", str(path), "--candidate", cand, "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["regressions"] == 12 and out["baseline"].startswith(str(path))
+    # the CLI export writes the same file format
+    assert main(["report", base, "--json", str(tmp_path / "cli.json")]) == 0
+    assert main(["regress", "--baseline", str(tmp_path / "cli.json"), "--candidate", base]) == 0
+
+
+def test_bad_baseline_files(tmp_path, store):
+    with pytest.raises(PerfkitError, match="does not exist"):
+        load_side(store, str(tmp_path / "nope.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"hello": 1}')
+    with pytest.raises(PerfkitError, match="not a perfkit JSON export"):
+        load_side(store, str(bad))
+    bad.write_text("{not json")
+    with pytest.raises(PerfkitError, match="not a perfkit JSON export"):
+        load_side(store, str(bad))
