@@ -190,3 +190,43 @@ def corrupt_jpeg(path: Path, how: str = "truncate") -> None:
         path.write_bytes(b"not a jpeg at all" * 10)
     else:
         raise ValueError(f"unknown corruption {how!r}")
+
+
+def write_spread_weights(path: str | Path, classes: list[int] | tuple[int, ...], *, arch: str = "resnet18",
+                         decoys: int = 8, seed: int = 0) -> Path:
+    """A state dict for a torchvision ResNet whose predictions vary from image to image.
+
+    A randomly initialised ResNet gives every generated image the same top classes, so every
+    count would be 0 or 100%. This keeps the random backbone and replaces ``fc`` with one that
+    scores only ``classes`` plus ``decoys`` other classes, from the standardised features of the
+    image: a test then sees top-1 and top-5 counts strictly between 0 and the image count.
+    """
+    import torch
+
+    from perfkit.zoo.registry import resolve
+
+    spec = resolve(arch, "random")
+    model = spec.build()
+    if not isinstance(getattr(model, "fc", None), torch.nn.Linear):
+        raise ValueError(f"{arch} has no .fc head; use a torchvision ResNet")
+    # Standardise with statistics of generated images that are not in any dataset (other seeds).
+    probe = torch.stack([spec.preprocess(make_image(10_000_000 + i)) for i in range(24)])
+    head = model.fc
+    model.fc = torch.nn.Identity()
+    with torch.inference_mode():
+        feats = model(probe)
+    model.fc = head
+    mu, sd = feats.mean(0), feats.std(0).clamp_min(1e-6)
+    g = torch.Generator().manual_seed(seed)
+    others = [c for c in torch.randperm(1000, generator=g).tolist() if c not in classes][:decoys]
+    weight = torch.zeros_like(head.weight)
+    bias = torch.full_like(head.bias, -1e4)  # every other class ranks far below
+    for c in [*classes, *others]:
+        w = torch.randn(feats.shape[1], generator=g) / sd / feats.shape[1] ** 0.5
+        weight[c] = w * 4
+        bias[c] = -(w * mu).sum() * 4
+    state = model.state_dict()
+    state["fc.weight"], state["fc.bias"] = weight, bias
+    path = Path(path)
+    torch.save(state, path)
+    return path
