@@ -192,6 +192,8 @@ class EvalResult:
     cache_hits: int
     real_source: str | None = None
     flips_file: Path | None = None
+    image_ids: list[str] = field(default_factory=list, repr=False)  # evaluated images, in dataset order
+    predictions: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # label → (N, 5) top-5
 
     @property
     def complete(self) -> bool:
@@ -322,6 +324,7 @@ def evaluate(spec: ModelSpec, data: ImageNetVal, runners: Mapping[str, Runner], 
     gold = np.array([samples[i].label for i in positions], dtype=np.int64)
     ids = [samples[i].image_id for i in positions]
     results: dict[str, RuntimeAccuracy] = {}
+    predictions: dict[str, np.ndarray] = {}
     ref_preds = np.concatenate([p["preds"][reference] for p in parts])[order]
     for label in labels:
         runtime, precision = str(runners[label].format), str(runners[label].precision)
@@ -329,7 +332,7 @@ def evaluate(spec: ModelSpec, data: ImageNetVal, runners: Mapping[str, Runner], 
         if errors:
             results[label] = RuntimeAccuracy(label, runtime, precision, error=errors[0])
             continue
-        preds = np.concatenate([p["preds"][label] for p in parts])[order]
+        preds = predictions[label] = np.concatenate([p["preds"][label] for p in parts])[order]
         r = RuntimeAccuracy(label, runtime, precision, counts=M.counts(preds, gold))
         if label != reference:
             r.diff = M.LogitDiff()
@@ -347,6 +350,7 @@ def evaluate(spec: ModelSpec, data: ImageNetVal, runners: Mapping[str, Runner], 
         device=str(runners[reference].device.type), reference=reference, runtimes=results, images=len(positions),
         unreadable_files=unreadable, seconds=seconds, decoded=sum(p["decoded"] for p in parts),
         cache_hits=sum(p["cache_hits"] for p in parts), real_source=real[1] if real else None,
+        image_ids=ids, predictions=predictions,
     )
     if out_dir is not None and (dist is None or dist.rank == 0) and any(r.flipped_ids for r in results.values()):
         result.flips_file = write_flips(result, Path(out_dir))
@@ -398,7 +402,7 @@ def _local_pass(spec, data, runners, transform, crops, batch_size, workers, cach
                     hits += int(cached.sum())
                     decoded += int((~cached).sum())
                     if cache is not None:
-                        for j in torch.flatnonzero(~cached).tolist():
+                        for j in torch.nonzero(~cached).flatten().tolist():
                             cache.put(positions[int(index[j])], x_u8[j])
                     x = _normalize(x_u8, transform, device).reshape(-1, 3, transform.crop_size, transform.crop_size)
                     ref_logits = _infer(runners[reference], x, len(index) * crops)

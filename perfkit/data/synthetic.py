@@ -210,7 +210,7 @@ def write_spread_weights(path: str | Path, classes: list[int] | tuple[int, ...],
     if not isinstance(getattr(model, "fc", None), torch.nn.Linear):
         raise ValueError(f"{arch} has no .fc head; use a torchvision ResNet")
     # Standardise with statistics of generated images that are not in any dataset (other seeds).
-    probe = torch.stack([spec.preprocess(make_image(10_000_000 + i)) for i in range(24)])
+    probe = torch.stack([spec.preprocess(make_image(10_000_000 + i)) for i in range(12)])
     head = model.fc
     model.fc = torch.nn.Identity()
     with torch.inference_mode():
