@@ -325,9 +325,13 @@ def _parse_gt(text: str, where: Path) -> list[int]:
 
 def _parse_meta_mat(data: bytes, where: Path) -> dict[int, str]:
     """ILSVRC2012_ID → WordNet id for the 1000 leaf synsets of the devkit's meta.mat."""
-    from perfkit.deps import require
-
-    sio = require("scipy.io")
+    try:
+        from scipy import io as sio
+    except ImportError as exc:
+        raise DatasetError(
+            f"reading the devkit's {where.name} needs scipy (a perfkit dependency: pip install scipy); "
+            f"or give the labels as {LOC_CSV} or torchvision's {TORCHVISION_META}"
+        ) from exc
     try:
         synsets_ = sio.loadmat(io.BytesIO(data), squeeze_me=True)["synsets"]
         out = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets_ if int(s["num_children"]) == 0}

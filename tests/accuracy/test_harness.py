@@ -357,12 +357,12 @@ def test_cli_bad_data_is_a_clean_error(weights, tmp_path, capsys):
 def test_torchrun_two_processes_equal_single_process(weights, dataset, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
     args = ["-m", "perfkit", "validate", "resnet18", "--weights", str(weights), "--data", str(dataset),
-            "--workers", "0", "--json", "-b", "3"]
+            "--resize", "72", "--crop", "64", "--workers", "0", "--json", "-b", "3", "-f", "eager"]
 
     def counts_of(cmd):
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        return [(r["runtime"], r["images"], r["top1_correct"], r["top5_correct"])
+        return [(r["runtime"], r["images"], r["top1_correct"], r["top5_correct"], r["flipped_ids"])
                 for r in json.loads(proc.stdout)["results"][0]["runtimes"]]
 
     single = counts_of([sys.executable, *args, "--store", str(tmp_path / "one.db")])
