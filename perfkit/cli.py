@@ -323,6 +323,10 @@ def _cmd_validate(args):
         raise GateFailed(f"{len(failures)} accuracy gate(s) failed")
     if errors:
         raise errors[0] if len(errors) == 1 else PerfkitError(f"{len(errors)} models failed: " + "; ".join(map(str, errors)))
+    broken = [f"{r.spec.name}/{label}" for r, opened in results
+              for label in [*(k for k, v in r.runtimes.items() if not v.ok), *opened]]
+    if broken:
+        raise PerfkitError(f"runtime(s) that did not run (see the error records): {', '.join(broken)}")
     return 0
 
 
@@ -336,7 +340,7 @@ def _validate_json(result, open_errors) -> dict:
 
 
 def _print_validate(result, open_errors) -> None:
-    from perfkit.report.console import Column, fmt_float, fmt_int, fmt_pct, fmt_sci, print_table
+    from perfkit.report.console import Column, fmt_int, fmt_pct, fmt_sci, print_table
 
     def signed(v):
         return "—" if v is None else f"{float(v):+.3f}"
@@ -349,14 +353,12 @@ def _print_validate(result, open_errors) -> None:
         Column("runtime", "runtime", justify="left"), Column("images", "images", fmt_int),
         Column("top-1", "top1_correct", fmt_int), Column("top-1 %", "top1_pct", fmt_pct),
         Column("top-5", "top5_correct", fmt_int), Column("top-5 %", "top5_pct", fmt_pct),
-        Column("Δ eager pp", "delta_top1_vs_eager_pp", signed), Column("Δ published pp", "delta_top1_vs_ref_pp", signed),
+        Column("Δ eager pp", "delta_top1_vs_eager_pp", signed), Column("Δ pub. pp", "delta_top1_vs_ref_pp", signed),
         Column("flips", "flips_vs_eager", fmt_int), Column("max |Δlogit|", "max_abs_diff_vs_eager", fmt_sci),
         Column("mean |Δlogit|", "mean_abs_diff_vs_eager", fmt_sci),
     ]
     if result.real_source:
         columns += [Column("ReaL top-1 %", "real_top1_pct", fmt_pct), Column("ReaL images", "real_images", fmt_int)]
-    if any("error" in r for r in rows):
-        columns.append(Column("error", lambda r: r.get("error") or "", justify="left", style="red"))
     ref = result.spec.reference
     notes = [f"{result.data.describe()}", f"preprocessing: {result.transform.describe()}",
              f"crops: {result.crops}" + (" (4 corners + center, mirrored; softmax averaged)" if result.crops > 1 else " (center)"),
@@ -371,6 +373,7 @@ def _print_validate(result, open_errors) -> None:
                      + ", ".join(result.unreadable_files[:5]) + (" …" if len(result.unreadable_files) > 5 else ""))
     if result.flips_file:
         notes.append(f"flipped image ids: {result.flips_file}")
+    notes += [f"[red]{r['runtime']} FAILED: {r['error']}[/]" for r in rows if "error" in r]
     print_table(f"perfkit validate — {result.spec.label}", columns, rows, caption="\n".join(notes),
                 row_style=lambda r: "red" if "error" in r else None)
     for label, r in result.runtimes.items():

@@ -387,3 +387,21 @@ def test_aoti_matches_eager_counts(spec, dataset, reference, tmp_path):
     runners = {"eager": open_runner(spec, "eager"), "aoti": open_runner(spec, "aoti", artifacts=tmp_path / "a")}
     result = run(spec, dataset, runners)
     assert counts(result, "aoti") == (8, reference["top1"], reference["top5"])
+
+
+def test_cli_a_requested_runtime_that_cannot_run_is_a_non_zero_exit(weights, dataset, capsys, monkeypatch):
+    import perfkit.runtime
+
+    def refuse(s, fmt, **kw):
+        if str(fmt) != "eager":
+            raise NotImplementedError(f"runtime {fmt} is not wired yet")
+        return EagerRunner(s, **{k: v for k, v in kw.items() if k != "artifacts"})
+
+    monkeypatch.setattr(perfkit.runtime, "open_runner", refuse)
+    rc = cli("validate", "resnet18", "--weights", weights, "--data", dataset, "--resize", 72, "--crop", 64,
+             "-f", "eager,aoti", "--workers", 0, "--limit", 1)
+    assert rc == 2 and "resnet18/aoti" in capsys.readouterr().err
+    from perfkit.store import Store
+
+    with Store() as store:
+        assert sorted((r.runtime, r.status) for r in store.records()) == [("aoti", "error"), ("eager", "ok")]
