@@ -373,6 +373,9 @@ def _print_validate(result, open_errors) -> None:
                      + ", ".join(result.unreadable_files[:5]) + (" …" if len(result.unreadable_files) > 5 else ""))
     if result.flips_file:
         notes.append(f"flipped image ids: {result.flips_file}")
+    if result.real_source:
+        notes.append(f"ReaL labels ({result.real_source}): images without an ILSVRC2012_val_N name or without a "
+                     "ReaL label are left out of the ReaL columns")
     notes += [f"[red]{r['runtime']} FAILED: {r['error']}[/]" for r in rows if "error" in r]
     print_table(f"perfkit validate — {result.spec.label}", columns, rows, caption="\n".join(notes),
                 row_style=lambda r: "red" if "error" in r else None)
