@@ -144,3 +144,14 @@ def test_meta_bin_that_is_not_one(tmp_path):
     torch.save({"x": 1}, tmp_path / "meta.bin")
     with pytest.raises(DatasetError, match="meta.bin"):
         open_imagenet(tmp_path)
+
+
+def test_torchvision_root_with_val_not_yet_sorted_into_folders(tmp_path):
+    images = make_imagenet_folder(tmp_path, [5, 900], 2, layout="torchvision-devkit")
+    for im in images:
+        im.path.rename(tmp_path / "val" / im.file_name)
+    for folder in {im.path.parent for im in images}:
+        folder.rmdir()
+    data = open_imagenet(tmp_path)
+    assert data.layout == "torchvision"
+    assert [(s.path.name, s.label) for s in data.samples] == [(im.file_name, im.class_index) for im in images]
