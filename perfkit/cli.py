@@ -242,16 +242,232 @@ def _cmd_check(args):
 
 def _add_validate(sub):
     p = _parser(sub, "validate", "ImageNet-val top-1/top-5 for every runtime in one pass",
-                "Accuracy harness.", "perfkit validate resnet18 --data ~/imagenet/val -f eager,onnx")
-    p.add_argument("model")
+                "Accuracy harness: each batch is decoded and preprocessed once (the model's own transform,\n"
+                "printed) and fed to every runtime; per runtime: integer top-1/top-5 counts, delta to eager\n"
+                "and to the published accuracy, per-image top-1 flips and logit differences vs eager.\n"
+                "--data takes class folders (n01440764/...), flat ILSVRC2012_val_*.JPEG with LOC_val_solution.csv\n"
+                "or the devkit ground truth, or a torchvision.datasets.ImageNet root. Labels are always the\n"
+                "ImageNet-1k index. Scale out with: torchrun --nproc-per-node N -m perfkit validate ...",
+                "perfkit validate resnet18 --data ~/imagenet/val -f eager,onnx --cache ~/.cache/perfkit-val")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="one or more models (evaluated one after the other)")
+    p.add_argument("--data", type=Path, required=True, help="ImageNet-val folder (any of the three layouts)")
+    p.add_argument("-f", "--formats", default="eager",
+                   help="runtimes, comma-separated; eager is always run first as the reference")
+    p.add_argument("--precision", default="fp32", help="fp32, fp16 or bf16 (all runtimes)")
+    _opt_device(p)
+    p.add_argument("-b", "--batch-size", type=int, default=32, help="images per batch")
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="JPEG decoding worker processes (0: none)")
+    p.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                   help="uint8 preprocessed-tensor cache: later runs with the same resize/crop skip decoding")
+    p.add_argument("--crops", type=int, default=1, choices=(1, 10),
+                   help="1: center crop; 10: four corners + center, mirrored, softmax averaged")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images (by file name)")
+    p.add_argument("--limit-per-class", type=int, default=None, metavar="N", help="only the first N images of each class")
+    p.add_argument("--real-labels", nargs="?", const="timm", default=None, metavar="FILE",
+                   help="also score against the ReaL labels (timm's copy, or a real.json FILE); needs ILSVRC2012_val_N names")
+    p.add_argument("--per-class", action="store_true", help="also report accuracy per class (worst 10 shown, all in --json)")
+    p.add_argument("--mean", default=None, metavar="R,G,B", help="OVERRIDE the model's normalisation mean (recorded)")
+    p.add_argument("--std", default=None, metavar="R,G,B", help="OVERRIDE the model's normalisation std (recorded)")
+    p.add_argument("--resize", type=int, default=None, help="OVERRIDE the resize size (recorded)")
+    p.add_argument("--crop", type=int, default=None, help="OVERRIDE the crop size and model input size (recorded)")
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="leave unreadable images out instead of stopping; they are recorded and the result marked")
+    p.add_argument("--max-top1-drop", type=float, default=None, metavar="PP",
+                   help="gate: exit 1 when a runtime's top-1 is more than PP points below eager's")
+    p.add_argument("--min-relative", type=float, default=None, metavar="R",
+                   help="gate: exit 1 when a runtime's top-1 is below R × eager's (MLPerf style, e.g. 0.99)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="folder for the flipped-ids JSON; default <store folder>/validate/<run id>")
     _opt_weights(p)
     _opt_artifacts(p)
+    _opt_json(p)
     _opt_store(p)
     p.set_defaults(func=_cmd_validate)
 
 
+def _floats3(text: str | None, name: str) -> tuple[float, float, float] | None:
+    from perfkit.errors import UsageError
+
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise UsageError(f"--{name} takes three comma-separated numbers (R,G,B), got '{text}'")
+    return values
+
+
 def _cmd_validate(args):
-    raise PerfkitError("validate: not implemented yet")
+    from contextlib import nullcontext
+
+    from perfkit.accuracy.harness import Distributed, evaluate, gate_failures, runner_batch, spec_with_transform
+    from perfkit.data.imagenet import open_imagenet, real_labels
+    from perfkit.errors import GateFailed, UsageError
+    from perfkit.formats import Format, Precision, parse_list
+    from perfkit.report.console import banner, print_json
+    from perfkit.runtime import open_runner
+    from perfkit.store import Kind, Record
+    from perfkit.zoo.registry import resolve
+
+    if args.batch_size < 1 or args.workers < 0:
+        raise UsageError("--batch-size must be ≥ 1 and --workers ≥ 0")
+    formats = parse_list(args.formats, Format)
+    formats = [Format.EAGER] + [f for f in dict.fromkeys(formats) if f is not Format.EAGER]
+    precision = Precision(args.precision)
+    overrides = dict(mean=_floats3(args.mean, "mean"), std=_floats3(args.std, "std"), resize_size=args.resize,
+                     crop_size=args.crop)
+    device = _device(args)
+    dist = Distributed.from_env(device)
+    if dist is not None and device.startswith("cuda"):
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    lead = dist is None or dist.rank == 0  # only rank 0 prints and writes records
+    try:
+        data = open_imagenet(args.data).take(args.limit, args.limit_per_class)
+        real = real_labels(None if args.real_labels == "timm" else args.real_labels) if args.real_labels else None
+        if lead:
+            banner(f"data: {data.describe()}", style="bold")
+            if dist is not None:
+                banner(f"torchrun: {dist.world} processes, contiguous shards, counts gathered to rank 0", style="bold")
+        store = _store(args) if lead else None
+        results, failures, errors = [], [], []
+        with store or nullcontext(), (store.run() if store else nullcontext()) as run_id:
+            out_dir = args.out or ((store.path.parent / "validate" / run_id) if store else None)
+            for name in args.models:
+                spec = _spec(args, name) if lead else resolve(name, args.weights)
+                try:
+                    transform = spec.preprocess.with_overrides(**overrides)
+                    spec = spec_with_transform(spec, transform)
+                    if lead:
+                        banner(f"{spec.label} preprocessing: {transform.describe()}  (from {transform.source})", style="bold")
+                        if transform.overrides:
+                            banner(f"WARNING: preprocessing overridden ({', '.join(transform.overrides)}); "
+                                   "the published accuracy assumes the model's own", style="bold red")
+                    runners = {}
+                    open_errors = {}
+                    for fmt in formats:
+                        try:
+                            runners[str(fmt)] = open_runner(spec, fmt, precision=precision, device=device,
+                                                            artifacts=args.artifacts,
+                                                            batch=runner_batch(args.batch_size, args.crops))
+                        except Exception as exc:  # an exported runtime that cannot open is recorded; the rest go on
+                            if fmt is Format.EAGER:
+                                raise
+                            open_errors[str(fmt)] = exc
+                    result = evaluate(spec, data, runners, transform=transform, crops=args.crops,
+                                      batch_size=args.batch_size, workers=args.workers, cache_dir=args.cache,
+                                      skip_unreadable=args.skip_unreadable, per_class=args.per_class, real=real,
+                                      dist=dist, progress=lead, out_dir=out_dir)
+                except PerfkitError as exc:
+                    if lead:
+                        store.add(Record.failure(Kind.ACCURACY, spec.name, exc, runtime=str(Format.EAGER),
+                                                 device=device.split(":")[0], weights=spec.weights.identity), run_id)
+                    errors.append(exc)
+                    continue
+                if not lead:
+                    continue
+                for record in result.records():
+                    store.add(record, run_id)
+                for fmt, exc in open_errors.items():
+                    store.add(Record.failure(Kind.ACCURACY, spec.name, exc, runtime=fmt, precision=str(precision),
+                                             device=device.split(":")[0], weights=spec.weights.identity), run_id)
+                results.append((result, open_errors))
+                failures += gate_failures(result, args.max_top1_drop, args.min_relative)
+                for fmt, exc in open_errors.items():
+                    if args.max_top1_drop is not None or args.min_relative is not None:
+                        failures.append({"model": spec.name, "runtime": fmt, "gate": "ran", "value": None,
+                                         "limit": None, "why": f"{type(exc).__name__}: {exc}"})
+                if not args.json:
+                    _print_validate(result, open_errors)
+    finally:
+        if dist is not None:
+            Distributed.close()
+    if not lead:
+        return 1 if errors else 0
+    if args.json:
+        print_json({"results": [_validate_json(r, o) for r, o in results], "gate_failures": failures,
+                    "errors": [str(e) for e in errors]})
+    if failures:
+        if not args.json:
+            _print_gate_failures(failures)
+        raise GateFailed(f"{len(failures)} accuracy gate(s) failed")
+    if errors:
+        raise errors[0] if len(errors) == 1 else PerfkitError(f"{len(errors)} models failed: " + "; ".join(map(str, errors)))
+    broken = [f"{r.spec.name}/{label}" for r, opened in results
+              for label in [*(k for k, v in r.runtimes.items() if not v.ok), *opened]]
+    if broken:
+        raise PerfkitError(f"runtime(s) that did not run (see the error records): {', '.join(broken)}")
+    return 0
+
+
+def _validate_json(result, open_errors) -> dict:
+    out = {"model": result.spec.name, "random_weights": result.spec.random_weights, "runtimes": []}
+    for label, r in result.runtimes.items():
+        out["runtimes"].append({"runtime": label, **(result.row(label) if r.ok else {"error": r.error})})
+    for fmt, exc in open_errors.items():
+        out["runtimes"].append({"runtime": fmt, "error": f"{type(exc).__name__}: {exc}"})
+    return out
+
+
+def _print_validate(result, open_errors) -> None:
+    from perfkit.report.console import Column, fmt_int, fmt_pct, fmt_sci, print_table
+
+    def signed(v):
+        return "—" if v is None else f"{float(v):+.3f}"
+
+    rows = []
+    for label, r in result.runtimes.items():
+        rows.append({"runtime": label, **result.row(label)} if r.ok else {"runtime": label, "error": r.error})
+    rows += [{"runtime": fmt, "error": f"{type(exc).__name__}: {exc}"} for fmt, exc in open_errors.items()]
+    columns = [
+        Column("runtime", "runtime", justify="left"), Column("images", "images", fmt_int),
+        Column("top-1", "top1_correct", fmt_int), Column("top-1 %", "top1_pct", fmt_pct),
+        Column("top-5", "top5_correct", fmt_int), Column("top-5 %", "top5_pct", fmt_pct),
+        Column("Δ eager pp", "delta_top1_vs_eager_pp", signed), Column("Δ pub. pp", "delta_top1_vs_ref_pp", signed),
+        Column("flips", "flips_vs_eager", fmt_int), Column("max |Δlogit|", "max_abs_diff_vs_eager", fmt_sci),
+        Column("mean |Δlogit|", "mean_abs_diff_vs_eager", fmt_sci),
+    ]
+    if result.real_source:
+        columns += [Column("ReaL top-1 %", "real_top1_pct", fmt_pct), Column("ReaL images", "real_images", fmt_int)]
+    ref = result.spec.reference
+    notes = [f"{result.data.describe()}", f"preprocessing: {result.transform.describe()}",
+             f"crops: {result.crops}" + (" (4 corners + center, mirrored; softmax averaged)" if result.crops > 1 else " (center)"),
+             f"{result.seconds:.1f}s, {result.images / result.seconds if result.seconds else 0:,.0f} img/s; "
+             f"decoded {result.decoded}, from cache {result.cache_hits}"]
+    if result.spec.random_weights:
+        notes.append("RANDOM WEIGHTS: accuracy is not meaningful (parity with eager is)")
+    elif ref.get("acc1_pct") is not None:
+        notes.append(f"published ({ref.get('weights')}): top-1 {ref['acc1_pct']}%, top-5 {ref['acc5_pct']}% on 50,000 images")
+    if result.unreadable_files:
+        notes.append(f"INCOMPLETE: {len(result.unreadable_files)} unreadable image(s) skipped: "
+                     + ", ".join(result.unreadable_files[:5]) + (" …" if len(result.unreadable_files) > 5 else ""))
+    if result.flips_file:
+        notes.append(f"flipped image ids: {result.flips_file}")
+    if result.real_source:
+        notes.append(f"ReaL labels ({result.real_source}): images without an ILSVRC2012_val_N name or without a "
+                     "ReaL label are left out of the ReaL columns")
+    notes += [f"[red]{r['runtime']} FAILED: {r['error']}[/]" for r in rows if "error" in r]
+    print_table(f"perfkit validate — {result.spec.label}", columns, rows, caption="\n".join(notes),
+                row_style=lambda r: "red" if "error" in r else None)
+    for label, r in result.runtimes.items():
+        if r.per_class:
+            worst = sorted(r.per_class, key=lambda c: (c["top1_pct"], c["class_index"]))[:10]
+            print_table(f"{label}: per-class top-1, worst {len(worst)} of {len(r.per_class)} classes", [
+                Column("class", "class_index", fmt_int), Column("wnid", "wnid", justify="left"),
+                Column("images", "images", fmt_int), Column("top-1", "top1_correct", fmt_int),
+                Column("top-1 %", "top1_pct", fmt_pct), Column("top-5", "top5_correct", fmt_int),
+            ], worst)
+
+
+def _print_gate_failures(failures) -> None:
+    from perfkit.report.console import Column, fmt_float, print_table
+
+    print_table("accuracy gates FAILED", [
+        Column("model", "model", justify="left"), Column("runtime", "runtime", justify="left"),
+        Column("gate", "gate", justify="left"), Column("value", "value", fmt_float(4)),
+        Column("limit", "limit", fmt_float(4)), Column("why", "why", justify="left"),
+    ], failures, row_style=lambda r: "red")
 
 
 # -- profile / build-native (perfkit/profile, perfkit/native) --------------------------------------

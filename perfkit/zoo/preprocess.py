@@ -45,13 +45,18 @@ class EvalTransform:
         )
 
     def pil_to_uint8(self):
-        """PIL image → uint8 CHW tensor (resize + crop), the cacheable part."""
+        """PIL image → uint8 CHW tensor (resize + crop), the cacheable part.
+
+        Resize and crop run on the PIL image, as ``weights.transforms()`` does on a PIL input:
+        resizing a uint8 tensor instead differs by one grey level in places, enough to move a
+        published top-1 count.
+        """
         from torchvision.transforms import v2
 
         return v2.Compose([
-            v2.ToImage(),
             v2.Resize(self.resize_size, interpolation=_mode(self.interpolation), antialias=self.antialias),
             v2.CenterCrop(self.crop_size),
+            v2.PILToTensor(),
         ])
 
     def normalize(self, batch_uint8):

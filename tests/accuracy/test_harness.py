@@ -1,0 +1,407 @@
+"""The accuracy harness against an independent, straightforward computation.
+
+The model is ResNet-18 with a random backbone and a head (``write_spread_weights``) that spreads
+its predictions over ImageNet classes 5, 900 and a few decoys, so counts are neither 0 nor all.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from perfkit.accuracy import harness
+from perfkit.accuracy.harness import Distributed, evaluate, gate_failures, spec_with_transform
+from perfkit.data.imagenet import open_imagenet
+from perfkit.data.synthetic import LAYOUTS, corrupt_jpeg, make_imagenet_folder, write_real_labels, write_spread_weights
+from perfkit.errors import DatasetError
+from perfkit.formats import Format
+from perfkit.runtime import open_runner
+from perfkit.runtime.eager import EagerRunner
+from perfkit.zoo.registry import resolve
+
+CLASSES = [5, 900]
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory):
+    return write_spread_weights(tmp_path_factory.mktemp("w") / "resnet18-spread.pt", CLASSES)
+
+
+@pytest.fixture(scope="session")
+def spec(weights):
+    return resolve("resnet18", str(weights))
+
+
+@pytest.fixture(scope="session")
+def small(spec):
+    """The same model at 64×64 (a recorded override): 12× cheaper, for tests about everything but the transform."""
+    return spec_with_transform(spec, spec.preprocess.with_overrides(resize_size=72, crop_size=64))
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("val") / "folders"
+    make_imagenet_folder(root, CLASSES, 4)
+    return root
+
+
+@pytest.fixture(scope="session")
+def reference(weights, dataset):
+    return independent(weights, dataset)
+
+
+def independent(weights: Path, root: Path, crops: int = 1) -> dict:
+    """PIL + torchvision transforms + the model, one image at a time: what the harness must match."""
+    import timm.data
+    import torchvision
+    from PIL import Image
+    from torchvision import transforms as T
+
+    wnids = timm.data.ImageNetInfo().label_names()
+    model = torchvision.models.resnet18()
+    model.load_state_dict(torch.load(weights))
+    model.eval()
+    published = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms()
+    tencrop = T.Compose([T.Resize(256), T.TenCrop(224)])
+    to_input = T.Compose([T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    out = {"top1": 0, "top5": 0, "images": 0, "top1_if_folder_index": 0, "pred": {}}
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    for position, folder in enumerate(folders):
+        for f in sorted(folder.iterdir()):
+            img = Image.open(f).convert("RGB")
+            with torch.no_grad():
+                if crops == 1:
+                    scores = model(published(img)[None])[0]
+                else:
+                    scores = torch.softmax(model(torch.stack([to_input(c) for c in tencrop(img)])), 1).mean(0)
+            top5 = scores.topk(5).indices.tolist()
+            label = wnids.index(folder.name)
+            out["images"] += 1
+            out["top1"] += top5[0] == label
+            out["top5"] += label in top5
+            out["top1_if_folder_index"] += top5[0] == position
+            out["pred"][f"{folder.name}/{f.name}"] = top5[0]
+    return out
+
+
+def run(spec, root, runners=None, **kw):
+    data = kw.pop("data", None) or open_imagenet(root)
+    runners = runners or {"eager": open_runner(spec, "eager")}
+    kw.setdefault("progress", False)
+    kw.setdefault("transform", spec.preprocess)
+    return evaluate(spec, data, runners, **kw)
+
+
+def counts(result, label="eager"):
+    c = result.runtimes[label].counts
+    return c.images, c.top1_correct, c.top5_correct
+
+
+class SwapRunner(EagerRunner):
+    """A stand-in 'exported' runtime that swaps the logits of classes 5 and 900."""
+
+    format = Format.ONNX
+
+    def _infer(self, x):
+        y = super()._infer(x).clone()
+        y[:, [5, 900]] = y[:, [900, 5]]
+        return y
+
+
+def test_counts_equal_an_independent_computation(spec, dataset, reference):
+    result = run(spec, dataset)
+    assert counts(result) == (reference["images"], reference["top1"], reference["top5"])
+    # The data are not trivial: some images right, some wrong...
+    assert 0 < reference["top1"] < reference["top5"] < reference["images"]
+    # ...and scoring classes 5 and 900 as folder positions 0 and 1 would give another count.
+    assert reference["top1_if_folder_index"] != reference["top1"]
+    assert result.complete and result.decoded == 8
+
+
+@pytest.mark.slow
+def test_ten_crop_equals_an_independent_computation(spec, weights, dataset):
+    expected = independent(weights, dataset, crops=10)
+    result = run(spec, dataset, crops=10, batch_size=3)
+    assert counts(result) == (expected["images"], expected["top1"], expected["top5"])
+
+
+@pytest.fixture(scope="session")
+def small_result(small, dataset):
+    return run(small, dataset)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS[1:])
+def test_every_layout_gives_the_same_counts(small, small_result, tmp_path, layout):
+    make_imagenet_folder(tmp_path / layout, CLASSES, 4, layout=layout)
+    assert counts(run(small, tmp_path / layout)) == counts(small_result)
+    assert 0 < small_result.runtimes["eager"].counts.top5_correct < 8
+
+
+def test_two_runtimes_in_one_pass_decode_once(small, dataset, small_result):
+    runners = {"eager": open_runner(small, "eager"), "eager-cl": open_runner(small, "eager", channels_last=True),
+               "swap": SwapRunner(small)}
+    result = run(small, dataset, runners, batch_size=3)
+    assert result.decoded == 8  # once, not once per runtime
+    assert counts(result) == counts(result, "eager-cl") == counts(small_result)
+    assert result.runtimes["eager-cl"].diff.max_abs < 1e-3 and not result.runtimes["eager-cl"].flipped_ids
+    # The swapped runtime flips exactly the images whose eager top-1 was 5 or 900.
+    top1 = result.predictions["eager"][:, 0]
+    swapped = [i for i, p in zip(result.image_ids, top1) if p in CLASSES]
+    assert result.runtimes["swap"].flipped_ids == swapped and swapped
+    assert result.runtimes["swap"].diff.max_abs > 0.01
+    rows = {r.metrics["runner"]: r for r in result.records()}
+    assert rows["swap"].runtime == "onnx" and rows["swap"].metrics["flips_vs_eager"] == len(swapped)
+    assert rows["swap"].metrics["delta_top1_vs_eager_pp"] == pytest.approx(
+        100 * (result.runtimes["swap"].counts.top1_correct - result.runtimes["eager"].counts.top1_correct) / 8)
+    assert rows["eager"].metrics["transform_overrides"] == ["crop_size", "resize_size"]
+    for r in rows.values():
+        r.validate()
+
+
+def test_cache_gives_identical_counts_and_skips_decoding(small, dataset, tmp_path):
+    plain = run(small, dataset)
+    part = run(small, dataset, data=open_imagenet(dataset).take(limit=3), cache_dir=tmp_path / "c")
+    assert (part.decoded, part.cache_hits) == (3, 0)
+    first = run(small, dataset, cache_dir=tmp_path / "c")
+    assert (first.decoded, first.cache_hits) == (5, 3)  # the subset's entries are reused
+    second = run(small, dataset, cache_dir=tmp_path / "c", workers=2)
+    assert (second.decoded, second.cache_hits) == (0, 8)
+    assert counts(plain) == counts(first) == counts(second)
+    assert second.runtimes["eager"].counts == plain.runtimes["eager"].counts
+
+
+def test_workers_give_the_same_counts(small, dataset, small_result):
+    assert counts(run(small, dataset, workers=2, batch_size=3)) == counts(small_result)
+
+
+def test_unreadable_jpeg_names_the_file_or_is_skipped_and_marked(small, tmp_path):
+    images = make_imagenet_folder(tmp_path / "d", CLASSES, 2)
+    corrupt_jpeg(images[1].path, "truncate")
+    with pytest.raises(DatasetError, match=f"cannot read image .*{images[1].file_name}.*--skip-unreadable"):
+        run(small, tmp_path / "d")
+    result = run(small, tmp_path / "d", skip_unreadable=True, workers=2)
+    assert result.images == 3 and not result.complete
+    assert result.unreadable_files == [f"{images[1].wnid}/{images[1].file_name}"]
+    metrics = result.records()[0].metrics
+    assert metrics["unreadable"] == 1 and metrics["complete"] is False and metrics["images"] == 3
+
+
+def test_a_count_that_does_not_add_up_is_refused(small, dataset, monkeypatch):
+    real_loader = harness.make_loader
+
+    def drop_last_batch(*args, **kwargs):
+        return list(real_loader(*args, **kwargs))[:-1]
+
+    monkeypatch.setattr(harness, "make_loader", drop_last_batch)
+    with pytest.raises(DatasetError, match="evaluated 6 images .* dataset has 8: refusing to report"):
+        run(small, dataset, batch_size=2)
+
+
+class _ThreadGroup:
+    """Two ranks in threads of one process: ``gather`` is a real all-gather between them."""
+
+    def __init__(self, world):
+        self.world, self.slots, self.barrier = world, [None] * world, threading.Barrier(world)
+
+    def rank(self, r):
+        group = self
+
+        class Rank(Distributed):
+            def gather(self, obj):
+                group.slots[r] = obj
+                group.barrier.wait(60)
+                return list(group.slots)
+
+        return Rank(r, group.world)
+
+
+def test_sharded_ranks_total_the_single_process_counts(small, dataset):
+    single = run(small, dataset, runners={"eager": open_runner(small, "eager"), "swap": SwapRunner(small)})
+    assert [len(Distributed(r, 3).shard(8)) for r in range(3)] == [2, 3, 3]
+    assert sorted(i for r in range(3) for i in Distributed(r, 3).shard(8)) == list(range(8))
+    group, out = _ThreadGroup(2), {}
+
+    def rank(r):
+        out[r] = run(small, dataset, runners={"eager": open_runner(small, "eager"), "swap": SwapRunner(small)},
+                     dist=group.rank(r))
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+    [t.start() for t in threads]
+    [t.join(120) for t in threads]
+    for r in range(2):
+        assert out[r].images == 8 and out[r].decoded == 8
+        for label in ("eager", "swap"):
+            assert out[r].runtimes[label].counts == single.runtimes[label].counts
+        assert out[r].runtimes["swap"].flipped_ids == single.runtimes["swap"].flipped_ids
+
+
+def test_real_labels_score_the_extra_labels(small, dataset, small_result, tmp_path):
+    images = sorted(make_imagenet_folder(tmp_path / "unused", CLASSES, 4), key=lambda im: im.file_name)
+    top1 = dict(zip(small_result.image_ids, small_result.predictions["eager"][:, 0].tolist()))
+    # The first image also accepts its predicted class; the second has no ReaL label at all.
+    first, second = images[0], images[1]
+    write_real_labels(tmp_path / "real.json", images, {first.file_name: [top1[f"{first.wnid}/{first.file_name}"]],
+                                                       second.file_name: []})
+    real = (json.loads((tmp_path / "real.json").read_text()), "test")
+    result = run(small, dataset, real=real, per_class=True)
+    r = result.runtimes["eager"]
+    assert r.real.images == 7
+    assert r.real.top1_correct == 1 + sum(top1[f"{im.wnid}/{im.file_name}"] == im.class_index for im in images[2:])
+    assert {c["class_index"]: c["images"] for c in r.per_class} == {5: 4, 900: 4}
+    assert sum(c["top1_correct"] for c in r.per_class) == r.counts.top1_correct
+
+
+def test_gate_failures_name_the_runtime(small, dataset):
+    result = run(small, dataset, runners={"eager": open_runner(small, "eager"), "swap": SwapRunner(small)})
+    drop = result.runtimes["eager"].counts.top1_pct - result.runtimes["swap"].counts.top1_pct
+    assert drop != 0
+    failed = gate_failures(result, max_top1_drop=min(drop, 0) - 1, min_relative=None)
+    assert [(f["runtime"], f["gate"]) for f in failed] == [("swap", "max-top1-drop")]
+    assert gate_failures(result, max_top1_drop=abs(drop) + 1, min_relative=0.0) == []
+
+
+# -- the command line ------------------------------------------------------------------------------------
+
+def cli(*argv):
+    from perfkit.cli import main
+
+    return main([str(a) for a in argv])
+
+
+def test_cli_json_counts_records_and_flips_file(weights, dataset, capsys, monkeypatch):
+    import perfkit.runtime
+
+    real_open = perfkit.runtime.open_runner
+    monkeypatch.setattr(perfkit.runtime, "open_runner",
+                        lambda s, fmt, **kw: SwapRunner(s, **{k: v for k, v in kw.items() if k != "artifacts"})
+                        if str(fmt) == "onnx" else real_open(s, fmt, **kw))
+    rc = cli("validate", "resnet18", "--weights", weights, "--data", dataset, "--resize", 72, "--crop", 64, "-f", "onnx", "--workers", 0,
+             "--json", "--std", "0.229,0.224,0.225")
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    rows = {r["runtime"]: r for r in out["results"][0]["runtimes"]}
+    assert set(rows) == {"eager", "onnx"}  # eager always runs first, as the reference
+    # An override is recorded even when it repeats the model's own value: it was asked for.
+    assert rows["eager"]["transform_overrides"] == ["crop_size", "resize_size", "std"]
+    assert rows["eager"]["transform"]["crop_size"] == 64 and rows["onnx"]["flips_vs_eager"] > 0
+    flips_file = Path(rows["onnx"]["flipped_ids_file"])
+    assert json.loads(flips_file.read_text())["flipped_ids"]["onnx"] == rows["onnx"]["flipped_ids"]
+    from perfkit.store import Store
+
+    with Store() as store:
+        recs = store.records(kind="accuracy")
+    assert sorted(r.runtime for r in recs) == ["eager", "onnx"] and all(r.status == "ok" for r in recs)
+
+
+def test_cli_gate_exits_1_with_a_table(weights, dataset, capsys, monkeypatch):
+    import perfkit.runtime
+
+    real_open = perfkit.runtime.open_runner
+    monkeypatch.setattr(perfkit.runtime, "open_runner",
+                        lambda s, fmt, **kw: SwapRunner(s, **{k: v for k, v in kw.items() if k != "artifacts"})
+                        if str(fmt) == "onnx" else real_open(s, fmt, **kw))
+    rc = cli("validate", "resnet18", "--weights", weights, "--data", dataset, "--resize", 72, "--crop", 64, "-f", "eager,onnx", "--workers", 0,
+             "--min-relative", "1.5")
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert "accuracy gates FAILED" in captured.out and "min-relative" in captured.out
+
+
+def test_cli_unwired_runtime_is_an_error_record_not_a_crash(weights, dataset, capsys, monkeypatch):
+    import perfkit.runtime
+
+    def refuse(s, fmt, **kw):
+        if str(fmt) != "eager":
+            raise NotImplementedError(f"runtime {fmt} is not wired yet")
+        return EagerRunner(s, **{k: v for k, v in kw.items() if k != "artifacts"})
+
+    monkeypatch.setattr(perfkit.runtime, "open_runner", refuse)
+    rc = cli("validate", "resnet18", "--weights", weights, "--data", dataset, "--resize", 72, "--crop", 64, "-f", "eager,aoti", "--workers", 0,
+             "--limit", 2, "--max-top1-drop", 1)
+    captured = capsys.readouterr()
+    assert rc == 1 and "not wired" in captured.out and "SUBSET: first 2" in captured.out
+
+
+def test_ctrl_c_keeps_the_finished_model(weights, dataset, monkeypatch):
+    from perfkit.store import Store
+
+    real_evaluate, calls = harness.evaluate, []
+
+    def second_is_interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(harness, "evaluate", second_is_interrupted)
+    rc = cli("validate", "resnet18", "resnet18", "--weights", weights, "--data", dataset, "--resize", 72, "--crop", 64, "--workers", 0,
+             "--limit", 2)
+    assert rc == 130
+    with Store() as store:
+        (run_,) = store.runs()
+        assert run_["status"] == "interrupted"
+        assert [r.metrics["images"] for r in store.records(kind="accuracy")] == [2]
+
+
+def test_cli_bad_data_is_a_clean_error(weights, tmp_path, capsys):
+    assert cli("validate", "resnet18", "--weights", weights, "--data", tmp_path / "missing") == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_single_process(weights, dataset, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
+    args = ["-m", "perfkit", "validate", "resnet18", "--weights", str(weights), "--data", str(dataset),
+            "--resize", "72", "--crop", "64", "--workers", "0", "--json", "-b", "3", "-f", "eager"]
+
+    def counts_of(cmd):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return [(r["runtime"], r["images"], r["top1_correct"], r["top5_correct"], r["flipped_ids"])
+                for r in json.loads(proc.stdout)["results"][0]["runtimes"]]
+
+    single = counts_of([sys.executable, *args, "--store", str(tmp_path / "one.db")])
+    double = counts_of([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                        "--master-port", "29533", *args, "--store", str(tmp_path / "two.db")])
+    assert double == single and single[0][1] == 8
+
+
+def test_exported_runtimes_match_eager_counts(spec, dataset, reference, tmp_path):
+    pytest.importorskip("perfkit.export.artifact")
+    runners = {"eager": open_runner(spec, "eager")}
+    for fmt in ("torchscript", "onnx"):
+        runners[fmt] = open_runner(spec, fmt, artifacts=tmp_path / "artifacts")
+    result = run(spec, dataset, runners)
+    for label in runners:
+        assert counts(result, label) == (8, reference["top1"], reference["top5"]), label
+
+
+@pytest.mark.slow
+def test_aoti_matches_eager_counts(spec, dataset, reference, tmp_path):
+    pytest.importorskip("perfkit.export.artifact")
+    runners = {"eager": open_runner(spec, "eager"), "aoti": open_runner(spec, "aoti", artifacts=tmp_path / "a")}
+    result = run(spec, dataset, runners)
+    assert counts(result, "aoti") == (8, reference["top1"], reference["top5"])
+
+
+def test_cli_a_requested_runtime_that_cannot_run_is_a_non_zero_exit(weights, dataset, capsys, monkeypatch):
+    import perfkit.runtime
+
+    def refuse(s, fmt, **kw):
+        if str(fmt) != "eager":
+            raise NotImplementedError(f"runtime {fmt} is not wired yet")
+        return EagerRunner(s, **{k: v for k, v in kw.items() if k != "artifacts"})
+
+    monkeypatch.setattr(perfkit.runtime, "open_runner", refuse)
+    rc = cli("validate", "resnet18", "--weights", weights, "--data", dataset, "--resize", 72, "--crop", 64,
+             "-f", "eager,aoti", "--workers", 0, "--limit", 1)
+    assert rc == 2 and "resnet18/aoti" in capsys.readouterr().err
+    from perfkit.store import Store
+
+    with Store() as store:
+        assert sorted((r.runtime, r.status) for r in store.records()) == [("aoti", "error"), ("eager", "ok")]
