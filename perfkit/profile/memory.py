@@ -81,7 +81,8 @@ def artifact_bytes(path: Path | str | None) -> int | None:
 
 
 def _engine_device_bytes(runner) -> int | None:
-    engine = getattr(runner, "engine", None)
+    # TensorRTRunner keeps its ICudaEngine as `_engine` (export branch); `engine` if it becomes public.
+    engine = getattr(runner, "engine", None) or getattr(runner, "_engine", None)
     if engine is None:
         return None
     for attr in ("device_memory_size_v2", "device_memory_size"):  # TensorRT 10 renamed it
