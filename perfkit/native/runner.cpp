@@ -146,6 +146,24 @@ void write_output(const std::string& path, const at::Tensor& logits) {
   if (!f) throw std::runtime_error("cannot write output file " + path);
 }
 
+// A field of /proc/self/status in bytes (-1 when absent).
+int64_t status_bytes(const std::string& field) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1)) * 1024;
+  }
+  return -1;
+}
+
+// Resets VmHWM to the current RSS (Linux >= 4.0), as perfkit/profile/memory.py does.
+bool reset_peak_rss() {
+  std::ofstream f("/proc/self/clear_refs");
+  f << "5";
+  f.flush();
+  return static_cast<bool>(f);
+}
+
 // One callable per format: x -> logits.
 // `frozen` says whether the module runs frozen (by the exporter or here).
 std::function<at::Tensor(const at::Tensor&)> load(const Options& o, const c10::Device& device, bool& frozen) {
@@ -176,6 +194,10 @@ int run(const Options& o) {
   auto sync = [&] { if (cuda) torch::cuda::synchronize(device.index() < 0 ? 0 : device.index()); };
 
   c10::InferenceMode guard;  // what a deployment runs under: no autograd bookkeeping
+  // Host memory of the model alone: peak RSS from here on (load + runs) minus the RSS now, when
+  // LibTorch is loaded but no model is.
+  bool hwm_reset = reset_peak_rss();
+  int64_t rss_before_load = status_bytes("VmRSS");
   auto t_load = Clock::now();
   bool frozen = false;
   auto forward = load(o, device, frozen);
@@ -207,6 +229,8 @@ int run(const Options& o) {
     samples_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
   }
 
+  int64_t peak_rss = status_bytes("VmHWM");
+
   std::vector<double> sorted = samples_ms;
   std::sort(sorted.begin(), sorted.end());
   double n = static_cast<double>(sorted.size());
@@ -234,6 +258,8 @@ int run(const Options& o) {
      << ", \"latency_max_ms\": " << json_number(sorted.back()) << ", \"latency_std_ms\": " << json_number(stdev)
      << ", \"latency_cv\": " << json_number(mean > 0 ? stdev / mean : 0.0)
      << ", \"throughput_per_s\": " << json_number(static_cast<double>(o.batch) / (median / 1000.0))
+     << ", \"rss_before_load_bytes\": " << rss_before_load << ", \"peak_rss_bytes\": " << peak_rss
+     << ", \"peak_rss_reset\": " << (hwm_reset ? "true" : "false")
      << ", \"output_shape\": [";
   for (int64_t d = 0; d < logits.dim(); ++d) js << (d ? ", " : "") << logits.size(d);
   js << "], \"samples_ms\": [";

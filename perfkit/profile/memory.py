@@ -184,12 +184,21 @@ def measure_memory(spec, fmt: Format | str, batch: int, *, precision: Precision 
 
 def _measure_native(spec, batch: int, precision: Precision, device: str, artifacts: Path | None,
                     brange: BatchRange, threads: int | None) -> dict:
-    """The native runner is its own process already: its ru_maxrss comes back from wait4."""
+    """The native runner is its own process: it reports its own peak RSS (VmHWM reset before the
+    model is loaded) over its RSS with LibTorch loaded and no model, the same method as above."""
     from perfkit.runtime.native import build_native, default_build_dir, run_native, torchscript_artifact
 
     build = build_native(default_build_dir(artifacts))
     path = torchscript_artifact(spec, precision=precision, artifacts=artifacts, batch=brange)
     result = run_native(build.binary, path, input_size=spec.input_size, batch=batch, threads=threads, device=device,
                         warmup=_RUNS, warmup_seconds=0, iterations=1, min_seconds=0)
-    return {"batch": batch, "peak_bytes": result["max_rss_bytes"], "artifact_bytes": artifact_bytes(path),
-            "method": "ru_maxrss of the native process via wait4 (absolute: includes LibTorch itself)"}
+    if result["peak_rss_reset"]:
+        delta = result["peak_rss_bytes"] - result["rss_before_load_bytes"]
+        method = (f"host peak RSS delta in the native process: VmHWM (reset via /proc/self/clear_refs) "
+                  f"- VmRSS before load, load + {_RUNS + 2} runs")
+    else:
+        delta = result["max_rss_bytes"] - result["rss_before_load_bytes"]
+        method = "host peak RSS delta in the native process: ru_maxrss (wait4) - VmRSS before load (upper bound)"
+    return {"batch": batch, "peak_bytes": delta, "rss_delta_bytes": delta,
+            "process_peak_rss_bytes": result["max_rss_bytes"], "artifact_bytes": artifact_bytes(path),
+            "method": method}

@@ -137,6 +137,17 @@ def run_native(binary: Path, model_path: Path, *, input_size: tuple[int, int, in
         cmd += ["--input", str(input_file)]
     if output_file is not None:
         cmd += ["--output", str(output_file)]
+    stdout, _, max_rss = _run(cmd, timeout, what=f"native runner on {model_path}")
+    try:
+        result = json.loads(stdout.strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError) as exc:
+        raise PerfkitError(f"native runner printed no JSON: {stdout[-500:]!r}") from exc
+    result["max_rss_bytes"] = max_rss
+    return result
+
+
+def _run(cmd: list[str], timeout: float, what: str) -> tuple[str, str, int]:
+    """Run ``cmd``; return (stdout, stderr, peak RSS in bytes of that process)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err)
         # wait4 (not Popen.wait) so that the child's own peak RSS comes back with its exit status.
@@ -151,13 +162,8 @@ def run_native(binary: Path, model_path: Path, *, input_size: tuple[int, int, in
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     if proc.returncode != 0:
-        raise PerfkitError(f"native runner failed (exit {proc.returncode}) on {model_path}: {stderr.strip()[-2000:]}")
-    try:
-        result = json.loads(stdout.strip().splitlines()[-1])
-    except (json.JSONDecodeError, IndexError) as exc:
-        raise PerfkitError(f"native runner printed no JSON: {stdout[-500:]!r} {stderr[-500:]!r}") from exc
-    result["max_rss_bytes"] = usage.ru_maxrss * 1024  # Linux reports KiB
-    return result
+        raise PerfkitError(f"{what} failed (exit {proc.returncode}): {stderr.strip()[-2000:]}")
+    return stdout, stderr, usage.ru_maxrss * 1024  # Linux reports KiB
 
 
 def native_logits(binary: Path, model_path: Path, x: torch.Tensor, *, fmt: str = "torchscript",

@@ -1,4 +1,3 @@
-import pytest
 import torch
 
 from perfkit.formats import BatchRange, Format

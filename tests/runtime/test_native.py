@@ -108,6 +108,7 @@ def test_native_json_statistics(built, lenet_ts):
     assert out["runtime"] == "native" and out["batch"] == 2 and out["threads"] == 1 and out["frozen"] is True
     assert out["iterations"] == len(out["samples_ms"]) >= 7 and out["warmup_iterations"] == 2
     assert out["output_shape"] == [2, 10]
+    assert out["peak_rss_reset"] is True and out["peak_rss_bytes"] >= out["rss_before_load_bytes"] > 0
     # the C++ statistics are the ones Python computes from the same samples
     py = LatencyStats.from_samples(out["samples_ms"], batch=2)
     for key, value in py.metrics().items():
@@ -141,4 +142,7 @@ def test_profile_native_cli(built, capsys, monkeypatch, tmp_path):
     for r in native_rows:
         assert r["latency"]["iterations"] >= 5 and r["latency"]["latency_median_ms"] > 0
         assert r["latency"]["achieved_gflops"] > 0 and r["latency"]["threads"] >= 1
-        assert r["memory"]["peak_bytes"] > 0 and "ru_maxrss" in r["memory"]["method"]
+        mem = r["memory"]
+        assert "VmHWM" in mem["method"]
+        # the delta excludes LibTorch itself (hundreds of MB), which the process peak includes
+        assert 0 < mem["peak_bytes"] == mem["rss_delta_bytes"] < mem["process_peak_rss_bytes"]
