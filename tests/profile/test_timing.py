@@ -60,7 +60,7 @@ def test_warmup_by_time_and_measurement_by_time(fake_runner):
     calls = [t for e, t in runner.events if e == "infer"]
     first_measured = calls[warm]
     assert warm > 1  # the count alone (1) was not enough: time kept it warming
-    assert first_measured - calls[0] >= 0.05
+    assert first_measured - calls[0] >= 0.049  # the loop clock starts just before the first call
     assert len(samples) > 2
     assert sum(samples) >= 0.06 * 1000 * 0.9  # ran for min_seconds, not just 2 calls
 
