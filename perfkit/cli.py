@@ -474,16 +474,205 @@ def _print_gate_failures(failures) -> None:
 
 def _add_profile(sub):
     p = _parser(sub, "profile", "latency, throughput, memory and roofline per runtime and batch",
-                "Profiler.", "perfkit profile resnet18 -f eager,onnx --batch 1,8 --weights random")
+                "Profile one model in each runtime at each batch size: warm-up by count and time, then at\n"
+                "least --iterations calls and --min-seconds, synchronised after every call (CUDA events on\n"
+                "GPU, plus host-to-device and end-to-end times). Reports median/p90/p99 latency, CV (warns\n"
+                "above 10%), throughput, peak memory (each runtime in its own process) and achieved GFLOP/s\n"
+                "against the device peak. `-f native` builds and runs the C++ LibTorch runner.",
+                "perfkit profile resnet18 -f eager,torchscript,onnx,aoti,native --batch 1,8 --weights random")
     p.add_argument("model")
-    _opt_weights(p)
+    p.add_argument("-f", "--formats", default="eager",
+                   help="comma-separated runtimes: eager, torchscript, onnx, aoti, tensorrt, native")
+    p.add_argument("--batch", default="1,8,32", help="comma-separated batch sizes")
+    _opt_device(p)
+    p.add_argument("--precision", default="fp32", help="comma-separated precisions: fp32, fp16, bf16")
+    p.add_argument("--warmup", type=int, default=10, help="warm-up calls (at least)")
+    p.add_argument("--warmup-seconds", type=float, default=1.0, help="warm-up time in seconds (at least)")
+    p.add_argument("--iterations", type=int, default=50, help="measured calls (at least)")
+    p.add_argument("--min-seconds", type=float, default=2.0, help="measured time in seconds (at least)")
+    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="measure peak memory (one spawned process per runtime and batch)")
+    p.add_argument("--channels-last", action="store_true", help="eager: channels-last memory format")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch, ONNX Runtime, native); default: torch's")
+    _opt_weights(p, default="auto")
     _opt_artifacts(p)
+    _opt_json(p)
     _opt_store(p)
     p.set_defaults(func=_cmd_profile)
 
 
+def _positive_ints(text: str, what: str) -> list[int]:
+    from perfkit.errors import UsageError
+
+    try:
+        values = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise UsageError(f"{what} must be comma-separated integers, got '{text}'") from None
+    if not values or values[0] < 1:
+        raise UsageError(f"{what} must be positive integers, got '{text}'")
+    return values
+
+
 def _cmd_profile(args):
-    raise PerfkitError("profile: not implemented yet")
+    from rich.progress import Progress
+
+    from perfkit.env import fingerprint
+    from perfkit.errors import UsageError
+    from perfkit.formats import Format, Precision, parse_list
+    from perfkit.profile import latency, memory, roofline
+    from perfkit.profile.timing import TimingConfig
+    from perfkit.report.console import (
+        Column, console, err_console, fmt_bytes, fmt_float, fmt_ms, fmt_pct, print_json, print_table,
+    )
+    from perfkit.store import Kind, Record
+
+    formats = parse_list(args.formats, Format)
+    precisions = parse_list(args.precision, Precision)
+    batches = _positive_ints(args.batch, "--batch")
+    if not formats or not precisions:
+        raise UsageError("give at least one runtime (-f) and one precision (--precision)")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be >= 1")
+    try:
+        config = TimingConfig(args.warmup, args.warmup_seconds, args.iterations, args.min_seconds)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    device = _device(args)
+    spec = _spec(args)
+    brange = latency.batch_range_for(batches)
+    flops, flops_source = roofline.model_flops(spec)
+    cols = dict(model=spec.name, weights=spec.weights.identity, device=device)
+    rows: list[dict] = []
+    failed = 0
+    steps = len(formats) * len(batches) * len(precisions) * (2 if args.memory else 1)
+    with _store(args) as store, store.run() as run_id, \
+            Progress(console=err_console, transient=True, disable=args.json and not err_console.is_terminal) as bar:
+        task = bar.add_task(f"profiling {spec.name}", total=steps)
+
+        def on_point(point):
+            nonlocal failed
+            bar.advance(task)
+            common = dict(runtime=str(point.runtime), precision=str(point.precision), batch=point.batch, **cols)
+            row = {**common, "status": "ok" if point.ok else "error", "latency": None, "memory": None,
+                   "error": None if point.ok else f"{type(point.error).__name__}: {point.error}",
+                   "warnings": point.warnings}
+            if point.ok:
+                metrics = {**point.timing.metrics(), "threads": point.threads, "flops_source": flops_source,
+                           "channels_last": args.channels_last and point.runtime is Format.EAGER, **point.extra}
+                peak = roofline.device_peak(device, point.precision, point.threads)
+                metrics.update(roofline.roofline(flops, point.batch, point.timing.compute.median_ms, peak))
+                store.add(Record(Kind.LATENCY, metrics=metrics, **common), run_id)
+                row["latency"] = metrics
+            else:
+                failed += 1
+                store.add(Record.failure(Kind.LATENCY, exc=point.error, **common), run_id)
+            for text in point.warnings:
+                err_console.print(f"[yellow]warning:[/] {text}")
+            rows.append(row)
+
+        for precision in precisions:
+            bar.update(task, description=f"timing {spec.name} {precision}")
+            latency.sweep(spec, formats, batches, precision=precision, device=device, artifacts=args.artifacts,
+                          config=config, channels_last=args.channels_last, threads=args.threads, on_point=on_point)
+        # Memory after every timing, so the spawned processes never disturb a measurement.
+        for row in rows if args.memory else ():
+            bar.update(task, description=f"memory {row['runtime']} batch {row['batch']}")
+            bar.advance(task)
+            if row["status"] != "ok":
+                continue  # the latency error record already says why
+            common = {k: row[k] for k in ("model", "runtime", "precision", "batch", "weights", "device")}
+            fmt = Format(row["runtime"])
+            try:
+                metrics = memory.measure_memory(
+                    spec, fmt, row["batch"], precision=row["precision"], device=device, artifacts=args.artifacts,
+                    brange=brange, threads=args.threads,
+                    options=latency.runner_options(fmt, channels_last=args.channels_last, threads=args.threads))
+            except Exception as exc:
+                failed += 1
+                store.add(Record.failure(Kind.MEMORY, exc=exc, **common), run_id)
+                row["memory"] = {"error": f"{type(exc).__name__}: {exc}"}
+                continue
+            metrics.pop("batch")
+            store.add(Record(Kind.MEMORY, metrics=metrics, **common), run_id)
+            row["memory"] = metrics
+
+    env = {**fingerprint(), "threads_used": args.threads or _torch_threads()}
+    if args.json:
+        print_json({"run_id": run_id, "model": spec.name, "label": spec.label, "weights": spec.weights.identity,
+                    "random_weights": spec.random_weights, "device": device, "flops_per_sample": flops,
+                    "flops_source": flops_source, "timing": vars(config), "env": env, "results": rows})
+        return 1 if failed else 0
+
+    def lat(key):
+        return lambda r: (r["latency"] or {}).get(key)
+
+    print_table(f"perfkit profile — {spec.label} on {device}", [
+        Column("runtime", "runtime", justify="left"), Column("prec", "precision", justify="left"),
+        Column("batch", "batch"), Column("median", lat("latency_median_ms"), fmt_ms),
+        Column("p90", lat("latency_p90_ms"), fmt_ms), Column("p99", lat("latency_p99_ms"), fmt_ms),
+        Column("CV", lambda r: _pct(lat("latency_cv")(r)), fmt_pct),
+        Column("img/s", lat("throughput_per_s"), fmt_float(1)),
+        Column("peak mem", lambda r: (r["memory"] or {}).get("peak_bytes"), fmt_bytes),
+        Column("GFLOP/s", lat("achieved_gflops"), fmt_float(1)),
+        Column("% peak", lambda r: _pct(lat("peak_fraction")(r)), fmt_pct),
+        Column("threads", lat("threads")),
+        Column("error", lambda r: r["error"] or (r["memory"] or {}).get("error"), lambda v: v or "", justify="left"),
+    ], rows, row_style=lambda r: "red" if r["status"] != "ok" else None,
+        caption=f"FLOPs = 2 × MACs ({flops / 1e9:.3f} GFLOP/sample, {flops_source}); % peak against "
+                f"{_peak_sources(rows)}; memory: {_memory_methods(rows)}; run {run_id}")
+    console.print(f"[dim]env: {env.get('cpu_model')} · {env.get('cpu_count')} CPUs · threads {env['threads_used']} · "
+                  f"GPU {env.get('gpu_name') or 'none'} · torch {env['libraries'].get('torch')}[/]")
+    if failed:
+        err_console.print(f"[red]{failed} measurement(s) failed; see the error column and `perfkit report {run_id}`[/]")
+    return 1 if failed else 0
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _pct(fraction):
+    return None if fraction is None else fraction * 100
+
+
+def _peak_sources(rows: list[dict]) -> str:
+    return "; ".join(sorted({r["latency"]["peak_source"] for r in rows if r["latency"]})) or "—"
+
+
+def _memory_methods(rows: list[dict]) -> str:
+    return "; ".join(sorted({f"{r['runtime']}: {r['memory']['method']}" for r in rows
+                             if r["memory"] and "method" in r["memory"]})) or "—"
+
+
+def _add_build_native(sub):
+    p = _parser(sub, "build-native", "build the C++ LibTorch latency runner (used by `profile -f native`)",
+                "Configure and compile perfkit/native/runner.cpp with CMake against the LibTorch inside the\n"
+                "installed torch wheel (needs cmake >= 3.18 and a C++20 compiler). The build is cached and\n"
+                "reused while the sources and torch are unchanged.", "perfkit build-native --force")
+    p.add_argument("--build-dir", type=Path, default=None,
+                   help="build folder; default $PERFKIT_NATIVE_BUILD or <artifacts>/native-build")
+    p.add_argument("--force", action="store_true", help="rebuild even when the cached build is up to date")
+    _opt_artifacts(p)
+    _opt_json(p)
+    p.set_defaults(func=_cmd_build_native)
+
+
+def _cmd_build_native(args):
+    from perfkit.report.console import banner, console, print_json
+    from perfkit.runtime.native import build_native, default_build_dir
+
+    if not args.json:
+        banner("building the native runner (about 30 s on 2 cores) ...", style="dim")
+    build = build_native(args.build_dir or default_build_dir(args.artifacts), force=args.force)
+    out = {"binary": str(build.binary), "build_dir": str(build.build_dir), "rebuilt": build.rebuilt,
+           "build_seconds": build.seconds, "aoti_loader": build.aoti}
+    if args.json:
+        return print_json(out)
+    what = f"built in {build.seconds:.1f} s" if build.rebuilt else "up to date (reused)"
+    console.print(f"native runner {what}: {build.binary}\n"
+                  f"AOTInductor .pt2 loader: {'yes' if build.aoti else 'no (TorchScript only)'}")
 
 
 # -- train (perfkit/train) --------------------------------------------------------------------------
@@ -710,7 +899,7 @@ def _cmd_regress(args):
 
 _COMMANDS = (
     _add_run, _add_zoo, _add_summary, _add_export, _add_check, _add_validate, _add_profile,
-    _add_train, _add_runs, _add_report, _add_select, _add_regress,
+    _add_build_native, _add_train, _add_runs, _add_report, _add_select, _add_regress,
 )
 
 

@@ -1,0 +1,134 @@
+"""Roofline position: achieved GFLOP/s from the model's FLOPs and the measured latency, and the
+fraction of the device's peak.
+
+FLOPs follow perfkit's convention: one multiply-accumulate = 2 FLOPs (FLOPs = 2 × MACs of
+conv + linear + matmul, counted at batch 1 and the model's native resolution). GPU peaks come from
+a table of NVIDIA datasheet numbers (dense, no structured sparsity); CPU peaks are measured on this
+machine with a large fp32 matmul at the thread count in use. The source of every peak is recorded.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+
+import torch
+
+from perfkit.formats import Precision
+
+
+@dataclass(frozen=True)
+class Peak:
+    gflops: float
+    source: str
+
+
+# Dense peak TFLOP/s by (device-name pattern, precision), from NVIDIA datasheets at boost clock.
+# fp32 is the CUDA-core FMA rate: perfkit pins TF32 off, so fp32 convolutions do not use tensor
+# cores. fp16/bf16 are dense tensor-core rates with fp32 accumulation. Order matters: the first
+# pattern whose words all appear in the device name wins ("H100 PCIe" before "H100").
+_GPU_PEAKS_TFLOPS: tuple[tuple[tuple[str, ...], dict[str, float], str], ...] = (
+    (("H200",), {"fp32": 67.0, "fp16": 989.4, "bf16": 989.4}, "NVIDIA H200 datasheet (SXM)"),
+    (("H100", "PCIE"), {"fp32": 51.2, "fp16": 756.0, "bf16": 756.0}, "NVIDIA H100 datasheet (PCIe)"),
+    (("H100", "NVL"), {"fp32": 60.0, "fp16": 835.0, "bf16": 835.0}, "NVIDIA H100 datasheet (NVL)"),
+    (("H100",), {"fp32": 67.0, "fp16": 989.4, "bf16": 989.4}, "NVIDIA H100 datasheet (SXM)"),
+    (("A100",), {"fp32": 19.5, "fp16": 312.0, "bf16": 312.0}, "NVIDIA A100 datasheet"),
+    (("L40S",), {"fp32": 91.6, "fp16": 362.1, "bf16": 362.1}, "NVIDIA L40S datasheet"),
+    (("L4",), {"fp32": 30.3, "fp16": 121.0, "bf16": 121.0}, "NVIDIA L4 datasheet"),
+    (("A10G",), {"fp32": 31.2, "fp16": 70.0, "bf16": 70.0}, "AWS/NVIDIA A10G specifications"),
+    (("A10",), {"fp32": 31.2, "fp16": 125.0, "bf16": 125.0}, "NVIDIA A10 datasheet"),
+    (("T4",), {"fp32": 8.1, "fp16": 65.0}, "NVIDIA T4 datasheet"),
+    (("V100",), {"fp32": 15.7, "fp16": 125.0}, "NVIDIA V100 datasheet (SXM2)"),
+    (("RTX", "4090"), {"fp32": 82.6, "fp16": 165.2, "bf16": 165.2}, "NVIDIA Ada whitepaper (RTX 4090, fp32 accumulate)"),
+    (("RTX", "3090"), {"fp32": 35.6, "fp16": 71.0, "bf16": 71.0}, "NVIDIA Ampere GA102 whitepaper (RTX 3090, fp32 accumulate)"),
+)
+
+
+def gpu_peak(device_name: str, precision: Precision | str) -> Peak | None:
+    """The datasheet peak for a GPU name such as ``NVIDIA H100 80GB HBM3``; None when not in the table."""
+    name = device_name.upper()
+    for words, peaks, source in _GPU_PEAKS_TFLOPS:
+        if all(w in name for w in words):
+            tflops = peaks.get(str(Precision(precision)))
+            if tflops is None:
+                return None
+            return Peak(tflops * 1000, f"{source}: {tflops} TFLOP/s dense {Precision(precision)}")
+    return None
+
+
+@functools.cache
+def cpu_peak(threads: int, dtype: torch.dtype = torch.float32, n: int = 1024, repeats: int = 5) -> Peak:
+    """Measured matmul peak on this CPU at ``threads`` threads (cached per process).
+
+    A square ``torch.mm`` is as close to the FMA roof as this machine's BLAS gets; the best of
+    ``repeats`` runs is taken because a busy machine only ever makes it slower.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a = torch.randn(n, n).to(dtype)
+        b = torch.randn(n, n).to(dtype)
+        torch.mm(a, b)  # warm-up: page in, let BLAS pick its kernel
+        best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    finally:
+        torch.set_num_threads(previous)
+    gflops = 2 * n**3 / best / 1e9
+    return Peak(gflops, f"measured: torch.mm {n}x{n} {str(dtype).removeprefix('torch.')}, "
+                        f"best of {repeats}, {threads} threads")
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+_CPU_DTYPES = {Precision.FP32: torch.float32, Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}
+
+
+def device_peak(device: str, precision: Precision | str, threads: int | None = None) -> Peak | None:
+    """The peak for ``device`` ("cpu", "cuda", "cuda:1") at ``precision``; None when unknown."""
+    dev = torch.device(device)
+    precision = Precision(precision)
+    if dev.type == "cuda":
+        return gpu_peak(torch.cuda.get_device_name(dev), precision)
+    if precision not in _CPU_DTYPES:
+        return None
+    return cpu_peak(threads or torch.get_num_threads(), _CPU_DTYPES[precision])
+
+
+@functools.cache
+def _flops_cached(spec) -> tuple[int, str]:
+    try:
+        from perfkit.analysis.complexity import measure_complexity
+    except ImportError:
+        measure_complexity = None
+    if measure_complexity is not None:
+        return int(measure_complexity(spec).flops), "perfkit.analysis.complexity (2 x MACs, batch 1)"
+    # Until the analysis helper is merged: the same convention, counted here.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = spec.build()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(spec.example_input(1))
+    macs = counter.get_total_flops() // 2
+    return int(2 * macs), "torch.utils.flop_counter (2 x MACs, batch 1)"
+
+
+def model_flops(spec) -> tuple[int, str]:
+    """FLOPs of one sample at the model's native input size, and how they were counted."""
+    return _flops_cached(spec)
+
+
+def roofline(flops_per_sample: int, batch: int, median_ms: float, peak: Peak | None) -> dict:
+    """Record metrics: achieved GFLOP/s at the median latency and the fraction of ``peak``."""
+    achieved = flops_per_sample * batch / (median_ms / 1000) / 1e9
+    return {
+        "flops_per_sample": flops_per_sample,
+        "achieved_gflops": achieved,
+        "peak_gflops": peak.gflops if peak else None,
+        "peak_fraction": achieved / peak.gflops if peak else None,
+        "peak_source": peak.source if peak else "no peak known for this device",
+    }

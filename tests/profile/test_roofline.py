@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from perfkit.profile.roofline import Peak, cpu_peak, device_peak, gpu_peak, model_flops, roofline
+
+
+def test_roofline_arithmetic():
+    out = roofline(flops_per_sample=10**9, batch=4, median_ms=2.0, peak=Peak(4000.0, "test"))
+    assert out["achieved_gflops"] == pytest.approx(2000.0)  # 4 GFLOP in 2 ms
+    assert out["peak_fraction"] == pytest.approx(0.5)
+    assert out["peak_source"] == "test"
+    none = roofline(10**9, 1, 1.0, None)
+    assert none["peak_fraction"] is None and none["achieved_gflops"] == pytest.approx(1000.0)
+
+
+@pytest.mark.parametrize("name, precision, tflops", [
+    ("NVIDIA H100 80GB HBM3", "fp16", 989.4),
+    ("NVIDIA H100 PCIe", "fp32", 51.2),
+    ("NVIDIA H200", "bf16", 989.4),
+    ("NVIDIA A100-SXM4-40GB", "fp32", 19.5),
+    ("NVIDIA A10G", "fp16", 70.0),
+    ("NVIDIA A10", "fp16", 125.0),
+    ("NVIDIA L4", "fp16", 121.0),
+    ("Tesla T4", "fp32", 8.1),
+    ("NVIDIA GeForce RTX 4090", "fp16", 165.2),
+])
+def test_gpu_peak_table(name, precision, tflops):
+    peak = gpu_peak(name, precision)
+    assert peak.gflops == pytest.approx(tflops * 1000)
+    assert "datasheet" in peak.source or "whitepaper" in peak.source or "specifications" in peak.source
+
+
+def test_unknown_gpu_or_precision_has_no_peak():
+    assert gpu_peak("Some Future GPU", "fp32") is None
+    assert gpu_peak("Tesla T4", "bf16") is None  # Turing has no bf16
+
+
+def test_cpu_peak_is_measured_and_cached():
+    peak = cpu_peak(1, torch.float32, n=256, repeats=2)
+    assert peak.gflops > 0.1
+    assert peak.source.startswith("measured") and "1 threads" in peak.source
+    assert cpu_peak(1, torch.float32, n=256, repeats=2) is peak
+    assert device_peak("cpu", "int8") is None
+
+
+def test_model_flops_match_a_hand_count(tiny_spec):
+    # LeNet-5 at 3x32x32, MACs by hand: conv1 6*28*28*(3*25) + conv2 16*10*10*(6*25) + fc 400*120 + 120*84 + 84*10
+    macs = 6 * 28 * 28 * 75 + 16 * 10 * 10 * 150 + 400 * 120 + 120 * 84 + 84 * 10
+    flops, source = model_flops(tiny_spec)
+    assert flops == 2 * macs
+    assert "2 x MACs" in source

@@ -1,0 +1,94 @@
+import statistics
+import warnings
+
+import numpy as np
+import pytest
+
+from perfkit.profile.timing import (
+    LatencyStats, NoisyTimingWarning, TimingConfig, measure, percentile, time_runner,
+)
+from perfkit.store.schema import REQUIRED_METRICS, Kind
+
+
+
+def test_percentile_matches_numpy_linear_interpolation():
+    rng = np.random.default_rng(0)
+    samples = sorted(rng.exponential(3.0, size=37).tolist())
+    for q in (0, 10, 50, 90, 95, 99, 100):
+        assert percentile(samples, q) == pytest.approx(np.percentile(samples, q, method="linear"), rel=1e-12)
+
+
+def test_stats_on_known_samples():
+    # Computed by hand: sorted [10, 20, 30, 40]; p90 rank 0.9*3 = 2.7 -> 30 + 0.7*10 = 37.
+    stats = LatencyStats.from_samples([40.0, 10.0, 30.0, 20.0], batch=8, warmup_iterations=3)
+    assert stats.mean_ms == 25.0
+    assert stats.median_ms == 25.0
+    assert stats.p90_ms == pytest.approx(37.0)
+    assert stats.p95_ms == pytest.approx(38.5)
+    assert stats.p99_ms == pytest.approx(39.7)
+    assert (stats.min_ms, stats.max_ms) == (10.0, 40.0)
+    assert stats.std_ms == pytest.approx(statistics.stdev([10, 20, 30, 40]))  # n - 1
+    assert stats.cv == pytest.approx(stats.std_ms / 25.0)
+    assert stats.throughput_per_s == pytest.approx(8 / 0.025)  # batch / median
+    assert stats.iterations == 4 and stats.warmup_iterations == 3
+    assert stats.noisy  # CV 52%
+    assert not LatencyStats.from_samples([10.0] * 9 + [10.5], batch=1).noisy
+
+
+def test_metrics_carry_the_required_latency_keys():
+    metrics = LatencyStats.from_samples([1.0, 2.0, 3.0], batch=2).metrics()
+    assert REQUIRED_METRICS[Kind.LATENCY] <= metrics.keys()
+    assert all(isinstance(v, (int, float)) for v in metrics.values())
+
+
+@pytest.mark.filterwarnings("ignore::perfkit.profile.timing.NoisyTimingWarning")
+def test_synchronize_after_every_call_and_count_bounds(fake_runner):
+    runner = fake_runner()
+    config = TimingConfig(warmup=7, warmup_seconds=0, iterations=25, min_seconds=0)
+    timing = time_runner(runner, __import__("torch").zeros(4, 3, 8, 8), config)
+    kinds = [e for e, _ in runner.events]
+    assert kinds == ["infer", "sync"] * (7 + 25)  # every call, warm-up included, is synchronised
+    assert timing.compute.warmup_iterations == 7
+    assert timing.compute.iterations == 25
+    assert timing.timer == "perf_counter" and timing.h2d is None and timing.e2e is None
+
+
+def test_warmup_by_time_and_measurement_by_time(fake_runner):
+    runner = fake_runner(sleep_s=0.002)
+    config = TimingConfig(warmup=1, warmup_seconds=0.05, iterations=2, min_seconds=0.06)
+    samples, warm = measure(lambda: runner.infer(__import__("torch").zeros(1, 1)), runner.synchronize, config)
+    calls = [t for e, t in runner.events if e == "infer"]
+    first_measured = calls[warm]
+    assert warm > 1  # the count alone (1) was not enough: time kept it warming
+    assert first_measured - calls[0] >= 0.049  # the loop clock starts just before the first call
+    assert len(samples) > 2
+    assert sum(samples) >= 0.06 * 1000 * 0.9  # ran for min_seconds, not just 2 calls
+
+
+def test_cv_warning_on_unstable_timings(fake_runner):
+    runner = fake_runner(sleep_s=lambda n: 0.012 if n % 2 else 0.001)
+    config = TimingConfig(warmup=0, warmup_seconds=0, iterations=10, min_seconds=0)
+    with pytest.warns(NoisyTimingWarning, match="CV"):
+        timing = time_runner(runner, __import__("torch").zeros(1, 3, 4, 4), config)
+    assert timing.compute.noisy and timing.metrics()["cv_warning"] is True
+
+
+def test_bad_config_is_rejected():
+    with pytest.raises(ValueError):
+        TimingConfig(iterations=0)
+
+
+@pytest.mark.gpu
+def test_cuda_events_h2d_and_e2e(tiny_spec):
+    from perfkit.runtime import open_runner
+
+    config = TimingConfig(warmup=3, warmup_seconds=0, iterations=10, min_seconds=0)
+    with open_runner(tiny_spec, "eager", device="cuda") as runner, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoisyTimingWarning)
+        timing = time_runner(runner, tiny_spec.example_input(32), config)
+    assert timing.timer == "cuda-events"
+    assert timing.h2d.median_ms > 0 and timing.e2e.median_ms > 0
+    # end-to-end includes the copy and the compute
+    assert timing.e2e.median_ms >= timing.h2d.median_ms
+    metrics = timing.metrics()
+    assert {"h2d_median_ms", "e2e_median_ms"} <= metrics.keys()
