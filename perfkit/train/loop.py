@@ -172,7 +172,8 @@ def prepare_model(spec: ModelSpec, num_classes: int, seed: int = 0) -> tuple[nn.
     return model.train(), heads
 
 
-def check_input_size(model: nn.Module, size: int, num_classes: int, device: torch.device, name: str) -> None:
+def check_input_size(model: nn.Module, size: int, num_classes: int, device: torch.device, name: str,
+                     model_size: int | None = None) -> None:
     """One eval forward at the training size: a size too small for the network fails here, clearly."""
     model.eval()
     try:
@@ -180,7 +181,7 @@ def check_input_size(model: nn.Module, size: int, num_classes: int, device: torc
             out = model(torch.zeros(1, 3, size, size, device=device))
     except RuntimeError as exc:
         raise UsageError(f"{name} cannot run at input size {size}×{size}: {str(exc).splitlines()[0]} "
-                         f"(pass a larger --input-size)") from None
+                         f"(choose another --input-size; the model's own is {model_size})") from None
     finally:
         model.train()
     if tuple(out.shape) != (1, num_classes):
@@ -373,7 +374,7 @@ def train_one(cfg: TrainConfig, dist: Dist = Dist(), *, store: Store | None = No
 
     model, heads = prepare_model(spec, num_classes, cfg.seed)
     model.to(device)
-    check_input_size(model, size, num_classes, device, spec.name)
+    check_input_size(model, size, num_classes, device, spec.name, spec.input_size[-1])
 
     ckpt_dir = checkpoint_dir(cfg.checkpoint_root, spec.name)
     identity = {"model": spec.name, "source": spec.source, "weights": spec.weights.identity, "dataset": data.name,
