@@ -174,18 +174,25 @@ def prepare_model(spec: ModelSpec, num_classes: int, seed: int = 0) -> tuple[nn.
 
 def check_input_size(model: nn.Module, size: int, num_classes: int, device: torch.device, name: str,
                      model_size: int | None = None) -> None:
-    """One eval forward at the training size: a size too small for the network fails here, clearly."""
-    model.eval()
+    """A training-mode forward of two blank images at the training size (BatchNorm needs two).
+
+    A size too small for the network (or for an auxiliary head, inception_v3's needs more than the
+    main path) fails here with a clear error instead of in the first batch. BatchNorm statistics
+    are restored afterwards: the check leaves no trace in the model.
+    """
+    saved = {k: v.clone() for k, v in model.named_buffers()}
     try:
         with torch.no_grad():
-            out = model(torch.zeros(1, 3, size, size, device=device))
+            logits, aux = _split_outputs(model.train()(torch.zeros(2, 3, size, size, device=device)))
     except RuntimeError as exc:
         raise UsageError(f"{name} cannot run at input size {size}×{size}: {str(exc).splitlines()[0]} "
                          f"(choose another --input-size; the model's own is {model_size})") from None
     finally:
-        model.train()
-    if tuple(out.shape) != (1, num_classes):
-        raise RuntimeError(f"{name} gives logits of shape {tuple(out.shape)} after the head swap, expected (1, {num_classes})")
+        for key, value in saved.items():
+            model.get_buffer(key).copy_(value)
+    for out in (logits, *aux):
+        if tuple(out.shape) != (2, num_classes):
+            raise RuntimeError(f"{name} gives logits of shape {tuple(out.shape)} after the head swap, expected (2, {num_classes})")
 
 
 def _split_outputs(out) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -139,7 +139,6 @@ def test_lr_schedules():
 def test_heads_are_replaced_and_aux_outputs_split():
     model, heads = prepare_model(resolve("resnet18", "random"), 7)
     assert heads == ["fc"] and model.fc.out_features == 7 and model.training
-    check_input_size(model, 32, 7, torch.device("cpu"), "resnet18")
     model, heads = prepare_model(resolve("squeezenet1_1", "random"), 3)
     assert heads == ["classifier.1"]
     check_input_size(model, 64, 3, torch.device("cpu"), "squeezenet1_1")
@@ -162,15 +161,21 @@ def test_zoo_heads_are_found(name, heads):
 @pytest.mark.slow
 def test_inception_v3_trains_with_its_aux_head():
     model, _ = prepare_model(resolve("inception_v3", "random"), 10)
-    out = model(torch.randn(2, 3, 96, 96))
-    logits, aux = _split_outputs(out)
+    # The auxiliary head needs more than the main path: too small fails before training starts.
+    with pytest.raises(UsageError, match="inception_v3 cannot run at input size 96×96"):
+        check_input_size(model, 96, 10, torch.device("cpu"), "inception_v3")
+    logits, aux = _split_outputs(model(torch.randn(2, 3, 299, 299)))
     assert logits.shape == (2, 10) and len(aux) == 1 and aux[0].shape == (2, 10)
 
 
-def test_too_small_input_is_a_usage_error():
+def test_too_small_input_is_a_usage_error_and_the_check_leaves_no_trace():
     model, _ = prepare_model(resolve("alexnet", "random"), 10)
     with pytest.raises(UsageError, match="alexnet cannot run at input size 32×32"):
         check_input_size(model, 32, 10, torch.device("cpu"), "alexnet")
+    model, _ = prepare_model(resolve("resnet18", "random"), 10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    check_input_size(model, 32, 10, torch.device("cpu"), "resnet18")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics untouched
 
 
 @pytest.mark.slow
