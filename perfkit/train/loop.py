@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from perfkit.data.cifar import DataSplits, download_dataset, load_dataset
+from perfkit.data.cifar import download_dataset, load_dataset
 from perfkit.errors import PerfkitError, UsageError
 from perfkit.store import Kind, Record, Store
 from perfkit.zoo.preprocess import EvalTransform
