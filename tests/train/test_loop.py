@@ -1,0 +1,213 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from perfkit.cli import main
+from perfkit.data.cifar import load_cifar10, make_cifar_batches, make_image_folder
+from perfkit.errors import DatasetError, UsageError, WeightsError
+from perfkit.store import Kind, Store
+from perfkit.train.loop import (
+    TrainConfig, _split_outputs, check_input_size, eval_transform, load_checkpoint, lr_at, prepare_model,
+    train_models,
+)
+from perfkit.zoo.registry import resolve
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cifar(tmp_path_factory):
+    # A few hundred images of a learnable task (class colour + stripes under noise); chance is 0.1.
+    return make_cifar_batches(tmp_path_factory.mktemp("cifar"), n_train=800, n_test=200, seed=0).parent
+
+
+def _config(tmp_path, data, model="lenet5", **kw):
+    kw = {"epochs": 2, "batch_size": 16, "progress": False, "checkpoint_root": tmp_path / "ckpt",
+          "log_dir": tmp_path / "reports", **kw}
+    return TrainConfig(model=model, data=data, **kw)
+
+
+def _val_accuracy(model, data_dir, spec, size):
+    """Accuracy of a model on the CIFAR test batch, computed here independently of the loop."""
+    pre = eval_transform(spec, size)
+    data = load_cifar10(data_dir)
+    x = torch.nn.functional.interpolate(data.val.images.float(), size=(size, size), mode="bilinear") if size != 32 \
+        else data.val.images.float()
+    x = (x / 255 - torch.tensor(pre.mean).view(1, 3, 1, 1)) / torch.tensor(pre.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        return (model.eval()(x).argmax(1) == data.val.labels).float().mean().item()
+
+
+def test_lenet5_learns_and_writes_records_log_and_checkpoints(tmp_path, cifar, capsys):
+    ckpt, reports = tmp_path / "ckpt", tmp_path / "reports"
+    rc = main(["train", "lenet5", "--data", str(cifar), "--epochs", "2", "--batch-size", "16",
+               "--checkpoint-dir", str(ckpt), "--log-dir", str(reports), "--json"])
+    assert rc == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["epoch"] for r in rows] == [0, 1] and all(r["epochs"] == 2 for r in rows)
+    last = rows[-1]
+    assert last["val_acc"] >= 0.5 and last["best_val_acc"] == max(r["val_acc"] for r in rows)  # chance: 0.1
+    assert last["train_images"] == 800 and last["val_images"] == 200 and last["dataset"] == "cifar10"
+    assert last["total_seconds"] >= sum(r["epoch_seconds"] for r in rows) * 0.99
+    assert "total_seconds" not in rows[0] and rows[0]["lr"] == 0.01 and rows[1]["lr"] == pytest.approx(0.005)
+
+    with Store() as store:  # the autouse fixture points PERFKIT_STORE at this test's store
+        records = store.records(kind=Kind.TRAIN)
+        run = store.get_run("latest")
+    assert [r.metrics["epoch"] for r in records] == [0, 1]
+    assert {r.run_id for r in records} == {run["id"]} and run["status"] == "ok"
+    assert records[0].weights == "random:seed0" and records[0].precision == "fp32" and records[0].batch == 16
+
+    log = (reports / f"train-{run['id']}-lenet5.log").read_text()
+    assert last["log_path"] == str(reports / f"train-{run['id']}-lenet5.log")
+    for line in ("Epoch 0/1", "Epoch 1/1", f"train Loss: {rows[0]['train_loss']:.4f} Acc: {rows[0]['train_acc']:.4f}",
+                 f"val Loss: {last['val_loss']:.4f} Acc: {last['val_acc']:.4f}", "Training complete in",
+                 f"Best val Acc: {last['best_val_acc']:4f}", "images/s"):
+        assert line in log
+
+    best = load_checkpoint(ckpt / "lenet5" / "best.pt")
+    assert best["epoch"] == last["best_epoch"] and best["best_val_acc"] == last["best_val_acc"]
+    assert best["spec"]["classes"][0] == "airplane" and (ckpt / "lenet5" / "last.pt").is_file()
+    # The best checkpoint loads through the zoo (same 10 classes) and reproduces its val accuracy.
+    spec = resolve("lenet5", str(ckpt / "lenet5" / "best.pt"))
+    assert _val_accuracy(spec.build(), cifar, spec, 32) == pytest.approx(last["best_val_acc"])
+
+
+def test_resume_trains_only_the_missing_epochs_and_matches_an_uninterrupted_run(tmp_path, cifar):
+    straight = train_models([_config(tmp_path / "a", cifar)])[0]
+    first = train_models([_config(tmp_path / "b", cifar, epochs=1)])[0]
+    resumed = train_models([_config(tmp_path / "b", cifar, epochs=2, resume=True)])[0]
+    assert [r.metrics["epoch"] for r in first.records] == [0]
+    assert [r.metrics["epoch"] for r in resumed.records] == [1] and resumed.records[0].metrics["resumed"]
+    # Same run in the store, and the same numbers as training two epochs in one go.
+    assert resumed.records[0].run_id == first.records[0].run_id
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+        assert resumed.records[0].metrics[key] == pytest.approx(straight.records[1].metrics[key], rel=1e-5), key
+    with Store() as store:
+        series = store.records(run_id=first.records[0].run_id, kind=Kind.TRAIN)
+    assert [r.metrics["epoch"] for r in series] == [0, 1]
+    assert load_checkpoint(tmp_path / "b" / "ckpt" / "lenet5" / "last.pt")["epoch"] == 1
+
+    with pytest.raises(UsageError, match="finished 2 epochs already"):
+        train_models([_config(tmp_path / "b", cifar, epochs=2, resume=True)])
+    other = make_image_folder(tmp_path / "folder", n_train=4, n_val=2, num_classes=2, size=32)
+    with pytest.raises(UsageError, match="trained differently.*dataset: checkpoint 'cifar10', now 'imagefolder'"):
+        train_models([_config(tmp_path / "b", other, dataset="imagefolder", epochs=3, resume=True)])
+    with pytest.raises(UsageError, match="no checkpoint at"):
+        train_models([_config(tmp_path / "c", cifar, resume=True)])
+
+
+def test_image_folder_training_replaces_the_head_for_its_classes(tmp_path):
+    root = make_image_folder(tmp_path / "folder", n_train=240, n_val=80, num_classes=4, size=40)
+    result = train_models([_config(tmp_path, root, dataset="imagefolder", input_size=32, epochs=2, batch_size=8)])[0]
+    last = result.records[-1].metrics
+    assert last["num_classes"] == 4 and last["dataset"] == "imagefolder" and last["val_images"] == 80
+    assert last["best_val_acc"] >= 0.5  # chance: 0.25
+    state = load_checkpoint(result.best_path)["model"]
+    assert state["classifier.5.weight"].shape == (4, 84)
+    # A 4-class checkpoint does not fit the 10-class zoo model: a clear error, never a silent load.
+    with pytest.raises(WeightsError, match="(?s)do not fit LeNet5.*size mismatch for classifier.5.weight"):
+        resolve("lenet5", str(result.best_path)).build()
+
+
+def test_failure_writes_an_error_record_and_fails_the_run(tmp_path):
+    with pytest.raises(DatasetError):
+        train_models([_config(tmp_path, tmp_path / "absent")])
+    with Store() as store:
+        (record,) = store.records(kind=Kind.TRAIN)
+        assert record.status == "error" and "DatasetError" in record.error
+        assert store.get_run("latest")["status"] == "failed"
+
+
+def test_cpu_amp_trains_in_bf16(tmp_path, cifar):
+    result = train_models([_config(tmp_path, cifar, epochs=1, amp=True, device="cpu")])[0]
+    (record,) = result.records
+    assert record.precision == "bf16" and record.metrics["amp"] is True
+    assert 0 <= record.metrics["val_acc"] <= 1 and record.metrics["train_loss"] > 0
+
+
+def test_lr_schedules():
+    assert [lr_at(e, 0.1, "step", 20, 7) for e in (0, 6, 7, 14)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
+    assert [lr_at(e, 0.1, "cosine", 4, 7) for e in range(4)] == pytest.approx([0.1, 0.0853553, 0.05, 0.0146447], rel=1e-5)
+
+
+def test_heads_are_replaced_and_aux_outputs_split():
+    model, heads = prepare_model(resolve("resnet18", "random"), 7)
+    assert heads == ["fc"] and model.fc.out_features == 7 and model.training
+    model, heads = prepare_model(resolve("squeezenet1_1", "random"), 3)
+    assert heads == ["classifier.1"]
+    check_input_size(model, 64, 3, torch.device("cpu"), "squeezenet1_1")
+    main_out, aux = _split_outputs((torch.ones(2, 3), torch.zeros(2, 3)))
+    assert main_out.sum() == 6 and len(aux) == 1
+    assert _split_outputs((torch.ones(2, 3), None))[1] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, heads", [
+    ("inception_v3", ["AuxLogits.fc", "fc"]), ("googlenet", ["fc"]), ("alexnet", ["classifier.6"]),
+    ("vgg16", ["classifier.6"]), ("mobilenet_v2", ["classifier.1"]), ("densenet121", ["classifier"]),
+])
+def test_zoo_heads_are_found(name, heads):
+    model, replaced = prepare_model(resolve(name, "random"), 10)
+    assert replaced == heads
+    check_input_size(model, 299 if name == "inception_v3" else 224, 10, torch.device("cpu"), name)
+
+
+@pytest.mark.slow
+def test_inception_v3_trains_with_its_aux_head():
+    model, _ = prepare_model(resolve("inception_v3", "random"), 10)
+    # The auxiliary head needs more than the main path: too small fails before training starts.
+    with pytest.raises(UsageError, match="inception_v3 cannot run at input size 96×96"):
+        check_input_size(model, 96, 10, torch.device("cpu"), "inception_v3")
+    logits, aux = _split_outputs(model(torch.randn(2, 3, 299, 299)))
+    assert logits.shape == (2, 10) and len(aux) == 1 and aux[0].shape == (2, 10)
+
+
+def test_too_small_input_is_a_usage_error_and_the_check_leaves_no_trace():
+    model, _ = prepare_model(resolve("alexnet", "random"), 10)
+    with pytest.raises(UsageError, match="alexnet cannot run at input size 32×32"):
+        check_input_size(model, 32, 10, torch.device("cpu"), "alexnet")
+    model, _ = prepare_model(resolve("resnet18", "random"), 10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    check_input_size(model, 32, 10, torch.device("cpu"), "resnet18")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics untouched
+
+
+@pytest.mark.slow
+def test_resnet18_learns_at_input_size_32(tmp_path, cifar):
+    result = train_models([_config(tmp_path, cifar, model="resnet18", input_size=32, epochs=2, batch_size=32)])[0]
+    assert result.best_val_acc >= 0.5 and [r.metrics["epoch"] for r in result.records] == [0, 1]
+    assert result.records[-1].metrics["input_size"] == [3, 32, 32]
+    spec = resolve("resnet18", "random")
+    # The 10-class checkpoint does not fit the 1000-class zoo model: a clear error.
+    with pytest.raises(WeightsError, match="(?s)do not fit ResNet.*size mismatch for fc.weight"):
+        resolve("resnet18", str(result.best_path)).build()
+    model, _ = prepare_model(spec, 10)
+    model.load_state_dict(load_checkpoint(result.best_path)["model"])
+    assert _val_accuracy(model, cifar, spec, 32) == pytest.approx(result.best_val_acc)
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_processes(tmp_path, cifar):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "perfkit",
+           "train", "lenet5", "--data", str(cifar), "--epochs", "2", "--batch-size", "16", "--device", "cpu",
+           "--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "reports")]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    with Store() as store:
+        records = store.records(kind=Kind.TRAIN)
+    # Rank 0 alone writes: one record per epoch, counts all-reduced over both shards.
+    assert [r.metrics["epoch"] for r in records] == [0, 1]
+    last = records[-1].metrics
+    assert last["world_size"] == 2 and last["val_images"] == 200 and last["train_images"] == 800
+    assert records[-1].batch == 32 and last["best_val_acc"] >= 0.5
+    assert out.stdout.count("perfkit train — one row per epoch") == 1
+    # The sharded validation equals a single-process evaluation of the saved model.
+    spec = resolve("lenet5", str(tmp_path / "ckpt" / "lenet5" / "last.pt"))
+    assert _val_accuracy(spec.build(), cifar, spec, 32) == pytest.approx(last["val_acc"])
