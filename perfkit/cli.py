@@ -750,14 +750,67 @@ def _cmd_train(args):
 
 def _add_run(sub):
     p = _parser(sub, "run", "the whole pipeline: complexity, export, parity, accuracy, profile, report",
-                "The main job.", "perfkit run resnet18 googlenet")
-    p.add_argument("models", nargs="*")
+                "The main job. For each model: complexity → export to every format this machine can\n"
+                "build → parity of each runtime vs eager → ImageNet-val accuracy (with --data or\n"
+                "$PERFKIT_IMAGENET_VAL) → latency/throughput/memory profile; then the Rich summary and a\n"
+                "single-file HTML report (reports/<run-id>.html). Weights come from the cache; a model\n"
+                "without cached weights runs with random weights and every output says so. A failing\n"
+                "step is recorded and the rest go on; the exit code is 1 if anything failed.",
+                "perfkit run                      # alexnet vgg16 resnet18 googlenet")
+    p.add_argument("models", nargs="*", help="models (default: the classic four: alexnet vgg16 resnet18 googlenet)")
+    _opt_weights(p, default="auto")
+    _opt_device(p)
+    p.add_argument("-f", "--formats", default="auto",
+                   help="exported formats, or auto: torchscript,onnx,aoti (+tensorrt on a GPU with the extra)")
+    p.add_argument("--batch", default="1,8", help="batch sizes to profile")
+    p.add_argument("--data", type=Path, default=None,
+                   help="ImageNet-val folder for measured accuracy (default $PERFKIT_IMAGENET_VAL; skipped if unset)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images (the output says SUBSET)")
+    p.add_argument("--cache", type=Path, default=None, help="preprocessed-tensor cache for the accuracy step")
+    p.add_argument("--parity-samples", type=int, default=16, help="synthetic inputs compared with eager per batch size")
+    p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the spawned-process memory step")
+    p.add_argument("--resume", metavar="RUN", default=None, help="continue RUN, skipping the steps it finished")
+    p.add_argument("--html", type=Path, default=None, help="report path (default reports/<run-id>.html)")
+    _opt_artifacts(p)
     _opt_store(p)
     p.set_defaults(func=_cmd_run)
 
 
 def _cmd_run(args):
-    raise PerfkitError("run: not implemented yet")
+    from rich.markup import escape
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from perfkit import pipeline
+    from perfkit.formats import Format, parse_list
+    from perfkit.report.console import banner, console, err_console
+    from perfkit.report.html import render_html
+    from perfkit.report.summary import print_run_summary
+
+    cfg = pipeline.RunConfig(
+        models=args.models or list(pipeline.SEED_MODELS), weights=args.weights, device=_device(args),
+        formats=None if args.formats == "auto" else parse_list(args.formats, Format),
+        batches=_positive_ints(args.batch, "--batch"), data=args.data or pipeline.default_data(),
+        limit=args.limit, cache=args.cache, parity_samples=args.parity_samples, memory=args.memory,
+        resume=args.resume, artifacts=args.artifacts,
+    )
+    if cfg.data is None:
+        banner("no ImageNet-val (--data or $PERFKIT_IMAGENET_VAL): measured accuracy is skipped; "
+               "reports show published accuracy, labelled as such", style="bold")
+    with _store(args) as store:
+        with Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[model]}[/]"), TextColumn("{task.description}"),
+                      TimeElapsedColumn(), console=err_console, transient=True) as bar:
+            task = bar.add_task("starting", model="", total=None)
+            result = pipeline.run_pipeline(cfg, store, lambda model, step: bar.update(task, model=model, description=step))
+        print_run_summary(store, result.run_id)
+        html = render_html(store, result.run_id, args.html or Path("reports") / f"{result.run_id}.html")
+    for line in result.skipped:
+        console.print(f"[dim]resumed: skipped {line} (finished earlier)[/]")
+    console.print(f"run {result.run_id} finished in {result.seconds:.0f} s; HTML report: [bold]{html}[/]")
+    if result.failures:
+        for line in result.failures:
+            err_console.print(f"[red]failed:[/] {escape(line)}")
+        return 1
+    return 0
 
 
 # -- runs / report / select / regress (perfkit/store, perfkit/report) ------------------------------
