@@ -302,19 +302,17 @@ def _floats3(text: str | None, name: str) -> tuple[float, float, float] | None:
 def _cmd_validate(args):
     from contextlib import nullcontext
 
-    from perfkit.accuracy.harness import Distributed, evaluate, gate_failures, runner_batch, spec_with_transform
+    from perfkit.accuracy.harness import Distributed, validate_model
     from perfkit.data.imagenet import open_imagenet, real_labels
     from perfkit.errors import GateFailed, UsageError
     from perfkit.formats import Format, Precision, parse_list
     from perfkit.report.console import banner, print_json
-    from perfkit.runtime import open_runner
     from perfkit.store import Kind, Record
     from perfkit.zoo.registry import resolve
 
     if args.batch_size < 1 or args.workers < 0:
         raise UsageError("--batch-size must be ≥ 1 and --workers ≥ 0")
     formats = parse_list(args.formats, Format)
-    formats = [Format.EAGER] + [f for f in dict.fromkeys(formats) if f is not Format.EAGER]
     precision = Precision(args.precision)
     overrides = dict(mean=_floats3(args.mean, "mean"), std=_floats3(args.std, "std"), resize_size=args.resize,
                      crop_size=args.crop)
@@ -337,28 +335,12 @@ def _cmd_validate(args):
             for name in args.models:
                 spec = _spec(args, name) if lead else resolve(name, args.weights)
                 try:
-                    transform = spec.preprocess.with_overrides(**overrides)
-                    spec = spec_with_transform(spec, transform)
-                    if lead:
-                        banner(f"{spec.label} preprocessing: {transform.describe()}  (from {transform.source})", style="bold")
-                        if transform.overrides:
-                            banner(f"WARNING: preprocessing overridden ({', '.join(transform.overrides)}); "
-                                   "the published accuracy assumes the model's own", style="bold red")
-                    runners = {}
-                    open_errors = {}
-                    for fmt in formats:
-                        try:
-                            runners[str(fmt)] = open_runner(spec, fmt, precision=precision, device=device,
-                                                            artifacts=args.artifacts,
-                                                            batch=runner_batch(args.batch_size, args.crops))
-                        except Exception as exc:  # an exported runtime that cannot open is recorded; the rest go on
-                            if fmt is Format.EAGER:
-                                raise
-                            open_errors[str(fmt)] = exc
-                    result = evaluate(spec, data, runners, transform=transform, crops=args.crops,
-                                      batch_size=args.batch_size, workers=args.workers, cache_dir=args.cache,
-                                      skip_unreadable=args.skip_unreadable, per_class=args.per_class, real=real,
-                                      dist=dist, progress=lead, out_dir=out_dir)
+                    done = validate_model(
+                        spec, data, store=store, run_id=run_id, formats=formats, precision=precision, device=device,
+                        artifacts=args.artifacts, overrides=overrides, batch_size=args.batch_size,
+                        workers=args.workers, cache_dir=args.cache, crops=args.crops,
+                        skip_unreadable=args.skip_unreadable, per_class=args.per_class, real=real, dist=dist,
+                        progress=lead, out_dir=out_dir)
                 except PerfkitError as exc:
                     if lead:
                         store.add(Record.failure(Kind.ACCURACY, spec.name, exc, runtime=str(Format.EAGER),
@@ -367,19 +349,10 @@ def _cmd_validate(args):
                     continue
                 if not lead:
                     continue
-                for record in result.records():
-                    store.add(record, run_id)
-                for fmt, exc in open_errors.items():
-                    store.add(Record.failure(Kind.ACCURACY, spec.name, exc, runtime=fmt, precision=str(precision),
-                                             device=device.split(":")[0], weights=spec.weights.identity), run_id)
-                results.append((result, open_errors))
-                failures += gate_failures(result, args.max_top1_drop, args.min_relative)
-                for fmt, exc in open_errors.items():
-                    if args.max_top1_drop is not None or args.min_relative is not None:
-                        failures.append({"model": spec.name, "runtime": fmt, "gate": "ran", "value": None,
-                                         "limit": None, "why": f"{type(exc).__name__}: {exc}"})
+                results.append((done.result, done.open_errors))
+                failures += done.gate_failures(args.max_top1_drop, args.min_relative)
                 if not args.json:
-                    _print_validate(result, open_errors)
+                    _print_validate(done.result, done.open_errors)
     finally:
         if dist is not None:
             Distributed.close()

@@ -25,9 +25,9 @@ from perfkit.accuracy import metrics as M
 from perfkit.data.cache import TensorCache
 from perfkit.data.imagenet import ImageNetVal, synsets
 from perfkit.errors import DatasetError, PerfkitError, UsageError
-from perfkit.formats import BatchRange
+from perfkit.formats import BatchRange, Format, Precision
 from perfkit.runtime.base import Runner
-from perfkit.store import Kind, Record
+from perfkit.store import Kind, Record, Store
 from perfkit.zoo.preprocess import EvalTransform
 from perfkit.zoo.registry import ModelSpec
 
@@ -494,3 +494,96 @@ def gate_failures(result: EvalResult, max_top1_drop: float | None = None,
             out.append({"model": result.spec.name, "runtime": label, "gate": "min-relative", "value": rel,
                         "limit": min_relative, "why": f"top-1 {r.counts.top1_pct:.3f}% vs eager {ref.top1_pct:.3f}%"})
     return out
+
+
+def open_error_failures(model: str, open_errors: Mapping[str, BaseException], max_top1_drop: float | None = None,
+                        min_relative: float | None = None) -> list[dict]:
+    """Gate-failure rows for runtimes that could not open: with any gate set, they fail it ("ran")."""
+    if max_top1_drop is None and min_relative is None:
+        return []
+    return [{"model": model, "runtime": fmt, "gate": "ran", "value": None, "limit": None,
+             "why": f"{type(exc).__name__}: {exc}"} for fmt, exc in open_errors.items()]
+
+
+# -- one model, every runtime --------------------------------------------------------------------------
+
+@dataclass
+class ModelValidation:
+    """One model's validation: the pass over the data, and the runtimes that could not even open."""
+
+    result: EvalResult
+    open_errors: dict[str, BaseException] = field(default_factory=dict)  # runtime → why it did not open
+
+    def gate_failures(self, max_top1_drop: float | None = None, min_relative: float | None = None) -> list[dict]:
+        """``gate_failures`` of the result, then a "ran" row per runtime that could not open."""
+        return (gate_failures(self.result, max_top1_drop, min_relative)
+                + open_error_failures(self.result.spec.name, self.open_errors, max_top1_drop, min_relative))
+
+
+def validate_model(spec: ModelSpec, data: ImageNetVal, *, store: Store | None = None, run_id: str | None = None,
+                   formats: list[Format | str], precision: Precision | str = Precision.FP32, device: str = "cpu",
+                   artifacts: Path | None = None, overrides: Mapping | None = None, batch_size: int = 32,
+                   workers: int = 0, cache_dir: Path | None = None, crops: int = 1, skip_unreadable: bool = False,
+                   per_class: bool = False, real: tuple[list[list[int]], str] | None = None,
+                   dist: Distributed | None = None, progress: bool = True,
+                   out_dir: Path | None = None) -> ModelValidation:
+    """Validate one model on ``data`` in every runtime of ``formats`` (eager first, as the reference).
+
+    Applies the preprocessing ``overrides`` (recorded in the result), opens one runner per runtime
+    and runs ``evaluate``. An exported runtime that cannot open is kept in ``open_errors`` and the
+    others go on. With ``store`` (the lead rank of a torchrun job), writes one accuracy record per
+    runtime, and an error record per runtime that could not open, under ``run_id``.
+
+    Args:
+        spec: the model, as resolved (its own preprocessing).
+        data: the validation set or a subset of it.
+        store: where records go; None writes nothing (other ranks, or a caller that records itself).
+        run_id: the store's run the records belong to; required with ``store``.
+        formats: runtimes to evaluate; eager is added (first) when missing, duplicates are dropped.
+        precision: precision of every runtime.
+        device: "cpu", "cuda" or "cuda:N".
+        artifacts: artifact cache folder for exported runtimes (None: the default).
+        overrides: ``EvalTransform.with_overrides`` keywords (mean, std, resize_size, crop_size);
+            None values are not overrides.
+        progress: print the preprocessing banners and the progress bar (the lead rank only).
+        batch_size, workers, cache_dir, crops, skip_unreadable, per_class, real, dist, out_dir:
+            as in ``evaluate``.
+
+    Raises:
+        PerfkitError: the model as a whole failed (eager did not open, bad data, bad options);
+            nothing is recorded for it here: the caller records the failure.
+    """
+    from perfkit.report.console import banner
+    from perfkit.runtime import open_runner  # looked up per call: exported runtimes load lazily
+
+    if store is not None and run_id is None:
+        raise ValueError("validate_model: records written to a store need a run_id")
+    precision = Precision(precision)
+    formats = [Format.EAGER] + [f for f in dict.fromkeys(map(Format, formats)) if f is not Format.EAGER]
+    transform = spec.preprocess.with_overrides(**(overrides or {}))
+    spec = spec_with_transform(spec, transform)
+    if progress:
+        banner(f"{spec.label} preprocessing: {transform.describe()}  (from {transform.source})", style="bold")
+        if transform.overrides:
+            banner(f"WARNING: preprocessing overridden ({', '.join(transform.overrides)}); "
+                   "the published accuracy assumes the model's own", style="bold red")
+    runners: dict[str, Runner] = {}
+    open_errors: dict[str, BaseException] = {}
+    for fmt in formats:
+        try:
+            runners[str(fmt)] = open_runner(spec, fmt, precision=precision, device=device, artifacts=artifacts,
+                                            batch=runner_batch(batch_size, crops))
+        except Exception as exc:  # an exported runtime that cannot open is recorded; the rest go on
+            if fmt is Format.EAGER:
+                raise
+            open_errors[str(fmt)] = exc
+    result = evaluate(spec, data, runners, transform=transform, crops=crops, batch_size=batch_size, workers=workers,
+                      cache_dir=cache_dir, skip_unreadable=skip_unreadable, per_class=per_class, real=real,
+                      dist=dist, progress=progress, out_dir=out_dir)
+    if store is not None:
+        for record in result.records():
+            store.add(record, run_id)
+        for fmt, exc in open_errors.items():
+            store.add(Record.failure(Kind.ACCURACY, spec.name, exc, runtime=fmt, precision=str(precision),
+                                     device=device.split(":")[0], weights=spec.weights.identity), run_id)
+    return ModelValidation(result, open_errors)

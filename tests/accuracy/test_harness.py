@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from perfkit.accuracy import harness
-from perfkit.accuracy.harness import Distributed, evaluate, gate_failures, spec_with_transform
+from perfkit.accuracy.harness import Distributed, evaluate, gate_failures, spec_with_transform, validate_model
 from perfkit.data.imagenet import open_imagenet
 from perfkit.data.synthetic import LAYOUTS, corrupt_jpeg, make_imagenet_folder, write_real_labels, write_spread_weights
 from perfkit.errors import DatasetError
@@ -263,6 +263,46 @@ def test_gate_failures_name_the_runtime(small, dataset):
     failed = gate_failures(result, max_top1_drop=min(drop, 0) - 1, min_relative=None)
     assert [(f["runtime"], f["gate"]) for f in failed] == [("swap", "max-top1-drop")]
     assert gate_failures(result, max_top1_drop=abs(drop) + 1, min_relative=0.0) == []
+
+
+def test_validate_model_records_every_runtime_and_the_ones_that_could_not_open(spec, dataset, small_result, store,
+                                                                             tmp_path, monkeypatch):
+    import perfkit.runtime
+
+    def swap_onnx_refuse_aoti(s, fmt, **kw):
+        if str(fmt) == "aoti":
+            raise NotImplementedError("runtime aoti is not wired yet")
+        runner = SwapRunner if str(fmt) == "onnx" else EagerRunner
+        return runner(s, **{k: v for k, v in kw.items() if k != "artifacts"})
+
+    monkeypatch.setattr(perfkit.runtime, "open_runner", swap_onnx_refuse_aoti)
+    with store.run() as run_id:
+        done = validate_model(spec, open_imagenet(dataset), store=store, run_id=run_id, formats=["aoti", "onnx", "onnx"],
+                              overrides=dict(resize_size=72, crop_size=64, mean=None), progress=False,
+                              out_dir=tmp_path / "out")
+    # Eager is opened first, as the reference; the runtime that could not open is kept, not raised.
+    assert list(done.result.runtimes) == ["eager", "onnx"] and list(done.open_errors) == ["aoti"]
+    assert counts(done.result) == counts(small_result)  # the overrides reached the pass
+    recs = {r.runtime: r for r in store.records(run_id, kind="accuracy")}
+    assert set(recs) == {"eager", "onnx", "aoti"}
+    assert [recs[k].status for k in ("eager", "onnx", "aoti")] == ["ok", "ok", "error"]
+    eager, onnx, aoti = recs["eager"].metrics, recs["onnx"].metrics, recs["aoti"]
+    assert (eager["images"], eager["top1_correct"], eager["top5_correct"]) == counts(small_result)
+    assert eager["transform_overrides"] == ["crop_size", "resize_size"] and eager["transform"]["crop_size"] == 64
+    assert onnx["flips_vs_eager"] == len(done.result.runtimes["onnx"].flipped_ids) > 0
+    assert Path(onnx["flipped_ids_file"]).parent == tmp_path / "out"
+    assert "not wired" in aoti.error and (aoti.precision, aoti.device) == ("fp32", "cpu")
+    assert aoti.weights == spec.weights.identity
+    # With a gate set, the runtime that could not open fails it; without one, nothing fails.
+    assert [(f["runtime"], f["gate"]) for f in done.gate_failures(max_top1_drop=100.0)] == [("aoti", "ran")]
+    assert done.gate_failures() == []
+
+
+def test_validate_model_without_a_store_writes_nothing(small, dataset, store):
+    done = validate_model(small, open_imagenet(dataset).take(limit=2), formats=["eager"], progress=False)
+    assert done.result.images == 2 and not done.open_errors and store.records() == []
+    with pytest.raises(ValueError, match="run_id"):
+        validate_model(small, open_imagenet(dataset), store=store, formats=["eager"], progress=False)
 
 
 # -- the command line ------------------------------------------------------------------------------------
