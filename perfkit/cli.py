@@ -487,17 +487,18 @@ def _positive_ints(text: str, what: str) -> list[int]:
 
 
 def _cmd_profile(args):
+    from itertools import count
+
     from rich.progress import Progress
 
     from perfkit.env import fingerprint
     from perfkit.errors import UsageError
     from perfkit.formats import Format, Precision, parse_list
-    from perfkit.profile import latency, memory, roofline
+    from perfkit.profile import profile_model, profile_steps
     from perfkit.profile.timing import TimingConfig
     from perfkit.report.console import (
         Column, console, err_console, fmt_bytes, fmt_float, fmt_ms, fmt_pct, print_json, print_table,
     )
-    from perfkit.store import Kind, Record
 
     formats = parse_list(args.formats, Format)
     precisions = parse_list(args.precision, Precision)
@@ -512,62 +513,20 @@ def _cmd_profile(args):
         raise UsageError(str(exc)) from None
     device = _device(args)
     spec = _spec(args)
-    brange = latency.batch_range_for(batches)
-    flops, flops_source = roofline.model_flops(spec)
-    cols = dict(model=spec.name, weights=spec.weights.identity, device=device)
-    rows: list[dict] = []
-    failed = 0
-    steps = len(formats) * len(batches) * len(precisions) * (2 if args.memory else 1)
     with _store(args) as store, store.run() as run_id, \
             Progress(console=err_console, transient=True, disable=args.json and not err_console.is_terminal) as bar:
-        task = bar.add_task(f"profiling {spec.name}", total=steps)
-
-        def on_point(point):
-            nonlocal failed
-            bar.advance(task)
-            common = dict(runtime=str(point.runtime), precision=str(point.precision), batch=point.batch, **cols)
-            row = {**common, "status": "ok" if point.ok else "error", "latency": None, "memory": None,
-                   "error": None if point.ok else f"{type(point.error).__name__}: {point.error}",
-                   "warnings": point.warnings}
-            if point.ok:
-                metrics = {**point.timing.metrics(), "threads": point.threads, "flops_source": flops_source,
-                           "channels_last": args.channels_last and point.runtime is Format.EAGER, **point.extra}
-                peak = roofline.device_peak(device, point.precision, point.threads)
-                metrics.update(roofline.roofline(flops, point.batch, point.timing.compute.median_ms, peak))
-                store.add(Record(Kind.LATENCY, metrics=metrics, **common), run_id)
-                row["latency"] = metrics
-            else:
-                failed += 1
-                store.add(Record.failure(Kind.LATENCY, exc=point.error, **common), run_id)
-            for text in point.warnings:
-                err_console.print(f"[yellow]warning:[/] {text}")
-            rows.append(row)
-
-        for precision in precisions:
-            bar.update(task, description=f"timing {spec.name} {precision}")
-            latency.sweep(spec, formats, batches, precision=precision, device=device, artifacts=args.artifacts,
-                          config=config, channels_last=args.channels_last, threads=args.threads, on_point=on_point)
-        # Memory after every timing, so the spawned processes never disturb a measurement.
-        for row in rows if args.memory else ():
-            bar.update(task, description=f"memory {row['runtime']} batch {row['batch']}")
-            bar.advance(task)
-            if row["status"] != "ok":
-                continue  # the latency error record already says why
-            common = {k: row[k] for k in ("model", "runtime", "precision", "batch", "weights", "device")}
-            fmt = Format(row["runtime"])
-            try:
-                metrics = memory.measure_memory(
-                    spec, fmt, row["batch"], precision=row["precision"], device=device, artifacts=args.artifacts,
-                    brange=brange, threads=args.threads,
-                    options=latency.runner_options(fmt, channels_last=args.channels_last, threads=args.threads))
-            except Exception as exc:
-                failed += 1
-                store.add(Record.failure(Kind.MEMORY, exc=exc, **common), run_id)
-                row["memory"] = {"error": f"{type(exc).__name__}: {exc}"}
-                continue
-            metrics.pop("batch")
-            store.add(Record(Kind.MEMORY, metrics=metrics, **common), run_id)
-            row["memory"] = metrics
+        task = bar.add_task(f"profiling {spec.name}",
+                            total=profile_steps(formats, batches, precisions, memory=args.memory))
+        done = count()  # on_step comes before each step: the steps before it are complete
+        result = profile_model(
+            spec, store=store, run_id=run_id, formats=formats, batches=batches, precisions=precisions,
+            device=device, artifacts=args.artifacts, config=config, memory=args.memory,
+            channels_last=args.channels_last, threads=args.threads,
+            on_step=lambda description: bar.update(task, description=description, completed=next(done)))
+    rows, failed, flops, flops_source = result.rows, result.failed, result.flops, result.flops_source
+    for row in rows:
+        for text in row["warnings"]:
+            err_console.print(f"[yellow]warning:[/] {text}")
 
     env = {**fingerprint(), "threads_used": args.threads or _torch_threads()}
     if args.json:

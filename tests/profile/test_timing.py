@@ -1,3 +1,4 @@
+import itertools
 import statistics
 import warnings
 
@@ -66,7 +67,9 @@ def test_warmup_by_time_and_measurement_by_time(fake_runner):
 
 
 def test_cv_warning_on_unstable_timings(fake_runner):
-    runner = fake_runner(sleep_s=lambda n: 0.012 if n % 2 else 0.001)
+    # alternate per infer call (the runner's event count also holds the synchronize after each call)
+    sleeps = itertools.cycle([0.012, 0.001])
+    runner = fake_runner(sleep_s=lambda n: next(sleeps))
     config = TimingConfig(warmup=0, warmup_seconds=0, iterations=10, min_seconds=0)
     with pytest.warns(NoisyTimingWarning, match="CV"):
         timing = time_runner(runner, __import__("torch").zeros(1, 3, 4, 4), config)
