@@ -276,8 +276,9 @@ def _export(spec, fmt, precision, batch, device, options, key, root: Path, folde
             main_file = exporter(fmt).export(ctx)
         seconds = time.perf_counter() - start
         files = hash_files(tmp)
-        manifest = _manifest(ctx, fmt, key, main_file, files, seconds, messages)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        text = json.dumps(_manifest(ctx, fmt, key, main_file, files, seconds, messages), indent=2, default=str)
+        (tmp / MANIFEST).write_text(text)
+        manifest = json.loads(text)  # the same dict a later cache hit reads (lists, not tuples)
         try:
             tmp.rename(folder)
         except OSError:

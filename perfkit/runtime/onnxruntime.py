@@ -43,12 +43,15 @@ class OnnxRuntimeRunner(ArtifactRunner):
         options.intra_op_num_threads = self.threads
         options.log_severity_level = 3  # errors only; warnings about node placement are expected
         if self.provider == CUDA:
-            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+            gpu = torch.cuda.is_available()
+            index = self.device.index if self.device.index is not None else (torch.cuda.current_device() if gpu else 0)
             self.device = torch.device("cuda", index)
-            # Run on torch's current stream (ordering with torch-owned buffers), TF32 pinned off
-            # like every other runtime.
-            providers = [(CUDA, {"device_id": index, "use_tf32": 0,
-                                 "user_compute_stream": str(torch.cuda.current_stream(self.device).cuda_stream)})]
+            # TF32 pinned off like every other runtime; run on torch's current stream so that work
+            # is ordered with the torch-owned input and output buffers.
+            cuda_options = {"device_id": index, "use_tf32": 0}
+            if gpu:
+                cuda_options["user_compute_stream"] = str(torch.cuda.current_stream(self.device).cuda_stream)
+            providers = [(CUDA, cuda_options)]
         else:
             providers = [CPU]
         if self.provider not in ort.get_available_providers():
