@@ -231,6 +231,8 @@ def _add_export(sub):
 
 
 def _cmd_export(args):
+    from rich.markup import escape
+
     from perfkit.report.console import Column, fmt_bytes, fmt_float, fmt_int, print_json, print_table
 
     spec = _spec(args)
@@ -259,7 +261,7 @@ def _cmd_export(args):
         Column("size", "artifact_bytes", fmt_bytes),
         Column("warnings", lambda r: None if r["error"] else len(r["warnings"]), fmt_int),
         Column("sha256", lambda r: (r.get("sha256") or "—")[:12]),
-        Column("path", lambda r: r.get("artifact_path") or r["error"], justify="left"),
+        Column("path", lambda r: escape(r.get("artifact_path") or r["error"]), justify="left"),
     ], rows, row_style=lambda r: "red" if r["error"] else None,
         caption="cached: served from the artifact cache after checking every file's sha256; --force rebuilds")
     return 1 if failed else 0
@@ -286,6 +288,8 @@ def _add_check(sub):
 
 
 def _cmd_check(args):
+    from rich.markup import escape
+
     from perfkit.accuracy import parity
     from perfkit.errors import UsageError
     from perfkit.report.console import Column, banner, fmt_bool, fmt_int, fmt_sci, print_json, print_table
@@ -348,7 +352,7 @@ def _cmd_check(args):
                 "no NaN/Inf; max rel = max|Δ| / max|eager| per sample")
     for r in failed:
         why = r["error"] or "; ".join(r["failures"])
-        banner(f"FAIL {r['runtime']} batch {r['batch']}: {why}", style="bold red")
+        banner(escape(f"FAIL {r['runtime']} batch {r['batch']}: {why}"), style="bold red")
     return 1 if failed else 0
 
 
