@@ -151,7 +151,7 @@ def _opt_artifact_build(p, formats_default: str) -> None:
     p.add_argument("--min-batch", type=int, default=1, help="smallest batch the artifact accepts")
     p.add_argument("--opt-batch", type=int, default=8, help="batch TensorRT tunes for (also the example batch)")
     p.add_argument("--max-batch", type=int, default=256, help="largest batch the artifact accepts")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset; unset: the exporter's default, recorded in the manifest")
     p.add_argument("--script", action="store_true", help="TorchScript: torch.jit.script instead of trace")
     p.add_argument("--freeze", action="store_true",
                    help="TorchScript: torch.jit.freeze (optimize_for_inference is applied when loaded)")

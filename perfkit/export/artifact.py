@@ -34,6 +34,7 @@ import torch
 
 from perfkit.errors import ArtifactError, UsageError
 from perfkit.formats import BatchRange, Format, Precision
+from perfkit.runtime.base import pin_tf32
 from perfkit.zoo.registry import ModelSpec
 
 MANIFEST = "manifest.json"
@@ -268,9 +269,14 @@ def _export(spec, fmt, precision, batch, device, options, key, root: Path, folde
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    ctx = ExportContext(spec=spec, precision=precision, batch=batch, device=device, options=options,
+    # Device-independent formats are always exported on the CPU, so that their one cache entry
+    # never carries traces of the device that happened to export it first.
+    export_device = device if exporter(fmt).device_specific(options) else "cpu"
+    ctx = ExportContext(spec=spec, precision=precision, batch=batch, device=export_device, options=options,
                         out_dir=tmp, artifacts=root)
     try:
+        # Inductor reads the TF32 switches when it compiles: pin them like every runtime does.
+        pin_tf32(False)
         start = time.perf_counter()
         with capture_messages() as messages, torch.no_grad():
             main_file = exporter(fmt).export(ctx)
@@ -323,6 +329,7 @@ def _manifest(ctx: ExportContext, fmt: Format, key: dict, main_file: str, files:
         "libraries": env["libraries"],
         "env": {k: env.get(k) for k in ("hostname", "cpu_model", "gpu_name", "compute_capability", "cuda")},
         "export_seconds": seconds,
+        "tf32": False,
         "warnings": messages,
         "created": time.time(),
         **ctx.info,

@@ -26,7 +26,6 @@ def device_specific(options: dict) -> bool:
 def export(ctx: ExportContext) -> str:
     onnx = require("onnx")
     require("onnxscript")
-    ctx.device = "cpu"
     model = ctx.model()
     x = ctx.example_input()
     dynamic_shapes = ({0: torch.export.Dim(BATCH_DIM, min=ctx.batch.min, max=ctx.batch.max)},) if ctx.dynamic else None
