@@ -273,7 +273,8 @@ def _add_check(sub):
                 "absolute and max relative difference, cosine similarity, top-1 agreement, top-5 overlap,\n"
                 "NaN/Inf. Inputs are seeded synthetic tensors, or real images through the model's\n"
                 "preprocessing with --data. Each batch size goes through the same artifact (dynamic batch).\n"
-                "Exit code 1 when any runtime fails its tolerance (fp32: atol 1e-3, rtol 1e-4, top-1 100%).",
+                "Exit code 1 when any runtime fails its tolerance (fp32: atol 1e-3, rtol 1e-4, max rel 1e-3,\n"
+                "top-1 100%).",
                 "perfkit check resnet18 -f torchscript,onnx,aoti --weights random --batch 1,8")
     p.add_argument("model")
     _opt_artifact_build(p, _EXPORTED)
@@ -284,6 +285,8 @@ def _add_check(sub):
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs")
     p.add_argument("--atol", type=float, default=None, help="absolute logit tolerance (default per precision)")
     p.add_argument("--rtol", type=float, default=None, help="relative logit tolerance (default per precision)")
+    p.add_argument("--max-rel", type=float, default=None,
+                   help="largest |Δ| allowed as a fraction of each sample's largest logit (default per precision)")
     p.set_defaults(func=_cmd_check)
 
 
@@ -307,7 +310,7 @@ def _cmd_check(args):
     if not batches or outside:
         raise UsageError(f"--batch {args.batch}: every batch must lie in the artifact range "
                          f"{batch_range.min}..{batch_range.max} (see --min-batch/--max-batch)")
-    tol = parity.tolerance(args.precision, args.atol, args.rtol)
+    tol = parity.tolerance(args.precision, args.atol, args.rtol, args.max_rel)
     inputs, source = parity.inputs_for(spec, args.samples, args.data, args.seed)
     rows = []
     with _store(args) as store, store.run() as run_id, _progress() as progress:
@@ -348,8 +351,8 @@ def _cmd_check(args):
         Column("top-5 overlap", "top5_overlap", lambda v: "—" if v is None else f"{v:.1%}"),
         Column("NaN/Inf", "nonfinite", fmt_int), Column("result", "passed", fmt_bool),
     ], rows, row_style=lambda r: None if r["passed"] else "red",
-        caption=f"tolerance: |Δ| ≤ {tol.atol:g} + {tol.rtol:g}·|eager|, top-1 agreement ≥ {tol.min_top1_agreement:.0%}, "
-                "no NaN/Inf; max rel = max|Δ| / max|eager| per sample")
+        caption=f"tolerance: |Δ| ≤ {tol.atol:g} + {tol.rtol:g}·|eager|, max rel ≤ {tol.max_rel:g}, "
+                f"top-1 agreement ≥ {tol.min_top1_agreement:.0%}, no NaN/Inf; max rel = max|Δ| / max|eager| per sample")
     for r in failed:
         why = r["error"] or "; ".join(r["failures"])
         banner(escape(f"FAIL {r['runtime']} batch {r['batch']}: {why}"), style="bold red")

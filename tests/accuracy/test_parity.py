@@ -54,6 +54,16 @@ def test_top1_flip_and_top5_overlap():
     assert "top-1 agreement 75.00%" in r.failures[0]
 
 
+def test_tiny_logits_are_judged_relative_to_their_scale():
+    """Random-weight networks can have logits ~1e-9: atol alone would pass anything there."""
+    ref = _logits() * 1e-9
+    wrong = ref + 5e-10 * _logits(seed=1)  # half the logit scale: a broken runtime
+    r = P.compare(ref, wrong, P.tolerance("fp32"))
+    assert r.within_tolerance and r.max_abs_diff < 1e-8  # far below atol ...
+    assert not r.passed and any("max_rel" in f for f in r.failures)  # ... but caught by scale
+    assert P.compare(ref, ref * (1 + 1e-6), P.tolerance("fp32")).passed
+
+
 def test_nan_and_inf_fail_and_are_counted():
     ref = _logits()
     cand = ref.clone()
@@ -76,6 +86,7 @@ def test_tolerances_per_precision_and_overrides():
     assert fp16.atol > fp32.atol and fp16.rtol > fp32.rtol
     assert P.tolerance("bf16").atol > fp16.atol
     assert P.tolerance("fp32", atol=0.5).atol == 0.5 and P.tolerance("fp32", atol=0.5).rtol == fp32.rtol
+    assert fp32.max_rel == 1e-3 and P.tolerance("fp32", max_rel=0.1).max_rel == 0.1
     with pytest.raises(UsageError):
         P.tolerance("fp32", atol=-1)
     with pytest.raises(UsageError):
