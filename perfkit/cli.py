@@ -353,6 +353,9 @@ def _cmd_check(args):
     ], rows, row_style=lambda r: None if r["passed"] else "red",
         caption=f"tolerance: |Δ| ≤ {tol.atol:g} + {tol.rtol:g}·|eager|, max rel ≤ {tol.max_rel:g}, "
                 f"top-1 agreement ≥ {tol.min_top1_agreement:.0%}, no NaN/Inf; max rel = max|Δ| / max|eager| per sample")
+    if any(r.get("constant_reference") for r in rows):
+        banner("warning: eager gives the same logits for every input with these weights, so agreement is "
+               "guaranteed and proves nothing about the runtimes; use other weights or --data")
     for r in failed:
         why = r["error"] or "; ".join(r["failures"])
         banner(escape(f"FAIL {r['runtime']} batch {r['batch']}: {why}"), style="bold red")

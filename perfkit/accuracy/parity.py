@@ -78,6 +78,9 @@ class ParityResult:
     rtol: float
     min_top1_agreement: float
     max_rel: float
+    # eager gives the same logits for every input (e.g. random init whose activations vanish):
+    # agreement is then guaranteed and says nothing about the runtime.
+    constant_reference: bool = False
     flipped_ids: list[int] = field(default_factory=list)  # sample indices whose top-1 differs
     failures: list[str] = field(default_factory=list)  # why it did not pass, in words
 
@@ -126,7 +129,8 @@ def compare(reference: torch.Tensor, candidate: torch.Tensor, tol: Tolerance) ->
         max_rel_diff=max_rel, cosine_min=cosine.min().item(),
         top1_agreement=agreement, top5_overlap=overlap.mean().item(), nonfinite=nonfinite,
         within_tolerance=within, passed=not failures, atol=tol.atol, rtol=tol.rtol,
-        min_top1_agreement=tol.min_top1_agreement, max_rel=tol.max_rel, flipped_ids=flipped, failures=failures,
+        min_top1_agreement=tol.min_top1_agreement, max_rel=tol.max_rel,
+        constant_reference=bool(n > 1 and (ref == ref[0]).all()), flipped_ids=flipped, failures=failures,
     )
 
 

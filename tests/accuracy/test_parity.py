@@ -64,6 +64,12 @@ def test_tiny_logits_are_judged_relative_to_their_scale():
     assert P.compare(ref, ref * (1 + 1e-6), P.tolerance("fp32")).passed
 
 
+def test_input_independent_reference_is_flagged():
+    ref = _logits(1).repeat(6, 1)  # every input gives the same logits
+    assert P.compare(ref, ref.clone(), P.tolerance("fp32")).constant_reference
+    assert not P.compare(_logits(6), _logits(6), P.tolerance("fp32")).constant_reference
+
+
 def test_nan_and_inf_fail_and_are_counted():
     ref = _logits()
     cand = ref.clone()
