@@ -210,32 +210,227 @@ def _print_summary(spec, m: dict, published: dict) -> None:
 
 # -- export / check (perfkit/export, perfkit/runtime, perfkit/accuracy/parity) ---------------------
 
+_EXPORTED = "torchscript,onnx,aoti"
+
+
+def _opt_artifact_build(p, formats_default: str) -> None:
+    """Options that choose an artifact (shared by export and check: both export what is missing)."""
+    p.add_argument("-f", "--formats", default=formats_default,
+                   help="comma-separated formats: torchscript, onnx, aoti, tensorrt")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
+                   help="compute precision inside the artifact (input and output stay float32)")
+    p.add_argument("--min-batch", type=int, default=1, help="smallest batch the artifact accepts")
+    p.add_argument("--opt-batch", type=int, default=8, help="batch TensorRT tunes for (also the example batch)")
+    p.add_argument("--max-batch", type=int, default=256, help="largest batch the artifact accepts")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset; unset: the exporter's default, recorded in the manifest")
+    p.add_argument("--script", action="store_true", help="TorchScript: torch.jit.script instead of trace")
+    p.add_argument("--freeze", action="store_true",
+                   help="TorchScript: torch.jit.freeze (optimize_for_inference is applied when loaded)")
+    _opt_weights(p)
+    _opt_device(p)
+    _opt_artifacts(p)
+    _opt_json(p)
+    _opt_store(p)
+
+
+def _artifact_request(args):
+    """(formats, BatchRange, per-format exporter options) from the shared options."""
+    from perfkit.errors import UsageError
+    from perfkit.formats import BatchRange, Format, parse_list
+
+    formats = parse_list(args.formats, Format)
+    bad = [str(f) for f in formats if f in (Format.EAGER, Format.NATIVE)]
+    if bad or not formats:
+        raise UsageError(f"-f takes exported formats (torchscript, onnx, aoti, tensorrt), not {', '.join(bad) or 'nothing'}")
+    try:
+        batch = BatchRange(args.min_batch, min(max(args.opt_batch, args.min_batch), args.max_batch), args.max_batch)
+    except ValueError:
+        raise UsageError(f"batch range must satisfy 1 <= --min-batch <= --max-batch, got {args.min_batch}..{args.max_batch}") from None
+    options = {
+        Format.TORCHSCRIPT: {"script": args.script, "freeze": args.freeze},
+        Format.ONNX: {"opset": args.opset},
+        Format.AOTI: {},
+        Format.TENSORRT: {"opset": args.opset},
+    }
+    if Format.TENSORRT in formats:
+        from perfkit.export.tensorrt import NOT_RUN_HERE
+        from perfkit.report.console import banner
+
+        banner(f"note: {NOT_RUN_HERE}.")
+    return list(dict.fromkeys(formats)), batch, options
+
+
+def _progress():
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from perfkit.report.console import err_console
+
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                    console=err_console, transient=True)
+
+
+def _ensure_recorded(store, run_id, spec, fmt, args, batch, options, device, progress, force=False):
+    """Export (or find) one artifact and record it; returns (artifact, None) or (None, error text)."""
+    from perfkit.export.artifact import ensure_artifact, export_record
+    from perfkit.store.schema import Kind, Record
+
+    task = progress.add_task(f"{spec.name}: {fmt} artifact (export if not cached)", total=None)
+    try:
+        artifact = ensure_artifact(spec, fmt, precision=args.precision, artifacts=args.artifacts, batch=batch,
+                                   force=force, device=device, **options[fmt])
+    except Exception as exc:  # one format's failure is recorded; the others go on
+        store.add(Record.failure(Kind.EXPORT, spec.name, exc, runtime=str(fmt), precision=args.precision,
+                                 batch=batch.max, weights=spec.weights.identity, device=device), run_id)
+        return None, f"{type(exc).__name__}: {exc}"
+    finally:
+        progress.remove_task(task)
+    store.add(export_record(spec, artifact, device), run_id)
+    return artifact, None
+
+
 def _add_export(sub):
     p = _parser(sub, "export", "export a model to TorchScript, ONNX, AOTInductor or TensorRT",
-                "Export one model; artifacts are cached.", "perfkit export resnet18 -f torchscript,onnx,aoti --weights random")
+                "Export one model to each format. Artifacts are cached by model, weights, format, precision,\n"
+                "options and library versions: exporting the same thing again is served from the cache\n"
+                "(hash-checked); --force rebuilds. A format that fails is recorded and the others go on.\n"
+                "TensorRT has not been run on the development machine (see README).",
+                "perfkit export resnet18 -f torchscript,onnx,aoti --weights random")
     p.add_argument("model")
-    _opt_weights(p)
-    _opt_artifacts(p)
-    _opt_store(p)
+    _opt_artifact_build(p, _EXPORTED)
+    p.add_argument("--force", action="store_true", help="export again even when the artifact is cached")
     p.set_defaults(func=_cmd_export)
 
 
 def _cmd_export(args):
-    raise PerfkitError("export: not implemented yet")
+    from rich.markup import escape
+
+    from perfkit.report.console import Column, fmt_bytes, fmt_float, fmt_int, print_json, print_table
+
+    spec = _spec(args)
+    formats, batch, options = _artifact_request(args)
+    device = _device(args)
+    rows = []
+    with _store(args) as store, store.run() as run_id, _progress() as progress:
+        for fmt in formats:
+            artifact, error = _ensure_recorded(store, run_id, spec, fmt, args, batch, options, device, progress,
+                                               force=args.force)
+            row = {"model": spec.name, "weights": spec.weights.identity, "format": str(fmt),
+                   "precision": args.precision, "device": device, "status": "error" if error else "ok", "error": error}
+            if artifact is not None:
+                row.update(cached=artifact.cached, seconds=artifact.seconds, export_seconds=artifact.export_seconds,
+                           artifact_bytes=artifact.bytes, sha256=artifact.sha256, artifact_path=str(artifact.path),
+                           warnings=artifact.warnings, batch=artifact.manifest["batch"])
+            rows.append(row)
+    failed = [r for r in rows if r["status"] == "error"]
+    if args.json:
+        print_json(rows)
+        return 1 if failed else 0
+    print_table(f"perfkit export — {spec.label}, {args.precision}, batch {batch.min}..{batch.max}", [
+        Column("format", "format", justify="left"),
+        Column("status", lambda r: "FAILED" if r["error"] else ("cached" if r["cached"] else "exported"), justify="left"),
+        Column("this run", "seconds", fmt_float(2)), Column("export s", "export_seconds", fmt_float(1)),
+        Column("size", "artifact_bytes", fmt_bytes),
+        Column("warnings", lambda r: None if r["error"] else len(r["warnings"]), fmt_int),
+        Column("sha256", lambda r: (r.get("sha256") or "—")[:12]),
+        Column("path", lambda r: escape(r.get("artifact_path") or r["error"]), justify="left"),
+    ], rows, row_style=lambda r: "red" if r["error"] else None,
+        caption="cached: served from the artifact cache after checking every file's sha256; --force rebuilds")
+    return 1 if failed else 0
 
 
 def _add_check(sub):
     p = _parser(sub, "check", "parity of exported runtimes against eager PyTorch",
-                "Compare each runtime with eager on the same inputs.", "perfkit check resnet18 -f onnx --weights random")
+                "Run each runtime and eager PyTorch on the same inputs and compare the logits: max/mean\n"
+                "absolute and max relative difference, cosine similarity, top-1 agreement, top-5 overlap,\n"
+                "NaN/Inf. Inputs are seeded synthetic tensors, or real images through the model's\n"
+                "preprocessing with --data. Each batch size goes through the same artifact (dynamic batch).\n"
+                "Exit code 1 when any runtime fails its tolerance (fp32: atol 1e-3, rtol 1e-4, max rel 1e-3,\n"
+                "top-1 100%).",
+                "perfkit check resnet18 -f torchscript,onnx,aoti --weights random --batch 1,8")
     p.add_argument("model")
-    _opt_weights(p)
-    _opt_artifacts(p)
-    _opt_store(p)
+    _opt_artifact_build(p, _EXPORTED)
+    p.add_argument("--data", type=Path, default=None,
+                   help="folder of images (ImageFolder-like or flat); default: seeded synthetic inputs")
+    p.add_argument("--samples", type=int, default=32, help="number of inputs compared at each batch size")
+    p.add_argument("--batch", default="1,8", help="comma-separated batch sizes to feed the inputs at")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs")
+    p.add_argument("--atol", type=float, default=None, help="absolute logit tolerance (default per precision)")
+    p.add_argument("--rtol", type=float, default=None, help="relative logit tolerance (default per precision)")
+    p.add_argument("--max-rel", type=float, default=None,
+                   help="largest |Δ| allowed as a fraction of each sample's largest logit (default per precision)")
     p.set_defaults(func=_cmd_check)
 
 
 def _cmd_check(args):
-    raise PerfkitError("check: not implemented yet")
+    from rich.markup import escape
+
+    from perfkit.accuracy import parity
+    from perfkit.errors import UsageError
+    from perfkit.report.console import Column, banner, fmt_bool, fmt_int, fmt_sci, print_json, print_table
+    from perfkit.runtime import runner_class
+    from perfkit.store.schema import Kind, Record
+
+    spec = _spec(args)
+    formats, batch_range, options = _artifact_request(args)
+    device = _device(args)
+    try:
+        batches = sorted({int(b) for b in args.batch.split(",") if b.strip()})
+    except ValueError:
+        raise UsageError(f"--batch takes comma-separated integers, got '{args.batch}'") from None
+    outside = [b for b in batches if not batch_range.contains(b)]
+    if not batches or outside:
+        raise UsageError(f"--batch {args.batch}: every batch must lie in the artifact range "
+                         f"{batch_range.min}..{batch_range.max} (see --min-batch/--max-batch)")
+    tol = parity.tolerance(args.precision, args.atol, args.rtol, args.max_rel)
+    inputs, source = parity.inputs_for(spec, args.samples, args.data, args.seed)
+    rows = []
+    with _store(args) as store, store.run() as run_id, _progress() as progress:
+        task = progress.add_task(f"{spec.name}: eager reference on {inputs.shape[0]} {source} inputs", total=None)
+        reference = parity.reference_logits(spec, inputs, batches, device)
+        progress.remove_task(task)
+        for fmt in formats:
+            base = {"model": spec.name, "runtime": str(fmt), "precision": args.precision, "device": device}
+            artifact, error = _ensure_recorded(store, run_id, spec, fmt, args, batch_range, options, device, progress)
+            if error:
+                rows += [{**base, "batch": b, "passed": False, "error": error} for b in batches]
+                continue
+            task = progress.add_task(f"{spec.name}: {fmt} on {inputs.shape[0]} inputs at batch {args.batch}", total=None)
+            try:
+                with runner_class(fmt)(spec, artifact, device=device) as runner:
+                    for b in batches:
+                        result = parity.compare(reference[b], parity.logits(runner, inputs, b), tol)
+                        store.add(parity.parity_record(spec, fmt, args.precision, b, device, result, source), run_id)
+                        rows.append({**base, "batch": b, **result.metrics(), "failures": result.failures, "error": None})
+            except Exception as exc:  # a runtime that cannot load or run fails its rows; the others go on
+                store.add(Record.failure(Kind.PARITY, spec.name, exc, runtime=str(fmt), precision=args.precision,
+                                         weights=spec.weights.identity, device=device), run_id)
+                done = {r["batch"] for r in rows if r["runtime"] == str(fmt)}
+                rows += [{**base, "batch": b, "passed": False, "error": f"{type(exc).__name__}: {exc}"}
+                         for b in batches if b not in done]
+            finally:
+                progress.remove_task(task)
+    failed = [r for r in rows if not r["passed"]]
+    if args.json:
+        print_json(rows)
+        return 1 if failed else 0
+    print_table(f"perfkit check — {spec.label} vs eager fp32, {inputs.shape[0]} {source} inputs, {args.precision}", [
+        Column("runtime", "runtime", justify="left"), Column("batch", "batch", fmt_int),
+        Column("max |Δ|", "max_abs_diff", fmt_sci), Column("mean |Δ|", "mean_abs_diff", fmt_sci),
+        Column("max rel", "max_rel_diff", fmt_sci),
+        Column("cos min", "cosine_min", lambda v: "—" if v is None else f"{v:.6f}"),
+        Column("top-1 agree", "top1_agreement", lambda v: "—" if v is None else f"{v:.1%}"),
+        Column("top-5 overlap", "top5_overlap", lambda v: "—" if v is None else f"{v:.1%}"),
+        Column("NaN/Inf", "nonfinite", fmt_int), Column("result", "passed", fmt_bool),
+    ], rows, row_style=lambda r: None if r["passed"] else "red",
+        caption=f"tolerance: |Δ| ≤ {tol.atol:g} + {tol.rtol:g}·|eager|, max rel ≤ {tol.max_rel:g}, "
+                f"top-1 agreement ≥ {tol.min_top1_agreement:.0%}, no NaN/Inf; max rel = max|Δ| / max|eager| per sample")
+    if any(r.get("constant_reference") for r in rows):
+        banner("warning: eager gives the same logits for every input with these weights, so agreement is "
+               "guaranteed and proves nothing about the runtimes; use other weights or --data")
+    for r in failed:
+        why = r["error"] or "; ".join(r["failures"])
+        banner(escape(f"FAIL {r['runtime']} batch {r['batch']}: {why}"), style="bold red")
+    return 1 if failed else 0
 
 
 # -- validate (perfkit/data, perfkit/accuracy) ------------------------------------------------------

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from perfkit.errors import MissingDependency
+
 # import name -> (pip extra, why perfkit needs it)
 _EXTRAS = {
     "tensorrt": ("tensorrt", "TensorRT engines"),

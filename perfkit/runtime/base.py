@@ -8,12 +8,16 @@ only ``perfkit.profile`` times, calling ``synchronize`` around what it measures.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 import torch
 
-from perfkit.errors import InputError, PerfkitError
+from perfkit.errors import ArtifactError, InputError, PerfkitError
 from perfkit.formats import BatchRange, Format, Precision
 from perfkit.zoo.registry import ModelSpec
+
+if TYPE_CHECKING:
+    from perfkit.export.artifact import Artifact
 
 
 def pin_tf32(enabled: bool = False) -> None:
@@ -93,3 +97,20 @@ class Runner(ABC):
 
     def _release(self) -> None:
         pass
+
+
+class ArtifactRunner(Runner):
+    """A runner over an exported artifact: precision and batch range come from its manifest."""
+
+    def __init__(self, spec: ModelSpec, artifact: "Artifact", *, device: str = "cpu"):
+        super().__init__(spec, precision=artifact.precision, device=device, batch=artifact.batch)
+        self.artifact = artifact
+        model = artifact.manifest["model"]
+        shape = tuple(artifact.manifest["inputs"][0]["shape"][1:])
+        if (model["name"], model["weights"]["identity"], shape) != (spec.name, spec.weights.identity, spec.input_size):
+            raise ArtifactError(
+                f"{artifact.path} holds {model['name']} ({model['weights']['identity']}, input {shape}), "
+                f"not {spec.name} ({spec.weights.identity}, input {spec.input_size})"
+            )
+        if artifact.device not in ("any", self.device.type):
+            raise ArtifactError(f"{artifact.path} was compiled for {artifact.device}, it cannot run on {self.device}")

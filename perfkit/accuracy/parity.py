@@ -1,0 +1,212 @@
+"""Parity: does a runtime give eager PyTorch's logits on the same inputs?
+
+Per runtime and batch size: max/mean absolute logit difference, max relative difference (relative
+to each sample's largest reference logit), minimum cosine similarity, top-1 agreement, top-5
+overlap and the count of NaN/Inf. It passes when every logit is within ``atol + rtol·|reference|``,
+the largest difference is small next to each sample's logit scale (``max_rel``), there is no NaN/Inf,
+and top-1 agreement reaches the precision's minimum.
+
+Why both an absolute and a scale-relative bound: randomly initialised networks can have tiny logits
+(mobilenet_v2's are ~1e-9), where any atol passes everything; pretrained logits reach ~20, where a
+relative bound alone would be loose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from perfkit.errors import DatasetError, UsageError
+from perfkit.formats import Precision
+from perfkit.zoo.registry import ModelSpec
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Allowed difference on logits: ``|a - b| <= atol + rtol·|reference|`` elementwise,
+    ``max|a - b| <= max_rel·max|reference|`` per sample, and a top-1 agreement floor."""
+
+    atol: float
+    rtol: float
+    min_top1_agreement: float = 1.0
+    max_rel: float = float("inf")
+
+
+# fp32 is strict (1e-3 on logits, every top-1 the same). fp16/bf16 keep ~3/~2 significant digits, so
+# the logits move more and near-ties may flip.
+TOLERANCES: dict[Precision, Tolerance] = {
+    Precision.FP32: Tolerance(atol=1e-3, rtol=1e-4, min_top1_agreement=1.0, max_rel=1e-3),
+    Precision.FP16: Tolerance(atol=5e-2, rtol=1e-2, min_top1_agreement=0.99, max_rel=2e-2),
+    Precision.BF16: Tolerance(atol=1e-1, rtol=2e-2, min_top1_agreement=0.98, max_rel=5e-2),
+}
+
+
+def tolerance(precision: Precision | str, atol: float | None = None, rtol: float | None = None,
+              max_rel: float | None = None) -> Tolerance:
+    """The default tolerance of ``precision`` with user overrides applied."""
+    precision = Precision(precision)
+    if precision not in TOLERANCES:
+        raise UsageError(f"no parity tolerance for {precision}; pass --atol and --rtol")
+    base = TOLERANCES[precision]
+    for name, value in (("atol", atol), ("rtol", rtol), ("max-rel", max_rel)):
+        if value is not None and value < 0:
+            raise UsageError(f"--{name} must be ≥ 0, got {value}")
+    return Tolerance(base.atol if atol is None else atol, base.rtol if rtol is None else rtol,
+                     base.min_top1_agreement, base.max_rel if max_rel is None else max_rel)
+
+
+@dataclass
+class ParityResult:
+    """The comparison of one runtime's logits with eager's, over ``samples`` inputs."""
+
+    samples: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    max_rel_diff: float
+    cosine_min: float
+    top1_agreement: float
+    top5_overlap: float
+    nonfinite: int
+    within_tolerance: bool
+    passed: bool
+    atol: float
+    rtol: float
+    min_top1_agreement: float
+    max_rel: float
+    # eager gives the same logits for every input (e.g. random init whose activations vanish):
+    # agreement is then guaranteed and says nothing about the runtime.
+    constant_reference: bool = False
+    flipped_ids: list[int] = field(default_factory=list)  # sample indices whose top-1 differs
+    failures: list[str] = field(default_factory=list)  # why it did not pass, in words
+
+    def metrics(self) -> dict:
+        """Record metrics (raw numbers; see the shared vocabulary)."""
+        out = asdict(self)
+        out.pop("failures")
+        return out
+
+
+def compare(reference: torch.Tensor, candidate: torch.Tensor, tol: Tolerance) -> ParityResult:
+    """Compare logits ``(N, classes)`` of a runtime (``candidate``) with eager's (``reference``)."""
+    if reference.shape != candidate.shape:
+        raise ValueError(f"logits shapes differ: eager {tuple(reference.shape)}, runtime {tuple(candidate.shape)}")
+    ref = reference.detach().double().cpu()
+    cand = candidate.detach().double().cpu()
+    n, classes = ref.shape
+    nonfinite = int((~torch.isfinite(cand)).sum())
+    diff = (cand - ref).abs()
+    finite = torch.isfinite(diff)
+    # NaN/Inf are counted on their own; the distance statistics use the finite entries.
+    d = torch.where(finite, diff, torch.zeros_like(diff))
+    scale = ref.abs().amax(dim=1).clamp_min(1e-12)
+    cosine = torch.nn.functional.cosine_similarity(torch.nan_to_num(cand), ref, dim=1)
+    top1_ref, top1_cand = ref.argmax(1), torch.nan_to_num(cand).argmax(1)
+    k = min(5, classes)
+    top5_ref = ref.topk(k, dim=1).indices
+    top5_cand = torch.nan_to_num(cand).topk(k, dim=1).indices
+    overlap = (top5_ref.unsqueeze(2) == top5_cand.unsqueeze(1)).any(2).sum(1).double() / k
+    within = bool((finite & (diff <= tol.atol + tol.rtol * ref.abs())).all())
+    flipped = torch.nonzero(top1_ref != top1_cand).flatten().tolist()
+    agreement = 1.0 - len(flipped) / n
+    max_rel = (d.amax(dim=1) / scale).max().item()
+    failures = []
+    if nonfinite:
+        failures.append(f"{nonfinite} NaN/Inf logits")
+    if not within:
+        worst = (d - tol.rtol * ref.abs()).max().item()
+        failures.append(f"logits differ beyond atol {tol.atol:g} + rtol {tol.rtol:g}·|ref| (by up to {worst + tol.atol:.3g})")
+    if max_rel > tol.max_rel:
+        failures.append(f"max |Δ| is {max_rel:.3g} of the sample's largest logit (> max_rel {tol.max_rel:g})")
+    if agreement < tol.min_top1_agreement:
+        failures.append(f"top-1 agreement {agreement:.2%} < {tol.min_top1_agreement:.0%} (samples {flipped[:10]})")
+    return ParityResult(
+        samples=n, max_abs_diff=d.max().item(), mean_abs_diff=d.mean().item(),
+        max_rel_diff=max_rel, cosine_min=cosine.min().item(),
+        top1_agreement=agreement, top5_overlap=overlap.mean().item(), nonfinite=nonfinite,
+        within_tolerance=within, passed=not failures, atol=tol.atol, rtol=tol.rtol,
+        min_top1_agreement=tol.min_top1_agreement, max_rel=tol.max_rel,
+        constant_reference=bool(n > 1 and (ref == ref[0]).all()), flipped_ids=flipped, failures=failures,
+    )
+
+
+def logits(runner, inputs: torch.Tensor, batch: int) -> torch.Tensor:
+    """The runner's logits for ``inputs`` fed ``batch`` at a time (the last chunk may be smaller),
+    concatenated on the CPU."""
+    return torch.cat([runner.infer(chunk).float().cpu() for chunk in chunks(inputs, batch)])
+
+
+def chunks(inputs: torch.Tensor, batch: int) -> Iterator[torch.Tensor]:
+    if batch < 1:
+        raise UsageError(f"batch size must be ≥ 1, got {batch}")
+    for start in range(0, inputs.shape[0], batch):
+        yield inputs[start:start + batch]
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+
+
+def synthetic_inputs(spec: ModelSpec, samples: int, seed: int = 0) -> torch.Tensor:
+    """``samples`` seeded inputs ~ N(0, 1) in normalised space (what a preprocessed image looks like
+    to the first layer: zero mean, unit spread per channel)."""
+    if samples < 1:
+        raise UsageError(f"--samples must be ≥ 1, got {samples}")
+    return spec.example_input(samples, seed=seed)
+
+
+def image_files(root: str | Path) -> list[Path]:
+    """Image files under ``root`` (an ImageFolder-like tree or a flat folder), sorted."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"--data {root} is not a folder")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+    return files
+
+
+def image_inputs(spec: ModelSpec, root: str | Path, samples: int) -> torch.Tensor:
+    """The first ``samples`` images under ``root`` through the model's eval preprocessing.
+
+    An unreadable image is an error naming the file, never skipped or replaced.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    tensors = []
+    for path in image_files(root)[:samples]:
+        try:
+            with Image.open(path) as img:
+                tensors.append(spec.preprocess(img.convert("RGB")))
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise DatasetError(f"cannot read image {path}: {exc}") from None
+    return torch.stack(tensors)
+
+
+def inputs_for(spec: ModelSpec, samples: int, data: str | Path | None = None, seed: int = 0) -> tuple[torch.Tensor, str]:
+    """Inputs for a parity check and where they came from (``"data"`` or ``"synthetic"``)."""
+    if data is not None:
+        return image_inputs(spec, data, samples), "data"
+    return synthetic_inputs(spec, samples, seed), "synthetic"
+
+
+def reference_logits(spec: ModelSpec, inputs: torch.Tensor, batches: Iterable[int], device: str = "cpu") -> dict[int, torch.Tensor]:
+    """Eager fp32 logits for ``inputs`` at each batch size (the reference every runtime is held to)."""
+    from perfkit.formats import BatchRange
+    from perfkit.runtime import open_runner
+
+    batches = list(batches)
+    with open_runner(spec, "eager", device=device, batch=BatchRange(1, 1, max(batches))) as eager:
+        return {b: logits(eager, inputs, b) for b in batches}
+
+
+def parity_record(spec: ModelSpec, runtime: str, precision: Precision | str, batch: int, device: str,
+                  result: ParityResult, inputs: str):
+    """The store record of one comparison (kind parity)."""
+    from perfkit.store.schema import Kind, Record
+
+    return Record(kind=Kind.PARITY, model=spec.name, runtime=str(runtime), precision=str(precision), batch=batch,
+                  weights=spec.weights.identity, device=device, metrics={**result.metrics(), "inputs": inputs})

@@ -1,0 +1,218 @@
+"""Parity metrics, inputs for `perfkit check`, and the command's exit code."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from perfkit.accuracy import parity as P
+from perfkit.cli import main
+from perfkit.errors import DatasetError, UsageError
+from perfkit.store import Store
+
+
+def _logits(n=8, classes=10, seed=0):
+    return torch.randn(n, classes, generator=torch.Generator().manual_seed(seed))
+
+
+def test_identical_logits_pass_with_perfect_scores():
+    ref = _logits()
+    r = P.compare(ref, ref.clone(), P.tolerance("fp32"))
+    assert r.passed and r.within_tolerance and not r.failures
+    assert (r.samples, r.max_abs_diff, r.mean_abs_diff, r.max_rel_diff, r.nonfinite) == (8, 0.0, 0.0, 0.0, 0)
+    assert r.top1_agreement == 1.0 and r.top5_overlap == 1.0
+    assert r.cosine_min == pytest.approx(1.0)
+
+
+def test_differences_are_measured_exactly():
+    ref = torch.tensor([[1.0, 2.0, 4.0], [0.5, -1.0, 0.0]], dtype=torch.float64)
+    cand = ref.clone()
+    cand[0, 2] += 0.01  # largest element of sample 0
+    cand[1, 0] -= 0.002
+    r = P.compare(ref, cand, P.Tolerance(atol=1e-3, rtol=0.0))
+    assert r.max_abs_diff == pytest.approx(0.01)
+    assert r.mean_abs_diff == pytest.approx(0.012 / 6)
+    assert r.max_rel_diff == pytest.approx(max(0.01 / 4.0, 0.002 / 1.0))  # relative to each sample's max |logit|
+    assert not r.passed and not r.within_tolerance
+    assert "atol 0.001" in r.failures[0]
+    assert P.compare(ref, cand, P.Tolerance(atol=0.02, rtol=0.0)).passed
+    # rtol scales with the reference: 0.01 ≤ 0 + 0.003·4 passes, 0.002 ≤ 0.003·0.5 does not
+    assert not P.compare(ref, cand, P.Tolerance(atol=0.0, rtol=0.003)).passed
+    assert P.compare(ref, cand, P.Tolerance(atol=0.0, rtol=0.005)).passed
+
+
+def test_top1_flip_and_top5_overlap():
+    ref = torch.arange(10.0).repeat(4, 1)  # top-1 is class 9, top-5 is 5..9
+    cand = ref.clone()
+    cand[2, 0] = 100.0  # sample 2: class 0 becomes top-1, class 5 drops out of the top 5
+    r = P.compare(ref, cand, P.Tolerance(atol=1000.0, rtol=0.0))
+    assert r.top1_agreement == 0.75 and r.flipped_ids == [2]
+    assert r.top5_overlap == pytest.approx((5 + 5 + 4 + 5) / 20)
+    assert r.within_tolerance and not r.passed  # within atol, but fp32 demands 100% agreement
+    assert "top-1 agreement 75.00%" in r.failures[0]
+
+
+def test_tiny_logits_are_judged_relative_to_their_scale():
+    """Random-weight networks can have logits ~1e-9: atol alone would pass anything there."""
+    ref = _logits() * 1e-9
+    wrong = ref + 5e-10 * _logits(seed=1)  # half the logit scale: a broken runtime
+    r = P.compare(ref, wrong, P.tolerance("fp32"))
+    assert r.within_tolerance and r.max_abs_diff < 1e-8  # far below atol ...
+    assert not r.passed and any("max_rel" in f for f in r.failures)  # ... but caught by scale
+    assert P.compare(ref, ref * (1 + 1e-6), P.tolerance("fp32")).passed
+
+
+def test_input_independent_reference_is_flagged():
+    ref = _logits(1).repeat(6, 1)  # every input gives the same logits
+    assert P.compare(ref, ref.clone(), P.tolerance("fp32")).constant_reference
+    assert not P.compare(_logits(6), _logits(6), P.tolerance("fp32")).constant_reference
+
+
+def test_nan_and_inf_fail_and_are_counted():
+    ref = _logits()
+    cand = ref.clone()
+    cand[0, 0] = float("nan")
+    cand[3, 1] = float("inf")
+    r = P.compare(ref, cand, P.Tolerance(atol=10.0, rtol=0.0))
+    assert r.nonfinite == 2 and not r.passed
+    assert r.failures[0] == "2 NaN/Inf logits"
+    assert r.max_abs_diff == 0.0  # the finite entries agree
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="shapes differ"):
+        P.compare(_logits(4), _logits(5), P.tolerance("fp32"))
+
+
+def test_tolerances_per_precision_and_overrides():
+    fp32, fp16 = P.tolerance("fp32"), P.tolerance("fp16")
+    assert fp32.atol == 1e-3 and fp32.min_top1_agreement == 1.0
+    assert fp16.atol > fp32.atol and fp16.rtol > fp32.rtol
+    assert P.tolerance("bf16").atol > fp16.atol
+    assert P.tolerance("fp32", atol=0.5).atol == 0.5 and P.tolerance("fp32", atol=0.5).rtol == fp32.rtol
+    assert fp32.max_rel == 1e-3 and P.tolerance("fp32", max_rel=0.1).max_rel == 0.1
+    with pytest.raises(UsageError):
+        P.tolerance("fp32", atol=-1)
+    with pytest.raises(UsageError):
+        P.tolerance("int8")
+
+
+def test_logits_feeds_inputs_in_batches(tiny_spec):
+    seen = []
+
+    class Recorder:
+        def infer(self, x):
+            seen.append(x.shape[0])
+            return x.flatten(1)[:, :10]
+
+    x = P.synthetic_inputs(tiny_spec, 10, seed=1)
+    out = P.logits(Recorder(), x, 4)
+    assert seen == [4, 4, 2] and torch.equal(out, x.flatten(1)[:, :10])
+
+
+def test_synthetic_inputs_are_seeded(tiny_spec):
+    a = P.synthetic_inputs(tiny_spec, 3, seed=1)
+    assert a.shape == (3, 3, 32, 32)
+    assert torch.equal(a, P.synthetic_inputs(tiny_spec, 3, seed=1))
+    assert not torch.equal(a, P.synthetic_inputs(tiny_spec, 3, seed=2))
+
+
+def _images(root, n, size=(40, 36)):
+    from PIL import Image
+
+    for i in range(n):
+        folder = root / f"class{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, color=(i * 20, 100, 200 - i * 10)).save(folder / f"img{i}.jpg")
+
+
+def test_image_inputs_go_through_the_model_preprocessing(tiny_spec, tmp_path):
+    _images(tmp_path, 5)
+    x = P.image_inputs(tiny_spec, tmp_path, 4)
+    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32
+    from PIL import Image
+
+    first = P.image_files(tmp_path)[0]
+    with Image.open(first) as img:
+        assert torch.equal(x[0], tiny_spec.preprocess(img.convert("RGB")))
+
+
+def test_unreadable_image_is_named(tiny_spec, tmp_path):
+    _images(tmp_path, 2)
+    bad = tmp_path / "class0" / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(DatasetError, match="broken.jpg"):
+        P.image_inputs(tiny_spec, tmp_path, 10)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no images"):
+        P.image_files(tmp_path / "empty")
+
+
+# -- perfkit check --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def shared_artifacts(tmp_path_factory):
+    return tmp_path_factory.getbasetemp() / "shared-artifacts"
+
+
+def _check(capsys, shared_artifacts, *extra):
+    code = main(["check", "lenet5", "--weights", "random", "--device", "cpu", "--artifacts", str(shared_artifacts),
+                 "--json", *extra])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_check_passes_and_records_parity(capsys, shared_artifacts):
+    code, rows = _check(capsys, shared_artifacts, "-f", "torchscript,onnx", "--samples", "12", "--batch", "1,5")
+    assert code == 0
+    assert [(r["runtime"], r["batch"]) for r in rows] == [("torchscript", 1), ("torchscript", 5), ("onnx", 1), ("onnx", 5)]
+    assert all(r["passed"] and r["samples"] == 12 and r["top1_agreement"] == 1.0 for r in rows)
+    with Store() as store:
+        parity = store.records(kind="parity")
+        exports = store.records(kind="export")
+    assert len(parity) == 4 and {r.runtime for r in exports} == {"torchscript", "onnx"}
+    assert all(r.metrics["inputs"] == "synthetic" and r.metrics["atol"] == 1e-3 for r in parity)
+
+
+def test_check_fails_with_exit_code_1_on_an_absurd_tolerance(capsys, shared_artifacts):
+    code, rows = _check(capsys, shared_artifacts, "-f", "onnx", "--samples", "4", "--atol", "1e-12", "--rtol", "0")
+    assert code == 1
+    assert rows and not any(r["passed"] for r in rows)
+    assert all(r["max_abs_diff"] > 1e-12 for r in rows)
+    with Store() as store:
+        assert [r.metrics["passed"] for r in store.records(kind="parity")] == [False, False]
+
+
+def test_check_on_images(capsys, shared_artifacts, tmp_path):
+    _images(tmp_path / "data", 6)
+    code, rows = _check(capsys, shared_artifacts, "-f", "torchscript", "--data", str(tmp_path / "data"),
+                        "--samples", "32", "--batch", "1,4")
+    assert code == 0 and all(r["samples"] == 6 for r in rows)  # every image there is, no more
+    with Store() as store:
+        assert {r.metrics["inputs"] for r in store.records(kind="parity")} == {"data"}
+
+
+def test_check_refuses_a_tampered_artifact_naming_the_file(capsys, shared_artifacts, tmp_path):
+    import shutil
+
+    from perfkit.export.artifact import ensure_artifact
+    from perfkit.zoo.registry import resolve
+
+    own = tmp_path / "own"
+    src = ensure_artifact(resolve("lenet5", "random"), "onnx", artifacts=shared_artifacts)
+    shutil.copytree(shared_artifacts, own)
+    victim = own / src.path.relative_to(shared_artifacts)
+    victim.write_bytes(victim.read_bytes().replace(b"logits", b"logitz"))
+    code, rows = _check(capsys, own, "-f", "onnx", "--samples", "2")
+    assert code == 1
+    assert all(not r["passed"] and str(victim) in r["error"] and "modified" in r["error"] for r in rows)
+    with Store() as store:
+        failed = store.records(kind="export")
+    assert failed[0].status == "error" and str(victim) in failed[0].error
+
+
+def test_check_batch_outside_the_range_is_a_usage_error(capsys):
+    assert main(["check", "lenet5", "--weights", "random", "--batch", "1,300"]) == 2
+    assert "artifact range 1..256" in capsys.readouterr().err

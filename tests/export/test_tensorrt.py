@@ -1,0 +1,96 @@
+"""TensorRT: the GPU-free parts (missing extra, profile, timing cache, parser errors, compatibility).
+
+The engine build and the runner need a GPU and TensorRT: tests/runtime/test_runners.py marks
+them `tensorrt`. On the development machine they have never run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from perfkit.errors import ArtifactError, MissingDependency
+from perfkit.export import tensorrt as T
+from perfkit.export.artifact import ensure_artifact
+from perfkit.formats import BatchRange
+
+
+def test_missing_extra_names_the_pip_extra(tiny_spec, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` now fails
+    with pytest.raises(MissingDependency, match=r"pip install 'perfkit\[tensorrt\]'"):
+        ensure_artifact(tiny_spec, "tensorrt", artifacts=tmp_path, device="cuda")
+    assert not list(tmp_path.rglob("*.engine"))
+
+
+def test_runner_without_extra_names_the_pip_extra(tiny_spec, monkeypatch):
+    from perfkit.runtime.tensorrt import TensorRTRunner
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    manifest = {"format": "tensorrt", "precision": "fp32", "device": "cuda", "batch": {"min": 1, "opt": 8, "max": 256},
+                "model": {"name": "lenet5", "weights": {"identity": tiny_spec.weights.identity}},
+                "inputs": [{"shape": ["batch", 3, 32, 32]}]}
+    from perfkit.export.artifact import Artifact
+
+    runner = TensorRTRunner(tiny_spec, Artifact(Path("model.engine"), manifest), device="cuda")
+    with pytest.raises(MissingDependency, match=r"perfkit\[tensorrt\]"):
+        runner.__enter__()
+
+
+def test_profile_covers_the_batch_range():
+    assert T.profile_shapes(BatchRange(1, 8, 64), (3, 224, 224)) == (
+        (1, 3, 224, 224), (8, 3, 224, 224), (64, 3, 224, 224))
+
+
+def test_timing_cache_is_per_gpu_and_version(tmp_path):
+    a = T.timing_cache_path(tmp_path, "NVIDIA H100 80GB HBM3", "10.9.0.34")
+    assert a == tmp_path / "tensorrt" / "timing-NVIDIA-H100-80GB-HBM3-trt10.9.0.34.cache"
+    assert T.timing_cache_path(tmp_path, "NVIDIA H100 80GB HBM3", "11.0.0") != a
+    assert T.timing_cache_path(tmp_path, "NVIDIA A100-SXM4-40GB", "10.9.0.34") != a
+
+
+class _Err:
+    def __init__(self, code, desc, node=-1, name="", op=""):
+        self._v = (code, desc, node, name, op)
+
+    def code(self): return self._v[0]
+    def desc(self): return self._v[1]
+    def node(self): return self._v[2]
+    def node_name(self): return self._v[3]
+    def node_operator(self): return self._v[4]
+
+
+class _Parser:
+    def __init__(self, errors):
+        self.errors = errors
+
+    @property
+    def num_errors(self):
+        return len(self.errors)
+
+    def get_error(self, i):
+        return self.errors[i]
+
+
+def test_parser_errors_are_verbatim():
+    parser = _Parser([_Err("ErrorCode.UNSUPPORTED_NODE", "No importer registered for op: Foo", 7, "/m/Foo", "Foo"),
+                      _Err("ErrorCode.INVALID_GRAPH", "graph has no outputs")])
+    assert T.parser_errors(parser) == [
+        "  ErrorCode.UNSUPPORTED_NODE: No importer registered for op: Foo (node 7 '/m/Foo' Foo)",
+        "  ErrorCode.INVALID_GRAPH: graph has no outputs",
+    ]
+
+
+def test_engine_from_another_gpu_or_version_is_refused():
+    manifest = {"tensorrt": {"tensorrt_version": "10.9.0", "gpu_name": "NVIDIA H100", "compute_capability": "9.0"}}
+    T.check_compatible(manifest, "10.9.0", "NVIDIA H100", "9.0")
+    with pytest.raises(ArtifactError, match="gpu_name: built with 'NVIDIA H100', this machine has 'NVIDIA L4'"):
+        T.check_compatible(manifest, "10.9.0", "NVIDIA L4", "8.9")
+    with pytest.raises(ArtifactError, match="tensorrt_version: built with '10.9.0'"):
+        T.check_compatible(manifest, "11.0.0", "NVIDIA H100", "9.0")
+
+
+def test_cpu_device_is_refused_before_building(monkeypatch):
+    with pytest.raises(ArtifactError, match="CUDA GPU"):
+        T.current_gpu("cpu")
