@@ -269,25 +269,6 @@ def _progress():
                     console=err_console, transient=True)
 
 
-def _ensure_recorded(store, run_id, spec, fmt, args, batch, options, device, progress, force=False):
-    """Export (or find) one artifact and record it; returns (artifact, None) or (None, error text)."""
-    from perfkit.export.artifact import ensure_artifact, export_record
-    from perfkit.store.schema import Kind, Record
-
-    task = progress.add_task(f"{spec.name}: {fmt} artifact (export if not cached)", total=None)
-    try:
-        artifact = ensure_artifact(spec, fmt, precision=args.precision, artifacts=args.artifacts, batch=batch,
-                                   force=force, device=device, **options[fmt])
-    except Exception as exc:  # one format's failure is recorded; the others go on
-        store.add(Record.failure(Kind.EXPORT, spec.name, exc, runtime=str(fmt), precision=args.precision,
-                                 batch=batch.max, weights=spec.weights.identity, device=device), run_id)
-        return None, f"{type(exc).__name__}: {exc}"
-    finally:
-        progress.remove_task(task)
-    store.add(export_record(spec, artifact, device), run_id)
-    return artifact, None
-
-
 def _add_export(sub):
     p = _parser(sub, "export", "export a model to TorchScript, ONNX, AOTInductor or TensorRT",
                 "Export one model to each format. Artifacts are cached by model, weights, format, precision,\n"
@@ -304,6 +285,7 @@ def _add_export(sub):
 def _cmd_export(args):
     from rich.markup import escape
 
+    from perfkit.export.artifact import export_and_record
     from perfkit.report.console import Column, fmt_bytes, fmt_float, fmt_int, print_json, print_table
 
     spec = _spec(args)
@@ -311,9 +293,12 @@ def _cmd_export(args):
     device = _device(args)
     rows = []
     with _store(args) as store, store.run() as run_id, _progress() as progress:
+        task = progress.add_task("export", total=None)
         for fmt in formats:
-            artifact, error = _ensure_recorded(store, run_id, spec, fmt, args, batch, options, device, progress,
-                                               force=args.force)
+            progress.update(task, description=f"{spec.name}: {fmt} artifact (export if not cached)")
+            artifact, error = export_and_record(store, run_id, spec, fmt, precision=args.precision,
+                                                artifacts=args.artifacts, batch=batch, device=device,
+                                                force=args.force, **options[fmt])
             row = {"model": spec.name, "weights": spec.weights.identity, "format": str(fmt),
                    "precision": args.precision, "device": device, "status": "error" if error else "ok", "error": error}
             if artifact is not None:
@@ -367,9 +352,6 @@ def _cmd_check(args):
     from perfkit.accuracy import parity
     from perfkit.errors import UsageError
     from perfkit.report.console import Column, banner, fmt_bool, fmt_int, fmt_sci, print_json, print_table
-    from perfkit.runtime import runner_class
-    from perfkit.store.schema import Kind, Record
-
     spec = _spec(args)
     formats, batch_range, options = _artifact_request(args)
     device = _device(args)
@@ -382,38 +364,18 @@ def _cmd_check(args):
         raise UsageError(f"--batch {args.batch}: every batch must lie in the artifact range "
                          f"{batch_range.min}..{batch_range.max} (see --min-batch/--max-batch)")
     tol = parity.tolerance(args.precision, args.atol, args.rtol, args.max_rel)
-    inputs, source = parity.inputs_for(spec, args.samples, args.data, args.seed)
-    rows = []
     with _store(args) as store, store.run() as run_id, _progress() as progress:
-        task = progress.add_task(f"{spec.name}: eager reference on {inputs.shape[0]} {source} inputs", total=None)
-        reference = parity.reference_logits(spec, inputs, batches, device)
-        progress.remove_task(task)
-        for fmt in formats:
-            base = {"model": spec.name, "runtime": str(fmt), "precision": args.precision, "device": device}
-            artifact, error = _ensure_recorded(store, run_id, spec, fmt, args, batch_range, options, device, progress)
-            if error:
-                rows += [{**base, "batch": b, "passed": False, "error": error} for b in batches]
-                continue
-            task = progress.add_task(f"{spec.name}: {fmt} on {inputs.shape[0]} inputs at batch {args.batch}", total=None)
-            try:
-                with runner_class(fmt)(spec, artifact, device=device) as runner:
-                    for b in batches:
-                        result = parity.compare(reference[b], parity.logits(runner, inputs, b), tol)
-                        store.add(parity.parity_record(spec, fmt, args.precision, b, device, result, source), run_id)
-                        rows.append({**base, "batch": b, **result.metrics(), "failures": result.failures, "error": None})
-            except Exception as exc:  # a runtime that cannot load or run fails its rows; the others go on
-                store.add(Record.failure(Kind.PARITY, spec.name, exc, runtime=str(fmt), precision=args.precision,
-                                         weights=spec.weights.identity, device=device), run_id)
-                done = {r["batch"] for r in rows if r["runtime"] == str(fmt)}
-                rows += [{**base, "batch": b, "passed": False, "error": f"{type(exc).__name__}: {exc}"}
-                         for b in batches if b not in done]
-            finally:
-                progress.remove_task(task)
+        task = progress.add_task("check", total=None)
+        check = parity.check_model(spec, formats, store=store, run_id=run_id, batches=batches, samples=args.samples,
+                                   data=args.data, seed=args.seed, precision=args.precision, device=device,
+                                   artifacts=args.artifacts, batch_range=batch_range, options=options, tol=tol,
+                                   on_step=lambda text: progress.update(task, description=text))
+    rows, inputs, source = check.rows, check.inputs, check.source
     failed = [r for r in rows if not r["passed"]]
     if args.json:
         print_json(rows)
         return 1 if failed else 0
-    print_table(f"perfkit check — {spec.label} vs eager fp32, {inputs.shape[0]} {source} inputs, {args.precision}", [
+    print_table(f"perfkit check — {spec.label} vs eager fp32, {inputs} {source} inputs, {args.precision}", [
         Column("runtime", "runtime", justify="left"), Column("batch", "batch", fmt_int),
         Column("max |Δ|", "max_abs_diff", fmt_sci), Column("mean |Δ|", "mean_abs_diff", fmt_sci),
         Column("max rel", "max_rel_diff", fmt_sci),

@@ -158,12 +158,12 @@ def _export(cfg, spec, store, run_id, formats, data, notify) -> list[str]:
 def _parity(cfg, spec, store, run_id, formats, data, notify) -> list[str]:
     from perfkit.accuracy.parity import check_model
 
-    rows = check_model(spec, formats, store=store, run_id=run_id, batches=cfg.parity_batches,
-                       samples=cfg.parity_samples, precision=cfg.precision, device=cfg.device,
-                       artifacts=cfg.artifacts, batch_range=_batch_range(cfg),
-                       on_step=lambda text: notify(spec.label, text))
+    check = check_model(spec, formats, store=store, run_id=run_id, batches=cfg.parity_batches,
+                        samples=cfg.parity_samples, precision=cfg.precision, device=cfg.device,
+                        artifacts=cfg.artifacts, batch_range=_batch_range(cfg),
+                        on_step=lambda text: notify(spec.label, text))
     return [f"{r['runtime']} batch {r['batch']}: {r.get('error') or '; '.join(r.get('failures') or [])}"
-            for r in rows if not r["passed"]]
+            for r in check.failed]
 
 
 def _accuracy(cfg, spec, store, run_id, formats, data, notify) -> list[str]:

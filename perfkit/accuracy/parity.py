@@ -210,3 +210,65 @@ def parity_record(spec: ModelSpec, runtime: str, precision: Precision | str, bat
 
     return Record(kind=Kind.PARITY, model=spec.name, runtime=str(runtime), precision=str(precision), batch=batch,
                   weights=spec.weights.identity, device=device, metrics={**result.metrics(), "inputs": inputs})
+
+
+@dataclass
+class CheckResult:
+    """What ``check_model`` compared: one row per runtime × batch, and the inputs it used."""
+
+    rows: list[dict]
+    inputs: int
+    source: str  # "synthetic" or "data"
+    tol: Tolerance
+
+    @property
+    def failed(self) -> list[dict]:
+        return [r for r in self.rows if not r["passed"]]
+
+
+def check_model(spec: ModelSpec, formats: Iterable, *, store, run_id: str, batches: Iterable[int] = (1, 8),
+                samples: int = 32, data: str | Path | None = None, seed: int = 0,
+                precision: Precision | str = Precision.FP32, device: str = "cpu", artifacts: Path | None = None,
+                batch_range=None, options: dict | None = None, tol: Tolerance | None = None,
+                on_step=None) -> CheckResult:
+    """Parity of each exported runtime against eager on the same inputs, at each batch size.
+
+    Exports what is missing (recorded), writes one parity record per runtime × batch, and records a
+    runtime that cannot export, load or run as an error while the others go on.
+    """
+    from perfkit.export.artifact import export_and_record
+    from perfkit.formats import BatchRange, Format
+    from perfkit.runtime import runner_class
+    from perfkit.store.schema import Kind, Record
+
+    notify = on_step or (lambda text: None)
+    batches = sorted(set(batches))
+    batch_range = batch_range or BatchRange()
+    tol = tol or tolerance(precision)
+    options = options or {}
+    inputs, source = inputs_for(spec, samples, data, seed)
+    notify(f"{spec.name}: eager reference on {inputs.shape[0]} {source} inputs")
+    reference = reference_logits(spec, inputs, batches, device)
+    rows: list[dict] = []
+    for fmt in (Format(f) for f in formats):
+        base = {"model": spec.name, "runtime": str(fmt), "precision": str(precision), "device": device}
+        notify(f"{spec.name}: {fmt} artifact (export if not cached)")
+        artifact, error = export_and_record(store, run_id, spec, fmt, precision=precision, artifacts=artifacts,
+                                            batch=batch_range, device=device, **options.get(fmt, {}))
+        if error:
+            rows += [{**base, "batch": b, "passed": False, "error": error} for b in batches]
+            continue
+        notify(f"{spec.name}: {fmt} on {inputs.shape[0]} inputs at batch {','.join(map(str, batches))}")
+        try:
+            with runner_class(fmt)(spec, artifact, device=device) as runner:
+                for b in batches:
+                    result = compare(reference[b], logits(runner, inputs, b), tol)
+                    store.add(parity_record(spec, fmt, precision, b, device, result, source), run_id)
+                    rows.append({**base, "batch": b, **result.metrics(), "failures": result.failures, "error": None})
+        except Exception as exc:  # a runtime that cannot load or run fails its rows; the others go on
+            store.add(Record.failure(Kind.PARITY, spec.name, exc, runtime=str(fmt), precision=str(precision),
+                                     weights=spec.weights.identity, device=device), run_id)
+            done = {r["batch"] for r in rows if r["runtime"] == str(fmt)}
+            rows += [{**base, "batch": b, "passed": False, "error": f"{type(exc).__name__}: {exc}"}
+                     for b in batches if b not in done]
+    return CheckResult(rows, int(inputs.shape[0]), source, tol)

@@ -459,3 +459,24 @@ def capture_messages() -> Iterator[list[str]]:
     messages.extend(line.strip() for line in out.getvalue().splitlines() if line.strip())
     unique = list(dict.fromkeys(messages))  # the same warning once, in first-seen order
     messages[:] = unique
+
+
+def export_and_record(store, run_id: str, spec: ModelSpec, fmt: Format | str, *,
+                      precision: Precision | str = Precision.FP32, artifacts=None, batch: BatchRange = BatchRange(),
+                      device: str = "cpu", force: bool = False, **options) -> tuple[Artifact | None, str | None]:
+    """Export (or find in the cache) one artifact and record it in the store.
+
+    Returns ``(artifact, None)``, or ``(None, error text)`` after recording the failure: one
+    format's failure must not stop the others (``export``, ``check`` and ``run`` all go on).
+    """
+    from perfkit.store.schema import Kind, Record
+
+    try:
+        artifact = ensure_artifact(spec, fmt, precision=precision, artifacts=artifacts, batch=batch,
+                                   force=force, device=device, **options)
+    except Exception as exc:
+        store.add(Record.failure(Kind.EXPORT, spec.name, exc, runtime=str(Format(fmt)), precision=str(precision),
+                                 batch=batch.max, weights=spec.weights.identity, device=device), run_id)
+        return None, f"{type(exc).__name__}: {exc}"
+    store.add(export_record(spec, artifact, device), run_id)
+    return artifact, None
