@@ -23,6 +23,9 @@ class TorchScriptRunner(ArtifactRunner):
                 # Not serialisable, so done at load (see perfkit.export.torchscript).
                 module = torch.jit.optimize_for_inference(module)
         self.module = module
+        # Scripted Inception warns on every call that it returns (logits, aux); first_output takes
+        # the logits. Filtered once here rather than per call (infer sits inside timed loops).
+        warnings.filterwarnings("ignore", message="Scripted Inception3 always returns", category=UserWarning)
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
