@@ -88,8 +88,9 @@ def test_cli_run_prints_summary_and_writes_html(tmp_path, capsys):
 def test_accuracy_step_with_imagenet_folder(store, tmp_path):
     from perfkit.data.synthetic import make_imagenet_folder
 
-    root = make_imagenet_folder(tmp_path / "val", classes=[1, 500], per_class=2)
-    cfg = _cfg(models=["resnet18"], formats=[Format.TORCHSCRIPT], batches=[1], parity_batches=[1], data=root)
+    make_imagenet_folder(tmp_path / "val", classes=[1, 500], per_class=2)
+    cfg = _cfg(models=["resnet18"], formats=[Format.TORCHSCRIPT], batches=[1], parity_batches=[1],
+               data=tmp_path / "val")
     result = pipeline.run_pipeline(cfg, store)
     assert result.failures == []
     acc = {r.runtime: r for r in store.records(result.run_id, kind=Kind.ACCURACY)}

@@ -215,8 +215,32 @@ def build_model(spec: ModelSpec) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(W.RANDOM_SEED)
         model = _construct(spec)
+        if spec.random_weights:
+            _calibrate_batchnorm(model, spec)
     model.eval()
     return model
+
+
+def _calibrate_batchnorm(model: nn.Module, spec: ModelSpec, batch: int = 4) -> None:
+    """Set BatchNorm running statistics from one seeded batch of random inputs.
+
+    With freshly initialised statistics (mean 0, var 1) a random network's activations explode or
+    vanish layer by layer: random inception_v3 gives logits around 1e11 and random googlenet gives
+    the same logits for every input, so parity checks would either fail on rounding or pass
+    vacuously. Calibrated statistics keep every layer near unit scale; the weights stay random.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: one batch sets the statistics exactly
+    model.train()
+    with torch.no_grad():
+        model(spec.example_input(batch, seed=W.RANDOM_SEED + 1))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
 
 
 def _construct(spec: ModelSpec) -> nn.Module:
