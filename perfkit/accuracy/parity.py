@@ -254,7 +254,8 @@ def check_model(spec: ModelSpec, formats: Iterable, *, store, run_id: str, batch
         base = {"model": spec.name, "runtime": str(fmt), "precision": str(precision), "device": device}
         notify(f"{spec.name}: {fmt} artifact (export if not cached)")
         artifact, error = export_and_record(store, run_id, spec, fmt, precision=precision, artifacts=artifacts,
-                                            batch=batch_range, device=device, **options.get(fmt, {}))
+                                            batch=batch_range, device=device, record_cache_hit=False,
+                                            **options.get(fmt, {}))
         if error:
             rows += [{**base, "batch": b, "passed": False, "error": error} for b in batches]
             continue

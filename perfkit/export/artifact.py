@@ -463,11 +463,13 @@ def capture_messages() -> Iterator[list[str]]:
 
 def export_and_record(store, run_id: str, spec: ModelSpec, fmt: Format | str, *,
                       precision: Precision | str = Precision.FP32, artifacts=None, batch: BatchRange = BatchRange(),
-                      device: str = "cpu", force: bool = False, **options) -> tuple[Artifact | None, str | None]:
+                      device: str = "cpu", force: bool = False, record_cache_hit: bool = True,
+                      **options) -> tuple[Artifact | None, str | None]:
     """Export (or find in the cache) one artifact and record it in the store.
 
     Returns ``(artifact, None)``, or ``(None, error text)`` after recording the failure: one
     format's failure must not stop the others (``export``, ``check`` and ``run`` all go on).
+    ``record_cache_hit=False`` records only real exports (``check`` after ``export`` in one run).
     """
     from perfkit.store.schema import Kind, Record
 
@@ -478,5 +480,6 @@ def export_and_record(store, run_id: str, spec: ModelSpec, fmt: Format | str, *,
         store.add(Record.failure(Kind.EXPORT, spec.name, exc, runtime=str(Format(fmt)), precision=str(precision),
                                  batch=batch.max, weights=spec.weights.identity, device=device), run_id)
         return None, f"{type(exc).__name__}: {exc}"
-    store.add(export_record(spec, artifact, device), run_id)
+    if record_cache_hit or not artifact.cached:
+        store.add(export_record(spec, artifact, device), run_id)
     return artifact, None
