@@ -856,7 +856,7 @@ def _add_run(sub):
                    help="ImageNet-val folder for measured accuracy (default $PERFKIT_IMAGENET_VAL; skipped if unset)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images (the output says SUBSET)")
     p.add_argument("--cache", type=Path, default=None, help="preprocessed-tensor cache for the accuracy step")
-    p.add_argument("--parity-samples", type=int, default=16, help="synthetic inputs compared with eager per batch size")
+    p.add_argument("--parity-samples", type=int, default=8, help="synthetic inputs compared with eager per batch size")
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the spawned-process memory step")
     p.add_argument("--resume", metavar="RUN", default=None, help="continue RUN, skipping the steps it finished")
     p.add_argument("--html", type=Path, default=None, help="report path (default reports/<run-id>.html)")

@@ -53,8 +53,8 @@ def profile_steps(formats: Iterable, batches: Iterable[int], precisions: Iterabl
 def profile_model(spec, *, store, run_id: str, formats: Iterable[Format | str], batches: Iterable[int],
                   precisions: Iterable[Precision | str] = (Precision.FP32,), device: str = "cpu",
                   artifacts: Path | None = None, config: TimingConfig = TimingConfig(), memory: bool = True,
-                  channels_last: bool = False, threads: int | None = None,
-                  on_step: Callable[[str], None] | None = None) -> ProfileResult:
+                  memory_batches: Iterable[int] | None = None, channels_last: bool = False,
+                  threads: int | None = None, on_step: Callable[[str], None] | None = None) -> ProfileResult:
     """Time ``spec`` in every runtime at every precision and batch, then measure its peak memory.
 
     Latency records carry the roofline fields (achieved GFLOP/s against the device peak). Memory is
@@ -67,6 +67,8 @@ def profile_model(spec, *, store, run_id: str, formats: Iterable[Format | str], 
         store: an open `perfkit.store.Store`; records go to ``run_id`` (from ``store.run()``).
         batches: batch sizes, measured in increasing order.
         memory: also measure peak memory.
+        memory_batches: measure memory only at these batch sizes (default: every batch); each
+            measurement is a fresh process that loads the model, the slowest part of a sweep.
         channels_last: eager only: channels-last memory format.
         threads: CPU threads for torch, ONNX Runtime and the native runner; None keeps torch's.
         on_step: called with a description before each timing and each memory measurement
@@ -106,7 +108,8 @@ def profile_model(spec, *, store, run_id: str, formats: Iterable[Format | str], 
                       config=config, channels_last=channels_last, threads=threads, on_point=on_point)
 
     brange = latency.batch_range_for(batches)
-    for row in result.rows if memory else ():
+    wanted = set(batches if memory_batches is None else memory_batches)
+    for row in [r for r in result.rows if r["batch"] in wanted] if memory else ():
         step(f"memory {spec.name} {row['runtime']} {row['precision']} batch {row['batch']}")
         if row["status"] != "ok":
             continue
