@@ -99,27 +99,11 @@ def device_peak(device: str, precision: Precision | str, threads: int | None = N
 
 
 @functools.cache
-def _flops_cached(spec) -> tuple[int, str]:
-    try:
-        from perfkit.analysis.complexity import measure_complexity
-    except ImportError:
-        measure_complexity = None
-    if measure_complexity is not None:
-        return int(measure_complexity(spec).flops), "perfkit.analysis.complexity (2 x MACs, batch 1)"
-    # Until the analysis helper is merged: the same convention, counted here.
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model = spec.build()
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(spec.example_input(1))
-    macs = counter.get_total_flops() // 2
-    return int(2 * macs), "torch.utils.flop_counter (2 x MACs, batch 1)"
-
-
 def model_flops(spec) -> tuple[int, str]:
     """FLOPs of one sample at the model's native input size, and how they were counted."""
-    return _flops_cached(spec)
+    from perfkit.analysis.complexity import measure_complexity
+
+    return int(measure_complexity(spec).flops), "perfkit.analysis.complexity (2 x MACs, batch 1)"
 
 
 def roofline(flops_per_sample: int, batch: int, median_ms: float, peak: Peak | None) -> dict:

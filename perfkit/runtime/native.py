@@ -57,18 +57,12 @@ def aoti_loader_available() -> bool:
     return (torch_dir() / "include/torch/csrc/inductor/aoti_package/model_package_loader.h").is_file()
 
 
-def _artifacts_dir(artifacts: Path | None) -> Path:
-    try:
-        from perfkit.export.artifact import artifacts_dir
-    except ImportError:  # export helper not merged yet: the same rule, spelled out here
-        return Path(artifacts or os.environ.get("PERFKIT_ARTIFACTS", ".perfkit-artifacts"))
-    return artifacts_dir(artifacts)
-
-
 def default_build_dir(artifacts: Path | None = None) -> Path:
     """$PERFKIT_NATIVE_BUILD, else ``<artifacts>/native-build``."""
     env = os.environ.get("PERFKIT_NATIVE_BUILD")
-    return Path(env) if env else _artifacts_dir(artifacts) / "native-build"
+    from perfkit.export.artifact import artifacts_dir
+
+    return Path(env) if env else artifacts_dir(artifacts) / "native-build"
 
 
 def _stamp() -> dict:
@@ -183,26 +177,6 @@ def native_logits(binary: Path, model_path: Path, x: torch.Tensor, *, fmt: str =
 def torchscript_artifact(spec, *, precision: Precision | str = Precision.FP32, artifacts: Path | None = None,
                          batch: BatchRange = BatchRange()) -> Path:
     """The TorchScript file the native runner loads (exported and cached by perfkit.export)."""
-    try:
-        from perfkit.export.artifact import ensure_artifact
-    except ImportError:
-        return _fallback_trace(spec, precision, artifacts)
+    from perfkit.export.artifact import ensure_artifact
+
     return Path(ensure_artifact(spec, "torchscript", precision=precision, artifacts=artifacts, batch=batch).path)
-
-
-# --- TEMPORARY FALLBACK (remove after merging the export branch) --------------------------------
-# Until perfkit.export.artifact exists, trace the eager model ourselves: frozen, fp32, no manifest.
-def _fallback_trace(spec, precision, artifacts: Path | None) -> Path:
-    if Precision(precision) is not Precision.FP32:
-        raise PerfkitError("the native runner's temporary TorchScript fallback supports fp32 only")
-    path = _artifacts_dir(artifacts) / "native-fallback" / f"{spec.name}-{spec.weights.identity.replace(':', '_')}.ts"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        model = spec.build().eval()
-        with torch.no_grad():
-            frozen = torch.jit.freeze(torch.jit.trace(model, spec.example_input(1)))
-        tmp = path.with_suffix(".tmp")
-        frozen.save(str(tmp))
-        tmp.replace(path)
-    return path
-# --- END TEMPORARY FALLBACK ------------------------------------------------------------------------
