@@ -29,7 +29,8 @@ CLASSES = [5, 900]
 
 @pytest.fixture(scope="session")
 def weights(tmp_path_factory):
-    return write_spread_weights(tmp_path_factory.mktemp("w") / "resnet18-spread.pt", CLASSES)
+    # seed 26: with these 8 images some are right and some wrong at top-1/top-5, at 224 and at 64 (checked)
+    return write_spread_weights(tmp_path_factory.mktemp("w") / "resnet18-spread.pt", CLASSES, seed=26)
 
 
 @pytest.fixture(scope="session")
