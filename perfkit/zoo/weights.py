@@ -90,7 +90,10 @@ def load_state_file(path: str | os.PathLike) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt/truncated/non-torch file
-        raise WeightsError(f"cannot read weights file {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        # torch's own text may suggest weights_only=False, which would run code from the file: keep its first sentence.
+        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""
+        reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        raise WeightsError(f"cannot read weights file {path}: {reason} (not a PyTorch state dict, or a truncated one)") from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "model_state_dict"):
             if isinstance(obj.get(key), dict):
