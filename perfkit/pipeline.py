@@ -101,7 +101,9 @@ def run_pipeline(cfg: RunConfig, store: Store, on_step: Callable[[str, str], Non
     failures: list[str] = []
     skipped: list[str] = []
     formats = cfg.resolved_formats()
-    with store.run(run_id=cfg.resume) as run_id:
+    # --resume takes an id, a unique prefix or "latest"; an unknown one is an error, never a new run.
+    resume_id = store.get_run(cfg.resume)["id"] if cfg.resume else None
+    with store.run(run_id=resume_id) as run_id:
         data = _open_data(cfg) if Step.ACCURACY in cfg.steps and cfg.data else None
         for name in cfg.models:
             try:

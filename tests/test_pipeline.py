@@ -4,6 +4,7 @@ import pytest
 
 from perfkit import pipeline
 from perfkit.cli import main
+from perfkit.errors import PerfkitError
 from perfkit.formats import Format
 from perfkit.profile.timing import TimingConfig
 from perfkit.store import Kind, Store
@@ -56,7 +57,9 @@ def test_a_failing_step_is_recorded_and_the_rest_go_on(store, monkeypatch):
 def test_resume_skips_finished_steps(store):
     first = pipeline.run_pipeline(_cfg(steps=(pipeline.Step.COMPLEXITY, pipeline.Step.EXPORT)), store)
     n_before = len(store.records(first.run_id))
-    again = pipeline.run_pipeline(_cfg(resume=first.run_id), store)
+    with pytest.raises(PerfkitError, match="no run"):
+        pipeline.run_pipeline(_cfg(resume="20990101"), store)
+    again = pipeline.run_pipeline(_cfg(resume=first.run_id[:15]), store)  # a unique prefix is enough
     assert again.run_id == first.run_id
     assert set(again.skipped) == {"lenet5 complexity", "lenet5 export"}
     recs = store.records(first.run_id)
