@@ -41,6 +41,17 @@ class BatchRange:
     def contains(self, batch: int) -> bool:
         return self.min <= batch <= self.max
 
+    @classmethod
+    def covering(cls, batches) -> "BatchRange":
+        """The default range when it covers every batch (so every command shares one cached
+        artifact), else the default widened to cover them."""
+        batches = sorted(set(batches))
+        default = cls()
+        if all(default.contains(b) for b in batches):
+            return default
+        lo, hi = min(default.min, batches[0]), max(default.max, batches[-1])
+        return cls(lo, min(max(default.opt, lo), hi), hi)
+
 
 def parse_list(text: str, enum: type[StrEnum]) -> list:
     """Parse ``"onnx,aoti"`` into enum members with a clear error on an unknown name."""

@@ -202,9 +202,7 @@ _STEPS = {
 
 def _batch_range(cfg: RunConfig) -> BatchRange:
     """One artifact serves parity, accuracy and profiling: the default range, widened if needed."""
-    from perfkit.profile.latency import batch_range_for
-
-    return batch_range_for([*cfg.batches, *cfg.parity_batches])
+    return BatchRange.covering([*cfg.batches, *cfg.parity_batches])
 
 
 def default_data() -> Path | None:

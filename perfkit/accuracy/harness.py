@@ -45,9 +45,7 @@ def spec_with_transform(spec: ModelSpec, transform: EvalTransform) -> ModelSpec:
 
 def runner_batch(batch_size: int, crops: int) -> BatchRange:
     """The batch range runners must accept: ``batch_size × crops`` images per call, fewer at the end."""
-    n = batch_size * crops
-    default = BatchRange()
-    return default if default.contains(n) else BatchRange(1, min(default.opt, n), n)
+    return BatchRange.covering([batch_size * crops])
 
 
 class _Decode(torch.utils.data.Dataset):

@@ -44,14 +44,8 @@ class SweepPoint:
 
 
 def batch_range_for(batches: Iterable[int]) -> BatchRange:
-    """The batch range to ask the exporter for: the default when it covers every batch (so cached
-    artifacts are shared with `perfkit export`), else widened to cover them."""
-    batches = sorted(set(batches))
-    default = BatchRange()
-    if all(default.contains(b) for b in batches):
-        return default
-    lo, hi = min(default.min, batches[0]), max(default.max, batches[-1])
-    return BatchRange(lo, min(max(default.opt, lo), hi), hi)
+    """The batch range to ask the exporter for (see ``BatchRange.covering``)."""
+    return BatchRange.covering(batches)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
