@@ -80,8 +80,18 @@ def sweep(spec, formats: Iterable[Format | str], batches: Iterable[int], *, prec
     batches = sorted(set(batches))
     precision = Precision(precision)
     brange = batch_range_for(batches)
+    previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
+    try:
+        return _sweep(spec, formats, batches, precision, device, artifacts, config, channels_last, threads,
+                      on_point, opener, brange)
+    finally:  # the thread count is this sweep's setting, not the caller's
+        torch.set_num_threads(previous_threads)
+
+
+def _sweep(spec, formats, batches, precision, device, artifacts, config, channels_last, threads, on_point, opener,
+           brange) -> list[SweepPoint]:
     points: list[SweepPoint] = []
 
     def emit(point: SweepPoint) -> None:

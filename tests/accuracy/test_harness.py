@@ -353,15 +353,17 @@ def test_cli_gate_exits_1_with_a_table(weights, dataset, capsys, monkeypatch):
     assert "accuracy gates FAILED" in captured.out and "min-relative" in captured.out
 
 
+def _eager_only(s, fmt, **kw):
+    """An ``open_runner`` stand-in that refuses every exported runtime."""
+    if str(fmt) != "eager":
+        raise NotImplementedError(f"runtime {fmt} is not wired yet")
+    return EagerRunner(s, **{k: v for k, v in kw.items() if k != "artifacts"})
+
+
 def test_cli_unwired_runtime_is_an_error_record_not_a_crash(weights, dataset, capsys, monkeypatch):
     import perfkit.runtime
 
-    def refuse(s, fmt, **kw):
-        if str(fmt) != "eager":
-            raise NotImplementedError(f"runtime {fmt} is not wired yet")
-        return EagerRunner(s, **{k: v for k, v in kw.items() if k != "artifacts"})
-
-    monkeypatch.setattr(perfkit.runtime, "open_runner", refuse)
+    monkeypatch.setattr(perfkit.runtime, "open_runner", _eager_only)
     rc = cli("validate", "resnet18", "--weights", weights, "--data", dataset, "--resize", 72, "--crop", 64, "-f", "eager,aoti", "--workers", 0,
              "--limit", 2, "--max-top1-drop", 1)
     captured = capsys.readouterr()
@@ -433,12 +435,7 @@ def test_aoti_matches_eager_counts(spec, dataset, reference, tmp_path):
 def test_cli_a_requested_runtime_that_cannot_run_is_a_non_zero_exit(weights, dataset, capsys, monkeypatch):
     import perfkit.runtime
 
-    def refuse(s, fmt, **kw):
-        if str(fmt) != "eager":
-            raise NotImplementedError(f"runtime {fmt} is not wired yet")
-        return EagerRunner(s, **{k: v for k, v in kw.items() if k != "artifacts"})
-
-    monkeypatch.setattr(perfkit.runtime, "open_runner", refuse)
+    monkeypatch.setattr(perfkit.runtime, "open_runner", _eager_only)
     rc = cli("validate", "resnet18", "--weights", weights, "--data", dataset, "--resize", 72, "--crop", 64,
              "-f", "eager,aoti", "--workers", 0, "--limit", 1)
     assert rc == 2 and "resnet18/aoti" in capsys.readouterr().err
