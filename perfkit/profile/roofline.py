@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from perfkit.formats import Precision
+from perfkit.vocab import Precision
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
-"""The run summary: one row per model × runtime × precision, built from a run's records.
+"""Rows for reports, built from a run's records only: one row per model × runtime × precision.
 
-The row builders here are shared by the Rich summary, the HTML report and ``perfkit select``.
-Reports only read the store; published accuracy comes from the weights' metadata (torchvision),
-and is always labelled as published, never mixed with what was measured.
+The row builders here are shared by the Rich tables, the HTML report and ``perfkit select``. They
+read records and nothing else: the published numbers are those recorded with the run (kind model),
+never looked up again, and are always labelled as published, never mixed with what was measured.
 """
 
 from __future__ import annotations
@@ -10,15 +10,21 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 
-from perfkit.errors import PerfkitError
-from perfkit.formats import Format
 from perfkit.store import Kind, Record, Store
 
 # Beyond these, a measured top-1 is flagged (coloured) in the summary as a possible regression.
 BELOW_PUBLISHED_PP = 1.0  # torchvision's own re-evaluations land within a few tenths of a point
 BELOW_EAGER_PP = 0.1  # an exported runtime should classify (almost) exactly like eager
 
-_RUNTIME_ORDER = {f.value: i for i, f in enumerate(Format)}
+
+
+@functools.cache
+def runtime_rank(name: str | None) -> int:
+    """Runtimes sort in the backend registry's order (eager first); unknown names after them."""
+    from perfkit.backends import names
+
+    order = names()
+    return order.index(name) if name in order else len(order)
 
 
 def is_random(weights: str | None) -> bool:
@@ -35,26 +41,19 @@ def weights_label(weights: str | None) -> str:
     return weights.split(".")[-1]
 
 
-@functools.cache
-def published(model: str, weights: str | None = None) -> dict:
-    """Published ImageNet-val metrics (``acc1_pct``, ``acc5_pct``, ``params``, ``gmacs``, ``weights``).
-
-    Taken from the metadata of the record's weights enum, or of the default weights when the
-    model ran with random or file weights (what the architecture reaches when trained). ``{}``
-    for models without published numbers (lenet5, timm, unknown names).
-    """
-    if model.startswith("timm:"):
-        return {}  # timm's pretrained cfgs carry no accuracy
-    from perfkit.zoo.registry import resolve
-
-    name = model
-    if weights and "_Weights." in weights:
-        name = f"{model}:{weights.split('.')[-1]}"
-    try:
-        spec = resolve(name, "default" if name != model else "random")
-    except PerfkitError:
-        return {}  # a model this perfkit does not know (e.g. a record from a newer version)
-    return {k: v for k, v in spec.reference.items() if v is not None}
+def published_by_model(records: Iterable[Record]) -> dict[tuple, dict]:
+    """(model, weights) → the published numbers recorded with the run (kind model), or, for records
+    written before model records existed, what the complexity and accuracy records carried."""
+    out: dict[tuple, dict] = {}
+    for r in sorted(records, key=lambda r: r.created):
+        m = r.metrics
+        if r.kind == Kind.MODEL and r.status == "ok":
+            out[(r.model, r.weights)] = {"acc1_pct": m.get("ref_top1_pct"), "acc5_pct": m.get("ref_top5_pct"),
+                                         "params": m.get("ref_params"), "gmacs": m.get("ref_gmacs"),
+                                         "weights": m.get("ref_weights")}
+        elif r.kind == Kind.COMPLEXITY and r.status == "ok" and (r.model, r.weights) not in out:
+            out.setdefault((r.model, r.weights), {"params": m.get("ref_params"), "gmacs": m.get("ref_gmacs")})
+    return {k: {kk: vv for kk, vv in v.items() if vv is not None} for k, v in out.items()}
 
 
 def load_run(store: Store, run_id: str) -> tuple[dict, list[Record]]:
@@ -76,7 +75,7 @@ def _fill_weights(records: list[Record]) -> dict[str, str]:
     """Model -> its weights identity when the run used exactly one (error records often lack it)."""
     seen: dict[str, set] = {}
     for r in records:
-        if r.weights and r.kind != Kind.TRAIN:  # a training job is a different model (its own classes)
+        if r.weights and r.kind not in (Kind.TRAIN, Kind.MODEL):  # a training job is a different model (its own classes)
             seen.setdefault(r.model, set()).add(r.weights)
     return {m: next(iter(w)) for m, w in seen.items() if len(w) == 1}
 
@@ -89,7 +88,7 @@ def candidate_key(r: Record, weights: dict[str, str] | None = None) -> tuple:
 
 def _sort_key(key: tuple, order: dict[str, int]) -> tuple:
     model, weights, runtime, precision, device = key
-    return (order.get(model, 0), model, weights or "", _RUNTIME_ORDER.get(runtime or "", 99), runtime or "",
+    return (order.get(model, 0), model, weights or "", runtime_rank(runtime), runtime or "",
             precision or "", device or "")
 
 
@@ -104,15 +103,17 @@ def summary_rows(records: list[Record]) -> list[dict]:
     is coloured); status (ok, warn, fail). Missing numbers are ``None``.
     """
     wmap = _fill_weights(records)
+    refs = published_by_model(records)
     order: dict[str, int] = {}
     for r in records:
         order.setdefault(r.model, len(order))
     key = functools.partial(candidate_key, weights=wmap)
 
-    measured = [r for r in records if r.kind not in (Kind.COMPLEXITY, Kind.TRAIN)]
+    measured = [r for r in records if r.kind not in (Kind.MODEL, Kind.COMPLEXITY, Kind.TRAIN)]
     keys = {key(r) for r in measured if r.runtime is not None}
     for model in order:  # a model that only has complexity or runtime-less errors still gets a row
-        if not any(k[0] == model for k in keys) and any(r.model == model and r.kind != Kind.TRAIN for r in records):
+        if not any(k[0] == model for k in keys) and any(
+                r.model == model and r.kind not in (Kind.TRAIN, Kind.MODEL) for r in records):
             keys.add((model, wmap.get(model), None, None, None))
 
     complexity = latest_ok((r for r in records if r.kind == Kind.COMPLEXITY), lambda r: r.model)
@@ -132,7 +133,7 @@ def summary_rows(records: list[Record]) -> list[dict]:
                "precision": precision, "device": device}
         acc = accuracy.get(k)
         m = acc.metrics if acc else {}
-        ref = published(model, weights)
+        ref = refs.get((model, weights), {})
         row.update(
             top1_pct=m.get("top1_pct"), top5_pct=m.get("top5_pct"), images=m.get("images"),
             dataset_images=m.get("dataset_images"),
@@ -140,7 +141,7 @@ def summary_rows(records: list[Record]) -> list[dict]:
             # architecture's published accuracy, labelled as such, next to the random-weights mark
             ref_top1_pct=_first(m.get("ref_top1_pct"), ref.get("acc1_pct")),
             ref_top5_pct=_first(m.get("ref_top5_pct"), ref.get("acc5_pct")),
-            ref_weights=ref.get("weights"),
+            ref_weights=ref.get("weights"), ref_params=ref.get("params"), ref_gmacs=ref.get("gmacs"),
             delta_top1_vs_eager_pp=m.get("delta_top1_vs_eager_pp"),
         )
         row["delta_top1_vs_ref_pp"] = _diff(row["top1_pct"], row["ref_top1_pct"])
@@ -203,7 +204,7 @@ def _judge(row: dict) -> None:
         if d is not None and d < -BELOW_PUBLISHED_PP:
             warn.append(f"top-1 {-d:.2f} pp below published")
         e = row["delta_top1_vs_eager_pp"]
-        if e is not None and row["runtime"] != Format.EAGER and e < -BELOW_EAGER_PP:
+        if e is not None and row["runtime"] != "eager" and e < -BELOW_EAGER_PP:
             warn.append(f"top-1 {-e:.2f} pp below eager")
     if row["random"]:
         warn.append("random weights: accuracy not meaningful")
@@ -265,88 +266,3 @@ def run_summary(store: Store, run_id: str) -> dict:
             "training": training_rows(records)}
 
 
-# -- Rich ---------------------------------------------------------------------------------------
-
-def _batch_lines(row: dict, fn) -> str:
-    return "\n".join(fn(b) for b in row["batches"]) or "—"
-
-
-def print_run_summary(store: Store, run_id: str, console=None) -> dict:
-    """Print the Rich run summary (candidates, training, failures) and return its data (``run_summary``)."""
-    from rich import box
-    from rich.markup import escape
-
-    from perfkit.report.console import Column, console as default_console, fmt_float, fmt_int, fmt_sci
-    from perfkit.report.console import fmt_seconds, render_table
-
-    out = console or default_console
-    data = run_summary(store, run_id)
-    run, rows = data["run"], data["rows"]
-    devices = {r["device"] for r in rows}
-    two, one = fmt_float(2), fmt_float(1)
-    pct1 = lambda v: "—" if v is None else f"{100 * v:.1f}%"  # noqa: E731 - agreement, fraction 0..1
-    b = lambda v: "—" if v is None else str(v)  # noqa: E731 - batch labels
-    mib = lambda v: "—" if v is None else f"{v / 2**20:.1f}"  # noqa: E731
-    parity = {True: "[green]pass[/]", False: "[red]FAIL[/]"}
-    columns = [
-        Column("model", lambda r: escape(r["model"]) + (" [bold magenta](random)[/]" if r["random"] else ""),
-               str, justify="left"),
-        Column("runtime", lambda r: " ".join(x for x in (r["runtime"], r["precision"]) if x) or "—", str,
-               justify="left"),
-        *([Column("dev", "device", justify="left")] if len(devices) > 1 else []),
-        Column("top-1 %", "top1_pct", two), Column("pub", "ref_top1_pct", two),
-        Column("Δ pp", "delta_top1_vs_ref_pp", lambda v: "—" if v is None else f"{v:+.2f}"),
-        Column("top-5 %", "top5_pct", two), Column("pub", "ref_top5_pct", two),
-        Column("parity", lambda r: "—" if r["parity_passed"] is None else
-               f"{parity[bool(r['parity_passed'])]} {pct1(r['parity_agreement'])}", str),
-        Column("max |Δ|", "parity_max_abs_diff", fmt_sci),
-        Column("batch", lambda r: _batch_lines(r, lambda x: b(x["batch"])), str),
-        Column("p50 ms", lambda r: _batch_lines(r, lambda x: two(x["latency_median_ms"])), str),
-        Column("p99 ms", lambda r: _batch_lines(r, lambda x: two(x["latency_p99_ms"])), str),
-        Column("img/s", lambda r: _batch_lines(r, lambda x: one(x["throughput_per_s"])), str),
-        Column("peak MiB", lambda r: _batch_lines(r, lambda x: mib(x["peak_bytes"])), str),
-        Column("params M", "params", lambda v: "—" if v is None else f"{v / 1e6:.2f}"),
-        Column("GMACs", "macs", lambda v: "—" if v is None else f"{v / 1e9:.3f}"),
-    ]
-    style = {"fail": "red", "warn": "yellow", "ok": None}
-    where = f" on {devices.pop()}" if len(devices) == 1 and None not in devices else ""
-    title = f"run {run['id']}{where} — {escape(run['command'])} ({run['status']})"
-    if rows:
-        table = render_table(
-            title, columns, rows, row_style=lambda r: style[r["status"]],
-            caption="top-1/top-5 measured on ImageNet-val; published = the weights' torchvision metadata; "
-                    "parity vs eager; latency and peak memory per batch; MACs = multiply-accumulates",
-        )
-        # borders and double padding would cost a fifth of a 160-column terminal
-        table.box, table.padding, table.pad_edge = box.SIMPLE_HEAD, (0, 1, 0, 0), False
-        table.columns[0].no_wrap = True
-        out.print(table)
-    else:
-        out.print(f"{title}: no model × runtime was measured")
-    for r in rows:
-        if r["status"] != "ok":
-            what = " ".join(escape(str(x)) for x in (r["model"], r["runtime"], r["precision"]) if x)
-            out.print(f"[{style[r['status']]}]  {what}: {escape('; '.join(r['flags']))}[/]")
-    if rows and all(r["top1_pct"] is None for r in rows):
-        out.print("[yellow]No measured accuracy in this run (no ImageNet-val given): the top-1/top-5 "
-                  "columns show published numbers only.[/]")
-    if any(r["random"] for r in rows):
-        out.print("[bold magenta]Models marked (random) ran with random weights: their accuracy is not "
-                  "meaningful (latency, memory and parity are).[/]")
-    if data["training"]:
-        out.print(render_table("training comparison", [
-            Column("model", lambda r: r["model"] + (" (random init)" if r["random"] else ""), justify="left"),
-            Column("dataset", "dataset", justify="left"),
-            Column("epochs", lambda r: f"{r['epochs_done']}/{b(r['epochs'])}", str),
-            Column("best val acc", "best_val_acc", fmt_float(4)), Column("best epoch", "best_epoch", fmt_int),
-            Column("final train acc", "final_train_acc", fmt_float(4)),
-            Column("s / epoch", "epoch_seconds_mean", fmt_seconds), Column("img/s", "images_per_s_mean", fmt_float(1)),
-            Column("total", "total_seconds", fmt_seconds),
-        ], data["training"]))
-    if data["failures"]:
-        out.print(render_table("could not run", [
-            Column("step", "kind", justify="left"), Column("model", "model", justify="left"),
-            Column("runtime", "runtime", justify="left"), Column("prec", "precision", justify="left"),
-            Column("batch", "batch"), Column("why", "error", escape, justify="left", style="red"),
-        ], data["failures"]))
-    return data

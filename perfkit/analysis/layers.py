@@ -26,6 +26,10 @@ from perfkit.analysis.complexity import count_params
 
 BYTES_PER_ELEMENT = 4  # float32, torchsummary's convention
 MB = 2**20
+MEMORY_CONVENTION = (
+    "torchsummary's float32 estimates per sample over leaf-module outputs (containers not counted again); "
+    "MB = 2**20 bytes (MiB)"
+)
 
 
 @dataclass(frozen=True)
