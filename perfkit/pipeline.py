@@ -128,11 +128,12 @@ def run_pipeline(cfg: RunConfig, store, progress=NO_PROGRESS) -> PipelineResult:
                     store.supersede(rec.run_id, spec.name, plan.kinds)
                 progress.update(f"{spec.label}: {step}")
                 _run_step(rec, plan, cfg, spec, backends, ctx, data)
-        current_errors = [r for r in store.records(rec.run_id) if r.status == "error"]
-        if current_errors and not rec.errors:
-            rec.fail("earlier attempts left error records that were not re-run")
-    failures = [f"{r.model} {r.kind}{' ' + r.runtime if r.runtime else ''}"
-                f"{'' if r.batch is None else f' batch {r.batch}'}: {r.error}" for r in current_errors]
+        current = store.records(rec.run_id)
+        failed = [r for r in current if r.status == "error" or (r.kind == Kind.PARITY and not r.metrics.get("passed"))]
+        if failed:  # the run's status and exit code follow its current records, resumed ones included
+            rec.fail(f"{len(failed)} failed measurement(s)")
+    failures = [f"{r.model} {r.kind}{' ' + r.runtime if r.runtime else ''}{'' if r.batch is None else f' batch {r.batch}'}: "
+                f"{r.error or '; '.join(r.metrics.get('failures') or ['parity FAILED'])}" for r in failed]
     return PipelineResult(rec.run_id, failures, skipped, time.perf_counter() - started)
 
 
@@ -199,7 +200,7 @@ def _parity(cfg, spec, backends, ctx, data) -> Iterator:
 
     inputs = synthetic_inputs(spec, cfg.parity_samples)
     for p in cfg.precisions:
-        for result in check_parity(spec, backends, ctx, inputs=inputs, source="synthetic", batches=cfg.parity_batches,
+        for result in check_parity(spec, backends, ctx, inputs=(inputs, "synthetic"), batches=cfg.parity_batches,
                                    precision=p, batch_range=cfg.batch_range):
             if isinstance(result, (ParityCheck, F)):  # exports belong to the export step
                 yield result

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from collections.abc import Iterable
 
 from perfkit.results import Failure, Kind, Where
@@ -92,7 +93,9 @@ def _export(result) -> list[Record]:
 
 
 def _parity(result) -> list[Record]:
-    return [_record(Kind.PARITY, result.where, {**result.result.metrics(), "failures": result.result.failures,
+    # NaN/Inf logits make the distances NaN: recorded as missing (None), never as NaN in an ok record.
+    metrics = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in result.result.metrics().items()}
+    return [_record(Kind.PARITY, result.where, {**metrics, "failures": result.result.failures,
                                                  "inputs": result.source})]
 
 

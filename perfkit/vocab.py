@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+import torch
+
 from perfkit.errors import UsageError
 
 
@@ -18,6 +20,10 @@ class Precision(StrEnum):
     FP16 = "fp16"
     BF16 = "bf16"
     INT8 = "int8"
+
+
+# The torch dtype a model computes in at each float precision (int8 is a quantized graph, not a dtype).
+DTYPES = {Precision.FP32: torch.float32, Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}
 
 
 @dataclass(frozen=True)

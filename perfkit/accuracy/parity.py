@@ -214,10 +214,12 @@ class ParityCheck:
     source: str  # "synthetic" or "data"
 
 
-def check_parity(spec: ModelSpec, backends: Sequence, ctx, *, inputs: torch.Tensor, source: str,
+def check_parity(spec: ModelSpec, backends: Sequence, ctx, *, inputs: tuple[torch.Tensor, str],
                  batches: Iterable[int] = (1, 8), precision: Precision | str = Precision.FP32,
                  batch_range: BatchRange = BatchRange(), tol: Tolerance | None = None) -> Iterator:
     """Parity of each runtime against eager fp32 on the same inputs, at each batch size.
+
+    ``inputs`` is ``(tensor, source)`` from ``inputs_for`` (source: "synthetic" or "data").
 
     Yields, in order: an ``ExportResult`` for each artifact exported now (cache hits are not
     repeated), a ``ParityCheck`` per runtime × batch, and a ``Failure`` (kind parity) per batch of a
@@ -225,6 +227,7 @@ def check_parity(spec: ModelSpec, backends: Sequence, ctx, *, inputs: torch.Tens
     """
     from perfkit.backends import export_each, get, make_runner
 
+    inputs, source = inputs
     batches = sorted(set(batches))
     tol = tol or tolerance(precision)
     ctx.progress.update(f"{spec.name}: eager reference on {inputs.shape[0]} {source} inputs")

@@ -32,14 +32,13 @@ from perfkit.artifacts.manifest import MANIFEST, MANIFEST_VERSION, combined_sha2
 from perfkit.device import device_type, pin_tf32
 from perfkit.errors import ArtifactError
 from perfkit.results import Where
-from perfkit.vocab import BatchRange, Precision
+from perfkit.vocab import DTYPES, BatchRange, Precision
 
 if TYPE_CHECKING:  # annotations only: artifacts/ never imports backends/ (backends import artifacts)
     from perfkit.context import Context
 
 INPUT_NAME = "input"  # one name for the input and output in every format (ONNX, TensorRT bindings)
 OUTPUT_NAME = "logits"
-DTYPES = {Precision.FP32: torch.float32, Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}
 BYTES_PER_PARAM = {Precision.FP32: 4, Precision.FP16: 2, Precision.BF16: 2, Precision.INT8: 1}
 
 

@@ -2,12 +2,15 @@
 
 Each module listed defines ``BACKEND``, a ``perfkit.backends.base.Backend``. Modules import their
 heavy libraries lazily (inside functions), so loading the registry costs no optional import.
-``register`` refuses a second backend of the same name; tests use it to add a backend of their own.
+A runtime kept outside perfkit is one module too: name it in ``$PERFKIT_BACKENDS`` (comma list of
+importable modules defining ``BACKEND``); spawned measuring processes inherit the variable.
+``register`` refuses a second backend of the same name.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Iterable, Iterator
 
 from perfkit.backends.base import EXPORT, RUN, ArtifactRunner, Backend, Option, Runner
@@ -38,6 +41,8 @@ def register(backend: Backend) -> Backend:
     if not isinstance(backend, Backend):
         raise TypeError(f"register() takes a Backend, got {type(backend).__name__}")
     _load()
+    if not backend.name or backend.name != backend.name.strip().lower():  # get() looks names up in lower case
+        raise ValueError(f"a backend name is lower case without spaces, got '{backend.name}'")
     if backend.name in _REGISTRY:
         raise ValueError(f"a backend named '{backend.name}' is already registered")
     _check_options(backend, _REGISTRY.values())
@@ -47,6 +52,14 @@ def register(backend: Backend) -> Backend:
 
 def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
+
+
+def reload() -> None:
+    """Forget every backend and load the modules again (after ``$PERFKIT_BACKENDS`` changed)."""
+    global _LOADED
+    _REGISTRY.clear()
+    _LOADED = False
+    _load()
 
 
 def _check_options(new: Backend, others: Iterable[Backend]) -> None:
@@ -63,8 +76,12 @@ def _load() -> None:
     if _LOADED:
         return
     _LOADED = True
-    for module in BACKEND_MODULES:
-        backend = importlib.import_module(module).BACKEND
+    extra = [m.strip() for m in os.environ.get("PERFKIT_BACKENDS", "").split(",") if m.strip()]
+    for module in (*BACKEND_MODULES, *extra):
+        try:
+            backend = importlib.import_module(module).BACKEND
+        except (ImportError, AttributeError) as exc:
+            raise UsageError(f"backend module '{module}' (from $PERFKIT_BACKENDS) cannot be loaded: {exc}") from None
         if backend.name in _REGISTRY:
             raise ValueError(f"two backend modules define '{backend.name}'")
         _check_options(backend, _REGISTRY.values())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from perfkit.artifacts import DTYPES
+from perfkit.vocab import DTYPES
 from perfkit.backends.base import CPU_FLOAT, RUN, Backend, Option, Runner
 
 

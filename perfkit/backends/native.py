@@ -220,7 +220,9 @@ class NativeRunner(ArtifactRunner):
         cmd = [*self._command(self.binary), "--batch", str(batch), "--warmup", str(config.warmup),
                "--warmup-seconds", str(config.warmup_seconds), "--iterations", str(config.iterations),
                "--min-seconds", str(config.min_seconds)]
-        return run_binary(cmd, what=f"native runner on {self.artifact.path}")
+        result = run_binary(cmd, what=f"native runner on {self.artifact.path}")
+        self.threads_used = result.get("threads")  # LibTorch's own count when --threads was not given
+        return result
 
     def own_memory(self, batch: int, runs: int) -> dict:
         """Peak host memory of the native process: its VmHWM (reset before the model is loaded) over
@@ -240,7 +242,8 @@ class NativeRunner(ArtifactRunner):
 
     def config(self) -> dict:
         return {"optimize_for_inference": self.options["optimize"], "inference_mode": True,
-                "intra_op_threads": self.threads or "libtorch default", "process": "separate (C++ LibTorch)"}
+                "intra_op_threads": self.threads or getattr(self, "threads_used", None) or "libtorch default",
+                "process": "separate (C++ LibTorch)"}
 
 
 def _probe(device: str) -> str | None:

@@ -109,6 +109,8 @@ class OnnxRuntimeRunner(ArtifactRunner):
         if self.provider not in ort.get_available_providers():
             raise PerfkitError(f"onnxruntime has no {self.provider} here (available: "
                                f"{', '.join(ort.get_available_providers())}); install onnxruntime-gpu for CUDA")
+        if self.provider == CUDA and not torch.cuda.is_available():  # the GPU wheel lists CUDA without a GPU
+            raise PerfkitError(f"onnxruntime's {CUDA} needs a CUDA GPU, and torch sees none here; use --device cpu")
         session = ort.InferenceSession(str(self.artifact.path), self.session_options(ort), providers=self._providers())
         active = session.get_providers()
         if active[0] != self.provider:

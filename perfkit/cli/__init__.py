@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except PerfkitError as exc:
-        err_console.print(f"[bold red]error:[/] {_one_line(exc)}", markup=True, highlight=False)
+        # soft_wrap: the error stays one line however long (a pipe or a CI log is not wrapped for us)
+        err_console.print(f"[bold red]error:[/] {_one_line(exc)}", markup=True, highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted: finished records are kept in the store[/]")
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         err_console.print(f"[bold red]internal error:[/] {_one_line(exc, with_type=True)} "
                           "(a perfkit bug: rerun with PERFKIT_DEBUG=1 for the traceback and report it)",
-                          markup=True, highlight=False)
+                          markup=True, highlight=False, soft_wrap=True)
         return 1
 
 

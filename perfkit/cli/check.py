@@ -57,7 +57,7 @@ def run(args) -> int:
         rec.model(spec)
         ctx = common.context(args, device, bar)
         for p in precisions:
-            rec.add_all(parity.check_parity(spec, backends, ctx, inputs=inputs, source=source, batches=batches,
+            rec.add_all(parity.check_parity(spec, backends, ctx, inputs=(inputs, source), batches=batches,
                                             precision=p, batch_range=brange, tol=tols[p]))
         failed = [r for r in rec.records if r.kind == "parity" and (r.status == "error" or not r.metrics.get("passed"))]
         if failed:

@@ -24,6 +24,7 @@ def add(sub) -> None:
 def run(args) -> int:
     from perfkit.analysis import analyze
     from perfkit.report.console import err_console
+    from perfkit.report.rows import published_by_model
     from perfkit.report.tables import complexity_tables
     from perfkit.results import Failure, Kind, Where
     from perfkit.store import Kind as K
@@ -38,7 +39,8 @@ def run(args) -> int:
             rec.add(Failure.of(Kind.COMPLEXITY, Where.of(spec, "eager", "fp32", 1, "cpu"), exc))
             raise
     [record] = [r for r in rec.records if r.kind == K.COMPLEXITY]
-    common.show(args, rec, complexity_tables(record, spec.label) + _notes(record))
+    published = published_by_model(rec.records).get((record.model, record.weights), {})
+    common.show(args, rec, complexity_tables(record, spec.label, published) + _notes(record))
     return 0
 
 

@@ -68,20 +68,26 @@ def _floats3(text: str | None, name: str) -> tuple[float, float, float] | None:
     return values
 
 
-def _options(args, spec, out_dir):
-    from perfkit.accuracy.harness import EvalOptions
-    from perfkit.data.imagenet import real_labels
+def _batch_size(args) -> int:
     from perfkit.errors import UsageError
     from perfkit.vocab import parse_batches
 
     batches = parse_batches(args.batch)
     if len(batches) != 1:
         raise UsageError(f"validate takes one batch size (-b N), got '{args.batch}'")
+    return batches[0]
+
+
+def _options(args, spec, out_dir):
+    from perfkit.accuracy.harness import EvalOptions
+    from perfkit.data.imagenet import real_labels
+
+    batch_size = _batch_size(args)
     O.positive(args.workers, "--workers", allow_zero=True)
     transform = spec.preprocess.with_overrides(mean=_floats3(args.mean, "mean"), std=_floats3(args.std, "std"),
                                                resize_size=args.resize, crop_size=args.crop)
     real = real_labels(None if args.real_labels == "timm" else args.real_labels) if args.real_labels else None
-    return EvalOptions(transform=transform, crops=args.crops, batch_size=batches[0], workers=args.workers,
+    return EvalOptions(transform=transform, crops=args.crops, batch_size=batch_size, workers=args.workers,
                        cache_dir=args.cache, skip_unreadable=args.skip_unreadable, per_class=args.per_class,
                        real=real, out_dir=out_dir)
 
@@ -94,6 +100,7 @@ def run(args) -> int:
     device = common.resolve_device(args)
     backends = O.chosen(args)
     precisions = O.precisions(args, backends, device)
+    _batch_size(args)  # a bad -b is refused before the dataset is opened and a run started
     dist = Distributed.from_env(device)
     device = dist.device(device)
     try:

@@ -132,34 +132,9 @@ def summary_rows(records: list[Record]) -> list[dict]:
         row = {"model": model, "weights": weights, "random": is_random(weights), "runtime": runtime,
                "precision": precision, "device": device}
         acc = accuracy.get(k)
-        m = acc.metrics if acc else {}
-        ref = refs.get((model, weights), {})
-        row.update(
-            top1_pct=m.get("top1_pct"), top5_pct=m.get("top5_pct"), images=m.get("images"),
-            dataset_images=m.get("dataset_images"),
-            # the harness leaves the published numbers out for random weights; the row still shows the
-            # architecture's published accuracy, labelled as such, next to the random-weights mark
-            ref_top1_pct=_first(m.get("ref_top1_pct"), ref.get("acc1_pct")),
-            ref_top5_pct=_first(m.get("ref_top5_pct"), ref.get("acc5_pct")),
-            ref_weights=ref.get("weights"), ref_params=ref.get("params"), ref_gmacs=ref.get("gmacs"),
-            delta_top1_vs_eager_pp=m.get("delta_top1_vs_eager_pp"),
-        )
-        row["delta_top1_vs_ref_pp"] = _diff(row["top1_pct"], row["ref_top1_pct"])
-        row["delta_top5_vs_ref_pp"] = _diff(row["top5_pct"], row["ref_top5_pct"])
+        row.update(_accuracy_fields(acc.metrics if acc else {}, refs.get((model, weights), {})))
         row.update(parity.get(k, {"parity_agreement": None, "parity_max_abs_diff": None, "parity_passed": None}))
-        batches = sorted({b for (kk, b) in latency if kk == k} | {b for (kk, b) in memory if kk == k},
-                         key=lambda b: (b is None, b))
-        row["batches"] = []
-        for b in batches:
-            lat = latency.get((k, b))
-            mem = memory.get((k, b))
-            row["batches"].append({
-                "batch": b,
-                "latency_median_ms": lat.metrics.get("latency_median_ms") if lat else None,
-                "latency_p99_ms": lat.metrics.get("latency_p99_ms") if lat else None,
-                "throughput_per_s": lat.metrics.get("throughput_per_s") if lat else None,
-                "peak_bytes": mem.metrics.get("peak_bytes") if mem else None,
-            })
+        row["batches"] = _batch_fields(k, latency, memory)
         row["peak_bytes"] = next((b["peak_bytes"] for b in row["batches"] if b["peak_bytes"] is not None), None)
         cx = complexity.get(model)
         row["params"] = cx.metrics.get("params") if cx else None
@@ -168,6 +143,40 @@ def summary_rows(records: list[Record]) -> list[dict]:
         _judge(row)
         rows.append(row)
     return rows
+
+
+def _accuracy_fields(m: dict, ref: dict) -> dict:
+    """Measured and published accuracy side by side, and their difference."""
+    out = dict(
+        top1_pct=m.get("top1_pct"), top5_pct=m.get("top5_pct"), images=m.get("images"),
+        dataset_images=m.get("dataset_images"),
+        # the harness leaves the published numbers out for random weights; the row still shows the
+        # architecture's published accuracy, labelled as such, next to the random-weights mark
+        ref_top1_pct=_first(m.get("ref_top1_pct"), ref.get("acc1_pct")),
+        ref_top5_pct=_first(m.get("ref_top5_pct"), ref.get("acc5_pct")),
+        ref_weights=ref.get("weights"), ref_params=ref.get("params"), ref_gmacs=ref.get("gmacs"),
+        delta_top1_vs_eager_pp=m.get("delta_top1_vs_eager_pp"),
+    )
+    out["delta_top1_vs_ref_pp"] = _diff(out["top1_pct"], out["ref_top1_pct"])
+    out["delta_top5_vs_ref_pp"] = _diff(out["top5_pct"], out["ref_top5_pct"])
+    return out
+
+
+def _batch_fields(k: tuple, latency: dict, memory: dict) -> list[dict]:
+    """Latency and peak memory of one candidate, per batch size measured."""
+    batches = sorted({b for (kk, b) in latency if kk == k} | {b for (kk, b) in memory if kk == k},
+                     key=lambda b: (b is None, b))
+    out = []
+    for b in batches:
+        lat, mem = latency.get((k, b)), memory.get((k, b))
+        out.append({
+            "batch": b,
+            "latency_median_ms": lat.metrics.get("latency_median_ms") if lat else None,
+            "latency_p99_ms": lat.metrics.get("latency_p99_ms") if lat else None,
+            "throughput_per_s": lat.metrics.get("throughput_per_s") if lat else None,
+            "peak_bytes": mem.metrics.get("peak_bytes") if mem else None,
+        })
+    return out
 
 
 def parity_by_candidate(records: list[Record], key=candidate_key) -> dict[tuple, dict]:

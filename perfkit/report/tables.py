@@ -170,8 +170,12 @@ def profile_caption(records: Iterable[Record]) -> str:
 
 # -- complexity -----------------------------------------------------------------------------------
 
-def complexity_tables(record: Record, label: str) -> list:
-    """The per-layer table and the totals (measured beside published) of one complexity record."""
+def complexity_tables(record: Record, label: str, published: dict | None = None) -> list:
+    """The per-layer table and the totals (measured beside published) of one complexity record.
+
+    ``published``: the model's published numbers (``rows.published_by_model``: params, gmacs), recorded
+    with the run in its model record; records written before model records carried them themselves.
+    """
     m = record.metrics
     c, h, w = m["input_size"]
     layers = render_table(f"{label} — {len(m['layers'])} layer calls at batch 1, input {c}×{h}×{w}", [
@@ -180,7 +184,8 @@ def complexity_tables(record: Record, label: str) -> list:
         Column("params", lambda r: f"shared with {r['repeat_of']}" if r.get("repeat_of") else r["params"],
                lambda v: v if isinstance(v, str) else fmt_int(v)),
     ], m["layers"])
-    ref_params, ref_gmacs = m.get("ref_params"), m.get("ref_gmacs")
+    published = published or {}
+    ref_params, ref_gmacs = published.get("params", m.get("ref_params")), published.get("gmacs", m.get("ref_gmacs"))
     params_diff = None if ref_params is None else m["params"] - ref_params
     macs_diff = None if not ref_gmacs else 100 * (m["macs"] / (ref_gmacs * 1e9) - 1)
     mb = fmt_float(2)

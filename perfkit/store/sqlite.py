@@ -94,6 +94,13 @@ class Store:
         self.read_only = read_only
         self._db = self._connect()
         self._db.row_factory = sqlite3.Row
+        # A store written before records could be superseded, opened read-only (so not migrated):
+        # every record in it is current.
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(records)")}
+        if not columns:
+            self._db.close()
+            raise PerfkitError(f"{self.path} is not a perfkit run store (it has no records table)")
+        self._current = "superseded=0" if "superseded" in columns else "1=1"
 
     def _connect(self) -> sqlite3.Connection:
         if self.path.is_dir():
@@ -101,10 +108,7 @@ class Store:
         if self.read_only:
             if not self.path.is_file():
                 raise UsageError(f"no run store at {self.path} (check --store / $PERFKIT_STORE; `perfkit run` creates one)")
-            try:
-                return sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
-            except sqlite3.Error as exc:
-                raise PerfkitError(f"cannot open the run store {self.path}: {exc}") from None
+            return self._connect_read_only()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -122,6 +126,29 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise PerfkitError(f"cannot open the run store {self.path}: {exc}") from None
         return db
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """``mode=ro``; a WAL store in a folder this process cannot write (a read-only mount, a
+        baseline checked out read-only) cannot get its ``-shm`` index created, so it is read as
+        immutable instead — safe only when no ``-wal`` file holds commits the main file lacks."""
+        uri = self.path.resolve().as_uri()
+        try:
+            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60)
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # connect() is lazy: open it now
+            return db
+        except sqlite3.OperationalError as exc:
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.is_file() and wal.stat().st_size:
+                raise PerfkitError(f"cannot read the run store {self.path}: {exc} (its -wal file holds commits "
+                                   "that only a process allowed to write in its folder can read)") from None
+        except sqlite3.DatabaseError as exc:  # not a database at all
+            raise PerfkitError(f"cannot open the run store {self.path}: {exc}") from None
+        try:
+            db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True)
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.DatabaseError as exc:
+            raise PerfkitError(f"cannot open the run store {self.path}: {exc}") from None
 
     def close(self) -> None:
         self._db.close()
@@ -198,8 +225,8 @@ class Store:
 
     def runs(self, limit: int | None = None) -> list[dict]:
         sql = (
-            "SELECT r.*, (SELECT COUNT(*) FROM records WHERE run_id=r.id AND superseded=0) AS records,"
-            " (SELECT COUNT(*) FROM records WHERE run_id=r.id AND status='error' AND superseded=0) AS errors"
+            f"SELECT r.*, (SELECT COUNT(*) FROM records WHERE run_id=r.id AND {self._current}) AS records,"
+            f" (SELECT COUNT(*) FROM records WHERE run_id=r.id AND status='error' AND {self._current}) AS errors"
             " FROM runs r ORDER BY started DESC"
         )
         if limit:
@@ -251,7 +278,7 @@ class Store:
                 sql += f" AND {column}=?"
                 args.append(str(value))
         if not include_superseded:
-            sql += " AND superseded=0"
+            sql += f" AND {self._current}"
         out = []
         for row in self._db.execute(sql + " ORDER BY id", args):
             d = dict(row)

@@ -193,13 +193,6 @@ def train_transform(pre: EvalTransform, size: int, native_size: int | None):
     return v2.Compose([v2.RandomResizedCrop(size, interpolation=mode, antialias=True), v2.RandomHorizontalFlip()])
 
 
-def _uint8_eval(pre: EvalTransform):
-    from torchvision.transforms import v2
-
-    return v2.Compose([v2.Resize(pre.resize_size, interpolation=_interpolation(pre), antialias=pre.antialias),
-                       v2.CenterCrop(pre.crop_size)])
-
-
 # -- schedule and checkpoints ------------------------------------------------------------------------
 
 
@@ -310,9 +303,7 @@ class _Job:
         return {torch.float16: "fp16", torch.bfloat16: "bf16", None: "fp32"}[self.amp_dtype]
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.pre.mean, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.pre.std, device=self.device).view(1, 3, 1, 1)
-        return (x.to(self.device, non_blocking=True).float().div_(255) - mean) / std
+        return self.pre.normalize(x, self.device)
 
 
 def _check_config(cfg: TrainConfig) -> None:
@@ -329,7 +320,7 @@ def _load_data(cfg: TrainConfig, dist: Distributed, pre: EvalTransform, size: in
         dist.barrier()
     data = load_dataset(cfg.dataset, cfg.data)
     data.train.transform = train_transform(pre, size, data.native_size)
-    data.val.transform = _uint8_eval(pre)
+    data.val.transform = pre.resize_crop()
     return data
 
 

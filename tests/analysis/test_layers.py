@@ -1,4 +1,4 @@
-"""The per-layer table: shapes and params by hand, torchsummary's MB formula, odd modules."""
+"""The per-layer table (analysis/layers.py): shapes and params by hand, torchsummary's MB formula, odd modules."""
 
 from __future__ import annotations
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import onnx
 import pytest
 
+from perfkit.artifacts import MANIFEST, ensure_artifact, load_artifact
+from perfkit.artifacts.manifest import combined_sha256
+from perfkit.backends import get
+from perfkit.backends.onnxruntime import input_batch_dim
+from perfkit.context import Context
 from perfkit.errors import ArtifactError
-from perfkit.export import artifact as A
-from perfkit.export.onnx import input_batch_dim
-from perfkit.formats import BatchRange
+from perfkit.vocab import BatchRange
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +21,7 @@ def shared_artifacts(tmp_path_factory):
 
 @pytest.fixture
 def onnx_artifact(tiny_spec, shared_artifacts):
-    return A.ensure_artifact(tiny_spec, "onnx", artifacts=shared_artifacts)
+    return ensure_artifact(tiny_spec, get("onnx"), Context(artifacts=shared_artifacts))
 
 
 def test_batch_dimension_is_symbolic(onnx_artifact):
@@ -53,12 +56,38 @@ def test_tampered_external_data_is_refused_naming_the_file(onnx_artifact, tiny_s
     blob[100] ^= 0x01
     (folder / data_name).write_bytes(bytes(blob))
     with pytest.raises(ArtifactError) as err:
-        A.ensure_artifact(tiny_spec, "onnx", artifacts=copy)
+        ensure_artifact(tiny_spec, get("onnx"), Context(artifacts=copy))
+    assert str(folder / data_name) in str(err.value)
+
+
+def _copy_of(artifact, tmp_path):
+    """The artifact's folder in a copy of the shared cache (so that tests can damage it)."""
+    import shutil
+
+    root = artifact.dir.parent.parent
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    return copy / artifact.dir.relative_to(root)
+
+
+def test_external_data_dropped_from_the_manifest_is_refused_naming_it(onnx_artifact, tmp_path):
+    """Even with the digest recomputed, a weights file the manifest no longer lists is refused."""
+    import json
+
+    folder = _copy_of(onnx_artifact, tmp_path)
+    data_name = onnx_artifact.manifest["onnx"]["external_data"][0]
+    manifest = json.loads((folder / MANIFEST).read_text())
+    del manifest["files"][data_name]
+    manifest["sha256"] = combined_sha256(manifest["files"])
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="not listed") as err:
+        load_artifact(folder)
     assert str(folder / data_name) in str(err.value)
 
 
 def test_static_batch_when_the_range_is_one_size(tiny_spec, tmp_path):
-    art = A.ensure_artifact(tiny_spec, "onnx", artifacts=tmp_path, batch=BatchRange(4, 4, 4), opset=18)
+    art = ensure_artifact(tiny_spec, get("onnx"), Context(artifacts=tmp_path, options={"opset": 18}),
+                          batch=BatchRange(4, 4, 4))
     graph = onnx.load(str(art.path), load_external_data=False)
     assert input_batch_dim(graph) == ""
     assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 4
@@ -69,7 +98,7 @@ def test_static_batch_when_the_range_is_one_size(tiny_spec, tmp_path):
 @pytest.mark.slow
 def test_fp16_graph_keeps_float32_io(tiny_spec, tmp_path):
     """The fp16 variant (what TensorRT builds from): fp16 weights inside, float32 at the edges."""
-    art = A.ensure_artifact(tiny_spec, "onnx", precision="fp16", artifacts=tmp_path)
+    art = ensure_artifact(tiny_spec, get("onnx"), Context(artifacts=tmp_path), precision="fp16")
     graph = onnx.load(str(art.path))
     f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
     assert graph.graph.input[0].type.tensor_type.elem_type == f32
