@@ -143,7 +143,7 @@ def _run_step(rec, plan: "StepPlan", cfg: RunConfig, spec, backends, ctx, data) 
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # a step that fails as a whole is recorded; the others go on
-        rec.add(Failure.of(plan.kinds[0], Where.of(spec, "eager", Precision.FP32, device=cfg.device), exc))
+        rec.add(Failure.of(plan.kinds[0], Where.of(spec, device=cfg.device), exc))
 
 
 def _open_data(cfg: RunConfig):

@@ -187,3 +187,22 @@ def test_accuracy_step_with_imagenet_folder(store, tmp_path):
     assert set(acc) == {"eager", "torchscript"}
     assert acc["eager"].metrics["images"] == 4
     assert acc["torchscript"].metrics["top1_correct"] == acc["eager"].metrics["top1_correct"]
+
+
+def test_cli_run_json_prints_the_records_of_the_run(tmp_path, capsys):
+    import json
+
+    code = main(["run", "lenet5", "--weights", "random", "-f", "onnx", "-b", "1", "--parity-samples", "2",
+                 "--no-memory", "--json", "--html", str(tmp_path / "r.html")])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    with Store() as store:
+        assert [r["kind"] for r in out["records"]] == [str(r.kind) for r in store.records(out["run_id"])]
+    assert {(r["kind"], r["runtime"]) for r in out["records"]} >= {("export", "onnx"), ("parity", "onnx"),
+                                                                    ("latency", "eager"), ("latency", "onnx")}
+
+
+def test_cli_run_resume_of_an_unknown_run_is_one_line_before_anything_runs(capsys):
+    assert main(["run", "lenet5", "--weights", "random", "--resume", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "no run" in err and "ImageNet" not in err

@@ -31,6 +31,7 @@ def add(sub) -> None:
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the spawned-process memory step")
     O.resume(p, "the latest run")
     p.add_argument("--html", type=Path, default=None, help="report path (default reports/<run-id>.html)")
+    O.json_flag(p)
     O.threads(p)
     O.artifacts(p)
     O.backend_options(p)
@@ -68,19 +69,27 @@ def run(args) -> int:
 
     device = common.resolve_device(args)
     cfg = config(args, device)
-    if cfg.data is None:
-        banner("no ImageNet-val (--data or $PERFKIT_IMAGENET_VAL): measured accuracy is skipped; "
-               "reports show published accuracy, labelled as such", style="bold")
     with common.open_store(args) as store:
-        with common.progress_bar() as bar:
+        if cfg.resume:
+            cfg.resume = store.get_run(cfg.resume)["id"]  # an unknown run is an error before anything runs
+        if cfg.data is None:
+            banner("no ImageNet-val (--data or $PERFKIT_IMAGENET_VAL): measured accuracy is skipped; "
+                   "reports show published accuracy, labelled as such", style="bold")
+        with common.progress(args) as bar:
             result = pipeline.run_pipeline(cfg, store, bar)
         run_row, records = load_run(store, result.run_id)
-        for item in summary_table(run_row, records):
-            console.print(item)
+        if args.json:
+            from perfkit.report.console import print_json
+
+            print_json({"run_id": result.run_id, "records": [common.record_json(r) for r in records]})
+        else:
+            for item in summary_table(run_row, records):
+                console.print(item)
         html = render_html(store, result.run_id, args.html or Path("reports") / f"{result.run_id}.html")
+    out = err_console if args.json else console
     for line in result.skipped:
-        console.print(f"[dim]resumed: skipped {escape(line)} (finished earlier)[/]")
-    console.print(f"run {result.run_id} finished in {result.seconds:.0f} s; HTML report: [bold]{escape(str(html))}[/]")
+        out.print(f"[dim]resumed: skipped {escape(line)} (finished earlier)[/]")
+    out.print(f"run {result.run_id} finished in {result.seconds:.0f} s; HTML report: [bold]{escape(str(html))}[/]")
     for line in result.failures:
         err_console.print(f"[red]failed:[/] {escape(line)}")
     return 1 if result.failures else 0

@@ -51,8 +51,8 @@ def test_the_shared_options_are_where_they_belong():
     assert set(_having("--precision")) == {"run", "export", "check", "validate", "profile"}
     assert set(_having("--resume")) == {"run", "train"}
     assert set(_having("--runtimes")) == {"run", "export", "check", "validate", "profile"}
-    # every command that measures or lists prints JSON on request (run writes its report instead)
-    assert set(_having("--json")) == set(COMMANDS) - {"run"}
+    # every command prints JSON on request
+    assert set(_having("--json")) == set(COMMANDS)
 
 
 @pytest.mark.parametrize("flag", ["-b", "--precision", "--json", "--resume", "-f", "--store", "--weights", "--device"])
