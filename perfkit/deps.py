@@ -1,7 +1,9 @@
 """Lazy imports of optional heavy dependencies.
 
-``import perfkit`` must work without TensorRT, a GPU, or NVML. Modules that need one of them call
-``require(...)`` at the point of use, which raises ``MissingDependency`` naming the pip extra.
+``import perfkit`` must work without TensorRT, a GPU, or NVML. Modules that need a library call
+``require(...)`` at the point of use, which raises ``MissingDependency`` saying how to install it:
+the pip extra of the backend that declares the library (derived from the backend registry), or a
+reinstall for a core dependency.
 """
 
 from __future__ import annotations
@@ -11,24 +13,33 @@ from types import ModuleType
 
 from perfkit.errors import MissingDependency
 
-# import name -> (pip extra, why perfkit needs it)
-_EXTRAS = {
-    "tensorrt": ("tensorrt", "TensorRT engines"),
-    "onnxruntime": ("onnx", "the ONNX Runtime runner"),
-    "onnx": ("onnx", "ONNX export"),
-    "onnxscript": ("onnx", "ONNX export"),
-    "pynvml": ("gpu", "NVML GPU memory"),
-    "plotly": ("report", "HTML charts"),
-    "timm": ("timm", "timm models and ImageNet metadata"),
+# Core dependencies (in pyproject's `dependencies`): import name -> what perfkit uses it for.
+_CORE = {
+    "onnx": "ONNX export", "onnxscript": "ONNX export", "onnxruntime": "the ONNX Runtime backend",
+    "pynvml": "NVML GPU memory", "plotly": "HTML charts", "jinja2": "the HTML report",
+    "timm": "timm models", "scipy": "the ImageNet devkit's meta.mat",
 }
 
 
+def extra_of(module: str) -> tuple[str | None, str]:
+    """(pip extra or None for a core dependency, why perfkit needs ``module``)."""
+    top = module.split(".")[0]
+    if top in _CORE:
+        return None, _CORE[top]
+    from perfkit.backends import all_backends
+
+    for backend in all_backends():
+        if top in (m.split(".")[0] for m in backend.requires):
+            return backend.extra, f"the {backend.name} backend"
+    return None, ""
+
+
 def require(module: str) -> ModuleType:
-    """Import ``module`` or raise ``MissingDependency`` naming the extra that provides it."""
+    """Import ``module`` or raise ``MissingDependency`` saying how to install it."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        extra, why = _EXTRAS.get(module.split(".")[0], (module, ""))
+        extra, why = extra_of(module)
         raise MissingDependency(module, extra, why) from exc
 
 

@@ -1,7 +1,8 @@
 """Environment fingerprint: what a measurement ran on.
 
-Stored with every record so that two numbers can be compared only when their environments match.
-Reading it must never fail: a field that cannot be read is ``None``.
+Stored with every run so that two numbers are compared only when their environments match. It
+describes the run's own device (``cuda:1`` is described as cuda:1, not as GPU 0). Reading it never
+fails: a field that cannot be read is ``None``, with the reason where there is one.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import platform
 from importlib import metadata
 
-_LIBRARIES = ("torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "timm", "perfkit")
+CORE_LIBRARIES = ("torch", "torchvision", "timm", "perfkit")
 
 
 def _cpu_model() -> str | None:
@@ -27,9 +28,19 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def library_names() -> list[str]:
+    """Core libraries, then every backend's (derived from the backend registry)."""
+    from perfkit.backends import all_backends
+
+    names = list(CORE_LIBRARIES)
+    for backend in all_backends():
+        names += [*backend.cache_libraries, *backend.runtime_libraries]
+    return list(dict.fromkeys(names))
+
+
 def library_versions() -> dict[str, str]:
     out = {}
-    for name in _LIBRARIES:
+    for name in library_names():
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -37,38 +48,42 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _gpu() -> dict:
+def _gpu(device: str) -> dict:
     import torch
 
-    if not torch.cuda.is_available():
+    if not device.startswith("cuda") or not torch.cuda.is_available():
         return {"gpu_name": None}
-    props = torch.cuda.get_device_properties(0)
+    dev = torch.device(device)
+    props = torch.cuda.get_device_properties(dev)
     info = {
         "gpu_name": props.name,
+        "gpu_index": dev.index,
         "gpu_count": torch.cuda.device_count(),
         "compute_capability": f"{props.major}.{props.minor}",
         "gpu_memory_bytes": props.total_memory,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
     try:
+        from perfkit.device import nvml_handle
+
+        handle = nvml_handle(dev)
         import pynvml
 
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
         info["driver"] = pynvml.nvmlSystemGetDriverVersion()
         info["sm_clock_mhz"] = pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)
         info["sm_clock_max_mhz"] = pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM)
         info["mem_clock_mhz"] = pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_MEM)
-        pynvml.nvmlShutdown()
+        info["nvml_uuid"] = pynvml.nvmlDeviceGetUUID(handle)
     except Exception as exc:  # NVML is optional: record why it was not read
         info["nvml_error"] = f"{type(exc).__name__}: {exc}"
     return info
 
 
 @functools.cache
-def fingerprint() -> dict:
-    """The environment as a flat JSON-able dict (cached: it does not change within a process)."""
+def fingerprint(device: str = "cpu") -> dict:
+    """The environment of a run on ``device`` as a flat JSON-able dict (cached per device)."""
     import torch
 
     env = {
@@ -78,20 +93,16 @@ def fingerprint() -> dict:
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "device": device,
         "libraries": library_versions(),
     }
-    env.update(_gpu())
+    env.update(_gpu(device))
     return env
 
 
 def fingerprint_id(env: dict | None = None) -> str:
     """Short stable hash of the fingerprint, for grouping comparable records."""
     env = fingerprint() if env is None else env
-    stable = {k: v for k, v in env.items() if k not in ("sm_clock_mhz", "mem_clock_mhz", "torch_threads")}
+    volatile = ("sm_clock_mhz", "mem_clock_mhz", "torch_threads", "cuda_visible_devices")
+    stable = {k: v for k, v in env.items() if k not in volatile}
     return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,7 +1,8 @@
 """Errors a user can act on.
 
-Every error perfkit raises on purpose is a ``PerfkitError``: the CLI prints its message (no
-traceback) and exits with its ``exit_code``. Anything else is a bug and keeps its traceback.
+Every error perfkit raises on purpose is a ``PerfkitError``: the CLI prints its message on one line
+(no traceback) and exits with its ``exit_code``: 2 for bad input (a wrong name, path, option or
+file), 1 for a measurement that failed. Anything else is a bug and keeps its traceback.
 """
 
 
@@ -12,7 +13,7 @@ class PerfkitError(Exception):
 
 
 class UsageError(PerfkitError):
-    """Bad command-line input (unknown model, malformed option value)."""
+    """Bad command-line input (unknown model, malformed option value, unsupported combination)."""
 
 
 class WeightsError(PerfkitError):
@@ -20,15 +21,15 @@ class WeightsError(PerfkitError):
 
 
 class MissingDependency(PerfkitError):
-    """An optional extra is not installed; the message names the pip extra."""
+    """An optional library is not installed; the message says how to install it."""
 
-    def __init__(self, module: str, extra: str, why: str = ""):
+    def __init__(self, module: str, extra: str | None, why: str = ""):
         self.module = module
         self.extra = extra
         hint = f" ({why})" if why else ""
-        super().__init__(
-            f"'{module}' is not installed{hint}. Install it with: pip install 'perfkit[{extra}]'"
-        )
+        how = (f"pip install 'perfkit[{extra}]'" if extra else
+               "it is a core dependency of perfkit: reinstall perfkit (pip install -e .)")
+        super().__init__(f"'{module}' is not installed{hint}. Install it with: {how}")
 
 
 class ArtifactError(PerfkitError):
@@ -43,7 +44,11 @@ class InputError(PerfkitError):
     """A tensor given to a runner does not match the artifact (shape, dtype, batch range)."""
 
 
-class GateFailed(PerfkitError):
-    """A CI gate (accuracy drop, parity, regression) failed; exit code 1."""
+class MeasurementError(PerfkitError):
+    """A measurement ran and failed (a runtime crashed, an export failed, a check did not pass)."""
 
     exit_code = 1
+
+
+class GateFailed(MeasurementError):
+    """A CI gate (accuracy drop, parity, regression) failed."""

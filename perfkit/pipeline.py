@@ -1,28 +1,35 @@
 """``perfkit run``: the whole job for each model, one run id in the store.
 
-    complexity → export (every format this machine can build) → parity vs eager
+    model → complexity → export (every runtime this machine can build) → parity vs eager
     → ImageNet-val accuracy (when data is given) → profile → Rich summary → HTML report
 
 Each step calls the same library function as its own command (``summary``, ``export``, ``check``,
-``validate``, ``profile``), so the pipeline adds only order, resume and failure handling. A step
-that fails is recorded as an error and the pipeline goes on with the rest.
+``validate``, ``profile``), so the pipeline adds only the plan, resume and failure handling. A step
+that fails is recorded and the pipeline goes on with the rest.
+
+Resume: the pipeline knows the plan (models × runtimes × precisions × batches), so it knows every
+record each step must produce. A step counts as finished only when each of those records exists
+and is ok; otherwise its earlier records are marked superseded and the step runs again, so a
+resumed run ends with exactly one current record per planned key, and its status and exit code
+agree with those records.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from perfkit import deps
+from perfkit.context import NO_PROGRESS, Context, artifacts_dir
 from perfkit.errors import PerfkitError
-from perfkit.formats import BatchRange, Format, Precision
+from perfkit.profile import ProfilePlan, expected_keys
 from perfkit.profile.timing import TimingConfig
-from perfkit.store import Kind, Record, Store
-from perfkit.zoo.registry import SEED_MODELS, ModelSpec, resolve
+from perfkit.results import Failure, Kind, Where
+from perfkit.vocab import BatchRange, Precision
+from perfkit.zoo.registry import SEED_MODELS, resolve
 
 
 class Step(StrEnum):
@@ -33,36 +40,20 @@ class Step(StrEnum):
     PROFILE = "profile"
 
 
-# The record kinds whose presence (all ok) marks a step as finished, for --resume.
-_STEP_KINDS = {
-    Step.COMPLEXITY: (Kind.COMPLEXITY,),
-    Step.EXPORT: (Kind.EXPORT,),
-    Step.PARITY: (Kind.PARITY,),
-    Step.ACCURACY: (Kind.ACCURACY,),
-    Step.PROFILE: (Kind.LATENCY, Kind.MEMORY),
-}
-
 # Timing for the pipeline: enough iterations for a stable median, short enough that the four
 # seed models (VGG16 included) finish in minutes on a 2-core CPU. `perfkit profile` measures longer;
 # the pipeline also measures memory at the largest batch only (one process launch each).
 PIPELINE_TIMING = TimingConfig(warmup=1, warmup_seconds=0.2, iterations=8, min_seconds=0.5)
-
-
-def available_formats(device: str) -> list[Format]:
-    """Exported formats this machine can build and run."""
-    formats = [Format.TORCHSCRIPT, Format.ONNX, Format.AOTI]
-    if device.startswith("cuda") and deps.available("tensorrt"):
-        formats.append(Format.TENSORRT)
-    return formats
+EVAL_BATCH = 32
 
 
 @dataclass
 class RunConfig:
     models: list[str] = field(default_factory=lambda: list(SEED_MODELS))
     weights: str = "auto"
-    device: str = "cpu"
-    formats: list[Format] | None = None  # None: available_formats(device)
-    precision: Precision = Precision.FP32
+    device: str = "cpu"  # resolved: cpu or cuda:N
+    runtimes: list[str] | None = None  # None: every available backend marked for `perfkit run`
+    precisions: list[Precision] = field(default_factory=lambda: [Precision.FP32])
     batches: list[int] = field(default_factory=lambda: [1, 8])
     parity_samples: int = 8
     parity_batches: list[int] = field(default_factory=lambda: [1, 4])
@@ -71,62 +62,88 @@ class RunConfig:
     workers: int = 2
     cache: Path | None = None
     artifacts: Path | None = None
+    threads: int | None = None
+    options: dict = field(default_factory=dict)
     timing: TimingConfig = PIPELINE_TIMING
     memory: bool = True
     resume: str | None = None
     steps: tuple[Step, ...] = tuple(Step)
 
-    def resolved_formats(self) -> list[Format]:
-        return list(self.formats) if self.formats is not None else available_formats(self.device)
+    def backends(self) -> list:
+        """The exported runtimes measured beside eager (the reference is always measured)."""
+        from perfkit.backends import default_backends, parse_backends
+
+        chosen = parse_backends(self.runtimes) if self.runtimes is not None else default_backends(self.device)
+        return [b for b in chosen if not b.reference]
+
+    @property
+    def batch_range(self) -> BatchRange:
+        """One artifact serves parity, accuracy and profiling: the default range, widened if needed."""
+        return BatchRange.covering([*self.batches, *self.parity_batches, EVAL_BATCH])
+
+    def profile_plan(self) -> ProfilePlan:
+        from perfkit.backends import reference
+
+        return ProfilePlan((reference(), *self.backends()), tuple(self.batches), tuple(self.precisions), self.timing,
+                           self.memory, (max(self.batches),))
 
 
 @dataclass
 class PipelineResult:
     run_id: str
-    failures: list[str]  # "model step: error", one per failed step
-    skipped: list[str]  # steps skipped on resume
+    failures: list[str]  # "model kind runtime: error", one per current error record
+    skipped: list[str]  # steps skipped on resume ("lenet5 export")
     seconds: float
 
 
-def _finished(store: Store, run_id: str, model: str, step: Step) -> bool:
-    """A step is finished when the run holds records of its kinds for the model, none of them errors."""
-    records = [r for kind in _STEP_KINDS[step] for r in store.records(run_id, kind=kind, model=model)]
-    return bool(records) and all(r.status == "ok" for r in records)
+def run_pipeline(cfg: RunConfig, store, progress=NO_PROGRESS) -> PipelineResult:
+    """Run every step for every model (``progress`` shows which)."""
+    from perfkit.record import recording
 
-
-def run_pipeline(cfg: RunConfig, store: Store, on_step: Callable[[str, str], None] | None = None) -> PipelineResult:
-    """Run every step for every model; ``on_step(model, step)`` lets the caller show progress."""
     started = time.perf_counter()
-    notify = on_step or (lambda model, step: None)
-    failures: list[str] = []
+    resume_id = store.get_run(cfg.resume)["id"] if cfg.resume else None  # unknown: an error, never a new run
     skipped: list[str] = []
-    formats = cfg.resolved_formats()
-    # --resume takes an id, a unique prefix or "latest"; an unknown one is an error, never a new run.
-    resume_id = store.get_run(cfg.resume)["id"] if cfg.resume else None
-    with store.run(run_id=resume_id) as run_id:
+    backends = cfg.backends()
+    ctx = Context(device=cfg.device, artifacts=artifacts_dir(cfg.artifacts), threads=cfg.threads,
+                  options=cfg.options, progress=progress)
+    with recording(store, run_id=resume_id, device=cfg.device) as rec:
         data = _open_data(cfg) if Step.ACCURACY in cfg.steps and cfg.data else None
         for name in cfg.models:
             try:
                 spec = resolve(name, cfg.weights)
             except PerfkitError as exc:
-                store.add(Record.failure(Kind.COMPLEXITY, name, exc), run_id)
-                failures.append(f"{name}: {exc}")
+                if resume_id:
+                    store.supersede(rec.run_id, name, (Kind.MODEL,))
+                rec.add(Failure.of(Kind.MODEL, Where(name), exc))
                 continue
+            rec.model(spec)
             for step in cfg.steps:
                 if step is Step.ACCURACY and data is None:
                     continue
-                if cfg.resume and _finished(store, run_id, spec.name, step):
+                plan = STEPS[step]
+                if resume_id and store.finished(rec.run_id, spec.name, plan.kinds, plan.keys(cfg, spec, backends)):
                     skipped.append(f"{spec.name} {step}")
                     continue
-                notify(spec.label, str(step))
-                try:
-                    errors = _STEPS[step](cfg, spec, store, run_id, formats, data, notify)
-                except PerfkitError as exc:
-                    store.add(Record.failure(_STEP_KINDS[step][0], spec.name, exc,
-                                             weights=spec.weights.identity, device=cfg.device), run_id)
-                    errors = [str(exc)]
-                failures += [f"{spec.name} {step}: {e}" for e in errors]
-    return PipelineResult(run_id, failures, skipped, time.perf_counter() - started)
+                if resume_id:
+                    store.supersede(rec.run_id, spec.name, plan.kinds)
+                progress.update(f"{spec.label}: {step}")
+                _run_step(rec, plan, cfg, spec, backends, ctx, data)
+        current = store.records(rec.run_id)
+        failed = [r for r in current if r.status == "error" or (r.kind == Kind.PARITY and not r.metrics.get("passed"))]
+        if failed:  # the run's status and exit code follow its current records, resumed ones included
+            rec.fail(f"{len(failed)} failed measurement(s)")
+    failures = [f"{r.model} {r.kind}{' ' + r.runtime if r.runtime else ''}{'' if r.batch is None else f' batch {r.batch}'}: "
+                f"{r.error or '; '.join(r.metrics.get('failures') or ['parity FAILED'])}" for r in failed]
+    return PipelineResult(rec.run_id, failures, skipped, time.perf_counter() - started)
+
+
+def _run_step(rec, plan: "StepPlan", cfg: RunConfig, spec, backends, ctx, data) -> None:
+    try:
+        rec.add_all(plan.run(cfg, spec, backends, ctx, data))
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # a step that fails as a whole is recorded; the others go on
+        rec.add(Failure.of(plan.kinds[0], Where.of(spec, device=cfg.device), exc))
 
 
 def _open_data(cfg: RunConfig):
@@ -135,76 +152,96 @@ def _open_data(cfg: RunConfig):
     return open_imagenet(cfg.data).take(cfg.limit, None)
 
 
-# -- steps: each returns the list of error texts it recorded ---------------------------------------
-
-
-def _complexity(cfg, spec: ModelSpec, store, run_id, formats, data, notify) -> list[str]:
-    from perfkit.analysis.complexity import complexity_record
-
-    store.add(complexity_record(spec), run_id)
-    return []
-
-
-def _export(cfg, spec, store, run_id, formats, data, notify) -> list[str]:
-    from perfkit.export.artifact import export_and_record
-
-    errors = []
-    for fmt in formats:
-        notify(spec.label, f"export {fmt}")
-        _, error = export_and_record(store, run_id, spec, fmt, precision=cfg.precision, artifacts=cfg.artifacts,
-                                     batch=_batch_range(cfg), device=cfg.device)
-        if error:
-            errors.append(f"{fmt}: {error}")
-    return errors
-
-
-def _parity(cfg, spec, store, run_id, formats, data, notify) -> list[str]:
-    from perfkit.accuracy.parity import check_model
-
-    check = check_model(spec, formats, store=store, run_id=run_id, batches=cfg.parity_batches,
-                        samples=cfg.parity_samples, precision=cfg.precision, device=cfg.device,
-                        artifacts=cfg.artifacts, batch_range=_batch_range(cfg),
-                        on_step=lambda text: notify(spec.label, text))
-    return [f"{r['runtime']} batch {r['batch']}: {r.get('error') or '; '.join(r.get('failures') or [])}"
-            for r in check.failed]
-
-
-def _accuracy(cfg, spec, store, run_id, formats, data, notify) -> list[str]:
-    from perfkit.accuracy.harness import validate_model
-
-    outcome = validate_model(spec, data, store=store, run_id=run_id, formats=[Format.EAGER, *formats],
-                             precision=cfg.precision, device=cfg.device, artifacts=cfg.artifacts,
-                             workers=cfg.workers, cache_dir=cfg.cache, progress=True,
-                             out_dir=store.path.parent / "validate" / run_id)
-    errors = [f"{fmt}: {type(exc).__name__}: {exc}" for fmt, exc in outcome.open_errors.items()]
-    errors += [f"{name}: {acc.error}" for name, acc in outcome.result.runtimes.items() if not acc.ok]
-    return errors
-
-
-def _profile(cfg, spec, store, run_id, formats, data, notify) -> list[str]:
-    from perfkit.profile import profile_model
-
-    result = profile_model(spec, store=store, run_id=run_id, formats=[Format.EAGER, *formats], batches=cfg.batches,
-                           precisions=(cfg.precision,), device=cfg.device, artifacts=cfg.artifacts,
-                           config=cfg.timing, memory=cfg.memory, memory_batches=[max(cfg.batches)],
-                           on_step=lambda text: notify(spec.label, text))
-    return [f"{r['runtime']} batch {r['batch']}: {r['error']}" for r in result.rows if r.get("error")]
-
-
-_STEPS = {
-    Step.COMPLEXITY: _complexity,
-    Step.EXPORT: _export,
-    Step.PARITY: _parity,
-    Step.ACCURACY: _accuracy,
-    Step.PROFILE: _profile,
-}
-
-
-def _batch_range(cfg: RunConfig) -> BatchRange:
-    """One artifact serves parity, accuracy and profiling: the default range, widened if needed."""
-    return BatchRange.covering([*cfg.batches, *cfg.parity_batches])
-
-
 def default_data() -> Path | None:
     value = os.environ.get("PERFKIT_IMAGENET_VAL")
     return Path(value) if value else None
+
+
+# -- the steps: what each runs, and the record keys it must produce -----------------------------------
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    kinds: tuple[Kind, ...]
+    run: Callable[..., Iterable]
+    keys: Callable[..., set[tuple]]
+
+
+def _key(kind: Kind, where: Where) -> tuple:
+    return (str(kind), where.model, where.runtime, where.precision, where.batch, where.device)
+
+
+def _complexity(cfg, spec, backends, ctx, data) -> Iterator:
+    from perfkit.analysis import analyze
+
+    yield analyze(spec)
+
+
+def _complexity_keys(cfg, spec, backends) -> set[tuple]:
+    return {_key(Kind.COMPLEXITY, Where.of(spec, "eager", Precision.FP32, 1, "cpu"))}
+
+
+def _export(cfg, spec, backends, ctx, data) -> Iterator:
+    from perfkit.backends import export_each
+
+    exported = [b for b in backends if b.needs_artifact]
+    for p in cfg.precisions:
+        yield from export_each(spec, exported, ctx, precision=p, batch=cfg.batch_range)
+
+
+def _export_keys(cfg, spec, backends) -> set[tuple]:
+    return {_key(Kind.EXPORT, Where.of(spec, b.name, p, cfg.batch_range.max, cfg.device))
+            for b in backends if b.needs_artifact for p in cfg.precisions}
+
+
+def _parity(cfg, spec, backends, ctx, data) -> Iterator:
+    from perfkit.accuracy.parity import ParityCheck, check_parity, synthetic_inputs
+    from perfkit.results import Failure as F
+
+    inputs = synthetic_inputs(spec, cfg.parity_samples)
+    for p in cfg.precisions:
+        for result in check_parity(spec, backends, ctx, inputs=(inputs, "synthetic"), batches=cfg.parity_batches,
+                                   precision=p, batch_range=cfg.batch_range):
+            if isinstance(result, (ParityCheck, F)):  # exports belong to the export step
+                yield result
+
+
+def _parity_keys(cfg, spec, backends) -> set[tuple]:
+    return {_key(Kind.PARITY, Where.of(spec, b.name, p, batch, cfg.device))
+            for b in backends for p in cfg.precisions for batch in cfg.parity_batches}
+
+
+def _accuracy(cfg, spec, backends, ctx, data) -> Iterator:
+    from perfkit.accuracy.harness import EvalOptions, validate_model
+
+    options = EvalOptions(batch_size=EVAL_BATCH, workers=cfg.workers, cache_dir=cfg.cache)
+    for p in cfg.precisions:
+        done = validate_model(spec, data, backends, ctx, precision=p, options=options)
+        yield done.result
+        yield from done.open_failures
+
+
+def _accuracy_keys(cfg, spec, backends) -> set[tuple]:
+    from perfkit.backends import reference
+
+    return {_key(Kind.ACCURACY, Where.of(spec, b.name, p, EVAL_BATCH, cfg.device))
+            for b in (reference(), *backends) for p in cfg.precisions}
+
+
+def _profile(cfg, spec, backends, ctx, data) -> Iterator:
+    from perfkit.profile import profile_model
+
+    return profile_model(spec, cfg.profile_plan(), ctx)
+
+
+def _profile_keys(cfg, spec, backends) -> set[tuple]:
+    return expected_keys(spec, cfg.profile_plan(), cfg.device)
+
+
+STEPS = {
+    Step.COMPLEXITY: StepPlan((Kind.COMPLEXITY,), _complexity, _complexity_keys),
+    Step.EXPORT: StepPlan((Kind.EXPORT,), _export, _export_keys),
+    Step.PARITY: StepPlan((Kind.PARITY,), _parity, _parity_keys),
+    Step.ACCURACY: StepPlan((Kind.ACCURACY,), _accuracy, _accuracy_keys),
+    Step.PROFILE: StepPlan((Kind.LATENCY, Kind.MEMORY), _profile, _profile_keys),
+}

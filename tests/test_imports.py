@@ -1,11 +1,25 @@
-"""Every module imports without the optional extras (tensorrt) and without a GPU."""
+"""Imports: every module loads without the optional extras (tensorrt) and without a GPU; the package's
+import graph is acyclic; data flows one way (measuring code never imports the store, the recorder,
+the report or Rich); every pip extra a backend names exists in pyproject.toml."""
 
+from __future__ import annotations
+
+import ast
 import importlib
 import pkgutil
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
+
+import pytest
 
 import perfkit
+
+REPO = Path(__file__).resolve().parents[1]
+ROOT = REPO / "perfkit"  # the package's source folder
+MEASURING = ("analysis", "accuracy", "profile", "train", "backends", "artifacts")
+NOT_FROM_MEASURING = ("perfkit.store", "perfkit.record", "perfkit.report", "rich")
 
 
 def _modules():
@@ -33,3 +47,170 @@ def test_help_on_every_command_has_an_example():
             "select", "regress"} <= set(sub.choices)
     for name, p in sub.choices.items():
         assert "example:" in p.format_help(), name
+
+
+# -- the import graph, read with ast ------------------------------------------------------------------
+
+def _package_modules(root: Path) -> dict[str, Path]:
+    """Dotted module name → file, for the package in ``root`` (its folder name is the package name)."""
+    out = {}
+    for path in root.rglob("*.py"):
+        parts = [root.name, *path.relative_to(root).with_suffix("").parts]
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    t = node.test
+    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
+        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
+
+
+def _module_level_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    """Imports that run when the module is imported: not inside functions, not under ``if TYPE_CHECKING:``
+    (its ``else`` runs), but inside try/if/with/class bodies at module level."""
+    out = []
+
+    def walk(stmts):
+        for node in stmts:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                out.append(node)
+            elif isinstance(node, ast.If) and _is_type_checking(node):
+                walk(node.orelse)
+            else:
+                for field in ("body", "orelse", "finalbody"):
+                    walk(getattr(node, field, None) or [])
+                for handler in getattr(node, "handlers", None) or []:
+                    walk(handler.body)
+
+    walk(tree.body)
+    return out
+
+
+def _all_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+
+
+def _imported_names(module: str, is_package: bool, node) -> list[str]:
+    """Absolute names an import statement imports (``from a import b``: ``a.b``, which may be a module)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    base = node.module or ""
+    if node.level:  # relative: resolve against this module's package
+        package = module.split(".") if is_package else module.split(".")[:-1]
+        package = package[:len(package) - (node.level - 1)]
+        base = ".".join([*package, *([base] if base else [])])
+    return [base, *(f"{base}.{a.name}" for a in node.names)]
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Module → the package's modules it imports at module level (``from a import b`` goes to ``a.b`` when
+    that is a module, else to ``a``)."""
+    modules = _package_modules(root)
+    graph = {}
+    for name, path in modules.items():
+        edges = set()
+        for node in _module_level_imports(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            names = _imported_names(name, path.name == "__init__.py", node)
+            if isinstance(node, ast.ImportFrom):
+                base, members = names[0], names[1:]
+                targets = [m if m in modules else base for m in members]
+            else:
+                targets = names
+            edges |= {t for t in targets if t in modules and t != name}
+        graph[name] = edges
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node):
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_the_import_graph_is_acyclic():
+    graph = import_graph(ROOT)
+    assert set(graph) >= {"perfkit", "perfkit.cli", "perfkit.store.sqlite", "perfkit.backends.onnxruntime"}
+    assert "perfkit.results" in graph["perfkit.record"] and "perfkit.store.schema" in graph["perfkit.record"]
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_finder_sees_cycles_and_skips_what_does_not_run(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("from pkg.sub.b import B\n")
+    (pkg / "a.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import c\n"
+                              "def f():\n    import pkg.c\n")
+    (pkg / "c.py").write_text("import pkg.a\n")
+    (pkg / "sub" / "b.py").write_text("try:\n    from .. import c\nexcept ImportError:\n    pass\nB = 1\n")
+    graph = import_graph(pkg)
+    assert graph["pkg.a"] == set()  # TYPE_CHECKING and function-level imports do not run at import time
+    assert graph["pkg.sub.b"] == {"pkg.c"} and graph["pkg.sub"] == {"pkg.sub.b"}
+    assert find_cycle(graph) is None
+    (pkg / "a.py").write_text("from pkg.sub import B\n")  # a -> sub -> sub.b -> c -> a
+    assert find_cycle(import_graph(pkg)) == ["pkg.a", "pkg.sub", "pkg.sub.b", "pkg.c", "pkg.a"]
+
+
+@pytest.mark.parametrize("package", MEASURING)
+def test_measuring_code_never_imports_the_store_the_recorder_the_report_or_rich(package):
+    """Measuring code returns typed results; recording and rendering are the caller's (anywhere in a
+    module: at the top or inside a function)."""
+    modules = {n: p for n, p in _package_modules(ROOT).items() if n.split(".")[1:2] == [package]}
+    assert modules, package
+    offences = []
+    for name, path in modules.items():
+        for node in _all_imports(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            for imported in _imported_names(name, path.name == "__init__.py", node):
+                if any(imported == f or imported.startswith(f + ".") for f in NOT_FROM_MEASURING):
+                    offences.append(f"{name}:{node.lineno} imports {imported}")
+    assert offences == []
+
+
+def test_the_layering_check_would_see_an_offence():
+    tree = ast.parse("def f():\n    from perfkit.report.console import console\n    from .. import record\n")
+    names = [n for node in _all_imports(tree) for n in _imported_names("perfkit.profile.x", False, node)]
+    assert "perfkit.report.console" in names and "perfkit.record" in names
+
+
+# -- packaging ----------------------------------------------------------------------------------------
+
+def test_every_backend_extra_is_defined_in_pyproject():
+    from perfkit.backends import all_backends
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    extras = pyproject["project"]["optional-dependencies"]
+    named = {b.name: b.extra for b in all_backends() if b.extra}
+    assert named, "no backend names an extra: this test checks nothing"
+    missing = {name: extra for name, extra in named.items() if extra not in extras or not extras[extra]}
+    assert missing == {}, f"backends name pip extras pyproject.toml does not define: {missing}"
+    # and MissingDependency's hint is one a user can run
+    from perfkit.errors import MissingDependency
+
+    for extra in named.values():
+        assert f"pip install 'perfkit[{extra}]'" in str(MissingDependency("x", extra))

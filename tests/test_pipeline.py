@@ -5,7 +5,6 @@ import pytest
 from perfkit import pipeline
 from perfkit.cli import main
 from perfkit.errors import PerfkitError
-from perfkit.formats import Format
 from perfkit.profile.timing import TimingConfig
 from perfkit.store import Kind, Store
 
@@ -13,9 +12,13 @@ FAST = TimingConfig(warmup=1, warmup_seconds=0.0, iterations=3, min_seconds=0.0)
 
 
 def _cfg(**kw):
-    base = dict(models=["lenet5"], formats=[Format.TORCHSCRIPT, Format.ONNX], batches=[1, 2], parity_samples=4,
+    base = dict(models=["lenet5"], weights="random", runtimes=["torchscript", "onnx"], batches=[1, 2], parity_samples=4,
                 parity_batches=[1, 2], timing=FAST, memory=False)
     return pipeline.RunConfig(**{**base, **kw})
+
+
+def _keys(records):
+    return sorted(r.key for r in records)
 
 
 def test_every_step_writes_its_records(store):
@@ -24,47 +27,88 @@ def test_every_step_writes_its_records(store):
     assert store.get_run(result.run_id)["status"] == "ok"
     recs = store.records(result.run_id)
     kinds = {(r.kind, r.runtime) for r in recs}
-    assert (Kind.COMPLEXITY, "eager") in kinds
+    assert (Kind.MODEL, None) in kinds and (Kind.COMPLEXITY, "eager") in kinds
     for fmt in ("torchscript", "onnx"):
         assert (Kind.EXPORT, fmt) in kinds and (Kind.PARITY, fmt) in kinds
     latency = {(r.runtime, r.batch) for r in recs if r.kind == Kind.LATENCY}
     assert latency == {(rt, b) for rt in ("eager", "torchscript", "onnx") for b in (1, 2)}
     assert all(r.status == "ok" for r in recs)
     assert all(r.weights == "random:seed0" for r in recs)
+    # exactly the planned keys, each once
+    planned = set()
+    for plan in pipeline.STEPS.values():
+        planned |= plan.keys(_cfg(), _spec(), _cfg().backends())
+    measured = [r.key for r in recs if r.kind not in (Kind.MODEL, Kind.ACCURACY)]
+    assert sorted(measured) == sorted(k for k in planned if k[0] != "accuracy")
 
 
-def test_a_failing_step_is_recorded_and_the_rest_go_on(store, monkeypatch):
-    import perfkit.export.artifact as artifact
+def _spec():
+    from perfkit.zoo.registry import resolve
 
-    real = artifact.ensure_artifact
+    return resolve("lenet5", "random")
 
-    def broken(spec, fmt, **kw):
-        if Format(fmt) is Format.ONNX:
-            raise RuntimeError("onnx exporter exploded")
-        return real(spec, fmt, **kw)
 
-    monkeypatch.setattr(artifact, "ensure_artifact", broken)
-    result = pipeline.run_pipeline(_cfg(), store)
-    assert any("onnx exporter exploded" in f for f in result.failures)
+# -- every kind of failure is recorded, the rest go on, and the exit code says so --------------------
+
+def _boom(*args, **kwargs):
+    raise RuntimeError("simulated failure")
+
+
+def _break(monkeypatch, kind):
+    import perfkit.analysis
+    import perfkit.artifacts
+    import perfkit.profile.latency
+    import perfkit.profile.memory
+
+    if kind == "complexity":
+        monkeypatch.setattr(perfkit.analysis, "analyze", _boom)
+    elif kind == "export":
+        real = perfkit.artifacts.ensure_artifact
+        monkeypatch.setattr(perfkit.artifacts, "ensure_artifact",
+                            lambda spec, backend, ctx, **kw: _boom() if backend.name == "onnx" else real(spec, backend, ctx, **kw))
+    elif kind == "parity":
+        from perfkit.accuracy import parity
+
+        real = parity.compare
+        monkeypatch.setattr(parity, "compare", lambda ref, cand, tol: real(ref, cand + 1.0, tol))
+    elif kind == "latency":
+        real = perfkit.profile.latency.time_runner
+        monkeypatch.setattr(perfkit.profile.latency, "time_runner",
+                            lambda runner, *a, **k: _boom() if runner.name == "onnx" else real(runner, *a, **k))
+    elif kind == "memory":
+        monkeypatch.setattr(perfkit.profile.memory, "measure_memory", _boom)
+
+
+@pytest.mark.parametrize("kind", ["complexity", "export", "parity", "latency", "memory"])
+def test_a_failing_step_is_recorded_the_rest_go_on_and_the_run_fails(kind, store, monkeypatch):
+    _break(monkeypatch, kind)
+    result = pipeline.run_pipeline(_cfg(memory=kind == "memory"), store)
+    assert any(f"lenet5 {kind}" in f for f in result.failures), result.failures
+    if kind in ("export", "latency"):  # only the broken runtime fails (its later steps with it)
+        assert all(" onnx " in f for f in result.failures), result.failures
+    assert store.get_run(result.run_id)["status"] == "failed"
     recs = store.records(result.run_id)
-    errors = [r for r in recs if r.status == "error"]
-    assert errors and all(r.runtime == "onnx" for r in errors)
-    # torchscript still exported, checked and profiled
-    assert any(r.kind == Kind.PARITY and r.runtime == "torchscript" and r.status == "ok" for r in recs)
-    assert any(r.kind == Kind.LATENCY and r.runtime == "torchscript" and r.status == "ok" for r in recs)
+    # the other runtime still went through every step
+    assert any(r.kind == Kind.LATENCY and r.runtime == "torchscript" and r.status == "ok" for r in recs) or kind == "latency"
+    if kind != "parity":
+        assert any(r.kind == kind and r.status == "error" for r in recs)
 
 
-def test_resume_skips_finished_steps(store):
-    first = pipeline.run_pipeline(_cfg(steps=(pipeline.Step.COMPLEXITY, pipeline.Step.EXPORT)), store)
-    n_before = len(store.records(first.run_id))
-    with pytest.raises(PerfkitError, match="no run"):
-        pipeline.run_pipeline(_cfg(resume="20990101"), store)
-    again = pipeline.run_pipeline(_cfg(resume=first.run_id[:15]), store)  # a unique prefix is enough
-    assert again.run_id == first.run_id
-    assert set(again.skipped) == {"lenet5 complexity", "lenet5 export"}
-    recs = store.records(first.run_id)
-    assert len([r for r in recs if r.kind == Kind.COMPLEXITY]) == 1  # not measured twice
-    assert any(r.kind == Kind.LATENCY for r in recs) and len(recs) > n_before
+def test_cli_exit_code_is_1_for_a_memory_failure(monkeypatch, capsys):
+    """`perfkit run` once exited 0 where `perfkit profile` exited 1 for the same memory failure."""
+    _break(monkeypatch, "memory")
+    code = main(["run", "lenet5", "--weights", "random", "-f", "torchscript", "-b", "1", "--parity-samples", "2"])
+    err = capsys.readouterr().err
+    assert code == 1 and "memory" in err and "simulated failure" in err
+
+
+def test_accuracy_on_a_model_that_is_not_an_imagenet_classifier_is_a_recorded_failure(store, tmp_path):
+    from perfkit.data.synthetic import make_imagenet_folder
+
+    make_imagenet_folder(tmp_path / "val", classes=[1, 2], per_class=1)
+    result = pipeline.run_pipeline(_cfg(data=tmp_path / "val", steps=(pipeline.Step.ACCURACY,)), store)
+    [failure] = result.failures
+    assert "accuracy" in failure and "1000-class" in failure
 
 
 def test_unknown_model_fails_alone(store):
@@ -73,10 +117,54 @@ def test_unknown_model_fails_alone(store):
     assert {r.model for r in store.records(result.run_id) if r.status == "ok"} == {"lenet5"}
 
 
+# -- resume -------------------------------------------------------------------------------------------
+
+def test_resume_skips_finished_steps_and_reruns_partial_ones(store):
+    first = pipeline.run_pipeline(_cfg(steps=(pipeline.Step.COMPLEXITY, pipeline.Step.EXPORT)), store)
+    with pytest.raises(PerfkitError, match="no run"):
+        pipeline.run_pipeline(_cfg(resume="20990101"), store)
+    # drop one latency record as if the run had been killed mid-profile
+    again = pipeline.run_pipeline(_cfg(resume=first.run_id[:15]), store)  # a unique prefix is enough
+    assert again.run_id == first.run_id
+    assert set(again.skipped) == {"lenet5 complexity", "lenet5 export"}
+    recs = store.records(first.run_id)
+    assert len([r for r in recs if r.kind == Kind.COMPLEXITY]) == 1  # not measured twice
+    assert len([r for r in recs if r.kind == Kind.MODEL]) == 1
+    keys = [r.key for r in recs]
+    assert len(keys) == len(set(keys))  # one current record per planned key
+
+
+def test_a_partly_finished_step_is_not_finished(store):
+    done = pipeline.run_pipeline(_cfg(), store)
+    with store._transaction() as db:  # a killed profile: only some latency records were written
+        db.execute("DELETE FROM records WHERE run_id=? AND kind='latency' AND runtime='onnx'", (done.run_id,))
+    again = pipeline.run_pipeline(_cfg(resume=done.run_id), store)
+    assert "lenet5 profile" not in again.skipped and "lenet5 parity" in again.skipped
+    recs = store.records(done.run_id)
+    latency = sorted((r.runtime, r.batch) for r in recs if r.kind == Kind.LATENCY)
+    assert latency == sorted((rt, b) for rt in ("eager", "torchscript", "onnx") for b in (1, 2))
+    old = store.records(done.run_id, include_superseded=True)
+    assert len(old) > len(recs)  # the earlier attempt is kept, marked superseded
+    assert store.get_run(done.run_id)["status"] == "ok" and again.failures == []
+
+
+def test_resume_after_a_failed_step_reruns_it_and_the_status_agrees(store, monkeypatch):
+    with monkeypatch.context() as m:
+        _break(m, "export")
+        failed = pipeline.run_pipeline(_cfg(), store)
+    assert store.get_run(failed.run_id)["status"] == "failed"
+    fixed = pipeline.run_pipeline(_cfg(resume=failed.run_id), store)
+    assert fixed.failures == [] and store.get_run(failed.run_id)["status"] == "ok"
+    assert "lenet5 export" not in fixed.skipped and "lenet5 parity" not in fixed.skipped
+    recs = store.records(failed.run_id)
+    assert all(r.status == "ok" for r in recs)
+    assert any(r.kind == Kind.PARITY and r.runtime == "onnx" and r.metrics["passed"] for r in recs)
+
+
 def test_cli_run_prints_summary_and_writes_html(tmp_path, capsys):
     html = tmp_path / "r.html"
-    code = main(["run", "lenet5", "-f", "torchscript", "--batch", "1", "--parity-samples", "2", "--no-memory",
-                 "--html", str(html)])
+    code = main(["run", "lenet5", "--weights", "random", "-f", "torchscript", "-b", "1", "--parity-samples", "2",
+                 "--no-memory", "--html", str(html)])
     out = capsys.readouterr().out
     assert code == 0
     assert "lenet5" in out and "(random)" in out and str(html) in out.replace("\n", "")
@@ -92,11 +180,29 @@ def test_accuracy_step_with_imagenet_folder(store, tmp_path):
     from perfkit.data.synthetic import make_imagenet_folder
 
     make_imagenet_folder(tmp_path / "val", classes=[1, 500], per_class=2)
-    cfg = _cfg(models=["resnet18"], formats=[Format.TORCHSCRIPT], batches=[1], parity_batches=[1],
-               data=tmp_path / "val")
+    cfg = _cfg(models=["resnet18"], runtimes=["torchscript"], batches=[1], parity_batches=[1], data=tmp_path / "val")
     result = pipeline.run_pipeline(cfg, store)
     assert result.failures == []
     acc = {r.runtime: r for r in store.records(result.run_id, kind=Kind.ACCURACY)}
     assert set(acc) == {"eager", "torchscript"}
     assert acc["eager"].metrics["images"] == 4
     assert acc["torchscript"].metrics["top1_correct"] == acc["eager"].metrics["top1_correct"]
+
+
+def test_cli_run_json_prints_the_records_of_the_run(tmp_path, capsys):
+    import json
+
+    code = main(["run", "lenet5", "--weights", "random", "-f", "onnx", "-b", "1", "--parity-samples", "2",
+                 "--no-memory", "--json", "--html", str(tmp_path / "r.html")])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    with Store() as store:
+        assert [r["kind"] for r in out["records"]] == [str(r.kind) for r in store.records(out["run_id"])]
+    assert {(r["kind"], r["runtime"]) for r in out["records"]} >= {("export", "onnx"), ("parity", "onnx"),
+                                                                    ("latency", "eager"), ("latency", "onnx")}
+
+
+def test_cli_run_resume_of_an_unknown_run_is_one_line_before_anything_runs(capsys):
+    assert main(["run", "lenet5", "--weights", "random", "--resume", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "no run" in err and "ImageNet" not in err

@@ -11,9 +11,8 @@ unreadable files skipped on purpose), or nothing is reported.
 from __future__ import annotations
 
 import json
-import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,12 +21,13 @@ import numpy as np
 import torch
 
 from perfkit.accuracy import metrics as M
+from perfkit.backends.base import Runner
 from perfkit.data.cache import TensorCache
 from perfkit.data.imagenet import ImageNetVal, synsets
+from perfkit.distributed import ALONE, Distributed
 from perfkit.errors import DatasetError, PerfkitError, UsageError
-from perfkit.formats import BatchRange, Format, Precision
-from perfkit.runtime.base import Runner
-from perfkit.store import Kind, Record, Store
+from perfkit.results import Failure, Kind, Where
+from perfkit.vocab import BatchRange, Precision
 from perfkit.zoo.preprocess import EvalTransform
 from perfkit.zoo.registry import ModelSpec
 
@@ -64,15 +64,7 @@ class _Decode(torch.utils.data.Dataset):
         return len(self.paths)
 
     def _pipeline(self):
-        if self.crops == 1:
-            return self.transform.pil_to_uint8()
-        from torchvision.transforms import v2
-
-        t = self.transform
-        resize = v2.Resize(t.resize_size, interpolation=v2.InterpolationMode(t.interpolation.lower()),
-                           antialias=t.antialias)
-        ten, to_tensor = v2.TenCrop(t.crop_size), v2.PILToTensor()
-        return lambda img: torch.stack([to_tensor(c) for c in ten(resize(img))])
+        return self.transform.pil_to_uint8() if self.crops == 1 else self.transform.ten_crop_uint8()
 
     def __getitem__(self, i: int):
         from PIL import Image
@@ -98,58 +90,6 @@ def _collate(items):
     cached = torch.tensor([it[2] for it in ok], dtype=torch.bool)
     failed = [(it[0], it[3]) for it in items if it[1] is None]
     return index, x, cached, failed
-
-
-def _normalize(x_u8: torch.Tensor, transform: EvalTransform, device: torch.device) -> torch.Tensor:
-    if device.type == "cpu":
-        return transform.normalize(x_u8)
-    # On a GPU, copy uint8 (4× less traffic) and normalise there with the same arithmetic.
-    x = x_u8.to(device, non_blocking=True).to(torch.float32).div_(255.0)
-    mean = torch.tensor(transform.mean, dtype=torch.float32, device=device).view(-1, 1, 1)
-    std = torch.tensor(transform.std, dtype=torch.float32, device=device).view(-1, 1, 1)
-    return (x - mean) / std
-
-
-# -- distributed (torchrun) ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Distributed:
-    """Rank and world size of a ``torchrun`` job; shards are contiguous, with no padding."""
-
-    rank: int
-    world: int
-
-    @classmethod
-    def from_env(cls, device: str = "cpu") -> "Distributed | None":
-        """Join the process group torchrun describes (gloo on CPU, nccl on GPU); None when alone."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return None
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            cuda = device.startswith("cuda")
-            if cuda:
-                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-            dist.init_process_group("nccl" if cuda else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size())
-
-    def shard(self, n: int) -> range:
-        return range(self.rank * n // self.world, (self.rank + 1) * n // self.world)
-
-    def gather(self, obj) -> list:
-        import torch.distributed as dist
-
-        out = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
-
-    @staticmethod
-    def close() -> None:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
 
 
 # -- results ------------------------------------------------------------------------------------------
@@ -197,68 +137,20 @@ class EvalResult:
     def complete(self) -> bool:
         return not self.unreadable_files
 
-    def row(self, label: str) -> dict:
-        """Raw metrics of one runtime, with the vocabulary's keys."""
-        r = self.runtimes[label]
-        ref = self.runtimes[self.reference]
-        published = self.spec.reference if not self.spec.random_weights else {}
-        m = {
-            "images": self.images, "dataset_images": self.data.full_size,
-            "top1_correct": r.counts.top1_correct, "top5_correct": r.counts.top5_correct,
-            "top1_pct": r.counts.top1_pct, "top5_pct": r.counts.top5_pct,
-            "ref_top1_pct": published.get("acc1_pct"), "ref_top5_pct": published.get("acc5_pct"),
-            "delta_top1_vs_eager_pp": r.counts.top1_pct - ref.counts.top1_pct,
-            "delta_top5_vs_eager_pp": r.counts.top5_pct - ref.counts.top5_pct,
-            "delta_top1_vs_ref_pp": (r.counts.top1_pct - published["acc1_pct"]) if published.get("acc1_pct") else None,
-            "flips_vs_eager": len(r.flipped_ids),
-            "flipped_ids": r.flipped_ids[:FLIPPED_IDS_IN_RECORD],
-            "flipped_ids_file": str(self.flips_file) if self.flips_file and r.flipped_ids else None,
-            "max_abs_diff_vs_eager": r.diff.max_abs if r.diff else 0.0,
-            "mean_abs_diff_vs_eager": r.diff.mean_abs if r.diff else 0.0,
-            "nonfinite_logits": r.diff.nonfinite if r.diff else 0,
-            "crops": self.crops, "limit": self.data.subset, "layout": self.data.layout,
-            "dataset_identity": self.data.identity[:16], "labels_from": self.data.labels_from,
-            "transform": self.transform.to_dict(), "transform_overrides": list(self.transform.overrides),
-            "unreadable": len(self.unreadable_files), "unreadable_files": self.unreadable_files,
-            "complete": self.complete, "seconds": self.seconds, "images_per_s": self.images / self.seconds if self.seconds else None,
-            "random_weights": self.spec.random_weights, "runner": label,
-        }
-        if r.real is not None:
-            m.update(real_images=r.real.images, real_top1_correct=r.real.top1_correct,
-                     real_top5_correct=r.real.top5_correct, real_top1_pct=r.real.top1_pct,
-                     real_top5_pct=r.real.top5_pct, real_labels=self.real_source)
-        if r.per_class is not None:
-            m["per_class"] = r.per_class
-        return m
-
-    def records(self) -> list[Record]:
-        """One accuracy record per runtime (an error record for a runtime that failed)."""
-        out = []
-        for label, r in self.runtimes.items():
-            cols = dict(runtime=r.runtime, precision=r.precision, batch=self.batch_size,
-                        weights=self.spec.weights.identity, device=self.device)
-            if r.ok:
-                out.append(Record(Kind.ACCURACY, self.spec.name, self.row(label), **cols))
-            else:
-                out.append(Record(Kind.ACCURACY, self.spec.name, {"runner": label}, status="error", error=r.error,
-                                  **cols))
-        return out
+    @property
+    def published(self) -> dict:
+        """Published accuracy of the weights that ran (none for random weights)."""
+        return {} if self.spec.random_weights else self.spec.reference
 
 
 # -- the pass ------------------------------------------------------------------------------------------
 
-def evaluate(spec: ModelSpec, data: ImageNetVal, runners: Mapping[str, Runner], *,
-             transform: EvalTransform | None = None, crops: int = 1, batch_size: int = 32, workers: int = 0,
-             cache_dir: Path | None = None, skip_unreadable: bool = False, per_class: bool = False,
-             real: tuple[list[list[int]], str] | None = None, dist: Distributed | None = None,
-             progress: bool = True, out_dir: Path | None = None) -> EvalResult:
-    """Evaluate every runner on ``data`` in one pass; the first runner is the reference (eager).
+@dataclass(frozen=True)
+class EvalOptions:
+    """How to evaluate (the knobs of ``perfkit validate``).
 
-    Args:
-        spec: the model (its ``num_classes`` must be 1000: labels are ImageNet-1k indices).
-        data: the validation set or a subset of it.
-        runners: label → un-entered runner; entered here, all at once, released at the end.
-        transform: preprocessing; default ``spec.preprocess``.
+    Attributes:
+        transform: preprocessing; None: the model's own (``spec.preprocess``).
         crops: 1 (center crop) or 10 (corners + center, mirrored; softmax averaged).
         batch_size: images per batch (each runner sees ``batch_size × crops`` inputs).
         workers: DataLoader worker processes decoding JPEGs (0: in this process).
@@ -267,55 +159,85 @@ def evaluate(spec: ModelSpec, data: ImageNetVal, runners: Mapping[str, Runner], 
             instead of failing on the first one.
         per_class: also count per class.
         real: ReaL labels and their source, from ``perfkit.data.imagenet.real_labels``.
-        dist: torchrun context; each rank evaluates a contiguous shard, rank 0 gets the totals.
-        progress: show a Rich progress bar on stderr (rank 0 only).
         out_dir: where the flipped-ids JSON goes (rank 0); None: not written.
+    """
+
+    transform: EvalTransform | None = None
+    crops: int = 1
+    batch_size: int = 32
+    workers: int = 0
+    cache_dir: Path | None = None
+    skip_unreadable: bool = False
+    per_class: bool = False
+    real: tuple | None = None
+    out_dir: Path | None = None
+
+    def check(self, spec: ModelSpec) -> None:
+        if spec.num_classes != 1000:
+            raise UsageError(f"{spec.name} has {spec.num_classes} classes; ImageNet-val needs a 1000-class model")
+        if self.crops not in (1, 10):
+            raise UsageError(f"--crops must be 1 or 10, got {self.crops}")
+        if self.batch_size < 1 or self.workers < 0:
+            raise UsageError("--batch must be >= 1 and --workers >= 0")
+
+
+def evaluate(spec: ModelSpec, data: ImageNetVal, runners: Mapping[str, Runner], options: EvalOptions = EvalOptions(),
+             *, dist: Distributed = ALONE, progress=None) -> EvalResult:
+    """Evaluate every runner on ``data`` in one pass; the first runner is the reference (eager).
+
+    Args:
+        spec: the model (its ``num_classes`` must be 1000: labels are ImageNet-1k indices).
+        data: the validation set or a subset of it.
+        runners: label → un-entered runner; entered here, all at once, released at the end.
+        options: see ``EvalOptions``.
+        dist: torchrun context; each rank evaluates a contiguous shard, rank 0 gets the totals.
+        progress: a ``perfkit.context.Progress`` (rank 0 reports); None: silent.
 
     Raises:
         DatasetError: an unreadable image (without ``skip_unreadable``), or a count that does
             not add up to the dataset size.
         UsageError: a model that is not a 1000-class ImageNet classifier, or bad options.
     """
-    transform = transform or spec.preprocess
-    if spec.num_classes != 1000:
-        raise UsageError(f"{spec.name} has {spec.num_classes} classes; ImageNet-val needs a 1000-class model")
-    if crops not in (1, 10):
-        raise UsageError(f"--crops must be 1 or 10, got {crops}")
+    from perfkit.context import NO_PROGRESS
+
+    options.check(spec)
     if not runners:
         raise UsageError("no runtime to evaluate")
-    labels = list(runners)
-    reference = labels[0]
+    options = replace(options, transform=options.transform or spec.preprocess)
     started = time.perf_counter()
     error: BaseException | None = None
     local: dict = {}
     try:
-        local = _local_pass(spec, data, runners, transform, crops, batch_size, workers, cache_dir,
-                            skip_unreadable, dist, progress)
+        local = _local_pass(spec, data, runners, options, dist, (progress or NO_PROGRESS) if dist.is_main else NO_PROGRESS)
     except Exception as exc:
-        if dist is None:
+        if not dist.enabled:
             raise
         error = exc  # raised below, after the other ranks learn of it
-    if dist is not None:
-        # Every rank reaches this gather, even one that failed, so no rank waits forever.
-        parts = dist.gather({"error": repr(error) if error else None, **({} if error else local)})
-        if error is not None:
-            raise error
-        failed = [(r, p["error"]) for r, p in enumerate(parts) if p["error"]]
-        if failed:
-            raise DatasetError(f"rank {failed[0][0]} failed: {failed[0][1]}")
-    else:
-        parts = [local]
-    seconds = time.perf_counter() - started
+    # Every rank reaches this gather, even one that failed, so no rank waits forever.
+    parts = dist.gather({"error": repr(error) if error else None, **({} if error else local)})
+    if error is not None:
+        raise error
+    failed = [(r, p["error"]) for r, p in enumerate(parts) if p["error"]]
+    if failed:
+        raise DatasetError(f"rank {failed[0][0]} failed: {failed[0][1]}")
+    result = _combine(spec, data, runners, options, parts, time.perf_counter() - started)
+    if options.out_dir is not None and dist.is_main and any(r.flipped_ids for r in result.runtimes.values()):
+        result.flips_file = write_flips(result, Path(options.out_dir))
+    return result
 
+
+def _combine(spec, data: ImageNetVal, runners: Mapping[str, Runner], options: EvalOptions, parts: list[dict],
+             seconds: float) -> EvalResult:
+    """Counts from every rank's per-image predictions, after checking that they cover the dataset exactly."""
+    labels = list(runners)
+    reference = labels[0]
     positions = np.concatenate([p["positions"] for p in parts]).astype(np.int64)
     unreadable = sorted(f for p in parts for f in p["unreadable"])
     expected = len(data)
     if (len(positions) + len(unreadable) != expected or len(set(positions.tolist())) != len(positions)
             or not set(positions.tolist()) <= set(data.indices)):
-        raise DatasetError(
-            f"evaluated {len(positions)} images (+{len(unreadable)} unreadable) but the dataset has {expected}: "
-            "refusing to report"
-        )
+        raise DatasetError(f"evaluated {len(positions)} images (+{len(unreadable)} unreadable) but the dataset has "
+                           f"{expected}: refusing to report")
     order = np.argsort(positions, kind="stable")
     positions = positions[order]
     samples = data.all_samples
@@ -325,7 +247,7 @@ def evaluate(spec: ModelSpec, data: ImageNetVal, runners: Mapping[str, Runner], 
     predictions: dict[str, np.ndarray] = {}
     ref_preds = np.concatenate([p["preds"][reference] for p in parts])[order]
     for label in labels:
-        runtime, precision = str(runners[label].format), str(runners[label].precision)
+        runtime, precision = runners[label].name, str(runners[label].precision)
         errors = [p["errors"][label] for p in parts if label in p["errors"]]
         if errors:
             results[label] = RuntimeAccuracy(label, runtime, precision, error=errors[0])
@@ -337,94 +259,107 @@ def evaluate(spec: ModelSpec, data: ImageNetVal, runners: Mapping[str, Runner], 
             for p in parts:
                 r.diff.merge(p["diffs"][label])
             r.flipped_ids = [ids[i] for i in M.flips(preds, ref_preds)]
-        if real is not None:
-            r.real = M.real_counts(preds, [samples[i].val_number for i in positions], real[0])
-        if per_class:
+        if options.real is not None:
+            r.real = M.real_counts(preds, [samples[i].val_number for i in positions], options.real[0])
+        if options.per_class:
             r.per_class = M.per_class(preds, gold, synsets())
         results[label] = r
-
-    result = EvalResult(
-        spec=spec, data=data, transform=transform, crops=crops, batch_size=batch_size,
+    return EvalResult(
+        spec=spec, data=data, transform=options.transform, crops=options.crops, batch_size=options.batch_size,
         device=str(runners[reference].device.type), reference=reference, runtimes=results, images=len(positions),
         unreadable_files=unreadable, seconds=seconds, decoded=sum(p["decoded"] for p in parts),
-        cache_hits=sum(p["cache_hits"] for p in parts), real_source=real[1] if real else None,
+        cache_hits=sum(p["cache_hits"] for p in parts), real_source=options.real[1] if options.real else None,
         image_ids=ids, predictions=predictions,
     )
-    if out_dir is not None and (dist is None or dist.rank == 0) and any(r.flipped_ids for r in results.values()):
-        result.flips_file = write_flips(result, Path(out_dir))
-    return result
 
 
-def _local_pass(spec, data, runners, transform, crops, batch_size, workers, cache_dir, skip_unreadable, dist,
+def _local_pass(spec, data: ImageNetVal, runners: Mapping[str, Runner], options: EvalOptions, dist: Distributed,
                 progress) -> dict:
     """This process's share: per-image top-5 per runtime, logit diffs, unreadable files."""
     labels = list(runners)
     reference = labels[0]
-    shard = dist.shard(len(data)) if dist is not None else range(len(data))
+    shard = dist.shard(len(data))
     samples = [data.samples[i] for i in shard]
     positions = [data.indices[i] for i in shard]
+    transform, crops = options.transform, options.crops
     shape = (3, transform.crop_size, transform.crop_size) if crops == 1 else (crops, 3, transform.crop_size,
                                                                                 transform.crop_size)
     cache = None
-    if cache_dir is not None:
-        cache = TensorCache(cache_dir, f"{transform.key()}-crops{crops}", data.identity, data.full_size, shape)
+    if options.cache_dir is not None:
+        cache = TensorCache(options.cache_dir, f"{transform.key()}-crops{crops}", data.identity, data.full_size, shape)
     dataset = _Decode([str(s.path) for s in samples], positions, transform, crops, cache)
-
-    preds: dict[str, list[np.ndarray]] = {label: [] for label in labels}
-    diffs = {label: M.LogitDiff() for label in labels[1:]}
-    errors: dict[str, str] = {}
-    evaluated: list[int] = []
-    unreadable: list[str] = []
-    decoded = hits = 0
+    state = _PassState(labels)
     with ExitStack() as stack:
         stack.enter_context(runners[reference])
         for label in labels[1:]:
             try:
                 stack.enter_context(runners[label])
             except Exception as exc:  # a runtime that will not load is recorded; the others go on
-                errors[label] = f"{type(exc).__name__}: {exc}"
+                state.errors[label] = f"{type(exc).__name__}: {exc}"
         device = runners[reference].device
-        loader = make_loader(dataset, batch_size, workers, pin=device.type == "cuda")
-        bar = _progress(len(samples), enabled=progress and (dist is None or dist.rank == 0),
-                        what=f"{spec.name} × {len(labels)} runtime(s)"
-                             + (f" [rank 0 of {dist.world}]" if dist is not None else ""))
-        with bar:
-            task = bar.add_task("validate", total=len(samples))
-            for index, x_u8, cached, failed in loader:
-                for i, why in failed:
-                    if not skip_unreadable:
-                        raise DatasetError(f"cannot read image {samples[i].path}: {why} "
-                                           "(fix or remove it, or pass --skip-unreadable to leave it out)")
-                    unreadable.append(samples[i].image_id)
-                if len(index):
-                    hits += int(cached.sum())
-                    decoded += int((~cached).sum())
-                    if cache is not None:
-                        for j in torch.nonzero(~cached).flatten().tolist():
-                            cache.put(positions[int(index[j])], x_u8[j])
-                    x = _normalize(x_u8, transform, device).reshape(-1, 3, transform.crop_size, transform.crop_size)
-                    ref_logits = _infer(runners[reference], x, len(index) * crops)
-                    preds[reference].append(M.top5(M.crop_scores(ref_logits, crops)))
-                    for label in labels[1:]:
-                        if label in errors:
-                            continue
-                        try:
-                            logits = _infer(runners[label], x, len(index) * crops)
-                        except Exception as exc:  # a runtime failing mid-pass is recorded; the others go on
-                            errors[label] = f"{type(exc).__name__}: {exc}"
-                            continue
-                        preds[label].append(M.top5(M.crop_scores(logits, crops)))
-                        diffs[label].update(logits, ref_logits)
-                    evaluated += [positions[int(i)] for i in index]
-                bar.advance(task, len(index) + len(failed))
+        loader = make_loader(dataset, options.batch_size, options.workers, pin=device.type == "cuda")
+        progress.start(f"{spec.name} × {len(labels)} runtime(s)" + (f" [rank 0 of {dist.world}]" if dist.enabled else ""),
+                       total=len(samples))
+        for index, x_u8, cached, failed in loader:
+            state.unreadable += _check_unreadable(failed, samples, options.skip_unreadable)
+            if len(index):
+                if cache is not None:
+                    for j in torch.nonzero(~cached).flatten().tolist():
+                        cache.put(positions[int(index[j])], x_u8[j])
+                x = transform.normalize(x_u8, None if device.type == "cpu" else device).reshape(-1, 3, transform.crop_size, transform.crop_size)
+                state.update(runners, x, len(index), crops, cached)
+                state.evaluated += [positions[int(i)] for i in index]
+            progress.update(advance=len(index) + len(failed))
     if cache is not None:
         cache.flush()
-    empty = np.empty((0, M.TOPK), np.int32)
-    return {
-        "positions": np.array(evaluated, dtype=np.int64),
-        "preds": {label: np.concatenate(p) if p else empty for label, p in preds.items()},
-        "diffs": diffs, "errors": errors, "unreadable": unreadable, "decoded": decoded, "cache_hits": hits,
-    }
+    return state.result()
+
+
+def _check_unreadable(failed, samples, skip: bool) -> list[str]:
+    for i, why in failed:
+        if not skip:
+            raise DatasetError(f"cannot read image {samples[i].path}: {why} "
+                               "(fix or remove it, or pass --skip-unreadable to leave it out)")
+    return [samples[i].image_id for i, _ in failed]
+
+
+class _PassState:
+    """What one process accumulates over its shard."""
+
+    def __init__(self, labels: list[str]):
+        self.labels = labels
+        self.preds: dict[str, list[np.ndarray]] = {label: [] for label in labels}
+        self.diffs = {label: M.LogitDiff() for label in labels[1:]}
+        self.errors: dict[str, str] = {}
+        self.evaluated: list[int] = []
+        self.unreadable: list[str] = []
+        self.decoded = self.hits = 0
+
+    def update(self, runners, x: torch.Tensor, n: int, crops: int, cached: torch.Tensor) -> None:
+        self.hits += int(cached.sum())
+        self.decoded += int((~cached).sum())
+        reference = self.labels[0]
+        ref_logits = _infer(runners[reference], x, n * crops)
+        self.preds[reference].append(M.top5(M.crop_scores(ref_logits, crops)))
+        for label in self.labels[1:]:
+            if label in self.errors:
+                continue
+            try:
+                logits = _infer(runners[label], x, n * crops)
+            except Exception as exc:  # a runtime failing mid-pass is recorded; the others go on
+                self.errors[label] = f"{type(exc).__name__}: {exc}"
+                continue
+            self.preds[label].append(M.top5(M.crop_scores(logits, crops)))
+            self.diffs[label].update(logits, ref_logits)
+
+    def result(self) -> dict:
+        empty = np.empty((0, M.TOPK), np.int32)
+        return {
+            "positions": np.array(self.evaluated, dtype=np.int64),
+            "preds": {label: np.concatenate(p) if p else empty for label, p in self.preds.items()},
+            "diffs": self.diffs, "errors": self.errors, "unreadable": self.unreadable, "decoded": self.decoded,
+            "cache_hits": self.hits,
+        }
 
 
 def _infer(runner: Runner, x: torch.Tensor, n: int) -> torch.Tensor:
@@ -440,21 +375,6 @@ def make_loader(dataset, batch_size: int, workers: int, pin: bool) -> torch.util
         dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate,
         pin_memory=pin, persistent_workers=False, prefetch_factor=4 if workers else None,
     )
-
-
-def _progress(total: int, enabled: bool, what: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-    from rich.text import Text
-
-    from perfkit.report.console import err_console
-
-    class Rate(ProgressColumn):
-        def render(self, task) -> Text:
-            speed = task.finished_speed or task.speed or (task.completed / task.elapsed if task.elapsed else None)
-            return Text("— img/s" if not speed else f"{speed:,.0f} img/s")
-
-    return Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), Rate(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=err_console, disable=not enabled, transient=False)
 
 
 def write_flips(result: EvalResult, out_dir: Path) -> Path:
@@ -494,94 +414,53 @@ def gate_failures(result: EvalResult, max_top1_drop: float | None = None,
     return out
 
 
-def open_error_failures(model: str, open_errors: Mapping[str, BaseException], max_top1_drop: float | None = None,
-                        min_relative: float | None = None) -> list[dict]:
-    """Gate-failure rows for runtimes that could not open: with any gate set, they fail it ("ran")."""
-    if max_top1_drop is None and min_relative is None:
-        return []
-    return [{"model": model, "runtime": fmt, "gate": "ran", "value": None, "limit": None,
-             "why": f"{type(exc).__name__}: {exc}"} for fmt, exc in open_errors.items()]
-
-
 # -- one model, every runtime --------------------------------------------------------------------------
 
 @dataclass
-class ModelValidation:
+class Validation:
     """One model's validation: the pass over the data, and the runtimes that could not even open."""
 
     result: EvalResult
-    open_errors: dict[str, BaseException] = field(default_factory=dict)  # runtime → why it did not open
+    open_failures: list[Failure] = field(default_factory=list)
 
     def gate_failures(self, max_top1_drop: float | None = None, min_relative: float | None = None) -> list[dict]:
         """``gate_failures`` of the result, then a "ran" row per runtime that could not open."""
-        return (gate_failures(self.result, max_top1_drop, min_relative)
-                + open_error_failures(self.result.spec.name, self.open_errors, max_top1_drop, min_relative))
+        rows = gate_failures(self.result, max_top1_drop, min_relative)
+        if max_top1_drop is not None or min_relative is not None:
+            rows += [{"model": f.where.model, "runtime": f.where.runtime, "gate": "ran", "value": None,
+                      "limit": None, "why": f.error} for f in self.open_failures]
+        return rows
 
 
-def validate_model(spec: ModelSpec, data: ImageNetVal, *, store: Store | None = None, run_id: str | None = None,
-                   formats: list[Format | str], precision: Precision | str = Precision.FP32, device: str = "cpu",
-                   artifacts: Path | None = None, overrides: Mapping | None = None, batch_size: int = 32,
-                   workers: int = 0, cache_dir: Path | None = None, crops: int = 1, skip_unreadable: bool = False,
-                   per_class: bool = False, real: tuple[list[list[int]], str] | None = None,
-                   dist: Distributed | None = None, progress: bool = True,
-                   out_dir: Path | None = None) -> ModelValidation:
-    """Validate one model on ``data`` in every runtime of ``formats`` (eager first, as the reference).
+def validate_model(spec: ModelSpec, data: ImageNetVal, backends: Sequence, ctx, *,
+                   precision: Precision | str = Precision.FP32, options: EvalOptions = EvalOptions(),
+                   dist: Distributed = ALONE) -> Validation:
+    """Validate one model on ``data`` in every runtime of ``backends`` (eager first, as the reference).
 
-    Applies the preprocessing ``overrides`` (recorded in the result), opens one runner per runtime
-    and runs ``evaluate``. An exported runtime that cannot open is kept in ``open_errors`` and the
-    others go on. With ``store`` (the lead rank of a torchrun job), writes one accuracy record per
-    runtime, and an error record per runtime that could not open, under ``run_id``.
-
-    Args:
-        spec: the model, as resolved (its own preprocessing).
-        data: the validation set or a subset of it.
-        store: where records go; None writes nothing (other ranks, or a caller that records itself).
-        run_id: the store's run the records belong to; required with ``store``.
-        formats: runtimes to evaluate; eager is added (first) when missing, duplicates are dropped.
-        precision: precision of every runtime.
-        device: "cpu", "cuda" or "cuda:N".
-        artifacts: artifact cache folder for exported runtimes (None: the default).
-        overrides: ``EvalTransform.with_overrides`` keywords (mean, std, resize_size, crop_size);
-            None values are not overrides.
-        progress: print the preprocessing banners and the progress bar (the lead rank only).
-        batch_size, workers, cache_dir, crops, skip_unreadable, per_class, real, dist, out_dir:
-            as in ``evaluate``.
+    Opens one runner per runtime (exporting what is missing) and runs ``evaluate``. An exported
+    runtime that cannot open becomes a ``Failure`` (kind accuracy) and the others go on.
 
     Raises:
-        PerfkitError: the model as a whole failed (eager did not open, bad data, bad options);
-            nothing is recorded for it here: the caller records the failure.
+        PerfkitError: the model as a whole failed (eager did not open, bad data, bad options).
     """
-    from perfkit.report.console import banner
-    from perfkit.runtime import open_runner  # looked up per call: exported runtimes load lazily
+    from perfkit.backends import get, open_runner, reference
 
-    if store is not None and run_id is None:
-        raise ValueError("validate_model: records written to a store need a run_id")
     precision = Precision(precision)
-    formats = [Format.EAGER] + [f for f in dict.fromkeys(map(Format, formats)) if f is not Format.EAGER]
-    transform = spec.preprocess.with_overrides(**(overrides or {}))
+    options.check(spec)
+    transform = options.transform or spec.preprocess
     spec = spec_with_transform(spec, transform)
-    if progress:
-        banner(f"{spec.label} preprocessing: {transform.describe()}  (from {transform.source})", style="bold")
-        if transform.overrides:
-            banner(f"WARNING: preprocessing overridden ({', '.join(transform.overrides)}); "
-                   "the published accuracy assumes the model's own", style="bold red")
+    chosen = [reference()] + [b for b in dict.fromkeys(map(get, backends)) if not b.reference]
+    batch = runner_batch(options.batch_size, options.crops)
     runners: dict[str, Runner] = {}
-    open_errors: dict[str, BaseException] = {}
-    for fmt in formats:
+    failures: list[Failure] = []
+    for backend in chosen:
+        ctx.progress.update(f"{spec.name}: opening {backend.name}")
         try:
-            runners[str(fmt)] = open_runner(spec, fmt, precision=precision, device=device, artifacts=artifacts,
-                                            batch=runner_batch(batch_size, crops))
+            runners[backend.name] = open_runner(spec, backend, ctx, precision=precision, batch=batch)
         except Exception as exc:  # an exported runtime that cannot open is recorded; the rest go on
-            if fmt is Format.EAGER:
+            if backend.reference:
                 raise
-            open_errors[str(fmt)] = exc
-    result = evaluate(spec, data, runners, transform=transform, crops=crops, batch_size=batch_size, workers=workers,
-                      cache_dir=cache_dir, skip_unreadable=skip_unreadable, per_class=per_class, real=real,
-                      dist=dist, progress=progress, out_dir=out_dir)
-    if store is not None:
-        for record in result.records():
-            store.add(record, run_id)
-        for fmt, exc in open_errors.items():
-            store.add(Record.failure(Kind.ACCURACY, spec.name, exc, runtime=fmt, precision=str(precision),
-                                     device=device.split(":")[0], weights=spec.weights.identity), run_id)
-    return ModelValidation(result, open_errors)
+            failures.append(Failure.of(Kind.ACCURACY, Where.of(spec, backend.name, precision, options.batch_size,
+                                                               ctx.device), exc))
+    result = evaluate(spec, data, runners, replace(options, transform=transform), dist=dist, progress=ctx.progress)
+    return Validation(result, failures)

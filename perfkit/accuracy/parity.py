@@ -13,14 +13,15 @@ relative bound alone would be loose.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from perfkit.errors import DatasetError, UsageError
-from perfkit.formats import Precision
+from perfkit.results import Failure, Kind, Where, describe
+from perfkit.vocab import BatchRange, Precision
 from perfkit.zoo.registry import ModelSpec
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
@@ -124,8 +125,10 @@ def compare(reference: torch.Tensor, candidate: torch.Tensor, tol: Tolerance) ->
         failures.append(f"max |Δ| is {max_rel:.3g} of the sample's largest logit (> max_rel {tol.max_rel:g})")
     if agreement < tol.min_top1_agreement:
         failures.append(f"top-1 agreement {agreement:.2%} < {tol.min_top1_agreement:.0%} (samples {flipped[:10]})")
+    # NaN/Inf logits make the distances meaningless: say NaN rather than the finite entries' 0.
     return ParityResult(
-        samples=n, max_abs_diff=d.max().item(), mean_abs_diff=d.mean().item(),
+        samples=n, max_abs_diff=float("nan") if nonfinite else d.max().item(),
+        mean_abs_diff=float("nan") if nonfinite else d.mean().item(),
         max_rel_diff=max_rel, cosine_min=cosine.min().item(),
         top1_agreement=agreement, top5_overlap=overlap.mean().item(), nonfinite=nonfinite,
         within_tolerance=within, passed=not failures, atol=tol.atol, rtol=tol.rtol,
@@ -193,83 +196,65 @@ def inputs_for(spec: ModelSpec, samples: int, data: str | Path | None = None, se
     return synthetic_inputs(spec, samples, seed), "synthetic"
 
 
-def reference_logits(spec: ModelSpec, inputs: torch.Tensor, batches: Iterable[int], device: str = "cpu") -> dict[int, torch.Tensor]:
+def reference_logits(spec: ModelSpec, inputs: torch.Tensor, batches: Iterable[int], ctx) -> dict[int, torch.Tensor]:
     """Eager fp32 logits for ``inputs`` at each batch size (the reference every runtime is held to)."""
-    from perfkit.formats import BatchRange
-    from perfkit.runtime import open_runner
+    from perfkit.backends import open_runner, reference
 
     batches = list(batches)
-    with open_runner(spec, "eager", device=device, batch=BatchRange(1, 1, max(batches))) as eager:
+    with open_runner(spec, reference(), ctx, batch=BatchRange(1, 1, max(batches))) as eager:
         return {b: logits(eager, inputs, b) for b in batches}
 
 
-def parity_record(spec: ModelSpec, runtime: str, precision: Precision | str, batch: int, device: str,
-                  result: ParityResult, inputs: str):
-    """The store record of one comparison (kind parity)."""
-    from perfkit.store.schema import Kind, Record
+@dataclass(frozen=True)
+class ParityCheck:
+    """One runtime compared with eager at one batch size, on ``source`` inputs (kind parity)."""
 
-    return Record(kind=Kind.PARITY, model=spec.name, runtime=str(runtime), precision=str(precision), batch=batch,
-                  weights=spec.weights.identity, device=device, metrics={**result.metrics(), "inputs": inputs})
-
-
-@dataclass
-class CheckResult:
-    """What ``check_model`` compared: one row per runtime × batch, and the inputs it used."""
-
-    rows: list[dict]
-    inputs: int
+    where: Where
+    result: ParityResult
     source: str  # "synthetic" or "data"
-    tol: Tolerance
-
-    @property
-    def failed(self) -> list[dict]:
-        return [r for r in self.rows if not r["passed"]]
 
 
-def check_model(spec: ModelSpec, formats: Iterable, *, store, run_id: str, batches: Iterable[int] = (1, 8),
-                samples: int = 32, data: str | Path | None = None, seed: int = 0,
-                precision: Precision | str = Precision.FP32, device: str = "cpu", artifacts: Path | None = None,
-                batch_range=None, options: dict | None = None, tol: Tolerance | None = None,
-                on_step=None) -> CheckResult:
-    """Parity of each exported runtime against eager on the same inputs, at each batch size.
+def check_parity(spec: ModelSpec, backends: Sequence, ctx, *, inputs: tuple[torch.Tensor, str],
+                 batches: Iterable[int] = (1, 8), precision: Precision | str = Precision.FP32,
+                 batch_range: BatchRange = BatchRange(), tol: Tolerance | None = None) -> Iterator:
+    """Parity of each runtime against eager fp32 on the same inputs, at each batch size.
 
-    Exports what is missing (recorded), writes one parity record per runtime × batch, and records a
-    runtime that cannot export, load or run as an error while the others go on.
+    ``inputs`` is ``(tensor, source)`` from ``inputs_for`` (source: "synthetic" or "data").
+
+    Yields, in order: an ``ExportResult`` for each artifact exported now (cache hits are not
+    repeated), a ``ParityCheck`` per runtime × batch, and a ``Failure`` (kind parity) per batch of a
+    runtime that cannot export, load or run — the others go on.
     """
-    from perfkit.export.artifact import export_and_record
-    from perfkit.formats import BatchRange, Format
-    from perfkit.runtime import runner_class
-    from perfkit.store.schema import Kind, Record
+    from perfkit.backends import export_each, get, make_runner
 
-    notify = on_step or (lambda text: None)
+    inputs, source = inputs
     batches = sorted(set(batches))
-    batch_range = batch_range or BatchRange()
     tol = tol or tolerance(precision)
-    options = options or {}
-    inputs, source = inputs_for(spec, samples, data, seed)
-    notify(f"{spec.name}: eager reference on {inputs.shape[0]} {source} inputs")
-    reference = reference_logits(spec, inputs, batches, device)
-    rows: list[dict] = []
-    for fmt in (Format(f) for f in formats):
-        base = {"model": spec.name, "runtime": str(fmt), "precision": str(precision), "device": device}
-        notify(f"{spec.name}: {fmt} artifact (export if not cached)")
-        artifact, error = export_and_record(store, run_id, spec, fmt, precision=precision, artifacts=artifacts,
-                                            batch=batch_range, device=device, record_cache_hit=False,
-                                            **options.get(fmt, {}))
-        if error:
-            rows += [{**base, "batch": b, "passed": False, "error": error} for b in batches]
+    ctx.progress.update(f"{spec.name}: eager reference on {inputs.shape[0]} {source} inputs")
+    reference = reference_logits(spec, inputs, batches, ctx)
+    for backend in map(get, backends):
+        where = Where.of(spec, backend.name, precision, device=ctx.device)
+        artifact, failed = None, None
+        for outcome in export_each(spec, [backend], ctx, precision=precision, batch=batch_range):
+            if isinstance(outcome, Failure):
+                failed = f"could not export or load: {outcome.error}"
+            else:
+                artifact = outcome.artifact
+                if not artifact.cached:
+                    yield outcome
+        if backend.needs_artifact and artifact is None and failed is None:
+            failed = "no artifact"
+        if failed:
+            yield from (Failure.of(Kind.PARITY, where.replace(batch=b), failed) for b in batches)
             continue
-        notify(f"{spec.name}: {fmt} on {inputs.shape[0]} inputs at batch {','.join(map(str, batches))}")
+        ctx.progress.update(f"{spec.name}: {backend.name} on {inputs.shape[0]} inputs at batch "
+                            f"{','.join(map(str, batches))}")
+        done: set[int] = set()
         try:
-            with runner_class(fmt)(spec, artifact, device=device) as runner:
+            with make_runner(spec, backend, ctx, artifact, precision=precision, batch=batch_range) as runner:
                 for b in batches:
                     result = compare(reference[b], logits(runner, inputs, b), tol)
-                    store.add(parity_record(spec, fmt, precision, b, device, result, source), run_id)
-                    rows.append({**base, "batch": b, **result.metrics(), "failures": result.failures, "error": None})
-        except Exception as exc:  # a runtime that cannot load or run fails its rows; the others go on
-            store.add(Record.failure(Kind.PARITY, spec.name, exc, runtime=str(fmt), precision=str(precision),
-                                     weights=spec.weights.identity, device=device), run_id)
-            done = {r["batch"] for r in rows if r["runtime"] == str(fmt)}
-            rows += [{**base, "batch": b, "passed": False, "error": f"{type(exc).__name__}: {exc}"}
-                     for b in batches if b not in done]
-    return CheckResult(rows, int(inputs.shape[0]), source, tol)
+                    done.add(b)
+                    yield ParityCheck(where.replace(batch=b), result, source)
+        except Exception as exc:  # a runtime that cannot load or run fails its batches; the others go on
+            yield from (Failure.of(Kind.PARITY, where.replace(batch=b), describe(exc)) for b in batches if b not in done)

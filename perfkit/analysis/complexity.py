@@ -133,26 +133,3 @@ def measure_complexity(spec, model: nn.Module | None = None) -> Complexity:
         non_trainable_params=total - trainable, macs=macs, flops=2 * macs, macs_by_op=by_op,
         uncounted_ops=uncounted,
     )
-
-
-def complexity_record(spec, model: nn.Module | None = None):
-    """Build the model once, count and summarise it: the ``complexity`` Record to store.
-
-    Metrics: the ``Complexity`` fields, the per-layer rows (``layers``: layer, module, output_shape,
-    params, repeat_of), the torchsummary MB estimates, ``params_outside_rows``, and the published
-    ``ref_params`` / ``ref_gmacs`` (None where the model has none).
-    """
-    from perfkit.analysis.summary import summarize  # summary imports count_params from here
-    from perfkit.store import Kind, Record
-
-    model = spec.build() if model is None else model
-    cx = measure_complexity(spec, model)
-    sm = summarize(spec, model)
-    metrics = cx.metrics()
-    metrics.update(
-        layers=[row.as_dict() for row in sm.layers], params_outside_rows=sm.params_outside_rows,
-        input_mb=sm.input_mb, forward_backward_mb=sm.forward_backward_mb, params_mb=sm.params_mb,
-        total_mb=sm.total_mb, ref_params=spec.reference.get("params"), ref_gmacs=spec.reference.get("gmacs"),
-    )
-    return Record(kind=Kind.COMPLEXITY, model=spec.name, metrics=metrics, runtime="eager", precision="fp32",
-                  batch=1, weights=spec.weights.identity, device=_device(model).type)

@@ -11,6 +11,11 @@
 //       [--format torchscript|aoti] [--device cpu|cuda] [--warmup 10] [--warmup-seconds 1]
 //       [--iterations 50] [--min-seconds 2] [--no-freeze] [--seed 0]
 //       [--input x.f32 --output logits.f32]   (raw little-endian float32, NCHW / (N, classes))
+//   perfkit-native-runner --model resnet18.ts --shape 3,224,224 --serve
+//       load once, then answer requests on stdin/stdout until EOF (perfkit's native Runner):
+//       request  = int64 N, then N*C*H*W float32 (little-endian, NCHW)
+//       response = int64 N, int64 K, then N*K float32 logits;
+//                  or int64 -1, int64 L, then L bytes of error text (the runner stays up)
 
 #include <torch/script.h>
 #include <torch/cuda.h>
@@ -47,7 +52,8 @@ struct Options {
   double warmup_seconds = 1.0;
   int iterations = 50;
   double min_seconds = 2.0;
-  bool freeze = true;
+  bool freeze = true;  // torch::jit::optimize_for_inference (freezes, then folds and fuses)
+  bool serve = false;
   uint64_t seed = 0;
 };
 
@@ -86,6 +92,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--output") o.output = next();
     else if (a == "--seed") o.seed = std::stoull(next());
     else if (a == "--no-freeze") o.freeze = false;
+    else if (a == "--serve") o.serve = true;
     else usage_error("unknown argument " + a);
   }
   if (o.model.empty()) usage_error("--model is required");
@@ -171,9 +178,10 @@ std::function<at::Tensor(const at::Tensor&)> load(const Options& o, const c10::D
   if (o.format == "torchscript") {
     auto module = std::make_shared<torch::jit::Module>(torch::jit::load(o.model, device));
     module->eval();
-    // A deployment freezes (weights folded in as constants); an already-frozen artifact has no
-    // `training` attribute left and is used as is.
-    if (o.freeze && module->hasattr("training")) *module = torch::jit::freeze(*module);
+    // A deployment optimises for inference as torch.jit.optimize_for_inference does in Python
+    // (freeze: weights folded in as constants, then conv/BN folding and fusions); an
+    // already-frozen artifact has no `training` attribute left and is used as is.
+    if (o.freeze && module->hasattr("training")) *module = torch::jit::optimize_for_inference(*module);
     frozen = !module->hasattr("training");
     return [module](const at::Tensor& x) {
       return module->forward({x}).toTensor();
@@ -185,6 +193,39 @@ std::function<at::Tensor(const at::Tensor&)> load(const Options& o, const c10::D
 #else
   throw std::runtime_error("this build has no AOTInductor loader (the installed torch lacks aoti_package headers)");
 #endif
+}
+
+bool read_exact(char* out, size_t n) {
+  std::cin.read(out, static_cast<std::streamsize>(n));
+  return static_cast<size_t>(std::cin.gcount()) == n;
+}
+
+void write_int(int64_t v) { std::cout.write(reinterpret_cast<const char*>(&v), sizeof v); }
+
+// The serve loop: one model load, then one forward per request, until stdin closes.
+int serve(const Options& o, const std::function<at::Tensor(const at::Tensor&)>& forward, const c10::Device& device) {
+  std::ios::sync_with_stdio(false);
+  int64_t n = 0;
+  while (read_exact(reinterpret_cast<char*>(&n), sizeof n)) {
+    if (n < 1 || n > (1 << 20)) throw std::runtime_error("bad request: batch " + std::to_string(n));
+    at::Tensor x = at::empty({n, o.shape[0], o.shape[1], o.shape[2]}, at::kFloat);
+    if (!read_exact(reinterpret_cast<char*>(x.data_ptr<float>()), x.numel() * sizeof(float)))
+      throw std::runtime_error("truncated request: expected " + std::to_string(x.numel()) + " floats");
+    try {
+      at::Tensor y = forward(x.to(device)).to(at::kCPU, at::kFloat).contiguous();
+      write_int(y.size(0));
+      write_int(y.numel() / y.size(0));
+      std::cout.write(reinterpret_cast<const char*>(y.data_ptr<float>()),
+                      static_cast<std::streamsize>(y.numel() * sizeof(float)));
+    } catch (const std::exception& e) {
+      std::string what = e.what();
+      write_int(-1);
+      write_int(static_cast<int64_t>(what.size()));
+      std::cout.write(what.data(), static_cast<std::streamsize>(what.size()));
+    }
+    std::cout.flush();
+  }
+  return 0;
 }
 
 int run(const Options& o) {
@@ -202,6 +243,7 @@ int run(const Options& o) {
   bool frozen = false;
   auto forward = load(o, device, frozen);
   double load_seconds = std::chrono::duration<double>(Clock::now() - t_load).count();
+  if (o.serve) return serve(o, forward, device);
 
   at::Tensor x = read_input(o).to(device);
   at::Tensor logits = forward(x);  // first call: also the parity output

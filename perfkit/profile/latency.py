@@ -1,51 +1,40 @@
 """Batch sweeps: every runtime × batch size, with out-of-memory back-off.
 
 Each runtime is opened once (exported first if needed, with a batch range that covers every
-requested batch) and timed at each batch in increasing order. A batch that does not fit becomes an
-error record and the larger batches of that runtime are skipped (they cannot fit either); any other
-failure becomes an error record for that batch and the sweep goes on.
+requested batch) and timed at each batch in increasing order. A batch that does not fit becomes a
+failure and the larger batches of that runtime are skipped (they cannot fit either); any other
+failure is reported for that batch and the sweep goes on.
 
-Runtime settings are the ones a deployment would use, so that no runtime looks slow through bad
-settings: eager runs under ``torch.inference_mode`` (optionally channels-last), TorchScript is
-frozen by its exporter, ONNX Runtime gets the thread count and full graph optimisation from its
-runner, and the native runner freezes the module it loads.
+Every runtime runs in its tuned configuration (its backend's own recommendation: see each module
+in perfkit/backends/), and the configuration each runner actually used is recorded with its timing.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
-from perfkit.formats import BatchRange, Format, Precision
-from perfkit.profile.timing import LatencyStats, NoisyTimingWarning, RunnerTiming, TimingConfig, time_runner
+from perfkit.profile import roofline
+from perfkit.profile.timing import NoisyTimingWarning, RunnerTiming, TimingConfig, time_runner
+from perfkit.results import Failure, Kind, Where, describe
+from perfkit.vocab import BatchRange, Precision
 
 
-@dataclass
-class SweepPoint:
-    """One runtime at one batch: its timing, or why there is none."""
+@dataclass(frozen=True)
+class LatencyResult:
+    """One runtime at one batch: its timing, the roofline position and the configuration it ran with."""
 
-    runtime: Format
-    batch: int
-    precision: Precision
-    device: str
-    timing: RunnerTiming | None = None
-    error: BaseException | None = None
-    threads: int | None = None
-    extra: dict = field(default_factory=dict)  # runtime-specific facts (native: load time, frozen)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.timing is not None
-
-
-def batch_range_for(batches: Iterable[int]) -> BatchRange:
-    """The batch range to ask the exporter for (see ``BatchRange.covering``)."""
-    return BatchRange.covering(batches)
+    where: Where
+    timing: RunnerTiming
+    threads: int | None
+    runtime_config: dict
+    self_timed: bool
+    roofline: dict = field(default_factory=dict)
+    flops_source: str | None = None
+    warnings: tuple[str, ...] = ()
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -56,127 +45,69 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return any(s in text for s in ("out of memory", "failed to allocate memory", "bad_alloc", "cudaerrormemoryallocation"))
 
 
-def runner_options(fmt: Format, *, channels_last: bool = False, threads: int | None = None) -> dict:
-    """Options each runner gets from the profiler (deployment settings)."""
-    if fmt is Format.EAGER:
-        return {"channels_last": channels_last}
-    if fmt is Format.ONNX and threads:
-        return {"threads": threads}
-    return {}
+def sweep(spec, backends: Iterable, batches: Iterable[int], ctx, *, precision: Precision | str = Precision.FP32,
+          config: TimingConfig = TimingConfig(), flops: tuple[int, str] | None = None) -> Iterator:
+    """Time every runtime in ``backends`` at every batch in ``batches``: a ``LatencyResult`` or a
+    ``Failure`` (kind latency) per runtime × batch, yielded as soon as it is measured.
 
-
-def sweep(spec, formats: Iterable[Format | str], batches: Iterable[int], *, precision: Precision | str = "fp32",
-          device: str = "cpu", artifacts: Path | None = None, config: TimingConfig = TimingConfig(),
-          channels_last: bool = False, threads: int | None = None,
-          on_point: Callable[[SweepPoint], None] | None = None, opener: Callable | None = None) -> list[SweepPoint]:
-    """Time every runtime in ``formats`` at every batch in ``batches``.
-
-    Args:
-        on_point: called with each point as soon as it is measured (to store it, advance a bar).
-        opener: ``open_runner`` (tests pass a fake).
+    ``flops``: (FLOPs per sample, how counted) for the roofline fields; None leaves them out.
     """
-    if opener is None:
-        from perfkit.runtime import open_runner as opener
+    from perfkit.backends import get, open_runner
+
     batches = sorted(set(batches))
     precision = Precision(precision)
-    brange = batch_range_for(batches)
-    previous_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        return _sweep(spec, formats, batches, precision, device, artifacts, config, channels_last, threads,
-                      on_point, opener, brange)
-    finally:  # the thread count is this sweep's setting, not the caller's
-        torch.set_num_threads(previous_threads)
-
-
-def _sweep(spec, formats, batches, precision, device, artifacts, config, channels_last, threads, on_point, opener,
-           brange) -> list[SweepPoint]:
-    points: list[SweepPoint] = []
-
-    def emit(point: SweepPoint) -> None:
-        points.append(point)
-        if on_point is not None:
-            on_point(point)
-
-    for fmt in map(Format, formats):
-        if fmt is Format.NATIVE:
-            for point in _sweep_native(spec, batches, precision, device, artifacts, config, threads, brange):
-                emit(point)
-            continue
+    brange = BatchRange.covering(batches)
+    # TensorRT (and any backend declaring the option) builds one profile per swept batch size.
+    ctx = ctx.replace(options={**ctx.options, "profile_batches": tuple(batches)})
+    for backend in map(get, backends):
+        where = Where.of(spec, backend.name, precision, device=ctx.device)
+        ctx.progress.update(f"timing {spec.name} {backend.name} {precision} batch {batches[0]}")
         try:
-            runner = opener(spec, fmt, precision=precision, device=device, artifacts=artifacts, batch=brange,
-                            **runner_options(fmt, channels_last=channels_last, threads=threads))
+            runner = open_runner(spec, backend, ctx, precision=precision, batch=brange)
             runner.__enter__()
-        except Exception as exc:  # export or load failed: every batch of this runtime is an error
+        except Exception as exc:  # export or load failed: every batch of this runtime fails
             for b in batches:
-                emit(SweepPoint(fmt, b, precision, device, error=exc))
+                yield Failure.of(Kind.LATENCY, where.replace(batch=b), exc)
+                ctx.progress.update(advance=1)
             continue
         try:
-            oom_at = None
-            for b in batches:
-                if oom_at is not None:
-                    emit(SweepPoint(fmt, b, precision, device, error=MemoryError(
-                        f"skipped: batch {oom_at} already ran out of memory")))
-                    continue
-                point = _time_point(runner, spec, fmt, b, precision, device, config)
-                if point.error is not None and is_out_of_memory(point.error):
-                    oom_at = b
-                    _free_device_memory(device)
-                emit(point)
+            yield from _sweep_runner(spec, runner, where, batches, ctx, config, flops)
         finally:
             runner.__exit__(None, None, None)
-    return points
 
 
-def _time_point(runner, spec, fmt: Format, batch: int, precision: Precision, device: str,
-                config: TimingConfig) -> SweepPoint:
-    point = SweepPoint(fmt, batch, precision, device,
-                       threads=getattr(runner, "threads", None) or torch.get_num_threads())
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", NoisyTimingWarning)
-            point.timing = time_runner(runner, spec.example_input(batch), config,
-                                       label=f"{spec.name} {fmt} batch {batch}")
-        point.warnings = [str(w.message) for w in caught if issubclass(w.category, NoisyTimingWarning)]
-    except Exception as exc:
-        point.error = exc
-    return point
+def _sweep_runner(spec, runner, where: Where, batches: list[int], ctx, config: TimingConfig, flops) -> Iterator:
+    for result in _time_batches(spec, runner, where, batches, ctx, config, flops):
+        yield result
+        ctx.progress.update(advance=1)
 
 
-def _free_device_memory(device: str) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def _sweep_native(spec, batches: list[int], precision: Precision, device: str, artifacts: Path | None,
-                  config: TimingConfig, threads: int | None, brange: BatchRange) -> list[SweepPoint]:
-    """The C++ runner times itself (it is this runtime's profiler); its raw samples come back."""
-    from perfkit.errors import UsageError
-    from perfkit.runtime.native import build_native, default_build_dir, run_native, torchscript_artifact
-
-    try:
-        if precision is not Precision.FP32:
-            raise UsageError(f"the native runner feeds float32 inputs to an fp32 TorchScript module, not {precision}")
-        build = build_native(default_build_dir(artifacts))
-        model_path = torchscript_artifact(spec, precision=precision, artifacts=artifacts, batch=brange)
-    except Exception as exc:
-        return [SweepPoint(Format.NATIVE, b, precision, device, error=exc) for b in batches]
-    out = []
+def _time_batches(spec, runner, where: Where, batches: list[int], ctx, config: TimingConfig, flops) -> Iterator:
+    oom_at = None
     for b in batches:
-        point = SweepPoint(Format.NATIVE, b, precision, device)
+        ctx.progress.update(f"timing {spec.name} {runner.name} {runner.precision} batch {b}")
+        if oom_at is not None:
+            yield Failure.of(Kind.LATENCY, where.replace(batch=b), f"MemoryError: skipped: batch {oom_at} already "
+                                                                   "ran out of memory")
+            continue
         try:
-            result = run_native(build.binary, model_path, input_size=spec.input_size, batch=b, threads=threads,
-                                device=device, warmup=config.warmup, warmup_seconds=config.warmup_seconds,
-                                iterations=config.iterations, min_seconds=config.min_seconds)
-            stats = LatencyStats.from_samples(result["samples_ms"], b, result["warmup_iterations"])
-            point.timing = RunnerTiming(stats, timer="native steady_clock" + (" + cuda sync" if "cuda" in device else ""))
-            point.threads = result["threads"]
-            point.extra = {"native_load_seconds": result["load_seconds"], "frozen": result["frozen"],
-                           "native_build_seconds": build.seconds, "artifact_path": str(model_path)}
-            if stats.noisy:
-                point.warnings.append(f"{spec.name} native batch {b}: latency CV {stats.cv:.1%} > 10%")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", NoisyTimingWarning)
+                timing = time_runner(runner, spec.example_input(b), config, label=f"{spec.name} {runner.name} batch {b}")
         except Exception as exc:
-            point.error = exc
-        out.append(point)
-    return out
+            if is_out_of_memory(exc):
+                oom_at = b
+                if runner.device.type == "cuda":
+                    torch.cuda.empty_cache()
+            yield Failure.of(Kind.LATENCY, where.replace(batch=b), describe(exc))
+            continue
+        config_used = runner.config()
+        threads = config_used.get("intra_op_threads") or config_used.get("intra_op_num_threads") or runner.threads
+        position = {}
+        if flops is not None:
+            peak = roofline.device_peak(str(runner.device), runner.precision,
+                                        threads if isinstance(threads, int) else None)
+            position = roofline.roofline(flops[0], b, timing.compute.median_ms, peak)
+        yield LatencyResult(where.replace(batch=b), timing, threads if isinstance(threads, int) else None,
+                            config_used, runner.self_timed, position, flops[1] if flops else None,
+                            tuple(str(w.message) for w in caught if issubclass(w.category, NoisyTimingWarning)))

@@ -7,11 +7,14 @@ runs it a few times at one batch, and reports:
 
 - CPU: the host peak RSS delta: VmHWM (reset through ``/proc/self/clear_refs``) after load and
   runs, minus VmRSS before the load; ``ru_maxrss`` is the fallback where the reset is refused.
-- CUDA, torch runtimes (eager, TorchScript, AOTI): the torch allocator's peak above what was
-  allocated before the load (``torch.cuda.max_memory_allocated``).
-- CUDA, ONNX Runtime and TensorRT (their own allocators): the NVML device-level used-memory delta
-  around load and runs, with the CUDA context's own overhead measured separately.
+- CUDA, runtimes on torch's caching allocator (eager, TorchScript, AOTI — whose weights go through
+  it too): the allocator's peak above what was allocated before the load.
+- CUDA, runtimes with their own allocators (ONNX Runtime, TensorRT): the NVML used-memory delta of
+  the run's own GPU (matched by UUID, not by index) around load and runs, with the CUDA context's
+  own overhead measured separately.
 - the artifact's size on disk and, for TensorRT, the engine's device memory.
+- a runtime in a process of its own (native) reports that process's host peak itself; on CUDA that
+  is host memory, and the record says so rather than putting it in the GPU column.
 
 Every number comes with the ``method`` that produced it.
 """
@@ -20,23 +23,34 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import resource
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from perfkit.errors import PerfkitError
-from perfkit.formats import BatchRange, Format, Precision
+from perfkit.errors import MeasurementError, PerfkitError
+from perfkit.results import Where, describe
+from perfkit.vocab import BatchRange, Precision
 
-_TORCH_RUNTIMES = (Format.EAGER, Format.TORCHSCRIPT, Format.AOTI)
-_RUNS = 3  # enough for lazy allocations (ORT arenas, TorchScript profiling runs) to happen
+RUNS = 3  # enough for lazy allocations (ORT arenas, TorchScript profiling runs) to happen
 
 
-def _status_bytes(field: str) -> int:
+@dataclass(frozen=True)
+class MemoryResult:
+    """Peak memory of one runtime at one batch (kind memory)."""
+
+    where: Where
+    peak_bytes: int
+    method: str
+    details: dict = field(default_factory=dict)  # other byte counts: artifact, engine, context, NVML delta
+
+
+def _status_bytes(name: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith(field + ":"):
+            if line.startswith(name + ":"):
                 return int(line.split()[1]) * 1024  # reported in kB
-    raise PerfkitError(f"/proc/self/status has no {field}")
+    raise PerfkitError(f"/proc/self/status has no {name}")
 
 
 class HostPeak:
@@ -60,12 +74,13 @@ class HostPeak:
 
 
 class _Nvml:
-    def __init__(self, index: int):
-        from perfkit.deps import require
+    def __init__(self, device: torch.device):
+        from perfkit.device import nvml_handle
 
-        self.pynvml = require("pynvml")
-        self.pynvml.nvmlInit()
-        self.handle = self.pynvml.nvmlDeviceGetHandleByIndex(index)
+        import pynvml
+
+        self.pynvml = pynvml
+        self.handle = nvml_handle(device)
 
     def used(self) -> int:
         return int(self.pynvml.nvmlDeviceGetMemoryInfo(self.handle).used)
@@ -80,30 +95,29 @@ def artifact_bytes(path: Path | str | None) -> int | None:
     return path.stat().st_size
 
 
-def _engine_device_bytes(runner) -> int | None:
-    # TensorRTRunner keeps its ICudaEngine as `_engine` (export branch); `engine` if it becomes public.
-    engine = getattr(runner, "engine", None) or getattr(runner, "_engine", None)
+def engine_device_bytes(runner) -> int | None:
+    engine = getattr(runner, "engine", None)
     if engine is None:
         return None
-    for attr in ("device_memory_size_v2", "device_memory_size"):  # TensorRT 10 renamed it
+    for attr in ("device_memory_size_v2", "device_memory_size"):  # TensorRT 10.x renamed it; 11 has only _v2
         if hasattr(engine, attr):
             return int(getattr(engine, attr))
     return None
 
 
-def _measure_here(spec, fmt: Format, batch: int, precision: Precision, device: str, artifacts: Path | None,
-                  brange: BatchRange, options: dict, threads: int | None) -> dict:
+def _measure_here(spec, backend: str, batch: int, precision: Precision, ctx, brange: BatchRange) -> dict:
     import torchvision  # noqa: F401  (library import is not the runtime's memory: load it before the baseline)
 
-    from perfkit.runtime import open_runner
+    from perfkit.backends import open_runner
 
-    if threads:
-        torch.set_num_threads(threads)
-    dev = torch.device(device)
+    if ctx.threads:
+        torch.set_num_threads(ctx.threads)
+    dev = torch.device(ctx.device)
     x = spec.example_input(batch)
-    out: dict = {"batch": batch}
+    out: dict = {}
     if dev.type == "cuda":
-        nvml = _Nvml(dev.index or 0)
+        torch.cuda.set_device(dev)
+        nvml = _Nvml(dev)
         before_context = nvml.used()
         torch.zeros(1, device=dev)  # creates the CUDA context
         torch.cuda.synchronize(dev)
@@ -114,91 +128,90 @@ def _measure_here(spec, fmt: Format, batch: int, precision: Precision, device: s
         x = x.to(dev)
     else:
         host = HostPeak()
-
-    with open_runner(spec, fmt, precision=precision, device=device, artifacts=artifacts, batch=brange,
-                     **options) as runner:
-        for _ in range(_RUNS):
+    with open_runner(spec, backend, ctx, precision=precision, batch=brange) as runner:
+        for _ in range(RUNS):
             runner.infer(x)
             runner.synchronize()
-        art = getattr(runner, "artifact", None)
-        out["artifact_bytes"] = artifact_bytes(getattr(art, "path", None))
-        out["engine_device_bytes"] = _engine_device_bytes(runner)
+        out["artifact_bytes"] = artifact_bytes(getattr(runner.artifact, "path", None))
+        out["engine_device_bytes"] = engine_device_bytes(runner)
         if dev.type == "cuda":
             out["nvml_delta_bytes"] = nvml.used() - after_context
-            if fmt in _TORCH_RUNTIMES:
+            if runner.torch_runtime:
                 out["peak_bytes"] = torch.cuda.max_memory_allocated(dev) - allocated_before
-                out["method"] = f"torch allocator peak (max_memory_allocated) over load + {_RUNS} runs"
+                out["method"] = f"torch allocator peak (max_memory_allocated) over load + {RUNS} runs"
             else:
                 out["peak_bytes"] = out["nvml_delta_bytes"]
-                out["method"] = (f"NVML device used delta after load + {_RUNS} runs, CUDA context excluded "
+                out["method"] = (f"NVML used delta of this GPU after load + {RUNS} runs, CUDA context excluded "
                                  "(device-wide: other processes on the GPU count too)")
         else:
             out["rss_delta_bytes"] = host.delta()
             out["peak_bytes"] = out["rss_delta_bytes"]
-            out["method"] = f"{host.method}, load + {_RUNS} runs"
+            out["method"] = f"{host.method}, load + {RUNS} runs"
     return out
 
 
 def _child(conn, *args) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it kills this child)
     try:
         conn.send(("ok", _measure_here(*args)))
     except BaseException as exc:  # sent to the parent, which raises it there
-        conn.send(("error", f"{type(exc).__name__}: {exc}", isinstance(exc, torch.OutOfMemoryError)))
+        conn.send(("error", describe(exc), isinstance(exc, torch.OutOfMemoryError)))
     finally:
         conn.close()
 
 
-def measure_memory(spec, fmt: Format | str, batch: int, *, precision: Precision | str = Precision.FP32,
-                   device: str = "cpu", artifacts: Path | None = None, brange: BatchRange = BatchRange(),
-                   options: dict | None = None, threads: int | None = None, timeout: float = 1800) -> dict:
-    """Memory metrics of one runtime at one batch (the shared ``memory`` vocabulary)."""
-    fmt, precision = Format(fmt), Precision(precision)
-    if fmt is Format.NATIVE:
-        return _measure_native(spec, batch, precision, device, artifacts, brange, threads)
+def measure_memory(spec, backend, batch: int, ctx, *, precision: Precision | str = Precision.FP32,
+                   brange: BatchRange = BatchRange(), timeout: float = 1800) -> MemoryResult:
+    """Peak memory of ``backend`` at ``batch``, measured in a fresh process."""
+    from perfkit.backends import get, make_runner, prepare
+    from perfkit.context import NO_PROGRESS
+
+    backend, precision = get(backend), Precision(precision)
+    where = Where.of(spec, backend.name, precision, batch, ctx.device)
+    if backend.runner.out_of_process:
+        artifact = prepare(spec, backend, ctx, precision=precision, batch=brange)
+        runner = make_runner(spec, backend, ctx, artifact, precision=precision, batch=brange)
+        out = runner.own_memory(batch, RUNS)
+        out["artifact_bytes"] = artifact_bytes(getattr(artifact, "path", None))
+        if ctx.device_type == "cuda":
+            out["method"] += " (host memory: the GPU memory of a separate process is not measured)"
+        return _result(where, out)
+    message = _spawn(_child, (spec, backend.name, batch, precision, ctx.replace(progress=NO_PROGRESS), brange),
+                     f"{spec.name} {backend.name} batch {batch}", timeout)
+    if message[0] == "error":
+        if message[2]:
+            raise torch.OutOfMemoryError(message[1])
+        raise MeasurementError(f"memory measurement of {spec.name} {backend.name} batch {batch} failed: {message[1]}")
+    return _result(where, message[1])
+
+
+def _result(where: Where, out: dict) -> MemoryResult:
+    details = {k: v for k, v in out.items() if k not in ("peak_bytes", "method") and v is not None}
+    return MemoryResult(where, int(out["peak_bytes"]), out["method"], details)
+
+
+def _spawn(target, args: tuple, what: str, timeout: float):
     ctx = mp.get_context("spawn")
     receiver, sender = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(sender, spec, fmt, batch, precision, device, artifacts, brange,
-                                            options or {}, threads), daemon=True)
+    proc = ctx.Process(target=target, args=(sender, *args), daemon=True)
     proc.start()
     sender.close()
     try:
         if not receiver.poll(timeout):
-            raise PerfkitError(f"memory measurement of {spec.name} {fmt} batch {batch} took over {timeout:.0f} s")
-        message = receiver.recv()
+            raise MeasurementError(f"memory measurement of {what} took over {timeout:.0f} s")
+        return receiver.recv()
     except EOFError:
         proc.join()
-        raise PerfkitError(f"the memory-measuring process for {spec.name} {fmt} batch {batch} died "
-                           f"(exit code {proc.exitcode}; killed for memory?)") from None
+        raise MeasurementError(f"the memory-measuring process for {what} died "
+                               f"(exit code {proc.exitcode}; killed for memory?)") from None
+    except KeyboardInterrupt:
+        proc.kill()
+        raise
     finally:
         if proc.is_alive():
             proc.join(5)
         if proc.is_alive():
             proc.kill()
             proc.join()
-    if message[0] == "error":
-        if message[2]:
-            raise torch.OutOfMemoryError(message[1])
-        raise PerfkitError(f"memory measurement of {spec.name} {fmt} batch {batch} failed: {message[1]}")
-    return message[1]
-
-
-def _measure_native(spec, batch: int, precision: Precision, device: str, artifacts: Path | None,
-                    brange: BatchRange, threads: int | None) -> dict:
-    """The native runner is its own process: it reports its own peak RSS (VmHWM reset before the
-    model is loaded) over its RSS with LibTorch loaded and no model, the same method as above."""
-    from perfkit.runtime.native import build_native, default_build_dir, run_native, torchscript_artifact
-
-    build = build_native(default_build_dir(artifacts))
-    path = torchscript_artifact(spec, precision=precision, artifacts=artifacts, batch=brange)
-    result = run_native(build.binary, path, input_size=spec.input_size, batch=batch, threads=threads, device=device,
-                        warmup=_RUNS, warmup_seconds=0, iterations=1, min_seconds=0)
-    if result["peak_rss_reset"]:
-        delta = result["peak_rss_bytes"] - result["rss_before_load_bytes"]
-        method = (f"host peak RSS delta in the native process: VmHWM (reset via /proc/self/clear_refs) "
-                  f"- VmRSS before load, load + {_RUNS + 2} runs")
-    else:
-        delta = result["max_rss_bytes"] - result["rss_before_load_bytes"]
-        method = "host peak RSS delta in the native process: ru_maxrss (wait4) - VmRSS before load (upper bound)"
-    return {"batch": batch, "peak_bytes": delta, "rss_delta_bytes": delta,
-            "process_peak_rss_bytes": result["max_rss_bytes"], "artifact_bytes": artifact_bytes(path),
-            "method": method}

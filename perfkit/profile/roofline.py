@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from perfkit.formats import Precision
+from perfkit.vocab import DTYPES, Precision
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,10 @@ def gpu_peak(device_name: str, precision: Precision | str) -> Peak | None:
     return None
 
 
+_PEAK_CALL_S = 0.25  # the matrix grows (up to n) while one product takes less than this
+_PEAK_BUDGET_S = 3.0  # the timed repeats stop after this long (at least 3 are timed)
+
+
 @functools.cache
 def cpu_peak(threads: int, dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 10) -> Peak:
     """Measured matmul peak on this CPU at ``threads`` threads (cached per process).
@@ -65,28 +69,38 @@ def cpu_peak(threads: int, dtype: torch.dtype = torch.float32, n: int = 2048, re
     ``repeats`` runs is taken because a busy machine only ever makes it slower. At 1024 the
     measured peak came out below what ONNX Runtime reached on resnet18 (fraction > 1); 2048 is
     the size where this 2-core machine's BLAS peaked (175 vs 148 GFLOP/s at 1024).
+
+    The matrix starts at 256 and doubles up to ``n`` while one product takes under 0.25 s, and the
+    repeats stop after 3 s (at least 3): a dtype without fast kernels here (bf16 without
+    AVX512-BF16 took ~75 s per 2048 product on the 2-core dev machine) is measured at a smaller
+    size, where it is still compute-bound, instead of stalling a profile for minutes. The size
+    used is in the source.
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        a = torch.randn(n, n).to(dtype)
-        b = torch.randn(n, n).to(dtype)
-        torch.mm(a, b)  # warm-up: page in, let BLAS pick its kernel
-        best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+        size = min(256, n)
+        while True:
+            a = torch.randn(size, size).to(dtype)
+            b = torch.randn(size, size).to(dtype)
+            took = _timed_mm(a, b)  # warm-up: page in, let BLAS pick its kernel
+            if size >= n or took >= _PEAK_CALL_S:
+                break
+            size = min(2 * size, n)
+        times: list[float] = []
+        while len(times) < repeats and (len(times) < 3 or sum(times) < _PEAK_BUDGET_S):
+            times.append(_timed_mm(a, b))
     finally:
         torch.set_num_threads(previous)
-    gflops = 2 * n**3 / best / 1e9
-    return Peak(gflops, f"measured: torch.mm {n}x{n} {str(dtype).removeprefix('torch.')}, "
-                        f"best of {repeats}, {threads} threads")
+    gflops = 2 * size**3 / min(times) / 1e9
+    return Peak(gflops, f"measured: torch.mm {size}x{size} {str(dtype).removeprefix('torch.')}, "
+                        f"best of {len(times)}, {threads} threads")
 
 
-def _timed(fn) -> float:
+def _timed_mm(a: torch.Tensor, b: torch.Tensor) -> float:
     t0 = time.perf_counter()
-    fn()
+    torch.mm(a, b)
     return time.perf_counter() - t0
-
-
-_CPU_DTYPES = {Precision.FP32: torch.float32, Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}
 
 
 def device_peak(device: str, precision: Precision | str, threads: int | None = None) -> Peak | None:
@@ -95,9 +109,9 @@ def device_peak(device: str, precision: Precision | str, threads: int | None = N
     precision = Precision(precision)
     if dev.type == "cuda":
         return gpu_peak(torch.cuda.get_device_name(dev), precision)
-    if precision not in _CPU_DTYPES:
+    if precision not in DTYPES:
         return None
-    return cpu_peak(threads or torch.get_num_threads(), _CPU_DTYPES[precision])
+    return cpu_peak(threads or torch.get_num_threads(), DTYPES[precision])
 
 
 @functools.cache

@@ -1,6 +1,7 @@
 """The single-file HTML report: a Jinja2 template with plotly.js inlined (no network requests).
 
-Everything comes from the store through the row builders of ``perfkit.report.summary``. Measured
+Everything comes from the run's records through the row builders of ``perfkit.report.rows``
+(the published numbers too: they were recorded with the run). Measured
 accuracy and published accuracy are separate traces with separate names; when a run has no
 measured accuracy (no ImageNet-val given), the charts show published numbers only and say so.
 """
@@ -12,17 +13,17 @@ from pathlib import Path
 
 from perfkit.deps import require
 from perfkit.report.console import fmt_bytes, fmt_float, fmt_int, fmt_sci, fmt_seconds, fmt_time
-from perfkit.report.summary import (
-    failure_rows, is_random, latest_ok, load_run, published, summary_rows, training_curves, training_rows,
-    weights_label,
+from perfkit.report.rows import (
+    failure_rows, is_random, latest_ok, load_run, summary_rows, training_curves, training_rows, weights_label,
 )
 from perfkit.store import Kind, Record, Store
 
 TEMPLATES = Path(__file__).parent / "templates"
 
+# Known runtimes keep the colours readers learned; any other backend gets a stable one of its own.
 RUNTIME_COLOURS = {
     "eager": "#1f77b4", "torchscript": "#ff7f0e", "onnx": "#2ca02c", "tensorrt": "#d62728",
-    "aoti": "#9467bd", "native": "#8c564b",
+    "aoti": "#9467bd", "native": "#8c564b", "openvino": "#e377c2",
 }
 PUBLISHED_COLOUR = "#7f7f7f"
 _OTHER_COLOURS = ("#17becf", "#bcbd22", "#e377c2", "#393b79")
@@ -135,11 +136,11 @@ def _gmacs(row: dict) -> float | None:
     """Measured MACs (complexity record) or, without one, the published count (same convention)."""
     if row["macs"]:
         return row["macs"] / 1e9
-    return published(row["model"], row["weights"]).get("gmacs")
+    return row.get("ref_gmacs")
 
 
 def _params(row: dict) -> float | None:
-    return row["params"] or published(row["model"], row["weights"]).get("params")
+    return row["params"] or row.get("ref_params")
 
 
 def _acc_vs_latency(go, rows: list[dict], measured: bool):

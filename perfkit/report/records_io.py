@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from perfkit.errors import PerfkitError
-from perfkit.report.summary import load_run
+from perfkit.report.rows import load_run
 from perfkit.store import Record, Store
 
 EXPORT_FORMAT = "perfkit-run-records"

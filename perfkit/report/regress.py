@@ -15,7 +15,7 @@ from pathlib import Path
 
 from perfkit.errors import PerfkitError
 from perfkit.report.records_io import read_json
-from perfkit.report.summary import load_run
+from perfkit.report.rows import load_run
 from perfkit.store import Kind, Record, Store
 
 DEFAULT_MAX_TOP1_DROP_PP = 0.5

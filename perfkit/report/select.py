@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from perfkit.report.summary import candidate_key, is_random, latest_ok, parity_by_candidate, published
+from perfkit.report.rows import candidate_key, is_random, latest_ok, parity_by_candidate, published_by_model
 from perfkit.store import Kind, Record, Store
 
-MB = 1e6  # --max-memory-mb counts megabytes of 10^6 bytes, like the complexity estimates
+MB = 1e6  # --max-memory-mb counts megabytes of 10^6 bytes (a deployment budget, like a device's datasheet)
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,8 @@ class Constraints:
 def candidates(records: list[Record], batch: int = 1) -> list[dict]:
     """Every model × runtime × precision × device in ``records`` with its newest numbers at ``batch``."""
     key = candidate_key
-    measured = [r for r in records if r.runtime is not None and r.kind not in (Kind.COMPLEXITY, Kind.TRAIN)]
+    refs = published_by_model(records)
+    measured = [r for r in records if r.runtime is not None and r.kind not in (Kind.MODEL, Kind.COMPLEXITY, Kind.TRAIN)]
     acc = latest_ok((r for r in measured if r.kind == Kind.ACCURACY), key)
     par = parity_by_candidate(measured, key)
     lat = latest_ok((r for r in measured if r.kind == Kind.LATENCY), lambda r: (key(r), r.batch))
@@ -43,7 +44,7 @@ def candidates(records: list[Record], batch: int = 1) -> list[dict]:
         model, weights, runtime, precision, device = k
         a, p = acc.get(k), par.get(k, {})
         l, m = lat.get((k, batch)), mem.get((k, batch)) or mem.get((k, None))
-        ref = published(model, weights)
+        ref = refs.get((model, weights), {})
         out.append({
             "model": model, "weights": weights, "random": is_random(weights), "runtime": runtime,
             "precision": precision, "device": device, "batch": batch,

@@ -1,8 +1,10 @@
-"""The record schema: one row per measurement, raw numbers only.
+"""The record schema: one row per measurement, raw numbers only, one typed schema per kind.
 
 Metric keys carry their unit as a suffix (``latency_ms``, ``peak_bytes``, ``top1_correct``).
 Provenance (model, runtime, precision, batch, weights, device) lives in columns, never in names.
-Bump ``SCHEMA_VERSION`` when a kind's mandatory fields change; tests check every kind.
+Each kind lists the metrics an ok record must carry (``required``) and the ones it may carry
+(``optional``); anything else is refused, so a producer, the report and a test fixture cannot drift
+apart silently. Bump ``SCHEMA_VERSION`` when a kind's fields change; tests check every kind.
 """
 
 from __future__ import annotations
@@ -10,30 +12,64 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 
-SCHEMA_VERSION = 1
+from perfkit.results import Kind
 
-
-class Kind(StrEnum):
-    COMPLEXITY = "complexity"
-    EXPORT = "export"
-    PARITY = "parity"
-    ACCURACY = "accuracy"
-    LATENCY = "latency"
-    MEMORY = "memory"
-    TRAIN = "train"
+SCHEMA_VERSION = 2
 
 
-# Metrics that a successful (status "ok") record of each kind must carry.
-REQUIRED_METRICS: dict[Kind, frozenset[str]] = {
-    Kind.COMPLEXITY: frozenset({"params", "trainable_params", "macs", "flops"}),
-    Kind.EXPORT: frozenset({"export_seconds", "artifact_bytes"}),
-    Kind.PARITY: frozenset({"samples", "max_abs_diff", "mean_abs_diff", "top1_agreement", "passed"}),
-    Kind.ACCURACY: frozenset({"images", "top1_correct", "top5_correct", "top1_pct", "top5_pct"}),
-    Kind.LATENCY: frozenset({"iterations", "latency_median_ms", "latency_p99_ms", "throughput_per_s"}),
-    Kind.MEMORY: frozenset({"peak_bytes"}),
-    Kind.TRAIN: frozenset({"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_seconds"}),
+@dataclass(frozen=True)
+class KindSchema:
+    required: frozenset[str]
+    optional: frozenset[str] = frozenset()
+
+    @property
+    def permitted(self) -> frozenset[str]:
+        return self.required | self.optional
+
+
+def _schema(required: str, optional: str = "") -> KindSchema:
+    return KindSchema(frozenset(required.split()), frozenset(optional.split()))
+
+
+_TIMING = ("iterations warmup_iterations latency_mean_ms latency_median_ms latency_p90_ms latency_p95_ms "
+           "latency_p99_ms latency_min_ms latency_max_ms latency_std_ms latency_cv throughput_per_s")
+
+SCHEMAS: dict[Kind, KindSchema] = {
+    Kind.MODEL: _schema(
+        "label source random_weights input_size num_classes preprocess",
+        "ref_weights ref_top1_pct ref_top5_pct ref_params ref_gmacs"),
+    Kind.COMPLEXITY: _schema(
+        "params trainable_params macs flops",
+        "non_trainable_params input_size macs_by_op uncounted_ops macs_convention params_convention not_counted "
+        "layers params_outside_rows input_mb forward_backward_mb params_mb total_mb memory_convention"),
+    Kind.EXPORT: _schema(
+        "export_seconds artifact_bytes",
+        "cached seconds sha256 artifact_path warnings batch_range options main_file compiled_for"),
+    Kind.PARITY: _schema(
+        "samples max_abs_diff mean_abs_diff top1_agreement passed",
+        "max_rel_diff cosine_min top5_overlap nonfinite within_tolerance atol rtol min_top1_agreement max_rel "
+        "constant_reference flipped_ids failures inputs"),
+    Kind.ACCURACY: _schema(
+        "images top1_correct top5_correct top1_pct top5_pct",
+        "dataset_images ref_top1_pct ref_top5_pct delta_top1_vs_eager_pp delta_top5_vs_eager_pp "
+        "delta_top1_vs_ref_pp flips_vs_eager flipped_ids flipped_ids_file max_abs_diff_vs_eager "
+        "mean_abs_diff_vs_eager nonfinite_logits crops limit layout dataset_identity labels_from transform "
+        "transform_overrides unreadable unreadable_files complete seconds images_per_s random_weights runner "
+        "real_images real_top1_correct real_top5_correct real_top1_pct real_top5_pct real_labels per_class"),
+    Kind.LATENCY: _schema(
+        "iterations latency_median_ms latency_p99_ms throughput_per_s",
+        f"{_TIMING} timer cv_warning h2d_median_ms e2e_median_ms e2e_p99_ms threads flops_source "
+        "flops_per_sample achieved_gflops peak_gflops peak_fraction peak_source runtime_config self_timed "
+        "load_seconds warnings"),
+    Kind.MEMORY: _schema(
+        "peak_bytes method",
+        "artifact_bytes engine_device_bytes rss_delta_bytes gpu_context_bytes nvml_delta_bytes "
+        "process_peak_rss_bytes"),
+    Kind.TRAIN: _schema(
+        "epoch train_loss train_acc val_loss val_acc epoch_seconds",
+        "epochs train_seconds val_seconds images_per_s best_val_acc best_epoch dataset lr train_images "
+        "val_images correct_val num_classes input_size world_size amp resumed total_seconds checkpoint log_path"),
 }
 
 _SCALARS = (int, float, str, bool, type(None))
@@ -49,8 +85,8 @@ class Record:
     runtime: str | None = None
     precision: str | None = None
     batch: int | None = None
-    weights: str | None = None  # weights identity: enum name, file sha256, or "random"
-    device: str | None = None
+    weights: str | None = None  # weights identity: enum name, file sha256, or "random:seed0"
+    device: str | None = None  # cpu or cuda
     status: str = "ok"  # "ok" or "error"
     error: str | None = None
     env: dict = field(default_factory=dict)  # filled from the run when empty
@@ -62,22 +98,28 @@ class Record:
         self.kind = Kind(self.kind)
 
     def validate(self) -> None:
-        """Raise ``ValueError`` if the record breaks the schema."""
+        """Raise ``ValueError`` if the record breaks its kind's schema."""
         if self.status not in ("ok", "error"):
             raise ValueError(f"status must be 'ok' or 'error', got {self.status!r}")
         if self.status == "error" and not self.error:
             raise ValueError("an error record must say what went wrong")
-        if not self.model:
+        if not self.model or not isinstance(self.model, str):
             raise ValueError("record has no model")
+        if not isinstance(self.metrics, dict):
+            raise ValueError(f"metrics must be a mapping, got {type(self.metrics).__name__}")
+        schema = SCHEMAS[self.kind]
+        unknown = sorted(set(self.metrics) - schema.permitted)
+        if unknown and self.schema_version >= SCHEMA_VERSION:  # older records (baselines in git) stay readable
+            raise ValueError(f"{self.kind} record has metrics its schema does not permit: {unknown}")
         for key, value in self.metrics.items():
             if isinstance(value, (list, dict)):
-                continue  # small structured payloads (per-batch lists, flipped ids) are allowed
+                continue  # small structured payloads (per-batch lists, flipped ids, configs) are allowed
             if not isinstance(value, _SCALARS):
                 raise ValueError(f"metric {key!r} is {type(value).__name__}, not a raw number")
             if isinstance(value, float) and math.isnan(value) and self.status == "ok":
                 raise ValueError(f"metric {key!r} is NaN in an ok record")
         if self.status == "ok":
-            missing = REQUIRED_METRICS[self.kind] - self.metrics.keys()
+            missing = schema.required - self.metrics.keys()
             if missing:
                 raise ValueError(f"{self.kind} record lacks {sorted(missing)}")
 
@@ -88,10 +130,12 @@ class Record:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Record":
-        known = {f for f in cls.__dataclass_fields__}
+        if not isinstance(data, dict):
+            raise ValueError(f"a record must be a JSON object, got {type(data).__name__}")
+        known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 
-    @classmethod
-    def failure(cls, kind: Kind, model: str, exc: BaseException, **columns) -> "Record":
-        """An error record for a step that failed; the pipeline goes on with the rest."""
-        return cls(kind=kind, model=model, status="error", error=f"{type(exc).__name__}: {exc}", **columns)
+    @property
+    def key(self) -> tuple:
+        """(kind, model, runtime, precision, batch, device): one planned measurement."""
+        return (str(self.kind), self.model, self.runtime, self.precision, self.batch, self.device)

@@ -2,23 +2,32 @@
 
 WAL mode and one transaction per record: an interrupted run keeps every finished record, and two
 processes writing to one store at once lose nothing (SQLite serialises writers; we wait on the lock).
+Commands that only read (runs, report, select, regress) open the store read-only: a store on a
+read-only mount can be listed, and a mistyped --store is an error instead of a new empty database.
+
+A run remembers the process that runs it (host and pid): a run still "running" whose process is
+gone from this host was killed, and is shown (and, when the store is writable, stored) as interrupted.
+Records re-measured by a resumed run are kept but marked ``superseded``; every reader sees only the
+current ones.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import secrets
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from perfkit.env import fingerprint, fingerprint_id
-from perfkit.errors import PerfkitError
-from perfkit.store.schema import SCHEMA_VERSION, Kind, Record
+from perfkit.errors import PerfkitError, UsageError
+from perfkit.results import Kind
+from perfkit.store.schema import SCHEMA_VERSION, Record
 
 DEFAULT_STORE = Path("reports") / "perfkit.db"
 
@@ -52,6 +61,8 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_run ON records(run_id);
 """
+# Columns added after the first release (stores created before them are migrated on open).
+_ADDED = (("runs", "host", "TEXT"), ("runs", "pid", "INTEGER"), ("records", "superseded", "INTEGER NOT NULL DEFAULT 0"))
 
 
 def default_store_path() -> Path:
@@ -63,22 +74,81 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
 
 
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Store:
     """A run-history database. Cheap to open; use one per process."""
 
-    def __init__(self, path: str | Path | None = None):
-        self.path = Path(path) if path is not None else default_store_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: str | Path | None = None, *, read_only: bool = False):
+        self.path = Path(path).expanduser() if path is not None else default_store_path()
+        self.read_only = read_only
+        self._db = self._connect()
+        self._db.row_factory = sqlite3.Row
+        # A store written before records could be superseded, opened read-only (so not migrated):
+        # every record in it is current.
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(records)")}
+        if not columns:
+            self._db.close()
+            raise PerfkitError(f"{self.path} is not a perfkit run store (it has no records table)")
+        self._current = "superseded=0" if "superseded" in columns else "1=1"
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path.is_dir():
+            raise UsageError(f"the run store {self.path} is a folder; pass --store FILE (e.g. reports/perfkit.db)")
+        if self.read_only:
+            if not self.path.is_file():
+                raise UsageError(f"no run store at {self.path} (check --store / $PERFKIT_STORE; `perfkit run` creates one)")
+            return self._connect_read_only()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create the folder of the run store {self.path}: {exc.strerror or exc}") from None
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per write.
-            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_DDL)
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_DDL)
+            for table, column, decl in _ADDED:
+                if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as exc:
-            raise PerfkitError(f"cannot open the run store {self.path}: {exc}") from exc
-        self._db.row_factory = sqlite3.Row
+            raise PerfkitError(f"cannot open the run store {self.path}: {exc}") from None
+        return db
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """``mode=ro``; a WAL store in a folder this process cannot write (a read-only mount, a
+        baseline checked out read-only) cannot get its ``-shm`` index created, so it is read as
+        immutable instead — safe only when no ``-wal`` file holds commits the main file lacks."""
+        uri = self.path.resolve().as_uri()
+        try:
+            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60)
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # connect() is lazy: open it now
+            return db
+        except sqlite3.OperationalError as exc:
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.is_file() and wal.stat().st_size:
+                raise PerfkitError(f"cannot read the run store {self.path}: {exc} (its -wal file holds commits "
+                                   "that only a process allowed to write in its folder can read)") from None
+        except sqlite3.DatabaseError as exc:  # not a database at all
+            raise PerfkitError(f"cannot open the run store {self.path}: {exc}") from None
+        try:
+            db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True)
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.DatabaseError as exc:
+            raise PerfkitError(f"cannot open the run store {self.path}: {exc}") from None
 
     def close(self) -> None:
         self._db.close()
@@ -91,29 +161,38 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+        if self.read_only:
+            raise PerfkitError(f"the run store {self.path} was opened read-only")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise PerfkitError(f"cannot write to the run store {self.path}: {exc}") from None
         try:
             yield self._db
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:  # e.g. disk full: one line naming the store
+            self._db.execute("ROLLBACK")
+            raise PerfkitError(f"cannot write to the run store {self.path}: {exc}") from None
 
     # -- runs -------------------------------------------------------------------------------
 
-    def start_run(self, command: str | None = None, run_id: str | None = None) -> str:
+    def start_run(self, command: str | None = None, run_id: str | None = None, device: str = "cpu") -> str:
         """Register a run (or re-open ``run_id`` to resume it) and return its id."""
-        env = fingerprint()
+        env = fingerprint(device)
         command = command if command is not None else " ".join(["perfkit", *sys.argv[1:]])
+        me = (platform.node(), os.getpid())
         with self._transaction() as db:
             if run_id is not None and db.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone():
-                db.execute("UPDATE runs SET status='running', finished=NULL WHERE id=?", (run_id,))
+                db.execute("UPDATE runs SET status='running', finished=NULL, host=?, pid=? WHERE id=?", (*me, run_id))
                 return run_id
             run_id = run_id or new_run_id()
-            db.execute(
-                "INSERT INTO runs VALUES (?,?,?,?,?,?,?)",
-                (run_id, command, time.time(), None, "running", fingerprint_id(env), json.dumps(env)),
-            )
+            db.execute("INSERT INTO runs (id, command, started, finished, status, env_id, env, host, pid) "
+                       "VALUES (?,?,?,?,?,?,?,?,?)",
+                       (run_id, command, time.time(), None, "running", fingerprint_id(env), json.dumps(env), *me))
         return run_id
 
     def finish_run(self, run_id: str, status: str) -> None:
@@ -121,9 +200,9 @@ class Store:
             db.execute("UPDATE runs SET finished=?, status=? WHERE id=?", (time.time(), status, run_id))
 
     @contextmanager
-    def run(self, command: str | None = None, run_id: str | None = None) -> Iterator[str]:
+    def run(self, command: str | None = None, run_id: str | None = None, device: str = "cpu") -> Iterator[str]:
         """``with store.run() as run_id:`` marks the run ok, failed or interrupted at the end."""
-        run_id = self.start_run(command, run_id)
+        run_id = self.start_run(command, run_id, device)
         status = "failed"
         try:
             yield run_id
@@ -134,36 +213,40 @@ class Store:
         finally:
             self.finish_run(run_id, status)
 
+    def _run_dict(self, row) -> dict:
+        d = dict(row)
+        d["env"] = json.loads(d["env"])
+        if d["status"] == "running" and d.get("host") == platform.node() and not _alive(d.get("pid")):
+            d["status"] = "interrupted"  # killed without a chance to say so (SIGKILL, power loss)
+            if not self.read_only:
+                with self._transaction() as db:
+                    db.execute("UPDATE runs SET status='interrupted' WHERE id=? AND status='running'", (d["id"],))
+        return d
+
     def runs(self, limit: int | None = None) -> list[dict]:
         sql = (
-            "SELECT r.*, (SELECT COUNT(*) FROM records WHERE run_id=r.id) AS records,"
-            " (SELECT COUNT(*) FROM records WHERE run_id=r.id AND status='error') AS errors"
+            f"SELECT r.*, (SELECT COUNT(*) FROM records WHERE run_id=r.id AND {self._current}) AS records,"
+            f" (SELECT COUNT(*) FROM records WHERE run_id=r.id AND status='error' AND {self._current}) AS errors"
             " FROM runs r ORDER BY started DESC"
         )
         if limit:
             sql += f" LIMIT {int(limit)}"
-        out = []
-        for row in self._db.execute(sql):
-            d = dict(row)
-            d["env"] = json.loads(d["env"])
-            out.append(d)
-        return out
+        return [self._run_dict(row) for row in self._db.execute(sql).fetchall()]
 
     def get_run(self, run_id: str) -> dict:
         """The run with this id; ``latest`` names the newest; a unique prefix is enough."""
         if run_id == "latest":
             row = self._db.execute("SELECT * FROM runs ORDER BY started DESC LIMIT 1").fetchone()
             if row is None:
-                raise PerfkitError(f"the store {self.path} holds no runs yet")
+                raise UsageError(f"the store {self.path} holds no runs yet")
         else:
-            rows = self._db.execute("SELECT * FROM runs WHERE id LIKE ?", (run_id + "%",)).fetchall()
+            rows = self._db.execute("SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\'",
+                                    (run_id.replace("%", "\\%").replace("_", "\\_") + "%",)).fetchall()
             if len(rows) != 1:
                 what = "no run" if not rows else f"{len(rows)} runs"
-                raise PerfkitError(f"{what} in {self.path} match '{run_id}' (see `perfkit runs`)")
+                raise UsageError(f"{what} in {self.path} match '{run_id}' (see `perfkit runs`)")
             row = rows[0]
-        d = dict(row)
-        d["env"] = json.loads(d["env"])
-        return d
+        return self._run_dict(row)
 
     # -- records ----------------------------------------------------------------------------
 
@@ -173,7 +256,7 @@ class Store:
         if record.run_id is None:
             raise ValueError("a record needs a run id")
         if not record.env:
-            record.env = fingerprint()
+            record.env = fingerprint(record.device or "cpu")
         record.validate()
         with self._transaction() as db:
             db.execute(
@@ -187,20 +270,38 @@ class Store:
             )
         return record
 
-    def records(self, run_id: str | None = None, kind: Kind | str | None = None, model: str | None = None) -> list[Record]:
+    def records(self, run_id: str | None = None, kind: Kind | str | None = None, model: str | None = None,
+                *, include_superseded: bool = False) -> list[Record]:
         sql, args = "SELECT * FROM records WHERE 1=1", []
         for column, value in (("run_id", run_id), ("kind", kind), ("model", model)):
             if value is not None:
                 sql += f" AND {column}=?"
                 args.append(str(value))
+        if not include_superseded:
+            sql += f" AND {self._current}"
         out = []
         for row in self._db.execute(sql + " ORDER BY id", args):
             d = dict(row)
             d.pop("id")
+            d.pop("superseded", None)
             d["metrics"] = json.loads(d["metrics"])
             d["env"] = json.loads(d["env"])
             out.append(Record.from_dict(d))
         return out
+
+    def supersede(self, run_id: str, model: str, kinds: Iterable[Kind | str]) -> int:
+        """Mark the current records of these kinds for ``model`` in the run superseded (a re-run replaces them)."""
+        kinds = [str(k) for k in kinds]
+        with self._transaction() as db:
+            cur = db.execute(f"UPDATE records SET superseded=1 WHERE run_id=? AND model=? AND superseded=0 AND kind IN "
+                             f"({','.join('?' * len(kinds))})", (run_id, model, *kinds))
+            return cur.rowcount
+
+    def finished(self, run_id: str, model: str, kinds: Iterable[Kind | str], expected: set[tuple]) -> bool:
+        """True when the run holds an ok current record for every expected key, and no error, of these kinds."""
+        records = [r for k in kinds for r in self.records(run_id, kind=k, model=model)]
+        ok = {r.key for r in records if r.status == "ok"}
+        return bool(expected) and expected <= ok and all(r.status == "ok" for r in records)
 
     def integrity_ok(self) -> bool:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -1,5 +1,5 @@
-"""perfkit.train: the training comparison (CIFAR-10 / ImageFolder, time per epoch, best accuracy)."""
+"""The training comparison (CIFAR-10 / ImageFolder): ``train`` yields one result per epoch."""
 
-from perfkit.train.loop import TrainConfig, TrainResult, train_models, train_one
+from perfkit.train.loop import EpochResult, TrainConfig, resume_run_id, train
 
-__all__ = ["TrainConfig", "TrainResult", "train_models", "train_one"]
+__all__ = ["EpochResult", "TrainConfig", "resume_run_id", "train"]

@@ -2,8 +2,9 @@
 
 One epoch = a training pass (augmented) and a validation pass (the model's eval transform), timed
 separately; loss and accuracy are integer counts and sums all-reduced over ranks, never running
-averages. Each epoch writes one ``train`` record, a log line block in the classic format
-(``Epoch 0/24 … train Loss: … Acc: …``), ``last.pt`` and, on improvement, ``best.pt``.
+averages. ``train`` yields one ``EpochResult`` per epoch after writing a log block in the classic
+format (``Epoch 0/24 … train Loss: … Acc: …``), ``last.pt`` and, on improvement, ``best.pt``; the
+caller records the results (``perfkit.record``).
 
 Under ``torchrun`` (WORLD_SIZE > 1) it trains with DistributedDataParallel: a DistributedSampler
 shards training, validation is sharded without padding so that the all-reduced counts cover every
@@ -15,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import time
-import traceback
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +26,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from perfkit.data.cifar import download_dataset, load_dataset
-from perfkit.errors import PerfkitError, UsageError
-from perfkit.store import Kind, Record, Store
+from perfkit.device import resolve_device
+from perfkit.distributed import ALONE, Distributed
+from perfkit.errors import UsageError
+from perfkit.results import Where
 from perfkit.zoo.preprocess import EvalTransform
 from perfkit.zoo.registry import ModelSpec, resolve
 
@@ -66,69 +69,25 @@ class TrainConfig:
     progress: bool = True
 
 
-@dataclass
-class TrainResult:
-    model: str
-    records: list[Record] = field(default_factory=list)  # this invocation's epochs
-    log_path: Path | None = None
+@dataclass(frozen=True)
+class EpochResult:
+    """One finished epoch (kind train): the record's metrics and where the checkpoints are."""
+
+    where: Where
+    metrics: dict
     best_path: Path | None = None
     last_path: Path | None = None
-    best_val_acc: float | None = None
-    best_epoch: int | None = None
-    total_seconds: float | None = None
+    log_path: Path | None = None
 
 
-@dataclass(frozen=True)
-class Dist:
-    """Where this process sits in a torchrun job (world size 1 without torchrun)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
-        if self.enabled:
-            torch.distributed.all_reduce(t)
-        return t
-
-    def barrier(self) -> None:
-        if self.enabled:
-            torch.distributed.barrier()
-
-
-def init_distributed(device: str) -> Dist:
-    """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return Dist(rank, world, local)
-
-
-def resolve_device(device: str, dist: Dist = Dist()) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {device}: no CUDA GPU is visible; use --device cpu")
-        if dist.enabled:
-            if device != "cuda":
-                raise UsageError("under torchrun pass --device cuda (each rank takes the GPU of its LOCAL_RANK)")
-            device = f"cuda:{dist.local_rank}"
-        torch.cuda.set_device(torch.device(device))
-    elif device != "cpu":
-        raise UsageError(f"--device must be cpu, cuda, cuda:N or auto, got '{device}'")
-    return torch.device(device)
+def training_device(device: str, dist: Distributed) -> torch.device:
+    """The device this process trains on: the resolved ``device``, one GPU per rank under torchrun."""
+    if dist.enabled and str(device).startswith("cuda") and device not in ("cuda", "auto"):
+        raise UsageError("under torchrun pass --device cuda (each rank takes the GPU of its LOCAL_RANK)")
+    resolved = dist.device(resolve_device(device))
+    if resolved.startswith("cuda"):
+        torch.cuda.set_device(torch.device(resolved))
+    return torch.device(resolved)
 
 
 # -- model -----------------------------------------------------------------------------------------
@@ -234,13 +193,6 @@ def train_transform(pre: EvalTransform, size: int, native_size: int | None):
     return v2.Compose([v2.RandomResizedCrop(size, interpolation=mode, antialias=True), v2.RandomHorizontalFlip()])
 
 
-def _uint8_eval(pre: EvalTransform):
-    from torchvision.transforms import v2
-
-    return v2.Compose([v2.Resize(pre.resize_size, interpolation=_interpolation(pre), antialias=pre.antialias),
-                       v2.CenterCrop(pre.crop_size)])
-
-
 # -- schedule and checkpoints ------------------------------------------------------------------------
 
 
@@ -277,10 +229,11 @@ def load_checkpoint(path: Path) -> dict:
 
 
 class _Log:
-    """Lines to stderr and to the log file; silent on ranks other than 0."""
+    """Lines to ``echo`` (the terminal) and to the log file; silent on ranks other than 0."""
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, echo: Callable[[str], None] | None):
         self.path = path
+        self.echo = echo
         self._file = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -289,9 +242,8 @@ class _Log:
     def __call__(self, text: str = "") -> None:
         if self.path is None:
             return
-        from perfkit.report.console import err_console
-
-        err_console.print(text, markup=False, highlight=False)
+        if self.echo is not None:
+            self.echo(text)
         self._file.write(text + "\n")
         self._file.flush()
 
@@ -304,44 +256,11 @@ def _mmss(seconds: float) -> str:
     return f"{int(seconds // 60)}m {seconds % 60:.0f}s"
 
 
-# -- training --------------------------------------------------------------------------------------
+def log_path(cfg: TrainConfig, run_id: str | None) -> Path:
+    return cfg.log_dir / f"train-{run_id}-{checkpoint_dir(Path(), cfg.model).name}.log"
 
 
-def train_models(configs: list[TrainConfig], *, store_path: str | Path | None = None,
-                 command: str | None = None) -> list[TrainResult]:
-    """Train each model in turn in one store run (re-opened when resuming); joins torchrun if present.
-
-    A model that fails gets an error record and the rest still train (on a single process; under
-    torchrun a failure ends the job, since the other ranks would wait forever). Raises when any failed.
-    """
-    if not configs:
-        raise UsageError("name at least one model to train")
-    dist = init_distributed(configs[0].device if configs[0].device != "auto" else
-                            ("cuda" if torch.cuda.is_available() else "cpu"))
-    try:
-        if not dist.is_main:
-            return [train_one(cfg, dist) for cfg in configs]
-        resume_run = _resume_run_id(configs)
-        results, failures = [], []
-        with Store(store_path) as store, store.run(command, run_id=resume_run) as run_id:
-            for cfg in configs:
-                try:
-                    results.append(train_one(cfg, dist, store=store, run_id=run_id))
-                except Exception as exc:
-                    store.add(Record.failure(Kind.TRAIN, cfg.model, exc, runtime="eager"), run_id)
-                    if dist.enabled or len(configs) == 1:
-                        raise
-                    failures.append((cfg.model, exc))
-                    _failure_log(cfg, run_id, exc)
-            if failures:
-                raise PerfkitError("training failed for " + "; ".join(f"{m} ({type(e).__name__}: {e})" for m, e in failures))
-        return results
-    finally:
-        if dist.enabled:
-            torch.distributed.destroy_process_group()
-
-
-def _resume_run_id(configs: list[TrainConfig]) -> str | None:
+def resume_run_id(configs: list[TrainConfig]) -> str | None:
     """Resuming re-opens the run the checkpoint was written in, so its epochs stay one series."""
     for cfg in configs:
         path = checkpoint_dir(cfg.checkpoint_root, cfg.model) / "last.pt"
@@ -350,39 +269,90 @@ def _resume_run_id(configs: list[TrainConfig]) -> str | None:
     return None
 
 
-def _failure_log(cfg: TrainConfig, run_id: str, exc: BaseException) -> None:
-    log = _Log(cfg.log_dir / f"train-{run_id}-{checkpoint_dir(Path(), cfg.model).name}.log")
-    log(f"FAILED: {type(exc).__name__}: {exc}")
-    if not isinstance(exc, PerfkitError):  # a bug: keep its traceback in the log
-        log("".join(traceback.format_exception(exc)))
-    log.close()
+# -- training --------------------------------------------------------------------------------------
 
 
-def train_one(cfg: TrainConfig, dist: Dist = Dist(), *, store: Store | None = None, run_id: str | None = None) -> TrainResult:
-    """Train one model for ``cfg.epochs`` epochs (or the rest of them with ``cfg.resume``)."""
+@dataclass
+class _Job:
+    """Everything the epochs of one training job share, built once by ``_prepare``."""
+
+    cfg: TrainConfig
+    dist: Distributed
+    spec: ModelSpec
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    size: int
+    pre: EvalTransform
+    data: object
+    model: nn.Module
+    net: nn.Module
+    heads: list[str]
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loaders: tuple
+    sampler: object
+    generator: torch.Generator
+    ckpt_dir: Path
+    identity: dict
+    ckpt: dict | None
+    base_lr: float
+    start: int
+
+    @property
+    def precision(self) -> str:
+        return {torch.float16: "fp16", torch.bfloat16: "bf16", None: "fp32"}[self.amp_dtype]
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pre.normalize(x, self.device)
+
+
+def _check_config(cfg: TrainConfig) -> None:
     if cfg.schedule not in SCHEDULES:
         raise UsageError(f"--schedule must be one of {', '.join(SCHEDULES)}, got '{cfg.schedule}'")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise UsageError("--epochs and --batch-size must be at least 1")
-    device = resolve_device(cfg.device, dist)
-    amp_dtype = _amp_dtype(cfg.amp, device)
-    spec = resolve(cfg.model, cfg.weights)
-    size = cfg.input_size or spec.input_size[-1]
-    pre = eval_transform(spec, size)
 
+
+def _load_data(cfg: TrainConfig, dist: Distributed, pre: EvalTransform, size: int):
     if cfg.download:
         if dist.is_main:
             download_dataset(cfg.dataset, cfg.data)
         dist.barrier()
     data = load_dataset(cfg.dataset, cfg.data)
     data.train.transform = train_transform(pre, size, data.native_size)
-    data.val.transform = _uint8_eval(pre)
-    num_classes = len(data.classes)
+    data.val.transform = pre.resize_crop()
+    return data
 
+
+def _loaders(cfg: TrainConfig, dist: Distributed, data, device: torch.device):
+    workers = cfg.workers if cfg.workers is not None else (min(8, os.cpu_count() or 1) if device.type == "cuda" else 0)
+    generator = torch.Generator()
+    sampler = None
+    if dist.enabled:
+        sampler = torch.utils.data.DistributedSampler(data.train, dist.world, dist.rank, shuffle=True, seed=cfg.seed)
+    shard_size = len(sampler) if sampler is not None else len(data.train)
+    kw = dict(batch_size=cfg.batch_size, num_workers=workers, pin_memory=device.type == "cuda",
+              persistent_workers=workers > 0)
+    # BatchNorm cannot train on a batch of one image: drop the last batch only in that case.
+    train = DataLoader(data.train, sampler=sampler, shuffle=sampler is None, generator=generator,
+                       drop_last=shard_size % cfg.batch_size == 1, **kw)
+    # Validation shards without padding (DistributedSampler would repeat images): counts stay exact.
+    val = DataLoader(Subset(data.val, range(dist.rank, len(data.val), dist.world)), shuffle=False, **kw)
+    return (train, val), sampler, generator
+
+
+def _prepare(cfg: TrainConfig, dist: Distributed) -> _Job:
+    _check_config(cfg)
+    device = training_device(cfg.device, dist)
+    amp_dtype = _amp_dtype(cfg.amp, device)
+    spec = resolve(cfg.model, cfg.weights)
+    size = cfg.input_size or spec.input_size[-1]
+    pre = eval_transform(spec, size)
+    data = _load_data(cfg, dist, pre, size)
+    num_classes = len(data.classes)
     model, heads = prepare_model(spec, num_classes, cfg.seed)
     model.to(device)
     check_input_size(model, size, num_classes, device, spec.name, spec.input_size[-1])
-
     ckpt_dir = checkpoint_dir(cfg.checkpoint_root, spec.name)
     identity = {"model": spec.name, "source": spec.source, "weights": spec.weights.identity, "dataset": data.name,
                 "classes": list(data.classes), "input_size": [3, size, size]}
@@ -396,7 +366,6 @@ def train_one(cfg: TrainConfig, dist: Dist = Dist(), *, store: Store | None = No
     if start >= cfg.epochs:
         raise UsageError(f"{spec.name}: the checkpoint in {ckpt_dir} has finished {start} epochs already; "
                          f"pass --epochs above {start} to train on")
-
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -407,117 +376,120 @@ def train_one(cfg: TrainConfig, dist: Dist = Dist(), *, store: Store | None = No
     net = model
     if dist.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    loaders, sampler, generator = _loaders(cfg, dist, data, device)
+    return _Job(cfg, dist, spec, device, amp_dtype, size, pre, data, model, net, heads, optimizer, scaler, loaders,
+                sampler, generator, ckpt_dir, identity, ckpt, base_lr, start)
 
-    workers = cfg.workers if cfg.workers is not None else (min(8, os.cpu_count() or 1) if device.type == "cuda" else 0)
-    generator = torch.Generator()
-    sampler = None
-    if dist.enabled:
-        sampler = torch.utils.data.DistributedSampler(data.train, dist.world_size, dist.rank, shuffle=True, seed=cfg.seed)
-    shard_size = len(sampler) if sampler is not None else len(data.train)
-    loader_kw = dict(batch_size=cfg.batch_size, num_workers=workers, pin_memory=device.type == "cuda",
-                     persistent_workers=workers > 0)
-    # BatchNorm cannot train on a batch of one image: drop the last batch only in that case.
-    train_loader = DataLoader(data.train, sampler=sampler, shuffle=sampler is None, generator=generator,
-                              drop_last=shard_size % cfg.batch_size == 1, **loader_kw)
-    # Validation shards without padding (DistributedSampler would repeat images): counts stay exact.
-    val_loader = DataLoader(Subset(data.val, range(dist.rank, len(data.val), dist.world_size)), shuffle=False, **loader_kw)
-    mean = torch.tensor(pre.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(pre.std, device=device).view(1, 3, 1, 1)
 
-    def normalise(x: torch.Tensor) -> torch.Tensor:
-        return (x.to(device, non_blocking=True).float().div_(255) - mean) / std
-
-    result = TrainResult(model=spec.name)
-    log = _Log(cfg.log_dir / f"train-{run_id}-{ckpt_dir.name}.log" if dist.is_main else None)
-    result.log_path = log.path
-    best_acc = ckpt["best_val_acc"] if ckpt else -1.0
-    best_epoch = ckpt["best_epoch"] if ckpt else -1
-    elapsed_before = ckpt["elapsed_seconds"] if ckpt else 0.0
-    precision = {torch.float16: "fp16", torch.bfloat16: "bf16", None: "fp32"}[amp_dtype]
+def _log_header(job: _Job, log: _Log) -> None:
+    cfg, spec, data = job.cfg, job.spec, job.data
     weights_note = "from scratch (random init)" if spec.random_weights else "fine-tuning pretrained weights"
     log(f"perfkit train {spec.name} on {data.name} ({data.root}): {len(data.train)} train / {len(data.val)} val images, "
-        f"{num_classes} classes")
-    log(f"  weights {spec.weights.identity} — {weights_note}; new head: {', '.join(heads)}")
-    log(f"  input {size}×{size}; val transform: {pre.describe()}; train: {_describe(data.train.transform)}")
-    log(f"  device {device}, {precision}, batch {cfg.batch_size} × {dist.world_size} process(es), SGD lr {base_lr:g} "
-        f"momentum {cfg.momentum} wd {cfg.weight_decay:g}, {cfg.schedule} schedule, seed {cfg.seed}")
-    log(f"  checkpoints: {ckpt_dir}/last.pt, best.pt" + (f"; resuming at epoch {start}" if ckpt else ""))
-    if log.path is not None:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        f"{len(data.classes)} classes")
+    log(f"  weights {spec.weights.identity} — {weights_note}; new head: {', '.join(job.heads)}")
+    log(f"  input {job.size}×{job.size}; val transform: {job.pre.describe()}; train: {_describe(data.train.transform)}")
+    log(f"  device {job.device}, {job.precision}, batch {cfg.batch_size} × {job.dist.world} process(es), SGD lr "
+        f"{job.base_lr:g} momentum {cfg.momentum} wd {cfg.weight_decay:g}, {cfg.schedule} schedule, seed {cfg.seed}")
+    log(f"  checkpoints: {job.ckpt_dir}/last.pt, best.pt" + (f"; resuming at epoch {job.start}" if job.ckpt else ""))
+
+
+def _run_epoch(job: _Job, epoch: int, progress) -> tuple[list[float], list[float], float, float]:
+    """Train then validate one epoch; (train loss sum, correct, n), (val …), seconds of each."""
+    cfg = job.cfg
+    lr = lr_at(epoch, job.base_lr, cfg.schedule, cfg.epochs, cfg.step_size)
+    for group in job.optimizer.param_groups:
+        group["lr"] = lr
+    # Seeded per epoch (shuffle, augmentation): a resumed run sees the same epochs.
+    job.generator.manual_seed(cfg.seed + epoch)
+    torch.manual_seed(cfg.seed + epoch)
+    if job.sampler is not None:
+        job.sampler.set_epoch(epoch)
     criterion = nn.CrossEntropyLoss()
+    t0 = time.perf_counter()
+    train_stats = job.dist.all_reduce(_train_epoch(job, criterion, progress, f"epoch {epoch} train")).tolist()
+    train_seconds = time.perf_counter() - t0  # the all-reduce (or .tolist()) waited for the device
+    t1 = time.perf_counter()
+    val_stats = job.dist.all_reduce(_evaluate(job, criterion, progress, f"epoch {epoch} val")).tolist()
+    return train_stats, val_stats, train_seconds, time.perf_counter() - t1
+
+
+def _epoch_metrics(job: _Job, epoch: int, stats, best: tuple[float, int]) -> dict:
+    (train_loss, train_correct, train_n), (val_loss, val_correct, val_n), train_s, val_s = stats
+    if int(val_n) != len(job.data.val):
+        raise RuntimeError(f"validated {int(val_n)} images, the validation set has {len(job.data.val)}")
+    cfg = job.cfg
+    return {
+        "epoch": epoch, "epochs": cfg.epochs, "train_loss": train_loss / train_n, "train_acc": train_correct / train_n,
+        "val_loss": val_loss / val_n, "val_acc": val_correct / val_n, "epoch_seconds": train_s + val_s,
+        "train_seconds": train_s, "val_seconds": val_s, "images_per_s": train_n / train_s,
+        "best_val_acc": best[0], "best_epoch": best[1], "dataset": job.data.name,
+        "lr": lr_at(epoch, job.base_lr, cfg.schedule, cfg.epochs, cfg.step_size),
+        "train_images": int(train_n), "val_images": int(val_n), "correct_val": int(val_correct),
+        "num_classes": len(job.data.classes), "input_size": [3, job.size, job.size], "world_size": job.dist.world,
+        "amp": cfg.amp, "resumed": job.ckpt is not None,
+    }
+
+
+def _checkpoint(job: _Job, epoch: int, metrics: dict, run_id: str | None, elapsed: float) -> dict:
+    return {
+        "format": CHECKPOINT_FORMAT, "model": job.model.state_dict(), "optimizer": job.optimizer.state_dict(),
+        "scaler": job.scaler.state_dict() if job.scaler.is_enabled() else None, "epoch": epoch,
+        "best_val_acc": metrics["best_val_acc"], "best_epoch": metrics["best_epoch"], "val_acc": metrics["val_acc"],
+        "lr": job.base_lr, "spec": job.identity, "run_id": run_id, "elapsed_seconds": elapsed,
+        "classes": list(job.data.classes),
+    }
+
+
+def train(cfg: TrainConfig, dist: Distributed = ALONE, *, run_id: str | None = None,
+          echo: Callable[[str], None] | None = None, progress=None) -> Iterator[EpochResult]:
+    """Train one model for ``cfg.epochs`` epochs (or the rest of them with ``cfg.resume``).
+
+    Yields an ``EpochResult`` after each epoch, once its checkpoints are saved (rank 0 only; other
+    ranks train and yield nothing). ``echo`` shows the log lines; ``progress`` the batches.
+    """
+    from perfkit.context import NO_PROGRESS
+
+    job = _prepare(cfg, dist)
+    log = _Log(log_path(cfg, run_id) if dist.is_main else None, echo)
+    progress = (progress or NO_PROGRESS) if dist.is_main and cfg.progress else NO_PROGRESS
+    if dist.is_main:
+        job.ckpt_dir.mkdir(parents=True, exist_ok=True)
+    best = (job.ckpt["best_val_acc"], job.ckpt["best_epoch"]) if job.ckpt else (-1.0, -1)
+    elapsed_before = job.ckpt["elapsed_seconds"] if job.ckpt else 0.0
+    where = Where(job.spec.name, "eager", job.precision, cfg.batch_size * dist.world, job.spec.weights.identity,
+                  job.device.type)
+    _log_header(job, log)
     t_start = time.perf_counter()
     try:
-        for epoch in range(start, cfg.epochs):
-            lr = lr_at(epoch, base_lr, cfg.schedule, cfg.epochs, cfg.step_size)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            # Seeded per epoch (shuffle, augmentation): a resumed run sees the same epochs.
-            generator.manual_seed(cfg.seed + epoch)
-            torch.manual_seed(cfg.seed + epoch)
-            if sampler is not None:
-                sampler.set_epoch(epoch)
+        for epoch in range(job.start, cfg.epochs):
             log(f"Epoch {epoch}/{cfg.epochs - 1}")
             log("-" * 10)
-            with _progress(cfg.progress and dist.is_main) as progress:
-                t0 = time.perf_counter()
-                train_stats = _train_epoch(net, train_loader, normalise, criterion, optimizer, scaler, amp_dtype, device,
-                                           progress, f"epoch {epoch} train")
-                train_stats = dist.all_reduce(train_stats).tolist()  # also waits for the device
-                train_seconds = time.perf_counter() - t0
-                t1 = time.perf_counter()
-                val_stats = dist.all_reduce(_evaluate(model, val_loader, normalise, criterion, amp_dtype, device,
-                                                      progress, f"epoch {epoch} val")).tolist()
-                val_seconds = time.perf_counter() - t1
-            train_loss, train_correct, train_n = train_stats
-            val_loss, val_correct, val_n = val_stats
-            if int(val_n) != len(data.val):
-                raise RuntimeError(f"validated {int(val_n)} images, the validation set has {len(data.val)}")
-            train_acc, val_acc = train_correct / train_n, val_correct / val_n
-            if val_acc > best_acc:
-                best_acc, best_epoch = val_acc, epoch
-            epoch_seconds = train_seconds + val_seconds
-            metrics = {
-                "epoch": epoch, "epochs": cfg.epochs, "train_loss": train_loss / train_n, "train_acc": train_acc,
-                "val_loss": val_loss / val_n, "val_acc": val_acc, "epoch_seconds": epoch_seconds,
-                "train_seconds": train_seconds, "val_seconds": val_seconds, "images_per_s": train_n / train_seconds,
-                "best_val_acc": best_acc, "best_epoch": best_epoch, "dataset": data.name, "lr": lr,
-                "train_images": int(train_n), "val_images": int(val_n), "correct_val": int(val_correct),
-                "num_classes": num_classes, "input_size": [3, size, size], "world_size": dist.world_size,
-                "amp": cfg.amp, "resumed": ckpt is not None,
-            }
-            log(f"train Loss: {metrics['train_loss']:.4f} Acc: {train_acc:.4f}")
-            log(f"val Loss: {metrics['val_loss']:.4f} Acc: {val_acc:.4f}")
-            log(f"epoch time {_mmss(epoch_seconds)} (train {train_seconds:.1f}s, {metrics['images_per_s']:.1f} images/s; "
-                f"val {val_seconds:.1f}s)  lr {lr:g}")
+            stats = _run_epoch(job, epoch, progress)
+            val_acc = stats[1][1] / stats[1][2]
+            if val_acc > best[0]:
+                best = (val_acc, epoch)
+            metrics = _epoch_metrics(job, epoch, stats, best)
+            log(f"train Loss: {metrics['train_loss']:.4f} Acc: {metrics['train_acc']:.4f}")
+            log(f"val Loss: {metrics['val_loss']:.4f} Acc: {metrics['val_acc']:.4f}")
+            log(f"epoch time {_mmss(metrics['epoch_seconds'])} (train {metrics['train_seconds']:.1f}s, "
+                f"{metrics['images_per_s']:.1f} images/s; val {metrics['val_seconds']:.1f}s)  lr {metrics['lr']:g}")
             log()
             if not dist.is_main:
                 continue
             total = elapsed_before + time.perf_counter() - t_start
-            state = {
-                "format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else None, "epoch": epoch,
-                "best_val_acc": best_acc, "best_epoch": best_epoch, "val_acc": val_acc, "lr": base_lr,
-                "spec": identity, "run_id": run_id, "elapsed_seconds": total, "classes": list(data.classes),
-            }
-            result.last_path = ckpt_dir / "last.pt"
-            _save(state, result.last_path)
-            if best_epoch == epoch:
-                _save(state, ckpt_dir / "best.pt")
-            result.best_path = ckpt_dir / "best.pt"
+            state = _checkpoint(job, epoch, metrics, run_id, total)
+            _save(state, job.ckpt_dir / "last.pt")
+            if best[1] == epoch:
+                _save(state, job.ckpt_dir / "best.pt")
             if epoch == cfg.epochs - 1:
-                metrics.update(total_seconds=total, checkpoint=str(result.best_path), log_path=str(log.path))
+                metrics.update(total_seconds=total, checkpoint=str(job.ckpt_dir / "best.pt"), log_path=str(log.path))
                 log(f"Training complete in {_mmss(total)}")
-                log(f"Best val Acc: {best_acc:4f} (epoch {best_epoch})")
-                log(f"best checkpoint: {result.best_path}")
+                log(f"Best val Acc: {best[0]:4f} (epoch {best[1]})")
+                log(f"best checkpoint: {job.ckpt_dir / 'best.pt'}")
                 log(f"log: {log.path}")
-                result.total_seconds = total
-            record = Record(kind=Kind.TRAIN, model=spec.name, metrics=metrics, runtime="eager", precision=precision,
-                            batch=cfg.batch_size * dist.world_size, weights=spec.weights.identity, device=device.type)
-            result.records.append(store.add(record, run_id) if store is not None else record)
+            yield EpochResult(where, metrics, job.ckpt_dir / "best.pt", job.ckpt_dir / "last.pt", log.path)
     finally:
         log.close()
-    result.best_val_acc, result.best_epoch = best_acc, best_epoch
-    return result
 
 
 def _check_identity(ckpt: dict, identity: dict, path: Path) -> None:
@@ -535,59 +507,55 @@ def _amp_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
     return torch.float16 if device.type == "cuda" else torch.bfloat16
 
 
-def _train_epoch(net, loader, normalise, criterion, optimizer, scaler, amp_dtype, device, progress, label) -> torch.Tensor:
-    net.train()
-    stats = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, images
-    task = progress.add_task(label, total=len(loader)) if progress else None
+def _train_epoch(job: _Job, criterion, progress, label: str) -> torch.Tensor:
+    job.net.train()
+    # Sums stay on the device and the image count on the host: no per-step device sync.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=job.device)
+    correct = torch.zeros((), dtype=torch.float64, device=job.device)
+    n = 0
+    loader = job.loaders[0]
+    progress.start(label, total=len(loader))
     for images, labels in loader:
-        x, y = normalise(images), labels.to(device, non_blocking=True)
-        with _autocast(device, amp_dtype):
-            logits, aux = _split_outputs(net(x))
+        x, y = job.normalise(images), labels.to(job.device, non_blocking=True)
+        with _autocast(job.device, job.amp_dtype):
+            logits, aux = _split_outputs(job.net(x))
             main_loss = criterion(logits, y)
             loss = main_loss + AUX_LOSS_WEIGHT * sum(criterion(a, y) for a in aux) if aux else main_loss
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        job.optimizer.zero_grad(set_to_none=True)
+        job.scaler.scale(loss).backward()
+        job.scaler.step(job.optimizer)
+        job.scaler.update()
         # The reported loss is the main head's, comparable across models with and without aux heads.
-        stats += torch.stack([main_loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double(),
-                              torch.tensor(len(y), dtype=torch.float64, device=device)])
-        if progress:
-            progress.advance(task)
-    return stats
+        loss_sum += main_loss.detach().double() * len(labels)
+        correct += (logits.argmax(1) == y).sum().double()
+        n += len(labels)
+        progress.update(advance=1)
+    return torch.stack([loss_sum, correct, torch.tensor(float(n), dtype=torch.float64, device=job.device)])
 
 
-def _evaluate(model, loader, normalise, criterion, amp_dtype, device, progress, label) -> torch.Tensor:
+def _evaluate(job: _Job, criterion, progress, label: str) -> torch.Tensor:
     # The bare module, not the DDP wrapper: shards differ in size, and DDP's forward would sync buffers.
-    model.eval()
-    stats = torch.zeros(3, dtype=torch.float64, device=device)
-    task = progress.add_task(label, total=len(loader)) if progress else None
+    model = job.model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=job.device)
+    correct = torch.zeros((), dtype=torch.float64, device=job.device)
+    n = 0
+    loader = job.loaders[1]
+    progress.start(label, total=len(loader))
     with torch.no_grad():
         for images, labels in loader:
-            x, y = normalise(images), labels.to(device, non_blocking=True)
-            with _autocast(device, amp_dtype):
+            x, y = job.normalise(images), labels.to(job.device, non_blocking=True)
+            with _autocast(job.device, job.amp_dtype):
                 logits = model(x)
-            stats += torch.stack([criterion(logits.float(), y).double() * len(y), (logits.argmax(1) == y).sum().double(),
-                                  torch.tensor(len(y), dtype=torch.float64, device=device)])
-            if progress:
-                progress.advance(task)
+            loss_sum += criterion(logits.float(), y).double() * len(labels)
+            correct += (logits.argmax(1) == y).sum().double()
+            n += len(labels)
+            progress.update(advance=1)
     model.train()
-    return stats
+    return torch.stack([loss_sum, correct, torch.tensor(float(n), dtype=torch.float64, device=job.device)])
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
-def _progress(enabled: bool):
-    if not enabled:
-        return nullcontext(None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from perfkit.report.console import err_console
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=err_console, transient=True)
 
 
 def _describe(transform) -> str:

@@ -44,6 +44,15 @@ class EvalTransform:
             + (f"  [overridden: {', '.join(self.overrides)}]" if self.overrides else "")
         )
 
+    def resize_crop(self):
+        """Resize the short side, then center-crop: the one eval geometry (PIL image or uint8 tensor in)."""
+        from torchvision.transforms import v2
+
+        return v2.Compose([
+            v2.Resize(self.resize_size, interpolation=_mode(self.interpolation), antialias=self.antialias),
+            v2.CenterCrop(self.crop_size),
+        ])
+
     def pil_to_uint8(self):
         """PIL image → uint8 CHW tensor (resize + crop), the cacheable part.
 
@@ -53,19 +62,29 @@ class EvalTransform:
         """
         from torchvision.transforms import v2
 
-        return v2.Compose([
-            v2.Resize(self.resize_size, interpolation=_mode(self.interpolation), antialias=self.antialias),
-            v2.CenterCrop(self.crop_size),
-            v2.PILToTensor(),
-        ])
+        return v2.Compose([self.resize_crop(), v2.PILToTensor()])
 
-    def normalize(self, batch_uint8):
-        """uint8 NCHW (or CHW) → float32 normalised, exactly as ``weights.transforms()`` does."""
+    def ten_crop_uint8(self):
+        """PIL image → uint8 (10, C, H, W): four corners and center, and their mirror images."""
+        import torch
+        from torchvision.transforms import v2
+
+        resize = v2.Resize(self.resize_size, interpolation=_mode(self.interpolation), antialias=self.antialias)
+        ten, to_tensor = v2.TenCrop(self.crop_size), v2.PILToTensor()
+        return lambda img: torch.stack([to_tensor(c) for c in ten(resize(img))])
+
+    def normalize(self, batch_uint8, device=None):
+        """uint8 NCHW (or CHW) → float32 normalised, exactly as ``weights.transforms()`` does.
+
+        With ``device`` the uint8 tensor is moved first (a quarter of the float32 traffic) and
+        normalised there with the same arithmetic.
+        """
         import torch
 
-        x = batch_uint8.to(torch.float32).div_(255.0)
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
+        x = batch_uint8 if device is None else batch_uint8.to(device, non_blocking=True)
+        x = x.to(torch.float32).div_(255.0)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(-1, 1, 1)
         return (x - mean) / std
 
     def __call__(self, image):

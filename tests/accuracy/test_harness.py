@@ -14,14 +14,17 @@ from pathlib import Path
 import pytest
 import torch
 
+import perfkit.backends
 from perfkit.accuracy import harness
-from perfkit.accuracy.harness import Distributed, evaluate, gate_failures, spec_with_transform, validate_model
+from perfkit.accuracy.harness import EvalOptions, evaluate, gate_failures, spec_with_transform, validate_model
+from perfkit.backends import get, open_runner
+from perfkit.backends.eager import EagerRunner
+from perfkit.context import Context
 from perfkit.data.imagenet import open_imagenet
 from perfkit.data.synthetic import LAYOUTS, corrupt_jpeg, make_imagenet_folder, write_real_labels, write_spread_weights
+from perfkit.distributed import Distributed
 from perfkit.errors import DatasetError
-from perfkit.formats import Format
-from perfkit.runtime import open_runner
-from perfkit.runtime.eager import EagerRunner
+from perfkit.record import recording, to_records
 from perfkit.zoo.registry import resolve
 
 CLASSES = [5, 900]
@@ -90,12 +93,41 @@ def independent(weights: Path, root: Path, crops: int = 1) -> dict:
     return out
 
 
-def run(spec, root, runners=None, **kw):
-    data = kw.pop("data", None) or open_imagenet(root)
-    runners = runners or {"eager": open_runner(spec, "eager")}
-    kw.setdefault("progress", False)
-    kw.setdefault("transform", spec.preprocess)
-    return evaluate(spec, data, runners, **kw)
+def eager(spec, **options):
+    """An un-entered eager runner (``options``: backend options such as channels_last)."""
+    return open_runner(spec, "eager", Context(options=options))
+
+
+def run(spec, root, runners=None, *, data=None, dist=None, **options):
+    """``evaluate`` with ``EvalOptions(**options)``; the model's own transform unless one is given."""
+    data = data or open_imagenet(root)
+    runners = runners or {"eager": eager(spec)}
+    options.setdefault("transform", spec.preprocess)
+    kw = {} if dist is None else {"dist": dist}
+    return evaluate(spec, data, runners, EvalOptions(**options), **kw)
+
+
+REAL_OPEN = perfkit.backends.open_runner
+
+
+def fake_open(swap=("onnx",), refuse=lambda name: name == "aoti"):
+    """An ``open_runner`` stand-in: a runtime in ``swap`` is a SwapRunner, one that ``refuse``s cannot
+    open, and the others open for real."""
+
+    def open_runner_(s, backend, ctx, **kw):
+        name = get(backend).name
+        if refuse(name):
+            raise NotImplementedError(f"runtime {name} is not wired yet")
+        if name in swap:
+            return SwapRunner(s, device=ctx.device, **kw)
+        return REAL_OPEN(s, backend, ctx, **kw)
+
+    return open_runner_
+
+
+def _eager_only(name):
+    """``refuse`` for ``fake_open``: every exported runtime."""
+    return name != "eager"
 
 
 def counts(result, label="eager"):
@@ -106,7 +138,7 @@ def counts(result, label="eager"):
 class SwapRunner(EagerRunner):
     """A stand-in 'exported' runtime that swaps the logits of classes 5 and 900."""
 
-    format = Format.ONNX
+    name = "onnx"
 
     def _infer(self, x):
         y = super()._infer(x).clone()
@@ -144,8 +176,7 @@ def test_every_layout_gives_the_same_counts(small, small_result, tmp_path, layou
 
 
 def test_two_runtimes_in_one_pass_decode_once(small, dataset, small_result):
-    runners = {"eager": open_runner(small, "eager"), "eager-cl": open_runner(small, "eager", channels_last=True),
-               "swap": SwapRunner(small)}
+    runners = {"eager": eager(small), "eager-cl": eager(small, channels_last=True), "swap": SwapRunner(small)}
     result = run(small, dataset, runners, batch_size=3)
     assert result.decoded == 8  # once, not once per runtime
     assert counts(result) == counts(result, "eager-cl") == counts(small_result)
@@ -155,7 +186,7 @@ def test_two_runtimes_in_one_pass_decode_once(small, dataset, small_result):
     swapped = [i for i, p in zip(result.image_ids, top1) if p in CLASSES]
     assert result.runtimes["swap"].flipped_ids == swapped and swapped
     assert result.runtimes["swap"].diff.max_abs > 0.01
-    rows = {r.metrics["runner"]: r for r in result.records()}
+    rows = {r.metrics["runner"]: r for r in to_records(result)}
     assert rows["swap"].runtime == "onnx" and rows["swap"].metrics["flips_vs_eager"] == len(swapped)
     assert rows["swap"].metrics["delta_top1_vs_eager_pp"] == pytest.approx(
         100 * (result.runtimes["swap"].counts.top1_correct - result.runtimes["eager"].counts.top1_correct) / 8)
@@ -188,7 +219,7 @@ def test_unreadable_jpeg_names_the_file_or_is_skipped_and_marked(small, tmp_path
     result = run(small, tmp_path / "d", skip_unreadable=True, workers=2)
     assert result.images == 3 and not result.complete
     assert result.unreadable_files == [f"{images[1].wnid}/{images[1].file_name}"]
-    metrics = result.records()[0].metrics
+    metrics = to_records(result)[0].metrics
     assert metrics["unreadable"] == 1 and metrics["complete"] is False and metrics["images"] == 3
 
 
@@ -222,13 +253,13 @@ class _ThreadGroup:
 
 
 def test_sharded_ranks_total_the_single_process_counts(small, dataset):
-    single = run(small, dataset, runners={"eager": open_runner(small, "eager"), "swap": SwapRunner(small)})
+    single = run(small, dataset, runners={"eager": eager(small), "swap": SwapRunner(small)})
     assert [len(Distributed(r, 3).shard(8)) for r in range(3)] == [2, 3, 3]
     assert sorted(i for r in range(3) for i in Distributed(r, 3).shard(8)) == list(range(8))
     group, out = _ThreadGroup(2), {}
 
     def rank(r):
-        out[r] = run(small, dataset, runners={"eager": open_runner(small, "eager"), "swap": SwapRunner(small)},
+        out[r] = run(small, dataset, runners={"eager": eager(small), "swap": SwapRunner(small)},
                      dist=group.rank(r))
 
     threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
@@ -258,7 +289,7 @@ def test_real_labels_score_the_extra_labels(small, dataset, small_result, tmp_pa
 
 
 def test_gate_failures_name_the_runtime(small, dataset):
-    result = run(small, dataset, runners={"eager": open_runner(small, "eager"), "swap": SwapRunner(small)})
+    result = run(small, dataset, runners={"eager": eager(small), "swap": SwapRunner(small)})
     drop = result.runtimes["eager"].counts.top1_pct - result.runtimes["swap"].counts.top1_pct
     assert drop != 0
     failed = gate_failures(result, max_top1_drop=min(drop, 0) - 1, min_relative=None)
@@ -268,42 +299,48 @@ def test_gate_failures_name_the_runtime(small, dataset):
 
 def test_validate_model_records_every_runtime_and_the_ones_that_could_not_open(spec, dataset, small_result, store,
                                                                              tmp_path, monkeypatch):
-    import perfkit.runtime
-
-    def swap_onnx_refuse_aoti(s, fmt, **kw):
-        if str(fmt) == "aoti":
-            raise NotImplementedError("runtime aoti is not wired yet")
-        runner = SwapRunner if str(fmt) == "onnx" else EagerRunner
-        return runner(s, **{k: v for k, v in kw.items() if k != "artifacts"})
-
-    monkeypatch.setattr(perfkit.runtime, "open_runner", swap_onnx_refuse_aoti)
-    with store.run() as run_id:
-        done = validate_model(spec, open_imagenet(dataset), store=store, run_id=run_id, formats=["aoti", "onnx", "onnx"],
-                              overrides=dict(resize_size=72, crop_size=64, mean=None), progress=False,
-                              out_dir=tmp_path / "out")
+    monkeypatch.setattr(perfkit.backends, "open_runner", fake_open())
+    options = EvalOptions(transform=spec.preprocess.with_overrides(resize_size=72, crop_size=64, mean=None),
+                          out_dir=tmp_path / "out")
+    done = validate_model(spec, open_imagenet(dataset), ["aoti", "onnx", "onnx"], Context(), options=options)
     # Eager is opened first, as the reference; the runtime that could not open is kept, not raised.
-    assert list(done.result.runtimes) == ["eager", "onnx"] and list(done.open_errors) == ["aoti"]
+    assert list(done.result.runtimes) == ["eager", "onnx"]
+    assert [(f.kind, f.where.runtime) for f in done.open_failures] == [("accuracy", "aoti")]
     assert counts(done.result) == counts(small_result)  # the overrides reached the pass
-    recs = {r.runtime: r for r in store.records(run_id, kind="accuracy")}
-    assert set(recs) == {"eager", "onnx", "aoti"}
+    assert store.records() == []  # measuring writes nothing: the caller records
+    with recording(store) as rec:
+        rec.add(done.result)
+        rec.add_all(done.open_failures)
+    recs = {r.runtime: r for r in store.records(rec.run_id, kind="accuracy")}
+    assert set(recs) == {"eager", "onnx", "aoti"} and len(store.records(rec.run_id, kind="accuracy")) == 3
     assert [recs[k].status for k in ("eager", "onnx", "aoti")] == ["ok", "ok", "error"]
-    eager, onnx, aoti = recs["eager"].metrics, recs["onnx"].metrics, recs["aoti"]
-    assert (eager["images"], eager["top1_correct"], eager["top5_correct"]) == counts(small_result)
-    assert eager["transform_overrides"] == ["crop_size", "resize_size"] and eager["transform"]["crop_size"] == 64
+    assert store.get_run(rec.run_id)["status"] == "failed"  # a runtime that could not open fails the run
+    eager_m, onnx, aoti = recs["eager"].metrics, recs["onnx"].metrics, recs["aoti"]
+    assert (eager_m["images"], eager_m["top1_correct"], eager_m["top5_correct"]) == counts(small_result)
+    assert eager_m["transform_overrides"] == ["crop_size", "resize_size"] and eager_m["transform"]["crop_size"] == 64
     assert onnx["flips_vs_eager"] == len(done.result.runtimes["onnx"].flipped_ids) > 0
     assert Path(onnx["flipped_ids_file"]).parent == tmp_path / "out"
     assert "not wired" in aoti.error and (aoti.precision, aoti.device) == ("fp32", "cpu")
-    assert aoti.weights == spec.weights.identity
+    assert aoti.weights == spec.weights.identity == recs["eager"].weights
+    assert aoti.model == recs["eager"].model == "resnet18" and aoti.batch == recs["eager"].batch == 32
     # With a gate set, the runtime that could not open fails it; without one, nothing fails.
     assert [(f["runtime"], f["gate"]) for f in done.gate_failures(max_top1_drop=100.0)] == [("aoti", "ran")]
     assert done.gate_failures() == []
 
 
-def test_validate_model_without_a_store_writes_nothing(small, dataset, store):
-    done = validate_model(small, open_imagenet(dataset).take(limit=2), formats=["eager"], progress=False)
-    assert done.result.images == 2 and not done.open_errors and store.records() == []
-    with pytest.raises(ValueError, match="run_id"):
-        validate_model(small, open_imagenet(dataset), store=store, formats=["eager"], progress=False)
+def test_validate_model_measures_and_records_nothing(small, dataset, store):
+    done = validate_model(small, open_imagenet(dataset).take(limit=2), ["eager"], Context())
+    assert done.result.images == 2 and not done.open_failures and store.records() == []
+    (record,) = to_records(done.result)
+    record.validate()
+    assert (record.runtime, record.metrics["images"], record.metrics["dataset_images"]) == ("eager", 2, 8)
+
+
+def test_validate_model_refuses_a_model_that_is_not_an_imagenet_classifier(tiny_spec, dataset):
+    from perfkit.errors import UsageError
+
+    with pytest.raises(UsageError, match="10 classes"):
+        validate_model(tiny_spec, open_imagenet(dataset), ["eager"], Context())
 
 
 # -- the command line ------------------------------------------------------------------------------------
@@ -314,56 +351,52 @@ def cli(*argv):
     return main([str(a) for a in argv])
 
 
-def test_cli_json_counts_records_and_flips_file(weights, dataset, capsys, monkeypatch):
-    import perfkit.runtime
+def accuracy_rows(out: dict) -> dict:
+    """``perfkit validate --json`` → runtime → the accuracy record (provenance columns + metrics)."""
+    return {r["runtime"]: {**r, **r["metrics"]} for r in out["records"] if r["kind"] == "accuracy"}
 
-    real_open = perfkit.runtime.open_runner
-    monkeypatch.setattr(perfkit.runtime, "open_runner",
-                        lambda s, fmt, **kw: SwapRunner(s, **{k: v for k, v in kw.items() if k != "artifacts"})
-                        if str(fmt) == "onnx" else real_open(s, fmt, **kw))
+
+def test_cli_json_counts_records_and_flips_file(weights, dataset, capsys, monkeypatch):
+    monkeypatch.setattr(perfkit.backends, "open_runner", fake_open())
     rc = cli("validate", "resnet18", "--weights", weights, "--data", dataset, "--resize", 72, "--crop", 64, "-f", "onnx", "--workers", 0,
              "--json", "--std", "0.229,0.224,0.225")
     out = json.loads(capsys.readouterr().out)
     assert rc == 0
-    rows = {r["runtime"]: r for r in out["results"][0]["runtimes"]}
+    rows = accuracy_rows(out)
     assert set(rows) == {"eager", "onnx"}  # eager always runs first, as the reference
+    assert all(r["status"] == "ok" and r["model"] == "resnet18" and r["precision"] == "fp32" for r in rows.values())
     # An override is recorded even when it repeats the model's own value: it was asked for.
     assert rows["eager"]["transform_overrides"] == ["crop_size", "resize_size", "std"]
     assert rows["eager"]["transform"]["crop_size"] == 64 and rows["onnx"]["flips_vs_eager"] > 0
     flips_file = Path(rows["onnx"]["flipped_ids_file"])
     assert json.loads(flips_file.read_text())["flipped_ids"]["onnx"] == rows["onnx"]["flipped_ids"]
+    (model,) = [r for r in out["records"] if r["kind"] == "model"]  # what was measured, recorded with the run
+    assert model["model"] == "resnet18" and model["metrics"]["random_weights"] is False
     from perfkit.store import Store
 
     with Store() as store:
         recs = store.records(kind="accuracy")
+        assert store.get_run(out["run_id"])["status"] == "ok"
     assert sorted(r.runtime for r in recs) == ["eager", "onnx"] and all(r.status == "ok" for r in recs)
+    assert {r.run_id for r in recs} == {out["run_id"]}
 
 
 def test_cli_gate_exits_1_with_a_table(weights, dataset, capsys, monkeypatch):
-    import perfkit.runtime
-
-    real_open = perfkit.runtime.open_runner
-    monkeypatch.setattr(perfkit.runtime, "open_runner",
-                        lambda s, fmt, **kw: SwapRunner(s, **{k: v for k, v in kw.items() if k != "artifacts"})
-                        if str(fmt) == "onnx" else real_open(s, fmt, **kw))
+    monkeypatch.setattr(perfkit.backends, "open_runner", fake_open())
     rc = cli("validate", "resnet18", "--weights", weights, "--data", dataset, "--resize", 72, "--crop", 64, "-f", "eager,onnx", "--workers", 0,
              "--min-relative", "1.5")
     captured = capsys.readouterr()
     assert rc == 1
     assert "accuracy gates FAILED" in captured.out and "min-relative" in captured.out
+    from perfkit.store import Store
 
-
-def _eager_only(s, fmt, **kw):
-    """An ``open_runner`` stand-in that refuses every exported runtime."""
-    if str(fmt) != "eager":
-        raise NotImplementedError(f"runtime {fmt} is not wired yet")
-    return EagerRunner(s, **{k: v for k, v in kw.items() if k != "artifacts"})
+    with Store() as store:
+        (run_,) = store.runs()
+    assert run_["status"] == "failed"
 
 
 def test_cli_unwired_runtime_is_an_error_record_not_a_crash(weights, dataset, capsys, monkeypatch):
-    import perfkit.runtime
-
-    monkeypatch.setattr(perfkit.runtime, "open_runner", _eager_only)
+    monkeypatch.setattr(perfkit.backends, "open_runner", fake_open(swap=(), refuse=_eager_only))
     rc = cli("validate", "resnet18", "--weights", weights, "--data", dataset, "--resize", 72, "--crop", 64, "-f", "eager,aoti", "--workers", 0,
              "--limit", 2, "--max-top1-drop", 1)
     captured = capsys.readouterr()
@@ -396,6 +429,11 @@ def test_cli_bad_data_is_a_clean_error(weights, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_cli_batch_takes_one_number(weights, dataset, capsys):
+    assert cli("validate", "resnet18", "--weights", weights, "--data", dataset, "-b", "1,8") == 2
+    assert "one batch size" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_equal_single_process(weights, dataset, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
@@ -406,7 +444,7 @@ def test_torchrun_two_processes_equal_single_process(weights, dataset, tmp_path)
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return [(r["runtime"], r["images"], r["top1_correct"], r["top5_correct"], r["flipped_ids"])
-                for r in json.loads(proc.stdout)["results"][0]["runtimes"]]
+                for r in accuracy_rows(json.loads(proc.stdout)).values()]
 
     single = counts_of([sys.executable, *args, "--store", str(tmp_path / "one.db")])
     double = counts_of([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
@@ -415,31 +453,33 @@ def test_torchrun_two_processes_equal_single_process(weights, dataset, tmp_path)
 
 
 def test_exported_runtimes_match_eager_counts(spec, dataset, reference, tmp_path):
-    pytest.importorskip("perfkit.export.artifact")
-    runners = {"eager": open_runner(spec, "eager")}
-    for fmt in ("torchscript", "onnx"):
-        runners[fmt] = open_runner(spec, fmt, artifacts=tmp_path / "artifacts")
+    ctx = Context(artifacts=tmp_path / "artifacts")
+    runners = {"eager": open_runner(spec, "eager", ctx)}
+    for name in ("torchscript", "onnx"):
+        runners[name] = open_runner(spec, name, ctx)
     result = run(spec, dataset, runners)
     for label in runners:
         assert counts(result, label) == (8, reference["top1"], reference["top5"]), label
+    assert [r.runtime for r in to_records(result)] == ["eager", "torchscript", "onnx"]
 
 
 @pytest.mark.slow
 def test_aoti_matches_eager_counts(spec, dataset, reference, tmp_path):
-    pytest.importorskip("perfkit.export.artifact")
-    runners = {"eager": open_runner(spec, "eager"), "aoti": open_runner(spec, "aoti", artifacts=tmp_path / "a")}
+    ctx = Context(artifacts=tmp_path / "a")
+    runners = {"eager": open_runner(spec, "eager", ctx), "aoti": open_runner(spec, "aoti", ctx)}
     result = run(spec, dataset, runners)
     assert counts(result, "aoti") == (8, reference["top1"], reference["top5"])
 
 
 def test_cli_a_requested_runtime_that_cannot_run_is_a_non_zero_exit(weights, dataset, capsys, monkeypatch):
-    import perfkit.runtime
-
-    monkeypatch.setattr(perfkit.runtime, "open_runner", _eager_only)
+    monkeypatch.setattr(perfkit.backends, "open_runner", fake_open(swap=(), refuse=_eager_only))
     rc = cli("validate", "resnet18", "--weights", weights, "--data", dataset, "--resize", 72, "--crop", 64,
              "-f", "eager,aoti", "--workers", 0, "--limit", 1)
-    assert rc == 2 and "resnet18/aoti" in capsys.readouterr().err
+    # A measurement that failed (not bad input): exit 1, the failure named in the table.
+    assert rc == 1 and "aoti FAILED" in capsys.readouterr().out
     from perfkit.store import Store
 
     with Store() as store:
-        assert sorted((r.runtime, r.status) for r in store.records()) == [("aoti", "error"), ("eager", "ok")]
+        assert sorted((r.runtime, r.status) for r in store.records(kind="accuracy")) == [("aoti", "error"),
+                                                                                         ("eager", "ok")]
+        assert store.get_run("latest")["status"] == "failed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -78,7 +79,26 @@ def test_nan_and_inf_fail_and_are_counted():
     r = P.compare(ref, cand, P.Tolerance(atol=10.0, rtol=0.0))
     assert r.nonfinite == 2 and not r.passed
     assert r.failures[0] == "2 NaN/Inf logits"
-    assert r.max_abs_diff == 0.0  # the finite entries agree
+    # Distances over NaN/Inf logits mean nothing: NaN, never the finite entries' 0.
+    assert math.isnan(r.max_abs_diff) and math.isnan(r.mean_abs_diff)
+
+
+def test_nan_logits_record_as_a_failed_check_not_a_crash():
+    """A runtime that returns NaN gives a valid parity record: passed False, the distances missing."""
+    from perfkit.record import to_records
+    from perfkit.results import Where
+
+    ref = _logits()
+    cand = ref.clone()
+    cand[0, 0] = float("nan")
+    r = P.compare(ref, cand, P.tolerance("fp32"))
+    (record,) = to_records(P.ParityCheck(Where("m", "onnx", "fp32", 8), r, "synthetic"))
+    record.validate()
+    m = record.metrics
+    assert record.status == "ok" and m["passed"] is False and m["nonfinite"] == 1
+    assert m["max_abs_diff"] is None and m["mean_abs_diff"] is None
+    assert m["failures"][0] == "1 NaN/Inf logits"
+    json.dumps(record.to_dict(), allow_nan=False)  # strict JSON: no NaN in --json output
 
 
 def test_shape_mismatch_is_an_error():
@@ -159,16 +179,19 @@ def shared_artifacts(tmp_path_factory):
 
 
 def _check(capsys, shared_artifacts, *extra):
+    """Exit code and the parity records of ``perfkit check --json`` (provenance columns + metrics)."""
     code = main(["check", "lenet5", "--weights", "random", "--device", "cpu", "--artifacts", str(shared_artifacts),
                  "--json", *extra])
-    return code, json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)
+    return code, [{**r, **r["metrics"]} for r in out["records"] if r["kind"] == "parity"]
 
 
 def test_check_passes_and_records_parity(capsys, shared_artifacts):
     code, rows = _check(capsys, shared_artifacts, "-f", "torchscript,onnx", "--samples", "12", "--batch", "1,5")
     assert code == 0
     assert [(r["runtime"], r["batch"]) for r in rows] == [("torchscript", 1), ("torchscript", 5), ("onnx", 1), ("onnx", 5)]
-    assert all(r["passed"] and r["samples"] == 12 and r["top1_agreement"] == 1.0 for r in rows)
+    assert all(r["status"] == "ok" and r["passed"] and r["samples"] == 12 and r["top1_agreement"] == 1.0 for r in rows)
+    assert all((r["model"], r["precision"], r["device"]) == ("lenet5", "fp32", "cpu") for r in rows)
     with Store() as store:
         parity = store.records(kind="parity")
         exports = store.records(kind="export")
@@ -179,7 +202,7 @@ def test_check_passes_and_records_parity(capsys, shared_artifacts):
 def test_check_fails_with_exit_code_1_on_an_absurd_tolerance(capsys, shared_artifacts):
     code, rows = _check(capsys, shared_artifacts, "-f", "onnx", "--samples", "4", "--atol", "1e-12", "--rtol", "0")
     assert code == 1
-    assert rows and not any(r["passed"] for r in rows)
+    assert len(rows) == 2 and not any(r["passed"] for r in rows) and all(r["status"] == "ok" for r in rows)
     assert all(r["max_abs_diff"] > 1e-12 for r in rows)
     with Store() as store:
         assert [r.metrics["passed"] for r in store.records(kind="parity")] == [False, False]
@@ -197,20 +220,24 @@ def test_check_on_images(capsys, shared_artifacts, tmp_path):
 def test_check_refuses_a_tampered_artifact_naming_the_file(capsys, shared_artifacts, tmp_path):
     import shutil
 
-    from perfkit.export.artifact import ensure_artifact
+    from perfkit.backends import prepare
+    from perfkit.context import Context
     from perfkit.zoo.registry import resolve
 
     own = tmp_path / "own"
-    src = ensure_artifact(resolve("lenet5", "random"), "onnx", artifacts=shared_artifacts)
+    src = prepare(resolve("lenet5", "random"), "onnx", Context(artifacts=shared_artifacts))
     shutil.copytree(shared_artifacts, own)
     victim = own / src.path.relative_to(shared_artifacts)
     victim.write_bytes(victim.read_bytes().replace(b"logits", b"logitz"))
     code, rows = _check(capsys, own, "-f", "onnx", "--samples", "2")
     assert code == 1
-    assert all(not r["passed"] and str(victim) in r["error"] and "modified" in r["error"] for r in rows)
+    assert [r["batch"] for r in rows] == [1, 8]  # every batch of the runtime fails
+    assert all(r["status"] == "error" and str(victim) in r["error"] and "modified" in r["error"] for r in rows)
     with Store() as store:
-        failed = store.records(kind="export")
-    assert failed[0].status == "error" and str(victim) in failed[0].error
+        failed = store.records(kind="parity")
+        assert store.records(kind="export") == []  # nothing was exported or measured from the tampered file
+        assert store.get_run("latest")["status"] == "failed"
+    assert [r.status for r in failed] == ["error", "error"] and all(str(victim) in r.error for r in failed)
 
 
 def test_check_batch_outside_the_range_is_a_usage_error(capsys):

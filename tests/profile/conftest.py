@@ -10,17 +10,28 @@ import torch
 
 
 class FakeRunner:
-    """Logs every ``infer`` and ``synchronize``; optionally sleeps or fails at a batch size."""
+    """Logs every ``infer`` and ``synchronize``; optionally sleeps or fails at a batch size.
 
-    def __init__(self, *, sleep_s=0.0, fail_at=None, error=None, device="cpu"):
+    Has what the profiler reads from a ``perfkit.backends.Runner``: name, precision, device, threads,
+    self_timed and ``config()``.
+    """
+
+    self_timed = False
+
+    def __init__(self, *, sleep_s=0.0, fail_at=None, error=None, device="cpu", name="fake", precision="fp32"):
+        from perfkit.vocab import Precision
+
         self.device = torch.device(device)
+        self.precision = Precision(precision)
+        self.threads = None
         self.sleep_s = sleep_s
         self.fail_at = fail_at or ()
         self.error = error or (lambda b: torch.OutOfMemoryError(f"CUDA out of memory at batch {b}"))
         self.events: list[tuple[str, float]] = []
         self.batches_seen: list[int] = []
         self.entered = self.exited = 0
-        self.name = "fake"
+        self.name = name
+        self.label = f"{name}/{self.precision}/{self.device}"
 
     def __enter__(self):
         self.entered += 1
@@ -41,10 +52,45 @@ class FakeRunner:
         return torch.zeros(b, 10)
 
     def synchronize(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
         self.events.append(("sync", time.perf_counter()))
+
+    def config(self):
+        return {"intra_op_threads": 3, "fake": True}
+
+
+class RecordingProgress:
+    """A ``perfkit.context.Progress`` that keeps what it was told."""
+
+    def __init__(self):
+        self.started: list[tuple[str, int | None]] = []
+        self.descriptions: list[str] = []
+        self.advanced = 0
+
+    def start(self, description, total=None):
+        self.started.append((description, total))
+
+    def update(self, description=None, advance=0):
+        if description is not None and (not self.descriptions or self.descriptions[-1] != description):
+            self.descriptions.append(description)
+        self.advanced += advance
 
 
 @pytest.fixture
 def fake_runner():
     """The FakeRunner class (conftest modules are not importable under --import-mode=importlib)."""
     return FakeRunner
+
+
+@pytest.fixture
+def progress():
+    return RecordingProgress()
+
+
+@pytest.fixture
+def ctx(tmp_path, progress):
+    """A CPU measuring context with its own artifact folder that records progress."""
+    from perfkit.context import Context
+
+    return Context(device="cpu", artifacts=tmp_path / "artifacts", progress=progress)

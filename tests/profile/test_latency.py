@@ -1,64 +1,117 @@
+import pytest
 import torch
 
-from perfkit.formats import BatchRange, Format
-from perfkit.profile.latency import batch_range_for, is_out_of_memory, sweep
+import perfkit.backends
+from perfkit.profile.latency import LatencyResult, is_out_of_memory, sweep
 from perfkit.profile.timing import TimingConfig
-
+from perfkit.results import Failure, Kind
+from perfkit.vocab import BatchRange
 
 FAST = TimingConfig(warmup=1, warmup_seconds=0, iterations=3, min_seconds=0)
 
 
-def _opener(runners: dict):
+def _opener(monkeypatch, runners: dict):
+    """Replace ``perfkit.backends.open_runner`` (what the sweep opens runtimes with) by a lookup."""
     calls = []
 
-    def opener(spec, fmt, **kwargs):
-        calls.append((fmt, kwargs))
-        runner = runners[fmt]
+    def opener(spec, backend, ctx, *, precision, batch):
+        calls.append((backend.name, ctx, precision, batch))
+        runner = runners[backend.name]
         if isinstance(runner, Exception):
             raise runner
         return runner
 
-    opener.calls = calls
-    return opener
+    monkeypatch.setattr(perfkit.backends, "open_runner", opener)
+    return calls
 
 
-def test_oom_batch_becomes_an_error_record_and_the_sweep_goes_on(tiny_spec, fake_runner):
+def _by(results):
+    return {(r.where.runtime, r.where.batch): r for r in results}
+
+
+def test_oom_batch_becomes_a_failure_and_the_sweep_goes_on(tiny_spec, fake_runner, ctx, progress, monkeypatch):
     eager = fake_runner(fail_at={32})
-    opener = _opener({Format.EAGER: eager, Format.ONNX: RuntimeError("export failed"),
-                      Format.TORCHSCRIPT: fake_runner()})
-    seen = []
-    points = sweep(tiny_spec, ["eager", "onnx", "torchscript"], [32, 1, 8, 64], config=FAST, opener=opener,
-                   on_point=seen.append)
-    assert seen == points
-    by = {(str(p.runtime), p.batch): p for p in points}
-    assert [p.batch for p in points if p.runtime is Format.EAGER] == [1, 8, 32, 64]  # ascending
-    assert by["eager", 1].ok and by["eager", 8].ok
-    assert isinstance(by["eager", 32].error, torch.OutOfMemoryError)
-    assert not by["eager", 64].ok and "skipped" in str(by["eager", 64].error)
+    _opener(monkeypatch, {"eager": eager, "onnx": RuntimeError("export failed"), "torchscript": fake_runner()})
+    results = list(sweep(tiny_spec, ["eager", "onnx", "torchscript"], [32, 1, 8, 64], ctx, config=FAST))
+    by = _by(results)
+    assert [r.where.batch for r in results if r.where.runtime == "eager"] == [1, 8, 32, 64]  # ascending
+    assert isinstance(by["eager", 1], LatencyResult) and isinstance(by["eager", 8], LatencyResult)
+    oom = by["eager", 32]
+    assert isinstance(oom, Failure) and oom.kind == Kind.LATENCY and "OutOfMemoryError" in oom.error
+    assert isinstance(by["eager", 64], Failure) and "skipped" in by["eager", 64].error
     assert 64 not in eager.batches_seen  # backed off: never tried a batch larger than one that failed
     assert eager.entered == eager.exited == 1
-    # a runtime that cannot be opened gives an error per batch; the next runtime still runs
-    assert all(not by["onnx", b].ok for b in (1, 8, 32, 64))
-    assert all(by["torchscript", b].ok for b in (1, 8, 32, 64))
+    # a runtime that cannot be opened gives a failure per batch; the next runtime still runs
+    assert all(isinstance(by["onnx", b], Failure) and "export failed" in by["onnx", b].error for b in (1, 8, 32, 64))
+    assert all(isinstance(by["torchscript", b], LatencyResult) for b in (1, 8, 32, 64))
+    assert progress.advanced == len(results) == 12  # one step per runtime × batch, failures included
+    # every result is named fully: the record's provenance
+    w = by["torchscript", 8].where
+    assert (w.model, w.precision, w.device, w.weights) == ("lenet5", "fp32", "cpu", tiny_spec.weights.identity)
 
 
-def test_other_errors_do_not_stop_larger_batches(tiny_spec, fake_runner):
+def test_results_are_yielded_as_they_are_measured(tiny_spec, fake_runner, ctx, monkeypatch):
+    runner = fake_runner()
+    _opener(monkeypatch, {"eager": runner})
+    gen = sweep(tiny_spec, ["eager"], [1, 2], ctx, config=FAST)
+    first = next(gen)
+    assert first.where.batch == 1 and 2 not in runner.batches_seen  # batch 2 not measured yet
+    assert runner.entered == 1 and runner.exited == 0
+    assert next(gen).where.batch == 2
+    with pytest.raises(StopIteration):
+        next(gen)
+    assert runner.exited == 1
+
+
+def test_runner_is_released_when_the_consumer_stops_early(tiny_spec, fake_runner, ctx, monkeypatch):
+    runner = fake_runner()
+    _opener(monkeypatch, {"eager": runner})
+    gen = sweep(tiny_spec, ["eager"], [1, 2, 4], ctx, config=FAST)
+    next(gen)
+    gen.close()
+    assert runner.exited == 1
+
+
+def test_other_errors_do_not_stop_larger_batches(tiny_spec, fake_runner, ctx, monkeypatch):
     runner = fake_runner(fail_at={8}, error=lambda b: ValueError("shape mismatch"))
-    points = sweep(tiny_spec, ["eager"], [1, 8, 32], config=FAST, opener=_opener({Format.EAGER: runner}))
-    assert [p.ok for p in points] == [True, False, True]
+    _opener(monkeypatch, {"eager": runner})
+    results = list(sweep(tiny_spec, ["eager"], [1, 8, 32], ctx, config=FAST))
+    assert [type(r).__name__ for r in results] == ["LatencyResult", "Failure", "LatencyResult"]
+    assert results[1].error == "ValueError: shape mismatch"
 
 
-def test_exporter_is_asked_for_a_batch_range_covering_the_batches(tiny_spec, fake_runner):
-    opener = _opener({Format.EAGER: fake_runner()})
-    sweep(tiny_spec, ["eager"], [1, 512], config=FAST, opener=opener)
-    brange = opener.calls[0][1]["batch"]
+def test_the_runtime_is_opened_for_a_batch_range_covering_the_batches(tiny_spec, fake_runner, ctx, monkeypatch):
+    calls = _opener(monkeypatch, {"eager": fake_runner()})
+    list(sweep(tiny_spec, ["eager"], [1, 512], ctx, config=FAST, precision="fp16"))
+    [(name, opened_ctx, precision, brange)] = calls
+    assert name == "eager" and precision == "fp16"
     assert brange.contains(1) and brange.contains(512)
-    assert opener.calls[0][1]["channels_last"] is False
+    # backends that build one profile per batch (TensorRT) are told the swept batches
+    assert opened_ctx.options["profile_batches"] == (1, 512)
 
 
-def test_batch_range_for():
-    assert batch_range_for([1, 8, 32]) == BatchRange()  # shares the export cache with `perfkit export`
-    wide = batch_range_for([4, 1024])
+def test_result_carries_the_runner_configuration_and_roofline(tiny_spec, fake_runner, ctx, monkeypatch):
+    from perfkit.profile import roofline
+
+    peaks = []
+    monkeypatch.setattr(roofline, "device_peak", lambda device, precision, threads: peaks.append(
+        (device, str(precision), threads)) or roofline.Peak(100.0, "stub"))
+    _opener(monkeypatch, {"eager": fake_runner()})
+    [result] = sweep(tiny_spec, ["eager"], [4], ctx, config=FAST, flops=(1_000_000, "by hand"))
+    assert result.runtime_config == {"intra_op_threads": 3, "fake": True} and result.threads == 3
+    assert result.self_timed is False and result.flops_source == "by hand"
+    assert result.roofline["flops_per_sample"] == 1_000_000
+    assert peaks == [("cpu", "fp32", 3)]  # the peak at the runner's own thread count
+    assert result.roofline["peak_fraction"] == pytest.approx(result.roofline["achieved_gflops"] / 100.0)
+    assert result.roofline["achieved_gflops"] == pytest.approx(
+        1_000_000 * 4 / (result.timing.compute.median_ms / 1000) / 1e9)
+    [no_flops] = sweep(tiny_spec, ["eager"], [4], ctx, config=FAST)
+    assert no_flops.roofline == {} and no_flops.flops_source is None
+
+
+def test_batch_range_covering():
+    assert BatchRange.covering([1, 8, 32]) == BatchRange()  # shares the export cache with `perfkit export`
+    wide = BatchRange.covering([4, 1024])
     assert wide.contains(4) and wide.contains(1024) and wide.min <= wide.opt <= wide.max
 
 
@@ -68,7 +121,15 @@ def test_is_out_of_memory():
     assert not is_out_of_memory(ValueError("bad shape"))
 
 
-def test_real_eager_sweep_measures(tiny_spec):
-    points = sweep(tiny_spec, ["eager"], [1, 2], config=FAST)
-    assert all(p.ok for p in points)
-    assert points[1].timing.compute.batch == 2 and points[0].threads == torch.get_num_threads()
+def test_real_eager_sweep_measures(tiny_spec, ctx):
+    results = list(sweep(tiny_spec, ["eager"], [1, 2], ctx, config=FAST))
+    assert all(isinstance(r, LatencyResult) for r in results)
+    assert results[1].timing.compute.batch == 2 and results[0].threads == torch.get_num_threads()
+    assert results[0].runtime_config["inference_mode"] is True
+
+
+def test_unknown_runtime_is_refused_before_measuring(tiny_spec, ctx):
+    from perfkit.errors import UsageError
+
+    with pytest.raises(UsageError, match="unknown runtime 'pytorch'"):
+        list(sweep(tiny_spec, ["pytorch"], [1], ctx, config=FAST))

@@ -1,8 +1,10 @@
 import pytest
 import torch
 
-from perfkit.profile.memory import HostPeak, artifact_bytes, measure_memory
-from perfkit.store.schema import REQUIRED_METRICS, Kind
+from perfkit.context import Context
+from perfkit.profile.memory import HostPeak, MemoryResult, artifact_bytes, measure_memory
+from perfkit.record import to_records
+from perfkit.store import SCHEMAS, Kind
 from perfkit.zoo.registry import resolve
 
 
@@ -25,34 +27,45 @@ def test_artifact_bytes(tmp_path):
     assert artifact_bytes(None) is None
 
 
-def test_spawned_process_reports_the_model_memory():
+def test_spawned_process_reports_the_model_memory(tmp_path):
     spec = resolve("resnet18", "random")
     params_bytes = 11_689_512 * 4  # resnet18's fp32 weights must be resident at the peak
-    out = measure_memory(spec, "eager", 1)
-    assert out["rss_delta_bytes"] == out["peak_bytes"] >= params_bytes
-    assert out["peak_bytes"] < 2 * 2**30
-    assert "RSS" in out["method"]
-    assert REQUIRED_METRICS[Kind.MEMORY] <= out.keys()
+    result = measure_memory(spec, "eager", 1, Context(device="cpu", artifacts=tmp_path))
+    assert isinstance(result, MemoryResult)
+    assert result.details["rss_delta_bytes"] == result.peak_bytes >= params_bytes
+    assert result.peak_bytes < 2 * 2**30
+    assert "RSS" in result.method
+    w = result.where
+    assert (w.model, w.runtime, w.precision, w.batch, w.device, w.weights) == (
+        "resnet18", "eager", "fp32", 1, "cpu", "random:seed0")
+    assert all(v is not None for v in result.details.values())  # unknown numbers are left out, not None
+    [record] = to_records(result)
+    record.validate()  # the record fits the memory schema
+    assert SCHEMAS[Kind.MEMORY].required <= record.metrics.keys()
 
 
-def test_spawned_failure_becomes_an_error(tiny_spec):
+def test_spawned_failure_becomes_an_error(tiny_spec, tmp_path):
     from perfkit.errors import PerfkitError
 
-    with pytest.raises(PerfkitError, match="memory measurement"):
-        measure_memory(tiny_spec, "eager", 1, precision="int8")  # eager has no int8
+    with pytest.raises(PerfkitError, match="memory measurement of lenet5 eager batch 1 failed.*int8"):
+        measure_memory(tiny_spec, "eager", 1, Context(artifacts=tmp_path), precision="int8")  # eager has no int8
 
 
 @pytest.mark.gpu
-def test_cuda_torch_runtime_uses_the_allocator():
+def test_cuda_torch_runtime_uses_the_allocator(tmp_path):
     spec = resolve("resnet18", "random")
-    out = measure_memory(spec, "eager", 8, device="cuda")
-    assert out["peak_bytes"] >= 11_689_512 * 4
-    assert "torch allocator" in out["method"]
-    assert out["gpu_context_bytes"] > 0  # NVML sees the CUDA context
+    result = measure_memory(spec, "eager", 8, Context(device="cuda:0", artifacts=tmp_path))
+    assert result.peak_bytes >= 11_689_512 * 4
+    assert "torch allocator" in result.method
+    assert result.details["gpu_context_bytes"] > 0  # NVML sees the CUDA context
+    assert result.where.device == "cuda"
+    to_records(result)[0].validate()
 
 
 @pytest.mark.gpu
-def test_cuda_onnxruntime_uses_nvml():
+def test_cuda_onnxruntime_uses_nvml(tmp_path):
     spec = resolve("resnet18", "random")
-    out = measure_memory(spec, "onnx", 8, device="cuda")
-    assert "NVML" in out["method"] and out["peak_bytes"] > 0 and out["gpu_context_bytes"] > 0
+    result = measure_memory(spec, "onnx", 8, Context(device="cuda:0", artifacts=tmp_path))
+    assert "NVML" in result.method and result.peak_bytes > 0 and result.details["gpu_context_bytes"] > 0
+    assert result.details["artifact_bytes"] > 11_689_512 * 4 * 0.9  # the ONNX file holds the fp32 weights
+    to_records(result)[0].validate()

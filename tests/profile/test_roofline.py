@@ -49,3 +49,37 @@ def test_model_flops_match_a_hand_count(tiny_spec):
     flops, source = model_flops(tiny_spec)
     assert flops == 2 * macs
     assert "2 x MACs" in source
+
+
+def _fake_mm(monkeypatch, seconds_at_512: float):
+    """``torch.mm`` timings of a CPU on which a 512×512 product takes ``seconds_at_512`` (cubic in size)."""
+    from perfkit.profile import roofline as R
+
+    sizes = []
+
+    def timed(a, b):
+        sizes.append(a.shape[0])
+        return seconds_at_512 * (a.shape[0] / 512) ** 3
+
+    monkeypatch.setattr(R, "_timed_mm", timed)
+    return sizes
+
+
+def test_cpu_peak_of_a_slow_dtype_is_measured_at_a_smaller_size(monkeypatch):
+    # bf16 on a CPU without bf16 kernels: 1.2 s at 512, so about 77 s at 2048 (measured on the dev machine)
+    sizes = _fake_mm(monkeypatch, 1.2)
+    peak = cpu_peak.__wrapped__(1, torch.bfloat16)  # uncached
+    assert max(sizes) == 512  # grown while a product took < 0.25 s, never to 2048
+    timed = sizes[sizes.index(512) + 1:]
+    assert len(timed) == 3  # the 3 s budget stops the repeats after the minimum of three
+    assert sum(1.2 * (s / 512) ** 3 for s in sizes) < 10  # seconds spent: not minutes
+    assert peak.gflops == pytest.approx(2 * 512**3 / 1.2 / 1e9)
+    assert "512x512 bfloat16, best of 3" in peak.source
+
+
+def test_cpu_peak_of_a_fast_dtype_uses_the_full_size(monkeypatch):
+    sizes = _fake_mm(monkeypatch, 0.1 / 64)  # 0.1 s at 2048
+    peak = cpu_peak.__wrapped__(2, torch.float32)
+    assert sizes[-10:] == [2048] * 10 and sizes.count(2048) == 11  # warm-up + best of 10 at 2048, as before
+    assert peak.gflops == pytest.approx(2 * 2048**3 / 0.1 / 1e9)
+    assert "2048x2048 float32, best of 10, 2 threads" in peak.source

@@ -1,48 +1,134 @@
 import pytest
 
-from perfkit.errors import UsageError
-from perfkit.profile import profile_model, profile_steps
+import perfkit.backends
+import perfkit.results
+from perfkit.backends import get
+from perfkit.errors import MeasurementError, UsageError
+from perfkit.profile import ProfilePlan, expected_keys, memory, profile_model
+from perfkit.profile.latency import LatencyResult
+from perfkit.profile.memory import MemoryResult
 from perfkit.profile.timing import TimingConfig
-from perfkit.store import Kind, Store
+from perfkit.record import Recorder
+from perfkit.results import Failure
+from perfkit.store import Kind
 
 FAST = TimingConfig(warmup=1, warmup_seconds=0, iterations=3, min_seconds=0)
 
 
-def test_profile_model_writes_latency_records_with_roofline_and_reports_progress(tiny_spec, tmp_path):
-    steps = []
-    with Store(tmp_path / "store.db") as store, store.run() as run_id:
-        result = profile_model(tiny_spec, store=store, run_id=run_id, formats=["eager"], batches=[2, 1],
-                               config=FAST, memory=False, on_step=steps.append)
-    assert result.failed == 0 and result.config is FAST
-    assert result.flops > 0 and result.flops_source
-    assert [(r["runtime"], r["precision"], r["batch"], r["status"]) for r in result.rows] == [
-        ("eager", "fp32", 1, "ok"), ("eager", "fp32", 2, "ok")]
-    # on_step comes once before each measurement, naming it; memory off means no memory steps
-    assert steps == ["timing lenet5 eager fp32 batch 1", "timing lenet5 eager fp32 batch 2"]
-    assert len(steps) == profile_steps(["eager"], [2, 1], ["fp32"], memory=False)
-    for row in result.rows:
-        lat = row["latency"]
-        assert row["memory"] is None and row["error"] is None
-        assert lat["iterations"] >= 3 and lat["latency_median_ms"] > 0
-        assert lat["achieved_gflops"] == pytest.approx(
-            result.flops * row["batch"] / (lat["latency_median_ms"] / 1000) / 1e9)
-        assert lat["flops_source"] == result.flops_source and lat["channels_last"] is False
-    with Store(tmp_path / "store.db") as store:
-        records = store.records(run_id=run_id)
-    assert sorted((r.kind, r.batch, r.status) for r in records) == [
-        (Kind.LATENCY, 1, "ok"), (Kind.LATENCY, 2, "ok")]
+@pytest.fixture
+def stub_peak(monkeypatch):
+    """Fake runners report made-up thread counts: don't measure this CPU's peak for them."""
+    from perfkit.profile import roofline
+
+    monkeypatch.setattr(roofline, "device_peak", lambda *a, **k: roofline.Peak(100.0, "stub"))
+
+
+def test_profile_model_yields_latency_with_roofline_and_reports_progress(tiny_spec, store, ctx, progress):
+    plan = ProfilePlan((get("eager"),), (2, 1), timing=FAST, memory=False)
+    assert plan.steps == 2
+    results = list(profile_model(tiny_spec, plan, ctx))
+    assert [(type(r), r.where.runtime, r.where.precision, r.where.batch) for r in results] == [
+        (LatencyResult, "eager", "fp32", 1), (LatencyResult, "eager", "fp32", 2)]
+    # progress names each measurement before it runs and advances once per step
+    assert progress.descriptions == ["timing lenet5 eager fp32 batch 1", "timing lenet5 eager fp32 batch 2"]
+    assert progress.advanced == plan.steps
+    for r in results:
+        assert r.timing.compute.iterations >= 3 and r.timing.compute.median_ms > 0
+        flops = r.roofline["flops_per_sample"]
+        assert flops > 0 and r.flops_source
+        assert r.roofline["achieved_gflops"] == pytest.approx(
+            flops * r.where.batch / (r.timing.compute.median_ms / 1000) / 1e9)
+        assert r.runtime_config["channels_last"] is False  # eager's tuned configuration, recorded
+    # what the recorder stores is what was measured
+    run_id = store.start_run("test")
+    Recorder(store, run_id).add_all(results)
+    records = store.records(run_id)
+    assert sorted((r.kind, r.batch, r.status) for r in records) == [(Kind.LATENCY, 1, "ok"), (Kind.LATENCY, 2, "ok")]
     by_batch = {r.batch: r for r in records}
-    for row in result.rows:  # the rows are what was stored
-        record = by_batch[row["batch"]]
-        assert (record.model, record.runtime, record.weights, record.device) == (
-            "lenet5", "eager", tiny_spec.weights.identity, "cpu")
-        assert record.metrics["latency_median_ms"] == row["latency"]["latency_median_ms"]
+    for r in results:
+        record = by_batch[r.where.batch]
+        assert (record.model, record.runtime, record.precision, record.weights, record.device) == (
+            "lenet5", "eager", "fp32", tiny_spec.weights.identity, "cpu")
+        assert record.metrics["latency_median_ms"] == r.timing.compute.median_ms
+        assert record.metrics["achieved_gflops"] == r.roofline["achieved_gflops"]
+        assert record.metrics["runtime_config"] == r.runtime_config and record.metrics["self_timed"] is False
+    assert {r.key for r in records} == expected_keys(tiny_spec, plan, "cpu")
 
 
-def test_profile_model_refuses_empty_or_bad_inputs_before_measuring(tiny_spec, tmp_path):
-    with Store(tmp_path / "store.db") as store, store.run() as run_id:
-        for kwargs in (dict(formats=[], batches=[1]), dict(formats=["eager"], batches=[0]),
-                       dict(formats=["eager"], batches=[1], threads=0)):
-            with pytest.raises(UsageError):
-                profile_model(tiny_spec, store=store, run_id=run_id, config=FAST, memory=False, **kwargs)
-        assert store.records(run_id=run_id) == []
+def test_memory_is_measured_after_every_timing_and_not_where_timing_failed(tiny_spec, fake_runner, ctx, progress,
+                                                                           monkeypatch, stub_peak):
+    calls, timeline = [], []
+    runner = fake_runner(fail_at={4}, error=lambda b: ValueError("bad batch"))
+    runner_infer = runner.infer
+
+    def infer(x):
+        timeline.append(("time", x.shape[0]))
+        return runner_infer(x)
+
+    runner.infer = infer
+    monkeypatch.setattr(perfkit.backends, "open_runner", lambda spec, backend, ctx, **kw: runner)
+
+    def fake_memory(spec, backend, batch, ctx, *, precision, brange):
+        calls.append((backend, batch, str(precision), brange))
+        timeline.append(("memory", batch))
+        if batch == 2:
+            raise MeasurementError("child died")
+        return MemoryResult(perfkit.results.Where.of(spec, backend, precision, batch, ctx.device), 1000 * batch, "fake")
+
+    monkeypatch.setattr(memory, "measure_memory", fake_memory)
+    plan = ProfilePlan((get("eager"),), (1, 2, 4), timing=FAST, memory=True)
+    results = list(profile_model(tiny_spec, plan, ctx))
+    kinds = [(type(r).__name__, getattr(r, "kind", Kind.LATENCY if isinstance(r, LatencyResult) else Kind.MEMORY),
+              r.where.batch) for r in results]
+    assert kinds == [("LatencyResult", Kind.LATENCY, 1), ("LatencyResult", Kind.LATENCY, 2),
+                     ("Failure", Kind.LATENCY, 4), ("MemoryResult", Kind.MEMORY, 1), ("Failure", Kind.MEMORY, 2)]
+    assert [b for _, b, _, _ in calls] == [1, 2]  # batch 4 failed its timing: no memory measured there
+    assert results[-1].error == "MeasurementError: child died"
+    first_memory = timeline.index(("memory", 1))
+    assert all(kind == "time" for kind, _ in timeline[:first_memory])  # every timing before any memory process
+    assert all(brange.contains(4) for *_, brange in calls)  # the same artifact as the timing
+    assert progress.advanced == plan.steps == 6
+
+
+def test_memory_batches_limit_where_memory_is_measured(tiny_spec, fake_runner, ctx, monkeypatch, stub_peak):
+    monkeypatch.setattr(perfkit.backends, "open_runner", lambda spec, backend, ctx, **kw: fake_runner())
+    measured = []
+    monkeypatch.setattr(memory, "measure_memory", lambda spec, backend, batch, ctx, **kw: measured.append(batch)
+                        or MemoryResult(perfkit.results.Where.of(spec, backend, "fp32", batch, "cpu"), 1, "fake"))
+    plan = ProfilePlan(("eager",), (1, 8), timing=FAST, memory_batches=(1,))
+    list(profile_model(tiny_spec, plan, ctx))
+    assert measured == [1] and plan.steps == 3
+    assert expected_keys(tiny_spec, plan, "cpu") == {
+        ("latency", "lenet5", "eager", "fp32", 1, "cpu"), ("latency", "lenet5", "eager", "fp32", 8, "cpu"),
+        ("memory", "lenet5", "eager", "fp32", 1, "cpu")}
+
+
+def test_every_precision_is_swept(tiny_spec, fake_runner, ctx, monkeypatch, stub_peak):
+    opened = []
+
+    def opener(spec, backend, ctx, *, precision, batch):
+        opened.append(str(precision))
+        return fake_runner(precision=precision)
+
+    monkeypatch.setattr(perfkit.backends, "open_runner", opener)
+    plan = ProfilePlan(("eager",), (1,), ("fp32", "bf16"), timing=FAST, memory=False)
+    results = list(profile_model(tiny_spec, plan, ctx))
+    assert opened == ["fp32", "bf16"] and [r.where.precision for r in results] == ["fp32", "bf16"]
+
+
+def test_plan_refuses_empty_or_bad_inputs_before_measuring():
+    for kwargs in (dict(backends=(), batches=(1,)), dict(backends=("eager",), batches=()),
+                   dict(backends=("eager",), batches=(0,)), dict(backends=("eager",), batches=(1,), precisions=())):
+        with pytest.raises(UsageError):
+            ProfilePlan(**kwargs)
+
+
+def test_a_failure_is_a_failure_result_not_an_exception(tiny_spec, ctx, monkeypatch):
+    def broken(*a, **k):
+        raise RuntimeError("cannot load")
+
+    monkeypatch.setattr(perfkit.backends, "open_runner", broken)
+    results = list(profile_model(tiny_spec, ProfilePlan(("eager",), (1, 2), timing=FAST), ctx))
+    assert all(isinstance(r, Failure) and r.kind == Kind.LATENCY and r.error == "RuntimeError: cannot load"
+               for r in results)
+    assert len(results) == 2  # no memory measured for runtimes that could not be timed

@@ -8,9 +8,7 @@ import pytest
 from perfkit.profile.timing import (
     LatencyStats, NoisyTimingWarning, TimingConfig, measure, percentile, time_runner,
 )
-from perfkit.store.schema import REQUIRED_METRICS, Kind
-
-
+from perfkit.store import SCHEMAS, Kind
 
 def test_percentile_matches_numpy_linear_interpolation():
     rng = np.random.default_rng(0)
@@ -38,7 +36,7 @@ def test_stats_on_known_samples():
 
 def test_metrics_carry_the_required_latency_keys():
     metrics = LatencyStats.from_samples([1.0, 2.0, 3.0], batch=2).metrics()
-    assert REQUIRED_METRICS[Kind.LATENCY] <= metrics.keys()
+    assert SCHEMAS[Kind.LATENCY].required <= metrics.keys() <= SCHEMAS[Kind.LATENCY].permitted
     assert all(isinstance(v, (int, float)) for v in metrics.values())
 
 
@@ -81,15 +79,87 @@ def test_bad_config_is_rejected():
         TimingConfig(iterations=0)
 
 
+@pytest.mark.filterwarnings("ignore::perfkit.profile.timing.NoisyTimingWarning")
+def test_runner_metrics_fit_the_latency_schema(fake_runner):
+    timing = time_runner(fake_runner(), __import__("torch").zeros(2, 1), TimingConfig(1, 0, 3, 0))
+    assert SCHEMAS[Kind.LATENCY].required <= timing.metrics().keys() <= SCHEMAS[Kind.LATENCY].permitted
+
+
+class _SelfTimed:
+    """A runner that times itself (like the native C++ runner): the profiler must not call infer."""
+
+    self_timed = True
+    device = __import__("torch").device("cpu")
+    label = "native/fp32/cpu"
+
+    def __init__(self):
+        self.asked = []
+
+    def infer(self, x):
+        raise AssertionError("a self-timed runner is not timed through infer")
+
+    def synchronize(self):
+        raise AssertionError("a self-timed runner is not synchronised by the profiler")
+
+    def time_self(self, batch, config):
+        self.asked.append((batch, config))
+        return {"samples_ms": [2.0, 1.0, 3.0, 2.0], "warmup_iterations": config.warmup, "load_seconds": 0.25}
+
+
+def test_a_self_timed_runner_is_timed_by_its_own_loop():
+    runner = _SelfTimed()
+    config = TimingConfig(warmup=4, warmup_seconds=0, iterations=4, min_seconds=0)
+    with pytest.warns(NoisyTimingWarning, match="native/fp32/cpu"):  # its samples vary by 41%: said so too
+        timing = time_runner(runner, __import__("torch").zeros(8, 3, 4, 4), config)
+    assert runner.asked == [(8, config)]  # the batch of the input, the same bounds
+    assert timing.compute.batch == 8 and timing.compute.median_ms == 2.0 and timing.compute.iterations == 4
+    assert timing.compute.warmup_iterations == 4 and timing.compute.throughput_per_s == pytest.approx(8 / 0.002)
+    assert timing.timer.startswith("native") and timing.load_seconds == 0.25
+    metrics = timing.metrics()
+    assert metrics["load_seconds"] == 0.25 and metrics["timer"] == timing.timer
+    assert metrics.keys() <= SCHEMAS[Kind.LATENCY].permitted
+
+
 @pytest.mark.gpu
-def test_cuda_events_h2d_and_e2e(tiny_spec):
-    from perfkit.runtime import open_runner
+def test_cuda_timing_runs_on_the_runner_device_with_cudnn_benchmark(fake_runner):
+    import torch
+
+    device = f"cuda:{torch.cuda.device_count() - 1}"
+    seen = []
+    runner = fake_runner(device=device)
+    infer = runner.infer
+
+    def watching(x):
+        seen.append((torch.cuda.current_device(), torch.backends.cudnn.benchmark, x.device))
+        return infer(x)
+
+    runner.infer = watching
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NoisyTimingWarning)
+            timing = time_runner(runner, torch.zeros(2, 3, 4, 4), TimingConfig(1, 0, 3, 0))
+        assert torch.backends.cudnn.benchmark is False  # restored
+    finally:
+        torch.backends.cudnn.benchmark = before
+    index = torch.device(device).index
+    assert seen and all(d == index and bench is True for d, bench, _ in seen)
+    assert all(x.type == "cuda" for _, _, x in seen)  # compute and end-to-end loops feed device tensors
+    assert timing.timer.startswith("cuda-events") and "cudnn.benchmark on" in timing.timer
+
+
+@pytest.mark.gpu
+def test_cuda_events_h2d_and_e2e(tiny_spec, tmp_path):
+    from perfkit.backends import open_runner
+    from perfkit.context import Context
 
     config = TimingConfig(warmup=3, warmup_seconds=0, iterations=10, min_seconds=0)
-    with open_runner(tiny_spec, "eager", device="cuda") as runner, warnings.catch_warnings():
+    ctx = Context(device="cuda:0", artifacts=tmp_path)
+    with open_runner(tiny_spec, "eager", ctx) as runner, warnings.catch_warnings():
         warnings.simplefilter("ignore", NoisyTimingWarning)
         timing = time_runner(runner, tiny_spec.example_input(32), config)
-    assert timing.timer == "cuda-events"
+    assert timing.timer.startswith("cuda-events")
     assert timing.h2d.median_ms > 0 and timing.e2e.median_ms > 0
     # end-to-end includes the copy and the compute
     assert timing.e2e.median_ms >= timing.h2d.median_ms

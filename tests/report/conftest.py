@@ -1,91 +1,144 @@
 """Fixture runs for the report tests.
 
-These records are TEST INPUTS written by hand to the schema (perfkit/store/schema.py and the metric
-names every producer agreed on); they are not measurements and never appear in a report of a real run.
+These records are TEST INPUTS, not measurements, and never appear in a report of a real run. They
+are written the way a real run writes them: each measurement is a typed result (the result types
+of perfkit.analysis, perfkit.accuracy, perfkit.profile and perfkit.train, or a Failure) turned into
+records by perfkit.record, inside ``recording`` (so the run's status agrees with its records), with
+one model record per model made from the real resolved spec (published numbers come from there, as
+in a real run; resolving loads no weights). Only the accuracy and export records, whose result types
+need a dataset or an artifact on disk, are written as plain Records; the store validates them
+against the strict per-kind schema like any other.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from perfkit.store import Kind, Record, Store
+from perfkit.accuracy.parity import ParityCheck, ParityResult
+from perfkit.analysis import MACS_CONVENTION, ComplexityReport, Complexity, LayerRow, Summary
+from perfkit.profile.latency import LatencyResult
+from perfkit.profile.memory import MemoryResult
+from perfkit.profile.timing import LatencyStats, RunnerTiming
+from perfkit.record import recording
+from perfkit.results import Failure, Kind, Where
+from perfkit.store import Record, Store
+from perfkit.train.loop import EpochResult
+from perfkit.zoo.registry import resolve
 
-# model -> (weights identity, params, MACs, fixture top-1, fixture top-5, fixture eager p50 ms at batch 1)
+# model -> (weights, params, MACs, fixture top-1, fixture top-5, fixture eager p50 ms at batch 1)
 FIXTURE_MODELS = {
-    "resnet18": ("ResNet18_Weights.IMAGENET1K_V1", 11_689_512, 1_814_073_856, 69.70, 89.10, 20.0),
-    "alexnet": ("AlexNet_Weights.IMAGENET1K_V1", 61_100_840, 714_197_696, 56.50, 79.00, 8.0),
-    "googlenet": ("random:seed0", 6_624_904, 1_504_879_680, 0.10, 0.50, 15.0),
+    "resnet18": ("default", 11_689_512, 1_814_073_856, 69.70, 89.10, 20.0),
+    "alexnet": ("default", 61_100_840, 714_197_696, 56.50, 79.00, 8.0),
+    "googlenet": ("random", 6_624_904, 1_504_879_680, 0.10, 0.50, 15.0),
 }
 RUNTIME_SPEED = {"eager": 1.0, "onnx": 0.7}  # fixture latency factor per runtime
 BATCHES = (1, 8)
+INPUT = (3, 224, 224)
 
 
-def _add(store: Store, run_id: str, kind: Kind, model: str, metrics: dict, **cols) -> None:
-    store.add(Record(kind=kind, model=model, metrics=metrics, device="cpu", **cols), run_id)
+def fixture_spec(model: str):
+    return resolve(model, FIXTURE_MODELS[model][0])
+
+
+def latency_result(where: Where, median_ms: float) -> LatencyResult:
+    """A timing whose median is ``median_ms`` (p99 just under 1.2 × the median)."""
+    stats = LatencyStats.from_samples([0.8 * median_ms, median_ms, 1.2 * median_ms], where.batch, warmup_iterations=1)
+    return LatencyResult(where, RunnerTiming(stats, timer="perf_counter"), threads=2,
+                         runtime_config={"intra_op_threads": 2}, self_timed=False)
+
+
+def _complexity(spec, params: int, macs: int) -> ComplexityReport:
+    layers = [LayerRow("Conv2d-1", "conv1", [-1, 64, 112, 112], 64 * 112 * 112, 9408),
+              LayerRow("Linear-2", "fc", [-1, 1000], 1000, 513_000)]
+    return ComplexityReport(
+        Where.of(spec, "eager", "fp32", 1, "cpu"),
+        Complexity(spec.name, INPUT, params, params, 0, macs, 2 * macs, macs_convention=MACS_CONVENTION),
+        Summary(INPUT, layers, params, params, 0, input_mb=0.57, forward_backward_mb=60.0, params_mb=params * 4 / 2**20,
+                total_mb=123.4))
+
+
+def _parity(where: Where, failed: bool) -> ParityCheck:
+    return ParityCheck(where, ParityResult(
+        samples=8, max_abs_diff=0.5 if failed else 2e-6, mean_abs_diff=1e-7, max_rel_diff=0.05 if failed else 1e-7,
+        cosine_min=0.999999, top1_agreement=0.75 if failed else 1.0, top5_overlap=1.0, nonfinite=0,
+        within_tolerance=not failed, passed=not failed, atol=1e-4, rtol=1e-3, min_top1_agreement=1.0, max_rel=1e-3,
+        flipped_ids=[1, 5] if failed else [], failures=["top-1 agreement 75% < 100%"] if failed else []), "synthetic")
+
+
+def _accuracy(spec, where: Where, top1: float, top5: float, eager_top1: float) -> Record:
+    """What the harness records for one runtime (no published numbers for random weights)."""
+    ref = {} if spec.random_weights else spec.reference
+    return Record(kind=Kind.ACCURACY, model=where.model, runtime=where.runtime, precision=where.precision,
+                  batch=where.batch, weights=where.weights, device=where.device, metrics={
+                      "images": 1000, "dataset_images": 1000, "top1_correct": round(top1 * 10),
+                      "top5_correct": round(top5 * 10), "top1_pct": top1, "top5_pct": top5,
+                      "ref_top1_pct": ref.get("acc1_pct"), "ref_top5_pct": ref.get("acc5_pct"),
+                      "delta_top1_vs_eager_pp": top1 - eager_top1,
+                      "delta_top1_vs_ref_pp": top1 - ref["acc1_pct"] if ref else None,
+                      "complete": True, "crops": 1, "random_weights": spec.random_weights, "runner": where.runtime})
+
+
+def _export(where: Where, params: int) -> Record:
+    return Record(kind=Kind.EXPORT, model=where.model, runtime=where.runtime, precision=where.precision,
+                  batch=where.batch, weights=where.weights, device=where.device, metrics={
+                      "export_seconds": 1.5, "artifact_bytes": params * 4, "cached": False, "seconds": 1.5,
+                      "sha256": "0" * 64, "artifact_path": f"/artifacts/{where.model}/{where.runtime}/model",
+                      "warnings": [], "batch_range": {"min": 1, "opt": 8, "max": 256}})
+
+
+def _put(rec, record: Record) -> None:
+    """Write a plain record as the recorder writes its results (with the run's environment)."""
+    record.env = rec.env
+    rec.store.add(record, rec.run_id)
+    rec.records.append(record)
 
 
 def _make_run(store: Store, *, accuracy: bool = True, train: bool = False, latency_factor: float = 1.0,
-             top1_shift: float = 0.0, parity_fail: bool = False, error: bool = True,
-             models: tuple[str, ...] = tuple(FIXTURE_MODELS), command: str = "perfkit run (fixture)") -> str:
+              top1_shift: float = 0.0, parity_fail: bool = False, error: bool = True,
+              models: tuple[str, ...] = tuple(FIXTURE_MODELS), command: str = "perfkit run (fixture)") -> str:
     """Write one fixture run and return its id.
 
     latency_factor scales every latency (and divides throughput); top1_shift is added to the onnx
-    top-1; parity_fail makes alexnet/onnx fail parity at batch 8 (it passes at batch 1); error adds a failed tensorrt export.
+    top-1; parity_fail makes alexnet/onnx fail parity at batch 8 (it passes at batch 1); error adds a
+    failed tensorrt export (recorded without weights, as some failures are).
     """
-    with store.run(command) as run_id:
+    with recording(store, command=command) as rec:
         for model in models:
-            weights, params, macs, top1, top5, p50 = FIXTURE_MODELS[model]
-            w = {"weights": weights}
-            _add(store, run_id, Kind.COMPLEXITY, model, {
-                "params": params, "trainable_params": params, "non_trainable_params": 0, "macs": macs,
-                "flops": 2 * macs, "input_size": [3, 224, 224], "macs_convention": "conv+linear",
-                "params_convention": "torchvision pretrained", "total_mb": 123.4,
-                "layers": [{"layer": "conv1 (Conv2d)", "output_shape": [1, 64, 112, 112], "params": 9408},
-                           {"layer": "fc (Linear)", "output_shape": [1, 1000], "params": 513000}],
-            }, **w)
+            _, params, macs, top1, top5, p50 = FIXTURE_MODELS[model]
+            spec = fixture_spec(model)
+            rec.model(spec)
+            rec.add(_complexity(spec, params, macs))
             for runtime, speed in RUNTIME_SPEED.items():
-                cols = {"runtime": runtime, "precision": "fp32", **w}
+                where = Where.of(spec, runtime, "fp32", device="cpu")
                 if runtime != "eager":
-                    _add(store, run_id, Kind.EXPORT, model, {"export_seconds": 1.5, "artifact_bytes": params * 4,
-                                                             "cached": False, "warnings": []}, **cols)
+                    _put(rec, _export(where.replace(batch=256), params))  # kind export: the artifact's max batch
                     for batch in BATCHES:  # the parity checker writes one record per batch
                         failed = parity_fail and model == "alexnet" and batch == BATCHES[-1]
-                        _add(store, run_id, Kind.PARITY, model, {
-                            "samples": 8, "max_abs_diff": 0.5 if failed else 2e-6, "mean_abs_diff": 1e-7,
-                            "top1_agreement": 0.75 if failed else 1.0, "top5_overlap": 1.0, "passed": not failed,
-                            "inputs": "synthetic", "atol": 1e-4, "rtol": 1e-3, "cosine_min": 0.999999,
-                        }, batch=batch, **cols)
+                        rec.add(_parity(where.replace(batch=batch), failed))
                 if accuracy:
                     t1 = max(0.0, top1 + (top1_shift if runtime == "onnx" else 0.0))
-                    _add(store, run_id, Kind.ACCURACY, model, {
-                        "images": 1000, "dataset_images": 1000, "top1_correct": round(t1 * 10),
-                        "top5_correct": round(top5 * 10), "top1_pct": t1, "top5_pct": top5,
-                        "delta_top1_vs_eager_pp": t1 - top1,
-                        # the harness stores no published numbers for random weights; others are looked up
-                        **({"ref_top1_pct": None, "ref_top5_pct": None} if weights.startswith("random") else {}),
-                    }, batch=64, **cols)
+                    _put(rec, _accuracy(spec, where.replace(batch=64), t1, top5, top1))
                 for batch in BATCHES:
                     ms = p50 * speed * latency_factor * (1 + 0.5 * (batch - 1))
-                    _add(store, run_id, Kind.LATENCY, model, {
-                        "iterations": 50, "latency_median_ms": ms, "latency_p99_ms": 1.2 * ms,
-                        "throughput_per_s": 1000.0 * batch / ms,
-                    }, batch=batch, **cols)
-                    _add(store, run_id, Kind.MEMORY, model, {"peak_bytes": params * 4 + batch * 10_000_000,
-                                                             "method": "rss"}, batch=batch, **cols)
+                    rec.add(latency_result(where.replace(batch=batch), ms))
+                for batch in BATCHES:
+                    rec.add(MemoryResult(where.replace(batch=batch), params * 4 + batch * 10_000_000, "rss"))
         if error:
-            store.add(Record.failure(Kind.EXPORT, models[0], RuntimeError("TensorRT is not installed [tensorrt extra]"),
-                                     runtime="tensorrt", precision="fp16", device="cpu"), run_id)
+            rec.add(Failure.of(Kind.EXPORT, Where(models[0], "tensorrt", "fp16", device="cpu"),
+                               RuntimeError("TensorRT is not installed [tensorrt extra]")))
         if train:
             for model in models[:2]:
+                spec = resolve(model, "random")
+                where = Where.of(spec, "eager", "fp32", 32, "cpu")
                 for epoch in range(3):
-                    _add(store, run_id, Kind.TRAIN, model, {
+                    rec.add(EpochResult(where, {
                         "epoch": epoch, "epochs": 3, "train_loss": 2.0 - 0.3 * epoch, "train_acc": 0.3 + 0.1 * epoch,
                         "val_loss": 2.1 - 0.3 * epoch, "val_acc": 0.25 + 0.1 * epoch + (0.05 if model == "alexnet" else 0),
                         "epoch_seconds": 10.0 + epoch, "images_per_s": 500.0, "dataset": "cifar10",
                         **({"best_val_acc": 0.45 + (0.05 if model == "alexnet" else 0), "best_epoch": 2,
                             "total_seconds": 34.0} if epoch == 2 else {}),
-                    }, weights="random:seed0", batch=32)
-    return run_id
+                    }))
+    return rec.run_id
 
 
 @pytest.fixture

@@ -76,7 +76,7 @@ def test_report_sections(report):
     refs = _Refs()
     refs.feed(report)
     assert refs.details == 3  # one collapsible per-layer summary per model
-    assert "conv1 (Conv2d)" in report and "1×64×112×112" in report
+    assert "Conv2d-1" in report and "-1×64×112×112" in report
     assert 'id="no-measured-accuracy"' not in report
 
 

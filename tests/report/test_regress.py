@@ -6,7 +6,9 @@ from perfkit.cli import main
 from perfkit.errors import PerfkitError
 from perfkit.report.records_io import write_json
 from perfkit.report.regress import Side, compare, load_side
-from perfkit.store import Kind, Record
+from perfkit.record import to_records
+from perfkit.results import Failure, Where
+from perfkit.store import Kind
 
 
 def _verdicts(result, verdict):
@@ -58,8 +60,8 @@ def test_parity_failure_and_new_errors_are_regressions(store, make_run):
     records = []
     for r in store.records(cand):
         if (r.kind, r.model, r.runtime, r.batch) == (Kind.LATENCY, "alexnet", "onnx", 1):
-            r = Record.failure(Kind.LATENCY, r.model, RuntimeError("session crashed"), runtime=r.runtime,
-                               precision=r.precision, batch=r.batch, device=r.device)
+            [r] = to_records(Failure.of(Kind.LATENCY, Where(r.model, r.runtime, r.precision, r.batch, r.weights,
+                                                            r.device), RuntimeError("session crashed")))
         records.append(r)
     result = compare(load_side(store, base), Side("edited", {"env": {}}, records))
     [c] = [c for c in result["changes"] if c["verdict"] == "now fails"]
@@ -98,7 +100,7 @@ def test_json_baseline_roundtrip(store, make_run, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["regressions"] == 12 and out["baseline"].startswith(str(path))
     # the CLI export writes the same file format
-    assert main(["report", base, "--json", str(tmp_path / "cli.json")]) == 0
+    assert main(["report", base, "--json-out", str(tmp_path / "cli.json")]) == 0
     assert main(["regress", "--baseline", str(tmp_path / "cli.json"), "--candidate", base]) == 0
 
 

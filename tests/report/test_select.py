@@ -93,9 +93,15 @@ def test_cli_json_and_exit_codes(store, make_run, capsys):
     assert "excluded" in text.out and "no candidate meets the constraints" in text.err
 
 
-def test_cli_empty_store(capsys):
+def test_cli_empty_store(store, capsys):
     assert main(["select"]) == 2
     assert "no measured candidates" in capsys.readouterr().err
+
+
+def test_cli_missing_store(tmp_path, capsys):
+    assert main(["select", "--store", str(tmp_path / "nope.db")]) == 2
+    assert "no run store" in capsys.readouterr().err
+    assert not (tmp_path / "nope.db").exists()
 
 
 def test_candidate_without_weights_column_is_still_listed(store):

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from perfkit.cli import main
+from perfkit.cli.train import train_models
 from perfkit.data.cifar import load_cifar10, make_cifar_batches, make_image_folder
 from perfkit.errors import DatasetError, UsageError, WeightsError
+from perfkit.record import to_records
 from perfkit.store import Kind, Store
-from perfkit.train.loop import (
-    TrainConfig, _split_outputs, check_input_size, eval_transform, load_checkpoint, lr_at, prepare_model,
-    train_models,
-)
+from perfkit.train import EpochResult, TrainConfig, train
+from perfkit.train.loop import _split_outputs, check_input_size, eval_transform, load_checkpoint, lr_at, prepare_model
 from perfkit.zoo.registry import resolve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +32,11 @@ def _config(tmp_path, data, model="lenet5", **kw):
     return TrainConfig(model=model, data=data, **kw)
 
 
+def _epochs(rec, model=None):
+    """The ok train records a ``train_models`` run wrote (of ``model``), in epoch order."""
+    return [r for r in rec.records if r.kind == Kind.TRAIN and r.status == "ok" and model in (None, r.model)]
+
+
 def _val_accuracy(model, data_dir, spec, size):
     """Accuracy of a model on the CIFAR test batch, computed here independently of the loop."""
     pre = eval_transform(spec, size)
@@ -45,10 +50,13 @@ def _val_accuracy(model, data_dir, spec, size):
 
 def test_lenet5_learns_and_writes_records_log_and_checkpoints(tmp_path, cifar, capsys):
     ckpt, reports = tmp_path / "ckpt", tmp_path / "reports"
-    rc = main(["train", "lenet5", "--data", str(cifar), "--epochs", "2", "--batch-size", "16",
+    rc = main(["train", "lenet5", "--data", str(cifar), "--epochs", "2", "-b", "16",
                "--checkpoint-dir", str(ckpt), "--log-dir", str(reports), "--json"])
     assert rc == 0
-    rows = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)
+    assert {r["kind"] for r in out["records"]} == {"train"} and {r["run_id"] for r in out["records"]} == {out["run_id"]}
+    assert all((r["model"], r["runtime"], r["status"]) == ("lenet5", "eager", "ok") for r in out["records"])
+    rows = [r["metrics"] for r in out["records"]]
     assert [r["epoch"] for r in rows] == [0, 1] and all(r["epochs"] == 2 for r in rows)
     last = rows[-1]
     assert last["val_acc"] >= 0.5 and last["best_val_acc"] == max(r["val_acc"] for r in rows)  # chance: 0.1
@@ -60,8 +68,9 @@ def test_lenet5_learns_and_writes_records_log_and_checkpoints(tmp_path, cifar, c
         records = store.records(kind=Kind.TRAIN)
         run = store.get_run("latest")
     assert [r.metrics["epoch"] for r in records] == [0, 1]
-    assert {r.run_id for r in records} == {run["id"]} and run["status"] == "ok"
+    assert {r.run_id for r in records} == {run["id"]} == {out["run_id"]} and run["status"] == "ok"
     assert records[0].weights == "random:seed0" and records[0].precision == "fp32" and records[0].batch == 16
+    assert records[0].device == "cpu" and [r.metrics for r in records] == rows
 
     log = (reports / f"train-{run['id']}-lenet5.log").read_text()
     assert last["log_path"] == str(reports / f"train-{run['id']}-lenet5.log")
@@ -77,22 +86,34 @@ def test_lenet5_learns_and_writes_records_log_and_checkpoints(tmp_path, cifar, c
     spec = resolve("lenet5", str(ckpt / "lenet5" / "best.pt"))
     assert _val_accuracy(spec.build(), cifar, spec, 32) == pytest.approx(last["best_val_acc"])
 
+    # --resume takes an optional RUN; alone, it continues the checkpoints' run (here: nothing left to train).
+    capsys.readouterr()
+    assert main(["train", "lenet5", "--data", str(cifar), "--epochs", "2", "--checkpoint-dir", str(ckpt),
+                 "--log-dir", str(reports), "--resume"]) == 2
+    assert "finished 2 epochs already" in capsys.readouterr().err
+
 
 def test_resume_trains_only_the_missing_epochs_and_matches_an_uninterrupted_run(tmp_path, cifar):
-    straight = train_models([_config(tmp_path / "a", cifar)])[0]
-    first = train_models([_config(tmp_path / "b", cifar, epochs=1)])[0]
-    resumed = train_models([_config(tmp_path / "b", cifar, epochs=2, resume=True)])[0]
-    assert [r.metrics["epoch"] for r in first.records] == [0]
-    assert [r.metrics["epoch"] for r in resumed.records] == [1] and resumed.records[0].metrics["resumed"]
+    straight = train_models([_config(tmp_path / "a", cifar)])
+    first = train_models([_config(tmp_path / "b", cifar, epochs=1)])
+    # --resume without a value: the run the checkpoints were written in.
+    resumed = train_models([_config(tmp_path / "b", cifar, epochs=2, resume=True)], resume="latest")
+    assert [r.metrics["epoch"] for r in _epochs(first)] == [0]
+    assert [r.metrics["epoch"] for r in _epochs(straight)] == [0, 1]
+    assert [r.metrics["epoch"] for r in _epochs(resumed)] == [1] and _epochs(resumed)[0].metrics["resumed"]
     # Same run in the store, and the same numbers as training two epochs in one go.
-    assert resumed.records[0].run_id == first.records[0].run_id
+    assert resumed.run_id == first.run_id == _epochs(resumed)[0].run_id != straight.run_id
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
-        assert resumed.records[0].metrics[key] == pytest.approx(straight.records[1].metrics[key], rel=1e-5), key
+        assert _epochs(resumed)[0].metrics[key] == pytest.approx(_epochs(straight)[1].metrics[key], rel=1e-5), key
     with Store() as store:
-        series = store.records(run_id=first.records[0].run_id, kind=Kind.TRAIN)
+        series = store.records(run_id=first.run_id, kind=Kind.TRAIN)
+        assert store.get_run(first.run_id)["status"] == "ok"
     assert [r.metrics["epoch"] for r in series] == [0, 1]
     assert load_checkpoint(tmp_path / "b" / "ckpt" / "lenet5" / "last.pt")["epoch"] == 1
 
+    # --resume RUN must name the run the checkpoints were written in.
+    with pytest.raises(UsageError, match=f"checkpoints were written in run {first.run_id}, not {straight.run_id}"):
+        train_models([_config(tmp_path / "b", cifar, epochs=3, resume=True)], resume=straight.run_id)
     with pytest.raises(UsageError, match="finished 2 epochs already"):
         train_models([_config(tmp_path / "b", cifar, epochs=2, resume=True)])
     other = make_image_folder(tmp_path / "folder", n_train=4, n_val=2, num_classes=2, size=32)
@@ -104,15 +125,17 @@ def test_resume_trains_only_the_missing_epochs_and_matches_an_uninterrupted_run(
 
 def test_image_folder_training_replaces_the_head_for_its_classes(tmp_path):
     root = make_image_folder(tmp_path / "folder", n_train=240, n_val=80, num_classes=4, size=40)
-    result = train_models([_config(tmp_path, root, dataset="imagefolder", input_size=32, epochs=2, batch_size=8)])[0]
-    last = result.records[-1].metrics
+    rec = train_models([_config(tmp_path, root, dataset="imagefolder", input_size=32, epochs=2, batch_size=8)])
+    last = _epochs(rec)[-1].metrics
     assert last["num_classes"] == 4 and last["dataset"] == "imagefolder" and last["val_images"] == 80
     assert last["best_val_acc"] >= 0.5  # chance: 0.25
-    state = load_checkpoint(result.best_path)["model"]
+    best_path = Path(last["checkpoint"])
+    assert best_path == tmp_path / "ckpt" / "lenet5" / "best.pt"
+    state = load_checkpoint(best_path)["model"]
     assert state["classifier.5.weight"].shape == (4, 84)
     # A 4-class checkpoint does not fit the 10-class zoo model: a clear error, never a silent load.
     with pytest.raises(WeightsError, match="(?s)do not fit LeNet5.*size mismatch for classifier.5.weight"):
-        resolve("lenet5", str(result.best_path)).build()
+        resolve("lenet5", str(best_path)).build()
 
 
 def test_failure_writes_an_error_record_and_fails_the_run(tmp_path):
@@ -124,11 +147,33 @@ def test_failure_writes_an_error_record_and_fails_the_run(tmp_path):
         assert store.get_run("latest")["status"] == "failed"
 
 
-def test_cpu_amp_trains_in_bf16(tmp_path, cifar):
-    result = train_models([_config(tmp_path, cifar, epochs=1, amp=True, device="cpu")])[0]
-    (record,) = result.records
-    assert record.precision == "bf16" and record.metrics["amp"] is True
-    assert 0 <= record.metrics["val_acc"] <= 1 and record.metrics["train_loss"] > 0
+def test_a_failed_model_does_not_stop_the_next_one(tmp_path, cifar):
+    rec = train_models([_config(tmp_path / "bad", tmp_path / "absent", epochs=1),
+                        _config(tmp_path / "good", cifar, epochs=1)])
+    assert rec.failed and [r.status for r in rec.records] == ["error", "ok"]
+    assert "DatasetError" in rec.records[0].error and rec.records[1].metrics["epoch"] == 0
+    with Store() as store:
+        assert [r.status for r in store.records(rec.run_id, kind=Kind.TRAIN)] == ["error", "ok"]
+        assert store.get_run(rec.run_id)["status"] == "failed"
+    assert "FAILED: DatasetError" in (tmp_path / "bad" / "reports" / f"train-{rec.run_id}-lenet5.log").read_text()
+
+
+def test_cpu_amp_trains_in_bf16_and_yields_epoch_results_that_record_valid(tmp_path, cifar):
+    """``train`` on a CUDA-free CPU: typed results only (no store), each a valid train record."""
+    cfg = _config(tmp_path, cifar, epochs=1, amp=True, device="cpu")
+    (result,) = list(train(cfg, run_id="r1"))
+    assert isinstance(result, EpochResult)
+    (record,) = to_records(result)
+    record.validate()
+    assert (record.kind, record.model, record.runtime, record.precision, record.batch, record.device) == (
+        "train", "lenet5", "eager", "bf16", 16, "cpu")
+    assert record.weights == "random:seed0" and record.status == "ok"
+    assert record.metrics["amp"] is True and 0 <= record.metrics["val_acc"] <= 1 and record.metrics["train_loss"] > 0
+    assert result.best_path == tmp_path / "ckpt" / "lenet5" / "best.pt" and result.best_path.is_file()
+    assert result.last_path.is_file() and result.log_path == tmp_path / "reports" / "train-r1-lenet5.log"
+    assert record.metrics["checkpoint"] == str(result.best_path) and record.metrics["log_path"] == str(result.log_path)
+    with Store() as store:
+        assert store.records() == []  # measuring writes nothing; the caller records
 
 
 def test_lr_schedules():
@@ -180,23 +225,25 @@ def test_too_small_input_is_a_usage_error_and_the_check_leaves_no_trace():
 
 @pytest.mark.slow
 def test_resnet18_learns_at_input_size_32(tmp_path, cifar):
-    result = train_models([_config(tmp_path, cifar, model="resnet18", input_size=32, epochs=2, batch_size=32)])[0]
-    assert result.best_val_acc >= 0.5 and [r.metrics["epoch"] for r in result.records] == [0, 1]
-    assert result.records[-1].metrics["input_size"] == [3, 32, 32]
+    rec = train_models([_config(tmp_path, cifar, model="resnet18", input_size=32, epochs=2, batch_size=32)])
+    last = _epochs(rec)[-1].metrics
+    best_path = Path(last["checkpoint"])
+    assert last["best_val_acc"] >= 0.5 and [r.metrics["epoch"] for r in _epochs(rec)] == [0, 1]
+    assert last["input_size"] == [3, 32, 32]
     spec = resolve("resnet18", "random")
     # The 10-class checkpoint does not fit the 1000-class zoo model: a clear error.
     with pytest.raises(WeightsError, match="(?s)do not fit ResNet.*size mismatch for fc.weight"):
-        resolve("resnet18", str(result.best_path)).build()
+        resolve("resnet18", str(best_path)).build()
     model, _ = prepare_model(spec, 10)
-    model.load_state_dict(load_checkpoint(result.best_path)["model"])
-    assert _val_accuracy(model, cifar, spec, 32) == pytest.approx(result.best_val_acc)
+    model.load_state_dict(load_checkpoint(best_path)["model"])
+    assert _val_accuracy(model, cifar, spec, 32) == pytest.approx(last["best_val_acc"])
 
 
 @pytest.mark.slow
 def test_torchrun_two_gloo_processes(tmp_path, cifar):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "perfkit",
-           "train", "lenet5", "--data", str(cifar), "--epochs", "2", "--batch-size", "16", "--device", "cpu",
+           "train", "lenet5", "--data", str(cifar), "--epochs", "2", "-b", "16", "--device", "cpu",
            "--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "reports")]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -1,0 +1,202 @@
+"""The backend registry: one module per runtime, one line each in ``BACKEND_MODULES``.
+
+Each module listed defines ``BACKEND``, a ``perfkit.backends.base.Backend``. Modules import their
+heavy libraries lazily (inside functions), so loading the registry costs no optional import.
+A runtime kept outside perfkit is one module too: name it in ``$PERFKIT_BACKENDS`` (comma list of
+importable modules defining ``BACKEND``); spawned measuring processes inherit the variable.
+``register`` refuses a second backend of the same name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterable, Iterator
+
+from perfkit.backends.base import EXPORT, RUN, ArtifactRunner, Backend, Option, Runner
+from perfkit.errors import UsageError
+from perfkit.vocab import BatchRange, Precision
+
+__all__ = [
+    "EXPORT", "RUN", "ArtifactRunner", "Backend", "Option", "Runner", "all_backends", "default_backends", "get",
+    "export_each", "make_runner", "names", "open_runner", "parse_backends", "prepare", "register", "unregister",
+]
+
+# Adding a runtime: write perfkit/backends/<name>.py defining BACKEND, and add its line here.
+BACKEND_MODULES = (
+    "perfkit.backends.eager",
+    "perfkit.backends.torchscript",
+    "perfkit.backends.onnxruntime",
+    "perfkit.backends.aoti",
+    "perfkit.backends.tensorrt",
+    "perfkit.backends.native",
+)
+
+_REGISTRY: dict[str, Backend] = {}
+_LOADED = False
+
+
+def register(backend: Backend) -> Backend:
+    """Add ``backend``; a name already taken, or an option that contradicts another backend's, is refused."""
+    if not isinstance(backend, Backend):
+        raise TypeError(f"register() takes a Backend, got {type(backend).__name__}")
+    _load()
+    if not backend.name or backend.name != backend.name.strip().lower():  # get() looks names up in lower case
+        raise ValueError(f"a backend name is lower case without spaces, got '{backend.name}'")
+    if backend.name in _REGISTRY:
+        raise ValueError(f"a backend named '{backend.name}' is already registered")
+    _check_options(backend, _REGISTRY.values())
+    _REGISTRY[backend.name] = backend
+    return backend
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def reload() -> None:
+    """Forget every backend and load the modules again (after ``$PERFKIT_BACKENDS`` changed)."""
+    global _LOADED
+    _REGISTRY.clear()
+    _LOADED = False
+    _load()
+
+
+def _check_options(new: Backend, others: Iterable[Backend]) -> None:
+    """A shared option name must mean one thing: same default, type and stage everywhere."""
+    for other in others:
+        for a in new.options:
+            for b in other.options:
+                if a.name == b.name and (a.default, a.type, a.stage) != (b.default, b.type, b.stage):
+                    raise ValueError(f"option '{a.name}' of backend {new.name} contradicts backend {other.name}'s")
+
+
+def _load() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    extra = [m.strip() for m in os.environ.get("PERFKIT_BACKENDS", "").split(",") if m.strip()]
+    for module in (*BACKEND_MODULES, *extra):
+        try:
+            backend = importlib.import_module(module).BACKEND
+        except (ImportError, AttributeError) as exc:
+            raise UsageError(f"backend module '{module}' (from $PERFKIT_BACKENDS) cannot be loaded: {exc}") from None
+        if backend.name in _REGISTRY:
+            raise ValueError(f"two backend modules define '{backend.name}'")
+        _check_options(backend, _REGISTRY.values())
+        _REGISTRY[backend.name] = backend
+
+
+def all_backends() -> list[Backend]:
+    _load()
+    return list(_REGISTRY.values())
+
+
+def names() -> list[str]:
+    return [b.name for b in all_backends()]
+
+
+def get(name: str | Backend) -> Backend:
+    """The backend called ``name``; an unknown name is a UsageError listing the known ones."""
+    if isinstance(name, Backend):
+        return name
+    _load()
+    key = str(name).strip().lower()
+    if key not in _REGISTRY:
+        raise UsageError(f"unknown runtime '{name}'; choose from: {', '.join(_REGISTRY)}")
+    return _REGISTRY[key]
+
+
+def reference() -> Backend:
+    """The runtime every other one is compared with (eager PyTorch)."""
+    return next(b for b in all_backends() if b.reference)
+
+
+def parse_backends(text: str | Iterable[str], *, exported_only: bool = False) -> list[Backend]:
+    """``"onnx,aoti"`` → backends in order, without duplicates; unknown names are a UsageError."""
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    out = [get(p) for p in (str(p).strip() for p in parts) if p]
+    if not out:
+        raise UsageError(f"give at least one runtime; choose from: {', '.join(names())}")
+    if exported_only:
+        bad = [b.name for b in out if not b.exports]
+        if bad:
+            choices = ", ".join(b.name for b in all_backends() if b.exports)
+            raise UsageError(f"{', '.join(bad)} has no artifact to export; choose from: {choices}")
+    return list(dict.fromkeys(out))
+
+
+def default_backends(device: str) -> list[Backend]:
+    """What ``perfkit run`` measures by default on ``device``: every available backend so marked."""
+    return [b for b in all_backends() if b.default_in_run and b.unavailable(device) is None]
+
+
+def options() -> Iterator:
+    """Every option of every backend, once per name (for the CLI), with the backends declaring it."""
+    seen: dict[str, tuple[Option, list[str]]] = {}
+    for b in all_backends():
+        for o in b.options:
+            seen.setdefault(o.name, (o, []))[1].append(b.name)
+    yield from seen.values()
+
+
+def artifact_backend(backend: Backend) -> Backend:
+    """The backend whose artifact ``backend`` runs (itself, or its ``artifact_from``)."""
+    return get(backend.artifact_from) if backend.artifact_from else backend
+
+
+def prepare(spec, backend: Backend | str, ctx, *, precision: Precision | str = Precision.FP32,
+            batch: BatchRange = BatchRange()):
+    """The artifact ``backend`` runs (exported now if not cached), or None for a backend without one.
+
+    Raises:
+        UsageError: the backend does not run ``precision`` on ``ctx.device``.
+        MissingDependency, ArtifactError: the exporter is not installed, or the artifact is broken.
+    """
+    from perfkit.artifacts import ensure_artifact
+
+    backend = get(backend)
+    precision = backend.check(precision, ctx.device)
+    if not backend.needs_artifact:
+        return None
+    return ensure_artifact(spec, artifact_backend(backend), ctx, precision=precision, batch=batch)
+
+
+def make_runner(spec, backend: Backend | str, ctx, artifact=None, *, precision: Precision | str = Precision.FP32,
+                batch: BatchRange = BatchRange()) -> Runner:
+    """An un-entered runner of ``backend`` over ``artifact`` (from ``prepare``)."""
+    backend = get(backend)
+    kwargs = dict(options=backend.options_for(ctx.options, RUN), threads=ctx.threads, device=ctx.device)
+    if backend.needs_artifact:
+        return backend.runner(spec, artifact=artifact, **kwargs)
+    return backend.runner(spec, precision=backend.check(precision, ctx.device), batch=batch, **kwargs)
+
+
+def open_runner(spec, backend: Backend | str, ctx, *, precision: Precision | str = Precision.FP32,
+                batch: BatchRange = BatchRange()) -> Runner:
+    """An un-entered runner for ``spec`` in ``backend``; its artifact is exported first if not cached.
+
+    Use as ``with open_runner(spec, "onnx", ctx) as r: r.infer(x)``.
+    """
+    artifact = prepare(spec, backend, ctx, precision=precision, batch=batch)
+    return make_runner(spec, backend, ctx, artifact, precision=precision, batch=batch)
+
+
+def export_each(spec, backends, ctx, *, precision: Precision | str = Precision.FP32, batch: BatchRange = BatchRange(),
+                include_cached: bool = True):
+    """Export (or find in the cache) the artifact of each backend: an ``ExportResult`` per artifact
+    (cache hits only with ``include_cached``) or a ``Failure``; one backend's failure never stops the others."""
+    from perfkit.artifacts import ExportResult
+    from perfkit.results import Failure, Kind, Where
+
+    for backend in map(get, backends):
+        ctx.progress.update(f"{spec.name}: {backend.name} artifact (export if not cached)")
+        where = Where.of(spec, backend.name, precision, batch.max, ctx.device)
+        try:
+            artifact = prepare(spec, backend, ctx, precision=precision, batch=batch)
+        except Exception as exc:  # recorded; the other backends go on
+            yield Failure.of(Kind.EXPORT, where, exc)
+            continue
+        if artifact is not None and (include_cached or not artifact.cached):
+            yield ExportResult(where, artifact)

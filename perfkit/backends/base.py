@@ -1,0 +1,260 @@
+"""What a backend is: one object per runtime, and the ``Runner`` every backend implements.
+
+A ``Backend`` declares everything the rest of perfkit needs to know about a runtime: its name, how
+to export its artifact (or which other backend's artifact it runs, or none), its ``Runner`` class,
+its options with their CLI spec and defaults, the precisions it supports on each device, the pip
+extra that provides it and how to tell whether it is available, and the library versions that key
+its artifact cache. Every per-runtime table in perfkit (CLI options, ``perfkit run``'s defaults,
+dependency hints, the environment's library list, cache keys) is derived from these objects.
+
+``Runner``: lifecycle in the base class, backend work in hooks (Polygraphy's pattern).
+``__enter__`` loads (session, engine, module), ``infer`` validates the input against what the
+artifact accepts and then calls the backend, ``__exit__`` releases. Runners never time themselves —
+only ``perfkit.profile`` times — except a ``self_timed`` runner (the native C++ runner, whose calls
+happen in another process), which says so.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from perfkit.device import device_type, pin_tf32
+from perfkit.errors import ArtifactError, InputError, PerfkitError, UsageError
+from perfkit.vocab import BatchRange, Precision
+from perfkit.zoo.registry import ModelSpec
+
+EXPORT, RUN = "export", "run"  # option stages: part of the artifact (its cache key) or of the runner
+
+
+@dataclass(frozen=True)
+class Option:
+    """One backend option, with its command-line spec.
+
+    Two backends may declare the same option name (onnx and tensorrt both take ``opset``): the
+    registry checks that they agree on default and type, and the CLI shows it once.
+    """
+
+    name: str
+    default: Any
+    help: str
+    stage: str = EXPORT
+    type: Callable[[str], Any] | None = None  # None: bool options are flags, others str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def __post_init__(self):
+        if self.stage not in (EXPORT, RUN):
+            raise ValueError(f"option {self.name}: stage must be {EXPORT!r} or {RUN!r}")
+
+
+CPU_FLOAT = frozenset({Precision.FP32, Precision.FP16, Precision.BF16})
+
+
+@dataclass(frozen=True, eq=False)  # one object per runtime: compared and hashed by identity
+class Backend:
+    """A runtime perfkit can export to, run and measure. See the module docstring.
+
+    Attributes:
+        name: the runtime's name on the command line and in records (``onnx``).
+        summary: one line for ``--help`` and the README.
+        runner: the ``Runner`` subclass.
+        export: builds the artifact into ``request.out_dir`` and returns its main file's name;
+            None for a backend without an artifact of its own.
+        artifact_from: the backend whose artifact this one runs (native runs torchscript's).
+        options: the backend's options (export-stage ones key the artifact cache).
+        precisions: device type → precisions supported there.
+        extra: the pip extra that provides it (None: a core dependency).
+        requires: import names that must be importable (checked without importing them).
+        probe: an extra availability check, ``probe(device) -> None or the reason it is unavailable``.
+        cache_libraries: distributions whose versions key the artifact cache (the exporter's).
+        runtime_libraries: distributions the runner uses (recorded in the environment).
+        device_specific: the artifact is compiled for the device it is built on (AOTI, TensorRT).
+        default_in_run: part of ``perfkit run``'s default list where available.
+        reference: the runtime others are compared with (eager).
+    """
+
+    name: str
+    summary: str
+    runner: type["Runner"]
+    export: Callable[..., str] | None = None
+    artifact_from: str | None = None
+    options: tuple[Option, ...] = ()
+    precisions: Mapping[str, frozenset] = field(default_factory=lambda: {"cpu": frozenset({Precision.FP32})})
+    extra: str | None = None
+    requires: tuple[str, ...] = ()
+    probe: Callable[[str], str | None] | None = None
+    cache_libraries: tuple[str, ...] = ("torch",)
+    runtime_libraries: tuple[str, ...] = ("torch",)
+    device_specific: bool = False
+    default_in_run: bool = True
+    reference: bool = False
+
+    @property
+    def exports(self) -> bool:
+        return self.export is not None
+
+    @property
+    def needs_artifact(self) -> bool:
+        return self.export is not None or self.artifact_from is not None
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        return tuple(self.precisions)
+
+    def supported(self, device: str) -> frozenset:
+        return frozenset(self.precisions.get(device_type(device), ()))
+
+    def check(self, precision: Precision | str, device: str) -> Precision:
+        """The precision, if this backend runs it on ``device``; else a UsageError naming what it supports."""
+        precision = Precision(precision)
+        dtype = device_type(device)
+        if dtype not in self.precisions:
+            raise UsageError(f"{self.name} does not run on {dtype}; it runs on {', '.join(self.devices)}")
+        if precision not in self.precisions[dtype]:
+            names = ", ".join(p.value for p in Precision if p in self.precisions[dtype])
+            raise UsageError(f"{self.name} on {dtype} supports {names}, not {precision}")
+        return precision
+
+    def unavailable(self, device: str) -> str | None:
+        """None when this backend can run on ``device`` here, else why not (one line)."""
+        dtype = device_type(device)
+        if dtype not in self.precisions:
+            return f"{self.name} does not run on {dtype}"
+        for module in self.requires:
+            if importlib.util.find_spec(module.split(".")[0]) is None:
+                how = f"pip install 'perfkit[{self.extra}]'" if self.extra else "reinstall perfkit"
+                return f"{self.name} needs '{module}' ({how})"
+        return self.probe(device) if self.probe is not None else None
+
+    def options_for(self, given: Mapping[str, Any], stage: str) -> dict:
+        """This backend's options of ``stage``: its defaults, overridden by the ``given`` ones it declares."""
+        return {o.name: (given[o.name] if given.get(o.name) is not None else o.default)
+                for o in self.options if o.stage == stage}
+
+
+# -- runners --------------------------------------------------------------------------------------
+
+
+class Runner(ABC):
+    """Runs one model in one runtime at one precision on one device.
+
+    ``infer`` takes float32 NCHW (on ``self.device`` or the CPU; it is moved) and returns float32
+    logits ``(N, num_classes)`` on ``self.device``.
+    """
+
+    name: str = ""  # the backend's name, set by each subclass
+    self_timed = False  # True: the runtime times itself (``time_self``); the profiler says so
+    torch_runtime = False  # True: computes on torch's thread pool and CUDA caching allocator
+    out_of_process = False  # True: runs in a process of its own, which reports its own memory (``own_memory``)
+
+    def __init__(self, spec: ModelSpec, *, precision: Precision | str = Precision.FP32, device: str = "cpu",
+                 batch: BatchRange = BatchRange(), options: Mapping[str, Any] | None = None,
+                 threads: int | None = None, artifact=None):
+        self.spec = spec
+        self.precision = Precision(precision)
+        self.device = torch.device(device)
+        self.batch = batch
+        self.options = dict(options or {})
+        self.threads = threads
+        self.artifact = artifact
+        self._active = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.precision}/{self.device}"
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def __enter__(self) -> "Runner":
+        if self._active:
+            raise PerfkitError(f"runner {self.label} is already active")
+        pin_tf32(False)
+        self._saved_threads = torch.get_num_threads()
+        if self.threads and self.torch_runtime:
+            torch.set_num_threads(self.threads)
+        try:
+            self._load()
+        except BaseException:
+            torch.set_num_threads(self._saved_threads)
+            raise
+        self._active = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._active = False
+        try:
+            self._release()
+        finally:
+            torch.set_num_threads(self._saved_threads)  # the thread count is this runner's, not the caller's
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._active:
+            raise PerfkitError(f"runner {self.label} used outside its `with` block")
+        self.check_input(x)
+        return self._infer(x.to(self.device, non_blocking=True))
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise InputError(f"{self.label}: expected a torch.Tensor, got {type(x).__name__}")
+        if x.dtype != torch.float32:
+            raise InputError(f"{self.label}: expected float32 input, got {x.dtype}")
+        if x.dim() != 4 or tuple(x.shape[1:]) != tuple(self.spec.input_size):
+            raise InputError(f"{self.label}: expected input (N, {', '.join(map(str, self.spec.input_size))}), "
+                             f"got {tuple(x.shape)}")
+        if not self.batch.contains(x.shape[0]):
+            raise InputError(f"{self.label}: batch {x.shape[0]} is outside the artifact's range "
+                             f"{self.batch.min}..{self.batch.max} (re-export with a wider --max-batch)")
+
+    def config(self) -> dict:
+        """The configuration this runner actually runs with (recorded with every timing), raw values."""
+        return {}
+
+    # -- hooks --------------------------------------------------------------------------------
+
+    @abstractmethod
+    def _load(self) -> None: ...
+
+    @abstractmethod
+    def _infer(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def _release(self) -> None:
+        pass
+
+
+class ArtifactRunner(Runner):
+    """A runner over an exported artifact: its precision and batch range come from the manifest,
+    and it refuses an artifact of another model, weights, input size or device."""
+
+    def __init__(self, spec: ModelSpec, *, artifact, device: str = "cpu", **kwargs):
+        kwargs.pop("precision", None)
+        kwargs.pop("batch", None)
+        super().__init__(spec, precision=artifact.precision, device=device, batch=artifact.batch,
+                         artifact=artifact, **kwargs)
+        model = artifact.manifest["model"]
+        shape = tuple(artifact.manifest["inputs"][0]["shape"][1:])
+        if (model["name"], model["weights"]["identity"], shape) != (spec.name, spec.weights.identity, spec.input_size):
+            raise ArtifactError(
+                f"{artifact.path} holds {model['name']} ({model['weights']['identity']}, input {shape}), "
+                f"not {spec.name} ({spec.weights.identity}, input {spec.input_size})")
+        if artifact.device not in ("any", self.device.type):
+            raise ArtifactError(f"{artifact.path} was compiled for {artifact.device}, it cannot run on {self.device}")
+        built, here = artifact.manifest.get("compiled_for", "any"), None
+        if built != "any":
+            from perfkit.artifacts import device_identity
+
+            here = device_identity(str(self.device))
+            if built != here:
+                raise ArtifactError(f"{artifact.path} was compiled for {built}, not for this {here}; "
+                                    "export it again on this machine (perfkit export --force)")

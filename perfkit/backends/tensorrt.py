@@ -1,0 +1,247 @@
+"""TensorRT engines built from the ONNX artifact with the TensorRT 10/11 name-based API.
+
+NOT RUN ON A GPU YET: written against NVIDIA's Python API (TensorRT 10.x and 11.x); every call is
+checked against the real bindings of both versions by tests/backends/test_tensorrt_bindings.py
+(the real wheels' classes and signatures, loaded with stub libraries, without a GPU).
+
+- The network is strongly typed (required in TensorRT 11, where BuilderFlag.FP16 is gone): an fp16
+  engine comes from the fp16 ONNX graph, whose input and output stay float32.
+- TF32 is cleared so that fp32 engines compare strictly with eager (perfkit pins TF32 off everywhere).
+- One optimization profile covers the artifact's batch range (min/opt/max); with ``profile_batches``
+  (the profiler sets it to the swept batch sizes) there is also one profile per batch size, tuned
+  for exactly that batch, and the runner selects it — batch 1 and 256 do not share kernels tuned for 8.
+- A timing cache file per GPU and TensorRT version is reused across builds.
+- ONNX parser errors are reported verbatim.
+- The manifest records the GPU name, compute capability and TensorRT version; the runner refuses an
+  engine built on another GPU or TensorRT version (engines are not portable).
+- The runner enqueues on a CUDA stream of its own (not the legacy default stream, where TensorRT
+  adds synchronisation and warns), ordered after and before torch's current stream by events.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from perfkit.artifacts import INPUT_NAME, OUTPUT_NAME, ensure_artifact
+from perfkit.backends.base import EXPORT, ArtifactRunner, Backend, Option
+from perfkit.deps import require
+from perfkit.errors import ArtifactError, PerfkitError
+from perfkit.vocab import BatchRange, Precision
+
+MAIN_FILE = "model.engine"
+NOT_RUN_HERE = ("the TensorRT path is written against the TensorRT 10/11 API and checked against its real "
+                "bindings, but has not been run on a GPU yet; check its results")
+
+
+def export(req) -> str:
+    from perfkit.backends import get
+
+    trt = require("tensorrt")
+    gpu = current_gpu(req.device)
+    source = ensure_artifact(req.spec, get("onnx"), req.ctx.replace(force=False), precision=req.precision,
+                             batch=req.batch)
+    logger = make_logger(trt)
+    builder = trt.Builder(logger)
+    # STRONGLY_TYPED makes TensorRT 10 take types from the graph; 11 is always strongly typed and
+    # deprecates the flag (its value differs between versions, so it is looked up, never hard-coded).
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    network = builder.create_network(0 if flag is None else 1 << int(flag))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(source.path)):
+        raise ArtifactError(f"TensorRT's ONNX parser rejected {source.path}:\n" + "\n".join(parser_errors(parser)))
+    config = builder.create_builder_config()
+    config.clear_flag(trt.BuilderFlag.TF32)
+    if req.options["workspace_mb"]:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(req.options["workspace_mb"]) << 20)
+    profiles = profile_batches(req.batch, req.options["profile_batches"])
+    for shapes in (profile_shapes(b, req.spec.input_size) for b in profiles):
+        profile = builder.create_optimization_profile()
+        profile.set_shape(INPUT_NAME, *shapes)
+        if config.add_optimization_profile(profile) < 0:
+            raise ArtifactError(f"TensorRT rejected the optimization profile {shapes} for {source.path}")
+    cache_file = timing_cache_path(req.ctx.artifacts, gpu["gpu_name"], trt.__version__)
+    cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise ArtifactError(f"TensorRT refused the timing cache {cache_file}; delete it and export again")
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ArtifactError(f"TensorRT could not build an engine from {source.path}:\n" + "\n".join(logger.errors))
+    (req.out_dir / MAIN_FILE).write_bytes(serialized)
+    _write_atomic(cache_file, bytes(config.get_timing_cache().serialize()))
+    req.info["tensorrt"] = {
+        "tensorrt_version": trt.__version__, **gpu, "strongly_typed": True, "tf32": False,
+        "profiles": [p.to_dict() for p in profiles],
+        "source_onnx": {"path": str(source.path), "sha256": source.sha256},
+        "timing_cache": str(cache_file),
+        "builder_messages": list(logger.messages),
+    }
+    return MAIN_FILE
+
+
+def current_gpu(device: str) -> dict:
+    """Name and compute capability of the CUDA device ``device`` (TensorRT needs one)."""
+    dev = torch.device(device)
+    if dev.type != "cuda" or not torch.cuda.is_available():
+        raise ArtifactError("TensorRT engines are built and run on a CUDA GPU: pass --device cuda on a machine with one")
+    props = torch.cuda.get_device_properties(dev)
+    return {"gpu_name": props.name, "compute_capability": f"{props.major}.{props.minor}"}
+
+
+def profile_batches(batch: BatchRange, tuned: list[int] | tuple[int, ...] | None) -> list[BatchRange]:
+    """The optimization profiles: the whole range first (profile 0), then one per tuned batch size."""
+    out = [batch]
+    for b in sorted(set(tuned or ())):
+        if batch.contains(b) and BatchRange(b, b, b) not in out:
+            out.append(BatchRange(b, b, b))
+    return out
+
+
+def profile_shapes(batch: BatchRange, input_size: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """(min, opt, max) input shapes of one optimization profile."""
+    return tuple((b, *input_size) for b in (batch.min, batch.opt, batch.max))
+
+
+def timing_cache_path(artifacts: Path, gpu_name: str, trt_version: str) -> Path:
+    """One timing cache per GPU model and TensorRT version (timings do not transfer between them)."""
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", gpu_name).strip("-")
+    return Path(artifacts) / "tensorrt" / f"timing-{slug}-trt{trt_version}.cache"
+
+
+def parser_errors(parser) -> list[str]:
+    """Every error of TensorRT's ONNX parser, with its node, in the parser's own words."""
+    out = []
+    for i in range(parser.num_errors):
+        err = parser.get_error(i)
+        where = f" (node {err.node()} '{err.node_name()}' {err.node_operator()})" if err.node() >= 0 else ""
+        out.append(f"  {err.code()}: {err.desc()}{where}")
+    return out
+
+
+def check_compatible(manifest: dict, trt_version: str, gpu_name: str, compute_capability: str) -> None:
+    """Refuse an engine built for another GPU or TensorRT version (plans are not portable)."""
+    built = manifest["tensorrt"]
+    here = {"tensorrt_version": trt_version, "gpu_name": gpu_name, "compute_capability": compute_capability}
+    diffs = [f"{k}: built with {built.get(k)!r}, this machine has {v!r}" for k, v in here.items() if built.get(k) != v]
+    if diffs:
+        raise ArtifactError("TensorRT engine was built elsewhere and cannot be loaded here ("
+                            + "; ".join(diffs) + "); export it again on this machine")
+
+
+def make_logger(trt, keep: int = 50):
+    """A TensorRT logger that keeps the first ``keep`` warnings and errors (bounded: it also lives
+    through timed inference, where a per-call warning must not grow a list without end)."""
+
+    class Logger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.messages: collections.deque[str] = collections.deque(maxlen=keep)
+            self.errors: collections.deque[str] = collections.deque(maxlen=keep)
+
+        def log(self, severity, msg):
+            # Severity is a pybind11 enum: lower values are more severe.
+            if int(severity) <= int(trt.ILogger.Severity.WARNING) and len(self.messages) < keep:
+                self.messages.append(f"{severity.name}: {msg}")
+            if int(severity) <= int(trt.ILogger.Severity.ERROR):
+                self.errors.append(f"  {msg}")
+
+    return Logger()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class TensorRTRunner(ArtifactRunner):
+    """An execution context on a stream of its own, with torch-owned input and output buffers."""
+
+    name = "tensorrt"
+
+    def _load(self) -> None:
+        trt = require("tensorrt")
+        gpu = current_gpu(str(self.device))
+        check_compatible(self.artifact.manifest, trt.__version__, gpu["gpu_name"], gpu["compute_capability"])
+        with torch.cuda.device(self.device):  # TensorRT allocates on the current CUDA device
+            self._logger = make_logger(trt)
+            self._runtime = trt.Runtime(self._logger)
+            engine = self._runtime.deserialize_cuda_engine(self.artifact.path.read_bytes())
+            if engine is None:
+                raise ArtifactError(f"TensorRT could not deserialize {self.artifact.path}:\n" + "\n".join(self._logger.errors))
+            for tensor in (INPUT_NAME, OUTPUT_NAME):  # the buffers below are float32 torch tensors
+                if engine.get_tensor_dtype(tensor) != trt.DataType.FLOAT:
+                    raise ArtifactError(f"{self.artifact.path}: engine tensor {tensor} is "
+                                        f"{engine.get_tensor_dtype(tensor)}, perfkit feeds and reads FLOAT")
+            self._engine = engine
+            self._context = engine.create_execution_context()
+            if self._context is None:
+                raise PerfkitError(f"TensorRT could not create an execution context for {self.artifact.path}:\n"
+                                   + "\n".join(self._logger.errors))
+            self._stream = torch.cuda.Stream(self.device)
+        self._profiles = [BatchRange(**p) for p in self.artifact.manifest["tensorrt"]["profiles"]]
+        self._profile = 0
+
+    def _select_profile(self, batch: int) -> None:
+        want = next((i for i, p in enumerate(self._profiles) if p.min == p.max == batch), 0)
+        if want != self._profile:
+            if not self._context.set_optimization_profile_async(want, self._stream.cuda_stream):
+                raise PerfkitError(f"TensorRT could not switch to optimization profile {want} of {self.artifact.path}")
+            self._profile = want
+
+    def _infer(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()
+        ctx, stream = self._context, self._stream
+        stream.wait_stream(torch.cuda.current_stream(self.device))  # x was produced on torch's stream
+        self._select_profile(x.shape[0])
+        if not ctx.set_input_shape(INPUT_NAME, tuple(x.shape)):
+            raise PerfkitError(f"TensorRT rejected input shape {tuple(x.shape)} for {self.artifact.path}")
+        out = torch.empty(tuple(ctx.get_tensor_shape(OUTPUT_NAME)), dtype=torch.float32, device=self.device)
+        if not (ctx.set_tensor_address(INPUT_NAME, x.data_ptr()) and ctx.set_tensor_address(OUTPUT_NAME, out.data_ptr())):
+            raise PerfkitError(f"TensorRT refused a tensor address for {self.artifact.path}")
+        x.record_stream(stream)
+        out.record_stream(stream)
+        if not ctx.execute_async_v3(stream.cuda_stream):
+            raise PerfkitError(f"TensorRT execution failed for {self.artifact.path}:\n" + "\n".join(self._logger.errors))
+        torch.cuda.current_stream(self.device).wait_stream(stream)  # whoever reads `out` waits for it
+        return out
+
+    def _release(self) -> None:
+        self._context = self._engine = self._runtime = self._stream = None
+
+    @property
+    def engine(self):
+        return getattr(self, "_engine", None)
+
+    def config(self) -> dict:
+        info = self.artifact.manifest["tensorrt"]
+        return {"tensorrt_version": info["tensorrt_version"], "strongly_typed": True, "tf32": False,
+                "profiles": info["profiles"], "own_stream": True}
+
+
+BACKEND = Backend(
+    name="tensorrt",
+    summary="TensorRT engine built from the ONNX artifact (GPU; the tensorrt extra)",
+    runner=TensorRTRunner,
+    export=export,
+    options=(
+        Option("opset", None, "ONNX opset; unset: the exporter's default, recorded in the manifest", stage=EXPORT,
+               type=int),
+        Option("workspace_mb", None, "tensorrt: builder workspace limit in MiB (unset: TensorRT's default)",
+               stage=EXPORT, type=int),
+        Option("profile_batches", None, "tensorrt: batch sizes that get an optimization profile of their own "
+                                        "(comma list; the profiler sets it to the swept batches)",
+               stage=EXPORT, type=lambda text: tuple(int(b) for b in str(text).split(",") if b.strip())),
+    ),
+    precisions={"cuda": frozenset({Precision.FP32, Precision.FP16})},
+    extra="tensorrt",
+    requires=("tensorrt",),
+    cache_libraries=("torch", "onnx", "onnxscript", "tensorrt"),
+    runtime_libraries=("tensorrt",),
+    device_specific=True,
+)

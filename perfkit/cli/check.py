@@ -1,0 +1,77 @@
+"""perfkit check MODEL -f ...: parity of each runtime against eager PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from perfkit.cli import common
+from perfkit.cli import options as O
+from perfkit.cli.export import add_artifact_options, batch_range, not_run_banner
+
+
+def add(sub) -> None:
+    p = O.command(sub, "check", "parity of each runtime against eager PyTorch",
+                  "Run each runtime and eager PyTorch on the same inputs and compare the logits: max/mean\n"
+                  "absolute and max relative difference, cosine similarity, top-1 agreement, top-5 overlap,\n"
+                  "NaN/Inf. Inputs are seeded synthetic tensors, or real images through the model's\n"
+                  "preprocessing with --data. Each batch size goes through the same artifact (dynamic batch).\n"
+                  "Exit code 1 when any runtime fails its tolerance (fp32: atol 1e-3, rtol 1e-4, max rel 1e-3,\n"
+                  "top-1 100%; looser for fp16/bf16).",
+                  "perfkit check resnet18 -f torchscript,onnx,aoti --weights random -b 1,8")
+    p.add_argument("model")
+    add_artifact_options(p, "torchscript,onnx,aoti")
+    O.batch(p, "1,8", "comma-separated batch sizes to feed the inputs at")
+    p.add_argument("--data", type=Path, default=None,
+                   help="folder of images (ImageFolder-like or flat); default: seeded synthetic inputs")
+    p.add_argument("--samples", type=int, default=32, help="number of inputs compared at each batch size")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs")
+    p.add_argument("--atol", type=float, default=None, help="absolute logit tolerance (default per precision)")
+    p.add_argument("--rtol", type=float, default=None, help="relative logit tolerance (default per precision)")
+    p.add_argument("--max-rel", type=float, default=None,
+                   help="largest |Δ| allowed as a fraction of each sample's largest logit (default per precision)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from perfkit.accuracy import parity
+    from perfkit.errors import UsageError
+    from perfkit.report.console import banner
+    from perfkit.report.tables import parity_table
+    from perfkit.vocab import parse_batches
+
+    device = common.resolve_device(args)
+    backends = O.chosen(args)
+    precisions = O.precisions(args, backends, device)
+    brange = batch_range(args)
+    batches = parse_batches(args.batch)
+    outside = [b for b in batches if not brange.contains(b)]
+    if outside:
+        raise UsageError(f"--batch {args.batch}: every batch must lie in the artifact range {brange.min}..{brange.max} "
+                         "(see --min-batch/--max-batch)")
+    O.positive(args.samples, "--samples")
+    tols = {p: parity.tolerance(p, args.atol, args.rtol, args.max_rel) for p in precisions}
+    spec = common.spec(args)
+    inputs, source = parity.inputs_for(spec, args.samples, args.data, args.seed)
+    not_run_banner(backends)
+    with common.progress(args) as bar, common.session(args, device) as rec:
+        rec.model(spec)
+        ctx = common.context(args, device, bar)
+        for p in precisions:
+            rec.add_all(parity.check_parity(spec, backends, ctx, inputs=(inputs, source), batches=batches,
+                                            precision=p, batch_range=brange, tol=tols[p]))
+        failed = [r for r in rec.records if r.kind == "parity" and (r.status == "error" or not r.metrics.get("passed"))]
+        if failed:
+            rec.fail(f"{len(failed)} parity check(s) failed")
+    out = [parity_table(rec.records, f"perfkit check — {spec.label} vs eager fp32, {inputs.shape[0]} {source} inputs",
+                        caption=_caption(tols))]
+    if any(r.metrics.get("constant_reference") for r in rec.records):
+        banner("warning: eager gives the same logits for every input with these weights, so agreement is "
+               "guaranteed and proves nothing about the runtimes; use other weights or --data")
+    common.show(args, rec, out)
+    return common.exit_code(rec)
+
+
+def _caption(tols: dict) -> str:
+    lines = [f"{p}: |Δ| ≤ {t.atol:g} + {t.rtol:g}·|eager|, max rel ≤ {t.max_rel:g}, top-1 agreement ≥ "
+             f"{t.min_top1_agreement:.0%}, no NaN/Inf" for p, t in tols.items()]
+    return "tolerance " + "; ".join(lines) + "; max rel = max|Δ| / max|eager| per sample"

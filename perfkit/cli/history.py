@@ -1,0 +1,184 @@
+"""perfkit runs / report / select / regress: reading the run history (read-only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from perfkit.cli import common
+from perfkit.cli import options as O
+
+
+def add_runs(sub) -> None:
+    p = O.command(sub, "runs", "list the run history", "List runs in the store, newest first.", "perfkit runs --limit 5")
+    p.add_argument("--limit", type=int, default=20, help="show at most this many runs (0: all)")
+    O.json_flag(p)
+    O.store(p)
+    p.set_defaults(func=runs)
+
+
+def runs(args) -> int:
+    from perfkit.report.console import console, print_json
+    from perfkit.report.tables import runs_table
+
+    O.positive(args.limit, "--limit", allow_zero=True)
+    with common.open_store(args, read_only=True) as store:
+        listed = store.runs(args.limit or None)
+        path = store.path
+    for r in listed:
+        r["seconds"] = (r["finished"] - r["started"]) if r["finished"] else None
+    if args.json:
+        print_json(listed)
+    else:
+        console.print(runs_table(listed, path))
+    return 0
+
+
+def add_report(sub) -> None:
+    p = O.command(sub, "report", "render a run as a Rich summary, HTML, CSV or JSON",
+                  "Summarise one run of the store: a Rich table per model × runtime × precision (measured and\n"
+                  "published accuracy, parity, latency/throughput/memory per batch, params, MACs), the training\n"
+                  "comparison, and what could not run. --html writes one self-contained file (charts included,\n"
+                  "no network needed to view it); --csv/--json-out export the run's records (a --json-out file\n"
+                  "is a `perfkit regress` baseline); --json prints the same export on stdout.",
+                  "perfkit report latest --html reports/latest.html --json-out baseline.json")
+    p.add_argument("run", nargs="?", default="latest", help="run id, a unique prefix of one, or latest")
+    p.add_argument("--html", type=Path, metavar="FILE", help="write the HTML report here")
+    p.add_argument("--csv", type=Path, metavar="FILE", help="export the run's records as CSV (one line per record)")
+    p.add_argument("--json-out", type=Path, metavar="FILE", help="export the run's records as JSON to FILE")
+    O.json_flag(p)
+    O.store(p)
+    p.set_defaults(func=report)
+
+
+def report(args) -> int:
+    from perfkit.report.console import banner, console, print_json
+    from perfkit.report.records_io import export_payload, write_csv, write_json
+    from perfkit.report.rows import load_run
+    from perfkit.report.tables import summary_table
+
+    with common.open_store(args, read_only=True) as store:
+        run, records = load_run(store, args.run)
+        if args.json:
+            print_json(export_payload(store, run["id"]))
+        else:
+            for item in summary_table(run, records):
+                console.print(item)
+        if args.json_out is not None:
+            banner(f"records of run {run['id']} written to {write_json(store, run['id'], args.json_out)}", "bold green")
+        if args.csv is not None:
+            banner(f"records of run {run['id']} written to {write_csv(store, run['id'], args.csv)}", "bold green")
+        if args.html is not None:
+            from perfkit.report.html import render_html
+
+            banner(f"HTML report written to {render_html(store, run['id'], args.html)}", "bold green")
+    return 0
+
+
+def add_select(sub) -> None:
+    p = O.command(sub, "select", "rank model × runtime candidates that meet constraints",
+                  "Pick what to deploy: the model × runtime × precision candidates in the store (newest numbers\n"
+                  "of each, or those of one --run) that meet every constraint, Pareto-optimal first (higher\n"
+                  "top-1, lower p50 latency at --batch); every excluded candidate is listed with the\n"
+                  "constraints it failed or the number it lacks. Exit code 1 when no candidate qualifies.",
+                  "perfkit select --max-latency-ms 10 --min-top1 70 -b 1 --device cpu")
+    p.add_argument("--max-latency-ms", type=float, metavar="X", help="p50 latency at --batch must be at most X ms")
+    p.add_argument("--min-top1", type=float, metavar="Y", help="top-1 (percent) must be at least Y")
+    p.add_argument("--max-memory-mb", type=float, metavar="Z",
+                   help="peak memory at --batch must be at most Z megabytes (10^6 bytes)")
+    O.batch(p, "1", "the batch size the latency and memory are taken at (one number)")
+    p.add_argument("--device", default=None, metavar="D", help="only candidates measured on this device (cpu, cuda)")
+    p.add_argument("--run", default=None, metavar="RUN", help="take the numbers of this run only (default: newest per candidate)")
+    p.add_argument("--use-published", action="store_true",
+                   help="where no top-1 was measured, use the published top-1 of the weights (labelled 'published')")
+    O.json_flag(p)
+    O.store(p)
+    p.set_defaults(func=select)
+
+
+def select(args) -> int:
+    from perfkit.errors import GateFailed, PerfkitError, UsageError
+    from perfkit.report.console import console, print_json
+    from perfkit.report.select import Constraints, select as choose
+    from perfkit.report.tables import select_tables
+    from perfkit.vocab import parse_batches
+
+    batches = parse_batches(args.batch)
+    if len(batches) != 1:
+        raise UsageError(f"select takes one batch size (-b N), got '{args.batch}'")
+    if args.device not in (None, "cpu", "cuda"):
+        raise UsageError(f"--device must be cpu or cuda, got '{args.device}'")
+    constraints = Constraints(args.max_latency_ms, args.min_top1, args.max_memory_mb, batches[0], args.device,
+                              args.use_published)
+    with common.open_store(args, read_only=True) as store:
+        result = choose(store, constraints, args.run)
+        path = store.path
+    if not result["selected"] and not result["excluded"]:
+        raise PerfkitError(f"no measured candidates in {path}{' for run ' + args.run if args.run else ''}: "
+                           f"run `perfkit run` (or `perfkit profile`) first")
+    if args.json:
+        print_json(result)
+    else:
+        for table in select_tables(result, batches[0]):
+            console.print(table)
+    if not result["selected"]:
+        raise GateFailed(f"no candidate meets the constraints ({len(result['excluded'])} excluded, see why above)")
+    return 0
+
+
+def add_regress(sub) -> None:
+    from perfkit.report.regress import DEFAULT_MAX_LATENCY_INCREASE_PCT, DEFAULT_MAX_TOP1_DROP_PP
+
+    p = O.command(sub, "regress", "compare a candidate run with a baseline; exit 1 on regression",
+                  "CI regression check: compare two runs record by record (same model, runtime, precision,\n"
+                  "batch and device) and print what changed. Exit code 1 when top-1 dropped by more than\n"
+                  "--max-top1-drop points, p50 latency rose by more than --max-latency-increase percent, a parity\n"
+                  "check now fails, or a step that ran now errors. A side is a run id (or prefix, or latest) or a\n"
+                  "JSON file written by `perfkit report RUN --json-out FILE` (keep the baseline in git).",
+                  "perfkit regress --baseline ci/baseline.json --candidate latest --max-latency-increase 15")
+    p.add_argument("--baseline", required=True, metavar="RUN|FILE", help="the reference run, or its JSON export")
+    p.add_argument("--candidate", default="latest", metavar="RUN|FILE", help="the run to judge, or its JSON export")
+    p.add_argument("--max-top1-drop", type=float, default=DEFAULT_MAX_TOP1_DROP_PP, metavar="PP",
+                   help="largest allowed top-1 drop, in percentage points")
+    p.add_argument("--max-latency-increase", type=float, default=DEFAULT_MAX_LATENCY_INCREASE_PCT, metavar="PCT",
+                   help="largest allowed p50 latency increase, in percent")
+    O.json_flag(p)
+    O.store(p)
+    p.set_defaults(func=regress)
+
+
+def regress(args) -> int:
+    from perfkit.errors import GateFailed
+    from perfkit.report.console import banner, console, print_json
+    from perfkit.report.regress import compare, load_side
+    from perfkit.report.tables import regress_table
+
+    if not all(_is_file(x) for x in (args.baseline, args.candidate)):
+        with common.open_store(args, read_only=True) as store:
+            baseline, candidate = load_side(store, args.baseline), load_side(store, args.candidate)
+    else:
+        baseline, candidate = load_side(None, args.baseline), load_side(None, args.candidate)
+    result = compare(baseline, candidate, max_top1_drop_pp=args.max_top1_drop,
+                     max_latency_increase_pct=args.max_latency_increase)
+    if args.json:
+        print_json(result)
+    else:
+        if result["env_differences"]:
+            banner("environments differ (latency is only comparable on the same machine): "
+                   + "; ".join(result["env_differences"]))
+        shown = [c for c in result["changes"] if c["verdict"] != "same"]
+        title = f"{candidate.label} vs baseline {baseline.label}"
+        if shown:
+            console.print(regress_table(result, title, f"gates: top-1 drop > {args.max_top1_drop:g} pp, p50 latency "
+                                        f"increase > {args.max_latency_increase:g}%, parity pass → fail, ok → error"))
+        else:
+            console.print(f"{title}: no metric changed", markup=False)
+        console.print(f"{result['compared']} records compared, {len(shown)} changes, {result['regressions']} "
+                      f"regressions, {result['missing']} missing, {result['new']} new")
+    if result["regressions"]:
+        raise GateFailed(f"{result['regressions']} regression(s) against {baseline.label}")
+    return 0
+
+
+def _is_file(ref: str) -> bool:
+    path = Path(ref)
+    return path.suffix == ".json" or path.is_file()

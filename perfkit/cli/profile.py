@@ -1,0 +1,78 @@
+"""perfkit profile MODEL -f ... -b ...: latency, throughput, memory and roofline per runtime and batch."""
+
+from __future__ import annotations
+
+import argparse
+
+from perfkit.cli import common
+from perfkit.cli import options as O
+
+
+def add(sub) -> None:
+    p = O.command(sub, "profile", "latency, throughput, memory and roofline per runtime and batch",
+                  "Profile one model in each runtime at each batch size: warm-up by count and time, then at\n"
+                  "least --iterations calls and --min-seconds, synchronised after every call (CUDA events on\n"
+                  "GPU, plus host-to-device and end-to-end times). Reports median/p90/p99 latency, CV (warns\n"
+                  "above 10%), throughput, peak memory (each runtime in its own process) and achieved GFLOP/s\n"
+                  "against the device peak. Each runtime runs in its tuned configuration, recorded with the\n"
+                  "numbers. `-f native` builds and runs the C++ LibTorch runner.",
+                  "perfkit profile resnet18 -f eager,torchscript,onnx,aoti,native -b 1,8 --weights random")
+    p.add_argument("model")
+    O.runtimes(p, "eager")
+    O.batch(p, "1,8,32")
+    O.device(p)
+    O.precision(p)
+    add_timing(p)
+    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="measure peak memory (one spawned process per runtime and batch)")
+    O.threads(p)
+    O.weights(p)
+    O.artifacts(p)
+    O.backend_options(p)
+    O.json_flag(p)
+    O.store(p)
+    p.set_defaults(func=run)
+
+
+def add_timing(p) -> None:
+    p.add_argument("--warmup", type=int, default=10, help="warm-up calls (at least)")
+    p.add_argument("--warmup-seconds", type=float, default=1.0, help="warm-up time in seconds (at least)")
+    p.add_argument("--iterations", type=int, default=50, help="measured calls (at least)")
+    p.add_argument("--min-seconds", type=float, default=2.0, help="measured time in seconds (at least)")
+
+
+def timing(args):
+    from perfkit.errors import UsageError
+    from perfkit.profile.timing import TimingConfig
+
+    try:
+        return TimingConfig(args.warmup, args.warmup_seconds, args.iterations, args.min_seconds)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def run(args) -> int:
+    from perfkit.profile import ProfilePlan, profile_model
+    from perfkit.report.console import console, err_console
+    from perfkit.report.tables import profile_caption, profile_table
+    from perfkit.vocab import parse_batches
+
+    device = common.resolve_device(args)
+    backends = O.chosen(args)
+    plan = ProfilePlan(tuple(backends), tuple(parse_batches(args.batch)),
+                       tuple(O.precisions(args, backends, device)), timing(args), args.memory)
+    spec = common.spec(args)
+    with common.progress(args) as bar, common.session(args, device) as rec:
+        rec.model(spec)
+        bar.start(f"profiling {spec.name}", total=plan.steps)
+        ctx = common.context(args, device, bar)
+        rec.add_all(profile_model(spec, plan, ctx))
+    for r in rec.records:
+        for text in r.metrics.get("warnings") or []:
+            err_console.print(f"[yellow]warning:[/] {text}")
+    common.show(args, rec, [profile_table(rec.records, f"perfkit profile — {spec.label} on {device}",
+                                          profile_caption(rec.records) + f"\nrun {rec.run_id}")])
+    if rec.failed and not args.json:
+        console.print(f"[red]{len(rec.errors)} measurement(s) failed; see the error column and "
+                      f"`perfkit report {rec.run_id}`[/]")
+    return common.exit_code(rec)

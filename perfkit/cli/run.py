@@ -1,0 +1,95 @@
+"""perfkit run: the whole pipeline (the main job)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from perfkit.cli import common
+from perfkit.cli import options as O
+
+
+def add(sub) -> None:
+    p = O.command(sub, "run", "the whole pipeline: complexity, export, parity, accuracy, profile, report",
+                  "The main job. For each model: complexity → export for every runtime this machine can\n"
+                  "run → parity of each runtime vs eager → ImageNet-val accuracy (with --data or\n"
+                  "$PERFKIT_IMAGENET_VAL) → latency/throughput/memory profile; then the Rich summary and a\n"
+                  "single-file HTML report (reports/<run-id>.html). Weights come from the cache; a model\n"
+                  "without cached weights runs with random weights and every output says so. A failing\n"
+                  "step is recorded and the rest go on; the exit code is 1 if anything failed.",
+                  "perfkit run                      # alexnet vgg16 resnet18 googlenet")
+    p.add_argument("models", nargs="*", help="models (default: the classic four: alexnet vgg16 resnet18 googlenet)")
+    O.weights(p)
+    O.device(p)
+    O.runtimes(p, "auto", "runtimes, or auto: every runtime available here that `perfkit run` measures by default")
+    O.precision(p)
+    O.batch(p, "1,8", "batch sizes to profile")
+    p.add_argument("--data", type=Path, default=None,
+                   help="ImageNet-val folder for measured accuracy (default $PERFKIT_IMAGENET_VAL; skipped if unset)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images (the output says SUBSET)")
+    p.add_argument("--cache", type=Path, default=None, help="preprocessed-tensor cache for the accuracy step")
+    p.add_argument("--parity-samples", type=int, default=8, help="synthetic inputs compared with eager per batch size")
+    p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the spawned-process memory step")
+    O.resume(p, "the latest run")
+    p.add_argument("--html", type=Path, default=None, help="report path (default reports/<run-id>.html)")
+    O.json_flag(p)
+    O.threads(p)
+    O.artifacts(p)
+    O.backend_options(p)
+    O.store(p)
+    p.set_defaults(func=run)
+
+
+def config(args, device: str):
+    from perfkit import pipeline
+    from perfkit.backends import default_backends, parse_backends
+    from perfkit.vocab import parse_batches
+
+    runtimes = None if args.runtimes == "auto" else [b.name for b in parse_backends(args.runtimes)]
+    backends = parse_backends(runtimes) if runtimes is not None else default_backends(device)
+    precisions = O.precisions(args, backends, device)
+    O.positive(args.parity_samples, "--parity-samples")
+    O.positive(args.limit, "--limit")
+    return pipeline.RunConfig(
+        models=args.models or list(pipeline.SEED_MODELS), weights=args.weights, device=device, runtimes=runtimes,
+        precisions=precisions, batches=parse_batches(args.batch), data=args.data or pipeline.default_data(),
+        limit=args.limit, cache=args.cache, parity_samples=args.parity_samples, memory=args.memory,
+        resume=args.resume, artifacts=args.artifacts, threads=O.positive(args.threads, "--threads"),
+        options=O.given_options(args),
+    )
+
+
+def run(args) -> int:
+    from rich.markup import escape
+
+    from perfkit import pipeline
+    from perfkit.report.console import banner, console, err_console
+    from perfkit.report.html import render_html
+    from perfkit.report.rows import load_run
+    from perfkit.report.tables import summary_table
+
+    device = common.resolve_device(args)
+    cfg = config(args, device)
+    with common.open_store(args) as store:
+        if cfg.resume:
+            cfg.resume = store.get_run(cfg.resume)["id"]  # an unknown run is an error before anything runs
+        if cfg.data is None:
+            banner("no ImageNet-val (--data or $PERFKIT_IMAGENET_VAL): measured accuracy is skipped; "
+                   "reports show published accuracy, labelled as such", style="bold")
+        with common.progress(args) as bar:
+            result = pipeline.run_pipeline(cfg, store, bar)
+        run_row, records = load_run(store, result.run_id)
+        if args.json:
+            from perfkit.report.console import print_json
+
+            print_json({"run_id": result.run_id, "records": [common.record_json(r) for r in records]})
+        else:
+            for item in summary_table(run_row, records):
+                console.print(item)
+        html = render_html(store, result.run_id, args.html or Path("reports") / f"{result.run_id}.html")
+    out = err_console if args.json else console
+    for line in result.skipped:
+        out.print(f"[dim]resumed: skipped {escape(line)} (finished earlier)[/]")
+    out.print(f"run {result.run_id} finished in {result.seconds:.0f} s; HTML report: [bold]{escape(str(html))}[/]")
+    for line in result.failures:
+        err_console.print(f"[red]failed:[/] {escape(line)}")
+    return 1 if result.failures else 0

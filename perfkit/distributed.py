@@ -1,0 +1,77 @@
+"""One torchrun wrapper for every job that shards work (validate, train).
+
+Without torchrun (``WORLD_SIZE`` unset or 1) every method is a no-op for a world of one, so callers
+never branch on "am I distributed".
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Rank, world size and local rank of this process; shards are contiguous, with no padding."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, device: str = "cpu") -> "Distributed":
+        """Join the process group torchrun describes (gloo on CPU, nccl on GPU); a world of one when alone."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as dist
+
+        local = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+        if not dist.is_initialized():
+            cuda = str(device).startswith("cuda")
+            if cuda:
+                torch.cuda.set_device(local)
+            dist.init_process_group("nccl" if cuda else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size(), local)
+
+    def device(self, device: str) -> str:
+        """Under torchrun each rank takes the GPU of its local rank."""
+        return f"cuda:{self.local_rank}" if self.enabled and str(device).startswith("cuda") else device
+
+    def shard(self, n: int) -> range:
+        return range(self.rank * n // self.world, (self.rank + 1) * n // self.world)
+
+    def gather(self, obj) -> list:
+        if not self.enabled:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            torch.distributed.all_reduce(t)
+        return t
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier()
+
+    def close(self) -> None:
+        if self.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+ALONE = Distributed()

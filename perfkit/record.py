@@ -1,0 +1,244 @@
+"""The one place where typed results become stored ``Record`` rows.
+
+Measuring code yields results (``perfkit.results``, and the result types of analysis, artifacts,
+parity, accuracy, profile and train); a command or the pipeline hands each to a ``Recorder``, which
+converts it here, validates it against its kind's schema and writes it to the store at once (a
+Ctrl-C keeps everything recorded so far). Commands then render ``recorder.records`` through
+``perfkit.report.tables``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from collections.abc import Iterable
+
+from perfkit.results import Failure, Kind, Where
+from perfkit.store.schema import Record
+
+FLIPPED_IDS_IN_RECORD = 1000  # an accuracy record keeps this many flipped ids; the JSON file keeps all
+
+
+def _record(kind: Kind, where: Where, metrics: dict, **extra) -> Record:
+    return Record(kind=kind, model=where.model, metrics=metrics, runtime=where.runtime, precision=where.precision,
+                  batch=where.batch, weights=where.weights, device=where.device, **extra)
+
+
+@functools.singledispatch
+def to_records(result) -> list[Record]:
+    """The records of one result (most results are one record; a validation pass is one per runtime)."""
+    raise TypeError(f"no record conversion for {type(result).__name__}")
+
+
+@to_records.register
+def _failure(result: Failure) -> list[Record]:
+    return [_record(result.kind, result.where, {}, status="error", error=result.error)]
+
+
+def model_record(spec) -> Record:
+    """What was measured (kind model): recorded once per model and run, so reports never look the
+    model up again (published numbers, preprocessing and weights are as they were at run time)."""
+    ref = spec.reference if spec.source != "perfkit" else {}
+    metrics = {
+        "label": spec.label, "source": spec.source, "random_weights": spec.random_weights,
+        "input_size": list(spec.input_size), "num_classes": spec.num_classes, "preprocess": spec.preprocess.to_dict(),
+        "ref_weights": ref.get("weights"), "ref_top1_pct": ref.get("acc1_pct"), "ref_top5_pct": ref.get("acc5_pct"),
+        "ref_params": ref.get("params"), "ref_gmacs": ref.get("gmacs"),
+    }
+    return _record(Kind.MODEL, Where(spec.name, weights=spec.weights.identity), metrics)
+
+
+def _register_all() -> None:
+    """Converters for the result types of the measuring packages (imported here, not there: the
+    measuring code does not know about records)."""
+    from perfkit.accuracy.harness import EvalResult
+    from perfkit.accuracy.parity import ParityCheck
+    from perfkit.analysis import ComplexityReport
+    from perfkit.artifacts import ExportResult
+    from perfkit.profile.latency import LatencyResult
+    from perfkit.profile.memory import MemoryResult
+    from perfkit.train.loop import EpochResult
+
+    to_records.register(ComplexityReport, _complexity)
+    to_records.register(ExportResult, _export)
+    to_records.register(ParityCheck, _parity)
+    to_records.register(EvalResult, _accuracy)
+    to_records.register(LatencyResult, _latency)
+    to_records.register(MemoryResult, _memory)
+    to_records.register(EpochResult, _epoch)
+
+
+def _complexity(result) -> list[Record]:
+    from perfkit.analysis import MEMORY_CONVENTION
+
+    c, s = result.complexity, result.summary
+    metrics = c.metrics()
+    metrics.update(
+        layers=[row.as_dict() for row in s.layers], params_outside_rows=s.params_outside_rows,
+        input_mb=s.input_mb, forward_backward_mb=s.forward_backward_mb, params_mb=s.params_mb, total_mb=s.total_mb,
+        memory_convention=MEMORY_CONVENTION,
+    )
+    return [_record(Kind.COMPLEXITY, result.where, metrics)]
+
+
+def _export(result) -> list[Record]:
+    a = result.artifact
+    metrics = {
+        "export_seconds": a.export_seconds, "artifact_bytes": a.bytes, "cached": a.cached, "seconds": a.seconds,
+        "sha256": a.sha256, "artifact_path": str(a.path), "warnings": a.warnings, "batch_range": a.manifest["batch"],
+        "options": a.manifest["options"], "compiled_for": a.manifest.get("compiled_for"),
+    }
+    return [_record(Kind.EXPORT, result.where, metrics)]
+
+
+def _parity(result) -> list[Record]:
+    # NaN/Inf logits make the distances NaN: recorded as missing (None), never as NaN in an ok record.
+    metrics = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in result.result.metrics().items()}
+    return [_record(Kind.PARITY, result.where, {**metrics, "failures": result.result.failures,
+                                                 "inputs": result.source})]
+
+
+def _accuracy(result) -> list[Record]:
+    out = []
+    for label, r in result.runtimes.items():
+        where = Where(result.spec.name, r.runtime, r.precision, result.batch_size, result.spec.weights.identity,
+                      result.device)
+        if r.ok:
+            out.append(_record(Kind.ACCURACY, where, accuracy_metrics(result, label)))
+        else:
+            out.append(_record(Kind.ACCURACY, where, {}, status="error", error=r.error))
+    return out
+
+
+def accuracy_metrics(result, label: str) -> dict:
+    """Raw metrics of one runtime of a validation pass."""
+    r, ref = result.runtimes[label], result.runtimes[result.reference]
+    published = result.published
+    m = {
+        "images": result.images, "dataset_images": result.data.full_size,
+        "top1_correct": r.counts.top1_correct, "top5_correct": r.counts.top5_correct,
+        "top1_pct": r.counts.top1_pct, "top5_pct": r.counts.top5_pct,
+        "ref_top1_pct": published.get("acc1_pct"), "ref_top5_pct": published.get("acc5_pct"),
+        "delta_top1_vs_eager_pp": r.counts.top1_pct - ref.counts.top1_pct,
+        "delta_top5_vs_eager_pp": r.counts.top5_pct - ref.counts.top5_pct,
+        "delta_top1_vs_ref_pp": (r.counts.top1_pct - published["acc1_pct"]) if published.get("acc1_pct") else None,
+        "flips_vs_eager": len(r.flipped_ids), "flipped_ids": r.flipped_ids[:FLIPPED_IDS_IN_RECORD],
+        "flipped_ids_file": str(result.flips_file) if result.flips_file and r.flipped_ids else None,
+        "max_abs_diff_vs_eager": r.diff.max_abs if r.diff else 0.0,
+        "mean_abs_diff_vs_eager": r.diff.mean_abs if r.diff else 0.0,
+        "nonfinite_logits": r.diff.nonfinite if r.diff else 0,
+        "crops": result.crops, "limit": result.data.subset, "layout": result.data.layout,
+        "dataset_identity": result.data.identity[:16], "labels_from": result.data.labels_from,
+        "transform": result.transform.to_dict(), "transform_overrides": list(result.transform.overrides),
+        "unreadable": len(result.unreadable_files), "unreadable_files": result.unreadable_files,
+        "complete": result.complete, "seconds": result.seconds,
+        "images_per_s": result.images / result.seconds if result.seconds else None,
+        "random_weights": result.spec.random_weights, "runner": label,
+    }
+    if r.real is not None:
+        m.update(real_images=r.real.images, real_top1_correct=r.real.top1_correct,
+                 real_top5_correct=r.real.top5_correct, real_top1_pct=r.real.top1_pct,
+                 real_top5_pct=r.real.top5_pct, real_labels=result.real_source)
+    if r.per_class is not None:
+        m["per_class"] = r.per_class
+    return m
+
+
+def _latency(result) -> list[Record]:
+    metrics = {**result.timing.metrics(), "threads": result.threads, "runtime_config": result.runtime_config,
+               "self_timed": result.self_timed, **result.roofline, "warnings": list(result.warnings)}
+    if result.flops_source:
+        metrics["flops_source"] = result.flops_source
+    return [_record(Kind.LATENCY, result.where, metrics)]
+
+
+def _memory(result) -> list[Record]:
+    return [_record(Kind.MEMORY, result.where, {"peak_bytes": result.peak_bytes, "method": result.method,
+                                                **result.details})]
+
+
+def _epoch(result) -> list[Record]:
+    return [_record(Kind.TRAIN, result.where, dict(result.metrics))]
+
+
+_register_all()
+
+
+class Recorder:
+    """Writes the records of one run: each result as it arrives, one transaction each."""
+
+    def __init__(self, store, run_id: str, device: str = "cpu"):
+        from perfkit.env import fingerprint
+
+        self.store = store
+        self.run_id = run_id
+        self.env = fingerprint(device)
+        self.records: list[Record] = []
+        self._models: set[str] = set()
+
+    def add(self, result) -> list[Record]:
+        records = to_records(result)
+        for record in records:
+            record.env = record.env or self.env
+            self.store.add(record, self.run_id)
+        self.records += records
+        return records
+
+    def add_all(self, results: Iterable) -> list[Record]:
+        """Record every result of a measuring generator as it is yielded."""
+        out = []
+        for result in results:
+            out += self.add(result)
+        return out
+
+    def model(self, spec) -> None:
+        """Record what ``spec`` is, once per model in this run (a resumed run has it already)."""
+        if spec.name in self._models:
+            return
+        self._models.add(spec.name)
+        if any(r.status == "ok" for r in self.store.records(self.run_id, kind=Kind.MODEL, model=spec.name)):
+            return
+        record = model_record(spec)
+        record.env = self.env
+        self.store.add(record, self.run_id)
+        self.records.append(record)
+
+    @property
+    def errors(self) -> list[Record]:
+        return [r for r in self.records if r.status == "error"]
+
+
+class RunRecorder(Recorder):
+    """A ``Recorder`` that also owns its run's status: ok only when nothing it recorded failed and
+    the command did not say otherwise (``fail``)."""
+
+    def __init__(self, store, run_id: str, device: str = "cpu"):
+        super().__init__(store, run_id, device)
+        self.failed_because: list[str] = []
+
+    def fail(self, why: str) -> None:
+        """Mark the run failed although every record is ok (a gate failed, a check did not pass)."""
+        self.failed_because.append(why)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failed_because or self.errors)
+
+
+@contextlib.contextmanager
+def recording(store, *, command: str | None = None, run_id: str | None = None, device: str = "cpu"):
+    """``with recording(store) as rec:`` opens a run (or re-opens ``run_id``) and closes it with a status
+    that agrees with what was recorded: ok, failed (an error record, a failed gate, an exception) or
+    interrupted (Ctrl-C)."""
+    run_id = store.start_run(command, run_id, device)
+    rec = RunRecorder(store, run_id, device)
+    status = "failed"
+    try:
+        yield rec
+        status = "failed" if rec.failed else "ok"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        store.finish_run(run_id, status)

@@ -1,0 +1,383 @@
+"""Every table perfkit prints, built from records (or rows derived from them) in one place.
+
+Commands, the pipeline and ``perfkit report`` render through these builders, so the same number
+looks the same everywhere; units and rounding come from the formatters in ``perfkit.report.console``.
+Each builder returns Rich renderables; the caller prints them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rich import box
+from rich.markup import escape
+
+from perfkit.report.console import (
+    Column, fmt_bool, fmt_bytes, fmt_float, fmt_int, fmt_ms, fmt_pct, fmt_sci, fmt_seconds, fmt_si, fmt_time,
+    render_table,
+)
+from perfkit.report.rows import failure_rows, is_random, summary_rows, training_rows, weights_label
+from perfkit.store import Kind, Record
+
+MIB = 2**20
+
+
+def _of(records: Iterable[Record], kind: Kind) -> list[Record]:
+    return [r for r in records if r.kind == kind]
+
+
+def _flat(r: Record) -> dict:
+    """A record as one flat row: its columns, status, error and metrics."""
+    return {"kind": str(r.kind), "model": r.model, "runtime": r.runtime, "precision": r.precision, "batch": r.batch,
+            "weights": r.weights, "device": r.device, "status": r.status, "error": r.error, **r.metrics}
+
+
+def _signed(v) -> str:
+    return "—" if v is None else f"{float(v):+.3f}"
+
+
+def _pct100(fraction) -> str:
+    return "—" if fraction is None else f"{100 * float(fraction):.1f}%"
+
+
+# -- export ---------------------------------------------------------------------------------------
+
+def export_table(records: Iterable[Record], title: str):
+    rows = [_flat(r) for r in _of(records, Kind.EXPORT)]
+    legend = ("cached: served from the artifact cache after checking every file's sha256; --force rebuilds"
+              if any(r["status"] == "ok" and r.get("cached") for r in rows) else None)
+    return render_table(title, [
+        Column("runtime", "runtime", justify="left"),
+        Column("status", lambda r: "FAILED" if r["status"] == "error" else ("cached" if r.get("cached") else "exported"),
+               justify="left"),
+        Column("this run", "seconds", fmt_float(2)), Column("export s", "export_seconds", fmt_float(1)),
+        Column("size", "artifact_bytes", fmt_bytes),
+        Column("warnings", lambda r: None if r["status"] == "error" else len(r.get("warnings") or []), fmt_int),
+        Column("sha256", lambda r: (r.get("sha256") or "—")[:12]),
+        Column("path", lambda r: escape(r.get("artifact_path") or r["error"] or ""), justify="left"),
+    ], rows, row_style=lambda r: "red" if r["status"] == "error" else None, caption=legend)
+
+
+# -- parity ---------------------------------------------------------------------------------------
+
+def parity_table(records: Iterable[Record], title: str, caption: str | None = None):
+    rows = [_flat(r) for r in _of(records, Kind.PARITY)]
+    return render_table(title, [
+        Column("runtime", "runtime", justify="left"), Column("prec", "precision", justify="left"),
+        Column("batch", "batch", fmt_int),
+        Column("max |Δ|", "max_abs_diff", fmt_sci), Column("mean |Δ|", "mean_abs_diff", fmt_sci),
+        Column("max rel", "max_rel_diff", fmt_sci),
+        Column("cos min", "cosine_min", lambda v: "—" if v is None else f"{v:.6f}"),
+        Column("top-1 agree", "top1_agreement", _pct100), Column("top-5 overlap", "top5_overlap", _pct100),
+        Column("NaN/Inf", "nonfinite", fmt_int),
+        Column("result", lambda r: None if r["status"] == "error" else r.get("passed"), fmt_bool),
+        Column("why", lambda r: escape(r["error"] or "; ".join(r.get("failures") or [])), justify="left"),
+    ], rows, row_style=lambda r: None if r.get("passed") else "red", caption=caption)
+
+
+# -- accuracy -------------------------------------------------------------------------------------
+
+def accuracy_table(records: Iterable[Record], title: str, notes: list[str]):
+    rows = [_flat(r) for r in _of(records, Kind.ACCURACY)]
+    columns = [
+        Column("runtime", "runtime", justify="left"), Column("prec", "precision", justify="left"),
+        Column("images", "images", fmt_int),
+        Column("top-1", "top1_correct", fmt_int), Column("top-1 %", "top1_pct", fmt_pct),
+        Column("top-5", "top5_correct", fmt_int), Column("top-5 %", "top5_pct", fmt_pct),
+        Column("Δ eager pp", "delta_top1_vs_eager_pp", _signed), Column("Δ pub. pp", "delta_top1_vs_ref_pp", _signed),
+        Column("flips", "flips_vs_eager", fmt_int), Column("max |Δlogit|", "max_abs_diff_vs_eager", fmt_sci),
+        Column("mean |Δlogit|", "mean_abs_diff_vs_eager", fmt_sci),
+    ]
+    if any(r.get("real_labels") for r in rows):
+        columns += [Column("ReaL top-1 %", "real_top1_pct", fmt_pct), Column("ReaL images", "real_images", fmt_int)]
+    notes = notes + [f"[red]{escape(r['runtime'] or '')} FAILED: {escape(r['error'])}[/]" for r in rows
+                     if r["status"] == "error"]
+    return render_table(title, columns, rows, caption="\n".join(notes),
+                        row_style=lambda r: "red" if r["status"] == "error" else None)
+
+
+def per_class_tables(records: Iterable[Record]) -> list:
+    out = []
+    for r in _of(records, Kind.ACCURACY):
+        per_class = r.metrics.get("per_class")
+        if not per_class:
+            continue
+        worst = sorted(per_class, key=lambda c: (c["top1_pct"], c["class_index"]))[:10]
+        out.append(render_table(f"{r.runtime}: per-class top-1, worst {len(worst)} of {len(per_class)} classes", [
+            Column("class", "class_index", fmt_int), Column("wnid", "wnid", justify="left"),
+            Column("images", "images", fmt_int), Column("top-1", "top1_correct", fmt_int),
+            Column("top-1 %", "top1_pct", fmt_pct), Column("top-5", "top5_correct", fmt_int),
+        ], worst))
+    return out
+
+
+def gate_table(failures: list[dict]):
+    return render_table("accuracy gates FAILED", [
+        Column("model", "model", justify="left"), Column("runtime", "runtime", justify="left"),
+        Column("gate", "gate", justify="left"), Column("value", "value", fmt_float(4)),
+        Column("limit", "limit", fmt_float(4)), Column("why", "why", justify="left"),
+    ], failures, row_style=lambda r: "red")
+
+
+# -- profile --------------------------------------------------------------------------------------
+
+def profile_rows(records: Iterable[Record]) -> list[dict]:
+    """Latency joined with the memory of the same runtime × precision × batch, in measuring order."""
+    records = list(records)
+    memory = {(r.runtime, r.precision, r.batch): r for r in _of(records, Kind.MEMORY)}
+    rows = []
+    for r in _of(records, Kind.LATENCY):
+        mem = memory.get((r.runtime, r.precision, r.batch))
+        rows.append({**_flat(r), "memory": None if mem is None else _flat(mem)})
+    return rows
+
+
+def profile_table(records: Iterable[Record], title: str, caption: str):
+    def lat(key):
+        return lambda r: r.get(key)
+
+    def mem_error(r):
+        return r["error"] or ((r["memory"] or {}).get("error") if r["memory"] else None)
+
+    return render_table(title, [
+        Column("runtime", "runtime", justify="left"), Column("prec", "precision", justify="left"),
+        Column("batch", "batch"), Column("median", lat("latency_median_ms"), fmt_ms),
+        Column("p90", lat("latency_p90_ms"), fmt_ms), Column("p99", lat("latency_p99_ms"), fmt_ms),
+        Column("CV", lambda r: None if r.get("latency_cv") is None else 100 * r["latency_cv"], fmt_pct),
+        Column("img/s", lat("throughput_per_s"), fmt_float(1)),
+        Column("peak mem", lambda r: (r["memory"] or {}).get("peak_bytes"), fmt_bytes),
+        Column("GFLOP/s", lat("achieved_gflops"), fmt_float(1)),
+        Column("% peak", lambda r: None if r.get("peak_fraction") is None else 100 * r["peak_fraction"], fmt_pct),
+        Column("threads", lat("threads")),
+        Column("error", lambda r: escape(mem_error(r) or ""), justify="left"),
+    ], profile_rows(records), row_style=lambda r: "red" if mem_error(r) else None, caption=caption)
+
+
+def profile_caption(records: Iterable[Record]) -> str:
+    records = list(records)
+    lat = [r for r in _of(records, Kind.LATENCY) if r.status == "ok"]
+    flops = next((r.metrics.get("flops_per_sample") for r in lat if r.metrics.get("flops_per_sample")), None)
+    source = next((r.metrics.get("flops_source") for r in lat if r.metrics.get("flops_source")), "—")
+    peaks = "; ".join(sorted({r.metrics.get("peak_source") or "—" for r in lat})) or "—"
+    methods = "; ".join(sorted({f"{r.runtime}: {r.metrics['method']}" for r in _of(records, Kind.MEMORY)
+                                if r.status == "ok"})) or "—"
+    configs = "; ".join(f"{r.runtime}: " + ", ".join(f"{k}={v}" for k, v in (r.metrics.get("runtime_config") or {}).items())
+                        for r in {r.runtime: r for r in lat}.values())
+    gflop = "—" if flops is None else f"{flops / 1e9:.3f} GFLOP/sample"
+    return (f"FLOPs = 2 × MACs ({gflop}, {source}); % peak against {peaks}; memory: {methods}\n"
+            f"configuration: {escape(configs) or '—'}")
+
+
+# -- complexity -----------------------------------------------------------------------------------
+
+def complexity_tables(record: Record, label: str, published: dict | None = None) -> list:
+    """The per-layer table and the totals (measured beside published) of one complexity record.
+
+    ``published``: the model's published numbers (``rows.published_by_model``: params, gmacs), recorded
+    with the run in its model record; records written before model records carried them themselves.
+    """
+    m = record.metrics
+    c, h, w = m["input_size"]
+    layers = render_table(f"{label} — {len(m['layers'])} layer calls at batch 1, input {c}×{h}×{w}", [
+        Column("layer (type-n)", "layer", justify="left"), Column("module", "module", justify="left"),
+        Column("output shape", "output_shape"),
+        Column("params", lambda r: f"shared with {r['repeat_of']}" if r.get("repeat_of") else r["params"],
+               lambda v: v if isinstance(v, str) else fmt_int(v)),
+    ], m["layers"])
+    published = published or {}
+    ref_params, ref_gmacs = published.get("params", m.get("ref_params")), published.get("gmacs", m.get("ref_gmacs"))
+    params_diff = None if ref_params is None else m["params"] - ref_params
+    macs_diff = None if not ref_gmacs else 100 * (m["macs"] / (ref_gmacs * 1e9) - 1)
+    mb = fmt_float(2)
+
+    def row(name, measured, published="", difference=""):
+        return {"name": name, "measured": measured, "published": published, "difference": difference}
+
+    rows = [
+        row("total params", fmt_int(m["params"]), fmt_int(ref_params), "—" if params_diff is None else f"{params_diff:+,}"),
+        row("trainable params", fmt_int(m["trainable_params"])),
+        row("non-trainable params", fmt_int(m.get("non_trainable_params"))),
+        row("MACs", fmt_si(m["macs"]), fmt_si(None if ref_gmacs is None else ref_gmacs * 1e9),
+            "—" if macs_diff is None else f"{macs_diff:+.3f}%"),
+        row("FLOPs (2 × MACs)", fmt_si(m["flops"])),
+        row("input size (MiB)", mb(m.get("input_mb"))),
+        row("forward/backward pass size (MiB)", mb(m.get("forward_backward_mb"))),
+        row("params size (MiB)", mb(m.get("params_mb"))),
+        row("estimated total size (MiB)", mb(m.get("total_mb"))),
+    ]
+    totals = render_table(f"{label} — totals", [
+        Column("", "name", justify="left"), Column("measured", "measured"), Column("published", "published"),
+        Column("difference", "difference"),
+    ], rows, caption=f"MACs: {m.get('macs_convention')}.\nmemory estimates: {m.get('memory_convention', '—')}.")
+    return [layers, totals]
+
+
+# -- training -------------------------------------------------------------------------------------
+
+def epochs_table(records: Iterable[Record]):
+    rows = [_flat(r) for r in _of(records, Kind.TRAIN) if r.status == "ok"]
+    four = fmt_float(4)
+    return render_table("perfkit train — one row per epoch", [
+        Column("model", "model", justify="left"), Column("weights", "weights", weights_label, justify="left"),
+        Column("epoch", lambda r: f"{r['epoch']}/{(r.get('epochs') or 0) - 1}"),
+        Column("train loss", "train_loss", four), Column("train acc", "train_acc", four),
+        Column("val loss", "val_loss", four), Column("val acc", "val_acc", four),
+        Column("time", "epoch_seconds", fmt_seconds), Column("img/s", "images_per_s", fmt_float(1)),
+        Column("lr", "lr", lambda v: "—" if v is None else f"{v:.3g}"),
+        Column("input", lambda r: (r.get("input_size") or [None])[-1], fmt_int),
+    ], rows, row_style=lambda r: "bold" if r["epoch"] == r.get("best_epoch") else None)
+
+
+def training_table(records: Iterable[Record]):
+    return render_table("training comparison", [
+        Column("model", lambda r: r["model"] + (" (random init)" if r["random"] else ""), justify="left"),
+        Column("dataset", "dataset", justify="left"),
+        Column("epochs", lambda r: f"{r['epochs_done']}/{'—' if r['epochs'] is None else r['epochs']}", str),
+        Column("best val acc", "best_val_acc", fmt_float(4)), Column("best epoch", "best_epoch", fmt_int),
+        Column("final train acc", "final_train_acc", fmt_float(4)),
+        Column("s / epoch", "epoch_seconds_mean", fmt_seconds), Column("img/s", "images_per_s_mean", fmt_float(1)),
+        Column("total", "total_seconds", fmt_seconds),
+    ], training_rows(list(records)))
+
+
+# -- failures and the run summary -----------------------------------------------------------------
+
+def failures_table(records: Iterable[Record]):
+    return render_table("could not run", [
+        Column("step", "kind", justify="left"), Column("model", "model", justify="left"),
+        Column("runtime", "runtime", justify="left"), Column("prec", "precision", justify="left"),
+        Column("batch", "batch"), Column("why", "error", escape, justify="left", style="red"),
+    ], failure_rows(list(records)))
+
+
+def _batch_lines(row: dict, fn) -> str:
+    return "\n".join(fn(b) for b in row["batches"]) or "—"
+
+
+def summary_table(run: dict, records: list[Record]) -> list:
+    """The run summary: one line per model × runtime × precision, then notes, training and failures."""
+    rows = summary_rows(records)
+    devices = {r["device"] for r in rows}
+    two, one = fmt_float(2), fmt_float(1)
+    dash = lambda v: "—" if v is None else str(v)  # noqa: E731
+    mib = lambda v: "—" if v is None else f"{v / MIB:.1f}"  # noqa: E731
+    parity = {True: "[green]pass[/]", False: "[red]FAIL[/]"}
+    columns = [
+        Column("model", lambda r: escape(r["model"]) + (" [bold magenta](random)[/]" if r["random"] else ""),
+               str, justify="left"),
+        Column("runtime", lambda r: " ".join(x for x in (r["runtime"], r["precision"]) if x) or "—", str,
+               justify="left"),
+        *([Column("dev", "device", justify="left")] if len(devices) > 1 else []),
+        Column("top-1 %", "top1_pct", two), Column("pub", "ref_top1_pct", two),
+        Column("Δ pp", "delta_top1_vs_ref_pp", lambda v: "—" if v is None else f"{v:+.2f}"),
+        Column("top-5 %", "top5_pct", two), Column("pub", "ref_top5_pct", two),
+        Column("parity", lambda r: "—" if r["parity_passed"] is None else
+               f"{parity[bool(r['parity_passed'])]} {_pct100(r['parity_agreement'])}", str),
+        Column("max |Δ|", "parity_max_abs_diff", fmt_sci),
+        Column("batch", lambda r: _batch_lines(r, lambda x: dash(x["batch"])), str),
+        Column("p50 ms", lambda r: _batch_lines(r, lambda x: two(x["latency_median_ms"])), str),
+        Column("p99 ms", lambda r: _batch_lines(r, lambda x: two(x["latency_p99_ms"])), str),
+        Column("img/s", lambda r: _batch_lines(r, lambda x: one(x["throughput_per_s"])), str),
+        Column("peak MiB", lambda r: _batch_lines(r, lambda x: mib(x["peak_bytes"])), str),
+        Column("params M", "params", lambda v: "—" if v is None else f"{v / 1e6:.2f}"),
+        Column("GMACs", "macs", lambda v: "—" if v is None else f"{v / 1e9:.3f}"),
+    ]
+    style = {"fail": "red", "warn": "yellow", "ok": None}
+    where = f" on {devices.pop()}" if len(devices) == 1 and None not in devices else ""
+    title = f"run {run['id']}{where} — {escape(run['command'])} ({run['status']})"
+    out: list = []
+    if rows:
+        table = render_table(title, columns, rows, row_style=lambda r: style[r["status"]],
+                             caption="top-1/top-5 measured on ImageNet-val; pub = published with the weights "
+                                     "(recorded with the run); parity vs eager; latency and peak memory per batch; "
+                                     "MACs = multiply-accumulates; MiB = 2**20 bytes")
+        # borders and double padding would cost a fifth of a 160-column terminal
+        table.box, table.padding, table.pad_edge = box.SIMPLE_HEAD, (0, 1, 0, 0), False
+        table.columns[0].no_wrap = True
+        out.append(table)
+    else:
+        out.append(f"{title}: no model × runtime was measured")
+    for r in rows:
+        if r["status"] != "ok":
+            what = " ".join(escape(str(x)) for x in (r["model"], r["runtime"], r["precision"]) if x)
+            out.append(f"[{style[r['status']]}]  {what}: {escape('; '.join(r['flags']))}[/]")
+    if rows and all(r["top1_pct"] is None for r in rows):
+        out.append("[yellow]No measured accuracy in this run (no ImageNet-val given): the top-1/top-5 "
+                   "columns show published numbers only.[/]")
+    if any(r["random"] for r in rows):
+        out.append("[bold magenta]Models marked (random) ran with random weights: their accuracy is not "
+                   "meaningful (latency, memory and parity are).[/]")
+    if _of(records, Kind.TRAIN):
+        out.append(training_table(records))
+    if any(r.status == "error" for r in records):
+        out.append(failures_table(records))
+    return out
+
+
+# -- listings: zoo, runs, select, regress ---------------------------------------------------------
+
+def zoo_table(rows: list[dict]):
+    return render_table("perfkit zoo — published ImageNet-val metrics of the default weights", [
+        Column("model", "model", justify="left"),
+        Column("weights", lambda r: (r["default_weights"] or "—").split(".")[-1], justify="left"),
+        Column("acc@1", "acc1_pct", fmt_pct), Column("acc@5", "acc5_pct", fmt_pct),
+        Column("params", "params", fmt_int), Column("GMACs", "gmacs", fmt_float(3)),
+        Column("input", lambda r: "×".join(map(str, r["input_size"][1:]))),
+        Column("cached", lambda r: {True: "yes", False: "no", None: "—"}[r["weights_cached"]]),
+    ], rows, caption="GMACs: multiply-accumulates of conv+linear (torchvision labels these GFLOPS); FLOPs = 2 × MACs")
+
+
+def runs_table(runs: list[dict], path):
+    style = {"ok": None, "running": "yellow", "interrupted": "yellow", "failed": "red"}
+    return render_table(f"runs in {path}", [
+        Column("run", "id", justify="left"), Column("started", "started", fmt_time),
+        Column("took", "seconds", fmt_seconds), Column("status", "status", justify="left"),
+        Column("records", "records", fmt_int), Column("errors", "errors", fmt_int),
+        Column("command", "command", escape, justify="left"),
+    ], runs, row_style=lambda r: "red" if r["errors"] else style.get(r["status"]))
+
+
+def select_tables(result: dict, batch: int) -> list:
+    from perfkit.report.select import MB
+
+    name = lambda c: escape(c["model"]) + (" [magenta](random weights)[/]" if c["random"] else "")  # noqa: E731
+    top1 = lambda c: "—" if c["top1"] is None else f"{c['top1']:.2f}" + (  # noqa: E731
+        " [yellow](published)[/]" if c["top1_source"] == "published" else "")
+    out = [render_table(f"candidates meeting the constraints (batch {batch})", [
+        Column("#", "rank"), Column("Pareto", lambda c: "★" if c["pareto"] else "", str),
+        Column("model", name, str, justify="left"), Column("runtime", "runtime", justify="left"),
+        Column("prec", "precision", justify="left"), Column("device", "device", justify="left"),
+        Column("top-1 %", top1, str), Column("p50", "latency_median_ms", fmt_ms),
+        Column("p99", "latency_p99_ms", fmt_ms), Column("img/s", "throughput_per_s", fmt_float(1)),
+        Column("peak MB", "peak_bytes", lambda v: "—" if v is None else f"{v / MB:.1f}"),
+    ], result["selected"], caption="★ = Pareto-optimal: no other candidate is both more accurate and faster; "
+                                   "MB = 10^6 bytes")]
+    if result["excluded"]:
+        out.append(render_table("excluded", [
+            Column("model", name, str, justify="left"), Column("runtime", "runtime", justify="left"),
+            Column("prec", "precision", justify="left"), Column("device", "device", justify="left"),
+            Column("why", lambda c: escape("; ".join(c["reasons"])), str, justify="left", style="yellow"),
+        ], result["excluded"]))
+    return out
+
+
+def regress_table(result: dict, title: str, caption: str):
+    value = lambda v: "—" if v is None else (f"{v:.6g}" if isinstance(v, float) else escape(str(v)))  # noqa: E731
+    change = lambda c: "—" if c["change"] is None else f"{c['change']:+.3g} {c['unit']}"  # noqa: E731
+    style = {"regression": "red", "now fails": "red", "improved": "green", "fixed": "green", "missing": "yellow"}
+    shown = [c for c in result["changes"] if c["verdict"] != "same"]
+    return render_table(title, [
+        Column("model", "model", justify="left"), Column("runtime", "runtime", justify="left"),
+        Column("prec", "precision", justify="left"), Column("batch", "batch"),
+        Column("step", "kind", justify="left"), Column("metric", "metric", justify="left"),
+        Column("baseline", "baseline", value), Column("candidate", "candidate", value),
+        Column("change", change, str), Column("verdict", "verdict", justify="left"),
+    ], sorted(shown, key=lambda c: c["verdict"] not in ("regression", "now fails")),
+        row_style=lambda c: style.get(c["verdict"]), caption=caption)
+
+
+__all__ = [
+    "accuracy_table", "complexity_tables", "epochs_table", "export_table", "failures_table", "gate_table",
+    "is_random", "parity_table", "per_class_tables", "profile_caption", "profile_rows", "profile_table",
+    "regress_table", "runs_table", "select_tables", "summary_table", "training_table", "zoo_table",
+]

@@ -1,0 +1,65 @@
+"""The vocabulary of results: what kind of measurement, of what, and a failure of one.
+
+Measuring code (analysis, export, parity, accuracy, profile, train) returns typed results named by a
+``Where`` (model, runtime, precision, batch, weights, device) and never sees the store or the
+terminal; ``perfkit.record`` is the one place that turns results into stored ``Record`` rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    MODEL = "model"  # what was measured: the model, its weights, preprocessing and published numbers
+    COMPLEXITY = "complexity"
+    EXPORT = "export"
+    PARITY = "parity"
+    ACCURACY = "accuracy"
+    LATENCY = "latency"
+    MEMORY = "memory"
+    TRAIN = "train"
+
+
+@dataclass(frozen=True)
+class Where:
+    """What a result is about: the record's provenance columns."""
+
+    model: str
+    runtime: str | None = None
+    precision: str | None = None
+    batch: int | None = None
+    weights: str | None = None
+    device: str | None = None  # device type: cpu or cuda
+
+    @classmethod
+    def of(cls, spec, runtime: str | None = None, precision=None, batch: int | None = None,
+           device: str | None = None) -> "Where":
+        return cls(spec.name, runtime, None if precision is None else str(precision), batch, spec.weights.identity,
+                   None if device is None else str(device).split(":")[0])
+
+    def replace(self, **changes) -> "Where":
+        from dataclasses import replace
+
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A measurement that did not produce a number, and why (one line)."""
+
+    kind: Kind
+    where: Where
+    error: str
+
+    @classmethod
+    def of(cls, kind: Kind, where: Where, exc: BaseException | str) -> "Failure":
+        text = exc if isinstance(exc, str) else describe(exc)
+        return cls(Kind(kind), where, text)
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` on one line (the first line of a multi-line message, the rest trimmed)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

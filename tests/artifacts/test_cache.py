@@ -1,0 +1,367 @@
+"""The artifact cache: keys, cache hits, --force, integrity checks, stale temporaries, disk space,
+captured exporter chatter."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from collections import namedtuple
+
+import pytest
+import torch
+
+from perfkit.artifacts import (
+    MANIFEST, ensure_artifact, cache_key, key_dir, load_artifact, remove_stale_temporaries, sha256_file, verify,
+)
+from perfkit.artifacts import cache as C
+from perfkit.artifacts.capture import _ListHandler, capture_messages
+from perfkit.artifacts.manifest import combined_sha256
+from perfkit.backends import EXPORT, get, make_runner
+from perfkit.context import DEFAULT_ARTIFACTS, Context, artifacts_dir
+from perfkit.errors import ArtifactError
+from perfkit.vocab import BatchRange, Precision
+from perfkit.zoo.registry import resolve
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    return Context(artifacts=tmp_path / "art")
+
+
+@pytest.fixture
+def exported(tiny_spec, ctx):
+    """A TorchScript artifact of LeNet-5 (the fastest export) in this test's own cache."""
+    return ensure_artifact(tiny_spec, get("torchscript"), ctx)
+
+
+def failing(backend_name: str, exc: BaseException, seen: list | None = None):
+    """``backend_name``'s backend with an exporter that writes a partial file and then fails.
+
+    Same name, so the same cache key and folder as the real one. ``seen`` collects what the
+    exporter's request saw (its temporary folder) at the moment it failed.
+    """
+
+    def boom(req):
+        (req.out_dir / "partial.bin").write_bytes(b"half")
+        if seen is not None:
+            seen.append(req.out_dir)
+        raise exc
+
+    return dataclasses.replace(get(backend_name), export=boom)
+
+
+def rewrite_manifest(folder, edit):
+    path = folder / MANIFEST
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest, indent=2))
+
+
+def test_manifest_describes_the_artifact(exported, tiny_spec):
+    m = json.loads((exported.dir / MANIFEST).read_text())
+    assert m == exported.manifest
+    assert m["model"]["name"] == "lenet5" and m["model"]["random_weights"] is True
+    assert m["model"]["weights"]["identity"] == tiny_spec.weights.identity
+    assert m["backend"] == "torchscript" and m["precision"] == "fp32"
+    assert m["device"] == "any" and m["compiled_for"] == "any"  # TorchScript runs anywhere
+    assert m["inputs"] == [{"name": "input", "shape": ["batch", 3, 32, 32], "dtype": "float32"}]
+    assert m["outputs"][0]["shape"] == ["batch", 10]
+    assert m["batch"] == {"min": 1, "opt": 8, "max": 256}
+    assert m["options"] == {"script": False}  # export options only: `optimize` is a run option
+    assert m["torchscript"] == {"method": "trace"}
+    assert m["preprocess"]["crop_size"] == 32
+    assert "torch" in m["libraries"] and m["export_seconds"] > 0
+    assert set(m["files"]) == {"model.ts"}
+    assert m["files"]["model.ts"]["sha256"] == sha256_file(exported.path)
+    assert m["files"]["model.ts"]["bytes"] == exported.path.stat().st_size == exported.bytes
+    assert m["sha256"] == exported.sha256 == combined_sha256(m["files"])
+    # TorchScript is deprecated in torch 2.14: its FutureWarning is captured into the manifest.
+    assert any("deprecated" in w for w in m["warnings"])
+
+
+def test_second_export_is_a_cache_hit(exported, tiny_spec, ctx):
+    assert exported.cached is False
+    again = ensure_artifact(tiny_spec, get("torchscript"), ctx)
+    assert again.cached is True
+    assert again.path == exported.path and again.sha256 == exported.sha256
+    assert again.seconds < 1.0
+    assert again.manifest["created"] == exported.manifest["created"]  # nothing was rewritten
+
+
+def test_force_rebuilds(exported, tiny_spec, ctx):
+    rebuilt = ensure_artifact(tiny_spec, get("torchscript"), ctx.replace(force=True))
+    assert rebuilt.cached is False
+    assert rebuilt.path == exported.path
+    assert rebuilt.manifest["created"] > exported.manifest["created"]
+    assert sorted(p.name for p in exported.dir.parent.iterdir()) == [exported.dir.name]  # no .tmp/.old left
+
+
+def test_force_keeps_the_old_copy_until_the_new_one_is_complete(exported, tiny_spec, ctx):
+    """While the forced export runs, the cached copy is still in place and valid."""
+    real = get("torchscript")
+    during = []
+
+    def watching(req):
+        during.append((req.out_dir != exported.dir, verify(exported.dir)["created"]))
+        return real.export(req)
+
+    rebuilt = ensure_artifact(tiny_spec, dataclasses.replace(real, export=watching), ctx.replace(force=True))
+    assert during == [(True, exported.manifest["created"])]
+    assert rebuilt.path == exported.path and rebuilt.manifest["created"] > exported.manifest["created"]
+    assert verify(exported.dir) == rebuilt.manifest
+
+
+def test_failing_forced_export_leaves_the_old_artifact_usable(exported, tiny_spec, ctx):
+    seen = []
+    with pytest.raises(RuntimeError, match="exporter crashed"):
+        ensure_artifact(tiny_spec, failing("torchscript", RuntimeError("exporter crashed"), seen),
+                        ctx.replace(force=True))
+    assert seen and seen[0] != exported.dir and not seen[0].exists()  # its temporary folder is gone
+    assert sorted(p.name for p in exported.dir.parent.iterdir()) == [exported.dir.name]
+    hit = ensure_artifact(tiny_spec, get("torchscript"), ctx)
+    assert hit.cached and hit.manifest == exported.manifest
+    x = tiny_spec.example_input(2, seed=4)
+    with make_runner(tiny_spec, "torchscript", ctx, hit) as r:
+        got = r.infer(x)
+    with torch.no_grad():
+        torch.testing.assert_close(got, tiny_spec.build()(x), rtol=1e-4, atol=1e-5)
+
+
+def test_key_separates_what_changes_the_bytes(tiny_spec, tmp_path, monkeypatch):
+    gpus = {"cuda:0": "cuda-NVIDIA_H100_80GB_HBM3-sm90", "cuda:1": "cuda-NVIDIA_L4-sm89"}
+    monkeypatch.setattr(C, "device_identity", lambda device: gpus.get(device, "cpu"))
+
+    def folder(backend="torchscript", options=None, **kw):
+        b = get(backend)
+        args = dict(spec=tiny_spec, precision=Precision.FP32, batch=BatchRange(), device="cpu")
+        args.update(kw)
+        key = cache_key(args["spec"], b, Precision(args["precision"]), args["batch"], args["device"],
+                        b.options_for(options or {}, EXPORT))
+        return key_dir(tmp_path, key)
+
+    base = folder()
+    assert folder() == base
+    assert base.parent == tmp_path / "lenet5" and base.name.startswith("torchscript-fp32-any-")
+    assert folder(precision="fp16") != base
+    assert folder(batch=BatchRange(1, 4, 16)) != base
+    assert folder(options={"script": True}) != base
+    assert folder(backend="onnx") != base
+    # another backend's options, and run options, do not key this backend's artifact
+    assert folder(options={"opset": 17, "optimize": False, "inductor_freezing": False}) == base
+    assert folder(backend="onnx", options={"opset": 17}) != folder(backend="onnx")
+    weights = tmp_path / "w.pt"
+    torch.save(tiny_spec.build().state_dict(), weights)
+    assert folder(spec=resolve("lenet5", str(weights))) != base
+    # TorchScript runs anywhere; AOTInductor is compiled per device: per GPU model, not just "cuda"
+    assert folder(device="cuda:0") == base
+    aoti = {"backend": "aoti"}
+    assert folder(device="cuda:0", **aoti) != folder(device="cpu", **aoti)
+    assert folder(device="cuda:0", **aoti) != folder(device="cuda:1", **aoti)
+    assert folder(device="cuda:0", **aoti).name.startswith("aoti-fp32-cuda-")
+    assert folder(options={"inductor_freezing": False}, **aoti) != folder(**aoti)
+
+
+def test_another_backends_option_leaves_the_artifact_alone(exported, tiny_spec, ctx):
+    """One options dict serves every backend: torchscript ignores onnx's opset and its own run options."""
+    hit = ensure_artifact(tiny_spec, get("torchscript"), ctx.replace(options={"opset": 17, "optimize": False}))
+    assert hit.cached and hit.path == exported.path and hit.manifest["options"] == {"script": False}
+
+
+def test_tampered_file_is_refused_naming_it(exported, tiny_spec, ctx):
+    data = bytearray(exported.path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, different bytes
+    exported.path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="modified") as err:
+        ensure_artifact(tiny_spec, get("torchscript"), ctx)
+    assert str(exported.path) in str(err.value)
+    with pytest.raises(ArtifactError, match=str(exported.path)):
+        load_artifact(exported.dir)
+
+
+def test_truncated_file_is_refused_naming_it(exported, tiny_spec, ctx):
+    data = exported.path.read_bytes()
+    exported.path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ArtifactError, match="truncated") as err:
+        ensure_artifact(tiny_spec, get("torchscript"), ctx)
+    assert str(exported.path) in str(err.value)
+
+
+def test_deleted_file_is_refused_naming_it(exported, tiny_spec, ctx):
+    exported.path.unlink()
+    with pytest.raises(ArtifactError, match="missing") as err:
+        ensure_artifact(tiny_spec, get("torchscript"), ctx)
+    assert str(exported.path) in str(err.value)
+
+
+def test_missing_or_corrupt_manifest(exported, tmp_path):
+    (exported.dir / MANIFEST).write_text("{not json")
+    with pytest.raises(ArtifactError, match="cannot read artifact manifest"):
+        load_artifact(exported.dir)
+    with pytest.raises(ArtifactError, match="no manifest"):
+        load_artifact(tmp_path)
+
+
+def test_emptied_file_list_is_refused(exported, tiny_spec, ctx):
+    """An emptied list would otherwise switch every file check off (even with a matching digest)."""
+    def empty(m):
+        m["files"] = {}
+        m["sha256"] = combined_sha256({})
+
+    rewrite_manifest(exported.dir, empty)
+    with pytest.raises(ArtifactError, match="does not list the main file model.ts") as err:
+        ensure_artifact(tiny_spec, get("torchscript"), ctx)
+    assert str(exported.dir / MANIFEST) in str(err.value)
+
+
+def test_edited_file_list_is_refused(exported):
+    """A file list changed without its digest: refused even when the listed file still matches."""
+    rewrite_manifest(exported.dir, lambda m: m["files"].update({"extra.bin": {"sha256": "0" * 64, "bytes": 1}}))
+    with pytest.raises(ArtifactError, match="does not match the artifact's digest") as err:
+        load_artifact(exported.dir)
+    assert str(exported.dir / MANIFEST) in str(err.value)
+
+
+@pytest.mark.parametrize("key", ["files", "batch", "main_file", "sha256", "model"])
+def test_manifest_missing_a_key_is_refused(key, exported, tiny_spec, ctx):
+    rewrite_manifest(exported.dir, lambda m: m.pop(key))
+    with pytest.raises(ArtifactError, match=f"lacks {key}") as err:
+        ensure_artifact(tiny_spec, get("torchscript"), ctx)
+    assert str(exported.dir / MANIFEST) in str(err.value)
+
+
+def test_manifest_of_another_version_is_refused(exported):
+    rewrite_manifest(exported.dir, lambda m: m.update(manifest_version=1))
+    with pytest.raises(ArtifactError, match="manifest version 1"):
+        load_artifact(exported.dir)
+
+
+def test_unlisted_file_is_refused_naming_it(exported, tiny_spec, ctx):
+    extra = exported.dir / "sub" / "injected.so"
+    extra.parent.mkdir()
+    extra.write_bytes(b"not part of the export")
+    with pytest.raises(ArtifactError, match="not listed") as err:
+        ensure_artifact(tiny_spec, get("torchscript"), ctx)
+    assert str(extra) in str(err.value)
+
+
+def test_manifest_of_another_export_is_refused(exported, tiny_spec, ctx):
+    rewrite_manifest(exported.dir, lambda m: m["key"].update(options={"script": True}))
+    with pytest.raises(ArtifactError, match="cache key mismatch"):
+        ensure_artifact(tiny_spec, get("torchscript"), ctx)
+
+
+def test_failed_export_leaves_nothing_behind(tiny_spec, ctx):
+    with pytest.raises(RuntimeError, match="exporter crashed"):
+        ensure_artifact(tiny_spec, failing("torchscript", RuntimeError("exporter crashed")), ctx)
+    assert not [p for p in ctx.artifacts.rglob("*") if p.is_file()]
+    assert not list(ctx.artifacts.rglob("*.tmp-*"))
+
+
+def test_disk_full_mid_export_is_an_artifact_error(tiny_spec, ctx):
+    with pytest.raises(ArtifactError, match="the disk is full") as err:
+        ensure_artifact(tiny_spec, failing("torchscript", OSError(errno.ENOSPC, "No space left on device")), ctx)
+    assert str(ctx.artifacts / "lenet5") in str(err.value)
+    assert not [p for p in ctx.artifacts.rglob("*") if p.is_file()]
+
+
+def test_full_disk_is_refused_before_writing(tiny_spec, ctx, monkeypatch):
+    usage = namedtuple("usage", "total used free")
+    asked = []
+
+    def full(path):
+        asked.append(path)
+        return usage(100 << 30, (100 << 30) - (1 << 20), 1 << 20)  # 1 MiB free
+
+    monkeypatch.setattr(shutil, "disk_usage", full)
+    saved = []
+    monkeypatch.setattr(torch.jit, "save", lambda *a, **k: saved.append(a))
+    with pytest.raises(ArtifactError, match="not enough free disk space in") as err:
+        ensure_artifact(tiny_spec, get("torchscript"), ctx)
+    assert asked and str(asked[0]) in str(err.value) and str(ctx.artifacts) in str(err.value)
+    assert "1 MiB free" in str(err.value) and "--artifacts" in str(err.value)
+    assert saved == []  # refused before the exporter wrote anything
+    assert not [p for p in ctx.artifacts.rglob("*") if p.is_file()]
+    assert not list(ctx.artifacts.rglob("*.tmp-*"))
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.fixture
+def live_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def test_stale_temporaries_of_a_dead_export_are_removed_on_the_next_export(tiny_spec, ctx, live_pid):
+    model_dir = ctx.artifacts / "lenet5"
+    dead = _dead_pid()
+    stale = [model_dir / f"torchscript-fp32-any-0123456789ab.tmp-{dead}", model_dir / f"onnx-fp32-any-ab.old-{dead}"]
+    kept = [model_dir / f"torchscript-fp32-any-0123456789ab.tmp-{live_pid}",  # an export still running
+            model_dir / f"onnx-fp32-any-ab.old-{os.getpid()}",  # this process's own
+            model_dir / "notes.tmp-abc", model_dir / f"tmp-{dead}"]  # not perfkit's temporaries
+    for folder in stale + kept:
+        folder.mkdir(parents=True)
+        (folder / "model.ts").write_bytes(b"half-written")
+    art = ensure_artifact(tiny_spec, get("torchscript"), ctx)
+    assert not any(p.exists() for p in stale)
+    assert all((p / "model.ts").is_file() for p in kept)
+    assert art.dir.parent == model_dir and verify(art.dir) == art.manifest
+
+
+def test_remove_stale_temporaries_reports_what_it_removed(tmp_path, live_pid):
+    dead = _dead_pid()
+    (tmp_path / f"a.tmp-{dead}").mkdir()
+    (tmp_path / f"a.tmp-{live_pid}").mkdir()
+    assert remove_stale_temporaries(tmp_path) == [tmp_path / f"a.tmp-{dead}"]
+    assert remove_stale_temporaries(tmp_path / "absent") == []
+
+
+def test_artifacts_root_that_is_a_file_is_refused(tiny_spec, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ArtifactError, match="is a file, not a folder"):
+        ensure_artifact(tiny_spec, get("torchscript"), Context(artifacts=tmp_path / "file"))
+
+
+def test_artifacts_dir_precedence(tmp_path, monkeypatch):
+    assert artifacts_dir(tmp_path / "x") == tmp_path / "x"
+    monkeypatch.setenv("PERFKIT_ARTIFACTS", str(tmp_path / "env"))
+    assert artifacts_dir(None) == tmp_path / "env"
+    assert Context().artifacts == tmp_path / "env"
+    monkeypatch.delenv("PERFKIT_ARTIFACTS")
+    assert artifacts_dir(None) == DEFAULT_ARTIFACTS
+
+
+def test_capture_messages_keeps_chatter_off_the_terminal(capsys):
+    torch_logger = logging.getLogger("torch._dynamo")
+    with capture_messages() as messages:
+        warnings.warn("exporter warning", UserWarning)
+        warnings.warn("exporter warning", UserWarning)  # kept once
+        logging.getLogger("some.lib").warning("logged warning")
+        torch_logger.warning("torch logger warning")
+        print("printed line")
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""
+    assert messages == ["some.lib: logged warning", "torch._dynamo: torch logger warning",
+                        "UserWarning: exporter warning", "printed line"]
+    # handlers are restored afterwards
+    assert torch_logger.handlers != [] and not any(isinstance(h, _ListHandler) for h in torch_logger.handlers)
+
+
+def test_copied_cache_is_still_valid(exported, tiny_spec, ctx, tmp_path):
+    """Manifests hold relative file names: a cache folder can be moved or copied."""
+    shutil.copytree(ctx.artifacts, tmp_path / "moved")
+    hit = ensure_artifact(tiny_spec, get("torchscript"), Context(artifacts=tmp_path / "moved"))
+    assert hit.cached and hit.path.is_relative_to(tmp_path / "moved")

@@ -1,0 +1,171 @@
+"""The backend registry: lookup, duplicate and contradicting declarations, precision/device checks,
+and that one new Backend object is all a new runtime needs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from perfkit import backends as B
+from perfkit.backends import EXPORT, RUN, Backend, Option, Runner, get, names, open_runner, parse_backends, register
+from perfkit.backends.eager import EagerRunner
+from perfkit.context import Context
+from perfkit.errors import UsageError
+from perfkit.vocab import Precision
+
+BUILTIN = ["eager", "torchscript", "onnx", "aoti", "tensorrt", "native"]
+
+
+@pytest.fixture
+def registered():
+    """Register backends for one test; they are removed afterwards whatever happens."""
+    added = []
+
+    def add(backend):
+        added.append(backend.name)
+        return register(backend)
+
+    yield add
+    for name in added:
+        B.unregister(name)
+
+
+class Doubled(EagerRunner):
+    """A runtime of the test's own: eager logits times two."""
+
+    name = "doubled"
+
+    def _infer(self, x):
+        return 2 * super()._infer(x)
+
+
+def test_builtin_backends_in_order():
+    assert names() == BUILTIN
+    assert B.reference() is get("eager")
+    assert [b.name for b in B.all_backends() if b.exports] == ["torchscript", "onnx", "aoti", "tensorrt"]
+
+
+def test_unknown_name_is_a_usage_error_listing_the_known_ones():
+    with pytest.raises(UsageError, match="unknown runtime 'tensorflow'; choose from: " + ", ".join(BUILTIN)):
+        get("tensorflow")
+
+
+def test_lookup_ignores_case_and_space_and_passes_backends_through():
+    onnx = get("onnx")
+    assert get(" ONNX ") is onnx and get(onnx) is onnx
+
+
+def test_parse_backends():
+    assert [b.name for b in parse_backends("onnx, aoti,onnx,")] == ["onnx", "aoti"]
+    assert [b.name for b in parse_backends(["eager", "native"])] == ["eager", "native"]
+    with pytest.raises(UsageError, match="give at least one runtime"):
+        parse_backends(" , ")
+    with pytest.raises(UsageError, match="unknown runtime 'onx'"):
+        parse_backends("eager,onx")
+    with pytest.raises(UsageError, match="eager, native has no artifact to export; choose from: "
+                                         "torchscript, onnx, aoti, tensorrt"):
+        parse_backends("eager,onnx,native", exported_only=True)
+
+
+def test_register_refuses_a_duplicate_name(registered):
+    with pytest.raises(ValueError, match="a backend named 'onnx' is already registered"):
+        register(Backend(name="onnx", summary="a second onnx", runner=EagerRunner))
+    assert get("onnx").runner.__name__ == "OnnxRuntimeRunner"  # the original stays
+    registered(Backend(name="doubled", summary="x2", runner=Doubled))
+    with pytest.raises(ValueError, match="already registered"):
+        register(Backend(name="doubled", summary="again", runner=Doubled))
+
+
+@pytest.mark.parametrize("name", ["Onnx", "doubled ", ""])
+def test_register_refuses_a_name_get_could_not_find(name):
+    """get() looks names up in lower case: "Onnx" would be a second onnx that nothing can reach."""
+    with pytest.raises(ValueError, match="lower case"):
+        register(Backend(name=name, summary="", runner=Doubled))
+    assert names() == BUILTIN
+
+
+@pytest.mark.parametrize("option", [
+    Option("opset", 17, "another default"),  # onnx and tensorrt: default None
+    Option("opset", None, "another type", type=str),  # theirs: int
+    Option("opset", None, "another stage", stage=RUN, type=int),  # theirs: export
+    Option("optimize", False, "another default", stage=RUN),  # torchscript and native: True
+])
+def test_register_refuses_an_option_that_contradicts_another_backends(option):
+    with pytest.raises(ValueError, match=f"option '{option.name}' of backend clash contradicts backend"):
+        register(Backend(name="clash", summary="", runner=Doubled, options=(option,)))
+    with pytest.raises(UsageError):
+        get("clash")  # nothing was registered
+
+
+def test_register_accepts_an_option_that_agrees(registered):
+    agreeing = Option("opset", None, "the same opset, its own help text", stage=EXPORT, type=int)
+    registered(Backend(name="doubled", summary="x2", runner=Doubled, options=(agreeing,)))
+    shared = {o.name: declared for o, declared in B.options()}
+    assert shared["opset"] == ["onnx", "tensorrt", "doubled"]  # one CLI option, three backends
+
+
+def test_register_takes_only_backends():
+    with pytest.raises(TypeError, match="takes a Backend"):
+        register(Doubled)
+
+
+def test_option_stage_is_checked():
+    with pytest.raises(ValueError, match="stage must be"):
+        Option("x", 1, "", stage="compile")
+    assert Option("inductor_freezing", True, "").flag == "--inductor-freezing"
+
+
+def test_a_new_backend_is_one_object(registered, tiny_spec, tmp_path):
+    registered(Backend(name="doubled", summary="eager x2", runner=Doubled, default_in_run=False))
+    assert "doubled" in names() and get("doubled").unavailable("cpu") is None
+    x = tiny_spec.example_input(2, seed=1)
+    ctx = Context(artifacts=tmp_path)
+    with open_runner(tiny_spec, "eager", ctx) as eager, open_runner(tiny_spec, "doubled", ctx) as doubled:
+        assert isinstance(doubled, Doubled) and doubled.precision is Precision.FP32
+        torch.testing.assert_close(doubled.infer(x), 2 * eager.infer(x))
+    assert "doubled" not in [b.name for b in B.default_backends("cpu")]
+    B.unregister("doubled")
+    with pytest.raises(UsageError, match="unknown runtime 'doubled'"):
+        get("doubled")
+
+
+@pytest.mark.parametrize("backend, precision, device, message", [
+    ("tensorrt", "fp32", "cpu", "tensorrt does not run on cpu; it runs on cuda"),
+    ("native", "fp16", "cpu", "native on cpu supports fp32, not fp16"),
+    ("native", "bf16", "cuda:0", "native on cuda supports fp32, not bf16"),
+    ("onnx", "bf16", "cpu", "onnx on cpu supports fp32, fp16, not bf16"),
+    ("eager", "int8", "cpu", "eager on cpu supports fp32, fp16, bf16, not int8"),
+    ("tensorrt", "int8", "cuda:1", "tensorrt on cuda supports fp32, fp16, not int8"),
+])
+def test_check_refuses_an_unsupported_precision_or_device(backend, precision, device, message):
+    with pytest.raises(UsageError, match=message):
+        get(backend).check(precision, device)
+
+
+def test_check_accepts_what_is_supported():
+    assert get("native").check("fp32", "cpu") is Precision.FP32
+    assert get("tensorrt").check("fp16", "cuda:0") is Precision.FP16
+    assert get("aoti").check(Precision.BF16, "cpu") is Precision.BF16
+
+
+def test_open_runner_checks_before_exporting(tiny_spec, tmp_path):
+    with pytest.raises(UsageError, match="onnx on cpu supports fp32, fp16, not bf16"):
+        open_runner(tiny_spec, "onnx", Context(artifacts=tmp_path), precision="bf16")
+    with pytest.raises(UsageError, match="eager on cpu supports"):
+        open_runner(tiny_spec, "eager", Context(artifacts=tmp_path), precision="int8")
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_options_for_fills_defaults_and_keeps_stages_apart():
+    ts = get("torchscript")
+    assert ts.options_for({}, EXPORT) == {"script": False}
+    assert ts.options_for({}, RUN) == {"optimize": True}
+    given = {"script": True, "optimize": False, "opset": 18}
+    assert ts.options_for(given, EXPORT) == {"script": True} and ts.options_for(given, RUN) == {"optimize": False}
+    assert get("onnx").options_for(given, EXPORT) == {"opset": 18}
+    assert get("aoti").options_for({"inductor_freezing": None}, EXPORT) == {"inductor_freezing": True}
+
+
+def test_base_runner_needs_its_hooks():
+    with pytest.raises(TypeError):
+        Runner(None)  # abstract: _load and _infer are the backend's

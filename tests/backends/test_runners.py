@@ -1,0 +1,247 @@
+"""Runners over exported artifacts: load, dynamic batch, input validation, parity with eager.
+
+LeNet-5 keeps the default tests fast (AOTInductor compiles are slow on 2 cores); resnet18 runs
+with --runslow. The artifact cache is shared by every test in the session that asks for the same
+export, so each format is exported once.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from perfkit.accuracy.parity import compare, tolerance
+from perfkit.artifacts import Artifact
+from perfkit.backends import get, make_runner, open_runner, prepare
+from perfkit.context import Context
+from perfkit.errors import ArtifactError, InputError, PerfkitError
+from perfkit.vocab import BatchRange
+from perfkit.zoo.registry import resolve
+
+CPU_FORMATS = ("torchscript", "onnx", "aoti")
+
+
+@pytest.fixture(scope="session")
+def shared_artifacts(tmp_path_factory):
+    return tmp_path_factory.getbasetemp() / "shared-artifacts"
+
+
+@pytest.fixture
+def shared(shared_artifacts):
+    """A CPU context over the session's shared artifact cache."""
+    return Context(artifacts=shared_artifacts)
+
+
+def _eager(spec, x, device="cpu"):
+    with open_runner(spec, "eager", Context(device=device)) as r:
+        return r.infer(x).cpu()
+
+
+@pytest.mark.parametrize("fmt", CPU_FORMATS)
+def test_export_reload_parity_and_dynamic_batch(fmt, tiny_spec, shared):
+    x = tiny_spec.example_input(5, seed=1)
+    ref = _eager(tiny_spec, x)
+    with open_runner(tiny_spec, fmt, shared) as r:
+        assert r.artifact.manifest["backend"] == fmt and r.name == fmt
+        whole = r.infer(x)  # batch 5 ...
+        singles = torch.cat([r.infer(x[i:i + 1]) for i in range(5)])  # ... and batch 1, same artifact
+    assert whole.dtype == torch.float32 and whole.shape == (5, 10)
+    for got in (whole, singles):
+        result = compare(ref, got, tolerance("fp32"))
+        assert result.passed, result.failures
+        assert result.max_abs_diff < 1e-4
+
+
+@pytest.mark.parametrize("fmt", CPU_FORMATS)
+def test_batch_outside_the_artifact_range_is_an_input_error(fmt, tiny_spec, shared):
+    artifact = prepare(tiny_spec, fmt, shared)
+    with make_runner(tiny_spec, fmt, shared, artifact) as r:
+        with pytest.raises(InputError, match=r"batch 257 is outside the artifact's range 1\.\.256"):
+            r.infer(torch.zeros(257, 3, 32, 32))
+        with pytest.raises(InputError, match="float32"):
+            r.infer(torch.zeros(1, 3, 32, 32, dtype=torch.float64))
+        with pytest.raises(InputError, match=r"expected input \(N, 3, 32, 32\)"):
+            r.infer(torch.zeros(1, 3, 28, 28))
+
+
+def test_narrow_batch_range_is_enforced(tiny_spec, tmp_path):
+    with open_runner(tiny_spec, "torchscript", Context(artifacts=tmp_path), batch=BatchRange(2, 2, 4)) as r:
+        assert r.batch == BatchRange(2, 2, 4) == r.artifact.batch
+        assert r.infer(torch.zeros(4, 3, 32, 32)).shape == (4, 10)
+        with pytest.raises(InputError, match=r"range 2\.\.4"):
+            r.infer(torch.zeros(1, 3, 32, 32))
+
+
+def test_runner_outside_its_with_block(tiny_spec, shared):
+    r = open_runner(tiny_spec, "onnx", shared)
+    with pytest.raises(PerfkitError, match="outside its `with` block"):
+        r.infer(tiny_spec.example_input(1))
+    with r:
+        with pytest.raises(PerfkitError, match="already active"):
+            r.__enter__()
+    with pytest.raises(PerfkitError, match="outside its `with` block"):
+        r.infer(tiny_spec.example_input(1))
+
+
+def test_artifact_of_another_model_is_refused(tiny_spec, shared, tmp_path):
+    artifact = prepare(tiny_spec, "torchscript", shared)
+    weights = tmp_path / "other.pt"
+    model = tiny_spec.build()
+    torch.nn.init.zeros_(model.classifier[-1].bias)
+    torch.save(model.state_dict(), weights)
+    other = resolve("lenet5", str(weights))
+    with pytest.raises(ArtifactError, match="holds lenet5 \\(random:seed0"):
+        get("torchscript").runner(other, artifact=artifact)
+
+
+def test_aoti_cpu_artifact_refuses_cuda(tiny_spec, shared):
+    artifact = prepare(tiny_spec, "aoti", shared)
+    assert artifact.manifest["device"] == "cpu" and artifact.manifest["compiled_for"] == "cpu"
+    with pytest.raises(ArtifactError, match="compiled for cpu"):
+        get("aoti").runner(tiny_spec, artifact=artifact, device="cuda")
+
+
+H100, L4 = "cuda-NVIDIA_H100_80GB_HBM3-sm90", "cuda-NVIDIA_L4-sm89"
+
+
+def _compiled_for(artifact, identity, device="cuda"):
+    return Artifact(artifact.path, {**artifact.manifest, "device": device, "compiled_for": identity})
+
+
+@pytest.mark.parametrize("backend", ["aoti", "torchscript"])
+def test_artifact_compiled_for_another_gpu_is_refused(backend, tiny_spec, shared, monkeypatch):
+    """Same device type, another GPU model: a device-specific artifact must not be handed to it."""
+    artifact = _compiled_for(prepare(tiny_spec, "torchscript", shared), H100)  # the manifest is all that is read
+    here = {"cuda:0": L4, "cuda:1": H100}
+    monkeypatch.setattr("perfkit.artifacts.device_identity", lambda device: here[device])
+    with pytest.raises(ArtifactError, match=f"compiled for {H100}, not for this {L4}") as err:
+        get(backend).runner(tiny_spec, artifact=artifact, device="cuda:0")
+    assert str(artifact.path) in str(err.value) and "--force" in str(err.value)
+    runner = get(backend).runner(tiny_spec, artifact=artifact, device="cuda:1")  # the GPU it was built for
+    assert runner.device == torch.device("cuda:1")
+
+
+def test_cpu_runner_refuses_an_artifact_compiled_for_a_gpu(tiny_spec, shared):
+    artifact = _compiled_for(prepare(tiny_spec, "torchscript", shared), H100, device="any")
+    with pytest.raises(ArtifactError, match=f"compiled for {H100}, not for this cpu"):
+        get("aoti").runner(tiny_spec, artifact=artifact, device="cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback refusal on a CPU-only machine")
+def test_onnxruntime_refuses_a_provider_it_cannot_start(tiny_spec, shared):
+    with pytest.raises(PerfkitError, match="CUDAExecutionProvider"):
+        with open_runner(tiny_spec, "onnx", shared.replace(device="cuda:0")):
+            pass
+
+
+def test_onnxruntime_session_settings(tiny_spec, shared):
+    import onnxruntime as ort
+
+    from perfkit.backends.onnxruntime import machine_cores
+
+    with open_runner(tiny_spec, "onnx", shared) as r:
+        assert r.session.get_providers()[0] == "CPUExecutionProvider"
+        assert r.threads == machine_cores()
+        opts = r.session.get_session_options()
+        assert opts.intra_op_num_threads == machine_cores()
+        assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+
+
+def test_onnxruntime_threads_from_the_context(tiny_spec, shared):
+    with open_runner(tiny_spec, "onnx", shared.replace(threads=1)) as r:
+        assert r.threads == 1 and r.session.get_session_options().intra_op_num_threads == 1
+        assert r.config()["intra_op_num_threads"] == 1
+
+
+def test_torch_runner_restores_the_callers_thread_count(tiny_spec, shared):
+    before = torch.get_num_threads()
+    with open_runner(tiny_spec, "torchscript", shared.replace(threads=1)) as r:
+        assert torch.get_num_threads() == 1
+        r.infer(tiny_spec.example_input(1))
+    assert torch.get_num_threads() == before
+
+
+def test_torchscript_script(tiny_spec, shared):
+    x = tiny_spec.example_input(3, seed=2)
+    with open_runner(tiny_spec, "torchscript", shared.replace(options={"script": True})) as r:
+        assert r.artifact.manifest["options"] == {"script": True}
+        assert r.config()["method"] == "script"
+        got = r.infer(x)
+    result = compare(_eager(tiny_spec, x), got, tolerance("fp32"))
+    assert result.passed, result.failures
+
+
+@pytest.mark.parametrize("options, optimized", [({}, True), ({"optimize": True}, True), ({"optimize": False}, False)])
+def test_torchscript_optimize_for_inference_at_load(options, optimized, tiny_spec, shared, monkeypatch):
+    """optimize_for_inference is applied when the runner loads (by default), not at export: the
+    option is a run option, so both runners load the same cached artifact."""
+    calls = []
+    real = torch.jit.optimize_for_inference
+    monkeypatch.setattr(torch.jit, "optimize_for_inference", lambda m, *a, **k: calls.append(m) or real(m, *a, **k))
+    x = tiny_spec.example_input(3, seed=2)
+    with open_runner(tiny_spec, "torchscript", shared.replace(options=options)) as r:
+        assert r.options == {"optimize": optimized}
+        assert r.artifact.manifest["options"] == {"script": False}
+        config = r.config()
+        assert config["optimize_for_inference"] is optimized and config["frozen"] is optimized
+        # frozen: the weights are folded into the graph as constants, none is left as a parameter
+        assert (len(list(r.module.parameters())) == 0) is optimized
+        assert len(calls) == int(optimized)
+        got = r.infer(x)
+    result = compare(_eager(tiny_spec, x), got, tolerance("fp32"))
+    assert result.passed, result.failures
+    assert result.max_abs_diff < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", CPU_FORMATS)
+def test_resnet18_parity(fmt, shared):
+    spec = resolve("resnet18", "random")
+    x = spec.example_input(4, seed=5)
+    with open_runner(spec, fmt, shared) as r:
+        got = torch.cat([r.infer(x[:1]), r.infer(x[1:])])
+    result = compare(_eager(spec, x), got, tolerance("fp32"))
+    assert result.passed, result.failures
+
+
+@pytest.mark.slow
+def test_inception_v3_script_returns_logits(shared):
+    """Scripted Inception returns (logits, aux); the runner hands back the logits."""
+    spec = resolve("inception_v3", "random")
+    x = spec.example_input(2, seed=0)
+    with open_runner(spec, "torchscript", shared.replace(options={"script": True})) as r:
+        got = r.infer(x)
+    assert compare(_eager(spec, x), got, tolerance("fp32")).passed
+
+
+# -- GPU (skipped without CUDA) ------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fmt", ["eager", "torchscript", "onnx", "aoti"])
+def test_cuda_runners_match_cpu_eager(fmt, shared):
+    spec = resolve("resnet18", "random")
+    x = spec.example_input(4, seed=7)
+    with open_runner(spec, fmt, shared.replace(device="cuda:0")) as r:
+        got = torch.cat([r.infer(x[:1]), r.infer(x[1:])])
+        r.synchronize()
+        assert got.device.type == "cuda"
+    if fmt == "onnx":
+        assert r.session is None  # released on exit
+    result = compare(_eager(spec, x), got.cpu(), tolerance("fp32"))
+    assert result.passed, result.failures
+
+
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_tensorrt_engine_parity(precision, shared):
+    spec = resolve("resnet18", "random")
+    x = spec.example_input(4, seed=7)
+    with open_runner(spec, "tensorrt", shared.replace(device="cuda:0"), precision=precision,
+                     batch=BatchRange(1, 4, 16)) as r:
+        got = torch.cat([r.infer(x[:1]), r.infer(x[1:])]).cpu()
+        assert r.artifact.manifest["tensorrt"]["gpu_name"] == torch.cuda.get_device_name()
+        with pytest.raises(InputError):
+            r.infer(torch.zeros(17, *spec.input_size))
+    result = compare(_eager(spec, x), got, tolerance(precision))
+    assert result.passed, result.failures

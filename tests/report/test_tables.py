@@ -1,0 +1,57 @@
+"""The Rich tables (perfkit.report.tables): the run summary and the per-command tables."""
+
+from rich.console import Console
+
+from perfkit.report.rows import load_run
+from perfkit.report.tables import export_table, parity_table, profile_table, runs_table, summary_table
+from perfkit.store import Kind
+
+
+def _text(*renderables, width=220) -> str:
+    out = Console(record=True, width=width)
+    for item in renderables:
+        out.print(item)
+    return out.export_text()
+
+
+def test_rich_summary_prints_rows_random_mark_and_failures(store, make_run):
+    run_id = make_run(store, train=True, parity_fail=True)
+    text = _text(*summary_table(*load_run(store, run_id)))
+    assert f"run {run_id}" in text and "(random)" in text
+    assert "could not run" in text and "RuntimeError: TensorRT is not installed [tensorrt extra]" in text
+    assert "alexnet onnx fp32: parity FAIL" in text
+    assert "training comparison" in text and "cifar10" in text
+    assert "69.76" in text  # published resnet18 top-1, from the run's model record
+    assert "(failed)" in text  # the run's status
+
+
+def test_no_accuracy_run_says_so(store, make_run):
+    text = _text(*summary_table(*load_run(store, make_run(store, accuracy=False))))
+    assert "No measured accuracy in this run" in text
+
+
+def test_summary_of_a_run_without_candidates(store):
+    with store.run("perfkit train lenet5") as run_id:
+        pass
+    text = _text(*summary_table(*load_run(store, run_id)))
+    assert "no model × runtime was measured" in text
+
+
+def test_command_tables_render_the_records(store, make_run):
+    run_id = make_run(store, parity_fail=True)
+    records = [r for r in store.records(run_id) if r.model == "alexnet" or r.runtime == "tensorrt"]
+    text = _text(export_table(records, "exports"), parity_table(records, "parity"),
+                 profile_table(records, "profile", "caption"))
+    assert "exported" in text and "FAILED" in text and "TensorRT is not installed" in text
+    assert "FAIL" in text and "pass" in text and "75.0%" in text  # parity at batch 8 failed, batch 1 passed
+    assert "5.600 ms" in text and "25.200 ms" in text  # alexnet onnx p50 at batch 1 and 8
+    assert len([r for r in records if r.kind == Kind.LATENCY]) == 4
+
+
+def test_runs_table(store, make_run):
+    make_run(store)
+    runs = store.runs()
+    for r in runs:
+        r["seconds"] = r["finished"] - r["started"]
+    text = _text(runs_table(runs, store.path))
+    assert runs[0]["id"] in text and "failed" in text and "perfkit run (fixture)" in text

@@ -1,0 +1,91 @@
+"""The record schema: one typed schema per kind, strict for current records, lenient for old ones."""
+
+import pytest
+
+from perfkit.record import model_record, to_records
+from perfkit.results import Failure, Kind, Where
+from perfkit.store import SCHEMA_VERSION, SCHEMAS, Record
+from perfkit.store.schema import KindSchema
+
+
+def _ok(kind: Kind, **extra) -> Record:
+    return Record(kind=kind, model="m", metrics={k: 1 for k in SCHEMAS[kind].required} | extra)
+
+
+def test_every_kind_has_a_schema_and_nothing_else_does():
+    assert set(SCHEMAS) == set(Kind)
+    for kind, schema in SCHEMAS.items():
+        assert isinstance(schema, KindSchema) and schema.required, kind
+    assert SCHEMA_VERSION == 2
+
+
+@pytest.mark.parametrize("kind", list(Kind))
+def test_every_kind_requires_its_metrics(kind):
+    _ok(kind).validate()
+    for missing in sorted(SCHEMAS[kind].required):
+        rec = _ok(kind)
+        del rec.metrics[missing]
+        with pytest.raises(ValueError, match=missing):
+            rec.validate()
+
+
+@pytest.mark.parametrize("kind", list(Kind))
+def test_every_kind_refuses_an_unknown_metric(kind):
+    _ok(kind, **{k: 1 for k in SCHEMAS[kind].optional}).validate()  # every optional metric is permitted
+    rec = _ok(kind, latency_median_msec=1.0)  # a typo of a real metric name
+    with pytest.raises(ValueError, match="latency_median_msec"):
+        rec.validate()
+
+
+def test_older_records_keep_their_metrics_readable():
+    old = _ok(Kind.LATENCY, retired_metric=1)
+    old.schema_version = SCHEMA_VERSION - 1
+    old.validate()
+    old.metrics.pop("iterations")
+    with pytest.raises(ValueError, match="iterations"):  # required metrics are still required
+        old.validate()
+
+
+def test_formatted_strings_are_not_metrics():
+    rec = _ok(Kind.LATENCY)
+    rec.metrics["latency_median_ms"] = object()
+    with pytest.raises(ValueError, match="raw number"):
+        rec.validate()
+
+
+def test_nan_is_refused_in_an_ok_record():
+    rec = _ok(Kind.LATENCY, latency_cv=float("nan"))
+    with pytest.raises(ValueError, match="NaN"):
+        rec.validate()
+
+
+def test_error_record_needs_text_and_no_metrics():
+    [failure] = to_records(Failure.of(Kind.EXPORT, Where("m", "onnx"), RuntimeError("boom")))
+    failure.validate()
+    assert failure.status == "error" and failure.error == "RuntimeError: boom" and failure.metrics == {}
+    with pytest.raises(ValueError, match="what went wrong"):
+        Record(kind=Kind.EXPORT, model="m", status="error").validate()
+    with pytest.raises(ValueError, match="status"):
+        Record(kind=Kind.EXPORT, model="m", status="maybe", error="x").validate()
+
+
+def test_unknown_kind_is_refused():
+    with pytest.raises(ValueError):
+        Record(kind="benchmark", model="m")
+
+
+@pytest.mark.parametrize("name, weights", [("resnet18", "default"), ("googlenet", "random"), ("lenet5", "random")])
+def test_model_records_fit_their_schema(name, weights):
+    from perfkit.zoo.registry import resolve
+
+    spec = resolve(name, weights)  # resolving loads no weights
+    record = model_record(spec)
+    record.validate()
+    assert record.kind == Kind.MODEL and record.model == name and record.weights == spec.weights.identity
+    assert record.runtime is None and record.batch is None
+    m = record.metrics
+    assert m["random_weights"] is spec.random_weights and m["input_size"] == list(spec.input_size)
+    if name == "lenet5":
+        assert m["ref_top1_pct"] is None  # no published numbers
+    else:  # the architecture's published numbers, even with random weights (labelled by random_weights)
+        assert m["ref_top1_pct"] == spec.reference["acc1_pct"] and m["ref_params"] == spec.reference["params"]
