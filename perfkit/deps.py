@@ -29,7 +29,7 @@ def extra_of(module: str) -> tuple[str | None, str]:
     from perfkit.backends import all_backends
 
     for backend in all_backends():
-        if top in (m.split(".")[0] for m in backend.requires):
+        if top in (alt.split(".")[0] for m in backend.requires for alt in m.split("|")):
             return backend.extra, f"the {backend.name} backend"
     return None, ""
 

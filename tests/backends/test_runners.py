@@ -214,6 +214,44 @@ def test_inception_v3_script_returns_logits(shared):
     assert compare(_eager(spec, x), got, tolerance("fp32")).passed
 
 
+def test_a_cuda_runner_loads_and_infers_with_its_gpu_current(tiny_spec, monkeypatch):
+    """Runtimes that act on "the current device" (TensorRT, ONNX Runtime's streams) must see the
+    runner's cuda:N whatever the caller had current (check and validate do not set it)."""
+    import contextlib
+
+    from perfkit.backends import base
+    from perfkit.backends.base import Runner
+
+    current, seen = ["cuda:0"], []
+
+    @contextlib.contextmanager
+    def on_device(device):  # as perfkit.device.on_device on a GPU machine: the CPU changes nothing
+        before = current[0]
+        current[0] = str(device) if torch.device(device).type == "cuda" else before
+        try:
+            yield
+        finally:
+            current[0] = before
+
+    class Probe(Runner):
+        name = "probe"
+
+        def _load(self):
+            seen.append(("load", current[0]))
+
+        def _infer(self, x):
+            seen.append(("infer", current[0], x.device.type))
+            return x
+
+    monkeypatch.setattr(base, "on_device", on_device)
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: self)  # no GPU here: the copy is a no-op
+    with Probe(tiny_spec, device="cuda:1") as r:
+        r.infer(tiny_spec.example_input(1))
+    with Probe(tiny_spec, device="cpu") as r:
+        r.infer(tiny_spec.example_input(1))
+    assert seen == [("load", "cuda:1"), ("infer", "cuda:1", "cpu"), ("load", "cuda:0"), ("infer", "cuda:0", "cpu")]
+
+
 # -- GPU (skipped without CUDA) ------------------------------------------------------------------
 
 

@@ -69,3 +69,30 @@ def test_cuda_onnxruntime_uses_nvml(tmp_path):
     assert "NVML" in result.method and result.peak_bytes > 0 and result.details["gpu_context_bytes"] > 0
     assert result.details["artifact_bytes"] > 11_689_512 * 4 * 0.9  # the ONNX file holds the fp32 weights
     to_records(result)[0].validate()
+
+
+def test_a_separate_process_on_cuda_reports_host_memory_and_says_so(tiny_spec, tmp_path):
+    """The native runner measures its own process's host RSS; on CUDA that must not pass for GPU memory."""
+    import dataclasses
+
+    from perfkit.backends import Runner, get
+
+    class OwnProcess(Runner):
+        name = "ownproc"
+        out_of_process = True
+
+        def _load(self):
+            pass
+
+        def _infer(self, x):
+            return x
+
+        def own_memory(self, batch, runs):
+            return {"peak_bytes": 123, "rss_delta_bytes": 123, "method": "host peak RSS delta in its process"}
+
+    backend = dataclasses.replace(get("eager"), name="ownproc", runner=OwnProcess)
+    result = measure_memory(tiny_spec, backend, 1, Context(device="cuda:0", artifacts=tmp_path))
+    assert result.peak_bytes == 123 and result.where.device == "cuda"
+    assert result.method.endswith("(host memory: the GPU memory of a separate process is not measured)")
+    cpu = measure_memory(tiny_spec, backend, 1, Context(device="cpu", artifacts=tmp_path))
+    assert "GPU memory" not in cpu.method
