@@ -23,8 +23,8 @@ def pytest_collection_modifyitems(config, items):
         skips["slow"] = pytest.mark.skip(reason="slow: pass --runslow to run")
     if not torch.cuda.is_available():
         skips["gpu"] = pytest.mark.skip(reason="no CUDA GPU")
-    if not torch.cuda.is_available() or importlib.util.find_spec("tensorrt") is None:
-        skips["tensorrt"] = pytest.mark.skip(reason="needs the tensorrt extra and a GPU")
+    if not torch.cuda.is_available() or not any(importlib.util.find_spec(m) for m in ("tensorrt", "tensorrt_bindings")):
+        skips["tensorrt"] = pytest.mark.skip(reason="needs TensorRT (the tensorrt-cu12/-cu13 extra) and a GPU")
     for item in items:
         for marker, skip in skips.items():
             if marker in item.keywords:

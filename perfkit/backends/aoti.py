@@ -105,5 +105,6 @@ BACKEND = Backend(
     options=(Option("inductor_freezing", True, "aoti: compile with Inductor freezing (weights as constants); "
                                                "--no-inductor-freezing keeps them as inputs", stage=EXPORT),),
     precisions={"cpu": CPU_FLOAT, "cuda": CPU_FLOAT},
+    probe=lambda device: cuda_toolkit_problem() if device.startswith("cuda") else None,
     device_specific=True,
 )

@@ -151,6 +151,9 @@ class OnnxRuntimeRunner(ArtifactRunner):
         b.bind_input(self.input_name, "cuda", self.device.index, np.float32, tuple(x.shape), x.data_ptr())
         b.bind_output(self.output_name, "cuda", self.device.index, np.float32, tuple(out.shape), out.data_ptr())
         self.session.run_with_iobinding(b)
+        # Run synchronises the provider's stream before returning (ONNX Runtime's default); the wait
+        # keeps `out` ordered for torch's stream should that default ever change.
+        torch.cuda.current_stream(self.device).wait_stream(self._stream)
         return out
 
     def synchronize(self) -> None:
@@ -167,6 +170,17 @@ class OnnxRuntimeRunner(ArtifactRunner):
                 "inter_op_num_threads": 1, "io_binding": self.provider == CUDA}
 
 
+def _probe(device: str) -> str | None:
+    """Why ONNX Runtime cannot run on ``device`` here (the CPU wheel has no CUDA provider), or None."""
+    if torch.device(device).type != "cuda":
+        return None
+    ort = require("onnxruntime")
+    if CUDA not in ort.get_available_providers():
+        return (f"onnxruntime {ort.__version__} here has no {CUDA} (the CPU wheel?): install onnxruntime-gpu "
+                f"built for torch's CUDA {torch.version.cuda}")
+    return None
+
+
 BACKEND = Backend(
     name="onnx",
     summary="ONNX (dynamo exporter) on ONNX Runtime: CPU provider, or CUDA with I/O binding",
@@ -176,6 +190,7 @@ BACKEND = Backend(
                     stage=EXPORT, type=int),),
     precisions={"cpu": frozenset({Precision.FP32, Precision.FP16}), "cuda": frozenset({Precision.FP32, Precision.FP16})},
     requires=("onnx", "onnxscript", "onnxruntime"),
+    probe=_probe,
     cache_libraries=("torch", "onnx", "onnxscript"),
     runtime_libraries=("onnxruntime", "onnxruntime-gpu"),
 )

@@ -196,8 +196,9 @@ def test_cuda_infer_waits_for_torchs_stream_and_reuses_one_binding(cuda_ort, mon
     for _ in range(2):
         assert runner._infer(x).shape == (2, 10)
     steps = [e[0] for e in log if e[0] != "session"]
-    assert steps == ["io_binding"] + ["wait", "record", "bind_input", "bind_output", "run"] * 2  # one binding, reused
-    assert [e for e in log if e[0] == "wait"] == [("wait", 0x1111, 0)] * 2  # ORT's stream waits for torch's
+    assert steps == ["io_binding"] + ["wait", "record", "bind_input", "bind_output", "run", "wait"] * 2  # one binding
+    # ORT's stream waits for torch's before the run, torch's for ORT's after it
+    assert [e for e in log if e[0] == "wait"] == [("wait", 0x1111, 0), ("wait", 0, 0x1111)] * 2
     assert len({e[1] for e in log if e[0] in ("bind_input", "run")}) == 1
     assert ("bind_input", id(runner._binding), "cuda", 0, (2, 3, 32, 32)) in log
 
