@@ -100,7 +100,8 @@ def export(req) -> str:
     profiles = profile_batches(req.batch, req.options["profile_batches"])
     for shapes in (profile_shapes(b, req.spec.input_size) for b in profiles):
         profile = builder.create_optimization_profile()
-        profile.set_shape(INPUT_NAME, *shapes)
+        low, opt, high = shapes
+        profile.set_shape(INPUT_NAME, min=low, opt=opt, max=high)
         if config.add_optimization_profile(profile) < 0:
             raise ArtifactError(f"TensorRT rejected the optimization profile {shapes} for {source.path}")
     cache_file = timing_cache_path(req.ctx.artifacts, gpu["gpu_name"], trt.__version__)
@@ -197,7 +198,7 @@ def make_logger(trt, keep: int = 50) -> tensorrt.ILogger:
             self.messages: collections.deque[str] = collections.deque(maxlen=keep)
             self.errors: collections.deque[str] = collections.deque(maxlen=keep)
 
-        def log(self, severity, msg):
+        def log(self, severity: tensorrt.ILogger.Severity, msg: str) -> None:
             # Severity is a pybind11 enum: lower values are more severe.
             if int(severity) <= int(trt.ILogger.Severity.WARNING) and len(self.messages) < keep:
                 self.messages.append(f"{severity.name}: {msg}")
