@@ -67,7 +67,9 @@ def pin_tf32(enabled: bool = False) -> None:
     One API only, the ``allow_tf32`` switches: mixing them with the newer ``fp32_precision``
     settings is an error, and torch's own Inductor (2.11–2.14) still reads ``cudnn.allow_tf32``:
     on torch 2.14.1, setting cuDNN's precision through the new API made every AOTInductor compile
-    fail with "a mix of the legacy and new APIs". Setting the legacy switches emits no warning there.
+    fail with "a mix of the legacy and new APIs". The legacy setters write the new state too, so
+    both read back consistently (tests/test_device.py). They emit no warning on 2.14.1, nor on any
+    torch from 2.10: the deprecation warning 2.9 gave them was deleted (pytorch/pytorch#166956).
     """
     torch.backends.cuda.matmul.allow_tf32 = enabled
     torch.backends.cudnn.allow_tf32 = enabled
