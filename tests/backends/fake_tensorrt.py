@@ -174,25 +174,29 @@ class OnnxParser:
 
 
 class IExecutionContext:
+    _refuse: tuple[str, ...] = ()  # methods that return False (TensorRT's "no")
+
     def __init__(self):
         self._shape = None
 
     def set_optimization_profile_async(self, profile_index, stream_handle):
         _log("set_optimization_profile_async", profile_index, stream_handle)
-        return True
+        return "set_optimization_profile_async" not in self._refuse
 
     def set_input_shape(self, name, shape):
         self._shape = tuple(shape)
-        return True
+        return "set_input_shape" not in self._refuse
 
     def get_tensor_shape(self, name):
         return (self._shape[0], 10)
 
     def set_tensor_address(self, name, memory):
-        return True
+        _log("set_tensor_address", name)
+        return "set_tensor_address" not in self._refuse
 
     def execute_async_v3(self, stream_handle):
-        return True
+        _log("execute_async_v3", stream_handle)
+        return "execute_async_v3" not in self._refuse
 
 
 class ICudaEngine:

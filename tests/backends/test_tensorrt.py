@@ -255,6 +255,51 @@ def test_runner_switches_to_the_profile_tuned_for_the_batch(fake_trt, tiny_spec,
     assert switches == [(2, 0x5EED), (0, 0x5EED), (1, 0x5EED)]  # only on a change, on the runner's stream
 
 
+class _LoggedStream(_Stream):
+    def __init__(self, handle, log):
+        self.cuda_stream, self.log = handle, log
+
+    def wait_stream(self, other):
+        self.log.append(("wait", self.cuda_stream, other.cuda_stream))
+
+
+@pytest.fixture
+def cuda_infer(fake_trt, tiny_spec, monkeypatch, tmp_path):
+    """A loaded runner whose _infer runs on the CPU: streams and the CUDA output buffer are faked."""
+    runner = _runner(tiny_spec, monkeypatch, tmp_path)
+    runner.__enter__()
+    log = fake_trt._calls
+    runner._stream = _LoggedStream(0x5EED, log)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: _LoggedStream(0, log))
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, stream: log.append(("record", stream.cuda_stream)))
+    real_empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, device=None, **k: real_empty(*a, **k))
+    return runner
+
+
+def test_infer_runs_on_its_stream_ordered_after_and_before_torchs(cuda_infer, fake_trt):
+    out = cuda_infer._infer(torch.zeros(4, 3, 32, 32))
+    assert out.shape == (4, 10) and out.dtype == torch.float32
+    steps = [c[:2] if c[0] != "wait" else c for c in fake_trt._calls if c[0] in (
+        "wait", "set_tensor_address", "record", "execute_async_v3")]
+    assert steps == [("wait", 0x5EED, 0),  # TensorRT's stream waits for the torch work that made x
+                     ("set_tensor_address", "input"), ("set_tensor_address", "logits"),
+                     ("record", 0x5EED), ("record", 0x5EED),  # x and out stay alive for that stream
+                     ("execute_async_v3", 0x5EED),
+                     ("wait", 0, 0x5EED)]  # whoever reads `out` on torch's stream waits for TensorRT
+
+
+@pytest.mark.parametrize("refused, message", [("set_input_shape", "rejected input shape"),
+                                              ("set_tensor_address", "refused a tensor address"),
+                                              ("execute_async_v3", "execution failed"),
+                                              ("set_optimization_profile_async", "could not switch")])
+def test_infer_checks_what_tensorrt_returns(refused, message, cuda_infer, fake_trt):
+    cuda_infer._profiles.append(BatchRange(4, 4, 4))  # batch 4 switches profiles
+    fake_trt.IExecutionContext._refuse = (refused,)
+    with pytest.raises(PerfkitError, match=message):
+        cuda_infer._infer(torch.zeros(4, 3, 32, 32))
+
+
 def test_engine_device_bytes_of_tensorrt_10_before_the_v2_property(tiny_spec, monkeypatch, fake_trt, tmp_path):
     runner = _runner(tiny_spec, monkeypatch, tmp_path)
     runner._engine = type("OldEngine", (), {"device_memory_size": 4096})()
