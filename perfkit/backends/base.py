@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from perfkit.device import device_type, on_device, pin_tf32
-from perfkit.errors import ArtifactError, InputError, PerfkitError, UsageError
+from perfkit.errors import ArtifactError, InputError, PerfkitError, UsageError, pip_install
 from perfkit.vocab import BatchRange, Precision
 from perfkit.zoo.registry import ModelSpec
 
@@ -72,6 +72,8 @@ class Backend:
         options: the backend's options (export-stage ones key the artifact cache).
         precisions: device type → precisions supported there.
         extra: the pip extra that provides it (None: a core dependency).
+        extra_index_url: a package index the extra's wheels come from besides PyPI (TensorRT's
+            libraries are on pypi.nvidia.com), named in every install hint.
         requires: import names that must be importable (checked without importing them);
             ``a|b`` is satisfied by either (TensorRT imports as ``tensorrt`` or ``tensorrt_bindings``).
         probe: an extra availability check, ``probe(device) -> None or the reason it is unavailable``.
@@ -90,6 +92,7 @@ class Backend:
     options: tuple[Option, ...] = ()
     precisions: Mapping[str, frozenset] = field(default_factory=lambda: {"cpu": frozenset({Precision.FP32})})
     extra: str | None = None
+    extra_index_url: str | None = None
     requires: tuple[str, ...] = ()
     probe: Callable[[str], str | None] | None = None
     cache_libraries: tuple[str, ...] = ("torch",)
@@ -131,7 +134,7 @@ class Backend:
             return f"{self.name} does not run on {dtype}"
         for module in self.requires:
             if all(importlib.util.find_spec(m.split(".")[0]) is None for m in module.split("|")):
-                how = f"pip install 'perfkit[{self.extra}]'" if self.extra else "reinstall perfkit"
+                how = pip_install(self.extra, self.extra_index_url) if self.extra else "reinstall perfkit"
                 return f"{self.name} needs '{module.split('|')[0]}' ({how})"
         return self.probe(device) if self.probe is not None else None
 

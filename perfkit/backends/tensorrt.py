@@ -41,7 +41,7 @@ import torch
 
 from perfkit.artifacts import INPUT_NAME, OUTPUT_NAME, ensure_artifact
 from perfkit.backends.base import EXPORT, ArtifactRunner, Backend, Option
-from perfkit.errors import ArtifactError, MissingDependency, PerfkitError
+from perfkit.errors import ArtifactError, MissingDependency, PerfkitError, pip_install
 from perfkit.vocab import BatchRange, Precision
 
 if TYPE_CHECKING:  # annotations only (the test of TensorRT calls reads them to type the objects)
@@ -58,6 +58,7 @@ def tensorrt_extra(cuda: str | None = torch.version.cuda) -> str:
     return f"tensorrt-cu{major}" if major in ("12", "13") else "tensorrt-cu13"
 
 
+NVIDIA_INDEX = "https://pypi.nvidia.com"  # the libraries' wheels (PyPI has a stub sdist that downloads them)
 IMPORT_NAMES = ("tensorrt", "tensorrt_bindings")  # NVIDIA's re-export first, then the module itself
 TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu12-bindings", "tensorrt-cu13-bindings",
                           "tensorrt-cu12-libs", "tensorrt-cu13-libs")
@@ -72,9 +73,9 @@ def import_tensorrt():
             return importlib.import_module(name)
         except ImportError as exc:  # the bindings are there, the libraries (libnvinfer) are not
             raise PerfkitError(f"TensorRT's Python module '{name}' is installed but does not load ({exc}); "
-                               f"install the libraries of the same version: pip install "
-                               f"--extra-index-url https://pypi.nvidia.com 'perfkit[{tensorrt_extra()}]'") from None
-    raise MissingDependency("tensorrt", tensorrt_extra(), "the tensorrt backend")
+                               f"install the libraries of the same version: "
+                               f"{pip_install(tensorrt_extra(), NVIDIA_INDEX)}") from None
+    raise MissingDependency("tensorrt", tensorrt_extra(), "the tensorrt backend", NVIDIA_INDEX)
 
 
 def export(req) -> str:
@@ -306,6 +307,7 @@ BACKEND = Backend(
     ),
     precisions={"cuda": frozenset({Precision.FP32, Precision.FP16})},
     extra=tensorrt_extra(),
+    extra_index_url=NVIDIA_INDEX,
     requires=("|".join(IMPORT_NAMES),),
     # distributions: NVIDIA's packages or perfkit's extras (the version is also checked at load, from the module)
     cache_libraries=("torch", "onnx", "onnxscript", *TENSORRT_DISTRIBUTIONS),

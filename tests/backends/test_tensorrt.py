@@ -37,7 +37,8 @@ def _no_tensorrt(monkeypatch):
 def test_missing_tensorrt_names_the_extra_for_torchs_cuda(tiny_spec, tmp_path, monkeypatch):
     _no_tensorrt(monkeypatch)
     monkeypatch.setattr(C, "device_identity", lambda device: GPU)  # no GPU needed to key the cache
-    with pytest.raises(MissingDependency, match=rf"pip install 'perfkit\[{T.tensorrt_extra()}\]'"):
+    how = rf"pip install --extra-index-url https://pypi.nvidia.com 'perfkit\[{T.tensorrt_extra()}\]'"
+    with pytest.raises(MissingDependency, match=how):  # the libraries' wheels are on NVIDIA's index
         ensure_artifact(tiny_spec, get("tensorrt"), Context(device="cuda:0", artifacts=tmp_path))
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
 
@@ -93,7 +94,8 @@ def test_backend_declares_the_extra_and_gpu_only(monkeypatch):
     import importlib.util
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in T.IMPORT_NAMES else object())
-    assert trt.unavailable("cuda:0") == f"tensorrt needs 'tensorrt' (pip install 'perfkit[{T.tensorrt_extra()}]')"
+    assert trt.unavailable("cuda:0") == ("tensorrt needs 'tensorrt' (pip install --extra-index-url "
+                                         f"https://pypi.nvidia.com 'perfkit[{T.tensorrt_extra()}]')")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorrt" else object())
     assert trt.unavailable("cuda:0") is None  # tensorrt_bindings alone (perfkit's extras) is enough
 
