@@ -144,7 +144,8 @@ def inventory(check: Check, env: dict, device: str) -> bool:
 
 
 def tests(check: Check, env: dict, limit: float) -> None:
-    if not check.inventory.get("modules", {}).get("pytest"):
+    modules = check.inventory.get("modules", {})
+    if not modules.get("pytest"):
         check.add("tests", "gpu/tensorrt-marked", "not run", None, "pytest is not installed in this Python")
         return
     xml = check.out / "gpu-tests.xml"
@@ -152,15 +153,21 @@ def tests(check: Check, env: dict, limit: float) -> None:
     # import here (a missing library) must not stop the others
     files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py")
                    if re.search(r"mark\.(gpu|tensorrt)\b", p.read_text()))
-    cmd = [sys.executable, "-m", "pytest", "-m", "gpu or tensorrt", "-rA", "-q", "-p", "no:cacheprovider",
-           "--continue-on-collection-errors", f"--junitxml={xml}", *files]
+    # -v: one line per finished test in the log, read back if the whole part is killed;
+    # with pytest-timeout a hung test fails alone instead
+    cmd = [sys.executable, "-m", "pytest", "-m", "gpu or tensorrt", "-rA", "-v", "-p", "no:cacheprovider",
+           "--continue-on-collection-errors", f"--junitxml={xml}",
+           *(["--timeout", str(int(limit / 2))] if modules.get("pytest_timeout") else []), *files]
     rc, secs, text = run(cmd, min(limit, check.left()), check.out / "gpu-tests.log", env)
     if rc == 124:
-        check.add("tests", "pytest", "timed out", secs, f"killed after {secs:.0f} s; see gpu-tests.log: {tail(text, 2)}")
-        if not xml.is_file():
-            return
+        check.add("tests", "pytest", "timed out", secs, f"killed after {secs:.0f} s; see gpu-tests.log")
     if not xml.is_file():
-        check.add("tests", "pytest", "error", secs, f"rc {rc}, no junit xml: {tail(text)}")
+        finished = re.findall(r"^(tests/\S+::\S+) (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)", text, re.M)
+        for name, status in finished:
+            check.add("tests", name.split("/")[-1].replace(".py", ""), status.lower() if status == "PASSED" else status,
+                      None, "(from the log: the run was cut short)")
+        if not finished:
+            check.add("tests", "pytest", "error", secs, f"rc {rc}, no result: {tail(text)}")
         return
     for case in ET.parse(xml).getroot().iter("testcase"):
         name = f"{case.get('classname', '').split('.')[-1]}::{case.get('name')}"
