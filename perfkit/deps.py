@@ -21,17 +21,17 @@ _CORE = {
 }
 
 
-def extra_of(module: str) -> tuple[str | None, str]:
-    """(pip extra or None for a core dependency, why perfkit needs ``module``)."""
+def extra_of(module: str) -> tuple[str | None, str, str | None]:
+    """(pip extra or None for a core dependency, why perfkit needs ``module``, the extra's index URL)."""
     top = module.split(".")[0]
     if top in _CORE:
-        return None, _CORE[top]
+        return None, _CORE[top], None
     from perfkit.backends import all_backends
 
     for backend in all_backends():
-        if top in (m.split(".")[0] for m in backend.requires):
-            return backend.extra, f"the {backend.name} backend"
-    return None, ""
+        if top in (alt.split(".")[0] for m in backend.requires for alt in m.split("|")):
+            return backend.extra, f"the {backend.name} backend", backend.extra_index_url
+    return None, "", None
 
 
 def require(module: str) -> ModuleType:
@@ -39,8 +39,7 @@ def require(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        extra, why = extra_of(module)
-        raise MissingDependency(module, extra, why) from exc
+        raise MissingDependency(module, *extra_of(module)) from exc
 
 
 def available(module: str) -> bool:

@@ -42,9 +42,13 @@ def device_type(device: str | torch.device) -> str:
 
 @contextlib.contextmanager
 def on_device(device: str | torch.device) -> Iterator[None]:
-    """Make ``device`` the current CUDA device for the block (streams, events and TensorRT follow it)."""
+    """Make ``device`` the current CUDA device for the block (streams, events and TensorRT follow it).
+
+    A no-op for the CPU, and where torch sees no GPU (whatever runs inside then fails with its own
+    error, instead of this one).
+    """
     dev = torch.device(device)
-    if dev.type != "cuda":
+    if dev.type != "cuda" or not torch.cuda.is_available():
         yield
         return
     with torch.cuda.device(dev):
@@ -63,7 +67,9 @@ def pin_tf32(enabled: bool = False) -> None:
     One API only, the ``allow_tf32`` switches: mixing them with the newer ``fp32_precision``
     settings is an error, and torch's own Inductor (2.11–2.14) still reads ``cudnn.allow_tf32``:
     on torch 2.14.1, setting cuDNN's precision through the new API made every AOTInductor compile
-    fail with "a mix of the legacy and new APIs". Setting the legacy switches emits no warning there.
+    fail with "a mix of the legacy and new APIs". The legacy setters write the new state too, so
+    both read back consistently (tests/test_device.py). They emit no warning on 2.14.1, nor on any
+    torch from 2.10: the deprecation warning 2.9 gave them was deleted (pytorch/pytorch#166956).
     """
     torch.backends.cuda.matmul.allow_tf32 = enabled
     torch.backends.cudnn.allow_tf32 = enabled
@@ -74,8 +80,9 @@ def nvml_handle(device: str | torch.device):
     """The NVML handle of the CUDA device torch calls ``device``.
 
     NVML numbers GPUs by PCI order and ignores ``CUDA_VISIBLE_DEVICES`` (which SLURM sets), so
-    NVML index N is often not CUDA index N: the device is matched by its UUID (PCI bus id as a
-    fallback) instead.
+    NVML index N is often not CUDA index N: the device is matched by its UUID instead (``GPU-…``,
+    or ``MIG-…`` for a MIG instance), and by PCI bus id when NVML knows neither. NVML's index is
+    never used.
     """
     from perfkit.deps import require
 
@@ -84,7 +91,12 @@ def nvml_handle(device: str | torch.device):
     props = torch.cuda.get_device_properties(torch.device(device))
     uuid = getattr(props, "uuid", None)
     if uuid is not None:
-        text = str(uuid)
-        return pynvml.nvmlDeviceGetHandleByUUID(text if text.startswith("GPU-") else f"GPU-{text}")
+        text = str(uuid)  # torch prints the bare uuid; NVML wants it prefixed
+        bare = text.split("-", 1)[1] if text.startswith(("GPU-", "MIG-")) else text
+        for candidate in (f"GPU-{bare}", f"MIG-{bare}"):
+            try:
+                return pynvml.nvmlDeviceGetHandleByUUID(candidate)
+            except pynvml.NVMLError:  # not found, or a MIG uuid asked for as GPU-
+                continue
     bus = f"{props.pci_domain_id:08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
     return pynvml.nvmlDeviceGetHandleByPciBusId(bus)

@@ -20,14 +20,19 @@ class WeightsError(PerfkitError):
     """Weights cannot be found or loaded (offline cache miss, corrupt file, wrong keys)."""
 
 
+def pip_install(extra: str, index_url: str | None = None) -> str:
+    """The command that installs perfkit's pip ``extra`` (from ``index_url`` too, where its wheels are)."""
+    return f"pip install {f'--extra-index-url {index_url} ' if index_url else ''}'perfkit[{extra}]'"
+
+
 class MissingDependency(PerfkitError):
     """An optional library is not installed; the message says how to install it."""
 
-    def __init__(self, module: str, extra: str | None, why: str = ""):
+    def __init__(self, module: str, extra: str | None, why: str = "", index_url: str | None = None):
         self.module = module
         self.extra = extra
         hint = f" ({why})" if why else ""
-        how = (f"pip install 'perfkit[{extra}]'" if extra else
+        how = (pip_install(extra, index_url) if extra else
                "it is a core dependency of perfkit: reinstall perfkit (pip install -e .)")
         super().__init__(f"'{module}' is not installed{hint}. Install it with: {how}")
 

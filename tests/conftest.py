@@ -2,6 +2,12 @@
 
 gpu / tensorrt tests skip themselves when the hardware or extra is missing; slow tests run only
 with --runslow (CI passes it: the suite still fits its time budget).
+
+Tests never touch the network, with one exception: tests/backends/test_tensorrt_bindings.py (slow)
+downloads NVIDIA's TensorRT 10 and 11 Python bindings wheels (1.3 MB each, from PyPI) once into
+pytest's cache folder (.pytest_cache/d/trt-bindings) to check perfkit's TensorRT calls against
+them; it skips, saying why, where they cannot be downloaded (PERFKIT_TRT_BINDINGS_DIR: a folder
+holding them, for offline machines).
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ def pytest_collection_modifyitems(config, items):
         skips["slow"] = pytest.mark.skip(reason="slow: pass --runslow to run")
     if not torch.cuda.is_available():
         skips["gpu"] = pytest.mark.skip(reason="no CUDA GPU")
-    if not torch.cuda.is_available() or importlib.util.find_spec("tensorrt") is None:
-        skips["tensorrt"] = pytest.mark.skip(reason="needs the tensorrt extra and a GPU")
+    if not torch.cuda.is_available() or not any(importlib.util.find_spec(m) for m in ("tensorrt", "tensorrt_bindings")):
+        skips["tensorrt"] = pytest.mark.skip(reason="needs TensorRT (the tensorrt-cu12/-cu13 extra) and a GPU")
     for item in items:
         for marker, skip in skips.items():
             if marker in item.keywords:
@@ -33,7 +39,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
-    """Every test gets its own store and artifact cache, and never touches the network."""
+    """Every test gets its own store and artifact cache, and never touches the network (but see the
+    module docstring for the one test that downloads)."""
     monkeypatch.setenv("PERFKIT_STORE", str(tmp_path / "store.db"))
     monkeypatch.setenv("PERFKIT_ARTIFACTS", str(tmp_path / "artifacts"))
     monkeypatch.setenv("PERFKIT_OFFLINE", "1")

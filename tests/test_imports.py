@@ -28,7 +28,8 @@ def _modules():
 
 def test_every_module_imports_without_tensorrt():
     code = (
-        "import sys; sys.modules['tensorrt'] = None\n"  # None in sys.modules makes `import tensorrt` fail
+        # None in sys.modules makes `import tensorrt` (and the bindings it re-exports) fail
+        "import sys; sys.modules['tensorrt'] = sys.modules['tensorrt_bindings'] = None\n"
         "import importlib\n"
         f"for name in {_modules()!r}: importlib.import_module(name)\n"
         "print('ok')"

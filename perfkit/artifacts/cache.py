@@ -29,7 +29,7 @@ import torch
 
 from perfkit.artifacts.capture import capture_messages
 from perfkit.artifacts.manifest import MANIFEST, MANIFEST_VERSION, combined_sha256, hash_files, verify
-from perfkit.device import device_type, pin_tf32
+from perfkit.device import device_type, on_device, pin_tf32
 from perfkit.errors import ArtifactError
 from perfkit.results import Where
 from perfkit.vocab import DTYPES, BatchRange, Precision
@@ -282,7 +282,9 @@ def _export(spec, backend, precision, batch, ctx, options, key, folder: Path) ->
     try:
         pin_tf32(False)  # Inductor and TensorRT read the TF32 switches when they compile
         start = time.perf_counter()
-        with capture_messages() as messages, torch.no_grad():
+        # The export device made current: TensorRT builds on (and Inductor compiles for) the current
+        # CUDA device, which must be the one the cache key and the manifest name.
+        with capture_messages() as messages, torch.no_grad(), on_device(export_device):
             main_file = backend.export(request)
         seconds = time.perf_counter() - start
         files = hash_files(tmp)

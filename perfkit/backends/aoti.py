@@ -12,6 +12,8 @@ one-line error.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from perfkit.artifacts import capture_messages
@@ -21,11 +23,25 @@ from perfkit.errors import ArtifactError
 MAIN_FILE = "model.pt2"
 
 
-def cuda_toolkit() -> str | None:
-    """The CUDA toolkit folder Inductor compiles against, or None."""
+TOOLKIT_HELP = "install one and set CUDA_HOME, or use -f onnx/torchscript on this GPU"
+
+
+def cuda_toolkit_problem() -> str | None:
+    """Why Inductor cannot compile an AOTI package for CUDA here, or None.
+
+    Inductor compiles the package's C++ wrapper against the CUDA toolkit's headers, found through
+    torch's ``CUDA_HOME`` (``$CUDA_HOME``, else the folder above ``nvcc`` on PATH, else
+    /usr/local/cuda): without them the compile fails deep inside Inductor.
+    """
     from torch.utils import cpp_extension
 
-    return cpp_extension.CUDA_HOME
+    home = cpp_extension.CUDA_HOME
+    if home is None:
+        return "no CUDA toolkit found (CUDA_HOME unset, no nvcc on PATH, no /usr/local/cuda)"
+    includes = [os.path.join(home, "include"), os.environ.get("CUDA_INC_PATH") or "", "/usr/include"]
+    if not any(os.path.isfile(os.path.join(d, "cuda_runtime_api.h")) for d in includes if d):
+        return f"the CUDA toolkit at CUDA_HOME={home} has no include/cuda_runtime_api.h"
+    return None
 
 
 def compile_options(options: dict, device: str) -> dict:
@@ -36,16 +52,24 @@ def compile_options(options: dict, device: str) -> dict:
 
 
 def export(req) -> str:
-    if req.device.startswith("cuda") and cuda_toolkit() is None:
-        raise ArtifactError("AOTInductor on CUDA needs a CUDA toolkit (nvcc and headers) to compile the package: "
-                            "install one and set CUDA_HOME, or use -f onnx/torchscript on this GPU")
+    if req.device.startswith("cuda") and (problem := cuda_toolkit_problem()):
+        raise ArtifactError(f"AOTInductor on CUDA needs a CUDA toolkit (nvcc and headers) to compile the package: "
+                            f"{problem}; {TOOLKIT_HELP}")
     model = req.model()
     x = req.example_input()
     dynamic_shapes = ({0: torch.export.Dim("batch", min=req.batch.min, max=req.batch.max)},) if req.dynamic else None
     program = torch.export.export(model, (x,), dynamic_shapes=dynamic_shapes, strict=False)
     path = req.out_dir / MAIN_FILE
     configs = compile_options(req.options, req.device)
-    torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs=configs)
+    try:
+        torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs=configs)
+    except Exception as exc:
+        text = str(exc)
+        if req.device.startswith("cuda") and ("CUDA_HOME" in text or "cuda_runtime" in text or "cuda.h" in text):
+            first = next((line.strip() for line in text.splitlines() if "CUDA_HOME" in line or "cuda" in line), text)
+            raise ArtifactError(f"AOTInductor could not compile for CUDA ({first[:200]}): the CUDA toolkit is "
+                                f"missing or incomplete; {TOOLKIT_HELP}") from None
+        raise
     req.info["aoti"] = {"compiled_for": torch.device(req.device).type, "inductor_configs": configs}
     return MAIN_FILE
 
@@ -81,5 +105,6 @@ BACKEND = Backend(
     options=(Option("inductor_freezing", True, "aoti: compile with Inductor freezing (weights as constants); "
                                                "--no-inductor-freezing keeps them as inputs", stage=EXPORT),),
     precisions={"cpu": CPU_FLOAT, "cuda": CPU_FLOAT},
+    probe=lambda device: cuda_toolkit_problem() if device.startswith("cuda") else None,
     device_specific=True,
 )

@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from perfkit.device import device_type, pin_tf32
-from perfkit.errors import ArtifactError, InputError, PerfkitError, UsageError
+from perfkit.device import device_type, on_device, pin_tf32
+from perfkit.errors import ArtifactError, InputError, PerfkitError, UsageError, pip_install
 from perfkit.vocab import BatchRange, Precision
 from perfkit.zoo.registry import ModelSpec
 
@@ -72,7 +72,10 @@ class Backend:
         options: the backend's options (export-stage ones key the artifact cache).
         precisions: device type → precisions supported there.
         extra: the pip extra that provides it (None: a core dependency).
-        requires: import names that must be importable (checked without importing them).
+        extra_index_url: a package index the extra's wheels come from besides PyPI (TensorRT's
+            libraries are on pypi.nvidia.com), named in every install hint.
+        requires: import names that must be importable (checked without importing them);
+            ``a|b`` is satisfied by either (TensorRT imports as ``tensorrt`` or ``tensorrt_bindings``).
         probe: an extra availability check, ``probe(device) -> None or the reason it is unavailable``.
         cache_libraries: distributions whose versions key the artifact cache (the exporter's).
         runtime_libraries: distributions the runner uses (recorded in the environment).
@@ -89,6 +92,7 @@ class Backend:
     options: tuple[Option, ...] = ()
     precisions: Mapping[str, frozenset] = field(default_factory=lambda: {"cpu": frozenset({Precision.FP32})})
     extra: str | None = None
+    extra_index_url: str | None = None
     requires: tuple[str, ...] = ()
     probe: Callable[[str], str | None] | None = None
     cache_libraries: tuple[str, ...] = ("torch",)
@@ -129,9 +133,9 @@ class Backend:
         if dtype not in self.precisions:
             return f"{self.name} does not run on {dtype}"
         for module in self.requires:
-            if importlib.util.find_spec(module.split(".")[0]) is None:
-                how = f"pip install 'perfkit[{self.extra}]'" if self.extra else "reinstall perfkit"
-                return f"{self.name} needs '{module}' ({how})"
+            if all(importlib.util.find_spec(m.split(".")[0]) is None for m in module.split("|")):
+                how = pip_install(self.extra, self.extra_index_url) if self.extra else "reinstall perfkit"
+                return f"{self.name} needs '{module.split('|')[0]}' ({how})"
         return self.probe(device) if self.probe is not None else None
 
     def options_for(self, given: Mapping[str, Any], stage: str) -> dict:
@@ -181,7 +185,8 @@ class Runner(ABC):
         if self.threads and self.torch_runtime:
             torch.set_num_threads(self.threads)
         try:
-            self._load()
+            with on_device(self.device):  # runtimes that load onto "the current device" (TensorRT) get this one
+                self._load()
         except BaseException:
             torch.set_num_threads(self._saved_threads)
             raise
@@ -199,7 +204,12 @@ class Runner(ABC):
         if not self._active:
             raise PerfkitError(f"runner {self.label} used outside its `with` block")
         self.check_input(x)
-        return self._infer(x.to(self.device, non_blocking=True))
+        if self.device.type != "cuda":
+            return self._infer(x.to(self.device))
+        # cuda:N made current: TensorRT and ONNX Runtime enqueue on the current device's context,
+        # whatever device the caller (check, validate) had current.
+        with on_device(self.device):
+            return self._infer(x.to(self.device, non_blocking=True))
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":
@@ -220,6 +230,11 @@ class Runner(ABC):
     def config(self) -> dict:
         """The configuration this runner actually runs with (recorded with every timing), raw values."""
         return {}
+
+    def engine_device_bytes(self) -> int | None:
+        """Device memory the runtime says the loaded model needs beyond its weights (TensorRT's
+        engine); None where the runtime does not say."""
+        return None
 
     # -- hooks --------------------------------------------------------------------------------
 

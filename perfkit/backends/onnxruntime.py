@@ -67,6 +67,21 @@ def input_batch_dim(graph) -> str:
     return dim.dim_param if dim.HasField("dim_param") else ""
 
 
+def cuda_mismatch(ort, torch_cuda: str | None = torch.version.cuda) -> str | None:
+    """Why onnxruntime-gpu's CUDA provider cannot share torch's CUDA libraries, or None.
+
+    The provider loads the CUDA/cuDNN major it was built for (PyPI's onnxruntime-gpu 1.23-1.26:
+    CUDA 12, 1.27 and later: CUDA 13); with torch on another major it fails to load and onnxruntime
+    falls back to the CPU.
+    """
+    built = getattr(getattr(getattr(ort, "capi", None), "build_and_package_info", None), "cuda_version", None)
+    if not built or not torch_cuda or built.split(".")[0] == torch_cuda.split(".")[0]:
+        return None
+    fix = "pip install 'onnxruntime-gpu<1.27'" if torch_cuda.startswith("12.") else "pip install -U onnxruntime-gpu"
+    return (f"onnxruntime-gpu {ort.__version__} is built for CUDA {built}, torch uses CUDA {torch_cuda}: "
+            f"install the build for torch's CUDA major ({fix})")
+
+
 def machine_cores() -> int:
     """Cores this process may run on (the container's share, not the host's count)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -115,7 +130,7 @@ class OnnxRuntimeRunner(ArtifactRunner):
         active = session.get_providers()
         if active[0] != self.provider:
             raise PerfkitError(f"onnxruntime fell back to {active[0]} instead of {self.provider} for "
-                               f"{self.artifact.path} (CUDA/cuDNN libraries missing?)")
+                               f"{self.artifact.path} ({cuda_mismatch(ort) or 'CUDA/cuDNN libraries missing?'})")
         self.session = session
         self.input_name = session.get_inputs()[0].name
         self.output_name = session.get_outputs()[0].name
@@ -136,6 +151,9 @@ class OnnxRuntimeRunner(ArtifactRunner):
         b.bind_input(self.input_name, "cuda", self.device.index, np.float32, tuple(x.shape), x.data_ptr())
         b.bind_output(self.output_name, "cuda", self.device.index, np.float32, tuple(out.shape), out.data_ptr())
         self.session.run_with_iobinding(b)
+        # Run synchronises the provider's stream before returning (ONNX Runtime's default); the wait
+        # keeps `out` ordered for torch's stream should that default ever change.
+        torch.cuda.current_stream(self.device).wait_stream(self._stream)
         return out
 
     def synchronize(self) -> None:
@@ -152,6 +170,17 @@ class OnnxRuntimeRunner(ArtifactRunner):
                 "inter_op_num_threads": 1, "io_binding": self.provider == CUDA}
 
 
+def _probe(device: str) -> str | None:
+    """Why ONNX Runtime cannot run on ``device`` here (the CPU wheel has no CUDA provider), or None."""
+    if torch.device(device).type != "cuda":
+        return None
+    ort = require("onnxruntime")
+    if CUDA not in ort.get_available_providers():
+        return (f"onnxruntime {ort.__version__} here has no {CUDA} (the CPU wheel?): install onnxruntime-gpu "
+                f"built for torch's CUDA {torch.version.cuda}")
+    return None
+
+
 BACKEND = Backend(
     name="onnx",
     summary="ONNX (dynamo exporter) on ONNX Runtime: CPU provider, or CUDA with I/O binding",
@@ -161,6 +190,7 @@ BACKEND = Backend(
                     stage=EXPORT, type=int),),
     precisions={"cpu": frozenset({Precision.FP32, Precision.FP16}), "cuda": frozenset({Precision.FP32, Precision.FP16})},
     requires=("onnx", "onnxscript", "onnxruntime"),
+    probe=_probe,
     cache_libraries=("torch", "onnx", "onnxscript"),
     runtime_libraries=("onnxruntime", "onnxruntime-gpu"),
 )

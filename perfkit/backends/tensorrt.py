@@ -10,38 +10,78 @@ checked against the real bindings of both versions by tests/backends/test_tensor
 - One optimization profile covers the artifact's batch range (min/opt/max); with ``profile_batches``
   (the profiler sets it to the swept batch sizes) there is also one profile per batch size, tuned
   for exactly that batch, and the runner selects it — batch 1 and 256 do not share kernels tuned for 8.
-- A timing cache file per GPU and TensorRT version is reused across builds.
+- A timing cache file per GPU and TensorRT version is reused across builds; one TensorRT refuses
+  (another driver, a damaged file) is replaced by a fresh one, and the manifest says so.
 - ONNX parser errors are reported verbatim.
 - The manifest records the GPU name, compute capability and TensorRT version; the runner refuses an
   engine built on another GPU or TensorRT version (engines are not portable).
 - The runner enqueues on a CUDA stream of its own (not the legacy default stream, where TensorRT
   adds synchronisation and warns), ordered after and before torch's current stream by events.
+
+Installing: NVIDIA's ``tensorrt-cuNN`` packages provide ``import tensorrt``, a re-export of
+``tensorrt_bindings``; perfkit's ``tensorrt-cu12``/``tensorrt-cu13`` extras install only the two
+wheels (``tensorrt-cuNN-bindings`` from PyPI, ``tensorrt-cuNN-libs`` from pypi.nvidia.com), so
+perfkit imports ``tensorrt`` where it exists (NGC containers, NVIDIA's packages) and
+``tensorrt_bindings`` otherwise. Annotations naming ``tensorrt.X`` are read by
+tests/backends/test_tensorrt_bindings.py, which checks every TensorRT call here against the
+real bindings of TensorRT 10 and 11.
 """
 
 from __future__ import annotations
 
 import collections
+import importlib
+import importlib.util
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from perfkit.artifacts import INPUT_NAME, OUTPUT_NAME, ensure_artifact
 from perfkit.backends.base import EXPORT, ArtifactRunner, Backend, Option
-from perfkit.deps import require
-from perfkit.errors import ArtifactError, PerfkitError
+from perfkit.errors import ArtifactError, MissingDependency, PerfkitError, pip_install
 from perfkit.vocab import BatchRange, Precision
+
+if TYPE_CHECKING:  # annotations only (the test of TensorRT calls reads them to type the objects)
+    import tensorrt
 
 MAIN_FILE = "model.engine"
 NOT_RUN_HERE = ("the TensorRT path is written against the TensorRT 10/11 API and checked against its real "
                 "bindings, but has not been run on a GPU yet; check its results")
 
 
+def tensorrt_extra(cuda: str | None = torch.version.cuda) -> str:
+    """perfkit's pip extra for TensorRT built for torch's CUDA major (12 or 13; 13 otherwise)."""
+    major = (cuda or "").split(".")[0]
+    return f"tensorrt-cu{major}" if major in ("12", "13") else "tensorrt-cu13"
+
+
+NVIDIA_INDEX = "https://pypi.nvidia.com"  # the libraries' wheels (PyPI has a stub sdist that downloads them)
+IMPORT_NAMES = ("tensorrt", "tensorrt_bindings")  # NVIDIA's re-export first, then the module itself
+TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu12-bindings", "tensorrt-cu13-bindings",
+                          "tensorrt-cu12-libs", "tensorrt-cu13-libs")
+
+
+def import_tensorrt():
+    """TensorRT's Python module, or MissingDependency naming the extra for torch's CUDA major."""
+    for name in IMPORT_NAMES:
+        if importlib.util.find_spec(name) is None:
+            continue
+        try:
+            return importlib.import_module(name)
+        except ImportError as exc:  # the bindings are there, the libraries (libnvinfer) are not
+            raise PerfkitError(f"TensorRT's Python module '{name}' is installed but does not load ({exc}); "
+                               f"install the libraries of the same version: "
+                               f"{pip_install(tensorrt_extra(), NVIDIA_INDEX)}") from None
+    raise MissingDependency("tensorrt", tensorrt_extra(), "the tensorrt backend", NVIDIA_INDEX)
+
+
 def export(req) -> str:
     from perfkit.backends import get
 
-    trt = require("tensorrt")
+    trt = import_tensorrt()
     gpu = current_gpu(req.device)
     source = ensure_artifact(req.spec, get("onnx"), req.ctx.replace(force=False), precision=req.precision,
                              batch=req.batch)
@@ -61,23 +101,24 @@ def export(req) -> str:
     profiles = profile_batches(req.batch, req.options["profile_batches"])
     for shapes in (profile_shapes(b, req.spec.input_size) for b in profiles):
         profile = builder.create_optimization_profile()
-        profile.set_shape(INPUT_NAME, *shapes)
+        low, opt, high = shapes
+        profile.set_shape(INPUT_NAME, min=low, opt=opt, max=high)
         if config.add_optimization_profile(profile) < 0:
             raise ArtifactError(f"TensorRT rejected the optimization profile {shapes} for {source.path}")
     cache_file = timing_cache_path(req.ctx.artifacts, gpu["gpu_name"], trt.__version__)
-    cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
-        raise ArtifactError(f"TensorRT refused the timing cache {cache_file}; delete it and export again")
+    cache_note = attach_timing_cache(config, cache_file)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ArtifactError(f"TensorRT could not build an engine from {source.path}:\n" + "\n".join(logger.errors))
     (req.out_dir / MAIN_FILE).write_bytes(serialized)
-    _write_atomic(cache_file, bytes(config.get_timing_cache().serialize()))
+    tuned = config.get_timing_cache()
+    if tuned is not None:
+        _write_atomic(cache_file, bytes(tuned.serialize()))
     req.info["tensorrt"] = {
         "tensorrt_version": trt.__version__, **gpu, "strongly_typed": True, "tf32": False,
         "profiles": [p.to_dict() for p in profiles],
         "source_onnx": {"path": str(source.path), "sha256": source.sha256},
-        "timing_cache": str(cache_file),
+        "timing_cache": str(cache_file), "timing_cache_note": cache_note,
         "builder_messages": list(logger.messages),
     }
     return MAIN_FILE
@@ -90,6 +131,22 @@ def current_gpu(device: str) -> dict:
         raise ArtifactError("TensorRT engines are built and run on a CUDA GPU: pass --device cuda on a machine with one")
     props = torch.cuda.get_device_properties(dev)
     return {"gpu_name": props.name, "compute_capability": f"{props.major}.{props.minor}"}
+
+
+def attach_timing_cache(config: tensorrt.IBuilderConfig, cache_file: Path) -> str:
+    """Give the builder the timing cache stored in ``cache_file`` (or an empty one); what happened, in words.
+
+    TensorRT refuses a cache from another device or driver (``set_timing_cache`` returns False
+    with ``ignore_mismatch=False``) and returns None for a damaged one: the build then starts from
+    an empty cache, which replaces the file afterwards.
+    """
+    stored = cache_file.read_bytes() if cache_file.is_file() else b""
+    cache = config.create_timing_cache(stored)
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        return f"reused {cache_file}" if stored else "new"
+    if not stored or not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
+        raise ArtifactError("TensorRT refused an empty timing cache")
+    return f"TensorRT refused {cache_file} (another GPU, driver or a damaged file): started from an empty cache"
 
 
 def profile_batches(batch: BatchRange, tuned: list[int] | tuple[int, ...] | None) -> list[BatchRange]:
@@ -112,7 +169,7 @@ def timing_cache_path(artifacts: Path, gpu_name: str, trt_version: str) -> Path:
     return Path(artifacts) / "tensorrt" / f"timing-{slug}-trt{trt_version}.cache"
 
 
-def parser_errors(parser) -> list[str]:
+def parser_errors(parser: tensorrt.OnnxParser) -> list[str]:
     """Every error of TensorRT's ONNX parser, with its node, in the parser's own words."""
     out = []
     for i in range(parser.num_errors):
@@ -132,7 +189,7 @@ def check_compatible(manifest: dict, trt_version: str, gpu_name: str, compute_ca
                             + "; ".join(diffs) + "); export it again on this machine")
 
 
-def make_logger(trt, keep: int = 50):
+def make_logger(trt, keep: int = 50) -> tensorrt.ILogger:
     """A TensorRT logger that keeps the first ``keep`` warnings and errors (bounded: it also lives
     through timed inference, where a per-call warning must not grow a list without end)."""
 
@@ -142,7 +199,7 @@ def make_logger(trt, keep: int = 50):
             self.messages: collections.deque[str] = collections.deque(maxlen=keep)
             self.errors: collections.deque[str] = collections.deque(maxlen=keep)
 
-        def log(self, severity, msg):
+        def log(self, severity: tensorrt.ILogger.Severity, msg: str) -> None:
             # Severity is a pybind11 enum: lower values are more severe.
             if int(severity) <= int(trt.ILogger.Severity.WARNING) and len(self.messages) < keep:
                 self.messages.append(f"{severity.name}: {msg}")
@@ -164,26 +221,25 @@ class TensorRTRunner(ArtifactRunner):
 
     name = "tensorrt"
 
-    def _load(self) -> None:
-        trt = require("tensorrt")
+    def _load(self) -> None:  # runs with self.device current (Runner.__enter__): TensorRT allocates there
+        trt = import_tensorrt()
         gpu = current_gpu(str(self.device))
         check_compatible(self.artifact.manifest, trt.__version__, gpu["gpu_name"], gpu["compute_capability"])
-        with torch.cuda.device(self.device):  # TensorRT allocates on the current CUDA device
-            self._logger = make_logger(trt)
-            self._runtime = trt.Runtime(self._logger)
-            engine = self._runtime.deserialize_cuda_engine(self.artifact.path.read_bytes())
-            if engine is None:
-                raise ArtifactError(f"TensorRT could not deserialize {self.artifact.path}:\n" + "\n".join(self._logger.errors))
-            for tensor in (INPUT_NAME, OUTPUT_NAME):  # the buffers below are float32 torch tensors
-                if engine.get_tensor_dtype(tensor) != trt.DataType.FLOAT:
-                    raise ArtifactError(f"{self.artifact.path}: engine tensor {tensor} is "
-                                        f"{engine.get_tensor_dtype(tensor)}, perfkit feeds and reads FLOAT")
-            self._engine = engine
-            self._context = engine.create_execution_context()
-            if self._context is None:
-                raise PerfkitError(f"TensorRT could not create an execution context for {self.artifact.path}:\n"
-                                   + "\n".join(self._logger.errors))
-            self._stream = torch.cuda.Stream(self.device)
+        self._logger = make_logger(trt)
+        self._runtime = trt.Runtime(self._logger)
+        engine = self._runtime.deserialize_cuda_engine(self.artifact.path.read_bytes())
+        if engine is None:
+            raise ArtifactError(f"TensorRT could not deserialize {self.artifact.path}:\n" + "\n".join(self._logger.errors))
+        for tensor in (INPUT_NAME, OUTPUT_NAME):  # the buffers below are float32 torch tensors
+            if engine.get_tensor_dtype(tensor) != trt.DataType.FLOAT:
+                raise ArtifactError(f"{self.artifact.path}: engine tensor {tensor} is "
+                                    f"{engine.get_tensor_dtype(tensor)}, perfkit feeds and reads FLOAT")
+        self._engine = engine
+        self._context = engine.create_execution_context()
+        if self._context is None:
+            raise PerfkitError(f"TensorRT could not create an execution context for {self.artifact.path}:\n"
+                               + "\n".join(self._logger.errors))
+        self._stream = torch.cuda.Stream(self.device)
         self._profiles = [BatchRange(**p) for p in self.artifact.manifest["tensorrt"]["profiles"]]
         self._profile = 0
 
@@ -218,6 +274,17 @@ class TensorRTRunner(ArtifactRunner):
     def engine(self):
         return getattr(self, "_engine", None)
 
+    def engine_device_bytes(self) -> int | None:
+        """Device memory the engine's execution context needs, as TensorRT reports it."""
+        engine: tensorrt.ICudaEngine | None = self.engine
+        if engine is None:
+            return None
+        # device_memory_size_v2 is in TensorRT 11 and later 10.x; device_memory_size only in 10.x
+        size = getattr(engine, "device_memory_size_v2", None)
+        if size is None:
+            size = getattr(engine, "device_memory_size", None)
+        return None if size is None else int(size)
+
     def config(self) -> dict:
         info = self.artifact.manifest["tensorrt"]
         return {"tensorrt_version": info["tensorrt_version"], "strongly_typed": True, "tf32": False,
@@ -239,9 +306,11 @@ BACKEND = Backend(
                stage=EXPORT, type=lambda text: tuple(int(b) for b in str(text).split(",") if b.strip())),
     ),
     precisions={"cuda": frozenset({Precision.FP32, Precision.FP16})},
-    extra="tensorrt",
-    requires=("tensorrt",),
-    cache_libraries=("torch", "onnx", "onnxscript", "tensorrt"),
-    runtime_libraries=("tensorrt",),
+    extra=tensorrt_extra(),
+    extra_index_url=NVIDIA_INDEX,
+    requires=("|".join(IMPORT_NAMES),),
+    # distributions: NVIDIA's packages or perfkit's extras (the version is also checked at load, from the module)
+    cache_libraries=("torch", "onnx", "onnxscript", *TENSORRT_DISTRIBUTIONS),
+    runtime_libraries=TENSORRT_DISTRIBUTIONS,
     device_specific=True,
 )

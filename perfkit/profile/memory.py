@@ -95,16 +95,6 @@ def artifact_bytes(path: Path | str | None) -> int | None:
     return path.stat().st_size
 
 
-def engine_device_bytes(runner) -> int | None:
-    engine = getattr(runner, "engine", None)
-    if engine is None:
-        return None
-    for attr in ("device_memory_size_v2", "device_memory_size"):  # TensorRT 10.x renamed it; 11 has only _v2
-        if hasattr(engine, attr):
-            return int(getattr(engine, attr))
-    return None
-
-
 def _measure_here(spec, backend: str, batch: int, precision: Precision, ctx, brange: BatchRange) -> dict:
     import torchvision  # noqa: F401  (library import is not the runtime's memory: load it before the baseline)
 
@@ -133,7 +123,7 @@ def _measure_here(spec, backend: str, batch: int, precision: Precision, ctx, bra
             runner.infer(x)
             runner.synchronize()
         out["artifact_bytes"] = artifact_bytes(getattr(runner.artifact, "path", None))
-        out["engine_device_bytes"] = engine_device_bytes(runner)
+        out["engine_device_bytes"] = runner.engine_device_bytes()
         if dev.type == "cuda":
             out["nvml_delta_bytes"] = nvml.used() - after_context
             if runner.torch_runtime:

@@ -10,6 +10,7 @@ machine with a large fp32 matmul at the thread count in use. The source of every
 from __future__ import annotations
 
 import functools
+import re
 import time
 from dataclasses import dataclass
 
@@ -24,15 +25,22 @@ class Peak:
     source: str
 
 
-# Dense peak TFLOP/s by (device-name pattern, precision), from NVIDIA datasheets at boost clock.
+# Dense peak TFLOP/s by (device-name words, precision), from NVIDIA datasheets at boost clock.
 # fp32 is the CUDA-core FMA rate: perfkit pins TF32 off, so fp32 convolutions do not use tensor
-# cores. fp16/bf16 are dense tensor-core rates with fp32 accumulation. Order matters: the first
-# pattern whose words all appear in the device name wins ("H100 PCIe" before "H100").
+# cores. fp16/bf16 are dense tensor-core rates with fp32 accumulation (half the "with sparsity"
+# figure). A row matches when each of its words is a whole word of the device name (split at
+# anything but letters and digits): "L4" is not "NVIDIA L40", "H200" is not "NVIDIA GH200". A
+# word of the name that marks another SKU of the same chip (_VARIANTS: "H200 NVL", "RTX 3090 Ti")
+# must be in the row too, so such a GPU gets its own row or no peak, never its sibling's. Rows with
+# more words come first; a GPU matching no row has no peak (unknown rather than wrong).
+_VARIANTS = frozenset({"NVL", "PCIE", "TI", "SUPER", "D"})
 _GPU_PEAKS_TFLOPS: tuple[tuple[tuple[str, ...], dict[str, float], str], ...] = (
+    (("H200", "NVL"), {"fp32": 60.0, "fp16": 835.5, "bf16": 835.5}, "NVIDIA H200 datasheet (NVL)"),
     (("H200",), {"fp32": 67.0, "fp16": 989.4, "bf16": 989.4}, "NVIDIA H200 datasheet (SXM)"),
     (("H100", "PCIE"), {"fp32": 51.2, "fp16": 756.0, "bf16": 756.0}, "NVIDIA H100 datasheet (PCIe)"),
     (("H100", "NVL"), {"fp32": 60.0, "fp16": 835.0, "bf16": 835.0}, "NVIDIA H100 datasheet (NVL)"),
     (("H100",), {"fp32": 67.0, "fp16": 989.4, "bf16": 989.4}, "NVIDIA H100 datasheet (SXM)"),
+    (("A100", "PCIE"), {"fp32": 19.5, "fp16": 312.0, "bf16": 312.0}, "NVIDIA A100 datasheet (PCIe)"),
     (("A100",), {"fp32": 19.5, "fp16": 312.0, "bf16": 312.0}, "NVIDIA A100 datasheet"),
     (("L40S",), {"fp32": 91.6, "fp16": 362.1, "bf16": 362.1}, "NVIDIA L40S datasheet"),
     (("L4",), {"fp32": 30.3, "fp16": 121.0, "bf16": 121.0}, "NVIDIA L4 datasheet"),
@@ -45,11 +53,16 @@ _GPU_PEAKS_TFLOPS: tuple[tuple[tuple[str, ...], dict[str, float], str], ...] = (
 )
 
 
+def name_words(device_name: str) -> frozenset[str]:
+    """The whole words of a device name, upper case: "NVIDIA A100-SXM4-40GB" → {NVIDIA, A100, SXM4, 40GB}."""
+    return frozenset(re.findall(r"[A-Z0-9]+", device_name.upper()))
+
+
 def gpu_peak(device_name: str, precision: Precision | str) -> Peak | None:
     """The datasheet peak for a GPU name such as ``NVIDIA H100 80GB HBM3``; None when not in the table."""
-    name = device_name.upper()
-    for words, peaks, source in _GPU_PEAKS_TFLOPS:
-        if all(w in name for w in words):
+    words = name_words(device_name)
+    for row_words, peaks, source in _GPU_PEAKS_TFLOPS:
+        if words.issuperset(row_words) and (words & _VARIANTS) <= set(row_words):
             tflops = peaks.get(str(Precision(precision)))
             if tflops is None:
                 return None

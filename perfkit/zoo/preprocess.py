@@ -6,6 +6,7 @@ timm: the model's pretrained config (input size, crop_pct, interpolation, mean/s
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, replace
 
@@ -83,13 +84,23 @@ class EvalTransform:
 
         x = batch_uint8 if device is None else batch_uint8.to(device, non_blocking=True)
         x = x.to(torch.float32).div_(255.0)
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(-1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+        mean, std = _mean_std(tuple(self.mean), tuple(self.std), str(x.device))
         return (x - mean) / std
 
     def __call__(self, image):
         """PIL image → normalised float CHW tensor."""
         return self.normalize(self.pil_to_uint8()(image))
+
+
+@functools.lru_cache(maxsize=32)
+def _mean_std(mean: tuple[float, ...], std: tuple[float, ...], device: str):
+    """mean and std as (C, 1, 1) float32 tensors on ``device``, made once per device: a new CUDA
+    tensor per batch is a host-to-device copy from pageable memory, which waits for the GPU."""
+    import torch
+
+    with torch.inference_mode(False):  # cached: usable later outside inference mode too (training)
+        return (torch.tensor(mean, dtype=torch.float32, device=device).view(-1, 1, 1),
+                torch.tensor(std, dtype=torch.float32, device=device).view(-1, 1, 1))
 
 
 def _mode(name: str):

@@ -365,3 +365,38 @@ def test_copied_cache_is_still_valid(exported, tiny_spec, ctx, tmp_path):
     shutil.copytree(ctx.artifacts, tmp_path / "moved")
     hit = ensure_artifact(tiny_spec, get("torchscript"), Context(artifacts=tmp_path / "moved"))
     assert hit.cached and hit.path.is_relative_to(tmp_path / "moved")
+
+
+def test_a_device_specific_export_runs_with_its_gpu_current(tiny_spec, tmp_path, monkeypatch):
+    """TensorRT builds on (and Inductor compiles for) the current CUDA device: the export of a
+    device-specific artifact for cuda:1 must run with cuda:1 current, the device its key names.
+    Device-independent artifacts are exported on the CPU, with no device made current."""
+    import contextlib
+
+    current = ["cuda:0"]
+
+    @contextlib.contextmanager
+    def on_device(device):
+        before = current[0]
+        current[0] = str(device)
+        try:
+            yield
+        finally:
+            current[0] = before
+
+    seen = []
+
+    def export(req):
+        seen.append((req.device, current[0]))
+        (req.out_dir / "model.bin").write_bytes(b"x")
+        return "model.bin"
+
+    monkeypatch.setattr(C, "on_device", on_device)
+    monkeypatch.setattr(C, "device_identity", lambda device: f"gpu-of-{device}")
+    ctx = Context(device="cuda:1", artifacts=tmp_path)
+    aoti = dataclasses.replace(get("aoti"), export=export)
+    art = ensure_artifact(tiny_spec, aoti, ctx)
+    assert seen == [("cuda:1", "cuda:1")] and art.manifest["compiled_for"] == "gpu-of-cuda:1"
+    ensure_artifact(tiny_spec, dataclasses.replace(get("torchscript"), export=export), ctx)
+    assert seen[1] == ("cpu", "cpu")
+    assert current == ["cuda:0"]  # restored

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import onnx
 import pytest
+import torch
 
 from perfkit.artifacts import MANIFEST, ensure_artifact, load_artifact
 from perfkit.artifacts.manifest import combined_sha256
 from perfkit.backends import get
 from perfkit.backends.onnxruntime import input_batch_dim
 from perfkit.context import Context
-from perfkit.errors import ArtifactError
+from perfkit.errors import ArtifactError, PerfkitError
 from perfkit.vocab import BatchRange
 
 
@@ -104,3 +105,125 @@ def test_fp16_graph_keeps_float32_io(tiny_spec, tmp_path):
     assert graph.graph.input[0].type.tensor_type.elem_type == f32
     assert graph.graph.output[0].type.tensor_type.elem_type == f32
     assert any(init.data_type == f16 for init in graph.graph.initializer)
+
+
+# -- the CUDA provider, on a fake onnxruntime and fake CUDA streams (the real run: test_runners.py, gpu) --
+
+
+class _FakeStream:
+    def __init__(self, handle, log):
+        self.cuda_stream, self.log = handle, log
+
+    def wait_stream(self, other):
+        self.log.append(("wait", self.cuda_stream, other.cuda_stream))
+
+    def synchronize(self):
+        self.log.append(("synchronize", self.cuda_stream))
+
+
+def _fake_ort(log, providers_active=("CUDAExecutionProvider", "CPUExecutionProvider"), built_for="13.0"):
+    import types
+
+    class Binding:
+        def bind_input(self, name, device, index, dtype, shape, ptr):
+            log.append(("bind_input", id(self), device, index, tuple(shape)))
+
+        def bind_output(self, name, device, index, dtype, shape, ptr):
+            log.append(("bind_output", id(self), device, index, tuple(shape)))
+
+    class Session:
+        def __init__(self, path, options, providers):
+            log.append(("session", providers))
+
+        def get_providers(self):
+            return list(providers_active)
+
+        def get_inputs(self):
+            return [types.SimpleNamespace(name="input")]
+
+        def get_outputs(self):
+            return [types.SimpleNamespace(name="logits")]
+
+        def io_binding(self):
+            log.append(("io_binding",))
+            return Binding()
+
+        def run_with_iobinding(self, binding):
+            log.append(("run", id(binding)))
+
+    info = types.SimpleNamespace(cuda_version=built_for)
+    return types.SimpleNamespace(
+        __version__="1.31.1", capi=types.SimpleNamespace(build_and_package_info=info),
+        get_available_providers=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"], InferenceSession=Session,
+        SessionOptions=lambda: types.SimpleNamespace(),
+        GraphOptimizationLevel=types.SimpleNamespace(ORT_ENABLE_ALL=99), ExecutionMode=types.SimpleNamespace(ORT_SEQUENTIAL=0))
+
+
+@pytest.fixture
+def cuda_ort(monkeypatch, tiny_spec):
+    """An ONNX Runtime runner on cuda:0 over fakes; returns (runner, log)."""
+    from pathlib import Path
+
+    from perfkit.artifacts import Artifact
+    from perfkit.backends import onnxruntime as O
+
+    log, handles = [], iter([0x1111, 0x2222])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: _FakeStream(next(handles), log))
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: _FakeStream(0, log))  # torch's default stream
+    monkeypatch.setattr(O, "require", lambda name: _fake_ort(log))
+    manifest = {"backend": "onnx", "precision": "fp32", "device": "any", "batch": {"min": 1, "opt": 8, "max": 256},
+                "model": {"name": "lenet5", "weights": {"identity": tiny_spec.weights.identity}},
+                "inputs": [{"shape": ["batch", 3, 32, 32]}]}
+    return O.OnnxRuntimeRunner(tiny_spec, artifact=Artifact(Path("model.onnx"), manifest), device="cuda:0"), log
+
+
+def test_cuda_session_runs_on_a_stream_of_its_own_with_tf32_off(cuda_ort):
+    runner, log = cuda_ort
+    runner._load()
+    [(_, providers)] = [e for e in log if e[0] == "session"]
+    assert providers == [("CUDAExecutionProvider", {"device_id": 0, "use_tf32": 0, "user_compute_stream": str(0x1111)})]
+    assert runner._stream.cuda_stream == 0x1111 != 0  # "0" would mean: no user stream, ORT's own streams
+
+
+def test_cuda_infer_waits_for_torchs_stream_and_reuses_one_binding(cuda_ort, monkeypatch):
+    runner, log = cuda_ort
+    runner._load()
+    real_empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, device=None, **k: real_empty(*a, **k))  # no GPU here
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, stream: log.append(("record", stream.cuda_stream)))
+    x = torch.zeros(2, 3, 32, 32)
+    for _ in range(2):
+        assert runner._infer(x).shape == (2, 10)
+    steps = [e[0] for e in log if e[0] != "session"]
+    assert steps == ["io_binding"] + ["wait", "record", "bind_input", "bind_output", "run", "wait"] * 2  # one binding
+    # ORT's stream waits for torch's before the run, torch's for ORT's after it
+    assert [e for e in log if e[0] == "wait"] == [("wait", 0x1111, 0), ("wait", 0, 0x1111)] * 2
+    assert len({e[1] for e in log if e[0] in ("bind_input", "run")}) == 1
+    assert ("bind_input", id(runner._binding), "cuda", 0, (2, 3, 32, 32)) in log
+
+
+def test_a_cpu_fallback_is_refused_naming_a_cuda_major_mismatch(cuda_ort, monkeypatch):
+    from perfkit.backends import onnxruntime as O
+
+    runner, log = cuda_ort
+    other = "12.8" if str(torch.version.cuda).startswith("13") else "13.0"  # not torch's CUDA major
+    monkeypatch.setattr(O, "require", lambda name: _fake_ort(log, ("CPUExecutionProvider",), built_for=other))
+    with pytest.raises(PerfkitError, match="fell back to CPUExecutionProvider instead of CUDAExecutionProvider") as err:
+        runner._load()
+    if torch.version.cuda:
+        assert f"built for CUDA {other}, torch uses CUDA {torch.version.cuda}" in str(err.value)
+
+
+@pytest.mark.parametrize("built, torch_cuda, hint", [("13.0", "12.8", "pip install 'onnxruntime-gpu<1.27'"),
+                                                     ("12.8", "13.0", "pip install -U onnxruntime-gpu"),
+                                                     ("13.0", "13.0", None), ("", "13.0", None), ("12.8", None, None)])
+def test_cuda_major_mismatch_is_named(built, torch_cuda, hint):
+    import types
+
+    from perfkit.backends.onnxruntime import cuda_mismatch
+
+    ort = types.SimpleNamespace(__version__="1.31.1",
+                                capi=types.SimpleNamespace(build_and_package_info=types.SimpleNamespace(cuda_version=built)))
+    got = cuda_mismatch(ort, torch_cuda)
+    assert got is None if hint is None else (hint in got and f"built for CUDA {built}" in got)

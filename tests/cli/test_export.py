@@ -74,12 +74,15 @@ def test_tensorrt_on_cpu_is_refused_before_anything_runs(capsys):
 
 @pytest.mark.gpu
 def test_tensorrt_says_it_was_not_run_here_and_names_the_extra(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    from perfkit.backends.tensorrt import IMPORT_NAMES, tensorrt_extra
+
+    for name in IMPORT_NAMES:
+        monkeypatch.setitem(sys.modules, name, None)
     code = main(["export", "lenet5", "-f", "tensorrt", "--device", "cuda", "--weights", "random"])
     out = capsys.readouterr()
     assert code == 1
     assert "has not been run" in out.err
-    assert "perfkit[tensorrt]" in out.out
+    assert f"perfkit[{tensorrt_extra()}]" in out.out
 
 
 def test_table_output(capsys):

@@ -35,6 +35,45 @@ def test_unknown_gpu_or_precision_has_no_peak():
     assert gpu_peak("Tesla T4", "bf16") is None  # Turing has no bf16
 
 
+# What torch.cuda.get_device_name says -> the table row it must match (None: no peak rather than another GPU's).
+@pytest.mark.parametrize("name, source", [
+    ("NVIDIA L4", "NVIDIA L4 datasheet"),
+    ("NVIDIA L40", None),  # not the L4 (a substring match took it for one)
+    ("NVIDIA L40S", "NVIDIA L40S datasheet"),
+    ("NVIDIA H200", "NVIDIA H200 datasheet (SXM)"),
+    ("NVIDIA H200 NVL", "NVIDIA H200 datasheet (NVL)"),  # not the SXM part
+    ("NVIDIA GH200 480GB", None),  # not an H200
+    ("NVIDIA H100 80GB HBM3", "NVIDIA H100 datasheet (SXM)"),
+    ("NVIDIA H100 PCIe", "NVIDIA H100 datasheet (PCIe)"),
+    ("NVIDIA H100 NVL", "NVIDIA H100 datasheet (NVL)"),
+    ("NVIDIA H800", None),
+    ("NVIDIA A100-SXM4-80GB", "NVIDIA A100 datasheet"),
+    ("NVIDIA A100 80GB PCIe", "NVIDIA A100 datasheet (PCIe)"),
+    ("Tesla V100-PCIE-16GB", None),  # another SKU than the SXM2 row: no peak rather than the wrong one
+    ("NVIDIA A10G", "AWS/NVIDIA A10G specifications"),
+    ("NVIDIA A10", "NVIDIA A10 datasheet"),
+    ("NVIDIA A16", None),
+    ("Tesla V100-SXM2-16GB", "NVIDIA V100 datasheet (SXM2)"),
+    ("Tesla T4", "NVIDIA T4 datasheet"),
+    ("NVIDIA GeForce RTX 4090", "NVIDIA Ada whitepaper (RTX 4090, fp32 accumulate)"),
+    ("NVIDIA GeForce RTX 4090 D", None),  # fewer SMs than the 4090
+    ("NVIDIA GeForce RTX 3090 Ti", None),
+    ("NVIDIA GeForce RTX 4070", None),
+])
+def test_gpu_names_match_whole_words_only(name, source):
+    peak = gpu_peak(name, "fp32")
+    assert (peak.source.split(":")[0] if peak else None) == source
+
+
+def test_no_table_row_is_shadowed_by_an_earlier_one():
+    """A row listed after a row whose words are a subset of its own could never match."""
+    from perfkit.profile.roofline import _GPU_PEAKS_TFLOPS
+
+    rows = [frozenset(words) for words, _, _ in _GPU_PEAKS_TFLOPS]
+    for i, later in enumerate(rows):
+        assert not any(earlier <= later for earlier in rows[:i]), f"row {sorted(later)} is shadowed"
+
+
 def test_cpu_peak_is_measured_and_cached():
     peak = cpu_peak(1, torch.float32, n=256, repeats=2)
     assert peak.gflops > 0.1

@@ -1,0 +1,225 @@
+"""A fake ``tensorrt`` module for the GPU-free tests of perfkit's TensorRT backend.
+
+It has only what perfkit calls, under the real names, as the real kind (method, property, enum
+member) and with the real arity: tests/backends/test_tensorrt_bindings.py checks that every public
+name here exists in NVIDIA's real bindings of TensorRT 10 and 11, so the fake cannot invent the API
+the code assumes. Names starting with ``_`` are the fake's own controls: the outcome of each call a
+test wants (``_parse_ok``, ``_profile_index`` ...) and ``_calls``, the calls in order.
+
+Load a fresh copy per test (the ``fake_trt`` fixture in tests/backends/conftest.py).
+"""
+
+from __future__ import annotations
+
+__version__ = "10.16.1.11"
+
+_calls: list[tuple] = []
+
+
+def _log(*call) -> None:
+    _calls.append(call)
+
+
+class _Member(int):
+    """An enum member: an int with a name, printed as ``Enum.NAME`` (as pybind11 prints them)."""
+
+    def __new__(cls, owner: str, name: str, value: int):
+        member = super().__new__(cls, value)
+        member.name, member._owner = name, owner
+        return member
+
+    def __str__(self):
+        return f"{self._owner}.{self.name}"
+
+    __repr__ = __str__
+
+
+def _enum(name: str, **members: int) -> type:
+    cls = type(name, (), {})
+    for member, value in members.items():
+        setattr(cls, member, _Member(name, member, value))
+    return cls
+
+
+NetworkDefinitionCreationFlag = _enum("NetworkDefinitionCreationFlag", STRONGLY_TYPED=1)  # 0 in TensorRT 11
+BuilderFlag = _enum("BuilderFlag", TF32=6)
+MemoryPoolType = _enum("MemoryPoolType", WORKSPACE=0)
+DataType = _enum("DataType", FLOAT=0, HALF=1)
+ErrorCode = _enum("ErrorCode", INVALID_GRAPH=5, UNSUPPORTED_NODE=8)
+
+
+class ILogger:
+    Severity = _enum("Severity", INTERNAL_ERROR=0, ERROR=1, WARNING=2, INFO=3, VERBOSE=4)
+
+    def __init__(self):
+        pass
+
+    def log(self, severity, msg):
+        pass
+
+
+class IHostMemory(bytes):
+    """The real one exposes the buffer protocol (bytes(...) and write_bytes work); so does bytes."""
+
+
+class INetworkDefinition:
+    pass
+
+
+class ITimingCache:
+    def __init__(self, blob: bytes = b""):
+        self._blob = bytes(blob)
+
+    def serialize(self):
+        return IHostMemory(self._blob + b"+tuned")
+
+
+class IOptimizationProfile:
+    def set_shape(self, input, min, opt, max):  # noqa: A002 (the real parameter names)
+        _log("set_shape", input, tuple(min), tuple(opt), tuple(max))
+
+
+class IBuilderConfig:
+    _profile_index = 0  # what add_optimization_profile returns (< 0: rejected)
+    _refuse_caches: tuple[bytes, ...] = ()  # timing caches set_timing_cache refuses
+    _unreadable_caches: tuple[bytes, ...] = ()  # blobs create_timing_cache returns None for
+
+    def __init__(self):
+        self._cache = None
+
+    def clear_flag(self, flag):
+        _log("clear_flag", flag)
+
+    def set_memory_pool_limit(self, pool, pool_size):
+        _log("set_memory_pool_limit", pool, pool_size)
+
+    def add_optimization_profile(self, profile):
+        _log("add_optimization_profile")
+        return self._profile_index
+
+    def create_timing_cache(self, serialized_timing_cache):
+        blob = bytes(serialized_timing_cache)
+        return None if blob in self._unreadable_caches else ITimingCache(blob)
+
+    def set_timing_cache(self, cache, ignore_mismatch):
+        _log("set_timing_cache", cache._blob, ignore_mismatch)
+        if cache._blob in self._refuse_caches:
+            return False
+        self._cache = cache
+        return True
+
+    def get_timing_cache(self):
+        return self._cache
+
+
+class Builder:
+    _engine: bytes | None = b"fake-engine"  # what build_serialized_network returns (None: the build failed)
+
+    def __init__(self, logger):
+        self._logger = logger
+
+    def create_network(self, flags=0):
+        _log("create_network", flags)
+        return INetworkDefinition()
+
+    def create_builder_config(self):
+        return IBuilderConfig()
+
+    def create_optimization_profile(self):
+        return IOptimizationProfile()
+
+    def build_serialized_network(self, network, config):
+        if self._engine is None:
+            self._logger.log(ILogger.Severity.ERROR, "fake build error")
+            return None
+        return IHostMemory(self._engine)
+
+
+class ParserError:
+    def __init__(self, code, desc, node=-1, node_name="", node_operator=""):
+        self._v = (code, desc, node, node_name, node_operator)
+
+    def code(self):
+        return self._v[0]
+
+    def desc(self):
+        return self._v[1]
+
+    def node(self):
+        return self._v[2]
+
+    def node_name(self):
+        return self._v[3]
+
+    def node_operator(self):
+        return self._v[4]
+
+
+class OnnxParser:
+    _errors: list = []  # ParserErrors; any makes parse_from_file fail
+
+    def __init__(self, network, logger):
+        pass
+
+    def parse_from_file(self, model):
+        _log("parse_from_file", model)
+        return not self._errors
+
+    @property
+    def num_errors(self):
+        return len(self._errors)
+
+    def get_error(self, index):
+        return self._errors[index]
+
+
+class IExecutionContext:
+    _refuse: tuple[str, ...] = ()  # methods that return False (TensorRT's "no")
+
+    def __init__(self):
+        self._shape = None
+
+    def set_optimization_profile_async(self, profile_index, stream_handle):
+        _log("set_optimization_profile_async", profile_index, stream_handle)
+        return "set_optimization_profile_async" not in self._refuse
+
+    def set_input_shape(self, name, shape):
+        self._shape = tuple(shape)
+        return "set_input_shape" not in self._refuse
+
+    def get_tensor_shape(self, name):
+        return (self._shape[0], 10)
+
+    def set_tensor_address(self, name, memory):
+        _log("set_tensor_address", name)
+        return "set_tensor_address" not in self._refuse
+
+    def execute_async_v3(self, stream_handle):
+        _log("execute_async_v3", stream_handle)
+        return "execute_async_v3" not in self._refuse
+
+
+class ICudaEngine:
+    _dtypes = {"input": DataType.FLOAT, "logits": DataType.FLOAT}
+    _context = True  # False: create_execution_context returns None
+
+    def get_tensor_dtype(self, name):
+        return self._dtypes[name]
+
+    def create_execution_context(self):
+        return IExecutionContext() if self._context else None
+
+    @property
+    def device_memory_size_v2(self):
+        return 1 << 20
+
+
+class Runtime:
+    _engine = True  # False: deserialize_cuda_engine returns None
+
+    def __init__(self, logger):
+        pass
+
+    def deserialize_cuda_engine(self, serialized_engine):
+        _log("deserialize_cuda_engine", bytes(serialized_engine))
+        return ICudaEngine() if self._engine else None
