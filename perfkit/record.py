@@ -76,8 +76,8 @@ def _complexity(result) -> list[Record]:
     metrics = c.metrics()
     metrics.update(
         layers=[row.as_dict() for row in s.layers], params_outside_rows=s.params_outside_rows,
-        input_mb=s.input_mb, forward_backward_mb=s.forward_backward_mb, params_mb=s.params_mb, total_mb=s.total_mb,
-        memory_convention=MEMORY_CONVENTION,
+        unrowed_params=s.unrowed_params, input_mib=s.input_mib, forward_backward_mib=s.forward_backward_mib,
+        params_mib=s.params_mib, total_mib=s.total_mib, memory_convention=MEMORY_CONVENTION,
     )
     return [_record(Kind.COMPLEXITY, result.where, metrics)]
 

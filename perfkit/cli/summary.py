@@ -45,9 +45,15 @@ def run(args) -> int:
 
 
 def _notes(record) -> list[str]:
+    from rich.markup import escape
+
     m = record.metrics
     out = [f"[dim]params: {m['params_convention']}.[/]", f"[dim]not counted in MACs: {m['not_counted']}.[/]"]
     if m.get("params_outside_rows"):
+        named = sorted((m.get("unrowed_params") or {}).items(), key=lambda kv: -kv[1])
+        which = ", ".join(f"{escape(n)} ({v:,})" for n, v in named[:6]) + (
+            f" and {len(named) - 6} more" if len(named) > 6 else "")
         out.append(f"[dim]{m['params_outside_rows']:,} params are in no layer row: modules not called at inference "
-                   "(e.g. inception_v3's AuxLogits), parameters of non-leaf modules, or shared weights.[/]")
+                   "(e.g. inception_v3's AuxLogits), parameters held directly by a module whose submodules are rows "
+                   f"(a ViT's class token and position embedding), or shared weights{': ' + which if which else ''}.[/]")
     return out

@@ -14,7 +14,7 @@ from pathlib import Path
 from perfkit.deps import require
 from perfkit.report.console import fmt_bytes, fmt_float, fmt_int, fmt_sci, fmt_seconds, fmt_time
 from perfkit.report.rows import (
-    failure_rows, is_random, latest_ok, load_run, summary_rows, training_curves, training_rows, weights_label,
+    failure_rows, is_random, latest_ok, load_run, memory_mib, summary_rows, training_curves, training_rows, weights_label,
 )
 from perfkit.store import Kind, Record, Store
 
@@ -257,7 +257,7 @@ def report_context(store: Store, run_id: str) -> dict:
     run, records = load_run(store, run_id)
     rows = summary_rows(records)
     curves = training_curves(records)
-    complexity = _record_rows(records, Kind.COMPLEXITY)
+    complexity = [{**c, "memory_mib": memory_mib(c)} for c in _record_rows(records, Kind.COMPLEXITY)]
     return {
         "run": run, "records": len(records), "rows": rows,
         "measured_accuracy": any(r["top1_pct"] is not None for r in rows),

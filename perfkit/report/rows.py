@@ -41,6 +41,16 @@ def weights_label(weights: str | None) -> str:
     return weights.split(".")[-1]
 
 
+MEMORY_ESTIMATES = ("input", "forward_backward", "params", "total")
+
+
+def memory_mib(metrics: dict) -> dict[str, float | None]:
+    """A complexity record's memory estimates in MiB, by name (``input``, ``forward_backward``, ...).
+
+    Records of schema 2 and older stored the same MiB values under ``*_mb`` keys."""
+    return {k: metrics.get(f"{k}_mib", metrics.get(f"{k}_mb")) for k in MEMORY_ESTIMATES}
+
+
 def published_by_model(records: Iterable[Record]) -> dict[tuple, dict]:
     """(model, weights) → the published numbers recorded with the run (kind model), or, for records
     written before model records existed, what the complexity and accuracy records carried."""

@@ -80,3 +80,59 @@ def test_tied_weights_counted_once_and_frozen_params_are_non_trainable():
     model[2].requires_grad_(False)
     assert count_params(model) == (16 + 10, 16)
 
+
+
+def _tiny_vit():
+    import torchvision
+
+    # 32×32 in 16×16 patches: 4 patches + the class token = 5 tokens of width 8, 2 heads of 4
+    return torchvision.models.VisionTransformer(image_size=32, patch_size=16, num_layers=1, num_heads=2,
+                                                hidden_dim=8, mlp_dim=16, num_classes=10).eval()
+
+
+def test_vit_attention_is_counted_with_the_mha_fast_path_off():
+    """In eval mode under no_grad nn.MultiheadAttention runs one fused op without a FLOP formula;
+    perfkit turns the fast path off while counting, so its projections and products count."""
+    assert torch.backends.mha.get_fastpath_enabled()
+    macs, by_op, uncounted = count_macs(_tiny_vit(), torch.zeros(1, 3, 32, 32))
+    patches = 8 * 2 * 2 * (3 * 16 * 16)
+    qkv, products, out_proj = 5 * 8 * 24, 2 * (2 * 5 * 5 * 4), 5 * 8 * 8
+    mlp, head = 5 * 8 * 16 + 5 * 16 * 8, 8 * 10
+    assert macs == patches + qkv + products + out_proj + mlp + head == 27_616
+    assert "aten._native_multi_head_attention" not in uncounted
+    assert torch.backends.mha.get_fastpath_enabled()  # restored after counting
+
+
+def test_mha_fastpath_is_restored_when_counting_fails():
+    class Boom(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with pytest.raises(RuntimeError):
+            count_macs(Boom(), torch.zeros(1))
+        assert not torch.backends.mha.get_fastpath_enabled()
+    finally:
+        torch.backends.mha.set_fastpath_enabled(True)
+
+
+def test_uncounted_ops_list_only_ops_that_compute():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            y = torch.relu(self.bn(self.conv(x)))
+            return torch.cat([y, y.clone()], 1).flatten(1)
+
+    _, _, uncounted = count_macs(Block().eval(), torch.zeros(1, 3, 8, 8))
+    # batch norm in eval allocates with aten.empty; cat, clone and flatten move data: none are listed
+    assert uncounted == {"aten.native_batch_norm": 1, "aten.relu": 1}
+
+
+@pytest.mark.parametrize("name", ["resnet18"])
+def test_resnet18_uncounted_ops_have_no_allocations(name):
+    cx = measure_complexity(resolve(name, "random"))
+    assert "aten.empty" not in cx.uncounted_ops and cx.uncounted_ops["aten.native_batch_norm"] == 20

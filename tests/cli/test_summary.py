@@ -49,7 +49,7 @@ def test_json_resnet18_matches_torchvision_and_lands_in_store(capsys):
     stored = record.metrics
     assert stored["macs"] == data["macs"] and stored["layers"] == data["layers"]
     assert stored["input_size"] == [3, 224, 224] and "GFLOPS" in stored["macs_convention"]
-    assert stored["total_mb"] == pytest.approx(stored["input_mb"] + stored["forward_backward_mb"] + stored["params_mb"])
+    assert stored["total_mib"] == pytest.approx(stored["input_mib"] + stored["forward_backward_mib"] + stored["params_mib"])
 
 
 def test_table_shows_the_published_numbers_beside_the_measured_ones(capsys):
@@ -68,6 +68,14 @@ def test_table_lenet5(capsys):
                  "forward/backward pass size (MiB)", "FlopCounterMode"):
         assert text in out
     assert "lenet5 (random weights)" in out and "RANDOM WEIGHTS" in err
+
+
+def test_memory_estimates_name_their_convention_in_mib(capsys):
+    assert main(["summary", "lenet5"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for text in ("estimated total size (MiB)", "MiB = 2**20 bytes", "torchsummary", "container blocks"):
+        assert text in out
+    assert "(MB)" not in out
 
 
 def test_missing_pretrained_weights_fail_cleanly_and_are_recorded(capsys):
