@@ -1,7 +1,9 @@
 """Markers and shared fixtures.
 
 gpu / tensorrt tests skip themselves when the hardware or extra is missing; slow tests run only
-with --runslow (CI passes it: the suite still fits its time budget).
+with --runslow (CI passes it: the suite still fits its time budget); the model sweeps marked
+all_models (every torchvision classifier instead of one per family, about an hour) only with
+--runslow --all-models.
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ import torch
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
+    parser.addoption("--all-models", action="store_true", default=False,
+                     help="with --runslow: every torchvision classifier in the model sweeps, not one per family")
 
 
 def pytest_collection_modifyitems(config, items):
     skips = {}
     if not config.getoption("--runslow"):
         skips["slow"] = pytest.mark.skip(reason="slow: pass --runslow to run")
+    if not config.getoption("--all-models"):
+        skips["all_models"] = pytest.mark.skip(reason="one model per family by default: pass --all-models for all")
     if not torch.cuda.is_available():
         skips["gpu"] = pytest.mark.skip(reason="no CUDA GPU")
     if not torch.cuda.is_available() or importlib.util.find_spec("tensorrt") is None:

@@ -43,7 +43,7 @@ SCHEMAS: dict[Kind, KindSchema] = {
         "params trainable_params macs flops",
         "non_trainable_params input_size macs_by_op uncounted_ops macs_convention params_convention not_counted "
         "layers params_outside_rows unrowed_params input_mib forward_backward_mib params_mib total_mib "
-        "memory_convention onnx_macs onnx_macs_by_op onnx_tolerance onnx_agrees"),
+        "memory_convention onnx_macs onnx_macs_by_op onnx_no_formula onnx_tolerance onnx_agrees"),
     Kind.EXPORT: _schema(
         "export_seconds artifact_bytes",
         "cached seconds sha256 artifact_path warnings batch_range options main_file compiled_for"),
