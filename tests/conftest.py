@@ -56,6 +56,12 @@ def store(tmp_path):
 
 
 @pytest.fixture(scope="session")
+def lenet5_artifacts(tmp_path_factory):
+    """One artifact cache shared by the tests that only need LeNet-5's ONNX export (the slow part)."""
+    return tmp_path_factory.mktemp("lenet5-artifacts")
+
+
+@pytest.fixture(scope="session")
 def tiny_spec():
     """LeNet-5 with random weights: a real model that builds and runs in milliseconds."""
     from perfkit.zoo.registry import resolve

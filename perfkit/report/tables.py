@@ -16,7 +16,9 @@ from perfkit.report.console import (
     Column, fmt_bool, fmt_bytes, fmt_float, fmt_int, fmt_ms, fmt_pct, fmt_sci, fmt_seconds, fmt_si, fmt_time,
     render_table,
 )
-from perfkit.report.rows import failure_rows, is_random, memory_mib, summary_rows, training_rows, weights_label
+from perfkit.report.rows import (
+    failure_rows, is_random, memory_mib, parity_distances, summary_rows, training_rows, weights_label,
+)
 from perfkit.store import Kind, Record
 
 MIB = 2**20
@@ -61,7 +63,7 @@ def export_table(records: Iterable[Record], title: str):
 # -- parity ---------------------------------------------------------------------------------------
 
 def parity_table(records: Iterable[Record], title: str, caption: str | None = None):
-    rows = [_flat(r) for r in _of(records, Kind.PARITY)]
+    rows = [parity_distances(_flat(r)) for r in _of(records, Kind.PARITY)]
     return render_table(title, [
         Column("runtime", "runtime", justify="left"), Column("prec", "precision", justify="left"),
         Column("batch", "batch", fmt_int),

@@ -94,18 +94,18 @@ def test_unknown_model_is_a_usage_error(capsys):
     assert "unknown model" in capsys.readouterr().err
 
 
-def test_check_onnx_agrees_on_lenet5(capsys):
-    assert main(["summary", "lenet5", "--check-onnx", "--json"]) == 0
+def test_check_onnx_agrees_on_lenet5(capsys, lenet5_artifacts):
+    assert main(["summary", "lenet5", "--check-onnx", "--json", "--artifacts", str(lenet5_artifacts)]) == 0
     metrics = _records(capsys.readouterr().out)["complexity"]["metrics"]
     assert metrics["onnx_macs"] == metrics["macs"] == 651_720 and metrics["onnx_agrees"] is True
     assert metrics["onnx_macs_by_op"] == {"Conv": 6 * 28 * 28 * 75 + 16 * 10 * 10 * 150,
                                           "Gemm": 400 * 120 + 120 * 84 + 84 * 10}
-    assert main(["summary", "lenet5", "--check-onnx"]) == 0  # the ONNX artifact is cached now
+    assert main(["summary", "lenet5", "--check-onnx", "--artifacts", str(lenet5_artifacts)]) == 0  # cached now
     out = " ".join(capsys.readouterr().out.split())
     assert "ONNX cross-check: 0.0007 GMACs" in out and "+0.000% — agree" in out
 
 
-def test_check_onnx_disagreement_exits_1_and_fails_the_run(capsys, monkeypatch):
+def test_check_onnx_disagreement_exits_1_and_fails_the_run(capsys, monkeypatch, lenet5_artifacts):
     """A wrong PyTorch count (as the ViT one was) is reported, not printed as a silent number."""
     import dataclasses
 
@@ -118,7 +118,7 @@ def test_check_onnx_disagreement_exits_1_and_fails_the_run(capsys, monkeypatch):
         return dataclasses.replace(cx, macs=cx.macs * 2 // 3, flops=cx.flops * 2 // 3)
 
     monkeypatch.setattr(analysis, "measure_complexity", undercount)
-    assert main(["summary", "lenet5", "--check-onnx"]) == 1
+    assert main(["summary", "lenet5", "--check-onnx", "--artifacts", str(lenet5_artifacts)]) == 1
     out = " ".join(capsys.readouterr().out.split())
     assert "DISAGREE beyond 0.1%" in out and "+50.000%" in out
     with Store() as store:
