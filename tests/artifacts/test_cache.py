@@ -271,6 +271,14 @@ def test_disk_full_mid_export_is_an_artifact_error(tiny_spec, ctx):
     assert not [p for p in ctx.artifacts.rglob("*") if p.is_file()]
 
 
+def test_onnx_short_write_is_named_as_a_full_disk(tiny_spec, ctx):
+    """What the ONNX exporter raises when the disk fills: no path, no "disk full" (only byte counts)."""
+    with pytest.raises(ArtifactError, match="the disk is full: exporting onnx into") as err:
+        ensure_artifact(tiny_spec, failing("onnx", OSError("2359296 requested and 1284928 written")), ctx)
+    assert str(ctx.artifacts / "lenet5") in str(err.value)
+    assert not [p for p in ctx.artifacts.rglob("*") if p.is_file()]
+
+
 def test_full_disk_is_refused_before_writing(tiny_spec, ctx, monkeypatch):
     usage = namedtuple("usage", "total used free")
     asked = []

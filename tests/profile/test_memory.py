@@ -69,3 +69,35 @@ def test_cuda_onnxruntime_uses_nvml(tmp_path):
     assert "NVML" in result.method and result.peak_bytes > 0 and result.details["gpu_context_bytes"] > 0
     assert result.details["artifact_bytes"] > 11_689_512 * 4 * 0.9  # the ONNX file holds the fp32 weights
     to_records(result)[0].validate()
+
+
+def test_the_memory_child_ignores_ctrl_c(monkeypatch):
+    """Ctrl-C reaches the whole process group: the measuring child leaves it to the parent (which
+    kills it) instead of dying with a long traceback of its own."""
+    import os
+    import signal
+    import time
+
+    from perfkit.profile import memory as M
+
+    sent = []
+
+    class Conn:
+        def send(self, message):
+            sent.append(message)
+
+        def close(self):
+            pass
+
+    def measure(*args):
+        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C in the terminal does to the child
+        time.sleep(0.05)
+        return {"peak_bytes": 1, "method": "test"}
+
+    monkeypatch.setattr(M, "_measure_here", measure)
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        M._child(Conn())
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert sent == [("ok", {"peak_bytes": 1, "method": "test"})]
