@@ -208,6 +208,14 @@ def test_missing_or_corrupt_manifest(exported, tmp_path):
         load_artifact(tmp_path)
 
 
+def test_deleted_manifest_is_refused_with_the_way_out_and_force_rebuilds(exported, tiny_spec, ctx):
+    (exported.dir / MANIFEST).unlink()
+    with pytest.raises(ArtifactError, match=f"no manifest at {exported.dir / MANIFEST}: .*export again with --force"):
+        ensure_artifact(tiny_spec, get("torchscript"), ctx)
+    rebuilt = ensure_artifact(tiny_spec, get("torchscript"), ctx.replace(force=True))  # replaces the folder whole
+    assert not rebuilt.cached and verify(rebuilt.dir) == rebuilt.manifest
+
+
 def test_emptied_file_list_is_refused(exported, tiny_spec, ctx):
     """An emptied list would otherwise switch every file check off (even with a matching digest)."""
     def empty(m):

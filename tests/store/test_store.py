@@ -344,6 +344,16 @@ def test_cli_readers_refuse_a_missing_store_in_one_line(argv, capsys):
     assert not os.path.exists("/no")  # a reader never creates a store
 
 
+def test_a_store_whose_folder_cannot_be_created_is_one_line(tmp_path, capsys):
+    from perfkit.cli import main
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["summary", "lenet5", "--store", str(afile / "sub" / "s.db")]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]  # after the random-weights banner
+    assert f"error: cannot create the folder of the run store {afile / 'sub' / 's.db'}" in line
+
+
 def test_a_full_disk_is_one_error_naming_the_store_and_the_store_stays_usable(tmp_path):
     """SQLite rolls back by itself on SQLITE_FULL; a second ROLLBACK used to raise "no transaction is
     active" and hide the real error."""
