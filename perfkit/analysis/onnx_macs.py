@@ -54,7 +54,7 @@ class OnnxMacs:
 
 
 def count_onnx_macs(model) -> OnnxMacs:
-    """MACs of the Conv/Gemm/MatMul nodes of ``model`` (a path to a ``.onnx`` file or a ModelProto).
+    """MACs of the Conv/Gemm/MatMul/Einsum nodes of ``model`` (a path to a ``.onnx`` file or a ModelProto).
 
     External weight files are not read (only shapes are needed).
 

@@ -32,10 +32,10 @@ def add(sub) -> None:
 
 def run(args) -> int:
     from perfkit.analysis import analyze
+    from perfkit.errors import UsageError
     from perfkit.report.console import err_console
     from perfkit.report.rows import published_by_model
     from perfkit.report.tables import complexity_tables
-    from perfkit.errors import UsageError
     from perfkit.results import Failure, Kind, Where, describe
     from perfkit.store import Kind as K
 
@@ -45,7 +45,8 @@ def run(args) -> int:
     with common.session(args) as rec:
         rec.model(native)
         try:
-            with err_console.status(f"counting params and MACs of {spec.label} ..."):
+            also = " and exporting it to ONNX" if onnx_ctx else ""
+            with err_console.status(f"counting params and MACs of {spec.label}{also} ..."):
                 result = analyze(spec, onnx_ctx=onnx_ctx)
         except Exception as exc:  # recorded as the step's failure, then reported as the command's error
             rec.add(Failure.of(Kind.COMPLEXITY, Where.of(spec, "eager", "fp32", 1, "cpu"), exc))
