@@ -70,15 +70,19 @@ def _register_all() -> None:
 
 
 def _complexity(result) -> list[Record]:
-    from perfkit.analysis import MEMORY_CONVENTION
+    from perfkit.analysis import MEMORY_CONVENTION, ONNX_TOLERANCE
 
     c, s = result.complexity, result.summary
     metrics = c.metrics()
     metrics.update(
         layers=[row.as_dict() for row in s.layers], params_outside_rows=s.params_outside_rows,
-        input_mb=s.input_mb, forward_backward_mb=s.forward_backward_mb, params_mb=s.params_mb, total_mb=s.total_mb,
-        memory_convention=MEMORY_CONVENTION,
+        unrowed_params=s.unrowed_params, input_mib=s.input_mib, forward_backward_mib=s.forward_backward_mib,
+        params_mib=s.params_mib, total_mib=s.total_mib, memory_convention=MEMORY_CONVENTION,
     )
+    if result.onnx is not None:
+        metrics.update(onnx_macs=result.onnx.macs, onnx_macs_by_op=result.onnx.macs_by_op,
+                       onnx_no_formula=result.onnx.no_formula, onnx_tolerance=ONNX_TOLERANCE,
+                       onnx_agrees=result.onnx_agrees)
     return [_record(Kind.COMPLEXITY, result.where, metrics)]
 
 

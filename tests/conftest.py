@@ -1,7 +1,9 @@
 """Markers and shared fixtures.
 
 gpu / tensorrt tests skip themselves when the hardware or extra is missing; slow tests run only
-with --runslow (CI passes it: the suite still fits its time budget).
+with --runslow (CI passes it: the suite still fits its time budget); the model sweeps marked
+all_models (every torchvision classifier instead of one per family, about an hour) only with
+--runslow --all-models.
 
 Tests never touch the network, with one exception: tests/backends/test_tensorrt_bindings.py (slow)
 downloads NVIDIA's TensorRT 10 and 11 Python bindings wheels (1.3 MB each, from PyPI) once into
@@ -21,12 +23,16 @@ import torch
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
+    parser.addoption("--all-models", action="store_true", default=False,
+                     help="with --runslow: every torchvision classifier in the model sweeps, not one per family")
 
 
 def pytest_collection_modifyitems(config, items):
     skips = {}
     if not config.getoption("--runslow"):
         skips["slow"] = pytest.mark.skip(reason="slow: pass --runslow to run")
+    if not config.getoption("--all-models"):
+        skips["all_models"] = pytest.mark.skip(reason="one model per family by default: pass --all-models for all")
     if not torch.cuda.is_available():
         skips["gpu"] = pytest.mark.skip(reason="no CUDA GPU")
     if not torch.cuda.is_available() or not any(importlib.util.find_spec(m) for m in ("tensorrt", "tensorrt_bindings")):
@@ -54,6 +60,12 @@ def store(tmp_path):
 
     with Store(tmp_path / "store.db") as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def lenet5_artifacts(tmp_path_factory):
+    """One artifact cache shared by the tests that only need LeNet-5's ONNX export (the slow part)."""
+    return tmp_path_factory.mktemp("lenet5-artifacts")
 
 
 @pytest.fixture(scope="session")

@@ -70,7 +70,10 @@ class _Decode(torch.utils.data.Dataset):
         from PIL import Image
 
         if self.cache is not None:
-            hit = self.cache.get(self.positions[i])
+            try:
+                hit = self.cache.get(self.positions[i])
+            except DatasetError as exc:  # a damaged cache: raised in the main process, as one line
+                return i, None, False, exc
             if hit is not None:
                 return i, hit, True, None
         if not hasattr(self, "_fn"):
@@ -316,6 +319,9 @@ def _local_pass(spec, data: ImageNetVal, runners: Mapping[str, Runner], options:
 
 
 def _check_unreadable(failed, samples, skip: bool) -> list[str]:
+    for _, why in failed:
+        if isinstance(why, DatasetError):  # the tensor cache, not the image: never skipped
+            raise why
     for i, why in failed:
         if not skip:
             raise DatasetError(f"cannot read image {samples[i].path}: {why} "

@@ -129,7 +129,7 @@ def compare(reference: torch.Tensor, candidate: torch.Tensor, tol: Tolerance) ->
     return ParityResult(
         samples=n, max_abs_diff=float("nan") if nonfinite else d.max().item(),
         mean_abs_diff=float("nan") if nonfinite else d.mean().item(),
-        max_rel_diff=max_rel, cosine_min=cosine.min().item(),
+        max_rel_diff=float("nan") if nonfinite else max_rel, cosine_min=cosine.min().item(),
         top1_agreement=agreement, top5_overlap=overlap.mean().item(), nonfinite=nonfinite,
         within_tolerance=within, passed=not failures, atol=tol.atol, rtol=tol.rtol,
         min_top1_agreement=tol.min_top1_agreement, max_rel=tol.max_rel,

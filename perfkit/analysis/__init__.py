@@ -1,4 +1,5 @@
-"""Complexity analysis: params, MACs and FLOPs (complexity.py) and the per-layer table (layers.py)."""
+"""Complexity analysis: params, MACs and FLOPs (complexity.py), the per-layer table (layers.py) and
+the MACs of the exported ONNX graph as a cross-check of the PyTorch count (onnx_macs.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from perfkit.analysis.complexity import (
     MACS_CONVENTION, NOT_COUNTED, PARAMS_CONVENTION, Complexity, count_macs, count_params, measure_complexity,
 )
 from perfkit.analysis.layers import MEMORY_CONVENTION, LayerRow, Summary, summarize, summarize_module
+from perfkit.analysis.onnx_macs import ONNX_TOLERANCE, OnnxMacs, count_onnx_macs
 from perfkit.results import Where
 
 __all__ = [
-    "MACS_CONVENTION", "MEMORY_CONVENTION", "NOT_COUNTED", "PARAMS_CONVENTION", "Complexity", "ComplexityReport",
-    "LayerRow", "Summary", "analyze", "count_macs", "count_params", "measure_complexity", "summarize",
-    "summarize_module",
+    "MACS_CONVENTION", "MEMORY_CONVENTION", "NOT_COUNTED", "ONNX_TOLERANCE", "PARAMS_CONVENTION", "Complexity",
+    "ComplexityReport", "LayerRow", "OnnxMacs", "Summary", "analyze", "count_macs", "count_onnx_macs", "count_params",
+    "measure_complexity", "onnx_cross_check", "summarize", "summarize_module",
 ]
 
 
@@ -24,12 +26,33 @@ class ComplexityReport:
     where: Where
     complexity: Complexity
     summary: Summary
+    onnx: OnnxMacs | None = None  # the exported ONNX graph's MACs, when cross-checked
+
+    @property
+    def onnx_agrees(self) -> bool | None:
+        """Whether the ONNX count matches the PyTorch count within ``ONNX_TOLERANCE`` (None: not checked)."""
+        return None if self.onnx is None else self.onnx.agrees_with(self.complexity.macs)
 
 
-def analyze(spec, model=None) -> ComplexityReport:
-    """Build the model once (``model`` to reuse one), count it and summarise its layers, batch 1, eval mode."""
+def analyze(spec, model=None, *, onnx_ctx=None) -> ComplexityReport:
+    """Build the model once (``model`` to reuse one), count it and summarise its layers, batch 1, eval mode.
+
+    Args:
+        onnx_ctx: a ``Context``: also export the model to ONNX with perfkit's own exporter (through
+            the artifact cache in ``onnx_ctx.artifacts``) and count that graph's MACs.
+    """
     model = spec.build() if model is None else model
     first = next(model.parameters(), None)
     device = first.device.type if first is not None else "cpu"
-    return ComplexityReport(Where.of(spec, "eager", "fp32", 1, device), measure_complexity(spec, model),
-                            summarize(spec, model))
+    complexity, summary = measure_complexity(spec, model), summarize(spec, model)
+    onnx = None if onnx_ctx is None else onnx_cross_check(spec, onnx_ctx)
+    return ComplexityReport(Where.of(spec, "eager", "fp32", 1, device), complexity, summary, onnx)
+
+
+def onnx_cross_check(spec, ctx) -> OnnxMacs:
+    """MACs of ``spec``'s ONNX artifact (exported now or served from the cache), at batch 1."""
+    from perfkit.artifacts import ensure_artifact
+    from perfkit.backends import get
+
+    artifact = ensure_artifact(spec, get("onnx"), ctx.replace(device="cpu"))
+    return count_onnx_macs(artifact.path)

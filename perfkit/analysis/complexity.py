@@ -2,13 +2,16 @@
 
 MACs are multiply-accumulates of the ops ``torch.utils.flop_counter.FlopCounterMode`` has a formula
 for (convolution, linear/addmm, matmul/bmm, attention): its total counts each multiply-add as two
-FLOPs, so MACs = total / 2. This is exactly what torchvision publishes as "GFLOPS" (``meta["_ops"]``),
+FLOPs, so MACs = total / 2. ``nn.MultiheadAttention``'s inference fast path is turned off while
+counting: it is one fused op without a formula, which would make a torchvision ViT a third low. This is exactly what torchvision publishes as "GFLOPS" (``meta["_ops"]``),
 which are really GMACs; perfkit says MACs and reports FLOPs = 2 × MACs beside them.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -17,7 +20,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 MACS_CONVENTION = (
-    "multiply-accumulates of conv+linear(+matmul) = FlopCounterMode total / 2; "
+    "multiply-accumulates of conv+linear(+matmul, attention) = FlopCounterMode total / 2, "
+    "nn.MultiheadAttention's fused fast path off so its projections and products count; "
     "torchvision's 'GFLOPS' (_ops) are these MACs; FLOPs = 2 × MACs"
 )
 PARAMS_CONVENTION = (
@@ -68,6 +72,17 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
+# Ops that allocate, copy, move or select data and do no arithmetic: they are left out of
+# ``uncounted_ops``, which lists what computes but has no FLOP formula (views are left out too).
+DATA_MOVEMENT_OPS = frozenset(f"aten.{name}" for name in (
+    "empty empty_like empty_strided new_empty new_empty_strided zeros zeros_like new_zeros ones ones_like "
+    "new_ones full full_like new_full scalar_tensor arange linspace fill fill_ zero_ copy copy_ clone _to_copy "
+    "lift_fresh lift_fresh_copy detach alias _unsafe_view _reshape_alias contiguous cat stack constant_pad_nd "
+    "roll flip repeat index index_select gather select_scatter slice_scatter channel_shuffle pixel_shuffle "
+    "pixel_unshuffle split split_with_sizes unbind resize_ set_ tril triu meshgrid as_strided_"
+).split()) | {"prim.device"}  # a metadata query (seen under fake tensors)
+
+
 class _OpCalls(TorchDispatchMode):
     """Counts the aten ops a forward pass runs, so the ops without a FLOP formula can be listed."""
 
@@ -94,19 +109,38 @@ def _cpu_flash_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=N
 _EXTRA_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_sdpa_flop}
 
 
+@contextlib.contextmanager
+def _mha_fastpath_disabled() -> Iterator[None]:
+    """Turn off ``nn.MultiheadAttention``'s inference fast path, and restore it after.
+
+    In eval mode under no_grad the fast path runs the whole attention block as one
+    ``aten._native_multi_head_attention`` op, which FlopCounterMode has no formula for: QKV
+    projection, QKᵀ, AV and the output projection would count zero (a torchvision ViT a third
+    low). The regular path runs the same arithmetic as linear/matmul/attention ops it can count.
+    """
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
+
+
 def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int], dict[str, int]]:
     """MACs of one forward pass of ``model`` on ``x``.
 
     Returns:
-        (macs, macs per counted op, calls per op that ran but has no FLOP formula — views excluded).
+        (macs, macs per counted op, calls per op that computes but has no FLOP formula — views and
+        data movement such as ``aten.empty``/``aten.cat`` excluded).
     """
     counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
-    with torch.no_grad(), counter, _OpCalls() as ops:
+    with torch.no_grad(), _mha_fastpath_disabled(), counter, _OpCalls() as ops:
         model(x)
     # Every formula in FlopCounterMode is 2 × (multiply-adds), so these divisions are exact.
     by_op = {str(op): int(n) // 2 for op, n in counter.get_flop_counts().get("Global", {}).items()}
     registry = {str(op) for op in counter.flop_registry}
-    uncounted = {op: n for op, n in sorted(ops.calls.items()) if op not in registry and op not in ops.views}
+    uncounted = {op: n for op, n in sorted(ops.calls.items())
+                 if op not in registry and op not in ops.views and op not in DATA_MOVEMENT_OPS}
     return int(counter.get_total_flops()) // 2, by_op, uncounted
 
 

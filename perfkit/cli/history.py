@@ -52,10 +52,14 @@ def add_report(sub) -> None:
 
 def report(args) -> int:
     from perfkit.report.console import banner, console, print_json
+    from perfkit.report.output import check_writable
     from perfkit.report.records_io import export_payload, write_csv, write_json
     from perfkit.report.rows import load_run
     from perfkit.report.tables import summary_table
 
+    for flag, path in (("--json-out", args.json_out), ("--csv", args.csv), ("--html", args.html)):
+        if path is not None:
+            check_writable(path, flag)  # every output path before any output
     with common.open_store(args, read_only=True) as store:
         run, records = load_run(store, args.run)
         if args.json:

@@ -64,11 +64,14 @@ def run(args) -> int:
     from perfkit import pipeline
     from perfkit.report.console import banner, console, err_console
     from perfkit.report.html import render_html
+    from perfkit.report.output import check_writable
     from perfkit.report.rows import load_run
     from perfkit.report.tables import summary_table
 
     device = common.resolve_device(args)
     cfg = config(args, device)
+    if args.html is not None:
+        check_writable(args.html, "--html")  # before the run, not after it
     with common.open_store(args) as store:
         if cfg.resume:
             cfg.resume = store.get_run(cfg.resume)["id"]  # an unknown run is an error before anything runs

@@ -12,10 +12,19 @@ def add(sub) -> None:
                   "(output shape, params) like torchsummary's, total/trainable params, MACs and FLOPs with\n"
                   "their convention, the published params/GMACs beside them, and the memory estimates (MiB).\n"
                   "Weights change none of these numbers; with the default 'auto' a model without a cached\n"
-                  "pretrained file is built with random weights (and labelled so). Writes one complexity record.",
+                  "pretrained file is built with random weights (and labelled so). Writes one complexity record.\n"
+                  "--check-onnx also exports the model with perfkit's ONNX exporter (through the artifact\n"
+                  "cache) and counts the Conv/Gemm/MatMul/Einsum MACs of that graph: exit 1 when the two\n"
+                  "counts disagree by more than 0.1%.",
                   "perfkit summary resnet18 --weights random --json")
     p.add_argument("model", help="a zoo name: resnet18, inception_v3, lenet5, timm:<name>, ...")
+    p.add_argument("--input-size", default=None, metavar="C,H,W|N",
+                   help="count at this input size instead of the model's native one: C,H,W, or N for N×N "
+                        "(published numbers stay those of the native size)")
+    p.add_argument("--check-onnx", action="store_true",
+                   help="cross-check the MACs against the exported ONNX graph (same convention); exit 1 on a disagreement")
     O.weights(p)
+    O.artifacts(p)
     O.json_flag(p)
     O.store(p)
     p.set_defaults(func=run)
@@ -23,31 +32,89 @@ def add(sub) -> None:
 
 def run(args) -> int:
     from perfkit.analysis import analyze
+    from perfkit.errors import UsageError
     from perfkit.report.console import err_console
     from perfkit.report.rows import published_by_model
     from perfkit.report.tables import complexity_tables
-    from perfkit.results import Failure, Kind, Where
+    from perfkit.results import Failure, Kind, Where, describe
     from perfkit.store import Kind as K
 
-    spec = common.spec(args)
+    native = common.spec(args)
+    spec = with_input_size(native, args.input_size)
+    onnx_ctx = common.context(args, "cpu") if args.check_onnx else None
     with common.session(args) as rec:
-        rec.model(spec)
+        rec.model(native)
         try:
-            with err_console.status(f"counting params and MACs of {spec.label} ..."):
-                rec.add(analyze(spec))
+            also = " and exporting it to ONNX" if onnx_ctx else ""
+            with err_console.status(f"counting params and MACs of {spec.label}{also} ..."):
+                result = analyze(spec, onnx_ctx=onnx_ctx)
         except Exception as exc:  # recorded as the step's failure, then reported as the command's error
             rec.add(Failure.of(Kind.COMPLEXITY, Where.of(spec, "eager", "fp32", 1, "cpu"), exc))
+            if spec.input_size != native.input_size and isinstance(exc, (RuntimeError, AssertionError, ValueError)):
+                raise UsageError(f"{spec.name} does not run at --input-size {'×'.join(map(str, spec.input_size))}: "
+                                 f"{describe(exc)}") from None
             raise
+        rec.add(result)
+        if result.onnx_agrees is False:
+            rec.fail("the PyTorch and ONNX MAC counts disagree")
     [record] = [r for r in rec.records if r.kind == K.COMPLEXITY]
     published = published_by_model(rec.records).get((record.model, record.weights), {})
-    common.show(args, rec, complexity_tables(record, spec.label, published) + _notes(record))
-    return 0
+    if spec.input_size != native.input_size:
+        published = {"params": published.get("params")}  # published MACs are at the native size only
+    common.show(args, rec, complexity_tables(record, spec.label, published) + _notes(record, native, spec))
+    return common.exit_code(rec)
 
 
-def _notes(record) -> list[str]:
+def with_input_size(spec, text: str | None):
+    """``spec`` at the ``--input-size`` given as ``C,H,W`` or ``N`` (N×N with the spec's channels)."""
+    import dataclasses
+
+    from perfkit.errors import UsageError
+
+    if text is None:
+        return spec
+    try:
+        dims = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) == 1:
+        dims = (spec.input_size[0], dims[0], dims[0])
+    if len(dims) != 3 or min(dims) < 1:
+        raise UsageError(f"--input-size must be C,H,W or N (N×N), positive integers; got {text!r}")
+    return dataclasses.replace(spec, input_size=dims)
+
+
+def _notes(record, native, spec) -> list[str]:
+    from rich.markup import escape
+
     m = record.metrics
     out = [f"[dim]params: {m['params_convention']}.[/]", f"[dim]not counted in MACs: {m['not_counted']}.[/]"]
     if m.get("params_outside_rows"):
+        named = sorted((m.get("unrowed_params") or {}).items(), key=lambda kv: -kv[1])
+        which = ", ".join(f"{escape(n)} ({v:,})" for n, v in named[:6]) + (
+            f" and {len(named) - 6} more" if len(named) > 6 else "")
         out.append(f"[dim]{m['params_outside_rows']:,} params are in no layer row: modules not called at inference "
-                   "(e.g. inception_v3's AuxLogits), parameters of non-leaf modules, or shared weights.[/]")
-    return out
+                   "(e.g. inception_v3's AuxLogits), parameters held directly by a module whose submodules are rows "
+                   f"(a ViT's class token and position embedding), or shared weights{': ' + which if which else ''}.[/]")
+    if spec.input_size != native.input_size:
+        out.append(f"[yellow]counted at {'×'.join(map(str, spec.input_size))}, not the native "
+                   f"{'×'.join(map(str, native.input_size))}: published MACs (native size) are not compared.[/]")
+    if native.source == "timm":
+        out.append("[dim]published: timm publishes top-1/params/GMACs per pretrained tag in its results tables "
+                   "(pytorch-image-models/results/*.csv), which the installed timm package does not ship; "
+                   "perfkit has no offline copy, so no published column is shown.[/]")
+    return out + _onnx_notes(m)
+
+
+def _onnx_notes(m: dict) -> list[str]:
+    if m.get("onnx_macs") is None:
+        return []
+    diff = 100 * (m["onnx_macs"] / m["macs"] - 1) if m["macs"] else 0.0
+    by_op = ", ".join(f"{op} {v / 1e9:.3f} G" for op, v in m.get("onnx_macs_by_op", {}).items())
+    line = (f"ONNX cross-check: {m['onnx_macs'] / 1e9:.4f} GMACs in perfkit's exported ONNX graph ({by_op}) vs "
+            f"{m['macs'] / 1e9:.4f} GMACs counted in PyTorch: {diff:+.3f}%")
+    if m.get("onnx_agrees"):
+        return [f"[green]{line} — agree (tolerance {100 * m['onnx_tolerance']:g}%).[/]"]
+    missing = "; ".join(f"{op} ×{n}" for op, n in (m.get("onnx_no_formula") or {}).items())
+    why = f"the graph has ops without a MAC formula ({missing})" if missing else "one of the two counts is wrong"
+    return [f"[red]{line} — DISAGREE beyond {100 * m['onnx_tolerance']:g}%: {why}.[/]"]

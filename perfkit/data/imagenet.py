@@ -226,19 +226,30 @@ def _flat(root: Path) -> tuple[list[Sample], str]:
 
 def _from_loc_csv(path: Path, files: dict[str, Path]) -> list[Sample]:
     index = synset_index()
-    truth = {}
-    with path.open(newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if not header or header[:2] != ["ImageId", "PredictionString"]:
-            raise DatasetError(f"{path}: expected the header 'ImageId,PredictionString', got {header}")
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            wnid = row[1].split()[0] if len(row) > 1 and row[1].split() else ""
-            if wnid not in index:
-                raise DatasetError(f"{path}:{line}: '{wnid}' is not an ImageNet-1k WordNet id")
-            truth[row[0]] = index[wnid]
+    truth: dict[str, int] = {}
+    first_line: dict[str, int] = {}
+    try:
+        # utf-8-sig: a byte-order mark (spreadsheet exports write one) is not part of the header
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not a UTF-8 text CSV (undecodable byte at offset {exc.start})") from None
+    except csv.Error as exc:
+        raise DatasetError(f"{path}: not a readable CSV ({exc})") from None
+    header = rows[0] if rows else None
+    if not header or header[:2] != ["ImageId", "PredictionString"]:
+        raise DatasetError(f"{path}: expected the header 'ImageId,PredictionString', got {header}")
+    for line, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        wnid = row[1].split()[0] if len(row) > 1 and row[1].split() else ""
+        if wnid not in index:
+            raise DatasetError(f"{path}:{line}: '{wnid}' is not an ImageNet-1k WordNet id")
+        if row[0] in truth and truth[row[0]] != index[wnid]:
+            raise DatasetError(f"{path}:{line}: {row[0]} is listed again with another label ({wnid}; line "
+                               f"{first_line[row[0]]} says {synsets()[truth[row[0]]]}): the ground truth is ambiguous")
+        first_line.setdefault(row[0], line)
+        truth[row[0]] = index[wnid]
     by_stem = {Path(name).stem: f for name, f in files.items()}
     _check_same(path, set(truth), set(by_stem))
     return [Sample(by_stem[stem], label, by_stem[stem].name) for stem, label in truth.items()]

@@ -7,6 +7,7 @@ formatters below are the one place units and rounding are decided.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -108,7 +109,10 @@ def fmt_ms(v) -> str:
 
 
 def fmt_sci(v) -> str:
-    return "—" if _none(v) else f"{float(v):.2e}"
+    if _none(v):
+        return "—"
+    v = float(v)
+    return "NaN" if math.isnan(v) else (f"{'-' if v < 0 else ''}Inf" if math.isinf(v) else f"{v:.2e}")
 
 
 def fmt_bool(v) -> str:

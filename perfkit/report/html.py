@@ -13,8 +13,10 @@ from pathlib import Path
 
 from perfkit.deps import require
 from perfkit.report.console import fmt_bytes, fmt_float, fmt_int, fmt_sci, fmt_seconds, fmt_time
+from perfkit.report.output import check_writable, write_text
 from perfkit.report.rows import (
-    failure_rows, is_random, latest_ok, load_run, summary_rows, training_curves, training_rows, weights_label,
+    failure_rows, is_random, latest_ok, load_run, memory_mib, parity_distances, summary_rows, training_curves,
+    training_rows, weights_label,
 )
 from perfkit.store import Kind, Record, Store
 
@@ -257,12 +259,12 @@ def report_context(store: Store, run_id: str) -> dict:
     run, records = load_run(store, run_id)
     rows = summary_rows(records)
     curves = training_curves(records)
-    complexity = _record_rows(records, Kind.COMPLEXITY)
+    complexity = [{**c, "memory_mib": memory_mib(c)} for c in _record_rows(records, Kind.COMPLEXITY)]
     return {
         "run": run, "records": len(records), "rows": rows,
         "measured_accuracy": any(r["top1_pct"] is not None for r in rows),
         "random_models": sorted({r["model"] for r in rows if r["random"]}),
-        "parity": _record_rows(records, Kind.PARITY), "exports": _record_rows(records, Kind.EXPORT),
+        "parity": [parity_distances(p) for p in _record_rows(records, Kind.PARITY)], "exports": _record_rows(records, Kind.EXPORT),
         "complexity": complexity, "failures": failure_rows(records), "training": training_rows(records),
         "env": _env_items(run["env"]), "charts": build_charts(rows, curves),
         "generated": time.time(),
@@ -287,8 +289,9 @@ def _environment():
     return env
 
 
-def render_html(store: Store, run_id: str, path: str | Path) -> Path:
+def render_html(store: Store, run_id: str, path: str | Path, flag: str = "--html") -> Path:
     """Write the run's report as one self-contained HTML file (plotly.js inlined) and return its path."""
+    check_writable(path, flag)
     pio = require("plotly.io")
     from plotly.offline import get_plotlyjs
 
@@ -298,7 +301,4 @@ def render_html(store: Store, run_id: str, path: str | Path) -> Path:
                      for name, fig in ctx["charts"].items()}
     ctx["plotly_js"] = get_plotlyjs()
     html = _environment().get_template("report.html.j2").render(**ctx)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html, encoding="utf-8")
-    return path
+    return write_text(path, html, flag)

@@ -8,10 +8,12 @@ per metric (lists and dicts as JSON text).
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
 from perfkit.errors import PerfkitError
+from perfkit.report.output import check_writable, write_text
 from perfkit.report.rows import load_run
 from perfkit.store import Record, Store
 
@@ -27,12 +29,10 @@ def export_payload(store: Store, run_id: str) -> dict:
     return {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "run": run, "records": [r.to_dict() for r in records]}
 
 
-def write_json(store: Store, run_id: str, path: str | Path) -> Path:
+def write_json(store: Store, run_id: str, path: str | Path, flag: str = "--json-out") -> Path:
+    check_writable(path, flag)
     payload = export_payload(store, run_id)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1, default=str) + "\n", encoding="utf-8")
-    return path
+    return write_text(path, json.dumps(payload, indent=1, default=str) + "\n", flag)
 
 
 def read_json(path: str | Path) -> tuple[dict, list[Record]]:
@@ -48,29 +48,34 @@ def read_json(path: str | Path) -> tuple[dict, list[Record]]:
         raise PerfkitError(f"{path} is not a perfkit JSON export (write one with `perfkit report RUN --json FILE`)")
     if payload.get("version") != EXPORT_VERSION:
         raise PerfkitError(f"{path} is export version {payload.get('version')}; this perfkit reads {EXPORT_VERSION}")
-    try:
-        records = [Record.from_dict(d) for d in payload["records"]]
-        for r in records:
-            r.validate()
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PerfkitError(f"{path} holds a malformed record: {exc}") from None
-    return payload["run"], records
+    run, items = payload.get("run"), payload.get("records")
+    if not isinstance(run, dict) or not isinstance(items, list):
+        raise PerfkitError(f"{path} is not a perfkit JSON export: 'run' must be an object and 'records' a list")
+    records = []
+    for i, item in enumerate(items):
+        try:
+            record = Record.from_dict(item)
+            record.validate()
+            if not isinstance(record.created, (int, float)) or isinstance(record.created, bool):
+                raise ValueError(f"'created' is {record.created!r}, not a timestamp")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PerfkitError(f"{path} holds a malformed record (#{i}): {exc}") from None
+        records.append(record)
+    return run, records
 
 
-def write_csv(store: Store, run_id: str, path: str | Path) -> Path:
+def write_csv(store: Store, run_id: str, path: str | Path, flag: str = "--csv") -> Path:
+    check_writable(path, flag)
     _, records = load_run(store, run_id)
     metrics = sorted({k for r in records for k in r.metrics})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow([*CSV_COLUMNS, *metrics])
-        for r in records:
-            row = r.to_dict()
-            values = [r.metrics.get(k) for k in metrics]
-            writer.writerow([*("" if row[c] is None else row[c] for c in CSV_COLUMNS),
-                             *(_cell(v) for v in values)])
-    return path
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow([*CSV_COLUMNS, *metrics])
+    for r in records:
+        row = r.to_dict()
+        values = [r.metrics.get(k) for k in metrics]
+        writer.writerow([*("" if row[c] is None else row[c] for c in CSV_COLUMNS), *(_cell(v) for v in values)])
+    return write_text(path, text.getvalue(), flag)
 
 
 def _cell(value) -> str | int | float | bool:

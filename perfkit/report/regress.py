@@ -44,11 +44,22 @@ def load_side(store: Store | None, ref: str) -> Side:
     path = Path(ref)
     if path.suffix == ".json" or path.is_file():
         run, records = read_json(path)
+        _check_compared_numbers(path, records)
         return Side(f"{path} (run {run.get('id')})", run, records)
     if store is None:
         raise PerfkitError(f"'{ref}' is not a file, and no run store was given to look it up in")
     run, records = load_run(store, ref)
     return Side(run["id"], run, records)
+
+
+def _check_compared_numbers(path: Path, records: list[Record]) -> None:
+    """Every metric regress compares must be a number in a file (a hand-edited baseline may say "fast")."""
+    for i, r in enumerate(records):
+        for metric in COMPARED.get(r.kind, ()) if r.status == "ok" else ():
+            value = r.metrics.get(metric)
+            if value is not None and not isinstance(value, (int, float)):
+                raise PerfkitError(f"{path} holds a malformed record (#{i}, {r.kind} {r.model} {r.runtime or ''}): "
+                                   f"{metric} is {value!r}, not a number")
 
 
 def _key(r: Record) -> tuple:

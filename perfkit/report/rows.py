@@ -8,6 +8,7 @@ never looked up again, and are always labelled as published, never mixed with wh
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterable
 
 from perfkit.store import Kind, Record, Store
@@ -39,6 +40,16 @@ def weights_label(weights: str | None) -> str:
     if is_random(weights):
         return "random"
     return weights.split(".")[-1]
+
+
+MEMORY_ESTIMATES = ("input", "forward_backward", "params", "total")
+
+
+def memory_mib(metrics: dict) -> dict[str, float | None]:
+    """A complexity record's memory estimates in MiB, by name (``input``, ``forward_backward``, ...).
+
+    Records of schema 2 and older stored the same MiB values under ``*_mb`` keys."""
+    return {k: metrics.get(f"{k}_mib", metrics.get(f"{k}_mb")) for k in MEMORY_ESTIMATES}
 
 
 def published_by_model(records: Iterable[Record]) -> dict[tuple, dict]:
@@ -179,17 +190,33 @@ def _batch_fields(k: tuple, latency: dict, memory: dict) -> list[dict]:
     return out
 
 
+PARITY_DISTANCES = ("max_abs_diff", "mean_abs_diff", "max_rel_diff")
+
+
+def parity_distances(metrics: dict) -> dict:
+    """A parity record's metrics with its logit distances as NaN where the runtime produced NaN/Inf
+    logits: the record stores them as missing (an ok record holds no NaN), which would otherwise read
+    as "not measured" or, worse, as the finite entries' small difference."""
+    if not metrics.get("nonfinite"):
+        return metrics
+    return {**metrics, **{k: math.nan for k in PARITY_DISTANCES}}
+
+
+def _worst(a, b):
+    return math.nan if math.isnan(a) or math.isnan(b) else max(a, b)
+
+
 def parity_by_candidate(records: list[Record], key=candidate_key) -> dict[tuple, dict]:
     """Parity per candidate over all the batches it was checked at: worst agreement, largest
     difference, and passed only when every batch passed."""
     per_batch = latest_ok((r for r in records if r.kind == Kind.PARITY), lambda r: (key(r), r.batch))
     out: dict[tuple, dict] = {}
     for (k, _), r in per_batch.items():
-        m = r.metrics
+        m = parity_distances(r.metrics)
         agg = out.setdefault(k, {"parity_agreement": m["top1_agreement"], "parity_max_abs_diff": m["max_abs_diff"],
                                  "parity_passed": bool(m["passed"])})
         agg["parity_agreement"] = min(agg["parity_agreement"], m["top1_agreement"])
-        agg["parity_max_abs_diff"] = max(agg["parity_max_abs_diff"], m["max_abs_diff"])
+        agg["parity_max_abs_diff"] = _worst(agg["parity_max_abs_diff"], m["max_abs_diff"])
         agg["parity_passed"] = agg["parity_passed"] and bool(m["passed"])
     return out
 

@@ -13,7 +13,10 @@ from dataclasses import asdict, dataclass
 from perfkit.report.rows import candidate_key, is_random, latest_ok, parity_by_candidate, published_by_model
 from perfkit.store import Kind, Record, Store
 
-MB = 1e6  # --max-memory-mb counts megabytes of 10^6 bytes (a deployment budget, like a device's datasheet)
+# --max-memory-mb is a deployment budget in megabytes of 10^6 bytes, as device datasheets and memory
+# limits count them; every table and message of select says "MB = 10^6 bytes". Elsewhere perfkit shows
+# memory in MiB (2**20 bytes: profile, run summary, summary's estimates) and says so.
+MB = 1e6
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ def _reasons(c: dict, con: Constraints) -> list[str]:
         if c["peak_bytes"] is None:
             why.append(f"no peak memory measured at batch {con.batch}")
         elif c["peak_bytes"] > con.max_memory_mb * MB:
-            why.append(f"peak memory {c['peak_bytes'] / MB:.1f} MB > {con.max_memory_mb:g} MB")
+            why.append(f"peak memory {c['peak_bytes'] / MB:.1f} MB > {con.max_memory_mb:g} MB (MB = 10^6 bytes)")
     if why and c["last_error"] and (lat is None or c["top1"] is None):
         why.append(f"last failure: {c['last_error']}")
     return why

@@ -16,7 +16,9 @@ from perfkit.report.console import (
     Column, fmt_bool, fmt_bytes, fmt_float, fmt_int, fmt_ms, fmt_pct, fmt_sci, fmt_seconds, fmt_si, fmt_time,
     render_table,
 )
-from perfkit.report.rows import failure_rows, is_random, summary_rows, training_rows, weights_label
+from perfkit.report.rows import (
+    failure_rows, is_random, memory_mib, parity_distances, summary_rows, training_rows, weights_label,
+)
 from perfkit.store import Kind, Record
 
 MIB = 2**20
@@ -61,7 +63,7 @@ def export_table(records: Iterable[Record], title: str):
 # -- parity ---------------------------------------------------------------------------------------
 
 def parity_table(records: Iterable[Record], title: str, caption: str | None = None):
-    rows = [_flat(r) for r in _of(records, Kind.PARITY)]
+    rows = [parity_distances(_flat(r)) for r in _of(records, Kind.PARITY)]
     return render_table(title, [
         Column("runtime", "runtime", justify="left"), Column("prec", "precision", justify="left"),
         Column("batch", "batch", fmt_int),
@@ -188,7 +190,7 @@ def complexity_tables(record: Record, label: str, published: dict | None = None)
     ref_params, ref_gmacs = published.get("params", m.get("ref_params")), published.get("gmacs", m.get("ref_gmacs"))
     params_diff = None if ref_params is None else m["params"] - ref_params
     macs_diff = None if not ref_gmacs else 100 * (m["macs"] / (ref_gmacs * 1e9) - 1)
-    mb = fmt_float(2)
+    mb, mib = fmt_float(2), memory_mib(m)
 
     def row(name, measured, published="", difference=""):
         return {"name": name, "measured": measured, "published": published, "difference": difference}
@@ -200,10 +202,10 @@ def complexity_tables(record: Record, label: str, published: dict | None = None)
         row("MACs", fmt_si(m["macs"]), fmt_si(None if ref_gmacs is None else ref_gmacs * 1e9),
             "—" if macs_diff is None else f"{macs_diff:+.3f}%"),
         row("FLOPs (2 × MACs)", fmt_si(m["flops"])),
-        row("input size (MiB)", mb(m.get("input_mb"))),
-        row("forward/backward pass size (MiB)", mb(m.get("forward_backward_mb"))),
-        row("params size (MiB)", mb(m.get("params_mb"))),
-        row("estimated total size (MiB)", mb(m.get("total_mb"))),
+        row("input size (MiB)", mb(mib["input"])),
+        row("forward/backward pass size (MiB)", mb(mib["forward_backward"])),
+        row("params size (MiB)", mb(mib["params"])),
+        row("estimated total size (MiB)", mb(mib["total"])),
     ]
     totals = render_table(f"{label} — totals", [
         Column("", "name", justify="left"), Column("measured", "measured"), Column("published", "published"),
@@ -351,7 +353,7 @@ def select_tables(result: dict, batch: int) -> list:
         Column("p99", "latency_p99_ms", fmt_ms), Column("img/s", "throughput_per_s", fmt_float(1)),
         Column("peak MB", "peak_bytes", lambda v: "—" if v is None else f"{v / MB:.1f}"),
     ], result["selected"], caption="★ = Pareto-optimal: no other candidate is both more accurate and faster; "
-                                   "MB = 10^6 bytes")]
+                                   "MB = 10^6 bytes (the --max-memory-mb budget's unit; other tables show MiB = 2**20)")]
     if result["excluded"]:
         out.append(render_table("excluded", [
             Column("model", name, str, justify="left"), Column("runtime", "runtime", justify="left"),

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from perfkit.results import Kind
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: complexity sizes in *_mib (were *_mb holding MiB), unrowed_params, onnx_*
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,8 @@ SCHEMAS: dict[Kind, KindSchema] = {
     Kind.COMPLEXITY: _schema(
         "params trainable_params macs flops",
         "non_trainable_params input_size macs_by_op uncounted_ops macs_convention params_convention not_counted "
-        "layers params_outside_rows input_mb forward_backward_mb params_mb total_mb memory_convention"),
+        "layers params_outside_rows unrowed_params input_mib forward_backward_mib params_mib total_mib "
+        "memory_convention onnx_macs onnx_macs_by_op onnx_no_formula onnx_tolerance onnx_agrees"),
     Kind.EXPORT: _schema(
         "export_seconds artifact_bytes",
         "cached seconds sha256 artifact_path warnings batch_range options main_file compiled_for"),

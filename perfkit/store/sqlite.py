@@ -166,17 +166,27 @@ class Store:
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            raise PerfkitError(f"cannot write to the run store {self.path}: {exc}") from None
+            raise PerfkitError(self._write_failed(exc)) from None
         try:
             yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        try:
             self._db.execute("COMMIT")
         except sqlite3.OperationalError as exc:  # e.g. disk full: one line naming the store
+            self._rollback()
+            raise PerfkitError(self._write_failed(exc)) from None
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        # SQLite has already rolled back after some errors (a full disk): ROLLBACK would then fail
+        # with "no transaction is active" and hide the real error.
+        if self._db.in_transaction:
             self._db.execute("ROLLBACK")
-            raise PerfkitError(f"cannot write to the run store {self.path}: {exc}") from None
+
+    def _write_failed(self, exc: sqlite3.Error) -> str:
+        full = "full" in str(exc).lower()
+        hint = f"; free some space in {self.path.parent} or pass --store elsewhere" if full else ""
+        return f"cannot write to the run store {self.path}: {exc}{hint}"
 
     # -- runs -------------------------------------------------------------------------------
 

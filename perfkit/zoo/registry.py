@@ -255,6 +255,7 @@ def _construct(spec: ModelSpec) -> nn.Module:
 
     arch = spec.name
     kwargs = dict(_PRETRAINED_ARCH.get(arch, {}))
+    kwargs.update(_sized_by_input(arch, spec.input_size))
     if arch in _PRETRAINED_ARCH:
         kwargs["init_weights"] = spec.random_weights  # skip the slow init when weights follow
     model = torchvision.models.get_model(arch, weights=None, num_classes=spec.num_classes, **kwargs)
@@ -271,6 +272,22 @@ def _construct(spec: ModelSpec) -> nn.Module:
     return model
 
 
+def _sized_by_input(arch: str, input_size: tuple[int, int, int]) -> dict:
+    """Builder arguments that size the architecture to its input.
+
+    torchvision's ViT and MaxViT builders take the image size from the weights they load (a ViT's
+    position embedding has one entry per patch: vit_h_14's default weights are at 518, the SWAG
+    vit_b_16 at 384); perfkit builds with ``weights=None`` and loads the state afterwards, so it
+    passes the spec's input size itself. It also lets ``perfkit summary --input-size`` count them at
+    another resolution.
+    """
+    if arch.startswith("vit_"):
+        return {"image_size": input_size[1]}
+    if arch.startswith("maxvit"):
+        return {"input_size": tuple(input_size[1:])}
+    return {}
+
+
 def _construct_timm(spec: ModelSpec) -> nn.Module:
     timm = _timm()
     arch = spec.name[len("timm:"):]
@@ -279,13 +296,24 @@ def _construct_timm(spec: ModelSpec) -> nn.Module:
         if spec.weights.kind == "file":
             W.apply_state(model, W.load_state_file(spec.weights.value), spec.weights.value)
         return model
+    cfg = timm.models.get_pretrained_cfg(arch)
+    cfg = cfg.to_dict() if cfg is not None else {}
+    cached = _timm_cached_file(cfg)
+    if cached is None and not W.network_available("huggingface.co"):
+        raise WeightsError(_timm_missing(arch, cfg, "this machine is offline"))
     try:
-        return timm.create_model(arch, pretrained=True)
+        # A cached file is loaded from its path: no request to the Hub at all.
+        overlay = {"file": cached} if cached else None
+        return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=overlay)
     except Exception as exc:
-        from huggingface_hub.constants import HF_HUB_CACHE
+        raise WeightsError(_timm_missing(arch, cfg, f"loading failed: {type(exc).__name__}")) from None
 
-        raise WeightsError(
-            f"pretrained weights for timm:{arch} could not be loaded ({type(exc).__name__}).\n"
-            f"  expected in the Hugging Face cache: {HF_HUB_CACHE}\n"
-            f"  pass --weights PATH to a state dict, or --weights random (accuracy is not meaningful)"
-        ) from None
+
+def _timm_missing(arch: str, cfg: dict, why: str) -> str:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    repo = cfg.get("hf_hub_id")
+    where = Path(HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" if repo else Path(HF_HUB_CACHE)
+    return (f"pretrained weights for timm:{arch} are not in the Hugging Face cache and {why}.\n"
+            f"  expected in: {where} (model.safetensors or pytorch_model.bin; $HF_HUB_CACHE moves it)\n"
+            f"  pass --weights PATH to a state dict, or --weights random (accuracy is not meaningful)")

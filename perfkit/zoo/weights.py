@@ -40,10 +40,16 @@ class WeightsRef:
 RANDOM = WeightsRef("random", "random", f"random:seed{RANDOM_SEED}")
 
 
-def file_ref(path: str | os.PathLike) -> WeightsRef:
-    path = Path(path).expanduser()
+def _check_file(path: Path) -> None:
+    if path.is_dir():
+        raise WeightsError(f"weights path {path} is a directory: pass the state-dict file inside it")
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
+
+
+def file_ref(path: str | os.PathLike) -> WeightsRef:
+    path = Path(path).expanduser()
+    _check_file(path)
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -51,9 +57,16 @@ def file_ref(path: str | os.PathLike) -> WeightsRef:
     return WeightsRef("file", str(path.resolve()), f"file:{digest.hexdigest()[:16]}")
 
 
+def offline_by_setting() -> bool:
+    """``PERFKIT_OFFLINE`` or Hugging Face's ``HF_HUB_OFFLINE`` set to 1/true/yes/on."""
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+               for name in ("PERFKIT_OFFLINE", "HF_HUB_OFFLINE"))
+
+
 def network_available(host: str = "download.pytorch.org", timeout: float = 3.0) -> bool:
-    """Cheap check so that an offline machine fails at once instead of hanging in a download."""
-    if os.environ.get("PERFKIT_OFFLINE") or os.environ.get("HF_HUB_OFFLINE"):
+    """Cheap check so that an offline machine fails at once instead of hanging in a download
+    (Hugging Face's client retries for about a minute before it gives up)."""
+    if offline_by_setting():
         return False
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
@@ -85,8 +98,7 @@ def load_torchvision_state(weights) -> dict:
 def load_state_file(path: str | os.PathLike) -> dict:
     """A state dict from a file: a bare state dict, or a checkpoint holding one under state_dict/model."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
+    _check_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt/truncated/non-torch file

@@ -483,3 +483,21 @@ def test_cli_a_requested_runtime_that_cannot_run_is_a_non_zero_exit(weights, dat
         assert sorted((r.runtime, r.status) for r in store.records(kind="accuracy")) == [("aoti", "error"),
                                                                                          ("eager", "ok")]
         assert store.get_run("latest")["status"] == "failed"
+
+
+def test_zeroed_cache_is_refused_not_scored(small, dataset, tmp_path):
+    """Zeroed cache contents once gave top-1 0 % "from cache" with exit 0."""
+    from perfkit.data.cache import TensorCache
+
+    run(small, dataset, cache_dir=tmp_path / "c")
+    (tensors,) = (tmp_path / "c").rglob("tensors.u8")
+    meta = json.loads((tensors.parent / "meta.json").read_text())
+    with tensors.open("r+b") as fh:  # zero the data, keep the flags and checksums
+        size = fh.seek(0, 2)
+        offset = TensorCache(tmp_path / "c", meta["key"], meta["identity"], meta["count"], meta["shape"])._data_offset
+        fh.seek(offset)
+        fh.write(bytes(size - offset))
+    for workers in (0, 2):  # raised from a DataLoader worker too, as the same one-line error
+        with pytest.raises(DatasetError, match="does not match its checksum") as err:
+            run(small, dataset, cache_dir=tmp_path / "c", workers=workers)
+        assert "\n" not in str(err.value)

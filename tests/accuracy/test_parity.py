@@ -243,3 +243,29 @@ def test_check_refuses_a_tampered_artifact_naming_the_file(capsys, shared_artifa
 def test_check_batch_outside_the_range_is_a_usage_error(capsys):
     assert main(["check", "lenet5", "--weights", "random", "--batch", "1,300"]) == 2
     assert "artifact range 1..256" in capsys.readouterr().err
+
+
+def test_nan_logits_show_as_nan_in_the_parity_and_run_tables():
+    """The record stores the distances as missing; every table says NaN (not "—", not 0)."""
+    from rich.console import Console
+
+    from perfkit.record import to_records
+    from perfkit.report.rows import parity_by_candidate
+    from perfkit.report.tables import parity_table
+    from perfkit.results import Where
+
+    ref = _logits()
+    cand = ref.clone()
+    cand[0, 0] = float("nan")
+    records = []
+    for batch in (1, 8):  # two batches: the run summary takes the worst over them
+        records += to_records(P.ParityCheck(Where("m", "onnx", "fp32", batch), P.compare(ref, cand, P.tolerance("fp32")),
+                                            "synthetic"))
+    records += to_records(P.ParityCheck(Where("m", "aoti", "fp32", 8), P.compare(ref, ref.clone(), P.tolerance("fp32")),
+                                        "synthetic"))
+    console = Console(width=200, record=True)
+    console.print(parity_table(records, "parity"))
+    rows = [line for line in console.export_text().splitlines() if "onnx" in line]
+    assert len(rows) == 2 and all(line.count(" NaN │") == 3 for line in rows)  # max |Δ|, mean |Δ|, max rel
+    (onnx,) = [v for k, v in parity_by_candidate(records).items() if "onnx" in k]
+    assert math.isnan(onnx["parity_max_abs_diff"]) and onnx["parity_passed"] is False

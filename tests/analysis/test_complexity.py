@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from torch import nn
@@ -80,3 +82,125 @@ def test_tied_weights_counted_once_and_frozen_params_are_non_trainable():
     model[2].requires_grad_(False)
     assert count_params(model) == (16 + 10, 16)
 
+
+
+def _tiny_vit():
+    import torchvision
+
+    # 32×32 in 16×16 patches: 4 patches + the class token = 5 tokens of width 8, 2 heads of 4
+    return torchvision.models.VisionTransformer(image_size=32, patch_size=16, num_layers=1, num_heads=2,
+                                                hidden_dim=8, mlp_dim=16, num_classes=10).eval()
+
+
+def test_vit_attention_is_counted_with_the_mha_fast_path_off():
+    """In eval mode under no_grad nn.MultiheadAttention runs one fused op without a FLOP formula;
+    perfkit turns the fast path off while counting, so its projections and products count."""
+    assert torch.backends.mha.get_fastpath_enabled()
+    macs, by_op, uncounted = count_macs(_tiny_vit(), torch.zeros(1, 3, 32, 32))
+    patches = 8 * 2 * 2 * (3 * 16 * 16)
+    qkv, products, out_proj = 5 * 8 * 24, 2 * (2 * 5 * 5 * 4), 5 * 8 * 8
+    mlp, head = 5 * 8 * 16 + 5 * 16 * 8, 8 * 10
+    assert macs == patches + qkv + products + out_proj + mlp + head == 27_616
+    assert "aten._native_multi_head_attention" not in uncounted
+    assert torch.backends.mha.get_fastpath_enabled()  # restored after counting
+
+
+def test_mha_fastpath_is_restored_when_counting_fails():
+    class Boom(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with pytest.raises(RuntimeError):
+            count_macs(Boom(), torch.zeros(1))
+        assert not torch.backends.mha.get_fastpath_enabled()
+    finally:
+        torch.backends.mha.set_fastpath_enabled(True)
+
+
+def test_uncounted_ops_list_only_ops_that_compute():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            y = torch.relu(self.bn(self.conv(x)))
+            return torch.cat([y, y.clone()], 1).flatten(1)
+
+    _, _, uncounted = count_macs(Block().eval(), torch.zeros(1, 3, 8, 8))
+    # batch norm in eval allocates with aten.empty; cat, clone and flatten move data: none are listed
+    assert uncounted == {"aten.native_batch_norm": 1, "aten.relu": 1}
+
+
+@pytest.mark.parametrize("name", ["resnet18"])
+def test_resnet18_uncounted_ops_have_no_allocations(name):
+    cx = measure_complexity(resolve(name, "random"))
+    assert "aten.empty" not in cx.uncounted_ops and cx.uncounted_ops["aten.native_batch_norm"] == 20
+
+
+# -- every torchvision classifier against its published _ops ----------------------------------------
+
+@contextlib.contextmanager
+def _parameters_on_meta():
+    """Build a model with its parameters and buffers on the meta device (no memory, no init cost),
+    while the constructor's own computations (RegNet's block widths) still run on the CPU."""
+    register_parameter, register_buffer = nn.Module.register_parameter, nn.Module.register_buffer
+
+    def parameter(self, name, value):
+        register_parameter(self, name, value if value is None else nn.Parameter(value.to("meta"), value.requires_grad))
+
+    def buffer(self, name, value, persistent=True):
+        register_buffer(self, name, value if value is None else value.to("meta"), persistent)
+
+    nn.Module.register_parameter, nn.Module.register_buffer = parameter, buffer
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter, nn.Module.register_buffer = register_parameter, register_buffer
+
+
+def _published_weights():
+    """(architecture, weights) for every torchvision classifier weights that publish _ops (115 with
+    torchvision 0.29; all 115 match). --runslow checks every weights of the ViT/Swin/MaxViT/ConvNeXt
+    families (22, at 224 to 518: about 45 s on 2 cores); --all-models adds the other 93 (about 3
+    minutes more; perfkit's default models are also checked on real builds above)."""
+    import torchvision
+
+    from perfkit.zoo.registry import list_torchvision
+
+    out = []
+    for arch in list_torchvision():
+        for weights in torchvision.models.get_model_weights(arch):
+            if weights.meta.get("_ops") is None:
+                continue
+            default = arch.startswith(("vit_", "swin_", "maxvit", "convnext"))
+            marks = [pytest.mark.slow] + ([] if default else [pytest.mark.all_models])
+            out.append(pytest.param(arch, weights, id=str(weights), marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("arch, weights", _published_weights())
+def test_every_torchvision_classifier_matches_published_ops(arch, weights):
+    """perfkit's count of each architecture at its weights' resolution, against torchvision's _ops
+    (GMACs rounded to 3 decimals) and num_params. The model is built by perfkit's zoo with its
+    parameters on fake CPU tensors: the counts are those of a real CPU model (nn.MultiheadAttention
+    takes its fast path on fake CPU tensors, as on real ones: the ViT under-count shows), without
+    spending minutes on initialising and running vit_h_14 or regnet_y_128gf."""
+    import dataclasses
+
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from perfkit.zoo import registry
+    from perfkit.zoo.preprocess import from_torchvision
+
+    crop = from_torchvision(weights).crop_size
+    spec = dataclasses.replace(resolve(arch, "random"), input_size=(3, crop, crop),
+                               num_classes=len(weights.meta["categories"] or []) or 1000)
+    with _parameters_on_meta():
+        model = registry._construct(spec)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        cx = measure_complexity(spec, model.to_empty(device="cpu"))
+    assert cx.params == weights.meta["num_params"]
+    assert abs(cx.macs / 1e9 - weights.meta["_ops"]) <= 0.0005 + 1e-12, (cx.macs, weights.meta["_ops"])

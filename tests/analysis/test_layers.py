@@ -42,10 +42,10 @@ def test_mb_estimates_follow_torchsummary_formula():
     assert [r.output_elements for r in s.layers] == [32, 32, 32, 3]
     params = (1 * 2 * 3 * 3 + 2) + (32 * 3 + 3)
     assert s.total_params == params == 119
-    assert s.input_mb == pytest.approx(36 * 4 / MB)
-    assert s.forward_backward_mb == pytest.approx(2 * 99 * 4 / MB)
-    assert s.params_mb == pytest.approx(119 * 4 / MB)
-    assert s.total_mb == pytest.approx((36 + 2 * 99 + 119) * 4 / MB)
+    assert s.input_mib == pytest.approx(36 * 4 / MB)
+    assert s.forward_backward_mib == pytest.approx(2 * 99 * 4 / MB)
+    assert s.params_mib == pytest.approx(119 * 4 / MB)
+    assert s.total_mib == pytest.approx((36 + 2 * 99 + 119) * 4 / MB)
 
 
 def test_module_called_twice_gets_two_rows_and_its_params_once():
@@ -63,7 +63,7 @@ def test_module_called_twice_gets_two_rows_and_its_params_once():
         ("Linear-1", "fc", 20, None), ("Linear-2", "fc", 0, "Linear-1"), ("Linear-3", "out", 10, None),
     ]
     assert s.total_params == 30 and s.params_outside_rows == 0
-    assert s.forward_backward_mb == pytest.approx(2 * (4 + 4 + 2) * 4 / MB)
+    assert s.forward_backward_mib == pytest.approx(2 * (4 + 4 + 2) * 4 / MB)
 
 
 Pair = namedtuple("Pair", "main extra")
@@ -112,3 +112,36 @@ def test_hooks_removed_and_model_left_in_eval(tiny_spec):
     assert not any(m._forward_hooks for m in model.modules())
     assert not model.training
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_attention_is_a_row_with_its_projection_params():
+    """nn.MultiheadAttention holds in_proj_* itself and uses out_proj's weights functionally (out_proj
+    never runs as a module): it is one row carrying both, not params in no row."""
+    import torchvision
+
+    vit = torchvision.models.VisionTransformer(image_size=32, patch_size=16, num_layers=1, num_heads=2,
+                                               hidden_dim=8, mlp_dim=16, num_classes=10)
+    s = summarize_module(vit, (3, 32, 32))
+    (attn,) = [r for r in s.layers if r.layer.startswith("MultiheadAttention")]
+    assert attn.module == "encoder.layers.encoder_layer_0.self_attention"
+    assert attn.params == (8 * 24 + 24) + (8 * 8 + 8)  # in_proj weight/bias + out_proj weight/bias
+    assert attn.output_shape == [[-1, 5, 8]]  # (output, None: no attention weights asked for)
+    assert not any(r.module.endswith("out_proj") for r in s.layers)
+    # what no row holds is named: the class token and position embedding of the non-leaf modules
+    assert s.unrowed_params == {"class_token": 8, "encoder.pos_embedding": 5 * 8}
+    assert s.params_outside_rows == 48
+
+
+def test_module_whose_children_never_run_is_one_row():
+    class UsesChildWeights(nn.Module):  # like torchvision's Swin attention: qkv/proj used functionally
+        def __init__(self):
+            super().__init__()
+            self.qkv, self.proj = nn.Linear(4, 12), nn.Linear(4, 4)
+
+        def forward(self, x):
+            q, k, v = nn.functional.linear(x, self.qkv.weight, self.qkv.bias).chunk(3, -1)
+            return nn.functional.linear(q * k * v, self.proj.weight, self.proj.bias)
+
+    s = summarize_module(nn.Sequential(nn.Linear(4, 4), UsesChildWeights()), (4,))
+    assert [(r.layer, r.module, r.params) for r in s.layers] == [("Linear-1", "0", 20), ("UsesChildWeights-2", "1", 80)]
+    assert s.params_outside_rows == 0 and s.unrowed_params == {}

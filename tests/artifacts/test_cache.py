@@ -208,6 +208,14 @@ def test_missing_or_corrupt_manifest(exported, tmp_path):
         load_artifact(tmp_path)
 
 
+def test_deleted_manifest_is_refused_with_the_way_out_and_force_rebuilds(exported, tiny_spec, ctx):
+    (exported.dir / MANIFEST).unlink()
+    with pytest.raises(ArtifactError, match=f"no manifest at {exported.dir / MANIFEST}: .*export again with --force"):
+        ensure_artifact(tiny_spec, get("torchscript"), ctx)
+    rebuilt = ensure_artifact(tiny_spec, get("torchscript"), ctx.replace(force=True))  # replaces the folder whole
+    assert not rebuilt.cached and verify(rebuilt.dir) == rebuilt.manifest
+
+
 def test_emptied_file_list_is_refused(exported, tiny_spec, ctx):
     """An emptied list would otherwise switch every file check off (even with a matching digest)."""
     def empty(m):
@@ -267,6 +275,14 @@ def test_failed_export_leaves_nothing_behind(tiny_spec, ctx):
 def test_disk_full_mid_export_is_an_artifact_error(tiny_spec, ctx):
     with pytest.raises(ArtifactError, match="the disk is full") as err:
         ensure_artifact(tiny_spec, failing("torchscript", OSError(errno.ENOSPC, "No space left on device")), ctx)
+    assert str(ctx.artifacts / "lenet5") in str(err.value)
+    assert not [p for p in ctx.artifacts.rglob("*") if p.is_file()]
+
+
+def test_onnx_short_write_is_named_as_a_full_disk(tiny_spec, ctx):
+    """What the ONNX exporter raises when the disk fills: no path, no "disk full" (only byte counts)."""
+    with pytest.raises(ArtifactError, match="the disk is full: exporting onnx into") as err:
+        ensure_artifact(tiny_spec, failing("onnx", OSError("2359296 requested and 1284928 written")), ctx)
     assert str(ctx.artifacts / "lenet5") in str(err.value)
     assert not [p for p in ctx.artifacts.rglob("*") if p.is_file()]
 

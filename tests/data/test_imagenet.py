@@ -155,3 +155,32 @@ def test_torchvision_root_with_val_not_yet_sorted_into_folders(tmp_path):
     data = open_imagenet(tmp_path)
     assert data.layout == "torchvision"
     assert [(s.path.name, s.label) for s in data.samples] == [(im.file_name, im.class_index) for im in images]
+
+
+def test_csv_of_random_bytes_is_one_error_naming_the_file(tmp_path):
+    make_imagenet_folder(tmp_path, [5], 1, layout="flat-csv")
+    csv_path = tmp_path / "LOC_val_solution.csv"
+    csv_path.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(DatasetError, match=f"{csv_path}: not a UTF-8 text CSV"):
+        open_imagenet(tmp_path)
+
+
+def test_csv_duplicate_image_with_another_label_is_refused(tmp_path):
+    make_imagenet_folder(tmp_path, [5, 900], 1, layout="flat-csv")
+    csv_path = tmp_path / "LOC_val_solution.csv"
+    lines = csv_path.read_text().splitlines()
+    image_id = lines[1].split(",")[0]
+    csv_path.write_text("\n".join([*lines, f"{image_id},{synsets()[7]} 1 2 3 4"]) + "\n")
+    with pytest.raises(DatasetError, match=f"{image_id} is listed again with another label"):
+        open_imagenet(tmp_path)
+    # the same label twice (a box per line, as the real file has) is fine
+    csv_path.write_text("\n".join([*lines, lines[1]]) + "\n")
+    assert len(open_imagenet(tmp_path)) == 2
+
+
+def test_csv_with_a_utf8_byte_order_mark_is_accepted(tmp_path):
+    make_imagenet_folder(tmp_path, [5, 900], 1, layout="flat-csv")
+    csv_path = tmp_path / "LOC_val_solution.csv"
+    csv_path.write_bytes(b"\xef\xbb\xbf" + csv_path.read_bytes())
+    data = open_imagenet(tmp_path)
+    assert sorted(s.label for s in data.samples) == [5, 900]

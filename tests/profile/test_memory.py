@@ -143,3 +143,35 @@ def test_a_separate_process_on_cuda_reports_host_memory_and_says_so(tiny_spec, t
     assert result.method.endswith("(host memory: the GPU memory of a separate process is not measured)")
     cpu = measure_memory(tiny_spec, backend, 1, Context(device="cpu", artifacts=tmp_path))
     assert "GPU memory" not in cpu.method
+
+
+def test_the_memory_child_ignores_ctrl_c(monkeypatch):
+    """Ctrl-C reaches the whole process group: the measuring child leaves it to the parent (which
+    kills it) instead of dying with a long traceback of its own."""
+    import os
+    import signal
+    import time
+
+    from perfkit.profile import memory as M
+
+    sent = []
+
+    class Conn:
+        def send(self, message):
+            sent.append(message)
+
+        def close(self):
+            pass
+
+    def measure(*args):
+        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C in the terminal does to the child
+        time.sleep(0.05)
+        return {"peak_bytes": 1, "method": "test"}
+
+    monkeypatch.setattr(M, "_measure_here", measure)
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        M._child(Conn())
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert sent == [("ok", {"peak_bytes": 1, "method": "test"})]

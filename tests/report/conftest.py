@@ -53,8 +53,8 @@ def _complexity(spec, params: int, macs: int) -> ComplexityReport:
     return ComplexityReport(
         Where.of(spec, "eager", "fp32", 1, "cpu"),
         Complexity(spec.name, INPUT, params, params, 0, macs, 2 * macs, macs_convention=MACS_CONVENTION),
-        Summary(INPUT, layers, params, params, 0, input_mb=0.57, forward_backward_mb=60.0, params_mb=params * 4 / 2**20,
-                total_mb=123.4))
+        Summary(INPUT, layers, params, params, 0, input_mib=0.57, forward_backward_mib=60.0, params_mib=params * 4 / 2**20,
+                total_mib=123.4))
 
 
 def _parity(where: Where, failed: bool) -> ParityCheck:

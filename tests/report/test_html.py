@@ -131,3 +131,17 @@ def test_training_only_run(store, tmp_path):
     html = render_html(store, run_id, tmp_path / "t.html").read_text(encoding="utf-8")
     assert 'id="training-table"' in html and 'id="no-candidates"' in html and 'id="summary-table"' not in html
     assert 'id="no-measured-accuracy"' not in html
+
+
+def test_complexity_memory_estimates_say_mib_and_their_convention(report):
+    # the fixture's estimates are MiB (2**20 bytes): never labelled MB, with the convention named
+    assert "estimated MB" not in report
+    assert "estimated MiB (2**20 bytes): input 0.57, forward/backward 60.00" in report
+    assert "torchsummary" in report and "container" in report
+
+
+def test_schema_2_complexity_records_keep_their_memory_estimates():
+    from perfkit.report.rows import memory_mib
+
+    old = {"input_mb": 0.57, "forward_backward_mb": 60.0, "params_mb": 44.6, "total_mb": 105.2}  # held MiB
+    assert memory_mib(old) == {"input": 0.57, "forward_backward": 60.0, "params": 44.6, "total": 105.2}

@@ -1,5 +1,6 @@
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,84 @@ def test_report_cli_unknown_run(store, make_run, capsys):
     make_run(store)
     assert main(["report", "nope"]) == 2
     assert "no run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--html", "--csv", "--json-out"])
+def test_report_output_to_a_directory_is_one_line(store, make_run, tmp_path, capsys, flag):
+    make_run(store)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    assert main(["report", "--store", str(store.path), flag, str(folder)]) == 2
+    captured = capsys.readouterr()
+    assert f"{flag} {folder} is a directory" in captured.err and captured.err.count("\n") == 1
+    assert "could not run" not in captured.out  # refused before any output
+
+
+@pytest.mark.parametrize("flag", ["--html", "--csv", "--json-out"])
+def test_report_output_in_an_unwritable_place_is_one_line(store, make_run, tmp_path, capsys, monkeypatch, flag):
+    import os
+
+    make_run(store)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    real_access = os.access
+    # root may write anywhere: make the read-only folder read-only for this test whoever runs it
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
+    try:
+        assert main(["report", "--store", str(store.path), flag, str(locked / "sub" / "r.out")]) == 2
+        err = capsys.readouterr().err
+        assert f"{flag} {locked / 'sub' / 'r.out'}: permission denied" in err and err.count("\n") == 1
+    finally:
+        locked.chmod(0o700)
+
+
+def test_a_write_the_os_refuses_is_one_line(tmp_path, monkeypatch):
+    import tempfile
+
+    from perfkit.errors import UsageError
+    from perfkit.report.output import write_text
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    with pytest.raises(UsageError, match=f"cannot write --csv {tmp_path / 'r.csv'}: Permission denied"):
+        write_text(tmp_path / "r.csv", "a,b", "--csv")
+
+
+@pytest.mark.parametrize("flag", ["--html", "--csv", "--json-out"])
+def test_report_output_under_a_file_is_one_line(store, make_run, tmp_path, capsys, flag):
+    make_run(store)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["report", "--store", str(store.path), flag, str(afile / "r.out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{afile} is a file, not a folder" in err and err.count("\n") == 1
+
+
+def test_a_failed_write_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from perfkit.errors import UsageError
+    from perfkit.report.output import write_text
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(UsageError, match=f"cannot write --html {tmp_path / 'r.html'}: the disk is full"):
+        write_text(tmp_path / "r.html", "<html>", "--html")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_html_to_a_directory_is_refused_before_the_run(tmp_path, capsys):
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    assert main(["run", "lenet5", "--weights", "random", "-f", "eager", "--no-memory", "--html", str(folder)]) == 2
+    assert f"--html {folder} is a directory" in capsys.readouterr().err
+    from perfkit.store import Store
+
+    with Store() as s:
+        assert s.runs() == []  # nothing ran

@@ -114,3 +114,28 @@ def test_bad_baseline_files(tmp_path, store):
     bad.write_text("{not json")
     with pytest.raises(PerfkitError, match="not a perfkit JSON export"):
         load_side(store, str(bad))
+
+
+def _lat(payload):
+    return next(i for i, r in enumerate(payload["records"]) if r["kind"] == "latency" and r["status"] == "ok")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p["records"][_lat(p)].__setitem__("metrics", None), r"malformed record \(#\d+\): metrics must be a mapping"),
+    (lambda p: p["records"].__setitem__(_lat(p), "hello"), r"malformed record \(#\d+\): a record must be a JSON object"),
+    (lambda p: p["records"][_lat(p)]["metrics"].__setitem__("latency_median_ms", "fast"),
+     r"malformed record \(#\d+, latency .*\): latency_median_ms is 'fast', not a number"),
+    (lambda p: p["records"][_lat(p)]["metrics"].__setitem__("latency_median_ms", [1]), "latency_median_ms is \\[1\\]"),
+    (lambda p: p["records"][_lat(p)].__setitem__("created", "yesterday"), "'created' is 'yesterday'"),
+    (lambda p: p.__setitem__("run", "x"), "'run' must be an object and 'records' a list"),
+    (lambda p: p.__setitem__("records", None), "'run' must be an object and 'records' a list"),
+], ids=["metrics-null", "record-string", "metric-string", "metric-list", "created-string", "run-string", "records-null"])
+def test_malformed_baselines_are_one_line_naming_the_file(store, make_run, tmp_path, capsys, edit, message):
+    path = write_json(store, make_run(store), tmp_path / "base.json")
+    payload = json.loads(path.read_text())
+    edit(payload)
+    path.write_text(json.dumps(payload))
+    assert main(["regress", "--baseline", str(path), "--candidate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and err.count("\n") == 1 and "internal error" not in err
+    assert __import__("re").search(message, err), err

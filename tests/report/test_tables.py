@@ -55,3 +55,17 @@ def test_runs_table(store, make_run):
         r["seconds"] = r["finished"] - r["started"]
     text = _text(runs_table(runs, store.path))
     assert runs[0]["id"] in text and "failed" in text and "perfkit run (fixture)" in text
+
+
+def test_cached_legend_only_when_something_was_served_from_the_cache():
+    from perfkit.store import Record
+
+    def export(runtime, status="ok", cached=False):
+        metrics = {"export_seconds": 1.0, "artifact_bytes": 10, "cached": cached} if status == "ok" else {}
+        return Record(Kind.EXPORT, "m", metrics, runtime=runtime, precision="fp32", status=status,
+                      error=None if status == "ok" else "ArtifactError: boom")
+
+    legend = "served from the artifact cache"
+    assert legend not in _text(export_table([export("onnx", "error"), export("aoti", "error")], "export"))
+    assert legend not in _text(export_table([export("onnx"), export("aoti", "error")], "export"))
+    assert legend in _text(export_table([export("onnx", cached=True), export("aoti", "error")], "export"))

@@ -16,7 +16,16 @@ def test_every_kind_has_a_schema_and_nothing_else_does():
     assert set(SCHEMAS) == set(Kind)
     for kind, schema in SCHEMAS.items():
         assert isinstance(schema, KindSchema) and schema.required, kind
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
+
+
+def test_schema_2_complexity_records_with_mb_keys_stay_readable():
+    """Schema 3 renamed the complexity sizes *_mb (which held MiB) to *_mib; baselines kept in git
+    from schema 2 still validate, and the new records refuse the old names."""
+    old = {"input_mb": 0.57, "forward_backward_mb": 60.0, "params_mb": 44.6, "total_mb": 105.2}
+    Record(kind=Kind.COMPLEXITY, model="m", schema_version=2, metrics={**_ok(Kind.COMPLEXITY).metrics, **old}).validate()
+    with pytest.raises(ValueError, match="does not permit"):
+        _ok(Kind.COMPLEXITY, **old).validate()
 
 
 @pytest.mark.parametrize("kind", list(Kind))

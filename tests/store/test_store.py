@@ -342,3 +342,34 @@ def test_cli_readers_refuse_a_missing_store_in_one_line(argv, capsys):
     [line] = captured.err.strip().splitlines()
     assert "error: no run store at /no/such.db" in line and "Traceback" not in line
     assert not os.path.exists("/no")  # a reader never creates a store
+
+
+def test_a_store_whose_folder_cannot_be_created_is_one_line(tmp_path, capsys):
+    from perfkit.cli import main
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["summary", "lenet5", "--store", str(afile / "sub" / "s.db")]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]  # after the random-weights banner
+    assert f"error: cannot create the folder of the run store {afile / 'sub' / 's.db'}" in line
+
+
+def test_a_full_disk_is_one_error_naming_the_store_and_the_store_stays_usable(tmp_path):
+    """SQLite rolls back by itself on SQLITE_FULL; a second ROLLBACK used to raise "no transaction is
+    active" and hide the real error."""
+    path = tmp_path / "s.db"
+    with Store(path) as s:
+        run_id = s.start_run("perfkit test")
+        pages = s._db.execute("PRAGMA page_count").fetchone()[0]
+        s._db.execute(f"PRAGMA max_page_count={pages + 2}")  # this connection's disk is now (nearly) full
+        big = _ok(Kind.COMPLEXITY, layers=["x" * 1000] * 100)
+        with pytest.raises(PerfkitError) as err:
+            for _ in range(20):
+                s.add(big, run_id)
+        message = str(err.value)
+        assert message.startswith(f"cannot write to the run store {path}: database or disk is full")
+        assert f"free some space in {tmp_path}" in message and "\n" not in message
+        s._db.execute("PRAGMA max_page_count=1073741823")
+        s.add(_ok(Kind.LATENCY), run_id)  # space again: the store still works
+    with Store(path) as s:
+        assert s._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

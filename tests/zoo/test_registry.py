@@ -3,6 +3,7 @@ import torch
 
 from perfkit.errors import UsageError, WeightsError
 from perfkit.zoo.registry import DEFAULT_MODELS, resolve
+from perfkit.zoo.weights import load_state_file
 
 
 @pytest.mark.parametrize("name", DEFAULT_MODELS)
@@ -108,3 +109,61 @@ def test_lenet5_shapes():
     spec = resolve("lenet5")
     out = spec.build()(torch.randn(4, 3, 32, 32))
     assert out.shape == (4, 10) and spec.random_weights
+
+
+def test_a_directory_as_weights_path_says_so(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for call in (lambda: resolve("resnet18", str(folder)), lambda: load_state_file(folder)):
+        with pytest.raises(WeightsError, match=f"weights path {folder} is a directory"):
+            call()
+
+
+def test_timm_pretrained_offline_fails_at_once_with_the_cache_path(monkeypatch):
+    """No Hugging Face retries (about a minute) when there is no network: one error naming the cache folder."""
+    import time
+
+    import timm
+
+    from perfkit.zoo import weights as W
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("PERFKIT_OFFLINE")
+    monkeypatch.setattr(W, "network_available", lambda host="", timeout=0: False)  # the probe found no network
+    real = timm.create_model
+
+    def create_model(name, pretrained=False, **kwargs):
+        assert not pretrained, "tried to fetch pretrained weights from the Hub while offline"
+        return real(name, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", create_model)
+    spec = resolve("timm:test_resnet", "default")
+    start = time.perf_counter()
+    with pytest.raises(WeightsError) as err:
+        spec.build()
+    assert time.perf_counter() - start < 5
+    assert "models--timm--test_resnet.r160_in1k" in str(err.value) and "--weights random" in str(err.value)
+
+
+@pytest.mark.parametrize("value, offline", [("1", True), ("true", True), ("0", False), ("", False)])
+def test_hf_hub_offline_is_honoured(monkeypatch, value, offline):
+    from perfkit.zoo import weights as W
+
+    monkeypatch.delenv("PERFKIT_OFFLINE")
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    assert W.offline_by_setting() is offline
+
+
+def test_timm_cached_weights_load_from_the_file_without_the_hub(tmp_path, monkeypatch):
+    import timm
+
+    from perfkit.zoo import registry
+
+    model = timm.create_model("test_resnet", pretrained=False)
+    torch.manual_seed(1)
+    for p in model.parameters():
+        p.data.normal_()
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    monkeypatch.setattr(registry, "_timm_cached_file", lambda cfg: str(tmp_path / "pytorch_model.bin"))
+    built = resolve("timm:test_resnet", "default").build()
+    assert torch.equal(built.fc.weight, model.fc.weight)

@@ -1,0 +1,148 @@
+"""Fault injection: `perfkit run` killed (SIGKILL) or interrupted (SIGINT) at every step kind and at
+random points, then resumed with ``--resume RUN``, ends with exactly the record keys of a run that
+was never interrupted, with status ok only if every record is ok.
+
+Each chain kills one run again and again (every resume is killed at a later point), then lets the
+last resume finish: fewer process launches than one kill per run, and each resume also starts from
+the state an earlier kill left. Kills are timed by watching the store for the first records a step
+writes (its progress), so they land inside the step on a slow machine too; the random points are
+seeded delays. The chains run side by side (each its own store and artifact cache).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from perfkit.store import Store
+
+# LeNet-5 with tiny settings: every step runs in a second or two (the pipeline's own timing).
+RUN = [sys.executable, "-m", "perfkit", "run", "lenet5", "--weights", "random", "-f", "torchscript,onnx", "-b", "1",
+       "--parity-samples", "2"]
+TIMEOUT = 300
+
+
+@dataclass(frozen=True)
+class Kill:
+    sig: signal.Signals
+    kind: str | None = None  # kill once this many records of this kind were written by this process...
+    count: int = 1
+    delay: float | None = None  # ... or after this many seconds
+
+
+class Chain:
+    def __init__(self, root: Path, memory: bool):
+        root.mkdir(parents=True)
+        self.root, self.memory = root, memory
+        self.store = root / "store.db"
+        self.run_id: str | None = None
+        self.log = root / "stderr.txt"
+
+    def launch(self) -> tuple[subprocess.Popen, float]:
+        cmd = [*RUN, "--store", str(self.store), "--artifacts", str(self.root / "art"), "--html",
+               str(self.root / "report.html"), *([] if self.memory else ["--no-memory"]),
+               *(["--resume", self.run_id] if self.run_id else [])]
+        started = time.time()
+        with self.log.open("a") as log:  # its own session: a signal to its group reaches the memory child too
+            return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True), started
+
+    def written_since(self, started: float) -> dict[str, int]:
+        if not self.store.is_file():
+            return {}
+        try:
+            with sqlite3.connect(f"{self.store.resolve().as_uri()}?mode=ro", uri=True, timeout=5) as db:
+                rows = db.execute("SELECT kind, COUNT(*) FROM records WHERE created >= ? GROUP BY kind", (started,))
+                return dict(rows.fetchall())
+        except sqlite3.OperationalError:  # the first process is still creating the store
+            return {}
+
+    def run(self, kill: Kill | None = None) -> int:
+        proc, started = self.launch()
+        deadline = started + TIMEOUT
+        while proc.poll() is None and time.time() < deadline:
+            if kill and ((kill.delay is not None and time.time() - started >= kill.delay) or
+                         (kill.kind and self.written_since(started).get(kill.kind, 0) >= kill.count)):
+                os.killpg(proc.pid, kill.sig)
+                kill = None
+            time.sleep(0.05)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"perfkit run took over {TIMEOUT} s; see {self.log}")
+        if self.run_id is None:
+            with Store(self.store, read_only=True) as s:
+                self.run_id = s.get_run("latest")["id"]
+        return proc.wait()
+
+    def state(self) -> tuple[str, set[tuple], list]:
+        with Store(self.store, read_only=True) as s:
+            records = s.records(self.run_id)
+            return s.get_run(self.run_id)["status"], {r.key for r in records}, records
+
+
+def _chain(root: Path, memory: bool, kills: list[Kill]) -> dict:
+    chain = Chain(root, memory)
+    statuses = []
+    for kill in kills:
+        code = chain.run(kill)
+        status, _, _ = chain.state()
+        # killed: the run says interrupted (SIGKILL: its pid is dead; Ctrl-C: perfkit says so and exits 130,
+        # or, at a random point that falls in Python's start-up or shutdown, dies of the signal itself)
+        allowed = {-signal.SIGKILL} if kill.sig == signal.SIGKILL else {130, *([-signal.SIGINT] if kill.delay else [])}
+        if code == -signal.SIGINT:  # outside perfkit's main: the run is as the last process left it
+            assert kill.delay is not None and status != "running", (kill, code, status)
+        elif code != 0:
+            assert code in allowed and status == "interrupted", (kill, code, status)
+        statuses.append((kill, code, status))
+    code = chain.run()  # the last resume runs to the end
+    status, keys, records = chain.state()
+    leftovers = sorted(p.name for p in (root / "art").rglob("*") if ".tmp-" in p.name or ".old-" in p.name)
+    return {"code": code, "status": status, "keys": keys, "records": records, "kills": statuses,
+            "leftovers": leftovers, "log": chain.log}
+
+
+def _reference(root: Path, memory: bool) -> set[tuple]:
+    chain = Chain(root, memory)
+    assert chain.run() == 0, chain.log.read_text()[-2000:]
+    status, keys, _ = chain.state()
+    assert status == "ok"
+    return keys
+
+
+@pytest.mark.slow  # ~2-3 minutes on 2 cores: about 20 launches of `perfkit run`, three chains side by side
+def test_killed_and_interrupted_runs_resume_to_the_uninterrupted_record_keys(tmp_path):
+    rng = random.Random(11)
+    kill_chain = [Kill(signal.SIGKILL, "model"), Kill(signal.SIGKILL, "export"), Kill(signal.SIGKILL, "parity"),
+                  Kill(signal.SIGKILL, "latency", 2), Kill(signal.SIGKILL, delay=rng.uniform(4, 12)),
+                  Kill(signal.SIGKILL, delay=rng.uniform(4, 12))]
+    int_chain = [Kill(signal.SIGINT, "export"), Kill(signal.SIGINT, "parity"), Kill(signal.SIGINT, "latency", 2),
+                 Kill(signal.SIGINT, delay=rng.uniform(4, 12))]
+    memory_chain = [Kill(signal.SIGKILL, "memory"), Kill(signal.SIGINT, "memory")]
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        plain = pool.submit(_reference, tmp_path / "ref", False)
+        with_memory = pool.submit(_reference, tmp_path / "ref-memory", True)
+        chains = {"SIGKILL": pool.submit(_chain, tmp_path / "kill", False, kill_chain),
+                  "SIGINT": pool.submit(_chain, tmp_path / "int", False, int_chain),
+                  "memory": pool.submit(_chain, tmp_path / "memory", True, memory_chain)}
+        expected = {"SIGKILL": plain.result(), "SIGINT": plain.result(), "memory": with_memory.result()}
+        results = {name: future.result() for name, future in chains.items()}
+    assert any(k[0] == "memory" for k in expected["memory"]) and not any(k[0] == "memory" for k in expected["SIGKILL"])
+    for name, result in results.items():
+        where = f"{name} chain ({result['log']})"
+        # every step-kind kill landed while the run was still going
+        assert all(code != 0 for kill, code, _ in result["kills"] if kill.kind), (where, result["kills"])
+        assert result["keys"] == expected[name], where
+        assert len(result["records"]) == len(result["keys"])  # one current record per key: no duplicates
+        all_ok = all(r.status == "ok" and (r.kind != "parity" or r.metrics.get("passed")) for r in result["records"])
+        assert result["status"] == ("ok" if all_ok else "failed") and result["code"] == (0 if all_ok else 1), where
+        assert all_ok, where  # LeNet-5 with random weights passes every step
+        assert result["leftovers"] == [], where  # killed exports' temporaries are gone
