@@ -27,6 +27,7 @@ class ProfilePlan:
     timing: TimingConfig = TimingConfig()
     memory: bool = True
     memory_batches: tuple[int, ...] | None = None  # None: every batch
+    device: str = "cpu"  # what the runtimes run on (which precisions each one runs)
 
     def __post_init__(self):
         if not self.backends or not self.batches or not self.precisions:
@@ -37,13 +38,16 @@ class ProfilePlan:
     @property
     def steps(self) -> int:
         """Latency points plus memory points (a progress bar's total)."""
-        points = len(self.backends) * len(set(self.batches)) * len(self.precisions)
-        mem = len(self.backends) * len(self.precisions) * len(set(self.memory_batches or self.batches))
-        return points + (mem if self.memory else 0)
+        from perfkit.backends import at_precision
+
+        pairs = sum(len(at_precision(self.backends, p, self.device)) for p in self.precisions)
+        mem = pairs * len(set(self.memory_batches or self.batches))
+        return pairs * len(set(self.batches)) + (mem if self.memory else 0)
 
 
 def profile_model(spec, plan: ProfilePlan, ctx) -> Iterator:
-    """Time ``spec`` in every runtime at every precision and batch, then measure its peak memory.
+    """Time ``spec`` in every runtime at every precision it runs and every batch, then measure its peak
+    memory (the reference is timed at its float precisions, not at int8).
 
     Yields ``LatencyResult`` (with the roofline position against the device peak), then
     ``MemoryResult`` (one spawned process per runtime and batch, after every timing, so those
@@ -51,10 +55,13 @@ def profile_model(spec, plan: ProfilePlan, ctx) -> Iterator:
     A runtime whose timing failed at a batch gets no memory measurement there (its latency
     failure already says why).
     """
+    from perfkit.backends import at_precision
+
     flops = roofline.model_flops(spec)
     timed: list = []
     for precision in plan.precisions:
-        for result in latency.sweep(spec, plan.backends, plan.batches, ctx, precision=precision, config=plan.timing,
+        backends = at_precision(plan.backends, precision, ctx.device)
+        for result in latency.sweep(spec, backends, plan.batches, ctx, precision=precision, config=plan.timing,
                                     flops=flops):
             timed.append(result)
             yield result
@@ -80,10 +87,12 @@ def profile_model(spec, plan: ProfilePlan, ctx) -> Iterator:
 
 def expected_keys(spec, plan: ProfilePlan, device: str) -> set[tuple]:
     """The record keys a complete profile of ``spec`` under ``plan`` produces (for resume)."""
+    from perfkit.backends import at_precision
+
     keys = set()
     for p in plan.precisions:
-        for b in plan.backends:
-            name = getattr(b, "name", b)
+        for b in at_precision(plan.backends, p, device):
+            name = b.name
             for batch in plan.batches:
                 w = Where.of(spec, name, p, batch, device)
                 keys.add((str(Kind.LATENCY), w.model, w.runtime, w.precision, w.batch, w.device))

@@ -365,3 +365,29 @@ def test_copied_cache_is_still_valid(exported, tiny_spec, ctx, tmp_path):
     shutil.copytree(ctx.artifacts, tmp_path / "moved")
     hit = ensure_artifact(tiny_spec, get("torchscript"), Context(artifacts=tmp_path / "moved"))
     assert hit.cached and hit.path.is_relative_to(tmp_path / "moved")
+
+
+def test_int8_key_holds_the_calibration_set_and_the_quantizer(tiny_spec, tmp_path):
+    from perfkit.data.calibration import CalibrationSet
+
+    onnx = get("onnx")
+
+    def key(precision, **options):
+        return cache_key(tiny_spec, onnx, Precision(precision), BatchRange(), "cpu",
+                         onnx.keyed(onnx.options_for(options, EXPORT, precision)))
+
+    def folder(precision, **options):
+        return key_dir(tmp_path, key(precision, **options))
+
+    synthetic = CalibrationSet.synthetic(32)
+    base = folder("int8", calibration=synthetic)
+    assert base.name.startswith("onnx-int8-any-") and folder("int8", calibration=CalibrationSet.synthetic(32)) == base
+    assert folder("int8", calibration=CalibrationSet.synthetic(16)) != base  # sample count
+    assert folder("int8", calibration=CalibrationSet.synthetic(32, method="entropy")) != base  # method
+    assert folder("int8", calibration=CalibrationSet.synthetic(32, seed=1)) != base  # the set
+    assert folder("int8", calibration=synthetic, qdq_style="tensorrt") != base
+    # the key holds the set's identity in JSON, and the quantizer's version; fp32 holds neither
+    assert key("int8", calibration=synthetic)["options"]["calibration"] == synthetic.identity()
+    assert {"onnxruntime", "onnxruntime-gpu"} & set(key("int8", calibration=synthetic)["libraries"])
+    assert folder("fp32", calibration=synthetic, qdq_style="tensorrt") == folder("fp32")
+    assert not {"onnxruntime", "onnxruntime-gpu"} & set(key("fp32")["libraries"])
