@@ -54,6 +54,7 @@ class RunConfig:
     device: str = "cpu"  # resolved: cpu or cuda:N
     runtimes: list[str] | None = None  # None: every available backend marked for `perfkit run`
     precisions: list[Precision] = field(default_factory=lambda: [Precision.FP32])
+    automatic: bool = False  # --precision auto: each runtime at the precisions of its Backend.run_precisions
     batches: list[int] = field(default_factory=lambda: [1, 8])
     parity_samples: int = 8
     parity_batches: list[int] = field(default_factory=lambda: [1, 4])
@@ -85,7 +86,7 @@ class RunConfig:
         from perfkit.backends import reference
 
         return ProfilePlan((reference(), *self.backends()), tuple(self.batches), tuple(self.precisions), self.timing,
-                           self.memory, (max(self.batches),), self.device)
+                           self.memory, (max(self.batches),), self.device, self.automatic)
 
 
 @dataclass
@@ -186,7 +187,7 @@ def _pairs(cfg, backends) -> Iterator[tuple]:
     from perfkit.backends import at_precision
 
     for p in cfg.precisions:
-        for b in at_precision(backends, p, cfg.device):
+        for b in at_precision(backends, p, cfg.device, automatic=cfg.automatic):
             yield b, p
 
 
@@ -210,7 +211,8 @@ def _parity(cfg, spec, backends, ctx, data) -> Iterator:
 
     inputs = synthetic_inputs(spec, cfg.parity_samples)
     for p in cfg.precisions:
-        for result in check_parity(spec, at_precision(backends, p, cfg.device), ctx, inputs=(inputs, "synthetic"),
+        chosen = at_precision(backends, p, cfg.device, automatic=cfg.automatic)
+        for result in check_parity(spec, chosen, ctx, inputs=(inputs, "synthetic"),
                                    batches=cfg.parity_batches, precision=p, batch_range=cfg.batch_range):
             if isinstance(result, (ParityCheck, F)):  # exports belong to the export step
                 yield result
@@ -227,7 +229,8 @@ def _accuracy(cfg, spec, backends, ctx, data) -> Iterator:
     options = EvalOptions(batch_size=EVAL_BATCH, workers=cfg.workers, cache_dir=cfg.cache)
     from perfkit.backends import reference
 
-    done = validate_model(spec, data, [reference(), *backends], ctx, precisions=cfg.precisions, options=options)
+    done = validate_model(spec, data, [reference(), *backends], ctx, precisions=cfg.precisions, options=options,
+                          automatic=cfg.automatic)
     yield done.result
     yield from done.open_failures
 

@@ -44,9 +44,13 @@ class Tolerance:
 # are near-ties. What a wrong int8 artifact (saturated kernels, ranges from the wrong preprocessing, a
 # broken scale) cannot keep is the *direction* of each sample's logit vector and the scale of its
 # error: those are gated; top-1 agreement is reported, and judged on real data by the accuracy harness.
-INT8_TOLERANCE = Tolerance(atol=float("inf"), rtol=float("inf"), min_top1_agreement=0.0, max_rel=0.5,
+# Measured (ONNX Runtime int8 vs eager fp32, 32 noise inputs, random weights): correct resnet18 min cosine
+# 0.993, max rel 0.16 (top-1 agreement 66%); correct mobilenet_v2 0.945 / 0.39; calibrated on a tenth of
+# the input scale (clipped ranges) 0.73-0.80 / 0.76-1.12; EfficientNet-Lite1 with real weights and
+# 8-bit weights saturating on AVX2 (the research note) min cosine 0.71. The bounds sit between.
+INT8_TOLERANCE = Tolerance(atol=float("inf"), rtol=float("inf"), min_top1_agreement=0.0, max_rel=0.6,
                            min_cosine=0.9)
-INT8_CRITERIA = ("int8: each sample's logits keep cosine ≥ 0.9 with eager fp32's and max |Δ| ≤ 0.5 × its largest "
+INT8_CRITERIA = ("int8: each sample's logits keep cosine ≥ 0.9 with eager fp32's and max |Δ| ≤ 0.6 × its largest "
                  "logit, no NaN/Inf; top-1 agreement is reported, not gated (near-ties flip; judge accuracy with "
                  "perfkit validate on real images)")
 

@@ -137,15 +137,17 @@ def default_backends(device: str) -> list[Backend]:
     return [b for b in all_backends() if b.default_in_run and b.unavailable(device) is None]
 
 
-def at_precision(backends: Iterable, precision: Precision | str, device: str) -> list[Backend]:
-    """The backends among ``backends`` that run ``precision`` on ``device``, in order.
+def at_precision(backends: Iterable, precision: Precision | str, device: str, *,
+                 automatic: bool = False) -> list[Backend]:
+    """The backends among ``backends`` that run ``precision`` on ``device``, in order (``automatic``:
+    those ``perfkit run``'s automatic plan measures there, see ``Backend.run_precisions``).
 
     Measuring code measures each runtime at the precisions it runs: the command line has already
     refused a combination the user asked for that a runtime cannot run (``cli/options.py``), so what
     is left out here is the reference at int8 (int8 is compared with eager fp32) and, in
-    ``perfkit run``'s automatic plan, each runtime's unsupported precisions.
+    ``perfkit run``'s automatic plan, each runtime's unsupported (or not automatic) precisions.
     """
-    return [b for b in map(get, backends) if b.runs(precision, device)]
+    return [b for b in map(get, backends) if b.runs(precision, device, automatic=automatic)]
 
 
 def options() -> Iterator:

@@ -153,4 +153,8 @@ BACKEND = Backend(
     precisions={"cpu": CPU_FLOAT | {Precision.INT8}, "cuda": CPU_FLOAT},
     device_specific=True,
     quant_libraries=("torchao",),
+    # An int8 package is a second Inductor compile per model (45-120 s for the seed models on 2 busy
+    # cores): asked for with --precision int8, not part of `perfkit run`'s automatic plan, whose int8
+    # is ONNX Runtime's (10-70 s of quantization per model).
+    run_precisions=frozenset({Precision.FP32}),
 )

@@ -100,6 +100,8 @@ class Backend:
         runtime_libraries: distributions the runner uses (recorded in the environment).
         device_specific: the artifact is compiled for the device it is built on (AOTI, TensorRT).
         default_in_run: part of ``perfkit run``'s default list where available.
+        run_precisions: the precisions ``perfkit run``'s automatic plan (``--precision auto``) measures
+            it at, where it supports them (None: all); asked for explicitly, it runs every one it supports.
         reference: the runtime others are compared with (eager).
     """
 
@@ -118,6 +120,7 @@ class Backend:
     runtime_libraries: tuple[str, ...] = ("torch",)
     device_specific: bool = False
     default_in_run: bool = True
+    run_precisions: frozenset | None = None
     reference: bool = False
 
     @property
@@ -140,9 +143,13 @@ class Backend:
         extra = self.quant_libraries if Precision(precision) is Precision.INT8 else ()
         return tuple(dict.fromkeys((*self.cache_libraries, *extra)))
 
-    def runs(self, precision: Precision | str, device: str) -> bool:
-        """Whether this backend runs ``precision`` on ``device`` (``check`` says why not)."""
-        return Precision(precision) in self.supported(device)
+    def runs(self, precision: Precision | str, device: str, *, automatic: bool = False) -> bool:
+        """Whether this backend runs ``precision`` on ``device`` (``check`` says why not); with
+        ``automatic``, also whether ``perfkit run``'s automatic plan measures it there."""
+        precision = Precision(precision)
+        if automatic and self.run_precisions is not None and precision not in self.run_precisions:
+            return False
+        return precision in self.supported(device)
 
     def check(self, precision: Precision | str, device: str) -> Precision:
         """The precision, if this backend runs it on ``device``; else a UsageError naming what it supports."""

@@ -77,13 +77,18 @@ def export(req) -> str:
     if req.dynamic and not batch_dim:
         raise ArtifactError(f"{path}: the exporter fixed the input's batch dimension; a dynamic batch was asked for "
                             f"({req.batch.min}..{req.batch.max})")
-    req.info["onnx"] = {
+    req.info["onnx"] = graph_info(graph, req.out_dir)
+    return MAIN_FILE
+
+
+def graph_info(graph, folder) -> dict:
+    """What the manifest records about an ONNX graph written to ``folder``."""
+    return {
         "opset": next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), None),
         "ir_version": graph.ir_version,
-        "input_batch_dim": batch_dim or None,
-        "external_data": sorted(p.name for p in req.out_dir.iterdir() if p.name != MAIN_FILE),
+        "input_batch_dim": input_batch_dim(graph) or None,
+        "external_data": sorted(p.name for p in folder.iterdir() if p.name != MAIN_FILE),
     }
-    return MAIN_FILE
 
 
 def export_int8(req) -> str:
@@ -127,9 +132,7 @@ def export_int8(req) -> str:
     if not ops.get("QuantizeLinear"):
         raise ArtifactError(f"ONNX Runtime's quantizer left {source.path} without a single QuantizeLinear: "
                             "nothing was quantized")
-    req.info["onnx"] = {"opset": next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), None),
-                        "ir_version": graph.ir_version, "input_batch_dim": input_batch_dim(graph) or None,
-                        "external_data": sorted(p.name for p in req.out_dir.iterdir() if p.name != MAIN_FILE)}
+    req.info["onnx"] = graph_info(graph, req.out_dir)
     req.info["quantization"] = {
         "tool": "onnxruntime.quantization.quantize_static (QDQ)", "qdq_style": style,
         "calibration_batches": [len(batches), int(batches[0].shape[0])],

@@ -77,7 +77,8 @@ def batch(p, default: str, help: str = "comma-separated batch sizes") -> None:
 
 
 def precision(p, default: str = "fp32") -> None:
-    auto = (" auto: fp32, plus int8 where a chosen runtime builds it on the device;" if default == "auto" else "")
+    auto = (" auto: fp32, plus int8 in the runtimes whose automatic plan has it (ONNX Runtime on a CPU);"
+            if default == "auto" else "")
     p.add_argument("--precision", default=default,
                    help=f"comma-separated precisions (fp32, fp16, bf16, int8);{auto} each checked against what every "
                         "chosen runtime supports on the device (eager is the fp32 reference of int8). int8 is "
@@ -97,7 +98,7 @@ def calibration(p) -> None:
     g.add_argument("--calib-samples", type=int, default=None, metavar="N",
                    help=f"calibration images, a seeded selection (default {DEFAULT_SAMPLES}; {SYNTHETIC_SAMPLES} "
                         "synthetic)")
-    g.add_argument("--calib-method", default="minmax", choices=[m.value for m in CalibrationMethod],
+    g.add_argument("--calib-method", default="minmax", choices=tuple(m.value for m in CalibrationMethod),
                    help="how activation ranges are taken (ONNX Runtime; AOTInductor's x86 quantizer uses its own "
                         "observers)")
 
@@ -158,7 +159,8 @@ def precisions(args, backends, device: str, *, lenient: bool = False) -> list:
     Every chosen runtime must run every precision, except the reference (eager), which runs the float
     precisions and is the fp32 reference of int8. ``lenient`` (``perfkit run`` with automatic
     runtimes): each runtime runs the precisions it supports, and a precision must have at least one.
-    ``auto`` (``perfkit run``'s default): fp32, plus int8 where a chosen runtime builds it.
+    ``auto`` (``perfkit run``'s default): fp32, plus int8 where a chosen runtime's automatic plan has
+    it (``Backend.run_precisions``: ONNX Runtime's int8, not AOTInductor's second compile).
     """
     from perfkit.device import device_type
     from perfkit.errors import UsageError
@@ -166,7 +168,7 @@ def precisions(args, backends, device: str, *, lenient: bool = False) -> list:
 
     if str(args.precision).strip().lower() == "auto":
         auto = [Precision.FP32, Precision.INT8]
-        return [p for p in auto if p is Precision.FP32 or any(b.runs(p, device) for b in backends)]
+        return [p for p in auto if p is Precision.FP32 or any(b.runs(p, device, automatic=True) for b in backends)]
     out = parse_precisions(args.precision)
     for p in out:
         where = f"{p} on {device_type(device)} runs in: {', '.join(_runners_of(p, device)) or 'no runtime'}"

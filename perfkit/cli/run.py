@@ -13,10 +13,10 @@ def add(sub) -> None:
                   "The main job. For each model: complexity → export for every runtime this machine can\n"
                   "run → parity of each runtime vs eager → ImageNet-val accuracy (with --data or\n"
                   "$PERFKIT_IMAGENET_VAL) → latency/throughput/memory profile; then the Rich summary and a\n"
-                  "single-file HTML report (reports/<run-id>.html). Precisions: fp32, plus int8 where a runtime\n"
-                  "builds it here (ONNX Runtime QDQ, AOTInductor PT2E on a CPU), calibrated on a seeded subset of\n"
-                  "--data, else on 32 seeded synthetic images (marked: accuracy not meaningful); each runtime\n"
-                  "runs the precisions it supports. Weights come from the cache; a model\n"
+                  "single-file HTML report (reports/<run-id>.html). Precisions (auto): fp32, plus int8 where a\n"
+                  "runtime builds it cheaply here (ONNX Runtime QDQ on a CPU; AOTInductor int8 with --precision\n"
+                  "fp32,int8), calibrated on a seeded subset of --data, else on 32 seeded synthetic images\n"
+                  "(marked: accuracy not meaningful). Weights come from the cache; a model\n"
                   "without cached weights runs with random weights and every output says so. A failing\n"
                   "step is recorded and the rest go on; the exit code is 1 if anything failed.",
                   "perfkit run                      # alexnet vgg16 resnet18 googlenet")
@@ -57,7 +57,8 @@ def config(args, device: str):
     options = {**O.given_options(args), **({"calibration": calibration} if calibration else {})}
     return pipeline.RunConfig(
         models=args.models or list(pipeline.SEED_MODELS), weights=args.weights, device=device, runtimes=runtimes,
-        precisions=precisions, batches=parse_batches(args.batch), data=data,
+        precisions=precisions, automatic=str(args.precision).strip().lower() == "auto", batches=parse_batches(args.batch),
+        data=data,
         limit=args.limit, cache=args.cache, parity_samples=args.parity_samples, memory=args.memory,
         resume=args.resume, artifacts=args.artifacts, threads=O.positive(args.threads, "--threads"),
         options=options,

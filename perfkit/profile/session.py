@@ -28,6 +28,7 @@ class ProfilePlan:
     memory: bool = True
     memory_batches: tuple[int, ...] | None = None  # None: every batch
     device: str = "cpu"  # what the runtimes run on (which precisions each one runs)
+    automatic: bool = False  # perfkit run's automatic plan: each runtime at its Backend.run_precisions
 
     def __post_init__(self):
         if not self.backends or not self.batches or not self.precisions:
@@ -35,12 +36,16 @@ class ProfilePlan:
         if min(self.batches) < 1:
             raise UsageError(f"batch sizes must be positive, got {min(self.batches)}")
 
+    def at(self, precision: Precision, device: str) -> list:
+        """The backends of the plan measured at ``precision`` on ``device``."""
+        from perfkit.backends import at_precision
+
+        return at_precision(self.backends, precision, device, automatic=self.automatic)
+
     @property
     def steps(self) -> int:
         """Latency points plus memory points (a progress bar's total)."""
-        from perfkit.backends import at_precision
-
-        pairs = sum(len(at_precision(self.backends, p, self.device)) for p in self.precisions)
+        pairs = sum(len(self.at(p, self.device)) for p in self.precisions)
         mem = pairs * len(set(self.memory_batches or self.batches))
         return pairs * len(set(self.batches)) + (mem if self.memory else 0)
 
@@ -55,12 +60,10 @@ def profile_model(spec, plan: ProfilePlan, ctx) -> Iterator:
     A runtime whose timing failed at a batch gets no memory measurement there (its latency
     failure already says why).
     """
-    from perfkit.backends import at_precision
-
     flops = roofline.model_flops(spec)
     timed: list = []
     for precision in plan.precisions:
-        backends = at_precision(plan.backends, precision, ctx.device)
+        backends = plan.at(precision, ctx.device)
         for result in latency.sweep(spec, backends, plan.batches, ctx, precision=precision, config=plan.timing,
                                     flops=flops):
             timed.append(result)
@@ -87,11 +90,9 @@ def profile_model(spec, plan: ProfilePlan, ctx) -> Iterator:
 
 def expected_keys(spec, plan: ProfilePlan, device: str) -> set[tuple]:
     """The record keys a complete profile of ``spec`` under ``plan`` produces (for resume)."""
-    from perfkit.backends import at_precision
-
     keys = set()
     for p in plan.precisions:
-        for b in at_precision(plan.backends, p, device):
+        for b in plan.at(p, device):
             name = b.name
             for batch in plan.batches:
                 w = Where.of(spec, name, p, batch, device)

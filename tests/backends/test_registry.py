@@ -174,3 +174,13 @@ def test_options_for_fills_defaults_and_keeps_stages_apart():
 def test_base_runner_needs_its_hooks():
     with pytest.raises(TypeError):
         Runner(None)  # abstract: _load and _infer are the backend's
+
+
+def test_each_runtime_runs_the_precisions_it_declares_and_the_automatic_plan_is_narrower():
+    from perfkit.backends import at_precision
+
+    assert [b.name for b in at_precision(["eager", "torchscript", "onnx", "aoti"], "int8", "cpu")] == ["onnx", "aoti"]
+    assert [b.name for b in at_precision(["eager", "onnx", "aoti"], "int8", "cpu", automatic=True)] == ["onnx"]
+    assert [b.name for b in at_precision(["eager", "onnx", "aoti"], "fp32", "cpu", automatic=True)] == [
+        "eager", "onnx", "aoti"]
+    assert [b.name for b in at_precision(["onnx", "aoti", "tensorrt"], "int8", "cuda:0")] == ["tensorrt"]

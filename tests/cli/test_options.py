@@ -49,13 +49,17 @@ def _signature(action) -> tuple:
 def test_the_shared_options_are_where_they_belong():
     assert set(_having("--batch")) == {"run", "check", "validate", "profile", "train", "select"}
     assert set(_having("--precision")) == {"run", "export", "check", "validate", "profile"}
+    # int8 calibration goes with the precision axis, everywhere it is
+    for flag in ("--calib", "--calib-samples", "--calib-method"):
+        assert set(_having(flag)) == set(_having("--precision")), flag
     assert set(_having("--resume")) == {"run", "train"}
     assert set(_having("--runtimes")) == {"run", "export", "check", "validate", "profile"}
     # every command prints JSON on request
     assert set(_having("--json")) == set(COMMANDS)
 
 
-@pytest.mark.parametrize("flag", ["-b", "--precision", "--json", "--resume", "-f", "--store", "--weights", "--device"])
+@pytest.mark.parametrize("flag", ["-b", "--precision", "--calib", "--calib-samples", "--calib-method", "--json",
+                                  "--resume", "-f", "--store", "--weights", "--device"])
 def test_a_shared_option_is_declared_the_same_way_everywhere(flag):
     signatures = {name: _signature(_action(COMMANDS[name], flag)) for name in _having(flag)}
     assert len(signatures) >= 2
@@ -167,6 +171,8 @@ def test_eager_is_the_fp32_reference_of_int8_not_an_unsupported_combination():
     # perfkit run's automatic plan: fp32 and int8 where a runtime builds it (each runtime its own)
     assert precisions(Namespace(precision="auto"), parse_backends("eager,torchscript"), "cpu") == [Precision.FP32]
     assert precisions(Namespace(precision="auto"), backends, "cpu") == [Precision.FP32, Precision.INT8]
+    # AOTInductor's int8 (a second compile per model) is asked for, not automatic
+    assert precisions(Namespace(precision="auto"), parse_backends("eager,aoti"), "cpu") == [Precision.FP32]
     assert precisions(Namespace(precision="fp32,int8"), parse_backends("eager,torchscript,onnx"), "cpu",
                       lenient=True) == [Precision.FP32, Precision.INT8]
 
