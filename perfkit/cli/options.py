@@ -204,11 +204,13 @@ def calibration_set(args, precisions, data=None):
     if calib is not None and str(calib).strip().lower() == "synthetic":
         return CalibrationSet.synthetic(samples, method)
     if calib is not None:
-        return CalibrationSet(Source.IMAGES, calib, samples or DEFAULT_SAMPLES, method)
-    if data is not None:
-        return CalibrationSet(Source.VALIDATION, data, samples or DEFAULT_SAMPLES, method)
-    return CalibrationSet.synthetic(samples, method)
-
+        chosen = CalibrationSet(Source.IMAGES, calib, samples or DEFAULT_SAMPLES, method)
+    elif data is not None:
+        chosen = CalibrationSet(Source.VALIDATION, data, samples or DEFAULT_SAMPLES, method)
+    else:
+        return CalibrationSet.synthetic(samples, method)
+    chosen.files  # a folder without images is refused now, before anything runs (exit 2)
+    return chosen
 
 
 def default_workers() -> int:

@@ -78,3 +78,12 @@ def test_profile_shows_the_int8_speedup_and_leaves_eager_at_fp32(capsys, artifac
     assert main(argv) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "× fp32" in out and "int8 on this CPU" in out and "int8 (onnx): calibrated on 32 synthetic" in out
+
+
+def test_a_calibration_folder_without_images_is_refused_before_anything_runs(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["profile", "lenet5", "-f", "onnx", "--precision", "int8", "--calib", str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: no images (")
+    assert main(["export", "lenet5", "-f", "onnx", "--precision", "int8", "--calib", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: --calib ") and err.endswith("is not a folder") 
