@@ -18,6 +18,7 @@ _CORE = {
     "onnx": "ONNX export", "onnxscript": "ONNX export", "onnxruntime": "the ONNX Runtime backend",
     "pynvml": "NVML GPU memory", "plotly": "HTML charts", "jinja2": "the HTML report",
     "timm": "timm models", "scipy": "the ImageNet devkit's meta.mat",
+    "torchao": "AOTInductor int8 (PT2E quantization)",
 }
 
 

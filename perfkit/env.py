@@ -28,13 +28,34 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
+# The instruction-set features that decide what reduced precision buys on a CPU: int8 dot products
+# (VNNI, AMX) and bf16 arithmetic (AVX512_BF16, AMX). Without them int8 gains ~2× at most (AVX2 u8×s8
+# multiply-adds) and bf16 is emulated (slower than fp32).
+CPU_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
+                "amx_int8", "amx_bf16")
+
+
+@functools.cache
+def cpu_flags() -> list[str] | None:
+    """The ``CPU_FEATURES`` this CPU has (from /proc/cpuinfo), or None where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [flag for flag in CPU_FEATURES if flag in have]
+    except OSError:
+        pass
+    return None
+
+
 def library_names() -> list[str]:
     """Core libraries, then every backend's (derived from the backend registry)."""
     from perfkit.backends import all_backends
 
     names = list(CORE_LIBRARIES)
     for backend in all_backends():
-        names += [*backend.cache_libraries, *backend.runtime_libraries]
+        names += [*backend.cache_libraries, *backend.quant_libraries, *backend.runtime_libraries]
     return list(dict.fromkeys(names))
 
 
@@ -91,6 +112,7 @@ def fingerprint(device: str = "cpu") -> dict:
         "os": platform.platform(),
         "python": platform.python_version(),
         "cpu_model": _cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": device,

@@ -54,6 +54,7 @@ class RunConfig:
     device: str = "cpu"  # resolved: cpu or cuda:N
     runtimes: list[str] | None = None  # None: every available backend marked for `perfkit run`
     precisions: list[Precision] = field(default_factory=lambda: [Precision.FP32])
+    automatic: bool = False  # --precision auto: each runtime at the precisions of its Backend.run_precisions
     batches: list[int] = field(default_factory=lambda: [1, 8])
     parity_samples: int = 8
     parity_batches: list[int] = field(default_factory=lambda: [1, 4])
@@ -85,7 +86,7 @@ class RunConfig:
         from perfkit.backends import reference
 
         return ProfilePlan((reference(), *self.backends()), tuple(self.batches), tuple(self.precisions), self.timing,
-                           self.memory, (max(self.batches),))
+                           self.memory, (max(self.batches),), self.device, self.automatic)
 
 
 @dataclass
@@ -181,51 +182,65 @@ def _complexity_keys(cfg, spec, backends) -> set[tuple]:
     return {_key(Kind.COMPLEXITY, Where.of(spec, "eager", Precision.FP32, 1, "cpu"))}
 
 
+def _pairs(cfg, backends) -> Iterator[tuple]:
+    """(backend, precision) for each precision of the run and each backend that runs it here."""
+    from perfkit.backends import at_precision
+
+    for p in cfg.precisions:
+        for b in at_precision(backends, p, cfg.device, automatic=cfg.automatic):
+            yield b, p
+
+
 def _export(cfg, spec, backends, ctx, data) -> Iterator:
     from perfkit.backends import export_each
 
-    exported = [b for b in backends if b.needs_artifact]
-    for p in cfg.precisions:
-        yield from export_each(spec, exported, ctx, precision=p, batch=cfg.batch_range)
+    for b, p in _pairs(cfg, [b for b in backends if b.needs_artifact]):
+        yield from export_each(spec, [b], ctx, precision=p, batch=cfg.batch_range)
 
 
 def _export_keys(cfg, spec, backends) -> set[tuple]:
     return {_key(Kind.EXPORT, Where.of(spec, b.name, p, cfg.batch_range.max, cfg.device))
-            for b in backends if b.needs_artifact for p in cfg.precisions}
+            for b, p in _pairs(cfg, [b for b in backends if b.needs_artifact])}
 
 
 def _parity(cfg, spec, backends, ctx, data) -> Iterator:
     from perfkit.accuracy.parity import ParityCheck, check_parity, synthetic_inputs
     from perfkit.results import Failure as F
 
+    from perfkit.backends import at_precision
+
     inputs = synthetic_inputs(spec, cfg.parity_samples)
     for p in cfg.precisions:
-        for result in check_parity(spec, backends, ctx, inputs=(inputs, "synthetic"), batches=cfg.parity_batches,
-                                   precision=p, batch_range=cfg.batch_range):
+        chosen = at_precision(backends, p, cfg.device, automatic=cfg.automatic)
+        for result in check_parity(spec, chosen, ctx, inputs=(inputs, "synthetic"),
+                                   batches=cfg.parity_batches, precision=p, batch_range=cfg.batch_range):
             if isinstance(result, (ParityCheck, F)):  # exports belong to the export step
                 yield result
 
 
 def _parity_keys(cfg, spec, backends) -> set[tuple]:
     return {_key(Kind.PARITY, Where.of(spec, b.name, p, batch, cfg.device))
-            for b in backends for p in cfg.precisions for batch in cfg.parity_batches}
+            for b, p in _pairs(cfg, backends) for batch in cfg.parity_batches}
 
 
 def _accuracy(cfg, spec, backends, ctx, data) -> Iterator:
     from perfkit.accuracy.harness import EvalOptions, validate_model
 
     options = EvalOptions(batch_size=EVAL_BATCH, workers=cfg.workers, cache_dir=cfg.cache)
-    for p in cfg.precisions:
-        done = validate_model(spec, data, backends, ctx, precision=p, options=options)
-        yield done.result
-        yield from done.open_failures
+    from perfkit.backends import reference
+
+    done = validate_model(spec, data, [reference(), *backends], ctx, precisions=cfg.precisions, options=options,
+                          automatic=cfg.automatic)
+    yield done.result
+    yield from done.open_failures
 
 
 def _accuracy_keys(cfg, spec, backends) -> set[tuple]:
     from perfkit.backends import reference
 
-    return {_key(Kind.ACCURACY, Where.of(spec, b.name, p, EVAL_BATCH, cfg.device))
-            for b in (reference(), *backends) for p in cfg.precisions}
+    ref = {_key(Kind.ACCURACY, Where.of(spec, reference().name, Precision.FP32, EVAL_BATCH, cfg.device))}
+    return ref | {_key(Kind.ACCURACY, Where.of(spec, b.name, p, EVAL_BATCH, cfg.device))
+                  for b, p in _pairs(cfg, [reference(), *backends])}
 
 
 def _profile(cfg, spec, backends, ctx, data) -> Iterator:

@@ -93,6 +93,10 @@ def _export(result) -> list[Record]:
         "sha256": a.sha256, "artifact_path": str(a.path), "warnings": a.warnings, "batch_range": a.manifest["batch"],
         "options": a.manifest["options"], "compiled_for": a.manifest.get("compiled_for"),
     }
+    if "calibration" in a.manifest:
+        metrics["calibration"] = a.manifest["calibration"]["description"]
+        metrics["calibration_set"] = {k: v for k, v in a.manifest["calibration"].items() if k != "files"}
+        metrics["quantization"] = a.manifest.get("quantization") or {}
     return [_record(Kind.EXPORT, result.where, metrics)]
 
 
@@ -100,7 +104,12 @@ def _parity(result) -> list[Record]:
     # NaN/Inf logits make the distances NaN: recorded as missing (None), never as NaN in an ok record.
     metrics = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in result.result.metrics().items()}
     return [_record(Kind.PARITY, result.where, {**metrics, "failures": result.result.failures,
-                                                 "inputs": result.source})]
+                                                 "inputs": result.source, **_calibration(result.calibration)})]
+
+
+def _calibration(description: str | None) -> dict:
+    """The calibration metric of an int8 result (what every table says about int8)."""
+    return {"calibration": description} if description else {}
 
 
 def _accuracy(result) -> list[Record]:
@@ -139,6 +148,8 @@ def accuracy_metrics(result, label: str) -> dict:
         "complete": result.complete, "seconds": result.seconds,
         "images_per_s": result.images / result.seconds if result.seconds else None,
         "random_weights": result.spec.random_weights, "runner": label,
+        "relative_top1": r.counts.top1_pct / ref.counts.top1_pct if ref.counts.top1_pct else None,
+        "reference": f"{ref.runtime} {ref.precision}", **_calibration(r.calibration),
     }
     if r.real is not None:
         m.update(real_images=r.real.images, real_top1_correct=r.real.top1_correct,
@@ -151,7 +162,8 @@ def accuracy_metrics(result, label: str) -> dict:
 
 def _latency(result) -> list[Record]:
     metrics = {**result.timing.metrics(), "threads": result.threads, "runtime_config": result.runtime_config,
-               "self_timed": result.self_timed, **result.roofline, "warnings": list(result.warnings)}
+               "self_timed": result.self_timed, **result.roofline, "warnings": list(result.warnings),
+               **_calibration(result.calibration)}
     if result.flops_source:
         metrics["flops_source"] = result.flops_source
     return [_record(Kind.LATENCY, result.where, metrics)]

@@ -206,3 +206,43 @@ def test_cli_run_resume_of_an_unknown_run_is_one_line_before_anything_runs(capsy
     assert main(["run", "lenet5", "--weights", "random", "--resume", "nope"]) == 2
     err = capsys.readouterr().err
     assert "no run" in err and "ImageNet" not in err
+
+
+# -- precision: each runtime at the precisions it runs ------------------------------------------------
+
+def test_int8_runs_where_a_runtime_builds_it_and_the_plan_knows_it(store):
+    from perfkit.data.calibration import CalibrationSet
+
+    cfg = _cfg(precisions=["fp32", "int8"], options={"calibration": CalibrationSet.synthetic(8)}, batches=[1])
+    result = pipeline.run_pipeline(cfg, store)
+    assert result.failures == []
+    recs = store.records(result.run_id)
+    by_kind = {}
+    for r in recs:
+        by_kind.setdefault(str(r.kind), set()).add((r.runtime, r.precision))
+    # torchscript and eager do not build int8: they run fp32 only (eager is int8's fp32 reference)
+    assert by_kind["export"] == {("torchscript", "fp32"), ("onnx", "fp32"), ("onnx", "int8")}
+    assert by_kind["parity"] == by_kind["export"]
+    assert by_kind["latency"] == {("eager", "fp32"), ("torchscript", "fp32"), ("onnx", "fp32"), ("onnx", "int8")}
+    int8 = [r for r in recs if r.precision == "int8"]
+    assert all(r.metrics["calibration"] == "calibrated on 8 synthetic images (minmax) — accuracy not meaningful"
+               for r in int8)
+    assert all(r.metrics["passed"] for r in int8 if r.kind == Kind.PARITY)
+    planned = set().union(*(plan.keys(cfg, _spec(), cfg.backends()) for plan in pipeline.STEPS.values()))
+    assert sorted(r.key for r in recs if r.kind not in (Kind.MODEL, Kind.ACCURACY)) == \
+        sorted(k for k in planned if k[0] != "accuracy")
+    again = pipeline.run_pipeline(_cfg(precisions=["fp32", "int8"], options=cfg.options, batches=[1],
+                                       resume=result.run_id), store)
+    assert set(again.skipped) == {f"lenet5 {s}" for s in ("complexity", "export", "parity", "profile")}
+
+
+def test_cli_run_includes_int8_by_default_and_says_what_it_was_calibrated_on(tmp_path, capsys):
+    code = main(["run", "lenet5", "--weights", "random", "-f", "torchscript,onnx", "-b", "1", "--parity-samples", "2",
+                 "--no-memory", "--html", str(tmp_path / "r.html")])
+    captured = capsys.readouterr()
+    out, err = " ".join(captured.out.split()), " ".join(captured.err.split())
+    assert code == 0
+    assert "onnx int8" in out and "int8 (onnx): calibrated on 32 synthetic images (minmax) — accuracy not meaningful" in out
+    assert "(no --calib and no --data)" in err
+    html = (tmp_path / "r.html").read_text()
+    assert "calibrated on 32 synthetic images" in html and "precision-note" in html

@@ -110,6 +110,7 @@ class RuntimeAccuracy:
     real: M.Counts | None = None
     per_class: list[dict] | None = None
     error: str | None = None  # set when the runtime failed: no counts
+    calibration: str | None = None  # what an int8 artifact was calibrated on
 
     @property
     def ok(self) -> bool:
@@ -256,7 +257,8 @@ def _combine(spec, data: ImageNetVal, runners: Mapping[str, Runner], options: Ev
             results[label] = RuntimeAccuracy(label, runtime, precision, error=errors[0])
             continue
         preds = predictions[label] = np.concatenate([p["preds"][label] for p in parts])[order]
-        r = RuntimeAccuracy(label, runtime, precision, counts=M.counts(preds, gold))
+        r = RuntimeAccuracy(label, runtime, precision, counts=M.counts(preds, gold),
+                            calibration=runners[label].calibration)
         if label != reference:
             r.diff = M.LogitDiff()
             for p in parts:
@@ -433,38 +435,55 @@ class Validation:
         """``gate_failures`` of the result, then a "ran" row per runtime that could not open."""
         rows = gate_failures(self.result, max_top1_drop, min_relative)
         if max_top1_drop is not None or min_relative is not None:
-            rows += [{"model": f.where.model, "runtime": f.where.runtime, "gate": "ran", "value": None,
+            rows += [{"model": f.where.model, "runtime": runtime_label(f.where.runtime, f.where.precision),
+                      "gate": "ran", "value": None,
                       "limit": None, "why": f.error} for f in self.open_failures]
         return rows
 
 
-def validate_model(spec: ModelSpec, data: ImageNetVal, backends: Sequence, ctx, *,
-                   precision: Precision | str = Precision.FP32, options: EvalOptions = EvalOptions(),
-                   dist: Distributed = ALONE) -> Validation:
-    """Validate one model on ``data`` in every runtime of ``backends`` (eager first, as the reference).
+def runtime_label(backend_name: str, precision: Precision | str) -> str:
+    """The label of one runtime × precision in a validation pass (``onnx``, ``onnx int8``)."""
+    precision = Precision(precision)
+    return backend_name if precision is Precision.FP32 else f"{backend_name} {precision}"
 
-    Opens one runner per runtime (exporting what is missing) and runs ``evaluate``. An exported
-    runtime that cannot open becomes a ``Failure`` (kind accuracy) and the others go on.
+
+def validate_model(spec: ModelSpec, data: ImageNetVal, backends: Sequence, ctx, *,
+                   precisions: Sequence[Precision | str] | Precision | str = (Precision.FP32,),
+                   options: EvalOptions = EvalOptions(), dist: Distributed = ALONE,
+                   automatic: bool = False) -> Validation:
+    """Validate one model on ``data`` in every runtime of ``backends`` at every precision it runs, in
+    one pass, against eager fp32 (opened first, as the reference, whatever was asked).
+
+    Each runtime runs the precisions of ``precisions`` it supports on the device (the command line
+    has refused the combinations a user asked for that it cannot run); eager runs at another float
+    precision only when it is among ``backends``. ``automatic``: ``perfkit run``'s automatic plan
+    (each runtime at the precisions of its ``Backend.run_precisions``).
+    Opens one runner per runtime × precision (exporting what is missing) and runs ``evaluate``. An
+    exported runtime that cannot open becomes a ``Failure`` (kind accuracy) and the others go on.
 
     Raises:
         PerfkitError: the model as a whole failed (eager did not open, bad data, bad options).
     """
     from perfkit.backends import get, open_runner, reference
 
-    precision = Precision(precision)
+    precisions = [Precision(precisions)] if isinstance(precisions, str) else list(map(Precision, precisions))
     options.check(spec)
     transform = options.transform or spec.preprocess
     spec = spec_with_transform(spec, transform)
-    chosen = [reference()] + [b for b in dict.fromkeys(map(get, backends)) if not b.reference]
+    ref = reference()
+    chosen = [(ref, Precision.FP32)] + [
+        (b, p) for p in precisions for b in dict.fromkeys(map(get, backends))
+        if b.runs(p, ctx.device, automatic=automatic) and (b, p) != (ref, Precision.FP32)]
     batch = runner_batch(options.batch_size, options.crops)
     runners: dict[str, Runner] = {}
     failures: list[Failure] = []
-    for backend in chosen:
-        ctx.progress.update(f"{spec.name}: opening {backend.name}")
+    for backend, precision in chosen:
+        ctx.progress.update(f"{spec.name}: opening {backend.name} {precision}")
         try:
-            runners[backend.name] = open_runner(spec, backend, ctx, precision=precision, batch=batch)
+            runners[runtime_label(backend.name, precision)] = open_runner(spec, backend, ctx, precision=precision,
+                                                                          batch=batch)
         except Exception as exc:  # an exported runtime that cannot open is recorded; the rest go on
-            if backend.reference:
+            if backend.reference and precision is Precision.FP32:
                 raise
             failures.append(Failure.of(Kind.ACCURACY, Where.of(spec, backend.name, precision, options.batch_size,
                                                                ctx.device), exc))

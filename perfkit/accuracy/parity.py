@@ -13,30 +13,46 @@ relative bound alone would be loose.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from perfkit.errors import DatasetError, UsageError
+from perfkit.data.images import image_files, load_images
+from perfkit.errors import UsageError
 from perfkit.results import Failure, Kind, Where, describe
 from perfkit.vocab import BatchRange, Precision
 from perfkit.zoo.registry import ModelSpec
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
-
-
 @dataclass(frozen=True)
 class Tolerance:
     """Allowed difference on logits: ``|a - b| <= atol + rtol·|reference|`` elementwise,
-    ``max|a - b| <= max_rel·max|reference|`` per sample, and a top-1 agreement floor."""
+    ``max|a - b| <= max_rel·max|reference|`` per sample, a top-1 agreement floor, and a floor on each
+    sample's cosine similarity with the reference."""
 
     atol: float
     rtol: float
     min_top1_agreement: float = 1.0
     max_rel: float = float("inf")
+    min_cosine: float = -1.0
 
+
+# int8 is judged differently (see INT8_CRITERIA): quantisation noise moves every logit, so no
+# elementwise bound holds, and near-ties flip — with random weights on synthetic inputs most inputs
+# are near-ties. What a wrong int8 artifact (saturated kernels, ranges from the wrong preprocessing, a
+# broken scale) cannot keep is the *direction* of each sample's logit vector and the scale of its
+# error: those are gated; top-1 agreement is reported, and judged on real data by the accuracy harness.
+# Measured (ONNX Runtime int8 vs eager fp32, 32 noise inputs, random weights): correct resnet18 min cosine
+# 0.993, max rel 0.16 (top-1 agreement 66%); correct mobilenet_v2 0.945 / 0.39; calibrated on a tenth of
+# the input scale (clipped ranges) 0.73-0.80 / 0.76-1.12; EfficientNet-Lite1 with real weights and
+# 8-bit weights saturating on AVX2 (the research note) min cosine 0.71. The bounds sit between.
+INT8_TOLERANCE = Tolerance(atol=float("inf"), rtol=float("inf"), min_top1_agreement=0.0, max_rel=0.6,
+                           min_cosine=0.9)
+INT8_CRITERIA = ("int8: each sample's logits keep cosine ≥ 0.9 with eager fp32's and max |Δ| ≤ 0.6 × its largest "
+                 "logit, no NaN/Inf; top-1 agreement is reported, not gated (near-ties flip; judge accuracy with "
+                 "perfkit validate on real images)")
 
 # fp32 is strict (1e-3 on logits, every top-1 the same). fp16/bf16 keep ~3/~2 significant digits, so
 # the logits move more and near-ties may flip.
@@ -44,6 +60,7 @@ TOLERANCES: dict[Precision, Tolerance] = {
     Precision.FP32: Tolerance(atol=1e-3, rtol=1e-4, min_top1_agreement=1.0, max_rel=1e-3),
     Precision.FP16: Tolerance(atol=5e-2, rtol=1e-2, min_top1_agreement=0.99, max_rel=2e-2),
     Precision.BF16: Tolerance(atol=1e-1, rtol=2e-2, min_top1_agreement=0.98, max_rel=5e-2),
+    Precision.INT8: INT8_TOLERANCE,
 }
 
 
@@ -58,7 +75,7 @@ def tolerance(precision: Precision | str, atol: float | None = None, rtol: float
         if value is not None and value < 0:
             raise UsageError(f"--{name} must be ≥ 0, got {value}")
     return Tolerance(base.atol if atol is None else atol, base.rtol if rtol is None else rtol,
-                     base.min_top1_agreement, base.max_rel if max_rel is None else max_rel)
+                     base.min_top1_agreement, base.max_rel if max_rel is None else max_rel, base.min_cosine)
 
 
 @dataclass
@@ -79,6 +96,7 @@ class ParityResult:
     rtol: float
     min_top1_agreement: float
     max_rel: float
+    min_cosine: float = -1.0
     # eager gives the same logits for every input (e.g. random init whose activations vanish):
     # agreement is then guaranteed and says nothing about the runtime.
     constant_reference: bool = False
@@ -86,10 +104,11 @@ class ParityResult:
     failures: list[str] = field(default_factory=list)  # why it did not pass, in words
 
     def metrics(self) -> dict:
-        """Record metrics (raw numbers; see the shared vocabulary)."""
+        """Record metrics (raw numbers; see the shared vocabulary). A bound that does not apply
+        (int8 has no elementwise one) is None, not infinity."""
         out = asdict(self)
         out.pop("failures")
-        return out
+        return {k: None if isinstance(v, float) and math.isinf(v) else v for k, v in out.items()}
 
 
 def compare(reference: torch.Tensor, candidate: torch.Tensor, tol: Tolerance) -> ParityResult:
@@ -125,6 +144,8 @@ def compare(reference: torch.Tensor, candidate: torch.Tensor, tol: Tolerance) ->
         failures.append(f"max |Δ| is {max_rel:.3g} of the sample's largest logit (> max_rel {tol.max_rel:g})")
     if agreement < tol.min_top1_agreement:
         failures.append(f"top-1 agreement {agreement:.2%} < {tol.min_top1_agreement:.0%} (samples {flipped[:10]})")
+    if cosine.min().item() < tol.min_cosine:
+        failures.append(f"min cosine with eager {cosine.min().item():.3f} < {tol.min_cosine:g}")
     # NaN/Inf logits make the distances meaningless: say NaN rather than the finite entries' 0.
     return ParityResult(
         samples=n, max_abs_diff=float("nan") if nonfinite else d.max().item(),
@@ -132,7 +153,7 @@ def compare(reference: torch.Tensor, candidate: torch.Tensor, tol: Tolerance) ->
         max_rel_diff=float("nan") if nonfinite else max_rel, cosine_min=cosine.min().item(),
         top1_agreement=agreement, top5_overlap=overlap.mean().item(), nonfinite=nonfinite,
         within_tolerance=within, passed=not failures, atol=tol.atol, rtol=tol.rtol,
-        min_top1_agreement=tol.min_top1_agreement, max_rel=tol.max_rel,
+        min_top1_agreement=tol.min_top1_agreement, max_rel=tol.max_rel, min_cosine=tol.min_cosine,
         constant_reference=bool(n > 1 and (ref == ref[0]).all()), flipped_ids=flipped, failures=failures,
     )
 
@@ -161,32 +182,12 @@ def synthetic_inputs(spec: ModelSpec, samples: int, seed: int = 0) -> torch.Tens
     return spec.example_input(samples, seed=seed)
 
 
-def image_files(root: str | Path) -> list[Path]:
-    """Image files under ``root`` (an ImageFolder-like tree or a flat folder), sorted."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DatasetError(f"--data {root} is not a folder")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
-    return files
-
-
 def image_inputs(spec: ModelSpec, root: str | Path, samples: int) -> torch.Tensor:
     """The first ``samples`` images under ``root`` through the model's eval preprocessing.
 
     An unreadable image is an error naming the file, never skipped or replaced.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    tensors = []
-    for path in image_files(root)[:samples]:
-        try:
-            with Image.open(path) as img:
-                tensors.append(spec.preprocess(img.convert("RGB")))
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise DatasetError(f"cannot read image {path}: {exc}") from None
-    return torch.stack(tensors)
+    return load_images(image_files(root)[:samples], spec.preprocess)
 
 
 def inputs_for(spec: ModelSpec, samples: int, data: str | Path | None = None, seed: int = 0) -> tuple[torch.Tensor, str]:
@@ -212,6 +213,7 @@ class ParityCheck:
     where: Where
     result: ParityResult
     source: str  # "synthetic" or "data"
+    calibration: str | None = None  # what an int8 artifact was calibrated on
 
 
 def check_parity(spec: ModelSpec, backends: Sequence, ctx, *, inputs: tuple[torch.Tensor, str],
@@ -223,10 +225,12 @@ def check_parity(spec: ModelSpec, backends: Sequence, ctx, *, inputs: tuple[torc
 
     Yields, in order: an ``ExportResult`` for each artifact exported now (cache hits are not
     repeated), a ``ParityCheck`` per runtime × batch, and a ``Failure`` (kind parity) per batch of a
-    runtime that cannot export, load or run — the others go on.
+    runtime that cannot export, load or run — the others go on. The reference itself is checked at
+    the float precisions it runs (eager fp16 against eager fp32), not at int8.
     """
     from perfkit.backends import export_each, get, make_runner
 
+    backends = [b for b in map(get, backends) if not (b.reference and not b.runs(precision, ctx.device))]
     inputs, source = inputs
     batches = sorted(set(batches))
     tol = tol or tolerance(precision)
@@ -255,6 +259,6 @@ def check_parity(spec: ModelSpec, backends: Sequence, ctx, *, inputs: tuple[torc
                 for b in batches:
                     result = compare(reference[b], logits(runner, inputs, b), tol)
                     done.add(b)
-                    yield ParityCheck(where.replace(batch=b), result, source)
+                    yield ParityCheck(where.replace(batch=b), result, source, runner.calibration)
         except Exception as exc:  # a runtime that cannot load or run fails its batches; the others go on
             yield from (Failure.of(Kind.PARITY, where.replace(batch=b), describe(exc)) for b in batches if b not in done)

@@ -135,6 +135,25 @@ class ExportRequest:
     def example_input(self) -> torch.Tensor:
         return self.spec.example_input(self.example_batch).to(self.device)
 
+    @property
+    def calibration(self):
+        """The calibration set of an int8 export (``perfkit.data.calibration.CalibrationSet``)."""
+        value = self.options.get("calibration")
+        if value is None:
+            raise ArtifactError(f"an int8 {self.spec.name} artifact needs calibration data: pass --calib DIR "
+                                "(or --data), or --calib synthetic to time it without meaningful accuracy")
+        return value
+
+    def calibration_batches(self, batch: int = 8) -> list[torch.Tensor]:
+        """The calibration inputs through the model's preprocessing, in equal batches (histogram
+        calibrators need equal shapes): the largest size ≤ ``batch`` in the artifact's range that
+        divides the set, or the range's minimum with the remainder left out."""
+        x = self.calibration.tensors(self.spec.preprocess)
+        n = x.shape[0]
+        sizes = [b for b in range(min(batch, self.batch.max, n), self.batch.min - 1, -1) if n % b == 0]
+        size = sizes[0] if sizes else self.batch.min
+        return [x[i:i + size] for i in range(0, n - n % size, size)]
+
     def model(self) -> torch.nn.Module:
         """The eval model on the export device, computing in ``precision`` with float32 I/O.
 
@@ -205,7 +224,7 @@ def cache_key(spec, backend, precision: Precision, batch: BatchRange, device: st
         "num_classes": spec.num_classes, "weights": spec.weights.identity,
         "backend": backend.name, "precision": str(precision), "batch": batch.to_dict(),
         "device": device_identity(device) if backend.device_specific else "any",
-        "options": options, "libraries": library_versions(backend.cache_libraries), "perfkit": __version__,
+        "options": options, "libraries": library_versions(backend.libraries_for(precision)), "perfkit": __version__,
     }
 
 
@@ -233,10 +252,10 @@ def ensure_artifact(spec, backend, ctx: "Context", *, precision: Precision | str
     from perfkit.backends.base import EXPORT
 
     precision = Precision(precision)
-    options = backend.options_for(ctx.options, EXPORT)
+    options = backend.options_for(ctx.options, EXPORT, precision)
     root = ctx.artifacts
     _check_root(root)
-    key = cache_key(spec, backend, precision, batch, ctx.device, options)
+    key = cache_key(spec, backend, precision, batch, ctx.device, backend.keyed(options))
     folder = key_dir(root, key)
     start = time.perf_counter()
     if folder.exists() and not ctx.force:
@@ -378,7 +397,8 @@ def _manifest(req: ExportRequest, backend, key: dict, main_file: str, files: dic
         "batch": req.batch.to_dict(),
         "example_batch": req.example_batch,
         "preprocess": spec.preprocess.to_dict(),
-        "options": req.options,
+        "options": backend.keyed(req.options),
+        **({"calibration": req.calibration.manifest()} if req.precision is Precision.INT8 else {}),
         "main_file": main_file,
         "files": files,
         "sha256": combined_sha256(files),

@@ -18,7 +18,8 @@ from perfkit.errors import UsageError
 from perfkit.vocab import BatchRange, Precision
 
 __all__ = [
-    "EXPORT", "RUN", "ArtifactRunner", "Backend", "Option", "Runner", "all_backends", "default_backends", "get",
+    "EXPORT", "RUN", "ArtifactRunner", "Backend", "Option", "Runner", "all_backends", "at_precision",
+    "default_backends", "get",
     "export_each", "make_runner", "names", "open_runner", "parse_backends", "prepare", "register", "unregister",
 ]
 
@@ -67,8 +68,12 @@ def _check_options(new: Backend, others: Iterable[Backend]) -> None:
     for other in others:
         for a in new.options:
             for b in other.options:
-                if a.name == b.name and (a.default, a.type, a.stage) != (b.default, b.type, b.stage):
+                if a.name == b.name and _meaning(a) != _meaning(b):
                     raise ValueError(f"option '{a.name}' of backend {new.name} contradicts backend {other.name}'s")
+
+
+def _meaning(option: Option) -> tuple:
+    return (option.default, option.type, option.stage, option.precisions, option.cli, option.key)
 
 
 def _load() -> None:
@@ -132,6 +137,19 @@ def default_backends(device: str) -> list[Backend]:
     return [b for b in all_backends() if b.default_in_run and b.unavailable(device) is None]
 
 
+def at_precision(backends: Iterable, precision: Precision | str, device: str, *,
+                 automatic: bool = False) -> list[Backend]:
+    """The backends among ``backends`` that run ``precision`` on ``device``, in order (``automatic``:
+    those ``perfkit run``'s automatic plan measures there, see ``Backend.run_precisions``).
+
+    Measuring code measures each runtime at the precisions it runs: the command line has already
+    refused a combination the user asked for that a runtime cannot run (``cli/options.py``), so what
+    is left out here is the reference at int8 (int8 is compared with eager fp32) and, in
+    ``perfkit run``'s automatic plan, each runtime's unsupported (or not automatic) precisions.
+    """
+    return [b for b in map(get, backends) if b.runs(precision, device, automatic=automatic)]
+
+
 def options() -> Iterator:
     """Every option of every backend, once per name (for the CLI), with the backends declaring it."""
     seen: dict[str, tuple[Option, list[str]]] = {}
@@ -167,7 +185,8 @@ def make_runner(spec, backend: Backend | str, ctx, artifact=None, *, precision: 
                 batch: BatchRange = BatchRange()) -> Runner:
     """An un-entered runner of ``backend`` over ``artifact`` (from ``prepare``)."""
     backend = get(backend)
-    kwargs = dict(options=backend.options_for(ctx.options, RUN), threads=ctx.threads, device=ctx.device)
+    at = artifact.precision if artifact is not None else precision
+    kwargs = dict(options=backend.options_for(ctx.options, RUN, at), threads=ctx.threads, device=ctx.device)
     if backend.needs_artifact:
         return backend.runner(spec, artifact=artifact, **kwargs)
     return backend.runner(spec, precision=backend.check(precision, ctx.device), batch=batch, **kwargs)

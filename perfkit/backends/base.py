@@ -45,6 +45,13 @@ class Option:
     help: str
     stage: str = EXPORT
     type: Callable[[str], Any] | None = None  # None: bool options are flags, others str
+    precisions: frozenset | None = None  # the precisions it applies to (None: all); others never see it
+    cli: bool = True  # False: set through a shared command-line group (calibration), not a flag of its own
+    key: Callable[[Any], Any] | None = None  # its JSON form in cache keys and manifests (None: the value)
+
+    def applies(self, precision: Precision | str | None) -> bool:
+        """Whether it applies at ``precision`` (None: only the options of every precision do)."""
+        return self.precisions is None or (precision is not None and Precision(precision) in self.precisions)
 
     @property
     def flag(self) -> str:
@@ -56,6 +63,20 @@ class Option:
 
 
 CPU_FLOAT = frozenset({Precision.FP32, Precision.FP16, Precision.BF16})
+INT8_ONLY = frozenset({Precision.INT8})
+
+
+def _calibration_key(value):
+    from perfkit.data.calibration import calibration_key
+
+    return calibration_key(value)
+
+
+# The calibration set of an int8 artifact (a ``perfkit.data.calibration.CalibrationSet``): an export
+# option of every backend that builds int8, so that it keys the cache and lands in the manifest. Its
+# command-line form is the shared --calib/--calib-samples/--calib-method group (cli/options.py).
+CALIBRATION = Option("calibration", None, "int8: the calibration set (--calib, --calib-samples, --calib-method)",
+                     stage=EXPORT, precisions=INT8_ONLY, cli=False, key=_calibration_key)
 
 
 @dataclass(frozen=True, eq=False)  # one object per runtime: compared and hashed by identity
@@ -78,9 +99,12 @@ class Backend:
             ``a|b`` is satisfied by either (TensorRT imports as ``tensorrt`` or ``tensorrt_bindings``).
         probe: an extra availability check, ``probe(device) -> None or the reason it is unavailable``.
         cache_libraries: distributions whose versions key the artifact cache (the exporter's).
+        quant_libraries: distributions whose versions also key int8 artifacts (the quantizer's).
         runtime_libraries: distributions the runner uses (recorded in the environment).
         device_specific: the artifact is compiled for the device it is built on (AOTI, TensorRT).
         default_in_run: part of ``perfkit run``'s default list where available.
+        run_precisions: the precisions ``perfkit run``'s automatic plan (``--precision auto``) measures
+            it at, where it supports them (None: all); asked for explicitly, it runs every one it supports.
         reference: the runtime others are compared with (eager).
     """
 
@@ -96,9 +120,11 @@ class Backend:
     requires: tuple[str, ...] = ()
     probe: Callable[[str], str | None] | None = None
     cache_libraries: tuple[str, ...] = ("torch",)
+    quant_libraries: tuple[str, ...] = ()
     runtime_libraries: tuple[str, ...] = ("torch",)
     device_specific: bool = False
     default_in_run: bool = True
+    run_precisions: frozenset | None = None
     reference: bool = False
 
     @property
@@ -115,6 +141,19 @@ class Backend:
 
     def supported(self, device: str) -> frozenset:
         return frozenset(self.precisions.get(device_type(device), ()))
+
+    def libraries_for(self, precision: Precision | str) -> tuple[str, ...]:
+        """Distributions whose versions key an artifact of ``precision``."""
+        extra = self.quant_libraries if Precision(precision) is Precision.INT8 else ()
+        return tuple(dict.fromkeys((*self.cache_libraries, *extra)))
+
+    def runs(self, precision: Precision | str, device: str, *, automatic: bool = False) -> bool:
+        """Whether this backend runs ``precision`` on ``device`` (``check`` says why not); with
+        ``automatic``, also whether ``perfkit run``'s automatic plan measures it there."""
+        precision = Precision(precision)
+        if automatic and self.run_precisions is not None and precision not in self.run_precisions:
+            return False
+        return precision in self.supported(device)
 
     def check(self, precision: Precision | str, device: str) -> Precision:
         """The precision, if this backend runs it on ``device``; else a UsageError naming what it supports."""
@@ -138,10 +177,16 @@ class Backend:
                 return f"{self.name} needs '{module.split('|')[0]}' ({how})"
         return self.probe(device) if self.probe is not None else None
 
-    def options_for(self, given: Mapping[str, Any], stage: str) -> dict:
-        """This backend's options of ``stage``: its defaults, overridden by the ``given`` ones it declares."""
+    def options_for(self, given: Mapping[str, Any], stage: str, precision: Precision | str | None = None) -> dict:
+        """This backend's options of ``stage`` that apply at ``precision`` (None: those of every
+        precision): its defaults, overridden by the ``given`` ones it declares."""
         return {o.name: (given[o.name] if given.get(o.name) is not None else o.default)
-                for o in self.options if o.stage == stage}
+                for o in self.options if o.stage == stage and o.applies(precision)}
+
+    def keyed(self, options: Mapping[str, Any]) -> dict:
+        """``options`` in the JSON form that keys the artifact cache and is written to the manifest."""
+        forms = {o.name: o.key for o in self.options if o.key is not None}
+        return {k: (forms[k](v) if k in forms else v) for k, v in options.items()}
 
 
 # -- runners --------------------------------------------------------------------------------------
@@ -235,6 +280,12 @@ class Runner(ABC):
         """Device memory the runtime says the loaded model needs beyond its weights (TensorRT's
         engine); None where the runtime does not say."""
         return None
+
+    @property
+    def calibration(self) -> str | None:
+        """What the int8 artifact this runner runs was calibrated on (one line), or None."""
+        manifest = self.artifact.manifest if self.artifact is not None else {}
+        return (manifest.get("calibration") or {}).get("description")
 
     # -- hooks --------------------------------------------------------------------------------
 

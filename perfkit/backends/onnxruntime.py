@@ -10,6 +10,26 @@ Runner, tuned as ONNX Runtime's performance docs recommend: full graph optimisat
 inter-op thread. onnxruntime silently falls back to the CPU when a provider cannot start, so the
 runner checks that the provider it asked for is the one the session has.
 
+int8 (static post-training quantization with ONNX Runtime's own tools, ``quantize_static``): the
+fp32 ONNX artifact (cached, shared with fp32 runs) goes through ``quant_pre_process`` (symbolic shape
+inference) and is calibrated on the calibration set (``perfkit.data.calibration``; minmax, entropy or
+percentile, fed in equal batches), giving a QDQ graph — QuantizeLinear/DequantizeLinear pairs around
+float ops, which ONNX Runtime fuses into integer kernels. Two QDQ styles (``--qdq-style``):
+
+- ``x86`` (the default, for ONNX Runtime on any x86 CPU): uint8 activations (asymmetric), int8
+  per-channel weights with ``reduce_range`` (7-bit). Why each: ONNX Runtime fuses int8 activations
+  into integer kernels only on ARM (on x86 s8s8 runs DQ → fp32 → Q, slower than fp32); per-tensor
+  weights wreck depthwise convolutions (EfficientNet/MobileNet); and without VNNI, MLAS's AVX2
+  u8×s8 kernel adds pairs of products in int16 with saturation, which 8-bit weights overflow
+  (EfficientNet-Lite1: top-1 agreement with fp32 42/54 instead of 48/54) — 7-bit weights cannot, on
+  any CPU, at the same speed (ONNX Runtime's own advice for non-VNNI x86).
+- ``tensorrt``: symmetric int8 activations and weights (zero point 0, per-channel weights, full
+  range), the only Q/DQ form TensorRT's explicit quantization accepts. The TensorRT backend builds
+  its int8 engine from this artifact; ONNX Runtime runs it too, slowly on x86.
+
+Every op in ONNX Runtime's QDQ registry is quantized (Conv, Gemm/MatMul, Add, pooling, ...); ops
+outside it (ReduceMean for global pooling, Softmax) stay float, which is what the registry is for.
+
 On CUDA the session runs on a stream of its own (``user_compute_stream``) that first waits for
 torch's current stream: the input is produced by torch kernels (normalisation, a non-blocking copy)
 that ONNX Runtime's streams would otherwise not wait for. ``Run`` synchronises its stream before
@@ -23,9 +43,9 @@ import os
 import torch
 
 from perfkit.artifacts import INPUT_NAME, OUTPUT_NAME
-from perfkit.backends.base import EXPORT, ArtifactRunner, Backend, Option
+from perfkit.backends.base import CALIBRATION, EXPORT, INT8_ONLY, ArtifactRunner, Backend, Option
 from perfkit.deps import require
-from perfkit.errors import ArtifactError, PerfkitError
+from perfkit.errors import ArtifactError, PerfkitError, UsageError
 from perfkit.vocab import Precision
 
 MAIN_FILE = "model.onnx"
@@ -34,7 +54,12 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
 
+QDQ_STYLES = ("x86", "tensorrt")
+
+
 def export(req) -> str:
+    if req.precision is Precision.INT8:
+        return export_int8(req)
     onnx = require("onnx")
     require("onnxscript")
     model = req.model()
@@ -52,13 +77,108 @@ def export(req) -> str:
     if req.dynamic and not batch_dim:
         raise ArtifactError(f"{path}: the exporter fixed the input's batch dimension; a dynamic batch was asked for "
                             f"({req.batch.min}..{req.batch.max})")
-    req.info["onnx"] = {
+    req.info["onnx"] = graph_info(graph, req.out_dir)
+    return MAIN_FILE
+
+
+def graph_info(graph, folder) -> dict:
+    """What the manifest records about an ONNX graph written to ``folder``."""
+    return {
         "opset": next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), None),
         "ir_version": graph.ir_version,
-        "input_batch_dim": batch_dim or None,
-        "external_data": sorted(p.name for p in req.out_dir.iterdir() if p.name != MAIN_FILE),
+        "input_batch_dim": input_batch_dim(graph) or None,
+        "external_data": sorted(p.name for p in folder.iterdir() if p.name != MAIN_FILE),
+    }
+
+
+def export_int8(req) -> str:
+    """A QDQ int8 graph from the fp32 artifact and the calibration set (see the module docstring)."""
+    import shutil
+    from collections import Counter
+
+    from perfkit.artifacts import ensure_artifact
+
+    onnx = require("onnx")
+    quantization = require("onnxruntime.quantization")
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    style = req.options["qdq_style"]
+    if style not in QDQ_STYLES:
+        raise UsageError(f"--qdq-style must be one of {', '.join(QDQ_STYLES)}, got '{style}'")
+    calibration = req.calibration
+    source = ensure_artifact(req.spec, BACKEND, req.ctx.replace(force=False), precision=Precision.FP32,
+                             batch=req.batch)
+    batches = req.calibration_batches()
+    # quant_pre_process writes a copy of the graph; it goes beside the artifact's private folder
+    # (named so that a killed export's leftovers are cleaned up like the folder itself), never into it.
+    work = req.out_dir.with_name(f"q-{req.out_dir.name}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        pre = work / MAIN_FILE
+        quant_pre_process(str(source.path), str(pre), save_as_external_data=True, all_tensors_to_one_file=True,
+                          external_data_location=MAIN_FILE + ".data")
+        settings = qdq_settings(quantization, style, calibration.method, len(batches))
+        quantization.quantize_static(str(pre), str(req.out_dir / MAIN_FILE), _Reader(batches, INPUT_NAME),
+                                     quant_format=quantization.QuantFormat.QDQ, use_external_data_format=True,
+                                     **settings)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for path in req.out_dir.iterdir():
+        path.chmod(0o644)  # ONNX Runtime writes external data with mode 0600 (mkstemp)
+    onnx.checker.check_model(str(req.out_dir / MAIN_FILE))
+    graph = onnx.load(str(req.out_dir / MAIN_FILE), load_external_data=False)
+    ops = Counter(node.op_type for node in graph.graph.node)
+    if not ops.get("QuantizeLinear"):
+        raise ArtifactError(f"ONNX Runtime's quantizer left {source.path} without a single QuantizeLinear: "
+                            "nothing was quantized")
+    req.info["onnx"] = graph_info(graph, req.out_dir)
+    req.info["quantization"] = {
+        "tool": "onnxruntime.quantization.quantize_static (QDQ)", "qdq_style": style,
+        "calibration_batches": [len(batches), int(batches[0].shape[0])],
+        **{k: getattr(v, "name", v) for k, v in settings.items()},
+        "ops": dict(sorted(ops.items())), "source_onnx": {"path": str(source.path), "sha256": source.sha256},
     }
     return MAIN_FILE
+
+
+def qdq_settings(quantization, style: str, method: str, chunks: int) -> dict:
+    """``quantize_static`` keyword arguments of a QDQ style (see the module docstring)."""
+    q = quantization.QuantType
+    methods = {"minmax": quantization.CalibrationMethod.MinMax, "entropy": quantization.CalibrationMethod.Entropy,
+               "percentile": quantization.CalibrationMethod.Percentile}
+    extra: dict = {}
+    if method != "minmax":
+        # Histogram calibrators keep every intermediate output of every batch in memory until the end
+        # (~20 MB per 224² resnet18 sample); striding merges them a few batches at a time. The stride
+        # counts reader calls and must divide their number.
+        extra["CalibStridedMinMax"] = max(d for d in range(1, min(4, chunks) + 1) if chunks % d == 0)
+    if style == "tensorrt":
+        extra.update(ActivationSymmetric=True, WeightSymmetric=True)
+        return dict(activation_type=q.QInt8, weight_type=q.QInt8, per_channel=True, reduce_range=False,
+                    calibrate_method=methods[str(method)], extra_options=extra)
+    return dict(activation_type=q.QUInt8, weight_type=q.QInt8, per_channel=True, reduce_range=True,
+                calibrate_method=methods[str(method)], extra_options=extra)
+
+
+class _Reader:
+    """ONNX Runtime's calibration data reader protocol over equal batches: ``get_next`` feeds one
+    batch per call, then None; ``set_range``/``__len__`` let strided calibration restart a slice."""
+
+    def __init__(self, batches, input_name: str):
+        self.batches = [b.numpy() for b in batches]
+        self.input_name = input_name
+        self.set_range(0, len(self.batches))
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._next = iter(self.batches[start_index:end_index])
+
+    def get_next(self):
+        batch = next(self._next, None)
+        return None if batch is None else {self.input_name: batch}
 
 
 def input_batch_dim(graph) -> str:
@@ -187,10 +307,18 @@ BACKEND = Backend(
     runner=OnnxRuntimeRunner,
     export=export,
     options=(Option("opset", None, "ONNX opset; unset: the exporter's default, recorded in the manifest",
-                    stage=EXPORT, type=int),),
-    precisions={"cpu": frozenset({Precision.FP32, Precision.FP16}), "cuda": frozenset({Precision.FP32, Precision.FP16})},
+                    stage=EXPORT, type=int),
+             Option("qdq_style", "x86", "onnx int8: x86 (uint8 activations, 7-bit per-channel weights: "
+                    "ONNX Runtime's fast form on any x86 CPU) or tensorrt (symmetric int8, zero point 0)",
+                    stage=EXPORT, precisions=INT8_ONLY),
+             CALIBRATION),
+    # int8 on CUDA: ONNX Runtime's CUDA provider has no fused QDQ kernels for convolutions (it would
+    # run DQ → fp32 → Q); on a GPU int8 is TensorRT's, from the tensorrt QDQ style.
+    precisions={"cpu": frozenset({Precision.FP32, Precision.FP16, Precision.INT8}),
+                "cuda": frozenset({Precision.FP32, Precision.FP16})},
     requires=("onnx", "onnxscript", "onnxruntime"),
     probe=_probe,
     cache_libraries=("torch", "onnx", "onnxscript"),
+    quant_libraries=("onnxruntime", "onnxruntime-gpu"),
     runtime_libraries=("onnxruntime", "onnxruntime-gpu"),
 )

@@ -4,8 +4,12 @@ NOT RUN ON A GPU YET: written against NVIDIA's Python API (TensorRT 10.x and 11.
 checked against the real bindings of both versions by tests/backends/test_tensorrt_bindings.py
 (the real wheels' classes and signatures, loaded with stub libraries, without a GPU).
 
-- The network is strongly typed (required in TensorRT 11, where BuilderFlag.FP16 is gone): an fp16
-  engine comes from the fp16 ONNX graph, whose input and output stay float32.
+- The network is strongly typed (required in TensorRT 11, where BuilderFlag.FP16 and BuilderFlag.INT8
+  are gone): an fp16 engine comes from the fp16 ONNX graph, whose input and output stay float32; an
+  int8 engine from the QDQ int8 ONNX graph of the onnx backend in its ``tensorrt`` style (symmetric
+  int8, zero point 0: TensorRT's explicit quantization takes no other), calibrated by ONNX Runtime's
+  tools on the same calibration set. No builder precision flag and no TensorRT calibrator: the Q/DQ
+  nodes say where int8 runs.
 - TF32 is cleared so that fp32 engines compare strictly with eager (perfkit pins TF32 off everywhere).
 - One optimization profile covers the artifact's batch range (min/opt/max); with ``profile_batches``
   (the profiler sets it to the swept batch sizes) there is also one profile per batch size, tuned
@@ -40,7 +44,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from perfkit.artifacts import INPUT_NAME, OUTPUT_NAME, ensure_artifact
-from perfkit.backends.base import EXPORT, ArtifactRunner, Backend, Option
+from perfkit.backends.base import CALIBRATION, EXPORT, ArtifactRunner, Backend, Option
 from perfkit.errors import ArtifactError, MissingDependency, PerfkitError, pip_install
 from perfkit.vocab import BatchRange, Precision
 
@@ -83,8 +87,7 @@ def export(req) -> str:
 
     trt = import_tensorrt()
     gpu = current_gpu(req.device)
-    source = ensure_artifact(req.spec, get("onnx"), req.ctx.replace(force=False), precision=req.precision,
-                             batch=req.batch)
+    source = ensure_artifact(req.spec, get("onnx"), source_context(req), precision=req.precision, batch=req.batch)
     logger = make_logger(trt)
     builder = trt.Builder(logger)
     # STRONGLY_TYPED makes TensorRT 10 take types from the graph; 11 is always strongly typed and
@@ -118,10 +121,20 @@ def export(req) -> str:
         "tensorrt_version": trt.__version__, **gpu, "strongly_typed": True, "tf32": False,
         "profiles": [p.to_dict() for p in profiles],
         "source_onnx": {"path": str(source.path), "sha256": source.sha256},
+        **({"quantization": source.manifest["quantization"]} if "quantization" in source.manifest else {}),
         "timing_cache": str(cache_file), "timing_cache_note": cache_note,
         "builder_messages": list(logger.messages),
     }
     return MAIN_FILE
+
+
+def source_context(req):
+    """The context the ONNX source is exported in: never forced again (``--force`` rebuilds the
+    engine), and at int8 the QDQ style TensorRT takes."""
+    ctx = req.ctx.replace(force=False)
+    if req.precision is Precision.INT8:
+        ctx = ctx.replace(options={**ctx.options, "qdq_style": "tensorrt"})
+    return ctx
 
 
 def current_gpu(device: str) -> dict:
@@ -304,13 +317,15 @@ BACKEND = Backend(
         Option("profile_batches", None, "tensorrt: batch sizes that get an optimization profile of their own "
                                         "(comma list; the profiler sets it to the swept batches)",
                stage=EXPORT, type=lambda text: tuple(int(b) for b in str(text).split(",") if b.strip())),
+        CALIBRATION,
     ),
-    precisions={"cuda": frozenset({Precision.FP32, Precision.FP16})},
+    precisions={"cuda": frozenset({Precision.FP32, Precision.FP16, Precision.INT8})},
     extra=tensorrt_extra(),
     extra_index_url=NVIDIA_INDEX,
     requires=("|".join(IMPORT_NAMES),),
     # distributions: NVIDIA's packages or perfkit's extras (the version is also checked at load, from the module)
     cache_libraries=("torch", "onnx", "onnxscript", *TENSORRT_DISTRIBUTIONS),
+    quant_libraries=("onnxruntime", "onnxruntime-gpu"),
     runtime_libraries=TENSORRT_DISTRIBUTIONS,
     device_specific=True,
 )

@@ -17,13 +17,32 @@ def resolve_device(args) -> str:
     return resolve(getattr(args, "device", "auto"))
 
 
-def context(args, device: str, progress=None) -> Context:
+def context(args, device: str, progress=None, calibration=None) -> Context:
+    """The measuring context of a command: its backend options, and the int8 calibration set."""
     from perfkit.cli.options import positive
     from perfkit.context import NO_PROGRESS, artifacts_dir
 
+    options = given_options(args)
+    if calibration is not None:
+        options["calibration"] = calibration
     return Context(device=device, artifacts=artifacts_dir(getattr(args, "artifacts", None)),
-                   threads=positive(getattr(args, "threads", None), "--threads"), options=given_options(args),
+                   threads=positive(getattr(args, "threads", None), "--threads"), options=options,
                    force=bool(getattr(args, "force", False)), progress=progress or NO_PROGRESS)
+
+
+def calibration(args, precisions, data=None):
+    """The int8 calibration set of a command (``options.calibration_set``), announced when it was not
+    given: a subset of --data, or synthetic images whose accuracy means nothing."""
+    from rich.markup import escape
+
+    from perfkit.cli.options import calibration_set
+    from perfkit.report.console import banner
+
+    chosen = calibration_set(args, precisions, data)
+    if chosen is not None and getattr(args, "calib", None) is None and not getattr(args, "json", False):
+        why = "no --calib" + ("" if data is not None else " and no --data")
+        banner(escape(f"int8: {chosen.describe()} ({why})"), style="bold" if chosen.meaningful else "bold magenta")
+    return chosen
 
 
 def spec(args, name: str | None = None, *, announce: bool = True):

@@ -53,7 +53,7 @@ def not_run_banner(backends) -> None:
 
 
 def run(args) -> int:
-    from perfkit.backends import export_each
+    from perfkit.backends import at_precision, export_each
     from perfkit.report.tables import export_table
 
     device = common.resolve_device(args)
@@ -61,12 +61,14 @@ def run(args) -> int:
     precisions = O.precisions(args, backends, device)
     brange = batch_range(args)
     spec = common.spec(args)
+    calibration = common.calibration(args, precisions)
     not_run_banner(backends)
     with common.progress(args) as bar, common.session(args, device) as rec:
         rec.model(spec)
-        ctx = common.context(args, device, bar)
+        ctx = common.context(args, device, bar, calibration)
         for precision in precisions:
-            rec.add_all(export_each(spec, backends, ctx, precision=precision, batch=brange))
+            rec.add_all(export_each(spec, at_precision(backends, precision, device), ctx, precision=precision,
+                                    batch=brange))
     title = f"perfkit export — {spec.label}, {', '.join(map(str, precisions))}, batch {brange.min}..{brange.max}"
     common.show(args, rec, [export_table(rec.records, title)])
     return common.exit_code(rec)

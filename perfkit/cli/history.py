@@ -81,7 +81,8 @@ def report(args) -> int:
 def add_select(sub) -> None:
     p = O.command(sub, "select", "rank model × runtime candidates that meet constraints",
                   "Pick what to deploy: the model × runtime × precision candidates in the store (newest numbers\n"
-                  "of each, or those of one --run) that meet every constraint, Pareto-optimal first (higher\n"
+                  "of each, or those of one --run) that meet every constraint — --min-relative-accuracy 0.99\n"
+                  "lets an int8 candidate in when it keeps 99% of eager fp32's top-1 — Pareto-optimal first (higher\n"
                   "top-1, lower p50 latency at --batch); every excluded candidate is listed with the\n"
                   "constraints it failed or the number it lacks. Exit code 1 when no candidate qualifies.",
                   "perfkit select --max-latency-ms 10 --min-top1 70 -b 1 --device cpu")
@@ -89,6 +90,9 @@ def add_select(sub) -> None:
     p.add_argument("--min-top1", type=float, metavar="Y", help="top-1 (percent) must be at least Y")
     p.add_argument("--max-memory-mb", type=float, metavar="Z",
                    help="peak memory at --batch must be at most Z megabytes (10^6 bytes)")
+    p.add_argument("--min-relative-accuracy", type=float, metavar="R",
+                   help="measured top-1 must be at least R × eager fp32's on the same images (e.g. 0.99, MLPerf's "
+                        "rule: how an fp16/int8 candidate qualifies)")
     O.batch(p, "1", "the batch size the latency and memory are taken at (one number)")
     p.add_argument("--device", default=None, metavar="D", help="only candidates measured on this device (cpu, cuda)")
     p.add_argument("--run", default=None, metavar="RUN", help="take the numbers of this run only (default: newest per candidate)")
@@ -111,8 +115,10 @@ def select(args) -> int:
         raise UsageError(f"select takes one batch size (-b N), got '{args.batch}'")
     if args.device not in (None, "cpu", "cuda"):
         raise UsageError(f"--device must be cpu or cuda, got '{args.device}'")
+    if args.min_relative_accuracy is not None and not 0 < args.min_relative_accuracy <= 1:
+        raise UsageError(f"--min-relative-accuracy is a fraction in (0, 1], got {args.min_relative_accuracy:g}")
     constraints = Constraints(args.max_latency_ms, args.min_top1, args.max_memory_mb, batches[0], args.device,
-                              args.use_published)
+                              args.use_published, args.min_relative_accuracy)
     with common.open_store(args, read_only=True) as store:
         result = choose(store, constraints, args.run)
         path = store.path

@@ -2,7 +2,9 @@
 
 - ``-f/--runtimes``: a comma list of backends (their names come from the registry).
 - ``-b/--batch``: a comma list of batch sizes.
-- ``--precision``: a comma list, checked against what each chosen backend runs on the device.
+- ``--precision``: a comma list, checked against what each chosen backend runs on the device (the
+  reference, eager, is exempt: it runs the float precisions and is the fp32 reference of int8).
+- ``--calib DIR|synthetic``, ``--calib-samples``, ``--calib-method``: the int8 calibration set.
 - ``--json``: JSON on stdout instead of tables (``--json-out FILE`` writes a file).
 - ``--resume [RUN]``: continue an earlier run.
 - backend options (``--opset``, ``--script``, ...): generated from the backends' declarations.
@@ -75,9 +77,30 @@ def batch(p, default: str, help: str = "comma-separated batch sizes") -> None:
 
 
 def precision(p, default: str = "fp32") -> None:
+    auto = (" auto: fp32, plus int8 in the runtimes whose automatic plan has it (ONNX Runtime on a CPU);"
+            if default == "auto" else "")
     p.add_argument("--precision", default=default,
-                   help="comma-separated precisions (fp32, fp16, bf16, int8), each checked against what every "
-                        "chosen runtime supports on the device")
+                   help=f"comma-separated precisions (fp32, fp16, bf16, int8);{auto} each checked against what every "
+                        "chosen runtime supports on the device (eager is the fp32 reference of int8). int8 is "
+                        "calibrated: see --calib")
+    calibration(p)
+
+
+def calibration(p) -> None:
+    from perfkit.data.calibration import DEFAULT_SAMPLES, SYNTHETIC_SAMPLES, CalibrationMethod
+
+    g = p.add_argument_group("int8 calibration (post-training quantization; part of the int8 artifact's cache key)")
+    g.add_argument("--calib", default=None, metavar="DIR|synthetic",
+                   help="images to calibrate int8 on: any image folder or ImageNet layout, through the model's own "
+                        "preprocessing. Default: a seeded subset of --data where the command has it, else "
+                        "`synthetic` (seeded generated images: builds and times int8, accuracy not meaningful; "
+                        "every table says so)")
+    g.add_argument("--calib-samples", type=int, default=None, metavar="N",
+                   help=f"calibration images, a seeded selection (default {DEFAULT_SAMPLES}; {SYNTHETIC_SAMPLES} "
+                        "synthetic)")
+    g.add_argument("--calib-method", default="minmax", choices=tuple(m.value for m in CalibrationMethod),
+                   help="how activation ranges are taken (ONNX Runtime; AOTInductor's x86 quantizer uses its own "
+                        "observers)")
 
 
 def threads(p) -> None:
@@ -129,15 +152,65 @@ def chosen(args, *, exported_only: bool = False) -> list:
     return parse_backends(args.runtimes, exported_only=exported_only)
 
 
-def precisions(args, backends, device: str) -> list:
-    """The precisions asked for, each checked against every chosen runtime on ``device``."""
-    from perfkit.vocab import parse_precisions
+def precisions(args, backends, device: str, *, lenient: bool = False) -> list:
+    """The precisions asked for, checked against the chosen runtimes on ``device``: the one place
+    where an unsupported combination becomes a one-line error.
 
+    Every chosen runtime must run every precision, except the reference (eager), which runs the float
+    precisions and is the fp32 reference of int8. ``lenient`` (``perfkit run`` with automatic
+    runtimes): each runtime runs the precisions it supports, and a precision must have at least one.
+    ``auto`` (``perfkit run``'s default): fp32, plus int8 where a chosen runtime's automatic plan has
+    it (``Backend.run_precisions``: ONNX Runtime's int8, not AOTInductor's second compile).
+    """
+    from perfkit.device import device_type
+    from perfkit.errors import UsageError
+    from perfkit.vocab import Precision, parse_precisions
+
+    if str(args.precision).strip().lower() == "auto":
+        auto = [Precision.FP32, Precision.INT8]
+        return [p for p in auto if p is Precision.FP32 or any(b.runs(p, device, automatic=True) for b in backends)]
     out = parse_precisions(args.precision)
-    for backend in backends:
-        for p in out:
-            backend.check(p, device)
+    for p in out:
+        where = f"{p} on {device_type(device)} runs in: {', '.join(_runners_of(p, device)) or 'no runtime'}"
+        # strict: every chosen runtime but the reference; lenient and strict: at least one runtime
+        checked = [b for b in backends if not b.reference] if not lenient else []
+        if not any(b.runs(p, device) for b in backends):
+            checked.append(backends[0])
+        for backend in checked:
+            try:
+                backend.check(p, device)
+            except UsageError as exc:
+                raise UsageError(f"{exc} ({where})") from None
     return out
+
+
+def _runners_of(precision, device: str) -> list[str]:
+    from perfkit.backends import all_backends
+
+    return [b.name for b in all_backends() if b.runs(precision, device) and b.unavailable(device) is None]
+
+
+def calibration_set(args, precisions, data=None):
+    """The int8 calibration set (None without int8): ``--calib``, else a seeded subset of ``data``
+    (the command's ``--data``), else synthetic — announced, never silent."""
+    from perfkit.data.calibration import DEFAULT_SAMPLES, CalibrationSet, Source
+    from perfkit.vocab import Precision
+
+    samples = positive(getattr(args, "calib_samples", None), "--calib-samples")
+    method = getattr(args, "calib_method", "minmax")
+    if Precision.INT8 not in precisions:
+        return None
+    calib = getattr(args, "calib", None)
+    if calib is not None and str(calib).strip().lower() == "synthetic":
+        return CalibrationSet.synthetic(samples, method)
+    if calib is not None:
+        chosen = CalibrationSet(Source.IMAGES, calib, samples or DEFAULT_SAMPLES, method)
+    elif data is not None:
+        chosen = CalibrationSet(Source.VALIDATION, data, samples or DEFAULT_SAMPLES, method)
+    else:
+        return CalibrationSet.synthetic(samples, method)
+    chosen.files  # a folder without images is refused now, before anything runs (exit 2)
+    return chosen
 
 
 def default_workers() -> int:

@@ -59,13 +59,15 @@ def run(args) -> int:
 
     device = common.resolve_device(args)
     backends = O.chosen(args)
-    plan = ProfilePlan(tuple(backends), tuple(parse_batches(args.batch)),
-                       tuple(O.precisions(args, backends, device)), timing(args), args.memory)
+    precisions = O.precisions(args, backends, device)
+    plan = ProfilePlan(tuple(backends), tuple(parse_batches(args.batch)), tuple(precisions), timing(args), args.memory,
+                       device=device)
     spec = common.spec(args)
+    calibration = common.calibration(args, precisions)
     with common.progress(args) as bar, common.session(args, device) as rec:
         rec.model(spec)
         bar.start(f"profiling {spec.name}", total=plan.steps)
-        ctx = common.context(args, device, bar)
+        ctx = common.context(args, device, bar, calibration)
         rec.add_all(profile_model(spec, plan, ctx))
     for r in rec.records:
         for text in r.metrics.get("warnings") or []:

@@ -13,7 +13,10 @@ def add(sub) -> None:
                   "The main job. For each model: complexity → export for every runtime this machine can\n"
                   "run → parity of each runtime vs eager → ImageNet-val accuracy (with --data or\n"
                   "$PERFKIT_IMAGENET_VAL) → latency/throughput/memory profile; then the Rich summary and a\n"
-                  "single-file HTML report (reports/<run-id>.html). Weights come from the cache; a model\n"
+                  "single-file HTML report (reports/<run-id>.html). Precisions (auto): fp32, plus int8 where a\n"
+                  "runtime builds it cheaply here (ONNX Runtime QDQ on a CPU; AOTInductor int8 with --precision\n"
+                  "fp32,int8), calibrated on a seeded subset of --data, else on 32 seeded synthetic images\n"
+                  "(marked: accuracy not meaningful). Weights come from the cache; a model\n"
                   "without cached weights runs with random weights and every output says so. A failing\n"
                   "step is recorded and the rest go on; the exit code is 1 if anything failed.",
                   "perfkit run                      # alexnet vgg16 resnet18 googlenet")
@@ -21,7 +24,7 @@ def add(sub) -> None:
     O.weights(p)
     O.device(p)
     O.runtimes(p, "auto", "runtimes, or auto: every runtime available here that `perfkit run` measures by default")
-    O.precision(p)
+    O.precision(p, "auto")
     O.batch(p, "1,8", "batch sizes to profile")
     p.add_argument("--data", type=Path, default=None,
                    help="ImageNet-val folder for measured accuracy (default $PERFKIT_IMAGENET_VAL; skipped if unset)")
@@ -46,15 +49,19 @@ def config(args, device: str):
 
     runtimes = None if args.runtimes == "auto" else [b.name for b in parse_backends(args.runtimes)]
     backends = parse_backends(runtimes) if runtimes is not None else default_backends(device)
-    precisions = O.precisions(args, backends, device)
+    precisions = O.precisions(args, backends, device, lenient=runtimes is None)
     O.positive(args.parity_samples, "--parity-samples")
     O.positive(args.limit, "--limit")
+    data = args.data or pipeline.default_data()
+    calibration = common.calibration(args, precisions, data)
+    options = {**O.given_options(args), **({"calibration": calibration} if calibration else {})}
     return pipeline.RunConfig(
         models=args.models or list(pipeline.SEED_MODELS), weights=args.weights, device=device, runtimes=runtimes,
-        precisions=precisions, batches=parse_batches(args.batch), data=args.data or pipeline.default_data(),
+        precisions=precisions, automatic=str(args.precision).strip().lower() == "auto", batches=parse_batches(args.batch),
+        data=data,
         limit=args.limit, cache=args.cache, parity_samples=args.parity_samples, memory=args.memory,
         resume=args.resume, artifacts=args.artifacts, threads=O.positive(args.threads, "--threads"),
-        options=O.given_options(args),
+        options=options,
     )
 
 

@@ -35,6 +35,7 @@ class LatencyResult:
     roofline: dict = field(default_factory=dict)
     flops_source: str | None = None
     warnings: tuple[str, ...] = ()
+    calibration: str | None = None  # what an int8 artifact was calibrated on
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -110,4 +111,5 @@ def _time_batches(spec, runner, where: Where, batches: list[int], ctx, config: T
             position = roofline.roofline(flops[0], b, timing.compute.median_ms, peak)
         yield LatencyResult(where.replace(batch=b), timing, threads if isinstance(threads, int) else None,
                             config_used, runner.self_timed, position, flops[1] if flops else None,
-                            tuple(str(w.message) for w in caught if issubclass(w.category, NoisyTimingWarning)))
+                            tuple(str(w.message) for w in caught if issubclass(w.category, NoisyTimingWarning)),
+                            runner.calibration)

@@ -27,6 +27,8 @@ class ProfilePlan:
     timing: TimingConfig = TimingConfig()
     memory: bool = True
     memory_batches: tuple[int, ...] | None = None  # None: every batch
+    device: str = "cpu"  # what the runtimes run on (which precisions each one runs)
+    automatic: bool = False  # perfkit run's automatic plan: each runtime at its Backend.run_precisions
 
     def __post_init__(self):
         if not self.backends or not self.batches or not self.precisions:
@@ -34,16 +36,23 @@ class ProfilePlan:
         if min(self.batches) < 1:
             raise UsageError(f"batch sizes must be positive, got {min(self.batches)}")
 
+    def at(self, precision: Precision, device: str) -> list:
+        """The backends of the plan measured at ``precision`` on ``device``."""
+        from perfkit.backends import at_precision
+
+        return at_precision(self.backends, precision, device, automatic=self.automatic)
+
     @property
     def steps(self) -> int:
         """Latency points plus memory points (a progress bar's total)."""
-        points = len(self.backends) * len(set(self.batches)) * len(self.precisions)
-        mem = len(self.backends) * len(self.precisions) * len(set(self.memory_batches or self.batches))
-        return points + (mem if self.memory else 0)
+        pairs = sum(len(self.at(p, self.device)) for p in self.precisions)
+        mem = pairs * len(set(self.memory_batches or self.batches))
+        return pairs * len(set(self.batches)) + (mem if self.memory else 0)
 
 
 def profile_model(spec, plan: ProfilePlan, ctx) -> Iterator:
-    """Time ``spec`` in every runtime at every precision and batch, then measure its peak memory.
+    """Time ``spec`` in every runtime at every precision it runs and every batch, then measure its peak
+    memory (the reference is timed at its float precisions, not at int8).
 
     Yields ``LatencyResult`` (with the roofline position against the device peak), then
     ``MemoryResult`` (one spawned process per runtime and batch, after every timing, so those
@@ -54,7 +63,8 @@ def profile_model(spec, plan: ProfilePlan, ctx) -> Iterator:
     flops = roofline.model_flops(spec)
     timed: list = []
     for precision in plan.precisions:
-        for result in latency.sweep(spec, plan.backends, plan.batches, ctx, precision=precision, config=plan.timing,
+        backends = plan.at(precision, ctx.device)
+        for result in latency.sweep(spec, backends, plan.batches, ctx, precision=precision, config=plan.timing,
                                     flops=flops):
             timed.append(result)
             yield result
@@ -82,8 +92,8 @@ def expected_keys(spec, plan: ProfilePlan, device: str) -> set[tuple]:
     """The record keys a complete profile of ``spec`` under ``plan`` produces (for resume)."""
     keys = set()
     for p in plan.precisions:
-        for b in plan.backends:
-            name = getattr(b, "name", b)
+        for b in plan.at(p, device):
+            name = b.name
             for batch in plan.batches:
                 w = Where.of(spec, name, p, batch, device)
                 keys.add((str(Kind.LATENCY), w.model, w.runtime, w.precision, w.batch, w.device))

@@ -145,23 +145,42 @@ def _params(row: dict) -> float | None:
     return row["params"] or row.get("ref_params")
 
 
+PRECISION_ORDER = ("fp32", "fp16", "bf16", "int8")  # the order a model's precisions are connected in
+PRECISION_SYMBOLS = {"fp32": "circle", "fp16": "diamond", "bf16": "square", "int8": "triangle-up"}
+
+
+def _precision_rank(precision: str | None) -> int:
+    return PRECISION_ORDER.index(precision) if precision in PRECISION_ORDER else len(PRECISION_ORDER)
+
+
 def _acc_vs_latency(go, rows: list[dict], measured: bool):
+    """Accuracy vs latency; each model's precisions in one runtime are connected (fp32 → fp16 → int8),
+    so the trade reads as a line: how much faster, how much top-1 lost."""
     fig = go.Figure()
     pts = []
     key = "top1_pct" if measured else "ref_top1_pct"
     for runtime in dict.fromkeys(r["runtime"] for r in rows):
         sel = [(r, _first_batch(r)) for r in rows if r["runtime"] == runtime and r[key] is not None]
-        sel = [(r, b) for r, b in sel if b is not None]
+        sel = sorted(((r, b) for r, b in sel if b is not None), key=lambda rb: _precision_rank(rb[0]["precision"]))
         if not sel:
             continue
+        for model in dict.fromkeys(r["model"] for r, _ in sel):
+            chain = [(r, b) for r, b in sel if r["model"] == model]
+            if len(chain) > 1:
+                fig.add_trace(go.Scatter(
+                    x=[b["latency_median_ms"] for _, b in chain], y=[r[key] for r, _ in chain], mode="lines",
+                    line={"color": colour(runtime), "width": 1.5, "dash": "dot"}, legendgroup=runtime,
+                    showlegend=False, hoverinfo="skip",
+                    name=f"{model} {runtime}: {' → '.join(r['precision'] or '—' for r, _ in chain)}"))
         fig.add_trace(go.Scatter(
             x=[b["latency_median_ms"] for _, b in sel], y=[r[key] for r, _ in sel], mode="markers+text",
-            name=f"{runtime} ({'measured' if measured else 'published'} top-1)", text=[_label(r) for r, _ in sel],
-            textposition="top center",
-            marker={"color": colour(runtime), "size": 12, "symbol": ["x" if r["random"] else "circle" for r, _ in sel]},
-            customdata=[[r["precision"], b["batch"]] for r, b in sel],
+            name=f"{runtime} ({'measured' if measured else 'published'} top-1)", legendgroup=runtime,
+            text=[f"{_label(r)} {r['precision'] or ''}".strip() for r, _ in sel], textposition="top center",
+            marker={"color": colour(runtime), "size": 12,
+                    "symbol": ["x" if r["random"] else PRECISION_SYMBOLS.get(r["precision"], "circle") for r, _ in sel]},
+            customdata=[[r["precision"], b["batch"], r["calibration"] or ""] for r, b in sel],
             hovertemplate="%{text}<br>%{fullData.name} %{customdata[0]}<br>p50 %{x:.3f} ms at batch "
-                          "%{customdata[1]}<br>top-1 %{y:.2f}%<extra></extra>",
+                          "%{customdata[1]}<br>top-1 %{y:.2f}%<br>%{customdata[2]}<extra></extra>",
         ))
         pts += [(b["latency_median_ms"], r[key]) for r, b in sel if not (measured and r["random"])]
     front = pareto_front(pts)
@@ -169,8 +188,10 @@ def _acc_vs_latency(go, rows: list[dict], measured: bool):
         fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines", name="Pareto front",
                                  line={"color": "black", "dash": "dash", "shape": "hv"}, hoverinfo="skip"))
     what = "measured top-1" if measured else "PUBLISHED top-1 of each architecture (no measured accuracy in this run)"
-    fig.update_layout(title=f"Accuracy vs latency — {what}", xaxis_title="p50 latency, ms (smallest batch measured)",
-                      xaxis_type="log", yaxis_title="top-1 %", height=480)
+    fig.update_layout(title=f"Accuracy vs latency — {what}; a model's precisions are joined (fp32 → fp16 → int8; "
+                            "symbol: ● fp32 ◆ fp16 ■ bf16 ▲ int8)",
+                      xaxis_title="p50 latency, ms (smallest batch measured)", xaxis_type="log",
+                      yaxis_title="top-1 %", height=480)
     return fig
 
 
@@ -254,6 +275,12 @@ def _record_rows(records: list[Record], kind: Kind) -> list[dict]:
              "weights": weights_label(r.weights), "random": is_random(r.weights), **r.metrics} for r in latest.values()]
 
 
+def _precision_notes(records: list[Record]) -> list[str]:
+    from perfkit.report.tables import precision_notes
+
+    return precision_notes(r for r in records if r.kind == Kind.LATENCY)
+
+
 def report_context(store: Store, run_id: str) -> dict:
     """Everything the template shows (also useful to tests): raw rows plus plotly figures."""
     run, records = load_run(store, run_id)
@@ -266,6 +293,9 @@ def report_context(store: Store, run_id: str) -> dict:
         "random_models": sorted({r["model"] for r in rows if r["random"]}),
         "parity": [parity_distances(p) for p in _record_rows(records, Kind.PARITY)], "exports": _record_rows(records, Kind.EXPORT),
         "complexity": complexity, "failures": failure_rows(records), "training": training_rows(records),
+        "calibrations": list(dict.fromkeys(f"{r['model']} · {r['runtime']} {r['precision']}: {r['calibration']}"
+                                           for r in rows if r["calibration"])),
+        "precision_notes": _precision_notes(records),
         "env": _env_items(run["env"]), "charts": build_charts(rows, curves),
         "generated": time.time(),
     }

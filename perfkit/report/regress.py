@@ -22,10 +22,12 @@ DEFAULT_MAX_TOP1_DROP_PP = 0.5
 DEFAULT_MAX_LATENCY_INCREASE_PCT = 10.0
 
 # kind -> metrics reported when they change (the gated ones are judged in _judge).
+# Records match per precision (it is part of the key): an int8 result is only ever compared with an
+# int8 result, and a change of its calibration set is reported beside its numbers.
 COMPARED = {
-    Kind.ACCURACY: ("top1_pct", "top5_pct"),
-    Kind.LATENCY: ("latency_median_ms", "latency_p99_ms", "throughput_per_s"),
-    Kind.PARITY: ("passed", "top1_agreement", "max_abs_diff"),
+    Kind.ACCURACY: ("top1_pct", "top5_pct", "relative_top1", "calibration"),
+    Kind.LATENCY: ("latency_median_ms", "latency_p99_ms", "throughput_per_s", "calibration"),
+    Kind.PARITY: ("passed", "top1_agreement", "max_abs_diff", "calibration"),
     Kind.MEMORY: ("peak_bytes",),
     Kind.COMPLEXITY: ("params", "macs"),
 }
@@ -79,7 +81,7 @@ def _latest(records: list[Record]) -> dict[tuple, Record]:
 
 
 def _change(metric: str, a, b) -> tuple[float | None, str]:
-    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
+    if any(isinstance(v, (bool, str)) or v is None for v in (a, b)):  # a verdict, a description: no number
         return None, ""
     if metric.endswith("_pct"):
         return float(b) - float(a), "pp"

@@ -15,7 +15,8 @@ from perfkit.store import Kind, Record, Store
 
 # Beyond these, a measured top-1 is flagged (coloured) in the summary as a possible regression.
 BELOW_PUBLISHED_PP = 1.0  # torchvision's own re-evaluations land within a few tenths of a point
-BELOW_EAGER_PP = 0.1  # an exported runtime should classify (almost) exactly like eager
+BELOW_EAGER_PP = 0.1  # an exported fp32 runtime should classify (almost) exactly like eager
+MIN_RELATIVE_REDUCED = 0.99  # fp16/bf16/int8: MLPerf's rule, top-1 ≥ 99% of fp32's
 
 
 
@@ -110,6 +111,7 @@ def summary_rows(records: list[Record]) -> list[dict]:
     ref_top1_pct/ref_top5_pct/ref_weights (published), delta_top1_vs_ref_pp, delta_top5_vs_ref_pp,
     delta_top1_vs_eager_pp, images, dataset_images; parity_agreement (worst batch), parity_max_abs_diff, parity_passed;
     batches (list of {batch, latency_median_ms, latency_p99_ms, throughput_per_s, peak_bytes});
+    calibration (what an int8 row was calibrated on), relative_top1 (top-1 / eager fp32's);
     peak_bytes (smallest batch measured); params, macs; errors (the steps that failed); flags (why a row
     is coloured); status (ok, warn, fail). Missing numbers are ``None``.
     """
@@ -132,6 +134,7 @@ def summary_rows(records: list[Record]) -> list[dict]:
     parity = parity_by_candidate(records, key)
     latency = latest_ok((r for r in records if r.kind == Kind.LATENCY), lambda r: (key(r), r.batch))
     memory = latest_ok((r for r in records if r.kind == Kind.MEMORY), lambda r: (key(r), r.batch))
+    calibrations = {key(r): r.metrics["calibration"] for r in measured if r.metrics.get("calibration")}
     errors: dict[tuple, list[str]] = {}
     for r in measured:
         if r.status == "error" and r.runtime is not None:
@@ -151,6 +154,8 @@ def summary_rows(records: list[Record]) -> list[dict]:
         row["params"] = cx.metrics.get("params") if cx else None
         row["macs"] = cx.metrics.get("macs") if cx else None
         row["errors"] = errors.get(k, [])
+        row["calibration"] = calibrations.get(k)
+        row["relative_top1"] = acc.metrics.get("relative_top1") if acc else None
         _judge(row)
         rows.append(row)
     return rows
@@ -239,11 +244,16 @@ def _judge(row: dict) -> None:
         d = row["delta_top1_vs_ref_pp"]
         if d is not None and d < -BELOW_PUBLISHED_PP:
             warn.append(f"top-1 {-d:.2f} pp below published")
-        e = row["delta_top1_vs_eager_pp"]
-        if e is not None and row["runtime"] != "eager" and e < -BELOW_EAGER_PP:
-            warn.append(f"top-1 {-e:.2f} pp below eager")
+        e, rel = row["delta_top1_vs_eager_pp"], row["relative_top1"]
+        if row["precision"] in (None, "fp32"):
+            if e is not None and row["runtime"] != "eager" and e < -BELOW_EAGER_PP:
+                warn.append(f"top-1 {-e:.2f} pp below eager")
+        elif rel is not None and rel < MIN_RELATIVE_REDUCED:
+            warn.append(f"top-1 {100 * rel:.2f}% of eager fp32's ({-e:.2f} pp below; < {MIN_RELATIVE_REDUCED:.0%})")
     if row["random"]:
         warn.append("random weights: accuracy not meaningful")
+    if row["calibration"] and "not meaningful" in row["calibration"]:
+        warn.append("int8 calibrated on synthetic data: accuracy not meaningful")
     if row["images"] is not None and row["dataset_images"] is not None and row["images"] != row["dataset_images"]:
         warn.append(f"accuracy on {row['images']} of {row['dataset_images']} images (a subset)")
     row["flags"] = fail + warn

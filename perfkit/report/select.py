@@ -2,7 +2,9 @@
 
 Candidates are (model, weights, runtime, precision, device). Each number comes from the newest ok
 record of that candidate in the store (or in one run): latency and memory at the requested batch,
-measured top-1 (published top-1 only when asked for, and labelled so). A candidate is excluded
+measured top-1 (published top-1 only when asked for, and labelled so), and top-1 relative to eager
+fp32 on the same images (``--min-relative-accuracy 0.99``: MLPerf's rule, how an int8 candidate
+qualifies). A candidate is excluded
 with every reason that applies: a failed constraint, a missing number, a failed parity check.
 """
 
@@ -27,6 +29,7 @@ class Constraints:
     batch: int = 1
     device: str | None = None
     use_published: bool = False  # fall back to published top-1 where none was measured
+    min_relative_accuracy: float | None = None  # measured top-1 / eager fp32's on the same images (e.g. 0.99)
 
 
 def candidates(records: list[Record], batch: int = 1) -> list[dict]:
@@ -52,6 +55,8 @@ def candidates(records: list[Record], batch: int = 1) -> list[dict]:
             "model": model, "weights": weights, "random": is_random(weights), "runtime": runtime,
             "precision": precision, "device": device, "batch": batch,
             "top1_pct": a.metrics["top1_pct"] if a else None,
+            "relative_top1": a.metrics.get("relative_top1") if a else None,
+            "calibration": next((r.metrics["calibration"] for r in (a, l) if r and r.metrics.get("calibration")), None),
             "published_top1_pct": (a.metrics.get("ref_top1_pct") if a else None) or ref.get("acc1_pct"),
             "latency_median_ms": l.metrics["latency_median_ms"] if l else None,
             "latency_p99_ms": l.metrics.get("latency_p99_ms") if l else None,
@@ -85,12 +90,19 @@ def _reasons(c: dict, con: Constraints) -> list[str]:
         elif c["top1"] < con.min_top1:
             src = "" if c["top1_source"] == "measured" else " (published)"
             why.append(f"top-1 {c['top1']:.2f}%{src} < {con.min_top1:g}%")
+    if con.min_relative_accuracy is not None:
+        rel = c["relative_top1"]
+        if rel is None:
+            why.append("no measured top-1 relative to eager fp32 (run `perfkit validate` with fp32 and this "
+                       "precision on ImageNet-val)")
+        elif rel < con.min_relative_accuracy:
+            why.append(f"top-1 is {100 * rel:.2f}% of eager fp32's < {100 * con.min_relative_accuracy:g}%")
     if con.max_memory_mb is not None:
         if c["peak_bytes"] is None:
             why.append(f"no peak memory measured at batch {con.batch}")
         elif c["peak_bytes"] > con.max_memory_mb * MB:
             why.append(f"peak memory {c['peak_bytes'] / MB:.1f} MB > {con.max_memory_mb:g} MB (MB = 10^6 bytes)")
-    if why and c["last_error"] and (lat is None or c["top1"] is None):
+    if why and c["last_error"] and (lat is None or c["top1"] is None or c["relative_top1"] is None):
         why.append(f"last failure: {c['last_error']}")
     return why
 

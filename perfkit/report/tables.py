@@ -42,14 +42,57 @@ def _pct100(fraction) -> str:
     return "—" if fraction is None else f"{100 * float(fraction):.1f}%"
 
 
+def calibration_notes(records: Iterable[Record]) -> list[str]:
+    """One line per calibration set the records' int8 results used, with the runtimes that used it:
+    every table with an int8 row says what it was calibrated on (synthetic sets stand out)."""
+    seen: dict[str, list[str]] = {}
+    for r in records:
+        text = r.metrics.get("calibration")
+        if text and r.runtime:
+            who = seen.setdefault(text, [])
+            if r.runtime not in who:
+                who.append(r.runtime)
+    lines = []
+    for text, who in seen.items():
+        line = escape(f"int8 ({', '.join(who)}): {text}")
+        lines.append(f"[bold magenta]{line}[/]" if "not meaningful" in text else line)
+    return lines
+
+
+def precision_notes(records: Iterable[Record]) -> list[str]:
+    """What reduced precision can buy on the CPU these records ran on (its flags are in their
+    environment): int8 without VNNI gains ~2× at most, bf16 without bf16 instructions is emulated."""
+    records = [r for r in records if r.device == "cpu"]
+    flags = next((r.env.get("cpu_flags") for r in records if (r.env or {}).get("cpu_flags") is not None), None)
+    if flags is None:
+        return []
+    precisions = {r.precision for r in records}
+    out = []
+    if "int8" in precisions:
+        vnni = any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+        out.append("int8 on this CPU: " + ("VNNI/AMX int8 dot products: up to ~4× fp32 in int8 kernels" if vnni else
+                                           "AVX2 without VNNI: u8×s8 kernels do ~2× the MACs of fp32 FMA, so ~2× "
+                                           "is the ceiling"))
+    if "bf16" in precisions and not any(f in flags for f in ("avx512_bf16", "amx_bf16")):
+        out.append("bf16 on this CPU: no avx512_bf16/AMX, so bf16 is emulated and slower than fp32 (measured, "
+                   "not a speed option here)")
+    return out
+
+
+def _speedup(v) -> str:
+    return "—" if v is None else f"{v:.2f}×"
+
+
 # -- export ---------------------------------------------------------------------------------------
 
 def export_table(records: Iterable[Record], title: str):
-    rows = [_flat(r) for r in _of(records, Kind.EXPORT)]
-    legend = ("cached: served from the artifact cache after checking every file's sha256; --force rebuilds"
-              if any(r["status"] == "ok" and r.get("cached") for r in rows) else None)
+    records = _of(records, Kind.EXPORT)
+    rows = [_flat(r) for r in records]
+    legend = ["cached: served from the artifact cache after checking every file's sha256; --force rebuilds"
+              ] if any(r["status"] == "ok" and r.get("cached") for r in rows) else []
+    legend = "\n".join(legend + calibration_notes(records)) or None
     return render_table(title, [
-        Column("runtime", "runtime", justify="left"),
+        Column("runtime", "runtime", justify="left"), Column("prec", "precision", justify="left"),
         Column("status", lambda r: "FAILED" if r["status"] == "error" else ("cached" if r.get("cached") else "exported"),
                justify="left"),
         Column("this run", "seconds", fmt_float(2)), Column("export s", "export_seconds", fmt_float(1)),
@@ -63,7 +106,9 @@ def export_table(records: Iterable[Record], title: str):
 # -- parity ---------------------------------------------------------------------------------------
 
 def parity_table(records: Iterable[Record], title: str, caption: str | None = None):
-    rows = [parity_distances(_flat(r)) for r in _of(records, Kind.PARITY)]
+    records = _of(records, Kind.PARITY)
+    rows = [parity_distances(_flat(r)) for r in records]
+    caption = "\n".join([*([caption] if caption else []), *calibration_notes(records)]) or None
     return render_table(title, [
         Column("runtime", "runtime", justify="left"), Column("prec", "precision", justify="left"),
         Column("batch", "batch", fmt_int),
@@ -80,13 +125,16 @@ def parity_table(records: Iterable[Record], title: str, caption: str | None = No
 # -- accuracy -------------------------------------------------------------------------------------
 
 def accuracy_table(records: Iterable[Record], title: str, notes: list[str]):
-    rows = [_flat(r) for r in _of(records, Kind.ACCURACY)]
+    records = _of(records, Kind.ACCURACY)
+    rows = [_flat(r) for r in records]
     columns = [
         Column("runtime", "runtime", justify="left"), Column("prec", "precision", justify="left"),
         Column("images", "images", fmt_int),
         Column("top-1", "top1_correct", fmt_int), Column("top-1 %", "top1_pct", fmt_pct),
         Column("top-5", "top5_correct", fmt_int), Column("top-5 %", "top5_pct", fmt_pct),
-        Column("Δ eager pp", "delta_top1_vs_eager_pp", _signed), Column("Δ pub. pp", "delta_top1_vs_ref_pp", _signed),
+        Column("Δ fp32 eager pp", "delta_top1_vs_eager_pp", _signed),
+        Column("rel.", "relative_top1", lambda v: "—" if v is None else f"{100 * v:.2f}%"),
+        Column("Δ pub. pp", "delta_top1_vs_ref_pp", _signed),
         Column("flips", "flips_vs_eager", fmt_int), Column("max |Δlogit|", "max_abs_diff_vs_eager", fmt_sci),
         Column("mean |Δlogit|", "mean_abs_diff_vs_eager", fmt_sci),
     ]
@@ -94,6 +142,9 @@ def accuracy_table(records: Iterable[Record], title: str, notes: list[str]):
         columns += [Column("ReaL top-1 %", "real_top1_pct", fmt_pct), Column("ReaL images", "real_images", fmt_int)]
     notes = notes + [f"[red]{escape(r['runtime'] or '')} FAILED: {escape(r['error'])}[/]" for r in rows
                      if r["status"] == "error"]
+    notes += ["Δ fp32 eager and rel. (top-1 as a share of eager fp32's, MLPerf's 99% rule) compare every runtime "
+              "and precision with eager fp32 on the same images; flips = images whose top-1 differs from it"]
+    notes += calibration_notes(records)
     return render_table(title, columns, rows, caption="\n".join(notes),
                         row_style=lambda r: "red" if r["status"] == "error" else None)
 
@@ -127,10 +178,14 @@ def profile_rows(records: Iterable[Record]) -> list[dict]:
     """Latency joined with the memory of the same runtime × precision × batch, in measuring order."""
     records = list(records)
     memory = {(r.runtime, r.precision, r.batch): r for r in _of(records, Kind.MEMORY)}
+    fp32 = {(r.model, r.runtime, r.batch): r.metrics.get("latency_median_ms") for r in _of(records, Kind.LATENCY)
+            if r.status == "ok" and r.precision == "fp32"}
     rows = []
     for r in _of(records, Kind.LATENCY):
         mem = memory.get((r.runtime, r.precision, r.batch))
-        rows.append({**_flat(r), "memory": None if mem is None else _flat(mem)})
+        base, median = fp32.get((r.model, r.runtime, r.batch)), r.metrics.get("latency_median_ms")
+        speedup = base / median if base and median and r.precision != "fp32" else None
+        rows.append({**_flat(r), "memory": None if mem is None else _flat(mem), "speedup_vs_fp32": speedup})
     return rows
 
 
@@ -144,6 +199,7 @@ def profile_table(records: Iterable[Record], title: str, caption: str):
     return render_table(title, [
         Column("runtime", "runtime", justify="left"), Column("prec", "precision", justify="left"),
         Column("batch", "batch"), Column("median", lat("latency_median_ms"), fmt_ms),
+        Column("× fp32", "speedup_vs_fp32", _speedup),
         Column("p90", lat("latency_p90_ms"), fmt_ms), Column("p99", lat("latency_p99_ms"), fmt_ms),
         Column("CV", lambda r: None if r.get("latency_cv") is None else 100 * r["latency_cv"], fmt_pct),
         Column("img/s", lat("throughput_per_s"), fmt_float(1)),
@@ -166,8 +222,12 @@ def profile_caption(records: Iterable[Record]) -> str:
     configs = "; ".join(f"{r.runtime}: " + ", ".join(f"{k}={v}" for k, v in (r.metrics.get("runtime_config") or {}).items())
                         for r in {r.runtime: r for r in lat}.values())
     gflop = "—" if flops is None else f"{flops / 1e9:.3f} GFLOP/sample"
-    return (f"FLOPs = 2 × MACs ({gflop}, {source}); % peak against {peaks}; memory: {methods}\n"
-            f"configuration: {escape(configs) or '—'}")
+    lines = [f"FLOPs = 2 × MACs ({gflop}, {source}); % peak against {peaks}; memory: {methods}",
+             f"configuration: {escape(configs) or '—'}"]
+    if any(r.precision != "fp32" for r in lat):
+        lines.append("× fp32 = the same runtime's fp32 median ÷ this median, at the same batch")
+    lines += precision_notes(lat)
+    return "\n".join(lines + calibration_notes(lat))
 
 
 # -- complexity -----------------------------------------------------------------------------------
@@ -309,6 +369,7 @@ def summary_table(run: dict, records: list[Record]) -> list:
     if any(r["random"] for r in rows):
         out.append("[bold magenta]Models marked (random) ran with random weights: their accuracy is not "
                    "meaningful (latency, memory and parity are).[/]")
+    out += precision_notes(_of(records, Kind.LATENCY)) + calibration_notes(records)
     if _of(records, Kind.TRAIN):
         out.append(training_table(records))
     if any(r.status == "error" for r in records):
@@ -349,11 +410,15 @@ def select_tables(result: dict, batch: int) -> list:
         Column("#", "rank"), Column("Pareto", lambda c: "★" if c["pareto"] else "", str),
         Column("model", name, str, justify="left"), Column("runtime", "runtime", justify="left"),
         Column("prec", "precision", justify="left"), Column("device", "device", justify="left"),
-        Column("top-1 %", top1, str), Column("p50", "latency_median_ms", fmt_ms),
+        Column("top-1 %", top1, str),
+        Column("rel. fp32", "relative_top1", lambda v: "—" if v is None else f"{100 * v:.2f}%"),
+        Column("p50", "latency_median_ms", fmt_ms),
         Column("p99", "latency_p99_ms", fmt_ms), Column("img/s", "throughput_per_s", fmt_float(1)),
         Column("peak MB", "peak_bytes", lambda v: "—" if v is None else f"{v / MB:.1f}"),
-    ], result["selected"], caption="★ = Pareto-optimal: no other candidate is both more accurate and faster; "
-                                   "MB = 10^6 bytes (the --max-memory-mb budget's unit; other tables show MiB = 2**20)")]
+    ], result["selected"], caption="\n".join([
+        "★ = Pareto-optimal: no other candidate is both more accurate and faster; rel. fp32 = top-1 / eager "
+        "fp32's on the same images; MB = 10^6 bytes (the --max-memory-mb budget's unit; other tables show "
+        "MiB = 2**20)", *_candidate_calibrations(result["selected"])]))]
     if result["excluded"]:
         out.append(render_table("excluded", [
             Column("model", name, str, justify="left"), Column("runtime", "runtime", justify="left"),
@@ -361,6 +426,12 @@ def select_tables(result: dict, batch: int) -> list:
             Column("why", lambda c: escape("; ".join(c["reasons"])), str, justify="left", style="yellow"),
         ], result["excluded"]))
     return out
+
+
+def _candidate_calibrations(candidates: list[dict]) -> list[str]:
+    lines = dict.fromkeys(f"{c['model']} {c['runtime']} {c['precision']}: {c['calibration']}"
+                          for c in candidates if c.get("calibration"))
+    return [escape(line) for line in lines]
 
 
 def regress_table(result: dict, title: str, caption: str):
@@ -379,7 +450,7 @@ def regress_table(result: dict, title: str, caption: str):
 
 
 __all__ = [
-    "accuracy_table", "complexity_tables", "epochs_table", "export_table", "failures_table", "gate_table",
-    "is_random", "parity_table", "per_class_tables", "profile_caption", "profile_rows", "profile_table",
+    "accuracy_table", "calibration_notes", "complexity_tables", "epochs_table", "export_table", "failures_table",
+    "gate_table", "is_random", "parity_table", "precision_notes", "per_class_tables", "profile_caption", "profile_rows", "profile_table",
     "regress_table", "runs_table", "select_tables", "summary_table", "training_table", "zoo_table",
 ]

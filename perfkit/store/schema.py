@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from perfkit.results import Kind
 
-SCHEMA_VERSION = 3  # 3: complexity sizes in *_mib (were *_mb holding MiB), unrowed_params, onnx_*
+SCHEMA_VERSION = 3  # 3: complexity sizes in *_mib (were *_mb holding MiB), unrowed_params, onnx_*; precision (calibration, quantization, relative_top1)
 
 
 @dataclass(frozen=True)
@@ -46,23 +46,25 @@ SCHEMAS: dict[Kind, KindSchema] = {
         "memory_convention onnx_macs onnx_macs_by_op onnx_no_formula onnx_tolerance onnx_agrees"),
     Kind.EXPORT: _schema(
         "export_seconds artifact_bytes",
-        "cached seconds sha256 artifact_path warnings batch_range options main_file compiled_for"),
+        "cached seconds sha256 artifact_path warnings batch_range options main_file compiled_for calibration "
+        "calibration_set quantization"),
     Kind.PARITY: _schema(
         "samples max_abs_diff mean_abs_diff top1_agreement passed",
         "max_rel_diff cosine_min top5_overlap nonfinite within_tolerance atol rtol min_top1_agreement max_rel "
-        "constant_reference flipped_ids failures inputs"),
+        "min_cosine constant_reference flipped_ids failures inputs calibration"),
     Kind.ACCURACY: _schema(
         "images top1_correct top5_correct top1_pct top5_pct",
         "dataset_images ref_top1_pct ref_top5_pct delta_top1_vs_eager_pp delta_top5_vs_eager_pp "
         "delta_top1_vs_ref_pp flips_vs_eager flipped_ids flipped_ids_file max_abs_diff_vs_eager "
         "mean_abs_diff_vs_eager nonfinite_logits crops limit layout dataset_identity labels_from transform "
         "transform_overrides unreadable unreadable_files complete seconds images_per_s random_weights runner "
-        "real_images real_top1_correct real_top5_correct real_top1_pct real_top5_pct real_labels per_class"),
+        "real_images real_top1_correct real_top5_correct real_top1_pct real_top5_pct real_labels per_class "
+        "relative_top1 reference calibration"),
     Kind.LATENCY: _schema(
         "iterations latency_median_ms latency_p99_ms throughput_per_s",
         f"{_TIMING} timer cv_warning h2d_median_ms e2e_median_ms e2e_p99_ms threads flops_source "
         "flops_per_sample achieved_gflops peak_gflops peak_fraction peak_source runtime_config self_timed "
-        "load_seconds warnings"),
+        "load_seconds warnings calibration"),
     Kind.MEMORY: _schema(
         "peak_bytes method",
         "artifact_bytes engine_device_bytes rss_delta_bytes gpu_context_bytes nvml_delta_bytes "

@@ -25,6 +25,7 @@ from perfkit.data.synthetic import LAYOUTS, corrupt_jpeg, make_imagenet_folder, 
 from perfkit.distributed import Distributed
 from perfkit.errors import DatasetError
 from perfkit.record import recording, to_records
+from perfkit.vocab import Precision
 from perfkit.zoo.registry import resolve
 
 CLASSES = [5, 900]
@@ -501,3 +502,81 @@ def test_zeroed_cache_is_refused_not_scored(small, dataset, tmp_path):
         with pytest.raises(DatasetError, match="does not match its checksum") as err:
             run(small, dataset, cache_dir=tmp_path / "c", workers=workers)
         assert "\n" not in str(err.value)
+
+# -- precisions: one pass, every precision against eager fp32 ------------------------------------------
+
+CALIBRATED = "calibrated on 8 validation images (seeded subset of --data, minmax)"
+
+
+class LossyInt8Runner(EagerRunner):
+    """A stand-in int8 runtime: fp32 compute that never predicts the two classes of the data (so it
+    loses top-1 against eager fp32), reporting int8 and what it was calibrated on."""
+
+    name = "onnx"
+
+    def __init__(self, spec, **kwargs):
+        super().__init__(spec, **{**kwargs, "precision": "fp32"})
+        self.precision = Precision.INT8
+
+    @property
+    def calibration(self):
+        return CALIBRATED
+
+    def _load(self):
+        self.module = self.spec.build()
+
+    def _infer(self, x):
+        with torch.inference_mode():
+            y = self.module(x)
+            y[:, CLASSES] = -1e9
+        return y
+
+
+class CopyRunner(EagerRunner):
+    """A stand-in fp32 'exported' runtime: eager's logits."""
+
+    name = "onnx"
+
+
+def open_by_precision(s, backend, ctx, *, precision="fp32", batch=None):
+    if get(backend).name == "onnx":
+        cls = LossyInt8Runner if str(precision) == "int8" else CopyRunner
+        return cls(s, device=ctx.device, precision=precision, batch=batch)
+    return REAL_OPEN(s, backend, ctx, precision=precision, batch=batch)
+
+
+def test_one_pass_judges_every_precision_against_eager_fp32(small, dataset, monkeypatch, store):
+    monkeypatch.setattr(perfkit.backends, "open_runner", open_by_precision)
+    # eager is the fp32 reference of int8: asked for at int8 it is not run at int8, and not an error
+    done = validate_model(small, open_imagenet(dataset), ["eager", "onnx"], Context(), precisions=["fp32", "int8"])
+    assert list(done.result.runtimes) == ["eager", "onnx", "onnx int8"] and not done.open_failures
+    with recording(store) as rec:
+        rec.add(done.result)
+    recs = {(r.runtime, r.precision): r.metrics for r in store.records(rec.run_id, kind="accuracy")}
+    assert set(recs) == {("eager", "fp32"), ("onnx", "fp32"), ("onnx", "int8")}
+    eager, int8 = recs["eager", "fp32"], recs["onnx", "int8"]
+    assert int8["top1_correct"] == 0 < eager["top1_correct"] and int8["reference"] == "eager fp32"
+    assert int8["delta_top1_vs_eager_pp"] == -eager["top1_pct"] and int8["relative_top1"] == 0.0
+    assert int8["flips_vs_eager"] >= eager["top1_correct"]  # every image eager got right, int8 gets wrong
+    assert int8["calibration"] == CALIBRATED and "calibration" not in recs["onnx", "fp32"]
+    assert recs["onnx", "fp32"]["relative_top1"] == 1.0
+    # MLPerf's rule as a gate: int8 below 99% of eager fp32's top-1 fails it, fp32 does not
+    failed = done.gate_failures(min_relative=0.99)
+    assert [(f["runtime"], f["gate"], f["value"]) for f in failed] == [("onnx int8", "min-relative", 0.0)]
+
+
+def test_validate_prints_both_precisions_and_exits_1_on_the_relative_gate(weights, dataset, monkeypatch, capsys):
+    from perfkit.cli import main
+
+    monkeypatch.setattr(perfkit.backends, "open_runner", open_by_precision)
+    args = ["validate", "resnet18", "--weights", str(weights), "--data", str(dataset), "-f", "eager,onnx",
+            "--precision", "fp32,int8", "--workers", "0", "--resize", "72", "--crop", "64"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    out, err = " ".join(captured.out.split()), " ".join(captured.err.split())
+    assert "Δ fp32 eager" in out and "rel." in out and "int8" in out
+    assert f"int8 (onnx): {CALIBRATED}" in out  # every table says what int8 was calibrated on
+    assert f"int8: {CALIBRATED} (no --calib)" in err  # and the command announced it
+    assert main([*args, "--min-relative", "0.99"]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "accuracy gates FAILED" in out and "onnx int8" in out and "min-relative" in out

@@ -416,3 +416,28 @@ def test_a_device_specific_export_runs_with_its_gpu_current(tiny_spec, tmp_path,
     ensure_artifact(tiny_spec, dataclasses.replace(get("torchscript"), export=export), ctx)
     assert seen[1] == ("cpu", "cpu")
     assert current == ["cuda:0"]  # restored
+
+def test_int8_key_holds_the_calibration_set_and_the_quantizer(tiny_spec, tmp_path):
+    from perfkit.data.calibration import CalibrationSet
+
+    onnx = get("onnx")
+
+    def key(precision, **options):
+        return cache_key(tiny_spec, onnx, Precision(precision), BatchRange(), "cpu",
+                         onnx.keyed(onnx.options_for(options, EXPORT, precision)))
+
+    def folder(precision, **options):
+        return key_dir(tmp_path, key(precision, **options))
+
+    synthetic = CalibrationSet.synthetic(32)
+    base = folder("int8", calibration=synthetic)
+    assert base.name.startswith("onnx-int8-any-") and folder("int8", calibration=CalibrationSet.synthetic(32)) == base
+    assert folder("int8", calibration=CalibrationSet.synthetic(16)) != base  # sample count
+    assert folder("int8", calibration=CalibrationSet.synthetic(32, method="entropy")) != base  # method
+    assert folder("int8", calibration=CalibrationSet.synthetic(32, seed=1)) != base  # the set
+    assert folder("int8", calibration=synthetic, qdq_style="tensorrt") != base
+    # the key holds the set's identity in JSON, and the quantizer's version; fp32 holds neither
+    assert key("int8", calibration=synthetic)["options"]["calibration"] == synthetic.identity()
+    assert {"onnxruntime", "onnxruntime-gpu"} & set(key("int8", calibration=synthetic)["libraries"])
+    assert folder("fp32", calibration=synthetic, qdq_style="tensorrt") == folder("fp32")
+    assert not {"onnxruntime", "onnxruntime-gpu"} & set(key("fp32")["libraries"])

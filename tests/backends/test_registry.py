@@ -133,9 +133,12 @@ def test_a_new_backend_is_one_object(registered, tiny_spec, tmp_path):
     ("tensorrt", "fp32", "cpu", "tensorrt does not run on cpu; it runs on cuda"),
     ("native", "fp16", "cpu", "native on cpu supports fp32, not fp16"),
     ("native", "bf16", "cuda:0", "native on cuda supports fp32, not bf16"),
-    ("onnx", "bf16", "cpu", "onnx on cpu supports fp32, fp16, not bf16"),
+    ("onnx", "bf16", "cpu", "onnx on cpu supports fp32, fp16, int8, not bf16"),
+    ("onnx", "int8", "cuda:0", "onnx on cuda supports fp32, fp16, not int8"),
+    ("aoti", "int8", "cuda:0", "aoti on cuda supports fp32, fp16, bf16, not int8"),
+    ("torchscript", "int8", "cpu", "torchscript on cpu supports fp32, fp16, bf16, not int8"),
     ("eager", "int8", "cpu", "eager on cpu supports fp32, fp16, bf16, not int8"),
-    ("tensorrt", "int8", "cuda:1", "tensorrt on cuda supports fp32, fp16, not int8"),
+    ("tensorrt", "bf16", "cuda:1", "tensorrt on cuda supports fp32, fp16, int8, not bf16"),
 ])
 def test_check_refuses_an_unsupported_precision_or_device(backend, precision, device, message):
     with pytest.raises(UsageError, match=message):
@@ -149,7 +152,7 @@ def test_check_accepts_what_is_supported():
 
 
 def test_open_runner_checks_before_exporting(tiny_spec, tmp_path):
-    with pytest.raises(UsageError, match="onnx on cpu supports fp32, fp16, not bf16"):
+    with pytest.raises(UsageError, match="onnx on cpu supports fp32, fp16, int8, not bf16"):
         open_runner(tiny_spec, "onnx", Context(artifacts=tmp_path), precision="bf16")
     with pytest.raises(UsageError, match="eager on cpu supports"):
         open_runner(tiny_spec, "eager", Context(artifacts=tmp_path), precision="int8")
@@ -162,10 +165,22 @@ def test_options_for_fills_defaults_and_keeps_stages_apart():
     assert ts.options_for({}, RUN) == {"optimize": True}
     given = {"script": True, "optimize": False, "opset": 18}
     assert ts.options_for(given, EXPORT) == {"script": True} and ts.options_for(given, RUN) == {"optimize": False}
-    assert get("onnx").options_for(given, EXPORT) == {"opset": 18}
+    assert get("onnx").options_for(given, EXPORT, "fp32") == {"opset": 18}
+    # int8-only options (the QDQ style, the calibration set) exist at int8 only: they never key an fp32 artifact
+    assert get("onnx").options_for(given, EXPORT, "int8") == {"opset": 18, "qdq_style": "x86", "calibration": None}
     assert get("aoti").options_for({"inductor_freezing": None}, EXPORT) == {"inductor_freezing": True}
 
 
 def test_base_runner_needs_its_hooks():
     with pytest.raises(TypeError):
         Runner(None)  # abstract: _load and _infer are the backend's
+
+
+def test_each_runtime_runs_the_precisions_it_declares_and_the_automatic_plan_is_narrower():
+    from perfkit.backends import at_precision
+
+    assert [b.name for b in at_precision(["eager", "torchscript", "onnx", "aoti"], "int8", "cpu")] == ["onnx", "aoti"]
+    assert [b.name for b in at_precision(["eager", "onnx", "aoti"], "int8", "cpu", automatic=True)] == ["onnx"]
+    assert [b.name for b in at_precision(["eager", "onnx", "aoti"], "fp32", "cpu", automatic=True)] == [
+        "eager", "onnx", "aoti"]
+    assert [b.name for b in at_precision(["onnx", "aoti", "tensorrt"], "int8", "cuda:0")] == ["tensorrt"]

@@ -97,7 +97,8 @@ def test_table_output(capsys):
     (["--formats", "pytorch"], "unknown runtime 'pytorch'"),  # the old name of -f still works
     (["--min-batch", "8", "--max-batch", "4"], "batch range"),
     (["--precision", "fp64"], "unknown precision 'fp64'"),
-    (["-f", "onnx", "--precision", "int8"], "onnx on cpu supports fp32"),
+    (["-f", "torchscript", "--precision", "int8"], "torchscript on cpu supports fp32, fp16, bf16, not int8"),
+    (["-f", "onnx", "--precision", "bf16"], "onnx on cpu supports fp32, fp16, int8, not bf16"),
 ])
 def test_bad_arguments_are_clear(argv, message, capsys):
     assert main(["export", "lenet5", "--weights", "random", "--device", "cpu", *argv]) == 2

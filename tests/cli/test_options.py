@@ -49,13 +49,17 @@ def _signature(action) -> tuple:
 def test_the_shared_options_are_where_they_belong():
     assert set(_having("--batch")) == {"run", "check", "validate", "profile", "train", "select"}
     assert set(_having("--precision")) == {"run", "export", "check", "validate", "profile"}
+    # int8 calibration goes with the precision axis, everywhere it is
+    for flag in ("--calib", "--calib-samples", "--calib-method"):
+        assert set(_having(flag)) == set(_having("--precision")), flag
     assert set(_having("--resume")) == {"run", "train"}
     assert set(_having("--runtimes")) == {"run", "export", "check", "validate", "profile"}
     # every command prints JSON on request
     assert set(_having("--json")) == set(COMMANDS)
 
 
-@pytest.mark.parametrize("flag", ["-b", "--precision", "--json", "--resume", "-f", "--store", "--weights", "--device"])
+@pytest.mark.parametrize("flag", ["-b", "--precision", "--calib", "--calib-samples", "--calib-method", "--json",
+                                  "--resume", "-f", "--store", "--weights", "--device"])
 def test_a_shared_option_is_declared_the_same_way_everywhere(flag):
     signatures = {name: _signature(_action(COMMANDS[name], flag)) for name in _having(flag)}
     assert len(signatures) >= 2
@@ -103,7 +107,9 @@ def test_precision_parses_the_same_way(name, tmp_path):
     required = _required(name, tmp_path)
     args = parser.parse_args([name, *required, "--precision", "fp16,bf16"])
     assert parse_precisions(args.precision) == [Precision.FP16, Precision.BF16]
-    assert parse_precisions(parser.parse_args([name, *required]).precision) == [Precision.FP32]
+    default = parser.parse_args([name, *required]).precision
+    # perfkit run's default is the automatic plan (fp32, plus int8 where a runtime builds it); the others: fp32
+    assert default == "auto" if name == "run" else parse_precisions(default) == [Precision.FP32]
 
 
 @pytest.mark.parametrize("name", sorted(_having("--precision")))
@@ -119,7 +125,8 @@ def test_an_unknown_precision_is_refused_the_same_way(name, tmp_path, capsys):
 def test_a_precision_a_runtime_cannot_run_names_what_it_supports(name, tmp_path, capsys):
     assert main([name, *_required(name, tmp_path), "--device", "cpu", "-f", "onnx", "--precision", "bf16"]) == 2
     captured = capsys.readouterr()
-    assert captured.err.strip().splitlines()[-1] == "error: onnx on cpu supports fp32, fp16, not bf16"
+    assert captured.err.strip().splitlines()[-1] == ("error: onnx on cpu supports fp32, fp16, int8, not bf16 "
+                                                     "(bf16 on cpu runs in: eager, torchscript, aoti)")
     assert captured.err.count("error:") == 1
     _no_run_started()
 
@@ -128,15 +135,46 @@ def test_profile_onnx_bf16_is_one_line(capsys):
     assert main(["profile", "lenet5", "-f", "onnx", "--precision", "bf16", "--weights", "random"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.strip() == "error: onnx on cpu supports fp32, fp16, not bf16"
+    assert captured.err.strip() == ("error: onnx on cpu supports fp32, fp16, int8, not bf16 "
+                                    "(bf16 on cpu runs in: eager, torchscript, aoti)")
 
 
 def test_validate_int8_is_one_line_without_traceback(capsys):
     assert main(["validate", "lenet5", "--data", "X", "--precision", "int8"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.strip() == "error: eager on cpu supports fp32, fp16, bf16, not int8"
+    # eager alone is only the fp32 reference of int8: nothing would be measured
+    assert captured.err.strip() == "error: eager on cpu supports fp32, fp16, bf16, not int8 (int8 on cpu runs in: onnx, aoti)"
     _no_run_started()
+
+
+@pytest.mark.parametrize("runtimes, message", [
+    ("eager,torchscript", "error: torchscript on cpu supports fp32, fp16, bf16, not int8 (int8 on cpu runs in: onnx, aoti)"),
+    ("eager,native", "error: native on cpu supports fp32, not int8 (int8 on cpu runs in: onnx, aoti)"),
+])
+def test_int8_in_a_runtime_without_it_is_one_line_naming_where_it_runs(runtimes, message, capsys):
+    assert main(["profile", "lenet5", "-f", runtimes, "--precision", "fp32,int8", "--weights", "random"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.strip() == message
+    _no_run_started()
+
+
+def test_eager_is_the_fp32_reference_of_int8_not_an_unsupported_combination():
+    from argparse import Namespace
+
+    from perfkit.backends import parse_backends
+    from perfkit.cli.options import precisions
+    from perfkit.vocab import Precision
+
+    backends = parse_backends("eager,onnx,aoti")
+    assert precisions(Namespace(precision="fp32,int8"), backends, "cpu") == [Precision.FP32, Precision.INT8]
+    # perfkit run's automatic plan: fp32 and int8 where a runtime builds it (each runtime its own)
+    assert precisions(Namespace(precision="auto"), parse_backends("eager,torchscript"), "cpu") == [Precision.FP32]
+    assert precisions(Namespace(precision="auto"), backends, "cpu") == [Precision.FP32, Precision.INT8]
+    # AOTInductor's int8 (a second compile per model) is asked for, not automatic
+    assert precisions(Namespace(precision="auto"), parse_backends("eager,aoti"), "cpu") == [Precision.FP32]
+    assert precisions(Namespace(precision="fp32,int8"), parse_backends("eager,torchscript,onnx"), "cpu",
+                      lenient=True) == [Precision.FP32, Precision.INT8]
 
 
 @pytest.mark.parametrize("name", sorted(_having("--resume")))

@@ -13,10 +13,11 @@ class FakeRunner:
     """Logs every ``infer`` and ``synchronize``; optionally sleeps or fails at a batch size.
 
     Has what the profiler reads from a ``perfkit.backends.Runner``: name, precision, device, threads,
-    self_timed and ``config()``.
+    self_timed, calibration (what an int8 artifact was calibrated on) and ``config()``.
     """
 
     self_timed = False
+    calibration = None
 
     def __init__(self, *, sleep_s=0.0, fail_at=None, error=None, device="cpu", name="fake", precision="fp32"):
         from perfkit.vocab import Precision

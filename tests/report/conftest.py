@@ -32,6 +32,7 @@ FIXTURE_MODELS = {
     "googlenet": ("random", 6_624_904, 1_504_879_680, 0.10, 0.50, 15.0),
 }
 RUNTIME_SPEED = {"eager": 1.0, "onnx": 0.7}  # fixture latency factor per runtime
+INT8_SPEED, INT8_TOP1_DROP = 0.5, 0.5  # with int8: onnx int8 is half onnx fp32's latency, 0.5 pp less top-1
 BATCHES = (1, 8)
 INPUT = (3, 224, 224)
 
@@ -40,11 +41,11 @@ def fixture_spec(model: str):
     return resolve(model, FIXTURE_MODELS[model][0])
 
 
-def latency_result(where: Where, median_ms: float) -> LatencyResult:
+def latency_result(where: Where, median_ms: float, calibration: str | None = None) -> LatencyResult:
     """A timing whose median is ``median_ms`` (p99 just under 1.2 × the median)."""
     stats = LatencyStats.from_samples([0.8 * median_ms, median_ms, 1.2 * median_ms], where.batch, warmup_iterations=1)
     return LatencyResult(where, RunnerTiming(stats, timer="perf_counter"), threads=2,
-                         runtime_config={"intra_op_threads": 2}, self_timed=False)
+                         runtime_config={"intra_op_threads": 2}, self_timed=False, calibration=calibration)
 
 
 def _complexity(spec, params: int, macs: int) -> ComplexityReport:
@@ -65,7 +66,14 @@ def _parity(where: Where, failed: bool) -> ParityCheck:
         flipped_ids=[1, 5] if failed else [], failures=["top-1 agreement 75% < 100%"] if failed else []), "synthetic")
 
 
-def _accuracy(spec, where: Where, top1: float, top5: float, eager_top1: float) -> Record:
+def _int8_parity(where: Where, calibration: str) -> ParityCheck:
+    return ParityCheck(where, ParityResult(
+        samples=8, max_abs_diff=0.3, mean_abs_diff=0.05, max_rel_diff=0.1, cosine_min=0.995, top1_agreement=0.875,
+        top5_overlap=0.9, nonfinite=0, within_tolerance=True, passed=True, atol=float("inf"), rtol=float("inf"),
+        min_top1_agreement=0.0, max_rel=0.6, min_cosine=0.9, flipped_ids=[3]), "synthetic", calibration)
+
+
+def _accuracy(spec, where: Where, top1: float, top5: float, eager_top1: float, **extra) -> Record:
     """What the harness records for one runtime (no published numbers for random weights)."""
     ref = {} if spec.random_weights else spec.reference
     return Record(kind=Kind.ACCURACY, model=where.model, runtime=where.runtime, precision=where.precision,
@@ -75,7 +83,8 @@ def _accuracy(spec, where: Where, top1: float, top5: float, eager_top1: float) -
                       "ref_top1_pct": ref.get("acc1_pct"), "ref_top5_pct": ref.get("acc5_pct"),
                       "delta_top1_vs_eager_pp": top1 - eager_top1,
                       "delta_top1_vs_ref_pp": top1 - ref["acc1_pct"] if ref else None,
-                      "complete": True, "crops": 1, "random_weights": spec.random_weights, "runner": where.runtime})
+                      "complete": True, "crops": 1, "random_weights": spec.random_weights, "runner": where.runtime,
+                      "relative_top1": top1 / eager_top1 if eager_top1 else None, **extra})
 
 
 def _export(where: Where, params: int) -> Record:
@@ -94,13 +103,15 @@ def _put(rec, record: Record) -> None:
 
 
 def _make_run(store: Store, *, accuracy: bool = True, train: bool = False, latency_factor: float = 1.0,
-              top1_shift: float = 0.0, parity_fail: bool = False, error: bool = True,
+              top1_shift: float = 0.0, parity_fail: bool = False, error: bool = True, int8: str | None = None,
               models: tuple[str, ...] = tuple(FIXTURE_MODELS), command: str = "perfkit run (fixture)") -> str:
     """Write one fixture run and return its id.
 
     latency_factor scales every latency (and divides throughput); top1_shift is added to the onnx
     top-1; parity_fail makes alexnet/onnx fail parity at batch 8 (it passes at batch 1); error adds a
-    failed tensorrt export (recorded without weights, as some failures are).
+    failed tensorrt export (recorded without weights, as some failures are); int8 (a calibration
+    description) adds an onnx int8 candidate per model, calibrated so: ``INT8_SPEED`` × onnx fp32's
+    latency, ``INT8_TOP1_DROP`` pp below its top-1.
     """
     with recording(store, command=command) as rec:
         for model in models:
@@ -123,6 +134,9 @@ def _make_run(store: Store, *, accuracy: bool = True, train: bool = False, laten
                     rec.add(latency_result(where.replace(batch=batch), ms))
                 for batch in BATCHES:
                     rec.add(MemoryResult(where.replace(batch=batch), params * 4 + batch * 10_000_000, "rss"))
+            if int8:
+                _add_int8(rec, spec, (top1 + top1_shift, top5), p50 * RUNTIME_SPEED["onnx"] * latency_factor, accuracy,
+                          int8)
         if error:
             rec.add(Failure.of(Kind.EXPORT, Where(models[0], "tensorrt", "fp16", device="cpu"),
                                RuntimeError("TensorRT is not installed [tensorrt extra]")))
@@ -139,6 +153,19 @@ def _make_run(store: Store, *, accuracy: bool = True, train: bool = False, laten
                             "total_seconds": 34.0} if epoch == 2 else {}),
                     }))
     return rec.run_id
+
+
+def _add_int8(rec, spec, onnx_top: tuple[float, float], onnx_p50: float, accuracy: bool, calibration: str) -> None:
+    where = Where.of(spec, "onnx", "int8", device="cpu")
+    eager_top1 = FIXTURE_MODELS[spec.name][3]
+    for batch in BATCHES:
+        rec.add(_int8_parity(where.replace(batch=batch), calibration))
+    if accuracy:
+        t1 = max(0.0, onnx_top[0] - INT8_TOP1_DROP)
+        _put(rec, _accuracy(spec, where.replace(batch=64), t1, onnx_top[1], eager_top1, calibration=calibration,
+                            flips_vs_eager=5))
+    for batch in BATCHES:
+        rec.add(latency_result(where.replace(batch=batch), onnx_p50 * INT8_SPEED * (1 + 0.5 * (batch - 1)), calibration))
 
 
 @pytest.fixture
