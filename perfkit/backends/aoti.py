@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from perfkit.artifacts import capture_messages
-from perfkit.backends.base import CPU_FLOAT, EXPORT, ArtifactRunner, Backend, Option
+from perfkit.backends.base import CPU_FLOAT, EXPORT, SERIAL, ArtifactRunner, Backend, Option
 from perfkit.errors import ArtifactError
 
 MAIN_FILE = "model.pt2"
@@ -53,6 +53,10 @@ def export(req) -> str:
 class AotiRunner(ArtifactRunner):
     name = "aoti"
     torch_runtime = True
+    # Measured on torch 2.14: a Python thread makes no progress while another is inside an
+    # AOTInductor call (its binding keeps the GIL), so k Python threads would only take turns.
+    offline_mechanism = SERIAL
+    offline_note = "AOTInductor's Python binding holds the GIL for the whole call, so concurrent callers take turns"
 
     def _load(self) -> None:
         index = self.device.index if self.device.index is not None else -1

@@ -12,7 +12,8 @@ def add(sub) -> None:
     p = O.command(sub, "run", "the whole pipeline: complexity, export, parity, accuracy, profile, report",
                   "The main job. For each model: complexity → export for every runtime this machine can\n"
                   "run → parity of each runtime vs eager → ImageNet-val accuracy (with --data or\n"
-                  "$PERFKIT_IMAGENET_VAL) → latency/throughput/memory profile; then the Rich summary and a\n"
+                  "$PERFKIT_IMAGENET_VAL) → latency/throughput/memory profile, with the Offline scenario (K requests\n"
+                  "in flight, best samples/s) at the largest batch; then the Rich summary and a\n"
                   "single-file HTML report (reports/<run-id>.html). Weights come from the cache; a model\n"
                   "without cached weights runs with random weights and every output says so. A failing\n"
                   "step is recorded and the rest go on; the exit code is 1 if anything failed.",
@@ -28,6 +29,7 @@ def add(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images (the output says SUBSET)")
     p.add_argument("--cache", type=Path, default=None, help="preprocessed-tensor cache for the accuracy step")
     p.add_argument("--parity-samples", type=int, default=8, help="synthetic inputs compared with eager per batch size")
+    O.scenario(p, "offline", 1.0)
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the spawned-process memory step")
     O.resume(p, "the latest run")
     p.add_argument("--html", type=Path, default=None, help="report path (default reports/<run-id>.html)")
@@ -53,6 +55,7 @@ def config(args, device: str):
         models=args.models or list(pipeline.SEED_MODELS), weights=args.weights, device=device, runtimes=runtimes,
         precisions=precisions, batches=parse_batches(args.batch), data=args.data or pipeline.default_data(),
         limit=args.limit, cache=args.cache, parity_samples=args.parity_samples, memory=args.memory,
+        offline=O.offline_config(args),
         resume=args.resume, artifacts=args.artifacts, threads=O.positive(args.threads, "--threads"),
         options=O.given_options(args),
     )

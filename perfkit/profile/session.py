@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from perfkit.errors import UsageError
 from perfkit.profile import latency, memory, roofline
+from perfkit.profile.offline import OfflineConfig, offline_capable
 from perfkit.profile.timing import TimingConfig
 from perfkit.results import Failure, Kind, Where, describe
 from perfkit.vocab import BatchRange, Precision
@@ -27,6 +28,7 @@ class ProfilePlan:
     timing: TimingConfig = TimingConfig()
     memory: bool = True
     memory_batches: tuple[int, ...] | None = None  # None: every batch
+    offline: OfflineConfig | None = None  # the Offline scenario at the largest batch; None: SingleStream only
 
     def __post_init__(self):
         if not self.backends or not self.batches or not self.precisions:
@@ -39,15 +41,25 @@ class ProfilePlan:
         """Latency points plus memory points (a progress bar's total)."""
         points = len(self.backends) * len(set(self.batches)) * len(self.precisions)
         mem = len(self.backends) * len(self.precisions) * len(set(self.memory_batches or self.batches))
-        return points + (mem if self.memory else 0)
+        return points + (mem if self.memory else 0) + len(self.offline_backends) * len(self.precisions)
+
+    @property
+    def offline_backends(self) -> tuple:
+        """The backends the Offline scenario measures (none without ``offline``)."""
+        if self.offline is None:
+            return ()
+        from perfkit.backends import get
+
+        return tuple(b for b in self.backends if offline_capable(get(b)))
 
 
 def profile_model(spec, plan: ProfilePlan, ctx) -> Iterator:
     """Time ``spec`` in every runtime at every precision and batch, then measure its peak memory.
 
-    Yields ``LatencyResult`` (with the roofline position against the device peak), then
-    ``MemoryResult`` (one spawned process per runtime and batch, after every timing, so those
-    processes never disturb a measurement), and a ``Failure`` for each measurement that failed.
+    Yields ``LatencyResult`` (with the roofline position against the device peak), with
+    ``plan.offline`` an ``OfflineResult`` per runtime at the largest batch, then ``MemoryResult``
+    (one spawned process per runtime and batch, after every timing, so those processes never
+    disturb a measurement), and a ``Failure`` for each measurement that failed.
     A runtime whose timing failed at a batch gets no memory measurement there (its latency
     failure already says why).
     """
@@ -55,8 +67,9 @@ def profile_model(spec, plan: ProfilePlan, ctx) -> Iterator:
     timed: list = []
     for precision in plan.precisions:
         for result in latency.sweep(spec, plan.backends, plan.batches, ctx, precision=precision, config=plan.timing,
-                                    flops=flops):
-            timed.append(result)
+                                    flops=flops, offline=plan.offline):
+            if isinstance(result, latency.LatencyResult) or (isinstance(result, Failure) and result.kind == Kind.LATENCY):
+                timed.append(result)
             yield result
     if not plan.memory:
         return
@@ -82,6 +95,9 @@ def expected_keys(spec, plan: ProfilePlan, device: str) -> set[tuple]:
     """The record keys a complete profile of ``spec`` under ``plan`` produces (for resume)."""
     keys = set()
     for p in plan.precisions:
+        for b in plan.offline_backends:
+            w = Where.of(spec, getattr(b, "name", b), p, max(plan.batches), device)
+            keys.add((str(Kind.THROUGHPUT), w.model, w.runtime, w.precision, w.batch, w.device))
         for b in plan.backends:
             name = getattr(b, "name", b)
             for batch in plan.batches:

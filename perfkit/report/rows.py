@@ -99,6 +99,7 @@ def summary_rows(records: list[Record]) -> list[dict]:
     ref_top1_pct/ref_top5_pct/ref_weights (published), delta_top1_vs_ref_pp, delta_top5_vs_ref_pp,
     delta_top1_vs_eager_pp, images, dataset_images; parity_agreement (worst batch), parity_max_abs_diff, parity_passed;
     batches (list of {batch, latency_median_ms, latency_p99_ms, throughput_per_s, peak_bytes});
+    offline ({batch, samples_per_s, requests, threads_per_request} of the Offline scenario, or None);
     peak_bytes (smallest batch measured); params, macs; errors (the steps that failed); flags (why a row
     is coloured); status (ok, warn, fail). Missing numbers are ``None``.
     """
@@ -121,6 +122,7 @@ def summary_rows(records: list[Record]) -> list[dict]:
     parity = parity_by_candidate(records, key)
     latency = latest_ok((r for r in records if r.kind == Kind.LATENCY), lambda r: (key(r), r.batch))
     memory = latest_ok((r for r in records if r.kind == Kind.MEMORY), lambda r: (key(r), r.batch))
+    offline = latest_ok((r for r in records if r.kind == Kind.THROUGHPUT), key)
     errors: dict[tuple, list[str]] = {}
     for r in measured:
         if r.status == "error" and r.runtime is not None:
@@ -136,6 +138,10 @@ def summary_rows(records: list[Record]) -> list[dict]:
         row.update(parity.get(k, {"parity_agreement": None, "parity_max_abs_diff": None, "parity_passed": None}))
         row["batches"] = _batch_fields(k, latency, memory)
         row["peak_bytes"] = next((b["peak_bytes"] for b in row["batches"] if b["peak_bytes"] is not None), None)
+        off = offline.get(k)
+        row["offline"] = None if off is None else {
+            "batch": off.batch, "samples_per_s": off.metrics["samples_per_s"], "requests": off.metrics["requests"],
+            "threads_per_request": off.metrics.get("threads_per_request")}
         cx = complexity.get(model)
         row["params"] = cx.metrics.get("params") if cx else None
         row["macs"] = cx.metrics.get("macs") if cx else None
@@ -221,6 +227,59 @@ def _judge(row: dict) -> None:
         warn.append(f"accuracy on {row['images']} of {row['dataset_images']} images (a subset)")
     row["flags"] = fail + warn
     row["status"] = "fail" if fail else ("warn" if any("below" in w for w in warn) else "ok")
+
+
+def offline_rows(records: Iterable[Record]) -> list[dict]:
+    """One row per Offline measurement (kind throughput, newest per key; failures too), beside the
+    SingleStream throughput of the same runtime at the same batch and the gain over it."""
+    records = list(records)
+    wmap = _fill_weights(records)
+    key = functools.partial(candidate_key, weights=wmap)
+    single = latest_ok((r for r in records if r.kind == Kind.LATENCY), lambda r: (key(r), r.batch))
+    newest: dict[tuple, Record] = {}
+    for r in sorted((r for r in records if r.kind == Kind.THROUGHPUT), key=lambda r: r.created):
+        newest[(key(r), r.batch)] = r
+    rows = []
+    for (k, batch), r in newest.items():
+        lat = single.get((k, batch))
+        ss = lat.metrics.get("throughput_per_s") if lat else None
+        m = r.metrics
+        rows.append({
+            "model": r.model, "weights": k[1], "random": is_random(k[1]), "runtime": r.runtime,
+            "precision": r.precision, "device": r.device, "batch": batch, "status": r.status, "error": r.error,
+            "samples_per_s": m.get("samples_per_s"), "requests": m.get("requests"),
+            "threads_per_request": m.get("threads_per_request"), "samples_per_cpu_s": m.get("samples_per_cpu_s"),
+            "mechanism": m.get("mechanism"), "trials": m.get("trials") or [], "warnings": m.get("warnings") or [],
+            "runtime_config": m.get("runtime_config") or {}, "singlestream_per_s": ss,
+            "gain": m["samples_per_s"] / ss if ss and m.get("samples_per_s") else None,
+        })
+    order = {m: i for i, m in enumerate(dict.fromkeys(r.model for r in records))}
+    return sorted(rows, key=lambda r: (order.get(r["model"], 0), r["model"], runtime_rank(r["runtime"]),
+                                       r["precision"] or "", r["device"] or ""))
+
+
+def winners(records: Iterable[Record]) -> list[dict]:
+    """Which runtime wins each scenario, per model × precision × device: SingleStream = the lowest
+    p50 latency at the smallest batch measured, Offline = the most samples/s (at its batch)."""
+    records = list(records)
+    out: dict[tuple, dict] = {}
+    lat = latest_ok((r for r in records if r.kind == Kind.LATENCY and r.runtime),
+                    lambda r: (r.model, r.runtime, r.precision, r.batch, r.device))
+    for r in lat.values():
+        group = out.setdefault((r.model, r.precision, r.device), {})
+        best = group.get("singlestream")
+        if best is None or (r.batch, r.metrics["latency_median_ms"]) < (best["batch"], best["value"]):
+            group["singlestream"] = {"runtime": r.runtime, "batch": r.batch, "value": r.metrics["latency_median_ms"]}
+    for row in offline_rows(records):
+        if row["samples_per_s"] is None:
+            continue
+        group = out.setdefault((row["model"], row["precision"], row["device"]), {})
+        best = group.get("offline")
+        if best is None or row["samples_per_s"] > best["value"]:
+            group["offline"] = {"runtime": row["runtime"], "batch": row["batch"], "value": row["samples_per_s"],
+                                "requests": row["requests"]}
+    return [{"model": m, "precision": p, "device": d, "singlestream": w.get("singlestream"), "offline": w.get("offline")}
+            for (m, p, d), w in out.items()]
 
 
 def failure_rows(records: list[Record]) -> list[dict]:

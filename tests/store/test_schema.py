@@ -16,7 +16,7 @@ def test_every_kind_has_a_schema_and_nothing_else_does():
     assert set(SCHEMAS) == set(Kind)
     for kind, schema in SCHEMAS.items():
         assert isinstance(schema, KindSchema) and schema.required, kind
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
 
 
 @pytest.mark.parametrize("kind", list(Kind))
