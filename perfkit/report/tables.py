@@ -347,11 +347,12 @@ def summary_table(run: dict, records: list[Record]) -> list:
     title = f"run {run['id']}{where} — {escape(run['command'])} ({run['status']})"
     out: list = []
     if rows:
+        offline = ("offline/s = the Offline scenario's best samples/s, its K (requests in flight) and batch; "
+                   if any(r["offline"] for r in rows) else "")
         table = render_table(title, columns, rows, row_style=lambda r: style[r["status"]],
                              caption="top-1/top-5 measured on ImageNet-val; pub = published with the weights "
                                      "(recorded with the run); parity vs eager; latency and peak memory per batch; "
-                                     "offline/s = the Offline scenario's best samples/s, its K (requests in "
-                                     "flight) and batch; MACs = multiply-accumulates; MiB = 2**20 bytes")
+                                     f"{offline}MACs = multiply-accumulates; MiB = 2**20 bytes")
         # borders and double padding would cost a fifth of a 160-column terminal
         table.box, table.padding, table.pad_edge = box.SIMPLE_HEAD, (0, 1, 0, 0), False
         table.columns[0].no_wrap = True
