@@ -88,14 +88,14 @@ def threads(p) -> None:
 SCENARIOS = ("singlestream", "offline")
 
 
-def scenario(p, default: str, seconds: float) -> None:
+def scenario(p, default: str, seconds: float, max_requests: int = 4) -> None:
     """``--scenario`` and the Offline scenario's window and bound."""
     p.add_argument("--scenario", default=default, choices=SCENARIOS,
                    help="singlestream: one request at a time, latency per batch; offline: that, plus the Offline "
                         "scenario at the largest batch: the most samples/s with K requests in flight through each "
                         "runtime's own concurrency (K = 1, 2, 4, ... searched)")
     p.add_argument("--offline-seconds", type=float, default=seconds, help="Offline: measuring window per K, seconds")
-    p.add_argument("--offline-max-requests", type=int, default=4, metavar="K",
+    p.add_argument("--offline-max-requests", type=int, default=max_requests, metavar="K",
                    help="Offline: the largest K (requests in flight) searched")
 
 

@@ -9,6 +9,8 @@ from perfkit.cli import options as O
 
 
 def add(sub) -> None:
+    from perfkit import pipeline
+
     p = O.command(sub, "run", "the whole pipeline: complexity, export, parity, accuracy, profile, report",
                   "The main job. For each model: complexity → export for every runtime this machine can\n"
                   "run → parity of each runtime vs eager → ImageNet-val accuracy (with --data or\n"
@@ -29,7 +31,7 @@ def add(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images (the output says SUBSET)")
     p.add_argument("--cache", type=Path, default=None, help="preprocessed-tensor cache for the accuracy step")
     p.add_argument("--parity-samples", type=int, default=8, help="synthetic inputs compared with eager per batch size")
-    O.scenario(p, "offline", 1.0)
+    O.scenario(p, "offline", pipeline.PIPELINE_OFFLINE.seconds, pipeline.PIPELINE_OFFLINE.max_requests)
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the spawned-process memory step")
     O.resume(p, "the latest run")
     p.add_argument("--html", type=Path, default=None, help="report path (default reports/<run-id>.html)")
