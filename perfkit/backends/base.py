@@ -163,7 +163,9 @@ class OfflineSession:
       request on a free slot and blocks while all ``requests`` are busy; ``wait_all()`` returns when
       every started request has finished.
 
-    ``config`` is the configuration it runs with (recorded); ``close`` releases what it holds.
+    ``config`` is the configuration it runs with (recorded); ``close`` releases what it holds;
+    ``warm``: it only calls an entered runner that has just run this batch, so nothing is left to
+    initialise and the profiler skips the warm-up round (new sessions or compiled models need one).
     Sessions never time anything: ``perfkit.profile.offline`` does.
     """
 
@@ -175,6 +177,7 @@ class OfflineSession:
     submit: Callable[[], object] | None = None
     wait_all: Callable[[], object] | None = None
     close: Callable[[], None] | None = None
+    warm: bool = False
 
     def __post_init__(self):
         if (self.call is None) == (self.submit is None or self.wait_all is None):
@@ -309,7 +312,7 @@ class Runner(ABC):
         if streams:
             how += ", a CUDA stream per thread"
         return OfflineSession(k, threads, how, {**self.config(), "requests": k}, call=call,
-                              close=lambda: torch.set_num_threads(saved))
+                              close=lambda: torch.set_num_threads(saved), warm=True)
 
     # -- hooks --------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from perfkit.profile import roofline
-from perfkit.profile.offline import measure_or_fail, offline_capable
+from perfkit.profile.offline import from_singlestream, measure_or_fail, offline_capable
 from perfkit.profile.timing import NoisyTimingWarning, RunnerTiming, TimingConfig, time_runner
 from perfkit.results import Failure, Kind, Where, describe
 from perfkit.vocab import BatchRange, Precision
@@ -54,8 +54,8 @@ def sweep(spec, backends: Iterable, batches: Iterable[int], ctx, *, precision: P
     ``flops``: (FLOPs per sample, how counted) for the roofline fields; None leaves them out.
     ``offline``: an ``OfflineConfig``: then each runtime that keeps requests in flight also gets the
     Offline scenario at the largest batch (an ``OfflineResult`` or a ``Failure`` of kind throughput),
-    measured with the runner its SingleStream timings used; not where the largest batch failed
-    (its latency failure says why).
+    measured with the runner its SingleStream timings used, whose timing there is its k = 1; not
+    where the largest batch failed (its latency failure says why).
     """
     from perfkit.backends import get, open_runner
 
@@ -84,7 +84,8 @@ def sweep(spec, backends: Iterable, batches: Iterable[int], ctx, *, precision: P
                 yield last
             if offline is not None and offline_capable(backend):
                 if not isinstance(last, Failure):  # else its latency failure already says why
-                    yield from measure_or_fail(spec, runner, where.replace(batch=batches[-1]), ctx, offline)
+                    single = from_singlestream(last.timing, last.threads, last.runtime_config)
+                    yield from measure_or_fail(spec, runner, where.replace(batch=batches[-1]), ctx, offline, single)
                 ctx.progress.update(advance=1)
         finally:
             runner.__exit__(None, None, None)

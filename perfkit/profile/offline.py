@@ -7,12 +7,18 @@ TensorRT contexts on streams of their own, k threads calling a torch runtime) an
 completes. SingleStream's ``batch / median latency`` is one request at a time; a server runs
 several, and its throughput can be well above that.
 
-For each k of 1, 2, 4, … up to a bound, every request slot runs once (warm-up), then the window
+For each k of 1, 2, 4, … up to a bound, every request slot runs once (warm-up; not where the
+session only calls the runner that has just run this batch), then the window
 opens: requests are started until ``seconds`` have passed *and* every slot has run as often as the
 others (benchmark_app's rule), and the window closes when the last one finishes, so the duration
 includes the tail. samples/s = completed requests × batch / window. The search stops at the first k
 that is not faster than the best so far. The process CPU time over the window (``getrusage``, all
 threads) gives samples per CPU-second, the steadier figure on a shared machine.
+
+k = 1 is SingleStream: one request in flight, back to back, in the configuration SingleStream timed.
+Where the SingleStream timing at this batch is at hand (the profile sweep), k = 1 is that timing
+(samples/s = batch / mean latency over its loop) instead of a second loop measuring the same thing;
+a runtime whose concurrent callers take turns (``SERIAL``) then needs no Offline loop at all.
 """
 
 from __future__ import annotations
@@ -57,9 +63,10 @@ class OfflineTrial:
     threads_per_request: int | None
     samples: int
     seconds: float
-    cpu_seconds: float
+    cpu_seconds: float | None  # None: not measured (k = 1 taken from the SingleStream timing)
     mechanism: str
     config: dict
+    source: str = "offline loop"  # or "singlestream timing"
 
     @property
     def samples_per_s(self) -> float:
@@ -67,12 +74,21 @@ class OfflineTrial:
 
     @property
     def samples_per_cpu_s(self) -> float | None:
-        return self.samples / self.cpu_seconds if self.cpu_seconds > 0 else None
+        return self.samples / self.cpu_seconds if self.cpu_seconds else None
 
     def summary(self) -> dict:
         return {"requests": self.requests, "threads_per_request": self.threads_per_request,
                 "samples_per_s": self.samples_per_s, "samples_per_cpu_s": self.samples_per_cpu_s,
-                "samples": self.samples, "seconds": self.seconds}
+                "samples": self.samples, "seconds": self.seconds, "source": self.source, "mechanism": self.mechanism}
+
+
+def from_singlestream(timing, threads: int | None, config: dict) -> OfflineTrial:
+    """k = 1 from a SingleStream timing (a ``RunnerTiming``) at the Offline batch: the same loop of one
+    request in flight; samples/s = batch × calls / the sum of their latencies (batch / mean latency)."""
+    stats = timing.compute
+    return OfflineTrial(1, threads, stats.batch * stats.iterations, sum(stats.samples_ms) / 1000, None,
+                        "one request in flight: the SingleStream loop at this batch (batch / mean latency)",
+                        dict(config), source="singlestream timing")
 
 
 @dataclass(frozen=True)
@@ -101,7 +117,7 @@ def drive(session, batch: int, config: OfflineConfig) -> OfflineTrial:
 def _queue(session, config: OfflineConfig) -> tuple[int, float, float]:
     """One thread submits; ``submit`` blocks while every slot is busy (benchmark_app's loop)."""
     k = session.requests
-    for _ in range(k * config.warmup_rounds):
+    for _ in range(0 if session.warm else k * config.warmup_rounds):
         session.submit()
     session.wait_all()
     started = 0
@@ -130,7 +146,7 @@ def _threads(session, config: OfflineConfig) -> tuple[int, float, float]:
 
     def worker(i: int) -> None:
         try:
-            for _ in range(config.warmup_rounds):
+            for _ in range(0 if session.warm else config.warmup_rounds):
                 session.call(i)
             ready.wait()
             while not errors:
@@ -158,17 +174,21 @@ def _threads(session, config: OfflineConfig) -> tuple[int, float, float]:
     return sum(counts), time.perf_counter() - start["t"], _cpu_seconds() - start["cpu"]
 
 
-def search(runner, x, config: OfflineConfig, cores: int, progress=None, label: str = "") -> tuple[list, list[str]]:
+def search(runner, x, config: OfflineConfig, cores: int, progress=None, label: str = "",
+           single: OfflineTrial | None = None) -> tuple[list, list[str]]:
     """Try k = 1, 2, 4, … on an entered runner; stop at the first k not faster than the best so far.
 
+    ``single``: k = 1 already measured (``from_singlestream``); the loop starts at k = 2.
     Returns (trials in the order tried, warnings).
     """
     from perfkit.backends.base import SERIAL
 
     batch = int(x.shape[0])
-    trials: list[OfflineTrial] = []
+    trials: list[OfflineTrial] = [single] if single is not None else []
     notes: list[str] = []
     for k in config.candidates(serial=runner.offline_mechanism == SERIAL):
+        if k == 1 and single is not None:
+            continue
         if progress is not None:
             progress.update(f"offline {label} {k} request(s) in flight")
         with runner.offline_session(k, x, cores) as session:
@@ -183,13 +203,14 @@ def search(runner, x, config: OfflineConfig, cores: int, progress=None, label: s
     return trials, notes
 
 
-def measure(spec, runner, where: Where, ctx, config: OfflineConfig) -> OfflineResult:
-    """The Offline scenario of an entered ``runner`` at ``where.batch``: its best k and every k tried."""
+def measure(spec, runner, where: Where, ctx, config: OfflineConfig, single: OfflineTrial | None = None) -> OfflineResult:
+    """The Offline scenario of an entered ``runner`` at ``where.batch``: its best k and every k tried
+    (k = 1 from ``single`` where given)."""
     from perfkit.device import available_cores
 
     x = spec.example_input(where.batch)
     label = f"{spec.name} {runner.name} batch {where.batch}"
-    trials, notes = search(runner, x, config, ctx.threads or available_cores(), ctx.progress, label)
+    trials, notes = search(runner, x, config, ctx.threads or available_cores(), ctx.progress, label, single)
     best = max(trials, key=lambda t: t.samples_per_s)
     return OfflineResult(where, best, tuple(trials), config, tuple(notes))
 
@@ -199,9 +220,10 @@ def offline_capable(backend) -> bool:
     return backend.runner.offline_mechanism is not None
 
 
-def measure_or_fail(spec, runner, where: Where, ctx, config: OfflineConfig) -> Iterator:
+def measure_or_fail(spec, runner, where: Where, ctx, config: OfflineConfig,
+                    single: OfflineTrial | None = None) -> Iterator:
     """``measure``, or a ``Failure`` (kind throughput) saying why it could not."""
     try:
-        yield measure(spec, runner, where, ctx, config)
+        yield measure(spec, runner, where, ctx, config, single)
     except Exception as exc:
         yield Failure.of(Kind.THROUGHPUT, where, describe(exc))

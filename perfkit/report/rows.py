@@ -249,13 +249,20 @@ def offline_rows(records: Iterable[Record]) -> list[dict]:
             "precision": r.precision, "device": r.device, "batch": batch, "status": r.status, "error": r.error,
             "samples_per_s": m.get("samples_per_s"), "requests": m.get("requests"),
             "threads_per_request": m.get("threads_per_request"), "samples_per_cpu_s": m.get("samples_per_cpu_s"),
-            "mechanism": m.get("mechanism"), "trials": m.get("trials") or [], "warnings": m.get("warnings") or [],
+            "mechanism": m.get("mechanism"), "concurrency": _concurrency(m), "trials": m.get("trials") or [],
+            "warnings": m.get("warnings") or [],
             "runtime_config": m.get("runtime_config") or {}, "singlestream_per_s": ss,
             "gain": m["samples_per_s"] / ss if ss and m.get("samples_per_s") else None,
         })
     order = {m: i for i, m in enumerate(dict.fromkeys(r.model for r in records))}
     return sorted(rows, key=lambda r: (order.get(r["model"], 0), r["model"], runtime_rank(r["runtime"]),
                                        r["precision"] or "", r["device"] or ""))
+
+
+def _concurrency(m: dict) -> str | None:
+    """How the runtime kept several requests in flight: the mechanism of the largest K tried."""
+    trials = [t for t in m.get("trials") or [] if t.get("mechanism")]
+    return max(trials, key=lambda t: t["requests"])["mechanism"] if trials else m.get("mechanism")
 
 
 def winners(records: Iterable[Record]) -> list[dict]:

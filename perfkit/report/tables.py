@@ -173,7 +173,8 @@ def profile_caption(records: Iterable[Record]) -> str:
 # -- the Offline scenario -------------------------------------------------------------------------
 
 def _trials(row: dict) -> str:
-    return "  ".join(f"{t['requests']}: {t['samples_per_s']:.1f}" for t in row["trials"]) or "—"
+    return "  ".join(f"{t['requests']}{'*' if t.get('source') == 'singlestream timing' else ''}: "
+                     f"{t['samples_per_s']:.1f}" for t in row["trials"]) or "—"
 
 
 def offline_table(records: Iterable[Record], title: str, not_measured: dict[str, str] | None = None):
@@ -193,14 +194,15 @@ def offline_table(records: Iterable[Record], title: str, not_measured: dict[str,
         Column("K tried: samples/s", _trials, str, justify="left"),
         Column("error", lambda r: escape(r["error"] or ""), justify="left"),
     ]
-    lines = [f"{escape(r['runtime'] or '')}: {escape(r['mechanism'])}"
-             for r in {r["runtime"]: r for r in rows if r["mechanism"]}.values()]
+    lines = [f"{escape(r['runtime'] or '')}: {escape(r['concurrency'])}"
+             for r in {r["runtime"]: r for r in rows if r["concurrency"]}.values()]
     lines += [_winner_line(w) for w in winners(records)]
     lines += [f"[yellow]{escape(w)}[/]" for r in rows for w in r["warnings"]]
     lines += [f"{escape(name)}: Offline not measured ({escape(why)})" for name, why in (not_measured or {}).items()]
     caption = ("Offline: the most samples/s with K requests in flight for a fixed time per K (K = 1, 2, 4, ... "
-               "searched; the window includes the tail); SingleStream img/s = batch / p50 latency at the same "
-               "batch; samples/CPU-s = per second of this process's CPU time (steadier on a shared machine)\n"
+               "searched; the window includes the tail; 1* = K = 1 taken from the SingleStream loop at this "
+               "batch, batch / mean latency); SingleStream img/s = batch / p50 latency at the same batch; "
+               "samples/CPU-s = per second of this process's CPU time (steadier on a shared machine)\n"
                + "\n".join(lines))
     return render_table(title, columns, rows, caption=caption,
                         row_style=lambda r: "red" if r["status"] == "error" else None)

@@ -211,3 +211,27 @@ def test_profile_plans_offline_for_runtimes_that_keep_requests_in_flight(tiny_sp
     assert keys == {("throughput", "lenet5", rt, "fp32", 8, "cpu") for rt in ("eager", "aoti")}
     assert plan.steps == 3 * 2 + 3 * 2 + 2  # latency, memory (every batch), offline
     assert ProfilePlan(plan.backends, (1, 8)).offline_backends == ()
+
+
+def test_k1_is_the_singlestream_timing_when_the_sweep_has_it(tiny_spec, ctx):
+    """SingleStream at the Offline batch is K = 1 (one request in flight, back to back): taken from that
+    timing, so the loop starts at K = 2, and a runtime that serialises requests needs no loop at all."""
+    from perfkit.profile.offline import from_singlestream
+    from perfkit.profile.timing import LatencyStats, RunnerTiming
+
+    timing = RunnerTiming(LatencyStats.from_samples([10.0, 20.0, 30.0], batch=4), timer="perf_counter")
+    single = from_singlestream(timing, 2, {"intra_op_threads": 2})
+    assert single.requests == 1 and single.samples == 12 and single.seconds == pytest.approx(0.06)
+    assert single.samples_per_s == pytest.approx(4 / 0.020) and single.samples_per_cpu_s is None
+    assert single.source == "singlestream timing" and single.config == {"intra_op_threads": 2}
+
+    runner = FakeOfflineRunner(scaling(capacity=2))
+    trials, _ = search(runner, X, OfflineConfig(seconds=0.1, max_requests=4), cores=2, single=single)
+    assert runner.sessions[0] == 2 and trials[0] is single  # no second K = 1 loop
+    serial = FakeOfflineRunner(lambda k: 0.01, SERIAL)
+    result = measure(tiny_spec, serial, Where.of(tiny_spec, "fake", "fp32", 4, "cpu"), ctx, OfflineConfig(),
+                     single=single)
+    assert serial.sessions == [] and result.best is single and result.trials == (single,)
+    [record] = to_records(result)
+    record.validate()
+    assert record.metrics["trials"][0]["source"] == "singlestream timing"
