@@ -186,7 +186,7 @@ class OnnxRuntimeRunner(ArtifactRunner):
         how = (f"{k} InferenceSession(s), one per Python thread, {threads} intra-op thread(s) each"
                + (", spinning off" if k > 1 else ""))
         return OfflineSession(k, threads, how, {**sessions[0].config(), "requests": k, "sessions": k},
-                              call=call, close=close)
+                              call=call, close=close, warm=k == 1)
 
 
 BACKEND = Backend(
