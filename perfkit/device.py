@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import torch
@@ -33,6 +34,11 @@ def resolve_device(text: str | torch.device | None = "auto") -> str:
     if index >= torch.cuda.device_count():
         raise UsageError(f"--device {text}: only {torch.cuda.device_count()} CUDA device(s) are visible")
     return f"cuda:{index}"
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (the container's or taskset's share, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def device_type(device: str | torch.device) -> str:

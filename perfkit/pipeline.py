@@ -1,7 +1,8 @@
 """``perfkit run``: the whole job for each model, one run id in the store.
 
     model → complexity → export (every runtime this machine can build) → parity vs eager
-    → ImageNet-val accuracy (when data is given) → profile → Rich summary → HTML report
+    → ImageNet-val accuracy (when data is given) → profile (SingleStream latency per batch, the
+    Offline scenario at the largest batch, memory) → Rich summary → HTML report
 
 Each step calls the same library function as its own command (``summary``, ``export``, ``check``,
 ``validate``, ``profile``), so the pipeline adds only the plan, resume and failure handling. A step
@@ -24,8 +25,10 @@ from enum import StrEnum
 from pathlib import Path
 
 from perfkit.context import NO_PROGRESS, Context, artifacts_dir
+from perfkit.device import available_cores
 from perfkit.errors import PerfkitError
 from perfkit.profile import ProfilePlan, expected_keys
+from perfkit.profile.offline import OfflineConfig
 from perfkit.profile.timing import TimingConfig
 from perfkit.results import Failure, Kind, Where
 from perfkit.vocab import BatchRange, Precision
@@ -42,8 +45,15 @@ class Step(StrEnum):
 
 # Timing for the pipeline: enough iterations for a stable median, short enough that the four
 # seed models (VGG16 included) finish in minutes on a 2-core CPU. `perfkit profile` measures longer;
-# the pipeline also measures memory at the largest batch only (one process launch each).
-PIPELINE_TIMING = TimingConfig(warmup=1, warmup_seconds=0.2, iterations=8, min_seconds=0.5)
+# the pipeline also measures memory at the largest batch only (one process launch each). Five
+# iterations (eight before OpenVINO and the Offline scenario joined the default run): at batch 8 on
+# two cores one VGG16 call takes seconds, and the iterations of the heavy points are most of the
+# profile step.
+PIPELINE_TIMING = TimingConfig(warmup=1, warmup_seconds=0.2, iterations=5, min_seconds=0.5)
+# The Offline scenario at the largest batch: a short window per K, K up to the cores (at most 4),
+# stopping at the first K that is not faster. More requests in flight than cores cannot run side by
+# side on a CPU runtime that gives each at least one thread. `perfkit profile` measures longer.
+PIPELINE_OFFLINE = OfflineConfig(seconds=1.0, max_requests=min(4, available_cores()))
 EVAL_BATCH = 32
 
 
@@ -66,6 +76,7 @@ class RunConfig:
     threads: int | None = None
     options: dict = field(default_factory=dict)
     timing: TimingConfig = PIPELINE_TIMING
+    offline: OfflineConfig | None = PIPELINE_OFFLINE  # None: SingleStream only (--scenario singlestream)
     memory: bool = True
     resume: str | None = None
     steps: tuple[Step, ...] = tuple(Step)
@@ -86,7 +97,8 @@ class RunConfig:
         from perfkit.backends import reference
 
         return ProfilePlan((reference(), *self.backends()), tuple(self.batches), tuple(self.precisions), self.timing,
-                           self.memory, (max(self.batches),), self.device, self.automatic)
+                           self.memory, (max(self.batches),), device=self.device, automatic=self.automatic,
+                           offline=self.offline)
 
 
 @dataclass
@@ -258,5 +270,5 @@ STEPS = {
     Step.EXPORT: StepPlan((Kind.EXPORT,), _export, _export_keys),
     Step.PARITY: StepPlan((Kind.PARITY,), _parity, _parity_keys),
     Step.ACCURACY: StepPlan((Kind.ACCURACY,), _accuracy, _accuracy_keys),
-    Step.PROFILE: StepPlan((Kind.LATENCY, Kind.MEMORY), _profile, _profile_keys),
+    Step.PROFILE: StepPlan((Kind.LATENCY, Kind.THROUGHPUT, Kind.MEMORY), _profile, _profile_keys),
 }

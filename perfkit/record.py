@@ -58,6 +58,7 @@ def _register_all() -> None:
     from perfkit.artifacts import ExportResult
     from perfkit.profile.latency import LatencyResult
     from perfkit.profile.memory import MemoryResult
+    from perfkit.profile.offline import OfflineResult
     from perfkit.train.loop import EpochResult
 
     to_records.register(ComplexityReport, _complexity)
@@ -66,6 +67,7 @@ def _register_all() -> None:
     to_records.register(EvalResult, _accuracy)
     to_records.register(LatencyResult, _latency)
     to_records.register(MemoryResult, _memory)
+    to_records.register(OfflineResult, _throughput)
     to_records.register(EpochResult, _epoch)
 
 
@@ -167,6 +169,19 @@ def _latency(result) -> list[Record]:
     if result.flops_source:
         metrics["flops_source"] = result.flops_source
     return [_record(Kind.LATENCY, result.where, metrics)]
+
+
+def _throughput(result) -> list[Record]:
+    best = result.best
+    metrics = {
+        "scenario": "offline", "samples_per_s": best.samples_per_s, "requests": best.requests,
+        "threads_per_request": best.threads_per_request, "samples": best.samples, "seconds": best.seconds,
+        "cpu_seconds": best.cpu_seconds, "samples_per_cpu_s": best.samples_per_cpu_s, "mechanism": best.mechanism,
+        "runtime_config": best.config, "trials": [t.summary() for t in result.trials],
+        "max_requests": result.config.max_requests, "window_seconds": result.config.seconds,
+        "warnings": list(result.warnings), **_calibration(result.calibration),
+    }
+    return [_record(Kind.THROUGHPUT, result.where, metrics)]
 
 
 def _memory(result) -> list[Record]:

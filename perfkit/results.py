@@ -18,6 +18,7 @@ class Kind(StrEnum):
     PARITY = "parity"
     ACCURACY = "accuracy"
     LATENCY = "latency"
+    THROUGHPUT = "throughput"  # the Offline scenario: best samples/s with k requests in flight
     MEMORY = "memory"
     TRAIN = "train"
 

@@ -74,3 +74,10 @@ def tiny_spec():
     from perfkit.zoo.registry import resolve
 
     return resolve("lenet5", "random")
+
+
+@pytest.fixture(scope="session")
+def shared_artifacts(tmp_path_factory):
+    """One artifact cache for the whole test session: LeNet-5's ONNX export (seconds on a busy
+    2-core machine) is made once and reused by the tests that only read it."""
+    return tmp_path_factory.getbasetemp() / "shared-artifacts"

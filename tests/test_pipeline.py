@@ -5,15 +5,18 @@ import pytest
 from perfkit import pipeline
 from perfkit.cli import main
 from perfkit.errors import PerfkitError
+from perfkit.profile.offline import OfflineConfig
 from perfkit.profile.timing import TimingConfig
 from perfkit.store import Kind, Store
 
 FAST = TimingConfig(warmup=1, warmup_seconds=0.0, iterations=3, min_seconds=0.0)
+FAST_OFFLINE = OfflineConfig(seconds=0.05, max_requests=2)
+QUICK_OFFLINE = ["--offline-seconds", "0.05", "--offline-max-requests", "2"]
 
 
 def _cfg(**kw):
     base = dict(models=["lenet5"], weights="random", runtimes=["torchscript", "onnx"], batches=[1, 2], parity_samples=4,
-                parity_batches=[1, 2], timing=FAST, memory=False)
+                parity_batches=[1, 2], timing=FAST, offline=FAST_OFFLINE, memory=False)
     return pipeline.RunConfig(**{**base, **kw})
 
 
@@ -32,6 +35,10 @@ def test_every_step_writes_its_records(store):
         assert (Kind.EXPORT, fmt) in kinds and (Kind.PARITY, fmt) in kinds
     latency = {(r.runtime, r.batch) for r in recs if r.kind == Kind.LATENCY}
     assert latency == {(rt, b) for rt in ("eager", "torchscript", "onnx") for b in (1, 2)}
+    offline = {(r.runtime, r.batch): r.metrics for r in recs if r.kind == Kind.THROUGHPUT}
+    assert set(offline) == {(rt, 2) for rt in ("eager", "torchscript", "onnx")}  # the largest batch only
+    assert all(m["samples_per_s"] > 0 and m["requests"] in (1, 2) and m["window_seconds"] == 0.05
+               for m in offline.values())
     assert all(r.status == "ok" for r in recs)
     assert all(r.weights == "random:seed0" for r in recs)
     # exactly the planned keys, each once
@@ -97,7 +104,8 @@ def test_a_failing_step_is_recorded_the_rest_go_on_and_the_run_fails(kind, store
 def test_cli_exit_code_is_1_for_a_memory_failure(monkeypatch, capsys):
     """`perfkit run` once exited 0 where `perfkit profile` exited 1 for the same memory failure."""
     _break(monkeypatch, "memory")
-    code = main(["run", "lenet5", "--weights", "random", "-f", "torchscript", "-b", "1", "--parity-samples", "2"])
+    code = main(["run", "lenet5", "--weights", "random", "-f", "torchscript", "-b", "1", "--parity-samples", "2",
+                 *QUICK_OFFLINE])
     err = capsys.readouterr().err
     assert code == 1 and "memory" in err and "simulated failure" in err
 
@@ -164,7 +172,7 @@ def test_resume_after_a_failed_step_reruns_it_and_the_status_agrees(store, monke
 def test_cli_run_prints_summary_and_writes_html(tmp_path, capsys):
     html = tmp_path / "r.html"
     code = main(["run", "lenet5", "--weights", "random", "-f", "torchscript", "-b", "1", "--parity-samples", "2",
-                 "--no-memory", "--html", str(html)])
+                 "--no-memory", "--html", str(html), *QUICK_OFFLINE])
     out = capsys.readouterr().out
     assert code == 0
     assert "lenet5" in out and "(random)" in out and str(html) in out.replace("\n", "")
@@ -193,13 +201,23 @@ def test_cli_run_json_prints_the_records_of_the_run(tmp_path, capsys):
     import json
 
     code = main(["run", "lenet5", "--weights", "random", "-f", "onnx", "-b", "1", "--parity-samples", "2",
-                 "--no-memory", "--json", "--html", str(tmp_path / "r.html")])
+                 "--no-memory", "--json", "--html", str(tmp_path / "r.html"), *QUICK_OFFLINE])
     out = json.loads(capsys.readouterr().out)
     assert code == 0
     with Store() as store:
         assert [r["kind"] for r in out["records"]] == [str(r.kind) for r in store.records(out["run_id"])]
-    assert {(r["kind"], r["runtime"]) for r in out["records"]} >= {("export", "onnx"), ("parity", "onnx"),
-                                                                    ("latency", "eager"), ("latency", "onnx")}
+    assert {(r["kind"], r["runtime"]) for r in out["records"]} >= {
+        ("export", "onnx"), ("parity", "onnx"), ("latency", "eager"), ("latency", "onnx"),
+        ("throughput", "eager"), ("throughput", "onnx")}  # the Offline scenario is on by default
+
+
+def test_cli_run_scenario_singlestream_skips_offline(tmp_path, capsys):
+    import json
+
+    code = main(["run", "lenet5", "--weights", "random", "-f", "onnx", "-b", "1", "--parity-samples", "2",
+                 "--no-memory", "--json", "--html", str(tmp_path / "r.html"), "--scenario", "singlestream"])
+    assert code == 0
+    assert not [r for r in json.loads(capsys.readouterr().out)["records"] if r["kind"] == "throughput"]
 
 
 def test_cli_run_resume_of_an_unknown_run_is_one_line_before_anything_runs(capsys):

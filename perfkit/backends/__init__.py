@@ -13,13 +13,13 @@ import importlib
 import os
 from collections.abc import Iterable, Iterator
 
-from perfkit.backends.base import EXPORT, RUN, ArtifactRunner, Backend, Option, Runner
+from perfkit.backends.base import EXPORT, RUN, ArtifactRunner, Backend, OfflineSession, Option, Runner
 from perfkit.errors import UsageError
 from perfkit.vocab import BatchRange, Precision
 
 __all__ = [
-    "EXPORT", "RUN", "ArtifactRunner", "Backend", "Option", "Runner", "all_backends", "at_precision",
-    "default_backends", "get",
+    "EXPORT", "RUN", "ArtifactRunner", "Backend", "OfflineSession", "Option", "Runner", "all_backends",
+    "at_precision", "default_backends", "get",
     "export_each", "make_runner", "names", "open_runner", "parse_backends", "prepare", "register", "unregister",
 ]
 
@@ -31,6 +31,7 @@ BACKEND_MODULES = (
     "perfkit.backends.aoti",
     "perfkit.backends.tensorrt",
     "perfkit.backends.native",
+    "perfkit.backends.openvino",
 )
 
 _REGISTRY: dict[str, Backend] = {}

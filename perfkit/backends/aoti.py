@@ -33,7 +33,7 @@ import os
 import torch
 
 from perfkit.artifacts import capture_messages
-from perfkit.backends.base import CALIBRATION, CPU_FLOAT, EXPORT, ArtifactRunner, Backend, Option
+from perfkit.backends.base import CALIBRATION, CPU_FLOAT, EXPORT, SERIAL, ArtifactRunner, Backend, Option
 from perfkit.deps import require
 from perfkit.errors import ArtifactError
 from perfkit.vocab import Precision
@@ -145,6 +145,10 @@ def int8_kernels(package) -> dict[str, int]:
 class AotiRunner(ArtifactRunner):
     name = "aoti"
     torch_runtime = True
+    # Measured on torch 2.14: a Python thread makes no progress while another is inside an
+    # AOTInductor call (its binding keeps the GIL), so k Python threads would only take turns.
+    offline_mechanism = SERIAL
+    offline_note = "AOTInductor's Python binding holds the GIL for the whole call, so concurrent callers take turns"
 
     def _load(self) -> None:
         index = self.device.index if self.device.index is not None else -1

@@ -12,6 +12,11 @@ dependency hints, the environment's library list, cache keys) is derived from th
 artifact accepts and then calls the backend, ``__exit__`` releases. Runners never time themselves —
 only ``perfkit.profile`` times — except a ``self_timed`` runner (the native C++ runner, whose calls
 happen in another process), which says so.
+
+``Runner.offline_session(k, x, cores)`` is the Offline scenario's hook: the runtime's own way of
+keeping ``k`` requests in flight at once (OpenVINO's AsyncInferQueue, one ONNX Runtime session per
+thread, TensorRT contexts on their own streams; by default ``k`` Python threads calling ``infer``).
+It returns an ``OfflineSession`` that ``perfkit.profile.offline`` drives and times.
 """
 
 from __future__ import annotations
@@ -189,6 +194,56 @@ class Backend:
         return {k: (forms[k](v) if k in forms else v) for k, v in options.items()}
 
 
+# -- the Offline scenario's hook ------------------------------------------------------------------
+
+THREADS, QUEUE, SERIAL = "threads", "queue", "serial"  # how a runner keeps k requests in flight
+
+
+@dataclass
+class OfflineSession:
+    """``requests`` requests kept in flight by a runtime's own mechanism, for the profiler to drive.
+
+    Two shapes, one of them set:
+
+    - thread-driven (``call``): the profiler runs ``requests`` threads; thread ``i`` calls ``call(i)``
+      back to back, each call one whole request that returns when its output is ready (the runtime
+      must release the GIL while it computes, or the threads take turns);
+    - queue-driven (``submit`` and ``wait_all``): one thread calls ``submit()``, which starts a
+      request on a free slot and blocks while all ``requests`` are busy; ``wait_all()`` returns when
+      every started request has finished.
+
+    ``config`` is the configuration it runs with (recorded); ``close`` releases what it holds;
+    ``warm``: it only calls an entered runner that has just run this batch, so nothing is left to
+    initialise and the profiler skips the warm-up round (new sessions or compiled models need one).
+    Sessions never time anything: ``perfkit.profile.offline`` does.
+    """
+
+    requests: int
+    threads_per_request: int | None
+    mechanism: str
+    config: dict
+    call: Callable[[int], object] | None = None
+    submit: Callable[[], object] | None = None
+    wait_all: Callable[[], object] | None = None
+    close: Callable[[], None] | None = None
+    warm: bool = False
+
+    def __post_init__(self):
+        if (self.call is None) == (self.submit is None or self.wait_all is None):
+            raise ValueError("an OfflineSession is either thread-driven (call) or queue-driven (submit, wait_all)")
+
+    @property
+    def threaded(self) -> bool:
+        return self.call is not None
+
+    def __enter__(self) -> "OfflineSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.close is not None:
+            self.close()
+
+
 # -- runners --------------------------------------------------------------------------------------
 
 
@@ -203,6 +258,11 @@ class Runner(ABC):
     self_timed = False  # True: the runtime times itself (``time_self``); the profiler says so
     torch_runtime = False  # True: computes on torch's thread pool and CUDA caching allocator
     out_of_process = False  # True: runs in a process of its own, which reports its own memory (``own_memory``)
+    # The Offline scenario: THREADS (k Python threads calling ``infer``; the default), QUEUE (the
+    # runtime's own asynchronous queue), SERIAL (concurrent calls take turns: k = 1 only, and
+    # ``offline_note`` says why) or None (not measured; ``offline_note`` says why).
+    offline_mechanism: str | None = THREADS
+    offline_note: str = ""
 
     def __init__(self, spec: ModelSpec, *, precision: Precision | str = Precision.FP32, device: str = "cpu",
                  batch: BatchRange = BatchRange(), options: Mapping[str, Any] | None = None,
@@ -286,6 +346,39 @@ class Runner(ABC):
         """What the int8 artifact this runner runs was calibrated on (one line), or None."""
         manifest = self.artifact.manifest if self.artifact is not None else {}
         return (manifest.get("calibration") or {}).get("description")
+
+    def offline_session(self, k: int, x: torch.Tensor, cores: int) -> OfflineSession:
+        """``k`` requests in flight at once, each on its own copy of ``x`` (an entered runner).
+
+        The default: ``k`` Python threads calling ``infer``. A torch runtime's intra-op pool is
+        process-wide, so it gets ``cores // k`` threads (restored on close) and the ``k`` callers share
+        it; on CUDA each caller has a stream of its own. Backends with a concurrency mechanism of their
+        own override this.
+        """
+        if k > 1 and self.offline_mechanism != THREADS:
+            raise PerfkitError(f"{self.label} runs one request at a time in the Offline scenario"
+                               + (f": {self.offline_note}" if self.offline_note else ""))
+        inputs = [x.clone() for _ in range(k)]
+        saved = torch.get_num_threads()
+        threads = max(1, cores // k) if self.torch_runtime else None
+        if threads:
+            torch.set_num_threads(threads)
+        streams = [torch.cuda.Stream(self.device) for _ in range(k)] if self.device.type == "cuda" else None
+
+        def call(i: int) -> None:
+            if streams is None:
+                self.infer(inputs[i])
+                return
+            with torch.cuda.stream(streams[i]):
+                self.infer(inputs[i])
+            streams[i].synchronize()
+
+        how = f"{k} Python thread(s) calling infer" + (f", torch intra-op threads {threads} (one process-wide pool)"
+                                                       if threads else "")
+        if streams:
+            how += ", a CUDA stream per thread"
+        return OfflineSession(k, threads, how, {**self.config(), "requests": k}, call=call,
+                              close=lambda: torch.set_num_threads(saved), warm=True)
 
     # -- hooks --------------------------------------------------------------------------------
 

@@ -30,6 +30,11 @@ float ops, which ONNX Runtime fuses into integer kernels. Two QDQ styles (``--qd
 Every op in ONNX Runtime's QDQ registry is quantized (Conv, Gemm/MatMul, Add, pooling, ...); ops
 outside it (ReduceMean for global pooling, Softmax) stay float, which is what the registry is for.
 
+Offline scenario (``offline_session``): k sessions, one per Python thread (``run`` releases the GIL),
+each with cores // k intra-op threads, as ONNX Runtime's thread-management docs advise for
+concurrent sessions; with k > 1 the intra-op threads do not spin while waiting for work
+(``session.intra_op.allow_spinning = 0``), since spinning burns the cores the other sessions need.
+
 On CUDA the session runs on a stream of its own (``user_compute_stream``) that first waits for
 torch's current stream: the input is produced by torch kernels (normalisation, a non-blocking copy)
 that ONNX Runtime's streams would otherwise not wait for. ``Run`` synchronises its stream before
@@ -38,13 +43,12 @@ returning, so the output is complete when ``infer`` returns.
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from perfkit.artifacts import INPUT_NAME, OUTPUT_NAME
-from perfkit.backends.base import CALIBRATION, EXPORT, INT8_ONLY, ArtifactRunner, Backend, Option
+from perfkit.backends.base import CALIBRATION, EXPORT, INT8_ONLY, ArtifactRunner, Backend, OfflineSession, Option
 from perfkit.deps import require
+from perfkit.device import available_cores as machine_cores
 from perfkit.errors import ArtifactError, PerfkitError, UsageError
 from perfkit.vocab import Precision
 
@@ -202,17 +206,13 @@ def cuda_mismatch(ort, torch_cuda: str | None = torch.version.cuda) -> str | Non
             f"install the build for torch's CUDA major ({fix})")
 
 
-def machine_cores() -> int:
-    """Cores this process may run on (the container's share, not the host's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 class OnnxRuntimeRunner(ArtifactRunner):
     name = "onnx"
 
     def __init__(self, spec, **kwargs):
         super().__init__(spec, **kwargs)
         self.threads = self.threads or machine_cores()
+        self.spinning: bool | None = None  # None: ONNX Runtime's default (intra-op threads spin)
         self.session = None
         self._binding = None
         self._stream = None
@@ -227,6 +227,8 @@ class OnnxRuntimeRunner(ArtifactRunner):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
+        if self.spinning is not None:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
         options.log_severity_level = 3  # errors only; warnings about node placement are expected
         return options
 
@@ -287,7 +289,42 @@ class OnnxRuntimeRunner(ArtifactRunner):
     def config(self) -> dict:
         return {"provider": self.provider, "graph_optimization_level": "ORT_ENABLE_ALL",
                 "execution_mode": "ORT_SEQUENTIAL", "intra_op_num_threads": self.threads,
-                "inter_op_num_threads": 1, "io_binding": self.provider == CUDA}
+                "inter_op_num_threads": 1, "intra_op_spinning": "default (on)" if self.spinning is None else self.spinning,
+                "io_binding": self.provider == CUDA}
+
+    def offline_session(self, k: int, x: torch.Tensor, cores: int) -> OfflineSession:
+        """k sessions, each called by its own thread with cores // k intra-op threads (k = 1: this one)."""
+        if k == 1:
+            sessions = [self]
+        else:
+            sessions = [OnnxRuntimeRunner(self.spec, artifact=self.artifact, device=str(self.device),
+                                          options=self.options, threads=max(1, cores // k)) for _ in range(k)]
+        opened = []
+        try:
+            for s in sessions:
+                if s is not self:
+                    s.spinning = False
+                    s.__enter__()
+                    opened.append(s)
+        except BaseException:
+            for s in opened:
+                s.__exit__(None, None, None)
+            raise
+        inputs = [x.clone() for _ in sessions]
+
+        def call(i: int) -> None:
+            sessions[i].infer(inputs[i])
+            sessions[i].synchronize()
+
+        def close() -> None:
+            for s in opened:
+                s.__exit__(None, None, None)
+
+        threads = sessions[0].threads
+        how = (f"{k} InferenceSession(s), one per Python thread, {threads} intra-op thread(s) each"
+               + (", spinning off" if k > 1 else ""))
+        return OfflineSession(k, threads, how, {**sessions[0].config(), "requests": k, "sessions": k},
+                              call=call, close=close, warm=k == 1)
 
 
 def _probe(device: str) -> str | None:

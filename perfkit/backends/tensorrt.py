@@ -21,6 +21,11 @@ checked against the real bindings of both versions by tests/backends/test_tensor
   engine built on another GPU or TensorRT version (engines are not portable).
 - The runner enqueues on a CUDA stream of its own (not the legacy default stream, where TensorRT
   adds synchronisation and warns), ordered after and before torch's current stream by events.
+- Offline scenario (``offline_session``): k execution contexts, each on a CUDA stream of its own,
+  fed round-robin from one thread (trtexec's ``--infStreams``). A context of a dynamic-shape engine
+  needs an optimization profile no other running context uses, so each context comes from its own
+  deserialized copy of the engine (trtexec's older ``--streams`` did the same): k copies of the
+  weights in device memory.
 
 Installing: NVIDIA's ``tensorrt-cuNN`` packages provide ``import tensorrt``, a re-export of
 ``tensorrt_bindings``; perfkit's ``tensorrt-cu12``/``tensorrt-cu13`` extras install only the two
@@ -36,6 +41,7 @@ from __future__ import annotations
 import collections
 import importlib
 import importlib.util
+import itertools
 import os
 import re
 from pathlib import Path
@@ -44,7 +50,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from perfkit.artifacts import INPUT_NAME, OUTPUT_NAME, ensure_artifact
-from perfkit.backends.base import CALIBRATION, EXPORT, ArtifactRunner, Backend, Option
+from perfkit.backends.base import CALIBRATION, EXPORT, QUEUE, ArtifactRunner, Backend, OfflineSession, Option
 from perfkit.errors import ArtifactError, MissingDependency, PerfkitError, pip_install
 from perfkit.vocab import BatchRange, Precision
 
@@ -233,6 +239,7 @@ class TensorRTRunner(ArtifactRunner):
     """An execution context on a stream of its own, with torch-owned input and output buffers."""
 
     name = "tensorrt"
+    offline_mechanism = QUEUE
 
     def _load(self) -> None:  # runs with self.device current (Runner.__enter__): TensorRT allocates there
         trt = import_tensorrt()
@@ -297,6 +304,46 @@ class TensorRTRunner(ArtifactRunner):
         if size is None:
             size = getattr(engine, "device_memory_size", None)
         return None if size is None else int(size)
+
+    def offline_session(self, k: int, x: torch.Tensor, cores: int) -> OfflineSession:
+        """k contexts (one per engine copy) on k streams, submitted round-robin; see the module docstring."""
+        batch = x.shape[0]
+        profile = next((i for i, p in enumerate(self._profiles) if p.min == p.max == batch), 0)
+        plan = self.artifact.path.read_bytes()
+        slots = []
+        with torch.cuda.device(self.device):
+            for _ in range(k):
+                engine = self._runtime.deserialize_cuda_engine(plan)
+                context = engine.create_execution_context() if engine is not None else None
+                if context is None:
+                    raise PerfkitError(f"TensorRT could not create execution context {len(slots) + 1} of {k} for "
+                                       f"{self.artifact.path}:\n" + "\n".join(self._logger.errors))
+                stream = torch.cuda.Stream(self.device)
+                if profile and not context.set_optimization_profile_async(profile, stream.cuda_stream):
+                    raise PerfkitError(f"TensorRT could not select optimization profile {profile} of {self.artifact.path}")
+                xi = x.to(self.device).contiguous()
+                out = torch.empty((batch, self.spec.num_classes), dtype=torch.float32, device=self.device)
+                if not (context.set_input_shape(INPUT_NAME, tuple(xi.shape))
+                        and context.set_tensor_address(INPUT_NAME, xi.data_ptr())
+                        and context.set_tensor_address(OUTPUT_NAME, out.data_ptr())):
+                    raise PerfkitError(f"TensorRT refused the input shape or a tensor address for {self.artifact.path}")
+                slots.append((engine, context, stream, torch.cuda.Event(), xi, out))
+        order = itertools.cycle(range(k))
+
+        def submit() -> None:
+            _, context, stream, done, _, _ = slots[next(order)]
+            done.synchronize()  # this slot's previous request has finished (a fresh event returns at once)
+            if not context.execute_async_v3(stream.cuda_stream):
+                raise PerfkitError(f"TensorRT execution failed for {self.artifact.path}:\n" + "\n".join(self._logger.errors))
+            done.record(stream)
+
+        def wait_all() -> None:
+            for slot in slots:
+                slot[3].synchronize()
+
+        how = f"{k} execution context(s) from {k} engine copies, one CUDA stream each, submitted round-robin"
+        return OfflineSession(k, None, how, {**self.config(), "requests": k, "streams": k, "profile": profile},
+                              submit=submit, wait_all=wait_all, close=slots.clear)
 
     def config(self) -> dict:
         info = self.artifact.manifest["tensorrt"]

@@ -136,13 +136,17 @@ def select(args) -> int:
 
 
 def add_regress(sub) -> None:
-    from perfkit.report.regress import DEFAULT_MAX_LATENCY_INCREASE_PCT, DEFAULT_MAX_TOP1_DROP_PP
+    from perfkit.report.regress import (
+        DEFAULT_MAX_LATENCY_INCREASE_PCT, DEFAULT_MAX_THROUGHPUT_DROP_PCT, DEFAULT_MAX_TOP1_DROP_PP,
+    )
 
     p = O.command(sub, "regress", "compare a candidate run with a baseline; exit 1 on regression",
                   "CI regression check: compare two runs record by record (same model, runtime, precision,\n"
                   "batch and device) and print what changed. Exit code 1 when top-1 dropped by more than\n"
-                  "--max-top1-drop points, p50 latency rose by more than --max-latency-increase percent, a parity\n"
-                  "check now fails, or a step that ran now errors. A side is a run id (or prefix, or latest) or a\n"
+                  "--max-top1-drop points, p50 latency rose by more than --max-latency-increase percent, Offline\n"
+                  "samples/s fell by more than --max-throughput-drop percent, a parity check now fails, or a step\n"
+                  "that ran now errors. A timing taken in another runtime configuration (hints, streams, threads,\n"
+                  "the Offline K) is reported as `config changed`, not gated. A side is a run id (or prefix, or latest) or a\n"
                   "JSON file written by `perfkit report RUN --json-out FILE` (keep the baseline in git).",
                   "perfkit regress --baseline ci/baseline.json --candidate latest --max-latency-increase 15")
     p.add_argument("--baseline", required=True, metavar="RUN|FILE", help="the reference run, or its JSON export")
@@ -151,6 +155,8 @@ def add_regress(sub) -> None:
                    help="largest allowed top-1 drop, in percentage points")
     p.add_argument("--max-latency-increase", type=float, default=DEFAULT_MAX_LATENCY_INCREASE_PCT, metavar="PCT",
                    help="largest allowed p50 latency increase, in percent")
+    p.add_argument("--max-throughput-drop", type=float, default=DEFAULT_MAX_THROUGHPUT_DROP_PCT, metavar="PCT",
+                   help="largest allowed drop of Offline samples/s, in percent")
     O.json_flag(p)
     O.store(p)
     p.set_defaults(func=regress)
@@ -168,7 +174,8 @@ def regress(args) -> int:
     else:
         baseline, candidate = load_side(None, args.baseline), load_side(None, args.candidate)
     result = compare(baseline, candidate, max_top1_drop_pp=args.max_top1_drop,
-                     max_latency_increase_pct=args.max_latency_increase)
+                     max_latency_increase_pct=args.max_latency_increase,
+                     max_throughput_drop_pct=args.max_throughput_drop)
     if args.json:
         print_json(result)
     else:
@@ -179,7 +186,9 @@ def regress(args) -> int:
         title = f"{candidate.label} vs baseline {baseline.label}"
         if shown:
             console.print(regress_table(result, title, f"gates: top-1 drop > {args.max_top1_drop:g} pp, p50 latency "
-                                        f"increase > {args.max_latency_increase:g}%, parity pass → fail, ok → error"))
+                                        f"increase > {args.max_latency_increase:g}%, Offline samples/s drop > "
+                                        f"{args.max_throughput_drop:g}%, parity pass → fail, ok → error; "
+                                        "config changed = measured in another configuration, not gated"))
         else:
             console.print(f"{title}: no metric changed", markup=False)
         console.print(f"{result['compared']} records compared, {len(shown)} changes, {result['regressions']} "

@@ -7,6 +7,7 @@
 - ``--calib DIR|synthetic``, ``--calib-samples``, ``--calib-method``: the int8 calibration set.
 - ``--json``: JSON on stdout instead of tables (``--json-out FILE`` writes a file).
 - ``--resume [RUN]``: continue an earlier run.
+- ``--scenario singlestream|offline``: latency only, or also the Offline (maximum-throughput) scenario.
 - backend options (``--opset``, ``--script``, ...): generated from the backends' declarations.
 Every unknown or unsupported value is a one-line error with exit code 2.
 """
@@ -105,6 +106,33 @@ def calibration(p) -> None:
 
 def threads(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for every runtime (default: each one's tuned default)")
+
+
+SCENARIOS = ("singlestream", "offline")
+
+
+def scenario(p, default: str, seconds: float, max_requests: int = 4) -> None:
+    """``--scenario`` and the Offline scenario's window and bound."""
+    p.add_argument("--scenario", default=default, choices=SCENARIOS,
+                   help="singlestream: one request at a time, latency per batch; offline: that, plus the Offline "
+                        "scenario at the largest batch: the most samples/s with K requests in flight through each "
+                        "runtime's own concurrency (K = 1, 2, 4, ... searched)")
+    p.add_argument("--offline-seconds", type=float, default=seconds, help="Offline: measuring window per K, seconds")
+    p.add_argument("--offline-max-requests", type=int, default=max_requests, metavar="K",
+                   help="Offline: the largest K (requests in flight) searched")
+
+
+def offline_config(args):
+    """The ``OfflineConfig`` asked for, or None for SingleStream only."""
+    from perfkit.profile.offline import OfflineConfig
+
+    if args.scenario != "offline":
+        return None
+    try:
+        return OfflineConfig(args.offline_seconds, args.offline_max_requests)
+    except ValueError:
+        raise UsageError(f"--offline-seconds must be positive and --offline-max-requests at least 1, got "
+                         f"{args.offline_seconds} and {args.offline_max_requests}") from None
 
 
 def resume(p, what: str) -> None:

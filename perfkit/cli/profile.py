@@ -15,14 +15,18 @@ def add(sub) -> None:
                   "GPU, plus host-to-device and end-to-end times). Reports median/p90/p99 latency, CV (warns\n"
                   "above 10%), throughput, peak memory (each runtime in its own process) and achieved GFLOP/s\n"
                   "against the device peak. Each runtime runs in its tuned configuration, recorded with the\n"
-                  "numbers. `-f native` builds and runs the C++ LibTorch runner.",
-                  "perfkit profile resnet18 -f eager,torchscript,onnx,aoti,native -b 1,8 --weights random")
+                  "numbers. `-f native` builds and runs the C++ LibTorch runner. `--scenario offline` adds the\n"
+                  "Offline scenario at the largest batch: for a fixed time per K, K requests in flight through\n"
+                  "each runtime's own concurrency (OpenVINO AsyncInferQueue, K ONNX Runtime sessions, K threads),\n"
+                  "K = 1, 2, 4, ... searched; the best samples/s is recorded with its K and configuration.",
+                  "perfkit profile resnet18 -f eager,onnx,openvino -b 1,8 --scenario offline --weights random")
     p.add_argument("model")
     O.runtimes(p, "eager")
     O.batch(p, "1,8,32")
     O.device(p)
     O.precision(p)
     add_timing(p)
+    O.scenario(p, "singlestream", 2.0)
     p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                    help="measure peak memory (one spawned process per runtime and batch)")
     O.threads(p)
@@ -54,14 +58,14 @@ def timing(args):
 def run(args) -> int:
     from perfkit.profile import ProfilePlan, profile_model
     from perfkit.report.console import console, err_console
-    from perfkit.report.tables import profile_caption, profile_table
+    from perfkit.report.tables import offline_table, profile_caption, profile_table
     from perfkit.vocab import parse_batches
 
     device = common.resolve_device(args)
     backends = O.chosen(args)
     precisions = O.precisions(args, backends, device)
     plan = ProfilePlan(tuple(backends), tuple(parse_batches(args.batch)), tuple(precisions), timing(args), args.memory,
-                       device=device)
+                       device=device, offline=O.offline_config(args))
     spec = common.spec(args)
     calibration = common.calibration(args, precisions)
     with common.progress(args) as bar, common.session(args, device) as rec:
@@ -72,8 +76,13 @@ def run(args) -> int:
     for r in rec.records:
         for text in r.metrics.get("warnings") or []:
             err_console.print(f"[yellow]warning:[/] {text}")
-    common.show(args, rec, [profile_table(rec.records, f"perfkit profile — {spec.label} on {device}",
-                                          profile_caption(rec.records) + f"\nrun {rec.run_id}")])
+    tables = [profile_table(rec.records, f"perfkit profile — {spec.label} on {device}: SingleStream",
+                            profile_caption(rec.records) + f"\nrun {rec.run_id}")]
+    if plan.offline is not None:
+        skipped = [b for b in backends if b not in plan.offline_backends]
+        tables.append(offline_table(rec.records, f"perfkit profile — {spec.label} on {device}: Offline",
+                                    not_measured={b.name: b.runner.offline_note for b in skipped}))
+    common.show(args, rec, tables)
     if rec.failed and not args.json:
         console.print(f"[red]{len(rec.errors)} measurement(s) failed; see the error column and "
                       f"`perfkit report {rec.run_id}`[/]")

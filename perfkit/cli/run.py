@@ -9,10 +9,13 @@ from perfkit.cli import options as O
 
 
 def add(sub) -> None:
+    from perfkit import pipeline
+
     p = O.command(sub, "run", "the whole pipeline: complexity, export, parity, accuracy, profile, report",
                   "The main job. For each model: complexity → export for every runtime this machine can\n"
                   "run → parity of each runtime vs eager → ImageNet-val accuracy (with --data or\n"
-                  "$PERFKIT_IMAGENET_VAL) → latency/throughput/memory profile; then the Rich summary and a\n"
+                  "$PERFKIT_IMAGENET_VAL) → latency/throughput/memory profile, with the Offline scenario (K requests\n"
+                  "in flight, best samples/s) at the largest batch; then the Rich summary and a\n"
                   "single-file HTML report (reports/<run-id>.html). Precisions (auto): fp32, plus int8 where a\n"
                   "runtime builds it cheaply here (ONNX Runtime QDQ on a CPU; AOTInductor int8 with --precision\n"
                   "fp32,int8), calibrated on a seeded subset of --data, else on 32 seeded synthetic images\n"
@@ -31,6 +34,7 @@ def add(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images (the output says SUBSET)")
     p.add_argument("--cache", type=Path, default=None, help="preprocessed-tensor cache for the accuracy step")
     p.add_argument("--parity-samples", type=int, default=8, help="synthetic inputs compared with eager per batch size")
+    O.scenario(p, "offline", pipeline.PIPELINE_OFFLINE.seconds, pipeline.PIPELINE_OFFLINE.max_requests)
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the spawned-process memory step")
     O.resume(p, "the latest run")
     p.add_argument("--html", type=Path, default=None, help="report path (default reports/<run-id>.html)")
@@ -60,6 +64,7 @@ def config(args, device: str):
         precisions=precisions, automatic=str(args.precision).strip().lower() == "auto", batches=parse_batches(args.batch),
         data=data,
         limit=args.limit, cache=args.cache, parity_samples=args.parity_samples, memory=args.memory,
+        offline=O.offline_config(args),
         resume=args.resume, artifacts=args.artifacts, threads=O.positive(args.threads, "--threads"),
         options=options,
     )

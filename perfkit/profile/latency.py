@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from perfkit.profile import roofline
+from perfkit.profile.offline import from_singlestream, measure_or_fail, offline_capable
 from perfkit.profile.timing import NoisyTimingWarning, RunnerTiming, TimingConfig, time_runner
 from perfkit.results import Failure, Kind, Where, describe
 from perfkit.vocab import BatchRange, Precision
@@ -47,11 +48,15 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def sweep(spec, backends: Iterable, batches: Iterable[int], ctx, *, precision: Precision | str = Precision.FP32,
-          config: TimingConfig = TimingConfig(), flops: tuple[int, str] | None = None) -> Iterator:
+          config: TimingConfig = TimingConfig(), flops: tuple[int, str] | None = None, offline=None) -> Iterator:
     """Time every runtime in ``backends`` at every batch in ``batches``: a ``LatencyResult`` or a
     ``Failure`` (kind latency) per runtime × batch, yielded as soon as it is measured.
 
     ``flops``: (FLOPs per sample, how counted) for the roofline fields; None leaves them out.
+    ``offline``: an ``OfflineConfig``: then each runtime that keeps requests in flight also gets the
+    Offline scenario at the largest batch (an ``OfflineResult`` or a ``Failure`` of kind throughput),
+    measured with the runner its SingleStream timings used, whose timing there is its k = 1; not
+    where the largest batch failed (its latency failure says why).
     """
     from perfkit.backends import get, open_runner
 
@@ -70,9 +75,19 @@ def sweep(spec, backends: Iterable, batches: Iterable[int], ctx, *, precision: P
             for b in batches:
                 yield Failure.of(Kind.LATENCY, where.replace(batch=b), exc)
                 ctx.progress.update(advance=1)
+            if offline is not None and offline_capable(backend):
+                yield Failure.of(Kind.THROUGHPUT, where.replace(batch=batches[-1]), exc)
+                ctx.progress.update(advance=1)
             continue
         try:
-            yield from _sweep_runner(spec, runner, where, batches, ctx, config, flops)
+            last = None
+            for last in _sweep_runner(spec, runner, where, batches, ctx, config, flops):
+                yield last
+            if offline is not None and offline_capable(backend):
+                if not isinstance(last, Failure):  # else its latency failure already says why
+                    single = from_singlestream(last.timing, last.threads, last.runtime_config)
+                    yield from measure_or_fail(spec, runner, where.replace(batch=batches[-1]), ctx, offline, single)
+                ctx.progress.update(advance=1)
         finally:
             runner.__exit__(None, None, None)
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import resource
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -86,13 +85,9 @@ class _Nvml:
         return int(self.pynvml.nvmlDeviceGetMemoryInfo(self.handle).used)
 
 
-def artifact_bytes(path: Path | str | None) -> int | None:
-    if path is None:
-        return None
-    path = Path(path)
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
+def artifact_size(artifact) -> int | None:
+    """Every file of the artifact (ONNX external data, the IR's .bin), as its manifest lists them."""
+    return None if artifact is None else artifact.bytes
 
 
 def _measure_here(spec, backend: str, batch: int, precision: Precision, ctx, brange: BatchRange) -> dict:
@@ -122,7 +117,7 @@ def _measure_here(spec, backend: str, batch: int, precision: Precision, ctx, bra
         for _ in range(RUNS):
             runner.infer(x)
             runner.synchronize()
-        out["artifact_bytes"] = artifact_bytes(getattr(runner.artifact, "path", None))
+        out["artifact_bytes"] = artifact_size(runner.artifact)
         out["engine_device_bytes"] = runner.engine_device_bytes()
         if dev.type == "cuda":
             out["nvml_delta_bytes"] = nvml.used() - after_context
@@ -164,7 +159,7 @@ def measure_memory(spec, backend, batch: int, ctx, *, precision: Precision | str
         artifact = prepare(spec, backend, ctx, precision=precision, batch=brange)
         runner = make_runner(spec, backend, ctx, artifact, precision=precision, batch=brange)
         out = runner.own_memory(batch, RUNS)
-        out["artifact_bytes"] = artifact_bytes(getattr(artifact, "path", None))
+        out["artifact_bytes"] = artifact_size(artifact)
         if ctx.device_type == "cuda":
             out["method"] += " (host memory: the GPU memory of a separate process is not measured)"
         return _result(where, out)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from perfkit.errors import UsageError
 from perfkit.profile import latency, memory, roofline
+from perfkit.profile.offline import OfflineConfig, offline_capable
 from perfkit.profile.timing import TimingConfig
 from perfkit.results import Failure, Kind, Where, describe
 from perfkit.vocab import BatchRange, Precision
@@ -29,6 +30,7 @@ class ProfilePlan:
     memory_batches: tuple[int, ...] | None = None  # None: every batch
     device: str = "cpu"  # what the runtimes run on (which precisions each one runs)
     automatic: bool = False  # perfkit run's automatic plan: each runtime at its Backend.run_precisions
+    offline: OfflineConfig | None = None  # the Offline scenario at the largest batch; None: SingleStream only
 
     def __post_init__(self):
         if not self.backends or not self.batches or not self.precisions:
@@ -47,16 +49,27 @@ class ProfilePlan:
         """Latency points plus memory points (a progress bar's total)."""
         pairs = sum(len(self.at(p, self.device)) for p in self.precisions)
         mem = pairs * len(set(self.memory_batches or self.batches))
-        return pairs * len(set(self.batches)) + (mem if self.memory else 0)
+        offline = sum(len(self.offline_at(p, self.device)) for p in self.precisions)
+        return pairs * len(set(self.batches)) + (mem if self.memory else 0) + offline
+
+    @property
+    def offline_backends(self) -> tuple:
+        """The backends the Offline scenario measures at some precision (none without ``offline``)."""
+        return tuple(dict.fromkeys(b for p in self.precisions for b in self.offline_at(p, self.device)))
+
+    def offline_at(self, precision: Precision, device: str) -> list:
+        """The backends the Offline scenario measures at ``precision`` on ``device``."""
+        return [b for b in self.at(precision, device) if offline_capable(b)] if self.offline is not None else []
 
 
 def profile_model(spec, plan: ProfilePlan, ctx) -> Iterator:
     """Time ``spec`` in every runtime at every precision it runs and every batch, then measure its peak
     memory (the reference is timed at its float precisions, not at int8).
 
-    Yields ``LatencyResult`` (with the roofline position against the device peak), then
-    ``MemoryResult`` (one spawned process per runtime and batch, after every timing, so those
-    processes never disturb a measurement), and a ``Failure`` for each measurement that failed.
+    Yields ``LatencyResult`` (with the roofline position against the device peak), with
+    ``plan.offline`` an ``OfflineResult`` per runtime at the largest batch, then ``MemoryResult``
+    (one spawned process per runtime and batch, after every timing, so those processes never
+    disturb a measurement), and a ``Failure`` for each measurement that failed.
     A runtime whose timing failed at a batch gets no memory measurement there (its latency
     failure already says why).
     """
@@ -65,8 +78,9 @@ def profile_model(spec, plan: ProfilePlan, ctx) -> Iterator:
     for precision in plan.precisions:
         backends = plan.at(precision, ctx.device)
         for result in latency.sweep(spec, backends, plan.batches, ctx, precision=precision, config=plan.timing,
-                                    flops=flops):
-            timed.append(result)
+                                    flops=flops, offline=plan.offline):
+            if isinstance(result, latency.LatencyResult) or (isinstance(result, Failure) and result.kind == Kind.LATENCY):
+                timed.append(result)
             yield result
     if not plan.memory:
         return
@@ -92,6 +106,9 @@ def expected_keys(spec, plan: ProfilePlan, device: str) -> set[tuple]:
     """The record keys a complete profile of ``spec`` under ``plan`` produces (for resume)."""
     keys = set()
     for p in plan.precisions:
+        for b in plan.offline_at(p, device):
+            w = Where.of(spec, b.name, p, max(plan.batches), device)
+            keys.add((str(Kind.THROUGHPUT), w.model, w.runtime, w.precision, w.batch, w.device))
         for b in plan.at(p, device):
             name = b.name
             for batch in plan.batches:

@@ -15,8 +15,8 @@ from perfkit.deps import require
 from perfkit.report.console import fmt_bytes, fmt_float, fmt_int, fmt_sci, fmt_seconds, fmt_time
 from perfkit.report.output import check_writable, write_text
 from perfkit.report.rows import (
-    failure_rows, is_random, latest_ok, load_run, memory_mib, parity_distances, summary_rows, training_curves,
-    training_rows, weights_label,
+    failure_rows, is_random, latest_ok, load_run, memory_mib, offline_rows, parity_distances, summary_rows,
+    training_curves, training_rows, weights_label, winners,
 )
 from perfkit.store import Kind, Record, Store
 
@@ -63,7 +63,7 @@ def _bubble_sizes(params: list[float]) -> dict:
     return {"sizemode": "area", "sizeref": 2.0 * top / 45**2, "sizemin": 4}
 
 
-def build_charts(rows: list[dict], training: dict[tuple, list[dict]]) -> dict:
+def build_charts(rows: list[dict], training: dict[tuple, list[dict]], offline: list[dict] | None = None) -> dict:
     """The report's plotly figures by name (only those the data supports)."""
     go = require("plotly.graph_objects")
     from plotly.subplots import make_subplots
@@ -76,6 +76,8 @@ def build_charts(rows: list[dict], training: dict[tuple, list[dict]]) -> dict:
         charts["acc_bars"] = _acc_bars(go, make_subplots, rows)
     if any(_first_batch(r) for r in rows):
         charts["latency_vs_batch"] = _latency_vs_batch(go, make_subplots, rows)
+    if any(o["samples_per_s"] is not None for o in offline or ()):
+        charts["offline"] = _offline(go, make_subplots, offline)
     if training:
         charts["training"] = _training(go, make_subplots, training)
     for fig in charts.values():
@@ -239,6 +241,38 @@ def _latency_vs_batch(go, make_subplots, rows: list[dict]):
     return fig
 
 
+def _offline(go, make_subplots, offline: list[dict]):
+    """Offline samples/s per model and runtime, and the gain over SingleStream at the same batch."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Offline: best samples/s (K requests in flight)",
+                                                        "Offline ÷ SingleStream at the same batch"))
+    ok = [o for o in offline if o["samples_per_s"] is not None]
+    models = list(dict.fromkeys(f"{o['model']}{' (random weights)' if o['random'] else ''}" for o in ok))
+    for runtime, precision in dict.fromkeys((o["runtime"], o["precision"]) for o in ok):
+        sel = {f"{o['model']}{' (random weights)' if o['random'] else ''}": o for o in ok
+               if (o["runtime"], o["precision"]) == (runtime, precision)}
+        name = f"{runtime} {precision}"
+        style = {"color": colour(runtime)}
+        pts = [sel.get(m) for m in models]
+        custom = [[o["requests"], o["threads_per_request"], o["batch"], o["singlestream_per_s"]] if o else [None] * 4
+                  for o in pts]
+        fig.add_trace(go.Bar(x=models, y=[o["samples_per_s"] if o else None for o in pts], name=name, marker=style,
+                             legendgroup=name, text=[f"K={o['requests']}" if o else "" for o in pts],
+                             textposition="outside", customdata=custom,
+                             hovertemplate="%{x}<br>" + name + ": %{y:.1f} samples/s with K=%{customdata[0]} "
+                                           "(threads/request %{customdata[1]}) at batch %{customdata[2]}<br>"
+                                           "SingleStream %{customdata[3]:.1f} img/s<extra></extra>"), row=1, col=1)
+        fig.add_trace(go.Bar(x=models, y=[o["gain"] if o else None for o in pts], name=name, marker=style,
+                             legendgroup=name, showlegend=False,
+                             hovertemplate="%{x}<br>" + name + ": %{y:.2f}× SingleStream<extra></extra>"), row=1, col=2)
+    batches = sorted({o["batch"] for o in ok})
+    fig.update_yaxes(title_text="samples/s", row=1, col=1)
+    fig.update_yaxes(title_text="× SingleStream", row=1, col=2)
+    fig.update_layout(barmode="group", height=480,
+                      title=f"Offline throughput at batch {', '.join(map(str, batches))}: K = 1, 2, 4, ... requests "
+                            "in flight through each runtime's own concurrency, best K shown")
+    return fig
+
+
 def _training(go, make_subplots, training: dict[tuple, list[dict]]):
     fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy per epoch", "loss per epoch"))
     for i, ((model, weights, dataset, precision, _device), epochs) in enumerate(training.items()):
@@ -287,6 +321,7 @@ def report_context(store: Store, run_id: str) -> dict:
     rows = summary_rows(records)
     curves = training_curves(records)
     complexity = [{**c, "memory_mib": memory_mib(c)} for c in _record_rows(records, Kind.COMPLEXITY)]
+    offline = offline_rows(records)
     return {
         "run": run, "records": len(records), "rows": rows,
         "measured_accuracy": any(r["top1_pct"] is not None for r in rows),
@@ -296,7 +331,8 @@ def report_context(store: Store, run_id: str) -> dict:
         "calibrations": list(dict.fromkeys(f"{r['model']} · {r['runtime']} {r['precision']}: {r['calibration']}"
                                            for r in rows if r["calibration"])),
         "precision_notes": _precision_notes(records),
-        "env": _env_items(run["env"]), "charts": build_charts(rows, curves),
+        "offline": offline, "winners": winners(records),
+        "env": _env_items(run["env"]), "charts": build_charts(rows, curves, offline),
         "generated": time.time(),
     }
 

@@ -1,10 +1,16 @@
 """``perfkit regress``: compare a candidate run with a baseline, record by record.
 
 Records match on (kind, model, runtime, precision, batch, device); accuracy ignores the batch it
-was evaluated with. Gates: a top-1 drop beyond
-``max_top1_drop_pp``, a p50 latency increase beyond ``max_latency_increase_pct``, a parity check
-that passed and now fails, and a step that ran and now errors. Everything else that changed is
-reported without failing. Either side is a run in the store or a JSON export
+was evaluated with; SingleStream (kind latency) and Offline (kind throughput) are different kinds,
+so they are never compared with each other. Gates: a top-1 drop beyond
+``max_top1_drop_pp``, a p50 latency increase beyond ``max_latency_increase_pct``, an Offline
+samples/s drop beyond ``max_throughput_drop_pct``, a parity check that passed and now fails, and a
+step that ran and now errors. Everything else that changed is reported without failing.
+
+Like with like: a timing is judged only against one taken in the same configuration (the runtime
+configuration recorded with it: hints, streams, threads, sessions; for Offline also the K and the
+threads per request that won). When that differs, the change is reported as ``config changed``,
+naming what differs, and not gated. Either side is a run in the store or a JSON export
 (``perfkit report RUN --json FILE``), so CI can keep its baseline in git.
 """
 
@@ -20,6 +26,7 @@ from perfkit.store import Kind, Record, Store
 
 DEFAULT_MAX_TOP1_DROP_PP = 0.5
 DEFAULT_MAX_LATENCY_INCREASE_PCT = 10.0
+DEFAULT_MAX_THROUGHPUT_DROP_PCT = 10.0
 
 # kind -> metrics reported when they change (the gated ones are judged in _judge).
 # Records match per precision (it is part of the key): an int8 result is only ever compared with an
@@ -27,6 +34,7 @@ DEFAULT_MAX_LATENCY_INCREASE_PCT = 10.0
 COMPARED = {
     Kind.ACCURACY: ("top1_pct", "top5_pct", "relative_top1", "calibration"),
     Kind.LATENCY: ("latency_median_ms", "latency_p99_ms", "throughput_per_s", "calibration"),
+    Kind.THROUGHPUT: ("samples_per_s", "samples_per_cpu_s"),
     Kind.PARITY: ("passed", "top1_agreement", "max_abs_diff", "calibration"),
     Kind.MEMORY: ("peak_bytes",),
     Kind.COMPLEXITY: ("params", "macs"),
@@ -90,27 +98,74 @@ def _change(metric: str, a, b) -> tuple[float | None, str]:
     return 100.0 * (float(b) - float(a)) / abs(float(a)), "%"
 
 
-def _judge(kind: str, metric: str, a, b, change: float | None, max_drop: float, max_increase: float) -> str:
+def configuration(r: Record) -> dict:
+    """What a timing was taken with: its runtime configuration, and for Offline the winning K and
+    threads per request (an older record without one compares as unknown)."""
+    out = dict(r.metrics.get("runtime_config") or {})
+    if r.kind == Kind.THROUGHPUT:
+        out.update(requests=r.metrics.get("requests"), threads_per_request=r.metrics.get("threads_per_request"))
+    return out
+
+
+def config_differences(a: Record, b: Record) -> list[str]:
+    """``key: baseline → candidate`` for every configuration entry that differs (none when either
+    side recorded no configuration: old baselines stay comparable)."""
+    if a.kind not in (Kind.LATENCY, Kind.THROUGHPUT):
+        return []
+    ca, cb = configuration(a), configuration(b)
+    if not a.metrics.get("runtime_config") or not b.metrics.get("runtime_config"):
+        return []
+    return [f"{k}: {ca.get(k)} → {cb.get(k)}" for k in sorted(set(ca) | set(cb), key=str) if ca.get(k) != cb.get(k)]
+
+
+def _judge(kind: str, metric: str, a, b, change: float | None, limits: dict) -> str:
     if a == b:
         return "same"
     if kind == Kind.ACCURACY and metric == "top1_pct" and change is not None:
-        return "regression" if change < -max_drop else ("improved" if change > max_drop else "within")
+        drop = limits["max_top1_drop_pp"]
+        return "regression" if change < -drop else ("improved" if change > drop else "within")
     if kind == Kind.LATENCY and metric == "latency_median_ms" and change is not None:
-        return "regression" if change > max_increase else ("improved" if change < -max_increase else "within")
+        rise = limits["max_latency_increase_pct"]
+        return "regression" if change > rise else ("improved" if change < -rise else "within")
+    if kind == Kind.THROUGHPUT and metric == "samples_per_s" and change is not None:
+        drop = limits["max_throughput_drop_pct"]
+        return "regression" if change < -drop else ("improved" if change > drop else "within")
     if kind == Kind.PARITY and metric == "passed":
         return "regression" if a and not b else "improved"
     return "changed"
 
 
+def _metric_changes(where: dict, a: Record, b: Record, limits: dict) -> list[dict]:
+    """Each compared metric of two ok records of one key, judged (not gated across configurations)."""
+    differs = config_differences(a, b)
+    out = []
+    for metric in COMPARED[a.kind]:
+        va, vb = a.metrics.get(metric), b.metrics.get(metric)
+        if va is None and vb is None:
+            continue
+        change, unit = _change(metric, va, vb)
+        verdict = _judge(where["kind"], metric, va, vb, change, limits)
+        entry = {**where, "metric": metric, "baseline": va, "candidate": vb, "change": change, "unit": unit,
+                 "verdict": verdict}
+        if differs and verdict != "same":
+            entry.update(verdict="config changed", config=differs)
+        out.append(entry)
+    return out
+
+
 def compare(baseline: Side, candidate: Side, *, max_top1_drop_pp: float = DEFAULT_MAX_TOP1_DROP_PP,
-            max_latency_increase_pct: float = DEFAULT_MAX_LATENCY_INCREASE_PCT) -> dict:
+            max_latency_increase_pct: float = DEFAULT_MAX_LATENCY_INCREASE_PCT,
+            max_throughput_drop_pct: float = DEFAULT_MAX_THROUGHPUT_DROP_PCT) -> dict:
     """Compare two sides; ``regressions`` counts the changes that fail the gate.
 
     Returns ``{"baseline", "candidate", "thresholds", "changes": [...], "compared", "regressions",
     "missing", "new", "env_differences"}``; each change has the record key, metric, baseline,
-    candidate, change (pp for percentages, % otherwise), unit and verdict (regression, improved,
-    within, changed, same, now fails, fixed, missing, new).
+    candidate, change (pp for percentages, % otherwise), unit, verdict (regression, improved,
+    within, changed, config changed, same, now fails, fixed, missing, new) and, for a timing taken
+    in another configuration, ``config`` (what differs).
     """
+    limits = {"max_top1_drop_pp": max_top1_drop_pp, "max_latency_increase_pct": max_latency_increase_pct,
+              "max_throughput_drop_pct": max_throughput_drop_pct}
     base, cand = _latest(baseline.records), _latest(candidate.records)
     common = [k for k in base if k in cand]
     if not common:
@@ -134,14 +189,7 @@ def compare(baseline: Side, candidate: Side, *, max_top1_drop_pp: float = DEFAUL
             continue
         if a.status == "error":
             continue  # failed in both: nothing to compare, and nothing new
-        for metric in COMPARED[a.kind]:
-            va, vb = a.metrics.get(metric), b.metrics.get(metric)
-            if va is None and vb is None:
-                continue
-            change, unit = _change(metric, va, vb)
-            changes.append({**where, "metric": metric, "baseline": va, "candidate": vb, "change": change,
-                            "unit": unit, "verdict": _judge(kind, metric, va, vb, change, max_top1_drop_pp,
-                                                             max_latency_increase_pct)})
+        changes += _metric_changes(where, a, b, limits)
     for k in cand:
         if k not in base:
             kind, model, runtime, precision, batch, device = k
@@ -151,7 +199,7 @@ def compare(baseline: Side, candidate: Side, *, max_top1_drop_pp: float = DEFAUL
     verdicts = [c["verdict"] for c in changes]
     return {
         "baseline": baseline.label, "candidate": candidate.label,
-        "thresholds": {"max_top1_drop_pp": max_top1_drop_pp, "max_latency_increase_pct": max_latency_increase_pct},
+        "thresholds": limits,
         "changes": changes, "compared": len(common),
         "regressions": sum(v in ("regression", "now fails") for v in verdicts),
         "missing": verdicts.count("missing"), "new": verdicts.count("new"),

@@ -112,6 +112,7 @@ def summary_rows(records: list[Record]) -> list[dict]:
     delta_top1_vs_eager_pp, images, dataset_images; parity_agreement (worst batch), parity_max_abs_diff, parity_passed;
     batches (list of {batch, latency_median_ms, latency_p99_ms, throughput_per_s, peak_bytes});
     calibration (what an int8 row was calibrated on), relative_top1 (top-1 / eager fp32's);
+    offline ({batch, samples_per_s, requests, threads_per_request} of the Offline scenario, or None);
     peak_bytes (smallest batch measured); params, macs; errors (the steps that failed); flags (why a row
     is coloured); status (ok, warn, fail). Missing numbers are ``None``.
     """
@@ -135,6 +136,7 @@ def summary_rows(records: list[Record]) -> list[dict]:
     latency = latest_ok((r for r in records if r.kind == Kind.LATENCY), lambda r: (key(r), r.batch))
     memory = latest_ok((r for r in records if r.kind == Kind.MEMORY), lambda r: (key(r), r.batch))
     calibrations = {key(r): r.metrics["calibration"] for r in measured if r.metrics.get("calibration")}
+    offline = latest_ok((r for r in records if r.kind == Kind.THROUGHPUT), key)
     errors: dict[tuple, list[str]] = {}
     for r in measured:
         if r.status == "error" and r.runtime is not None:
@@ -150,6 +152,10 @@ def summary_rows(records: list[Record]) -> list[dict]:
         row.update(parity.get(k, {"parity_agreement": None, "parity_max_abs_diff": None, "parity_passed": None}))
         row["batches"] = _batch_fields(k, latency, memory)
         row["peak_bytes"] = next((b["peak_bytes"] for b in row["batches"] if b["peak_bytes"] is not None), None)
+        off = offline.get(k)
+        row["offline"] = None if off is None else {
+            "batch": off.batch, "samples_per_s": off.metrics["samples_per_s"], "requests": off.metrics["requests"],
+            "threads_per_request": off.metrics.get("threads_per_request")}
         cx = complexity.get(model)
         row["params"] = cx.metrics.get("params") if cx else None
         row["macs"] = cx.metrics.get("macs") if cx else None
@@ -258,6 +264,66 @@ def _judge(row: dict) -> None:
         warn.append(f"accuracy on {row['images']} of {row['dataset_images']} images (a subset)")
     row["flags"] = fail + warn
     row["status"] = "fail" if fail else ("warn" if any("below" in w for w in warn) else "ok")
+
+
+def offline_rows(records: Iterable[Record]) -> list[dict]:
+    """One row per Offline measurement (kind throughput, newest per key; failures too), beside the
+    SingleStream throughput of the same runtime at the same batch and the gain over it."""
+    records = list(records)
+    wmap = _fill_weights(records)
+    key = functools.partial(candidate_key, weights=wmap)
+    single = latest_ok((r for r in records if r.kind == Kind.LATENCY), lambda r: (key(r), r.batch))
+    newest: dict[tuple, Record] = {}
+    for r in sorted((r for r in records if r.kind == Kind.THROUGHPUT), key=lambda r: r.created):
+        newest[(key(r), r.batch)] = r
+    rows = []
+    for (k, batch), r in newest.items():
+        lat = single.get((k, batch))
+        ss = lat.metrics.get("throughput_per_s") if lat else None
+        m = r.metrics
+        rows.append({
+            "model": r.model, "weights": k[1], "random": is_random(k[1]), "runtime": r.runtime,
+            "precision": r.precision, "device": r.device, "batch": batch, "status": r.status, "error": r.error,
+            "samples_per_s": m.get("samples_per_s"), "requests": m.get("requests"),
+            "threads_per_request": m.get("threads_per_request"), "samples_per_cpu_s": m.get("samples_per_cpu_s"),
+            "mechanism": m.get("mechanism"), "concurrency": _concurrency(m), "trials": m.get("trials") or [],
+            "warnings": m.get("warnings") or [],
+            "runtime_config": m.get("runtime_config") or {}, "singlestream_per_s": ss,
+            "gain": m["samples_per_s"] / ss if ss and m.get("samples_per_s") else None,
+        })
+    order = {m: i for i, m in enumerate(dict.fromkeys(r.model for r in records))}
+    return sorted(rows, key=lambda r: (order.get(r["model"], 0), r["model"], runtime_rank(r["runtime"]),
+                                       r["precision"] or "", r["device"] or ""))
+
+
+def _concurrency(m: dict) -> str | None:
+    """How the runtime kept several requests in flight: the mechanism of the largest K tried."""
+    trials = [t for t in m.get("trials") or [] if t.get("mechanism")]
+    return max(trials, key=lambda t: t["requests"])["mechanism"] if trials else m.get("mechanism")
+
+
+def winners(records: Iterable[Record]) -> list[dict]:
+    """Which runtime wins each scenario, per model × precision × device: SingleStream = the lowest
+    p50 latency at the smallest batch measured, Offline = the most samples/s (at its batch)."""
+    records = list(records)
+    out: dict[tuple, dict] = {}
+    lat = latest_ok((r for r in records if r.kind == Kind.LATENCY and r.runtime),
+                    lambda r: (r.model, r.runtime, r.precision, r.batch, r.device))
+    for r in lat.values():
+        group = out.setdefault((r.model, r.precision, r.device), {})
+        best = group.get("singlestream")
+        if best is None or (r.batch, r.metrics["latency_median_ms"]) < (best["batch"], best["value"]):
+            group["singlestream"] = {"runtime": r.runtime, "batch": r.batch, "value": r.metrics["latency_median_ms"]}
+    for row in offline_rows(records):
+        if row["samples_per_s"] is None:
+            continue
+        group = out.setdefault((row["model"], row["precision"], row["device"]), {})
+        best = group.get("offline")
+        if best is None or row["samples_per_s"] > best["value"]:
+            group["offline"] = {"runtime": row["runtime"], "batch": row["batch"], "value": row["samples_per_s"],
+                                "requests": row["requests"]}
+    return [{"model": m, "precision": p, "device": d, "singlestream": w.get("singlestream"), "offline": w.get("offline")}
+            for (m, p, d), w in out.items()]
 
 
 def failure_rows(records: list[Record]) -> list[dict]:

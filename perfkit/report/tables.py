@@ -17,7 +17,8 @@ from perfkit.report.console import (
     render_table,
 )
 from perfkit.report.rows import (
-    failure_rows, is_random, memory_mib, parity_distances, summary_rows, training_rows, weights_label,
+    failure_rows, is_random, memory_mib, offline_rows, parity_distances, summary_rows, training_rows,
+    weights_label, winners,
 )
 from perfkit.store import Kind, Record
 
@@ -230,6 +231,57 @@ def profile_caption(records: Iterable[Record]) -> str:
     return "\n".join(lines + calibration_notes(lat))
 
 
+# -- the Offline scenario -------------------------------------------------------------------------
+
+def _trials(row: dict) -> str:
+    return "  ".join(f"{t['requests']}{'*' if t.get('source') == 'singlestream timing' else ''}: "
+                     f"{t['samples_per_s']:.1f}" for t in row["trials"]) or "—"
+
+
+def offline_table(records: Iterable[Record], title: str, not_measured: dict[str, str] | None = None):
+    """The Offline scenario beside SingleStream at the same batch, the winners, and what was not measured."""
+    records = list(records)
+    rows = offline_rows(records)
+    models = {r["model"] for r in rows}
+    one = fmt_float(1)
+    columns = [
+        *([Column("model", "model", justify="left")] if len(models) > 1 else []),
+        Column("runtime", "runtime", justify="left"), Column("prec", "precision", justify="left"),
+        Column("batch", "batch"), Column("offline samples/s", "samples_per_s", one),
+        Column("K", "requests"), Column("threads/req", "threads_per_request"),
+        Column("samples/CPU-s", "samples_per_cpu_s", fmt_float(2)),
+        Column("SingleStream img/s", "singlestream_per_s", one),
+        Column("× SingleStream", "gain", fmt_float(2)),
+        Column("K tried: samples/s", _trials, str, justify="left"),
+        Column("error", lambda r: escape(r["error"] or ""), justify="left"),
+    ]
+    lines = [f"{escape(r['runtime'] or '')}: {escape(r['concurrency'])}"
+             for r in {r["runtime"]: r for r in rows if r["concurrency"]}.values()]
+    lines += [_winner_line(w) for w in winners(records)]
+    lines += [f"[yellow]{escape(w)}[/]" for r in rows for w in r["warnings"]]
+    lines += [f"{escape(name)}: Offline not measured ({escape(why)})" for name, why in (not_measured or {}).items()]
+    caption = ("Offline: the most samples/s with K requests in flight for a fixed time per K (K = 1, 2, 4, ... "
+               "searched; the window includes the tail; 1* = K = 1 taken from the SingleStream loop at this "
+               "batch, batch / mean latency); SingleStream img/s = batch / p50 latency at the same batch; "
+               "samples/CPU-s = per second of this process's CPU time (steadier on a shared machine)\n"
+               + "\n".join(lines))
+    return render_table(title, columns, rows, caption=caption,
+                        row_style=lambda r: "red" if r["status"] == "error" else None)
+
+
+def _winner_line(w: dict) -> str:
+    where = " ".join(escape(str(x)) for x in (w["model"], w["precision"], w["device"]) if x)
+    parts = []
+    if w["singlestream"]:
+        s = w["singlestream"]
+        parts.append(f"SingleStream (batch {s['batch']}): [bold]{escape(s['runtime'])}[/] {s['value']:.3f} ms")
+    if w["offline"]:
+        o = w["offline"]
+        parts.append(f"Offline (batch {o['batch']}): [bold]{escape(o['runtime'])}[/] {o['value']:.1f} samples/s "
+                     f"with K={o['requests']}")
+    return f"{where} — wins " + "; ".join(parts)
+
+
 # -- complexity -----------------------------------------------------------------------------------
 
 def complexity_tables(record: Record, label: str, published: dict | None = None) -> list:
@@ -316,9 +368,7 @@ def _batch_lines(row: dict, fn) -> str:
     return "\n".join(fn(b) for b in row["batches"]) or "—"
 
 
-def summary_table(run: dict, records: list[Record]) -> list:
-    """The run summary: one line per model × runtime × precision, then notes, training and failures."""
-    rows = summary_rows(records)
+def _summary_columns(rows: list[dict]) -> list[Column]:
     devices = {r["device"] for r in rows}
     two, one = fmt_float(2), fmt_float(1)
     dash = lambda v: "—" if v is None else str(v)  # noqa: E731
@@ -341,18 +391,31 @@ def summary_table(run: dict, records: list[Record]) -> list:
         Column("p99 ms", lambda r: _batch_lines(r, lambda x: two(x["latency_p99_ms"])), str),
         Column("img/s", lambda r: _batch_lines(r, lambda x: one(x["throughput_per_s"])), str),
         Column("peak MiB", lambda r: _batch_lines(r, lambda x: mib(x["peak_bytes"])), str),
+        *([Column("offline/s", lambda r: "—" if not r["offline"] else
+                  f"{r['offline']['samples_per_s']:.1f}\nK={r['offline']['requests']} b{r['offline']['batch']}", str)]
+          if any(r["offline"] for r in rows) else []),
         Column("params M", "params", lambda v: "—" if v is None else f"{v / 1e6:.2f}"),
         Column("GMACs", "macs", lambda v: "—" if v is None else f"{v / 1e9:.3f}"),
     ]
+    return columns
+
+
+def summary_table(run: dict, records: list[Record]) -> list:
+    """The run summary: one line per model × runtime × precision, then notes, training and failures."""
+    rows = summary_rows(records)
+    devices = {r["device"] for r in rows}
+    columns = _summary_columns(rows)
     style = {"fail": "red", "warn": "yellow", "ok": None}
     where = f" on {devices.pop()}" if len(devices) == 1 and None not in devices else ""
     title = f"run {run['id']}{where} — {escape(run['command'])} ({run['status']})"
     out: list = []
     if rows:
+        offline = ("offline/s = the Offline scenario's best samples/s, its K (requests in flight) and batch; "
+                   if any(r["offline"] for r in rows) else "")
         table = render_table(title, columns, rows, row_style=lambda r: style[r["status"]],
                              caption="top-1/top-5 measured on ImageNet-val; pub = published with the weights "
                                      "(recorded with the run); parity vs eager; latency and peak memory per batch; "
-                                     "MACs = multiply-accumulates; MiB = 2**20 bytes")
+                                     f"{offline}MACs = multiply-accumulates; MiB = 2**20 bytes")
         # borders and double padding would cost a fifth of a 160-column terminal
         table.box, table.padding, table.pad_edge = box.SIMPLE_HEAD, (0, 1, 0, 0), False
         table.columns[0].no_wrap = True
@@ -363,6 +426,9 @@ def summary_table(run: dict, records: list[Record]) -> list:
         if r["status"] != "ok":
             what = " ".join(escape(str(x)) for x in (r["model"], r["runtime"], r["precision"]) if x)
             out.append(f"[{style[r['status']]}]  {what}: {escape('; '.join(r['flags']))}[/]")
+    won = winners(records)
+    if any(w["offline"] for w in won):
+        out += [_winner_line(w) for w in won]
     if rows and all(r["top1_pct"] is None for r in rows):
         out.append("[yellow]No measured accuracy in this run (no ImageNet-val given): the top-1/top-5 "
                    "columns show published numbers only.[/]")
@@ -437,20 +503,23 @@ def _candidate_calibrations(candidates: list[dict]) -> list[str]:
 def regress_table(result: dict, title: str, caption: str):
     value = lambda v: "—" if v is None else (f"{v:.6g}" if isinstance(v, float) else escape(str(v)))  # noqa: E731
     change = lambda c: "—" if c["change"] is None else f"{c['change']:+.3g} {c['unit']}"  # noqa: E731
-    style = {"regression": "red", "now fails": "red", "improved": "green", "fixed": "green", "missing": "yellow"}
+    style = {"regression": "red", "now fails": "red", "improved": "green", "fixed": "green", "missing": "yellow",
+             "config changed": "yellow"}
     shown = [c for c in result["changes"] if c["verdict"] != "same"]
+    verdict = lambda c: c["verdict"] + (f" ({escape('; '.join(c['config']))})" if c.get("config") else "")  # noqa: E731
     return render_table(title, [
         Column("model", "model", justify="left"), Column("runtime", "runtime", justify="left"),
         Column("prec", "precision", justify="left"), Column("batch", "batch"),
         Column("step", "kind", justify="left"), Column("metric", "metric", justify="left"),
         Column("baseline", "baseline", value), Column("candidate", "candidate", value),
-        Column("change", change, str), Column("verdict", "verdict", justify="left"),
+        Column("change", change, str), Column("verdict", verdict, str, justify="left"),
     ], sorted(shown, key=lambda c: c["verdict"] not in ("regression", "now fails")),
         row_style=lambda c: style.get(c["verdict"]), caption=caption)
 
 
 __all__ = [
     "accuracy_table", "calibration_notes", "complexity_tables", "epochs_table", "export_table", "failures_table",
-    "gate_table", "is_random", "parity_table", "precision_notes", "per_class_tables", "profile_caption", "profile_rows", "profile_table",
+    "gate_table", "is_random", "offline_table", "parity_table", "precision_notes", "per_class_tables", "profile_caption",
+    "profile_rows", "profile_table",
     "regress_table", "runs_table", "select_tables", "summary_table", "training_table", "zoo_table",
 ]

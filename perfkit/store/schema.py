@@ -15,7 +15,9 @@ from dataclasses import asdict, dataclass, field
 
 from perfkit.results import Kind
 
-SCHEMA_VERSION = 3  # 3: complexity sizes in *_mib (were *_mb holding MiB), unrowed_params, onnx_*; precision (calibration, quantization, relative_top1)
+# 3: complexity sizes in *_mib (were *_mb holding MiB), unrowed_params, onnx_*; precision (calibration,
+# quantization, relative_top1); the Offline scenario's throughput kind
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,10 @@ SCHEMAS: dict[Kind, KindSchema] = {
         f"{_TIMING} timer cv_warning h2d_median_ms e2e_median_ms e2e_p99_ms threads flops_source "
         "flops_per_sample achieved_gflops peak_gflops peak_fraction peak_source runtime_config self_timed "
         "load_seconds warnings calibration"),
+    Kind.THROUGHPUT: _schema(
+        "samples_per_s requests threads_per_request samples seconds",
+        "scenario cpu_seconds samples_per_cpu_s mechanism runtime_config trials max_requests window_seconds "
+        "warnings calibration"),
     Kind.MEMORY: _schema(
         "peak_bytes method",
         "artifact_bytes engine_device_bytes rss_delta_bytes gpu_context_bytes nvml_delta_bytes "

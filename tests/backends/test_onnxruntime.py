@@ -15,11 +15,6 @@ from perfkit.errors import ArtifactError, PerfkitError
 from perfkit.vocab import BatchRange
 
 
-@pytest.fixture(scope="session")
-def shared_artifacts(tmp_path_factory):
-    return tmp_path_factory.getbasetemp() / "shared-artifacts"
-
-
 @pytest.fixture
 def onnx_artifact(tiny_spec, shared_artifacts):
     return ensure_artifact(tiny_spec, get("onnx"), Context(artifacts=shared_artifacts))

@@ -13,7 +13,7 @@ from perfkit.context import Context
 from perfkit.errors import UsageError
 from perfkit.vocab import Precision
 
-BUILTIN = ["eager", "torchscript", "onnx", "aoti", "tensorrt", "native"]
+BUILTIN = ["eager", "torchscript", "onnx", "aoti", "tensorrt", "native", "openvino"]
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ class Doubled(EagerRunner):
 def test_builtin_backends_in_order():
     assert names() == BUILTIN
     assert B.reference() is get("eager")
-    assert [b.name for b in B.all_backends() if b.exports] == ["torchscript", "onnx", "aoti", "tensorrt"]
+    assert [b.name for b in B.all_backends() if b.exports] == ["torchscript", "onnx", "aoti", "tensorrt", "openvino"]
 
 
 def test_unknown_name_is_a_usage_error_listing_the_known_ones():
@@ -63,7 +63,7 @@ def test_parse_backends():
     with pytest.raises(UsageError, match="unknown runtime 'onx'"):
         parse_backends("eager,onx")
     with pytest.raises(UsageError, match="eager, native has no artifact to export; choose from: "
-                                         "torchscript, onnx, aoti, tensorrt"):
+                                         "torchscript, onnx, aoti, tensorrt, openvino"):
         parse_backends("eager,onnx,native", exported_only=True)
 
 
@@ -101,7 +101,7 @@ def test_register_accepts_an_option_that_agrees(registered):
     agreeing = Option("opset", None, "the same opset, its own help text", stage=EXPORT, type=int)
     registered(Backend(name="doubled", summary="x2", runner=Doubled, options=(agreeing,)))
     shared = {o.name: declared for o, declared in B.options()}
-    assert shared["opset"] == ["onnx", "tensorrt", "doubled"]  # one CLI option, three backends
+    assert shared["opset"] == ["onnx", "tensorrt", "openvino", "doubled"]  # one CLI option, four backends
 
 
 def test_register_takes_only_backends():

@@ -91,3 +91,33 @@ def test_table_output(capsys, tmp_path):
         [run] = store.runs()
     assert "perfkit profile" in out and "eager" in out and f"run {run['id']}" in out
     assert "configuration: eager:" in out and "inference_mode=True" in out  # the tuned configuration, said
+
+
+def test_profile_offline_prints_singlestream_and_offline_and_records_both(capsys, shared_artifacts):
+    """`perfkit profile -f eager,onnx,openvino --scenario offline`: both scenarios and the winners."""
+    rc = main(["profile", "lenet5", "-f", "eager,onnx,openvino", "-b", "1,2", "--scenario", "offline", "--no-memory",
+               "--offline-seconds", "0.1", "--offline-max-requests", "2", "--artifacts", str(shared_artifacts), *FAST])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "SingleStream" in out and "Offline" in out and "offline samples/s" in out
+    assert "AsyncInferQueue" in out and "InferenceSession" in out and "wins SingleStream (batch 1)" in out
+    with Store() as store:
+        records = store.records()
+    offline = {r.runtime: r for r in records if r.kind == Kind.THROUGHPUT}
+    assert set(offline) == {"eager", "onnx", "openvino"} and {r.batch for r in offline.values()} == {2}
+    for r in offline.values():
+        r.validate()
+        assert r.metrics["samples_per_s"] > 0 and r.metrics["requests"] in (1, 2) and r.metrics["trials"]
+    assert offline["openvino"].metrics["runtime_config"]["performance_hint"] == "THROUGHPUT"
+    latency = {(r.runtime, r.batch): r.metrics for r in records if r.kind == Kind.LATENCY}
+    assert latency[("openvino", 1)]["runtime_config"]["performance_hint"] == "LATENCY"
+    assert latency[("openvino", 1)]["runtime_config"]["inference_precision"] == "f32"
+
+
+
+def test_profile_scenario_and_offline_options_are_checked(capsys):
+    assert main(["profile", "lenet5", "--scenario", "server"]) == 2
+    assert "invalid choice: 'server'" in capsys.readouterr().err
+    assert main(["profile", "lenet5", "--scenario", "offline", "--offline-seconds", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--offline-seconds must be positive" in err and len(err.strip().splitlines()) == 1

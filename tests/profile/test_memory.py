@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from perfkit.context import Context
-from perfkit.profile.memory import HostPeak, MemoryResult, artifact_bytes, measure_memory
+from perfkit.profile.memory import HostPeak, MemoryResult, artifact_size, measure_memory
 from perfkit.record import to_records
 from perfkit.store import SCHEMAS, Kind
 from perfkit.zoo.registry import resolve
@@ -17,14 +17,15 @@ def test_host_peak_sees_an_allocation():
     assert "RSS" in peak.method
 
 
-def test_artifact_bytes(tmp_path):
-    (tmp_path / "a.bin").write_bytes(b"x" * 100)
-    (tmp_path / "dir").mkdir()
-    (tmp_path / "dir" / "b").write_bytes(b"y" * 30)
-    (tmp_path / "dir" / "c").write_bytes(b"z" * 12)
-    assert artifact_bytes(tmp_path / "a.bin") == 100
-    assert artifact_bytes(tmp_path / "dir") == 42
-    assert artifact_bytes(None) is None
+def test_artifact_size_counts_every_file_of_the_artifact(tiny_spec, tmp_path):
+    """The ONNX graph's external data counts, not only the main file (the IR's .bin likewise)."""
+    from perfkit.backends import prepare
+    from perfkit.context import Context
+
+    art = prepare(tiny_spec, "onnx", Context(artifacts=tmp_path))
+    assert artifact_size(art) == sum(p.stat().st_size for p in art.dir.iterdir() if p.name != "manifest.json")
+    assert artifact_size(art) > art.path.stat().st_size
+    assert artifact_size(None) is None
 
 
 def test_spawned_process_reports_the_model_memory(tmp_path):

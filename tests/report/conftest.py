@@ -18,6 +18,7 @@ from perfkit.accuracy.parity import ParityCheck, ParityResult
 from perfkit.analysis import MACS_CONVENTION, ComplexityReport, Complexity, LayerRow, Summary
 from perfkit.profile.latency import LatencyResult
 from perfkit.profile.memory import MemoryResult
+from perfkit.profile.offline import OfflineConfig, OfflineResult, OfflineTrial
 from perfkit.profile.timing import LatencyStats, RunnerTiming
 from perfkit.record import recording
 from perfkit.results import Failure, Kind, Where
@@ -46,6 +47,20 @@ def latency_result(where: Where, median_ms: float, calibration: str | None = Non
     stats = LatencyStats.from_samples([0.8 * median_ms, median_ms, 1.2 * median_ms], where.batch, warmup_iterations=1)
     return LatencyResult(where, RunnerTiming(stats, timer="perf_counter"), threads=2,
                          runtime_config={"intra_op_threads": 2}, self_timed=False, calibration=calibration)
+
+
+OFFLINE_GAIN = {"eager": 1.0, "onnx": 1.6}  # fixture Offline samples/s over SingleStream at the largest batch
+
+
+def offline_result(where: Where, samples_per_s: float, requests: int = 2, config: dict | None = None) -> OfflineResult:
+    """An Offline search that tried K = 1 and ``requests`` and found ``samples_per_s`` at ``requests``."""
+    def trial(k: int, rate: float) -> OfflineTrial:
+        return OfflineTrial(k, 2 // k or 1, round(rate * 2.0), 2.0, 3.9, f"fixture: {k} request(s)",
+                            {**(config or {"intra_op_threads": 2 // k or 1}), "requests": k})
+
+    best = trial(requests, samples_per_s)
+    first = trial(1, samples_per_s / 1.3) if requests != 1 else best
+    return OfflineResult(where, best, (first, best) if requests != 1 else (best,), OfflineConfig())
 
 
 def _complexity(spec, params: int, macs: int) -> ComplexityReport:
@@ -104,14 +119,17 @@ def _put(rec, record: Record) -> None:
 
 def _make_run(store: Store, *, accuracy: bool = True, train: bool = False, latency_factor: float = 1.0,
               top1_shift: float = 0.0, parity_fail: bool = False, error: bool = True, int8: str | None = None,
-              models: tuple[str, ...] = tuple(FIXTURE_MODELS), command: str = "perfkit run (fixture)") -> str:
+              models: tuple[str, ...] = tuple(FIXTURE_MODELS), command: str = "perfkit run (fixture)",
+              offline: bool = False, offline_factor: float = 1.0, offline_requests: int = 2) -> str:
     """Write one fixture run and return its id.
 
     latency_factor scales every latency (and divides throughput); top1_shift is added to the onnx
     top-1; parity_fail makes alexnet/onnx fail parity at batch 8 (it passes at batch 1); error adds a
     failed tensorrt export (recorded without weights, as some failures are); int8 (a calibration
     description) adds an onnx int8 candidate per model, calibrated so: ``INT8_SPEED`` × onnx fp32's
-    latency, ``INT8_TOP1_DROP`` pp below its top-1.
+    latency, ``INT8_TOP1_DROP`` pp below its top-1. offline adds an Offline result per runtime at the
+    largest batch (onnx gains 1.6× over SingleStream, eager nothing), scaled by offline_factor, won by
+    offline_requests requests in flight.
     """
     with recording(store, command=command) as rec:
         for model in models:
@@ -132,6 +150,11 @@ def _make_run(store: Store, *, accuracy: bool = True, train: bool = False, laten
                 for batch in BATCHES:
                     ms = p50 * speed * latency_factor * (1 + 0.5 * (batch - 1))
                     rec.add(latency_result(where.replace(batch=batch), ms))
+                if offline:
+                    big = BATCHES[-1]
+                    single = big / (p50 * speed * latency_factor * (1 + 0.5 * (big - 1)) / 1000)
+                    rec.add(offline_result(where.replace(batch=big), single * OFFLINE_GAIN[runtime] * offline_factor,
+                                           offline_requests))
                 for batch in BATCHES:
                     rec.add(MemoryResult(where.replace(batch=batch), params * 4 + batch * 10_000_000, "rss"))
             if int8:

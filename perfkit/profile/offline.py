@@ -1,0 +1,230 @@
+"""The Offline scenario: the most samples per second a runtime gives with k requests in flight.
+
+MLPerf's Offline scenario, benchmark_app's ``-hint throughput`` and trtexec's ``--infStreams``: for a
+fixed wall time, keep k requests in flight through the runtime's own concurrency mechanism (the
+runner's ``offline_session``: OpenVINO's AsyncInferQueue, one ONNX Runtime session per thread,
+TensorRT contexts on streams of their own, k threads calling a torch runtime) and count what
+completes. SingleStream's ``batch / median latency`` is one request at a time; a server runs
+several, and its throughput can be well above that.
+
+For each k of 1, 2, 4, … up to a bound, every request slot runs once (warm-up; not where the
+session only calls the runner that has just run this batch), then the window
+opens: requests are started until ``seconds`` have passed *and* every slot has run as often as the
+others (benchmark_app's rule), and the window closes when the last one finishes, so the duration
+includes the tail. samples/s = completed requests × batch / window. The search stops at the first k
+that is not faster than the best so far. The process CPU time over the window (``getrusage``, all
+threads) gives samples per CPU-second, the steadier figure on a shared machine.
+
+k = 1 is SingleStream: one request in flight, back to back, in the configuration SingleStream timed.
+Where the SingleStream timing at this batch is at hand (the profile sweep), k = 1 is that timing
+(samples/s = batch / mean latency over its loop) instead of a second loop measuring the same thing;
+a runtime whose concurrent callers take turns (``SERIAL``) then needs no Offline loop at all.
+"""
+
+from __future__ import annotations
+
+import resource
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from perfkit.results import Failure, Kind, Where, describe
+
+SHORT_WINDOW = 3  # fewer completions per request slot than this in a window: a warning to measure longer
+
+
+@dataclass(frozen=True)
+class OfflineConfig:
+    """How long each k is measured and how far k is searched (powers of two up to ``max_requests``)."""
+
+    seconds: float = 2.0
+    max_requests: int = 4
+    warmup_rounds: int = 1  # requests per slot before the window opens
+
+    def __post_init__(self):
+        if self.seconds <= 0 or self.max_requests < 1 or self.warmup_rounds < 0:
+            raise ValueError(f"the Offline window must be positive and max requests >= 1, got {self}")
+
+    def candidates(self, serial: bool = False) -> list[int]:
+        """The k to try: 1, 2, 4, … up to ``max_requests`` (1 only for a runtime that serialises requests)."""
+        out, k = [], 1
+        while k <= (1 if serial else self.max_requests):
+            out.append(k)
+            k *= 2
+        return out
+
+
+@dataclass(frozen=True)
+class OfflineTrial:
+    """One k: what completed in the window and the configuration that did it."""
+
+    requests: int
+    threads_per_request: int | None
+    samples: int
+    seconds: float
+    cpu_seconds: float | None  # None: not measured (k = 1 taken from the SingleStream timing)
+    mechanism: str
+    config: dict
+    source: str = "offline loop"  # or "singlestream timing"
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.seconds
+
+    @property
+    def samples_per_cpu_s(self) -> float | None:
+        return self.samples / self.cpu_seconds if self.cpu_seconds else None
+
+    def summary(self) -> dict:
+        return {"requests": self.requests, "threads_per_request": self.threads_per_request,
+                "samples_per_s": self.samples_per_s, "samples_per_cpu_s": self.samples_per_cpu_s,
+                "samples": self.samples, "seconds": self.seconds, "source": self.source, "mechanism": self.mechanism}
+
+
+def from_singlestream(timing, threads: int | None, config: dict) -> OfflineTrial:
+    """k = 1 from a SingleStream timing (a ``RunnerTiming``) at the Offline batch: the same loop of one
+    request in flight; samples/s = batch × calls / the sum of their latencies (batch / mean latency)."""
+    stats = timing.compute
+    return OfflineTrial(1, threads, stats.batch * stats.iterations, sum(stats.samples_ms) / 1000, None,
+                        "one request in flight: the SingleStream loop at this batch (batch / mean latency)",
+                        dict(config), source="singlestream timing")
+
+
+@dataclass(frozen=True)
+class OfflineResult:
+    """The best k of one runtime at one batch (kind throughput), with every k tried."""
+
+    where: Where
+    best: OfflineTrial
+    trials: tuple[OfflineTrial, ...]
+    config: OfflineConfig
+    warnings: tuple[str, ...] = field(default=())
+    calibration: str | None = None  # what an int8 artifact was calibrated on
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def drive(session, batch: int, config: OfflineConfig) -> OfflineTrial:
+    """Run ``session`` (an ``OfflineSession``) for one window and count what completed."""
+    count, seconds, cpu = (_threads if session.threaded else _queue)(session, config)
+    return OfflineTrial(session.requests, session.threads_per_request, count * batch, seconds, cpu,
+                        session.mechanism, dict(session.config))
+
+
+def _queue(session, config: OfflineConfig) -> tuple[int, float, float]:
+    """One thread submits; ``submit`` blocks while every slot is busy (benchmark_app's loop)."""
+    k = session.requests
+    for _ in range(0 if session.warm else k * config.warmup_rounds):
+        session.submit()
+    session.wait_all()
+    started = 0
+    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    deadline = t0 + config.seconds
+    while time.perf_counter() < deadline or started % k:
+        session.submit()
+        started += 1
+    session.wait_all()
+    return started, time.perf_counter() - t0, _cpu_seconds() - cpu0
+
+
+def _threads(session, config: OfflineConfig) -> tuple[int, float, float]:
+    """k threads, thread i calling ``session.call(i)`` back to back; each completes at least one
+    request in the window, and the window ends when the last thread's last request does."""
+    k = session.requests
+    counts = [0] * k
+    errors: list[BaseException] = []
+    start: dict[str, float] = {}
+
+    def open_window() -> None:  # runs once, when every worker has warmed up, before any is released
+        start["cpu"], start["t"] = _cpu_seconds(), time.perf_counter()
+        start["deadline"] = start["t"] + config.seconds
+
+    ready = threading.Barrier(k + 1, action=open_window)
+
+    def worker(i: int) -> None:
+        try:
+            for _ in range(0 if session.warm else config.warmup_rounds):
+                session.call(i)
+            ready.wait()
+            while not errors:
+                session.call(i)
+                counts[i] += 1
+                if time.perf_counter() >= start["deadline"]:
+                    break
+        except threading.BrokenBarrierError:
+            pass  # another worker failed during warm-up; its error is reported
+        except BaseException as exc:  # raised in the caller after every thread stopped
+            errors.append(exc)
+            ready.abort()
+
+    workers = [threading.Thread(target=worker, args=(i,), daemon=True, name=f"perfkit-offline-{i}") for i in range(k)]
+    for w in workers:
+        w.start()
+    try:
+        ready.wait()  # every worker has warmed up: the window opens
+    except threading.BrokenBarrierError:
+        pass
+    for w in workers:
+        w.join()
+    if errors:
+        raise errors[0]
+    return sum(counts), time.perf_counter() - start["t"], _cpu_seconds() - start["cpu"]
+
+
+def search(runner, x, config: OfflineConfig, cores: int, progress=None, label: str = "",
+           single: OfflineTrial | None = None) -> tuple[list, list[str]]:
+    """Try k = 1, 2, 4, … on an entered runner; stop at the first k not faster than the best so far.
+
+    ``single``: k = 1 already measured (``from_singlestream``); the loop starts at k = 2.
+    Returns (trials in the order tried, warnings).
+    """
+    from perfkit.backends.base import SERIAL
+
+    batch = int(x.shape[0])
+    trials: list[OfflineTrial] = [single] if single is not None else []
+    notes: list[str] = []
+    for k in config.candidates(serial=runner.offline_mechanism == SERIAL):
+        if k == 1 and single is not None:
+            continue
+        if progress is not None:
+            progress.update(f"offline {label} {k} request(s) in flight")
+        with runner.offline_session(k, x, cores) as session:
+            trial = drive(session, batch, config)
+        if trial.samples // batch < SHORT_WINDOW * k:
+            notes.append(f"{label}: only {trial.samples // batch} requests completed with {k} in flight in "
+                         f"{trial.seconds:.1f} s; a longer window (--offline-seconds) gives a steadier figure")
+        best = max((t.samples_per_s for t in trials), default=0.0)
+        trials.append(trial)
+        if trials[:-1] and trial.samples_per_s <= best:
+            break
+    return trials, notes
+
+
+def measure(spec, runner, where: Where, ctx, config: OfflineConfig, single: OfflineTrial | None = None) -> OfflineResult:
+    """The Offline scenario of an entered ``runner`` at ``where.batch``: its best k and every k tried
+    (k = 1 from ``single`` where given)."""
+    from perfkit.device import available_cores
+
+    x = spec.example_input(where.batch)
+    label = f"{spec.name} {runner.name} batch {where.batch}"
+    trials, notes = search(runner, x, config, ctx.threads or available_cores(), ctx.progress, label, single)
+    best = max(trials, key=lambda t: t.samples_per_s)
+    return OfflineResult(where, best, tuple(trials), config, tuple(notes), runner.calibration)
+
+
+def offline_capable(backend) -> bool:
+    """Whether the Offline scenario measures ``backend`` (its runner keeps requests in flight somehow)."""
+    return backend.runner.offline_mechanism is not None
+
+
+def measure_or_fail(spec, runner, where: Where, ctx, config: OfflineConfig,
+                    single: OfflineTrial | None = None) -> Iterator:
+    """``measure``, or a ``Failure`` (kind throughput) saying why it could not."""
+    try:
+        yield measure(spec, runner, where, ctx, config, single)
+    except Exception as exc:
+        yield Failure.of(Kind.THROUGHPUT, where, describe(exc))

@@ -1,0 +1,243 @@
+"""OpenVINO on LeNet-5: the IR artifact (both files hashed, f32 weights), cache hits and tampering,
+parity, the pinned precision and hint, static batches, the Offline queue, telemetry, availability,
+one-line errors, and OpenVINO running a QDQ int8 ONNX natively (what its int8 will convert)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+pytest.importorskip("openvino")
+
+from perfkit.artifacts import ensure_artifact  # noqa: E402
+from perfkit.backends import get, open_runner, prepare  # noqa: E402
+from perfkit.backends import openvino as ovb  # noqa: E402
+from perfkit.context import Context  # noqa: E402
+from perfkit.errors import ArtifactError, PerfkitError, UsageError  # noqa: E402
+from perfkit.profile.offline import OfflineConfig, drive  # noqa: E402
+
+
+@pytest.fixture
+def ctx(shared_artifacts):
+    return Context(artifacts=shared_artifacts)
+
+
+@pytest.fixture
+def ir(tiny_spec, ctx):
+    return prepare(tiny_spec, "openvino", ctx)
+
+
+def test_the_ir_is_converted_from_the_onnx_artifact_and_both_files_are_hashed(ir, tiny_spec, ctx):
+    assert ir.path.name == "model.xml" and set(ir.files) == {"model.xml", "model.bin"}
+    onnx = prepare(tiny_spec, "onnx", ctx)
+    info = ir.manifest["openvino"]
+    assert info["source_onnx"] == {"path": str(onnx.path), "sha256": onnx.sha256, "precision": "fp32"}
+    assert info["openvino_version"] and info["quantized_ops"] == 0
+    assert ir.manifest["key"]["libraries"].keys() >= {"torch", "onnx", "onnxscript", "openvino"}
+    assert ir.manifest["options"] == {"opset": None}  # the ONNX artifact's options key the IR too
+
+
+def test_the_ir_keeps_f32_weights(ir, tiny_spec):
+    """ov.save_model would compress the weights to fp16 by default: perfkit turns that off."""
+    info = ir.manifest["openvino"]
+    assert info["compress_to_fp16"] is False
+    assert set(info["constant_types"]) <= {"f32", "i64", "i32"} and info["constant_types"]["f32"] >= 10
+    assert ovb.ir_summary(ir.path)["constant_types"] == info["constant_types"]
+    params = sum(p.numel() for p in tiny_spec.build().parameters())
+    assert ir.files["model.bin"]["bytes"] >= 4 * params  # four bytes per weight, not two
+
+
+def test_a_second_prepare_is_a_hash_checked_cache_hit(ir, tiny_spec, ctx):
+    again = prepare(tiny_spec, "openvino", ctx)
+    assert again.cached and again.path == ir.path and again.sha256 == ir.sha256
+
+
+def test_a_tampered_bin_is_refused_naming_it(ir, tiny_spec, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(ir.dir.parent.parent, copy)  # keep the shared cache intact
+    folder = copy / ir.dir.relative_to(ir.dir.parent.parent)
+    blob = bytearray((folder / "model.bin").read_bytes())
+    blob[64] ^= 0x01
+    (folder / "model.bin").write_bytes(bytes(blob))
+    with pytest.raises(ArtifactError, match="has been modified") as err:
+        ensure_artifact(tiny_spec, get("openvino"), Context(artifacts=copy))
+    assert str(folder / "model.bin") in str(err.value)
+
+
+def test_parity_with_eager(tiny_spec, ctx):
+    from perfkit.accuracy.parity import ParityCheck, check_parity, synthetic_inputs
+
+    inputs = (synthetic_inputs(tiny_spec, 6), "synthetic")
+    checks = [r for r in check_parity(tiny_spec, [get("openvino")], ctx, inputs=inputs, batches=[1, 3])
+              if isinstance(r, ParityCheck)]
+    assert [(c.where.batch, c.result.passed) for c in checks] == [(1, True), (3, True)]
+    assert max(c.result.max_abs_diff for c in checks) < 1e-4
+
+
+def test_latency_hint_and_f32_are_pinned_and_read_back(tiny_spec, ctx, monkeypatch):
+    seen = []
+    with open_runner(tiny_spec, "openvino", ctx) as runner:
+        real = runner.core.compile_model
+        monkeypatch.setattr(runner, "core", _Spy(runner.core, seen))
+        assert runner.config()["inference_precision"] == "f32"  # what it will ask for, before any compile
+        runner.infer(tiny_spec.example_input(2))
+        config = runner.config()
+    assert seen == [{"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}]
+    # and what the compiled model reports is recorded (not only what was asked for)
+    assert config["performance_hint"] == "LATENCY" and config["inference_precision"] == "f32"
+    assert config["static_batch"] == 2 and config["ov_device"] == "CPU"
+    assert isinstance(config["num_streams"], int) and isinstance(config["inference_num_threads"], int)
+    assert callable(real)
+
+
+class _Spy:
+    """A Core whose compile_model records the properties it is given."""
+
+    def __init__(self, core, seen):
+        self._core, self._seen = core, seen
+
+    def compile_model(self, model, device, properties):
+        self._seen.append(dict(properties))
+        return self._core.compile_model(model, device, properties)
+
+
+def test_one_static_compiled_model_per_batch(tiny_spec, ctx):
+    with open_runner(tiny_spec, "openvino", ctx) as runner:
+        a = runner.infer(tiny_spec.example_input(1))
+        b = runner.infer(tiny_spec.example_input(3))
+        runner.infer(tiny_spec.example_input(1))
+        shapes = {batch: list(compiled.inputs[0].get_shape()) for batch, (compiled, _) in runner._compiled.items()}
+    assert shapes == {1: [1, *tiny_spec.input_size], 3: [3, *tiny_spec.input_size]}
+    assert a.shape == (1, 10) and b.shape == (3, 10) and a.dtype == torch.float32
+
+
+def test_memory_is_measured_in_a_process_of_its_own_and_counts_the_bin(tiny_spec, ctx):
+    from perfkit.profile.memory import measure_memory
+
+    result = measure_memory(tiny_spec, "openvino", 2, ctx)
+    assert result.peak_bytes > 0 and "RSS" in result.method
+    params = sum(p.numel() for p in tiny_spec.build().parameters())
+    assert result.details["artifact_bytes"] > 4 * params  # model.bin counted, not only model.xml
+
+
+def test_threads_cap_the_plugin(tiny_spec, ctx):
+    with open_runner(tiny_spec, "openvino", ctx.replace(threads=1)) as runner:
+        runner.infer(tiny_spec.example_input(1))
+        assert runner.config()["inference_num_threads"] == 1
+
+
+def test_offline_is_an_async_queue_with_the_throughput_hint(tiny_spec, ctx):
+    with open_runner(tiny_spec, "openvino", ctx) as runner:
+        with runner.offline_session(2, tiny_spec.example_input(4), cores=2) as session:
+            assert not session.threaded and session.requests == 2
+            config = session.config
+            trial = drive(session, 4, OfflineConfig(seconds=0.1))
+    assert config["performance_hint"] == "THROUGHPUT" and config["hint_num_requests"] == 2
+    assert config["inference_precision"] == "f32" and config["static_batch"] == 4
+    assert "AsyncInferQueue of 2" in session.mechanism and trial.samples >= 8 and trial.samples % 8 == 0
+
+
+def test_an_absent_device_plugin_is_a_one_line_error(tiny_spec, ctx):
+    with pytest.raises(PerfkitError, match="device GPU is not available here .* use --ov-device CPU") as err:
+        with open_runner(tiny_spec, "openvino", ctx.replace(options={"ov_device": "gpu"})):
+            pass
+    assert "\n" not in str(err.value)
+
+
+def test_precisions_it_does_not_run_are_refused_naming_what_it_runs(tiny_spec, ctx):
+    with pytest.raises(UsageError, match="openvino on cpu supports fp32, not int8"):
+        prepare(tiny_spec, "openvino", ctx, precision="int8")
+    with pytest.raises(UsageError, match="openvino does not run on cuda"):
+        get("openvino").check("fp32", "cuda")
+
+
+def test_convert_model_runs_with_telemetry_declined_and_the_environment_restored(tiny_spec, shared_artifacts,
+                                                                                monkeypatch):
+    import openvino as ov
+
+    seen = []
+    real = ov.convert_model
+    monkeypatch.setattr(ov, "convert_model", lambda *a, **k: (seen.append(os.environ.get("CI")), real(*a, **k))[1])
+    monkeypatch.setenv("CI", "false")
+    ctx = Context(artifacts=shared_artifacts, force=True)  # re-convert (the ONNX artifact stays cached)
+    art = prepare(tiny_spec, "openvino", ctx)
+    assert seen == ["true"] and os.environ["CI"] == "false"
+    assert art.manifest["openvino"]["telemetry"].startswith("declined")
+    monkeypatch.setenv(ovb.TELEMETRY_ENV, "1")
+    prepare(tiny_spec, "openvino", ctx)
+    assert seen == ["true", "false"]  # left to OpenVINO's own settings
+
+
+def test_unavailable_without_the_package_or_its_cpu_plugin(monkeypatch):
+    import importlib.util
+
+    backend = get("openvino")
+    assert backend.unavailable("cpu") is None
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    assert backend.unavailable("cpu") == "openvino needs 'openvino' (pip install 'perfkit[openvino]')"
+    monkeypatch.undo()
+    ovb._plugin_problem.cache_clear()
+    try:
+        monkeypatch.setattr(ovb.importlib, "import_module", _broken_import)
+        assert backend.unavailable("cpu").startswith("openvino is installed but cannot start: OSError")
+    finally:
+        monkeypatch.undo()
+        ovb._plugin_problem.cache_clear()
+    assert backend.unavailable("cpu") is None
+
+
+def _broken_import(name):
+    raise OSError("libopenvino.so: cannot open shared object file")
+
+
+def test_an_int8_ir_without_quantized_ops_is_refused(tiny_spec, ctx, tmp_path, monkeypatch):
+    """Until the ONNX backend makes QDQ int8 artifacts, an int8 request must never yield an fp32 IR."""
+    from perfkit.artifacts import ExportRequest
+    from perfkit.vocab import BatchRange, Precision
+
+    fp32_onnx = prepare(tiny_spec, "onnx", ctx)
+    monkeypatch.setattr(ovb, "ensure_artifact", lambda *a, **k: fp32_onnx)
+    req = ExportRequest(tiny_spec, Precision.INT8, BatchRange(), "cpu", {"opset": None}, tmp_path, ctx)
+    with pytest.raises(ArtifactError, match="has no quantized operations: its ONNX source is not a QDQ graph"):
+        ovb.export(req)
+
+
+def test_openvino_runs_a_qdq_int8_onnx_natively(tiny_spec, ctx, tmp_path):
+    """What openvino's int8 will be: the ONNX backend's QDQ artifact (ONNX Runtime's quantizer), converted.
+    The QDQ graph is made here with onnxruntime.quantization directly (perfkit's calibration lives in
+    the ONNX backend); OpenVINO converts it with real quantized operations and runs them in int8."""
+    import numpy as np
+    import openvino as ov
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    onnx = prepare(tiny_spec, "onnx", ctx)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"input": tiny_spec.example_input(4, seed=s).numpy()} for s in range(4)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    qdq = tmp_path / "model_qdq.onnx"
+    quantize_static(str(onnx.path), str(qdq), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    model = ov.convert_model(str(qdq))
+    xml = tmp_path / "int8.xml"
+    ov.save_model(model, str(xml), compress_to_fp16=False)
+    assert ovb.ir_summary(xml)["quantized_ops"] > 0
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    x = tiny_spec.example_input(2)
+    got = compiled(x.numpy())[0]
+    runtime = {op.get_rt_info()["runtimePrecision"].astype(str) for op in compiled.get_runtime_model().get_ops()
+               if op.get_rt_info()["layerType"].astype(str) in ("Convolution", "FullyConnected")}
+    assert runtime & {"u8", "i8"}  # int8 kernels, not fake quantization in f32
+    with torch.inference_mode():
+        want = tiny_spec.build()(x).numpy()
+    assert np.abs(got - want).max() < 0.1 * np.abs(want).max() + 1e-3
+    assert json.loads((onnx.dir / "manifest.json").read_text())["precision"] == "fp32"
