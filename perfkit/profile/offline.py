@@ -213,7 +213,8 @@ def measure(spec, runner, where: Where, ctx, config: OfflineConfig, single: Offl
     label = f"{spec.name} {runner.name} batch {where.batch}"
     trials, notes = search(runner, x, config, ctx.threads or available_cores(), ctx.progress, label, single)
     best = max(trials, key=lambda t: t.samples_per_s)
-    return OfflineResult(where, best, tuple(trials), config, tuple(notes), runner.calibration)
+    return OfflineResult(where, best, tuple(trials), config, tuple(notes),
+                         getattr(runner, "calibration", None))  # any object with offline_session is driven
 
 
 def offline_capable(backend) -> bool:

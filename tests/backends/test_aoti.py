@@ -11,7 +11,7 @@ import torch
 
 from perfkit.backends import aoti as A
 from perfkit.errors import ArtifactError
-from perfkit.vocab import BatchRange
+from perfkit.vocab import BatchRange, Precision
 
 
 def test_cuda_weights_go_through_torchs_caching_allocator():
@@ -31,7 +31,7 @@ def _request(tmp_path, device="cuda:0"):
 
     spec = resolve("lenet5", "random")
     return types.SimpleNamespace(device=device, model=lambda: spec.build().eval(), example_input=lambda: spec.example_input(2),
-                                 batch=BatchRange(1, 2, 4), dynamic=True, options={"inductor_freezing": True},
+                                 batch=BatchRange(1, 2, 4), dynamic=True, precision=Precision.FP32, options={"inductor_freezing": True},
                                  out_dir=tmp_path, info={})
 
 

@@ -1,6 +1,6 @@
 """OpenVINO on LeNet-5: the IR artifact (both files hashed, f32 weights), cache hits and tampering,
 parity, the pinned precision and hint, static batches, the Offline queue, telemetry, availability,
-one-line errors, and OpenVINO running a QDQ int8 ONNX natively (what its int8 will convert)."""
+one-line errors, and int8: ONNX Runtime's QDQ artifact converted, run in int8 kernels."""
 
 from __future__ import annotations
 
@@ -149,8 +149,8 @@ def test_an_absent_device_plugin_is_a_one_line_error(tiny_spec, ctx):
 
 
 def test_precisions_it_does_not_run_are_refused_naming_what_it_runs(tiny_spec, ctx):
-    with pytest.raises(UsageError, match="openvino on cpu supports fp32, not int8"):
-        prepare(tiny_spec, "openvino", ctx, precision="int8")
+    with pytest.raises(UsageError, match="openvino on cpu supports fp32, int8, not fp16"):
+        prepare(tiny_spec, "openvino", ctx, precision="fp16")
     with pytest.raises(UsageError, match="openvino does not run on cuda"):
         get("openvino").check("fp32", "cuda")
 
@@ -196,7 +196,7 @@ def _broken_import(name):
 
 
 def test_an_int8_ir_without_quantized_ops_is_refused(tiny_spec, ctx, tmp_path, monkeypatch):
-    """Until the ONNX backend makes QDQ int8 artifacts, an int8 request must never yield an fp32 IR."""
+    """An int8 request must never yield an fp32 IR, whatever its ONNX source turns out to be."""
     from perfkit.artifacts import ExportRequest
     from perfkit.vocab import BatchRange, Precision
 
@@ -207,37 +207,29 @@ def test_an_int8_ir_without_quantized_ops_is_refused(tiny_spec, ctx, tmp_path, m
         ovb.export(req)
 
 
-def test_openvino_runs_a_qdq_int8_onnx_natively(tiny_spec, ctx, tmp_path):
-    """What openvino's int8 will be: the ONNX backend's QDQ artifact (ONNX Runtime's quantizer), converted.
-    The QDQ graph is made here with onnxruntime.quantization directly (perfkit's calibration lives in
-    the ONNX backend); OpenVINO converts it with real quantized operations and runs them in int8."""
+def test_int8_is_the_onnx_backends_qdq_artifact_converted_and_runs_int8_kernels(tiny_spec, shared_artifacts):
+    """openvino int8 = ONNX Runtime's x86 QDQ artifact (perfkit's calibration, cached once for both),
+    converted with real quantized operations that the CPU plugin runs in u8/i8, close to eager fp32."""
     import numpy as np
-    import openvino as ov
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    onnx = prepare(tiny_spec, "onnx", ctx)
+    from perfkit.data.calibration import CalibrationSet
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter([{"input": tiny_spec.example_input(4, seed=s).numpy()} for s in range(4)])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    qdq = tmp_path / "model_qdq.onnx"
-    quantize_static(str(onnx.path), str(qdq), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    model = ov.convert_model(str(qdq))
-    xml = tmp_path / "int8.xml"
-    ov.save_model(model, str(xml), compress_to_fp16=False)
-    assert ovb.ir_summary(xml)["quantized_ops"] > 0
-    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    ctx = Context(artifacts=shared_artifacts, options={"calibration": CalibrationSet.synthetic(8)})
+    ir = prepare(tiny_spec, "openvino", ctx, precision="int8")
+    qdq = prepare(tiny_spec, "onnx", ctx, precision="int8")
+    info = ir.manifest["openvino"]
+    assert info["source_onnx"] == {"path": str(qdq.path), "sha256": qdq.sha256, "precision": "int8"}
+    assert info["quantized_ops"] > 0 and ir.manifest["calibration"] == qdq.manifest["calibration"]
+    # another calibration set is another artifact (the set keys the IR's cache, as it keys the QDQ ONNX's)
+    other = Context(artifacts=shared_artifacts, options={"calibration": CalibrationSet.synthetic(8, seed=1)})
+    assert prepare(tiny_spec, "openvino", other, precision="int8").dir != ir.dir
     x = tiny_spec.example_input(2)
-    got = compiled(x.numpy())[0]
-    runtime = {op.get_rt_info()["runtimePrecision"].astype(str) for op in compiled.get_runtime_model().get_ops()
-               if op.get_rt_info()["layerType"].astype(str) in ("Convolution", "FullyConnected")}
+    with open_runner(tiny_spec, "openvino", ctx, precision="int8") as runner:
+        got = runner.infer(x).numpy()
+        compiled = runner._compiled[2][0]
+        runtime = {op.get_rt_info()["runtimePrecision"].astype(str) for op in compiled.get_runtime_model().get_ops()
+                   if op.get_rt_info()["layerType"].astype(str) in ("Convolution", "FullyConnected")}
     assert runtime & {"u8", "i8"}  # int8 kernels, not fake quantization in f32
     with torch.inference_mode():
         want = tiny_spec.build()(x).numpy()
     assert np.abs(got - want).max() < 0.1 * np.abs(want).max() + 1e-3
-    assert json.loads((onnx.dir / "manifest.json").read_text())["precision"] == "fp32"

@@ -144,13 +144,13 @@ def test_validate_int8_is_one_line_without_traceback(capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     # eager alone is only the fp32 reference of int8: nothing would be measured
-    assert captured.err.strip() == "error: eager on cpu supports fp32, fp16, bf16, not int8 (int8 on cpu runs in: onnx, aoti)"
+    assert captured.err.strip() == "error: eager on cpu supports fp32, fp16, bf16, not int8 (int8 on cpu runs in: onnx, aoti, openvino)"
     _no_run_started()
 
 
 @pytest.mark.parametrize("runtimes, message", [
-    ("eager,torchscript", "error: torchscript on cpu supports fp32, fp16, bf16, not int8 (int8 on cpu runs in: onnx, aoti)"),
-    ("eager,native", "error: native on cpu supports fp32, not int8 (int8 on cpu runs in: onnx, aoti)"),
+    ("eager,torchscript", "error: torchscript on cpu supports fp32, fp16, bf16, not int8 (int8 on cpu runs in: onnx, aoti, openvino)"),
+    ("eager,native", "error: native on cpu supports fp32, not int8 (int8 on cpu runs in: onnx, aoti, openvino)"),
 ])
 def test_int8_in_a_runtime_without_it_is_one_line_naming_where_it_runs(runtimes, message, capsys):
     assert main(["profile", "lenet5", "-f", runtimes, "--precision", "fp32,int8", "--weights", "random"]) == 2
