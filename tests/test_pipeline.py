@@ -101,11 +101,11 @@ def test_a_failing_step_is_recorded_the_rest_go_on_and_the_run_fails(kind, store
         assert any(r.kind == kind and r.status == "error" for r in recs)
 
 
-def test_cli_exit_code_is_1_for_a_memory_failure(monkeypatch, capsys):
+def test_cli_exit_code_is_1_for_a_memory_failure(monkeypatch, capsys, tmp_path):
     """`perfkit run` once exited 0 where `perfkit profile` exited 1 for the same memory failure."""
     _break(monkeypatch, "memory")
     code = main(["run", "lenet5", "--weights", "random", "-f", "torchscript", "-b", "1", "--parity-samples", "2",
-                 *QUICK_OFFLINE])
+                 "--html", str(tmp_path / "r.html"), *QUICK_OFFLINE])
     err = capsys.readouterr().err
     assert code == 1 and "memory" in err and "simulated failure" in err
 

@@ -313,8 +313,9 @@ class TensorRTRunner(ArtifactRunner):
         slots = []
         with torch.cuda.device(self.device):
             for _ in range(k):
-                engine = self._runtime.deserialize_cuda_engine(plan)
-                context = engine.create_execution_context() if engine is not None else None
+                engine: tensorrt.ICudaEngine | None = self._runtime.deserialize_cuda_engine(plan)
+                context: tensorrt.IExecutionContext | None = (None if engine is None
+                                                              else engine.create_execution_context())
                 if context is None:
                     raise PerfkitError(f"TensorRT could not create execution context {len(slots) + 1} of {k} for "
                                        f"{self.artifact.path}:\n" + "\n".join(self._logger.errors))
@@ -331,7 +332,9 @@ class TensorRTRunner(ArtifactRunner):
         order = itertools.cycle(range(k))
 
         def submit() -> None:
-            _, context, stream, done, _, _ = slots[next(order)]
+            slot = slots[next(order)]
+            context: tensorrt.IExecutionContext = slot[1]
+            stream, done = slot[2], slot[3]
             done.synchronize()  # this slot's previous request has finished (a fresh event returns at once)
             if not context.execute_async_v3(stream.cuda_stream):
                 raise PerfkitError(f"TensorRT execution failed for {self.artifact.path}:\n" + "\n".join(self._logger.errors))

@@ -152,10 +152,7 @@ def summary_rows(records: list[Record]) -> list[dict]:
         row.update(parity.get(k, {"parity_agreement": None, "parity_max_abs_diff": None, "parity_passed": None}))
         row["batches"] = _batch_fields(k, latency, memory)
         row["peak_bytes"] = next((b["peak_bytes"] for b in row["batches"] if b["peak_bytes"] is not None), None)
-        off = offline.get(k)
-        row["offline"] = None if off is None else {
-            "batch": off.batch, "samples_per_s": off.metrics["samples_per_s"], "requests": off.metrics["requests"],
-            "threads_per_request": off.metrics.get("threads_per_request")}
+        row["offline"] = _offline_fields(offline.get(k))
         cx = complexity.get(model)
         row["params"] = cx.metrics.get("params") if cx else None
         row["macs"] = cx.metrics.get("macs") if cx else None
@@ -165,6 +162,13 @@ def summary_rows(records: list[Record]) -> list[dict]:
         _judge(row)
         rows.append(row)
     return rows
+
+
+def _offline_fields(r: Record | None) -> dict | None:
+    """The Offline scenario's best of a candidate (None: not measured)."""
+    return None if r is None else {
+        "batch": r.batch, "samples_per_s": r.metrics["samples_per_s"], "requests": r.metrics["requests"],
+        "threads_per_request": r.metrics.get("threads_per_request")}
 
 
 def _accuracy_fields(m: dict, ref: dict) -> dict:

