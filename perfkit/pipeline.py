@@ -45,15 +45,15 @@ class Step(StrEnum):
 
 # Timing for the pipeline: enough iterations for a stable median, short enough that the four
 # seed models (VGG16 included) finish in minutes on a 2-core CPU. `perfkit profile` measures longer;
-# the pipeline also measures memory at the largest batch only (one process launch each). Five
-# iterations (eight before OpenVINO and the Offline scenario joined the default run): at batch 8 on
-# two cores one VGG16 call takes seconds, and the iterations of the heavy points are most of the
-# profile step.
-PIPELINE_TIMING = TimingConfig(warmup=1, warmup_seconds=0.2, iterations=5, min_seconds=0.5)
+# the pipeline also measures memory at the largest batch only (one process launch each). Three
+# iterations after a warm-up (eight before int8, OpenVINO and the Offline scenario joined the default
+# run; five cost 12 min cold): at batch 8 on two cores one VGG16 call takes seconds, and one
+# iteration of every point of the default run is 21 s. A survey's p50, not a p99: `perfkit profile`.
+PIPELINE_TIMING = TimingConfig(warmup=1, warmup_seconds=0.2, iterations=3, min_seconds=0.5)
 # The Offline scenario at the largest batch: a short window per K, K up to the cores (at most 4),
 # stopping at the first K that is not faster. More requests in flight than cores cannot run side by
 # side on a CPU runtime that gives each at least one thread. `perfkit profile` measures longer.
-PIPELINE_OFFLINE = OfflineConfig(seconds=1.0, max_requests=min(4, available_cores()))
+PIPELINE_OFFLINE = OfflineConfig(seconds=0.5, max_requests=min(4, available_cores()))
 EVAL_BATCH = 32
 
 

@@ -83,7 +83,7 @@ def _break(monkeypatch, kind):
         monkeypatch.setattr(perfkit.profile.latency, "time_runner",
                             lambda runner, *a, **k: _boom() if runner.name == "onnx" else real(runner, *a, **k))
     elif kind == "memory":
-        monkeypatch.setattr(perfkit.profile.memory, "measure_memory", _boom)
+        monkeypatch.setattr(perfkit.profile.memory, "start_memory", _boom)
 
 
 @pytest.mark.parametrize("kind", ["complexity", "export", "parity", "latency", "memory"])

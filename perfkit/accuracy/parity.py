@@ -45,12 +45,14 @@ class Tolerance:
 # broken scale) cannot keep is the *direction* of each sample's logit vector and the scale of its
 # error: those are gated; top-1 agreement is reported, and judged on real data by the accuracy harness.
 # Measured (ONNX Runtime int8 vs eager fp32, 32 noise inputs, random weights): correct resnet18 min cosine
-# 0.993, max rel 0.16 (top-1 agreement 66%); correct mobilenet_v2 0.945 / 0.39; calibrated on a tenth of
+# 0.993, max rel 0.16 (top-1 agreement 66%); correct mobilenet_v2 0.945 / 0.39; correct googlenet (perfkit
+# run's default: random weights, 32 synthetic calibration images, ONNX Runtime and OpenVINO alike) 0.898 /
+# 0.52, with every top-1 kept; calibrated on a tenth of
 # the input scale (clipped ranges) 0.73-0.80 / 0.76-1.12; EfficientNet-Lite1 with real weights and
 # 8-bit weights saturating on AVX2 (the research note) min cosine 0.71. The bounds sit between.
 INT8_TOLERANCE = Tolerance(atol=float("inf"), rtol=float("inf"), min_top1_agreement=0.0, max_rel=0.6,
-                           min_cosine=0.9)
-INT8_CRITERIA = ("int8: each sample's logits keep cosine ≥ 0.9 with eager fp32's and max |Δ| ≤ 0.6 × its largest "
+                           min_cosine=0.85)
+INT8_CRITERIA = ("int8: each sample's logits keep cosine ≥ 0.85 with eager fp32's and max |Δ| ≤ 0.6 × its largest "
                  "logit, no NaN/Inf; top-1 agreement is reported, not gated (near-ties flip; judge accuracy with "
                  "perfkit validate on real images)")
 
@@ -202,8 +204,18 @@ def reference_logits(spec: ModelSpec, inputs: torch.Tensor, batches: Iterable[in
     from perfkit.backends import open_runner, reference
 
     batches = list(batches)
+    # perfkit run checks every precision against the same eager fp32 logits: the last ones are kept
+    # (a few KB) so the reference model is not built and run again for each precision
+    key = (spec, id(inputs), inputs._version, tuple(batches), str(ctx.device))
+    if _LAST_REFERENCE.get("key") == key:
+        return _LAST_REFERENCE["logits"]
     with open_runner(spec, reference(), ctx, batch=BatchRange(1, 1, max(batches))) as eager:
-        return {b: logits(eager, inputs, b) for b in batches}
+        out = {b: logits(eager, inputs, b) for b in batches}
+    _LAST_REFERENCE.update(key=key, logits=out, inputs=inputs)  # holding inputs keeps its id unique
+    return out
+
+
+_LAST_REFERENCE: dict = {}
 
 
 @dataclass(frozen=True)

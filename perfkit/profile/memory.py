@@ -2,8 +2,12 @@
 
 Allocators keep what they once held (torch's caching allocator, ONNX Runtime's arena, glibc's
 heap), so a runtime measured after another in the same process would inherit its high-water mark.
-Each measurement therefore runs in a fresh ``multiprocessing`` *spawn* child that loads one runtime,
-runs it a few times at one batch, and reports:
+Each measurement therefore runs in a fresh child process that loads one runtime, runs it a few
+times at one batch, and reports the figures below. Children come from a ``forkserver`` that has
+imported torch and torchvision once (5 s per child on the development machine, 28 children in a
+default ``perfkit run``): a forked child starts with those libraries mapped, which its baseline
+(taken after the fork, before the load) already holds, and nothing of any runtime. Where there is
+no forkserver (Windows) they are spawned.
 
 - CPU: the host peak RSS delta: VmHWM (reset through ``/proc/self/clear_refs``) after load and
   runs, minus VmRSS before the load; ``ru_maxrss`` is the fallback where the reset is refused.
@@ -150,26 +154,66 @@ def _child(conn, *args) -> None:
 def measure_memory(spec, backend, batch: int, ctx, *, precision: Precision | str = Precision.FP32,
                    brange: BatchRange = BatchRange(), timeout: float = 1800) -> MemoryResult:
     """Peak memory of ``backend`` at ``batch``, measured in a fresh process."""
-    from perfkit.backends import get, make_runner, prepare
+    return start_memory(spec, backend, batch, ctx, precision=precision, brange=brange, timeout=timeout).result()
+
+
+def start_memory(spec, backend, batch: int, ctx, *, precision: Precision | str = Precision.FP32,
+                 brange: BatchRange = BatchRange(), timeout: float = 1800) -> "PendingMemory":
+    """``measure_memory`` started: its child process runs while the caller starts others."""
+    from perfkit.backends import get
     from perfkit.context import NO_PROGRESS
 
     backend, precision = get(backend), Precision(precision)
     where = Where.of(spec, backend.name, precision, batch, ctx.device)
-    if backend.runner.out_of_process:
-        artifact = prepare(spec, backend, ctx, precision=precision, batch=brange)
-        runner = make_runner(spec, backend, ctx, artifact, precision=precision, batch=brange)
-        out = runner.own_memory(batch, RUNS)
-        out["artifact_bytes"] = artifact_size(artifact)
-        if ctx.device_type == "cuda":
-            out["method"] += " (host memory: the GPU memory of a separate process is not measured)"
-        return _result(where, out)
-    message = _spawn(_child, (spec, backend.name, batch, precision, ctx.replace(progress=NO_PROGRESS), brange),
-                     f"{spec.name} {backend.name} batch {batch}", timeout)
-    if message[0] == "error":
-        if message[2]:
-            raise torch.OutOfMemoryError(message[1])
-        raise MeasurementError(f"memory measurement of {spec.name} {backend.name} batch {batch} failed: {message[1]}")
-    return _result(where, message[1])
+    if backend.runner.out_of_process:  # measures itself, when asked for its result
+        return PendingMemory(where, None, lambda: _own_memory(spec, backend, batch, ctx, precision, brange))
+    child = _Child(_child, (spec, backend.name, batch, precision, ctx.replace(progress=NO_PROGRESS), brange),
+                   f"{spec.name} {backend.name} batch {batch}", timeout)
+    return PendingMemory(where, child, None)
+
+
+@dataclass
+class PendingMemory:
+    """A memory measurement under way: ``result()`` waits for it, ``cancel()`` kills its process."""
+
+    where: Where
+    child: "_Child | None"
+    measure: object = None  # an out-of-process runner's own measurement, run by result()
+
+    def result(self) -> MemoryResult:
+        if self.child is None:
+            return _result(self.where, self.measure())
+        message = self.child.result()
+        if message[0] == "error":
+            if message[2]:
+                raise torch.OutOfMemoryError(message[1])
+            raise MeasurementError(f"memory measurement of {self.child.what} failed: {message[1]}")
+        return _result(self.where, message[1])
+
+    def cancel(self) -> None:
+        if self.child is not None:
+            self.child.close(kill=True)
+
+
+def _own_memory(spec, backend, batch, ctx, precision, brange) -> dict:
+    from perfkit.backends import make_runner, prepare
+
+    artifact = prepare(spec, backend, ctx, precision=precision, batch=brange)
+    runner = make_runner(spec, backend, ctx, artifact, precision=precision, batch=brange)
+    out = runner.own_memory(batch, RUNS)
+    out["artifact_bytes"] = artifact_size(artifact)
+    if ctx.device_type == "cuda":
+        out["method"] += " (host memory: the GPU memory of a separate process is not measured)"
+    return out
+
+
+def concurrent_children(device: str) -> int:
+    """How many memory children may run at once: on a CPU each measures its own process's RSS, so
+    they run side by side (two at most: each loads a whole model); on CUDA one, since NVML's
+    used-memory figure is device-wide."""
+    from perfkit.device import available_cores, device_type
+
+    return 1 if device_type(device) == "cuda" else max(1, min(2, available_cores()))
 
 
 def _result(where: Where, out: dict) -> MemoryResult:
@@ -177,26 +221,46 @@ def _result(where: Where, out: dict) -> MemoryResult:
     return MemoryResult(where, int(out["peak_bytes"]), out["method"], details)
 
 
-def _spawn(target, args: tuple, what: str, timeout: float):
-    ctx = mp.get_context("spawn")
-    receiver, sender = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=target, args=(sender, *args), daemon=True)
-    proc.start()
-    sender.close()
-    try:
-        if not receiver.poll(timeout):
-            raise MeasurementError(f"memory measurement of {what} took over {timeout:.0f} s")
-        return receiver.recv()
-    except EOFError:
-        proc.join()
-        raise MeasurementError(f"the memory-measuring process for {what} died "
-                               f"(exit code {proc.exitcode}; killed for memory?)") from None
-    except KeyboardInterrupt:
-        proc.kill()
-        raise
-    finally:
-        if proc.is_alive():
-            proc.join(5)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
+def _context():
+    """forkserver with torch and torchvision preloaded (see the module docstring), else spawn."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "torchvision", "perfkit.profile.memory"])
+    return ctx
+
+
+class _Child:
+    """One measuring process and the pipe its one message comes back on."""
+
+    def __init__(self, target, args: tuple, what: str, timeout: float):
+        ctx = _context()
+        self.what, self.timeout = what, timeout
+        self.receiver, sender = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=target, args=(sender, *args), daemon=True)
+        self.proc.start()
+        sender.close()
+
+    def result(self):
+        try:
+            if not self.receiver.poll(self.timeout):
+                raise MeasurementError(f"memory measurement of {self.what} took over {self.timeout:.0f} s")
+            return self.receiver.recv()
+        except EOFError:
+            self.proc.join()
+            raise MeasurementError(f"the memory-measuring process for {self.what} died "
+                                   f"(exit code {self.proc.exitcode}; killed for memory?)") from None
+        except KeyboardInterrupt:
+            self.close(kill=True)
+            raise
+        finally:
+            self.close()
+
+    def close(self, kill: bool = False) -> None:
+        if kill and self.proc.is_alive():
+            self.proc.kill()
+        if self.proc.is_alive():
+            self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()

@@ -7,6 +7,7 @@ recording and printing to its caller.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -86,20 +87,45 @@ def profile_model(spec, plan: ProfilePlan, ctx) -> Iterator:
         return
     wanted = set(plan.memory_batches or plan.batches)
     brange = BatchRange.covering(plan.batches)
-    for result in timed:
-        where = result.where
-        if where.batch not in wanted:
-            continue
-        if isinstance(result, Failure):  # its latency failure already says why
-            ctx.progress.update(advance=1)
-            continue
-        ctx.progress.update(f"memory {spec.name} {where.runtime} {where.precision} batch {where.batch}")
+    todo = [r for r in timed if r.where.batch in wanted]
+    yield from _memory_results(spec, todo, brange, ctx)
+
+
+def _memory_results(spec, timed: list, brange: BatchRange, ctx) -> Iterator:
+    """A memory measurement per timed point (a failed timing gets none), in order, with up to
+    ``memory.concurrent_children`` child processes measuring at once; any left running when this
+    stops (Ctrl-C, an error) are killed."""
+    pending: collections.deque = collections.deque()
+    workers = memory.concurrent_children(ctx.device)
+
+    def finish() -> Iterator:
+        job = pending.popleft()
         try:
-            yield memory.measure_memory(spec, where.runtime, where.batch, ctx, precision=where.precision,
-                                        brange=brange)
+            yield job.result()
         except Exception as exc:
-            yield Failure.of(Kind.MEMORY, where, describe(exc))
+            yield Failure.of(Kind.MEMORY, job.where, describe(exc))
         ctx.progress.update(advance=1)
+
+    try:
+        for result in timed:
+            where = result.where
+            if isinstance(result, Failure):  # its latency failure already says why
+                ctx.progress.update(advance=1)
+                continue
+            ctx.progress.update(f"memory {spec.name} {where.runtime} {where.precision} batch {where.batch}")
+            try:
+                pending.append(memory.start_memory(spec, where.runtime, where.batch, ctx, precision=where.precision,
+                                                   brange=brange))
+            except Exception as exc:
+                yield Failure.of(Kind.MEMORY, where, describe(exc))
+                ctx.progress.update(advance=1)
+            while len(pending) >= workers:
+                yield from finish()
+        while pending:
+            yield from finish()
+    finally:
+        for job in pending:
+            job.cancel()
 
 
 def expected_keys(spec, plan: ProfilePlan, device: str) -> set[tuple]:

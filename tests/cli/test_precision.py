@@ -58,13 +58,13 @@ def test_check_int8_reports_agreement_and_error_and_passes_its_own_criteria(caps
     parity = {(r["precision"], r["batch"]): r["metrics"] for r in records if r["kind"] == "parity"}
     assert set(parity) == {("fp32", 1), ("fp32", 4), ("int8", 1), ("int8", 4)}
     int8 = parity["int8", 4]
-    assert int8["passed"] and int8["min_cosine"] == 0.9 and int8["max_rel"] == 0.6 and int8["atol"] is None
-    assert 0 < int8["max_abs_diff"] and 0 <= int8["top1_agreement"] <= 1 and int8["cosine_min"] >= 0.9
+    assert int8["passed"] and int8["min_cosine"] == 0.85 and int8["max_rel"] == 0.6 and int8["atol"] is None
+    assert 0 < int8["max_abs_diff"] and 0 <= int8["top1_agreement"] <= 1 and int8["cosine_min"] >= 0.85
     assert int8["calibration"] == f"calibrated on 8 images from {calib.resolve()} (minmax)"
     assert parity["fp32", 4]["atol"] == 1e-3 and "calibration" not in parity["fp32", 4]
     assert main(argv) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "int8: each sample's logits keep cosine ≥ 0.9" in out and f"int8 (onnx): calibrated on 8 images" in out
+    assert "int8: each sample's logits keep cosine ≥ 0.85" in out and f"int8 (onnx): calibrated on 8 images" in out
 
 
 def test_profile_shows_the_int8_speedup_and_leaves_eager_at_fp32(capsys, artifacts):

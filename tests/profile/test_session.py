@@ -75,7 +75,7 @@ def test_memory_is_measured_after_every_timing_and_not_where_timing_failed(tiny_
             raise MeasurementError("child died")
         return MemoryResult(perfkit.results.Where.of(spec, backend, precision, batch, ctx.device), 1000 * batch, "fake")
 
-    monkeypatch.setattr(memory, "measure_memory", fake_memory)
+    monkeypatch.setattr(memory, "start_memory", deferred(fake_memory))
     plan = ProfilePlan((get("eager"),), (1, 2, 4), timing=FAST, memory=True)
     results = list(profile_model(tiny_spec, plan, ctx))
     kinds = [(type(r).__name__, getattr(r, "kind", Kind.LATENCY if isinstance(r, LatencyResult) else Kind.MEMORY),
@@ -90,11 +90,66 @@ def test_memory_is_measured_after_every_timing_and_not_where_timing_failed(tiny_
     assert progress.advanced == plan.steps == 6
 
 
+class Deferred:
+    """start_memory's result around a fake: the fake runs when the result is asked for."""
+
+    def __init__(self, where, run, events=None):
+        self.where, self.run, self.events = where, run, events if events is not None else []
+
+    def result(self):
+        self.events.append(("finish", self.where.batch))
+        return self.run()
+
+    def cancel(self):
+        self.events.append(("killed", self.where.batch))
+
+
+def deferred(fake, events=None):
+    def start(spec, backend, batch, ctx, **kw):
+        if events is not None:
+            events.append(("start", batch))
+        where = perfkit.results.Where.of(spec, backend, kw.get("precision", "fp32"), batch, ctx.device)
+        return Deferred(where, lambda: fake(spec, backend, batch, ctx, **kw), events)
+    return start
+
+
+def test_memory_children_run_two_at_a_time_in_order_and_leftovers_are_killed(tiny_spec, fake_runner, ctx, monkeypatch,
+                                                                               stub_peak):
+    """On a CPU two measuring processes overlap (each measures only itself); results keep the timing
+    order, and a profile stopped early (Ctrl-C, a consumer that stops) kills the ones still running."""
+    monkeypatch.setattr(perfkit.backends, "open_runner", lambda spec, backend, ctx, **kw: fake_runner())
+    monkeypatch.setattr(memory, "concurrent_children", lambda device: 2)
+    events = []
+    monkeypatch.setattr(memory, "start_memory", deferred(
+        lambda spec, backend, batch, ctx, **kw: MemoryResult(perfkit.results.Where.of(spec, backend, "fp32", batch, "cpu"),
+                                                             batch, "fake"), events))
+    plan = ProfilePlan(("eager",), (1, 2, 4), timing=FAST)
+    got = [r.where.batch for r in profile_model(tiny_spec, plan, ctx) if isinstance(r, MemoryResult)]
+    assert got == [1, 2, 4]
+    assert events == [("start", 1), ("start", 2), ("finish", 1), ("start", 4), ("finish", 2), ("finish", 4)]
+    events.clear()
+    run = profile_model(tiny_spec, plan, ctx)
+    next(r for r in run if isinstance(r, MemoryResult))
+    run.close()
+    assert events == [("start", 1), ("start", 2), ("finish", 1), ("killed", 2)]
+
+
+def test_memory_children_are_one_at_a_time_on_cuda_and_at_most_two_on_a_cpu(monkeypatch):
+    """NVML's used memory is device-wide: GPU measurements must not overlap."""
+    import perfkit.device
+
+    real = memory.concurrent_children
+    monkeypatch.setattr(perfkit.device, "available_cores", lambda: 16)
+    assert real("cuda:0") == 1 and real("cpu") == 2
+    monkeypatch.setattr(perfkit.device, "available_cores", lambda: 1)
+    assert real("cpu") == 1
+
+
 def test_memory_batches_limit_where_memory_is_measured(tiny_spec, fake_runner, ctx, monkeypatch, stub_peak):
     monkeypatch.setattr(perfkit.backends, "open_runner", lambda spec, backend, ctx, **kw: fake_runner())
     measured = []
-    monkeypatch.setattr(memory, "measure_memory", lambda spec, backend, batch, ctx, **kw: measured.append(batch)
-                        or MemoryResult(perfkit.results.Where.of(spec, backend, "fp32", batch, "cpu"), 1, "fake"))
+    monkeypatch.setattr(memory, "start_memory", deferred(lambda spec, backend, batch, ctx, **kw: measured.append(batch)
+                        or MemoryResult(perfkit.results.Where.of(spec, backend, "fp32", batch, "cpu"), 1, "fake")))
     plan = ProfilePlan(("eager",), (1, 8), timing=FAST, memory_batches=(1,))
     list(profile_model(tiny_spec, plan, ctx))
     assert measured == [1] and plan.steps == 3
