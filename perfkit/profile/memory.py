@@ -26,6 +26,8 @@ Every number comes with the ``method`` that produced it.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import sys
 import resource
 from dataclasses import dataclass, field
 
@@ -139,11 +141,21 @@ def _measure_here(spec, backend: str, batch: int, precision: Precision, ctx, bra
     return out
 
 
-def _child(conn, *args) -> None:
+def _child(conn, environ: dict, path: list, *args) -> None:
+    import os
     import signal
+    import sys
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it kills this child)
     try:
+        # a forkserver child starts with the environment and sys.path of the moment the server
+        # started: take the parent's current ones (and the backends $PERFKIT_BACKENDS names now)
+        os.environ.clear()
+        os.environ.update(environ)
+        sys.path[:] = path
+        from perfkit.backends import reload
+
+        reload()
         conn.send(("ok", _measure_here(*args)))
     except BaseException as exc:  # sent to the parent, which raises it there
         conn.send(("error", describe(exc), isinstance(exc, torch.OutOfMemoryError)))
@@ -167,7 +179,7 @@ def start_memory(spec, backend, batch: int, ctx, *, precision: Precision | str =
     where = Where.of(spec, backend.name, precision, batch, ctx.device)
     if backend.runner.out_of_process:  # measures itself, when asked for its result
         return PendingMemory(where, None, lambda: _own_memory(spec, backend, batch, ctx, precision, brange))
-    child = _Child(_child, (spec, backend.name, batch, precision, ctx.replace(progress=NO_PROGRESS), brange),
+    child = _Child(_child, (dict(os.environ), list(sys.path), spec, backend.name, batch, precision, ctx.replace(progress=NO_PROGRESS), brange),
                    f"{spec.name} {backend.name} batch {batch}", timeout)
     return PendingMemory(where, child, None)
 

@@ -172,7 +172,7 @@ def test_the_memory_child_ignores_ctrl_c(monkeypatch):
     monkeypatch.setattr(M, "_measure_here", measure)
     before = signal.getsignal(signal.SIGINT)
     try:
-        M._child(Conn())
+        M._child(Conn(), dict(os.environ), list(__import__("sys").path))
     finally:
         signal.signal(signal.SIGINT, before)
     assert sent == [("ok", {"peak_bytes": 1, "method": "test"})]
