@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import sys
 import resource
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -142,9 +143,7 @@ def _measure_here(spec, backend: str, batch: int, precision: Precision, ctx, bra
 
 
 def _child(conn, environ: dict, path: list, *args) -> None:
-    import os
     import signal
-    import sys
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it kills this child)
     try:
@@ -179,8 +178,9 @@ def start_memory(spec, backend, batch: int, ctx, *, precision: Precision | str =
     where = Where.of(spec, backend.name, precision, batch, ctx.device)
     if backend.runner.out_of_process:  # measures itself, when asked for its result
         return PendingMemory(where, None, lambda: _own_memory(spec, backend, batch, ctx, precision, brange))
-    child = _Child(_child, (dict(os.environ), list(sys.path), spec, backend.name, batch, precision, ctx.replace(progress=NO_PROGRESS), brange),
-                   f"{spec.name} {backend.name} batch {batch}", timeout)
+    args = (dict(os.environ), list(sys.path), spec, backend.name, batch, precision,
+            ctx.replace(progress=NO_PROGRESS), brange)
+    child = _Child(_child, args, f"{spec.name} {backend.name} batch {batch}", timeout)
     return PendingMemory(where, child, None)
 
 
@@ -190,7 +190,7 @@ class PendingMemory:
 
     where: Where
     child: "_Child | None"
-    measure: object = None  # an out-of-process runner's own measurement, run by result()
+    measure: Callable[[], dict] | None = None  # an out-of-process runner's own measurement, run by result()
 
     def result(self) -> MemoryResult:
         if self.child is None:

@@ -214,7 +214,7 @@ def measure(spec, runner, where: Where, ctx, config: OfflineConfig, single: Offl
     trials, notes = search(runner, x, config, ctx.threads or available_cores(), ctx.progress, label, single)
     best = max(trials, key=lambda t: t.samples_per_s)
     return OfflineResult(where, best, tuple(trials), config, tuple(notes),
-                         getattr(runner, "calibration", None))  # any object with offline_session is driven
+                         runner.calibration)
 
 
 def offline_capable(backend) -> bool:

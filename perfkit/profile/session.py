@@ -117,6 +117,8 @@ def _memory_results(spec, timed: list, brange: BatchRange, ctx) -> Iterator:
                 pending.append(memory.start_memory(spec, where.runtime, where.batch, ctx, precision=where.precision,
                                                    brange=brange))
             except Exception as exc:
+                while pending:  # the results started before it come first
+                    yield from finish()
                 yield Failure.of(Kind.MEMORY, where, describe(exc))
                 ctx.progress.update(advance=1)
             while len(pending) >= workers:

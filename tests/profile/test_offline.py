@@ -19,6 +19,7 @@ class FakeOfflineRunner:
     """A runtime whose requests take ``service(k)`` seconds with k in flight (sleeping, GIL released)."""
 
     name = "fake"
+    calibration = None  # an fp32 runtime (Runner.calibration)
 
     def __init__(self, service, mechanism=THREADS, fail_at=None):
         self.service = service
