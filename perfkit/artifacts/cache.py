@@ -21,7 +21,6 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +29,7 @@ import torch
 from perfkit.artifacts.capture import capture_messages
 from perfkit.artifacts.manifest import MANIFEST, MANIFEST_VERSION, combined_sha256, hash_files, verify
 from perfkit.device import device_type, on_device, pin_tf32
+from perfkit.env import fingerprint, library_versions
 from perfkit.errors import ArtifactError
 from perfkit.results import Where
 from perfkit.vocab import DTYPES, BatchRange, Precision
@@ -205,16 +205,6 @@ def device_identity(device: str) -> str:
     return f"cuda-{props.name}-sm{props.major}{props.minor}".replace(" ", "_")
 
 
-def library_versions(names) -> dict[str, str]:
-    out = {}
-    for lib in names:
-        try:
-            out[lib] = metadata.version(lib)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
 def cache_key(spec, backend, precision: Precision, batch: BatchRange, device: str, options: dict) -> dict:
     """Everything that changes the exported bytes; the cache folder is named by its hash."""
     from perfkit import __version__
@@ -249,10 +239,8 @@ def ensure_artifact(spec, backend, ctx: "Context", *, precision: Precision | str
         ArtifactError: a cached file is truncated or tampered with (the message names it), the
             disk is full, or the export failed in a way the exporter reported.
     """
-    from perfkit.backends.base import EXPORT
-
     precision = Precision(precision)
-    options = backend.options_for(ctx.options, EXPORT, precision)
+    options = backend.export_options(ctx.options, precision)
     root = ctx.artifacts
     _check_root(root)
     key = cache_key(spec, backend, precision, batch, ctx.device, backend.keyed(options))
@@ -375,10 +363,8 @@ def _alive(pid: int) -> bool:
 
 def _manifest(req: ExportRequest, backend, key: dict, main_file: str, files: dict, seconds: float,
               messages: list[str]) -> dict:
-    from perfkit.env import fingerprint
-
     spec = req.spec
-    env = fingerprint(req.device)
+    env = fingerprint(req.device, backend.libraries)
     batch_dim = "batch" if req.dynamic else req.batch.min
     return {
         "manifest_version": MANIFEST_VERSION,

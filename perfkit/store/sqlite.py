@@ -190,9 +190,11 @@ class Store:
 
     # -- runs -------------------------------------------------------------------------------
 
-    def start_run(self, command: str | None = None, run_id: str | None = None, device: str = "cpu") -> str:
-        """Register a run (or re-open ``run_id`` to resume it) and return its id."""
-        env = fingerprint(device)
+    def start_run(self, command: str | None = None, run_id: str | None = None, device: str = "cpu",
+                  env: dict | None = None) -> str:
+        """Register a run (or re-open ``run_id`` to resume it) and return its id; ``env`` is the
+        measuring side's fingerprint (``perfkit.record.environment``), else the core one of ``device``."""
+        env = env if env is not None else fingerprint(device)
         command = command if command is not None else " ".join(["perfkit", *sys.argv[1:]])
         me = (platform.node(), os.getpid())
         with self._transaction() as db:

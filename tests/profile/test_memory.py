@@ -9,10 +9,15 @@ from perfkit.zoo.registry import resolve
 
 
 def test_host_peak_sees_an_allocation():
+    import mmap
+
     peak = HostPeak()
-    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
-    assert block.sum() > 0
-    del block
+    # 64 MiB of fresh anonymous pages, each touched: never resident before, whatever earlier tests left
+    # in malloc's or torch's free lists (a torch.ones block could reuse those, and RSS would not grow)
+    block = mmap.mmap(-1, 64 * 2**20)
+    for offset in range(0, len(block), mmap.PAGESIZE):
+        block[offset] = 1
+    block.close()
     assert peak.delta() >= 60 * 2**20  # a peak: still seen after the memory is freed
     assert "RSS" in peak.method
 
