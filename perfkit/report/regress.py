@@ -58,7 +58,7 @@ def load_side(store: Store | None, ref: str) -> Side:
         return Side(f"{path} (run {run.get('id')})", run, records)
     if store is None:
         raise PerfkitError(f"'{ref}' is not a file, and no run store was given to look it up in")
-    run, records = load_run(store, ref)
+    run, records = load_run(store, ref, strict=True)  # a record left out could hide a regression
     return Side(run["id"], run, records)
 
 
