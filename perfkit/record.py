@@ -9,10 +9,14 @@ Ctrl-C keeps everything recorded so far). Commands then render ``recorder.record
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import math
+import os
+import time
 from collections.abc import Iterable
+from pathlib import Path
 
 from perfkit.results import Failure, Kind, Where
 from perfkit.store.schema import Record
@@ -213,6 +217,7 @@ class Recorder:
         for record in records:
             record.env = record.env or self.env
             self.store.add(record, self.run_id)
+            _test_pause(record.kind)
         self.records += records
         return records
 
@@ -239,6 +244,30 @@ class Recorder:
     @property
     def errors(self) -> list[Record]:
         return [r for r in self.records if r.status == "error"]
+
+
+_PAUSE = {"stored": collections.Counter(), "done": False}
+
+
+def _test_pause(kind: str) -> None:
+    """A hook for tests/test_fault_injection.py, inert unless ``PERFKIT_TEST_PAUSE="KIND:COUNT:DIR"`` is
+    set: right after this process has stored its COUNT-th record of KIND, create ``DIR/paused`` and wait
+    (polling every 10 ms, up to 120 s) until ``DIR/release`` exists — a test signals the process at that
+    known point instead of racing it. Pauses at most once per process."""
+    setting = os.environ.get("PERFKIT_TEST_PAUSE")
+    if not setting or _PAUSE["done"]:
+        return
+    want, count, folder = setting.split(":", 2)
+    if str(kind) != want:
+        return
+    _PAUSE["stored"][want] += 1
+    if _PAUSE["stored"][want] < int(count):
+        return
+    _PAUSE["done"] = True
+    (Path(folder) / "paused").touch()
+    deadline = time.monotonic() + 120
+    while not (Path(folder) / "release").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 class RunRecorder(Recorder):

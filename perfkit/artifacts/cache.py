@@ -21,9 +21,9 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 

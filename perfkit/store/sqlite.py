@@ -6,7 +6,10 @@ Commands that only read (runs, report, select, regress) open the store read-only
 read-only mount can be listed, and a mistyped --store is an error instead of a new empty database.
 
 A run remembers the process that runs it (host and pid): a run still "running" whose process is
-gone from this host was killed, and is shown (and, when the store is writable, stored) as interrupted.
+gone from this host was killed, and is shown (and, when the store is writable, stored) as interrupted;
+one whose process is still alive (or that runs on another host) cannot be resumed.
+A record that cannot be read (metrics that are not a JSON object) is skipped with a warning naming
+it, or refused by readers whose verdict it could change (``strict``).
 Records re-measured by a resumed run are kept but marked ``superseded``; every reader sees only the
 current ones.
 """
