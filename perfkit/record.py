@@ -270,6 +270,7 @@ class Recorder:
         self._models.add(spec.name)
         if any(r.status == "ok" for r in self.store.records(self.run_id, kind=Kind.MODEL, model=spec.name)):
             return
+        self.store.supersede(self.run_id, spec.name, (Kind.MODEL,))  # one that could not be read is replaced
         record = model_record(spec)
         record.env = self.env
         self._write(record)

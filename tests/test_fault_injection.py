@@ -9,6 +9,7 @@ has stored the record the kill names (``$PERFKIT_TEST_PAUSE``, perfkit/record.py
 it there and only then releases it, so the signal lands inside that step on a fast, slow or loaded
 machine alike. The random points are seeded delays: either outcome (killed, or finished first) is
 valid there. The chains run side by side (each its own store and artifact cache).
+SIGTERM is handled like Ctrl-C; its test pauses the run at a known record in the same way.
 """
 
 from __future__ import annotations
@@ -152,3 +153,40 @@ def test_killed_and_interrupted_runs_resume_to_the_uninterrupted_record_keys(tmp
         assert result["status"] == ("ok" if all_ok else "failed") and result["code"] == (0 if all_ok else 1), where
         assert all_ok, where  # LeNet-5 with random weights passes every step
         assert result["leftovers"] == [], where  # killed exports' temporaries are gone
+
+
+@pytest.mark.slow  # ~20 s: one `perfkit profile` with its memory children
+def test_sigterm_during_the_memory_step_marks_the_run_interrupted_and_exits_143(tmp_path):
+    """SIGTERM (kill, a scheduler, a container stop) is handled like Ctrl-C: one line, the run marked
+    interrupted, the measuring children killed, exit code 128 + 15. Deterministic: the process pauses
+    right after storing its first memory record (PERFKIT_TEST_PAUSE) and is signalled there."""
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    store, log = tmp_path / "store.db", tmp_path / "stderr.txt"
+    cmd = [sys.executable, "-m", "perfkit", "profile", "lenet5", "--weights", "random", "-f", "eager", "-b", "1,2",
+           "--warmup", "1", "--warmup-seconds", "0", "--iterations", "3", "--min-seconds", "0",
+           "--store", str(store), "--artifacts", str(tmp_path / "art")]
+    env = {**os.environ, "PERFKIT_TEST_PAUSE": f"memory:1:{pause}"}
+    with log.open("w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
+    try:
+        deadline = time.monotonic() + TIMEOUT  # a hang guard, not a timing: the pause waits for the signal
+        while not (pause / "paused").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        (pause / "release").touch()  # were SIGTERM ignored, the command would go on and end 0
+        code = proc.wait(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert code == 128 + signal.SIGTERM, text[-2000:]
+    assert text.strip().splitlines()[-1] == ("terminated (SIGTERM): the run is marked interrupted; finished records "
+                                             "are kept in the store")
+    assert "Traceback" not in text
+    with Store(store, read_only=True) as s:
+        run = s.get_run("latest")
+        assert run["status"] == "interrupted"
+        assert [r.batch for r in s.records(run["id"], kind="memory")] == [1]  # what was stored before it is kept

@@ -99,7 +99,7 @@ def load_side(store: Store | None, ref: str) -> Side:
         return Side(f"{path} (run {run.get('id')})", run, records)
     if store is None:
         raise PerfkitError(f"'{ref}' is not a file, and no run store was given to look it up in")
-    run, records = load_run(store, ref)
+    run, records = load_run(store, ref, strict=True)  # a record left out could hide a regression
     # perfkit never stores a non-finite number (the schema refuses NaN; parity records a non-finite
     # distance as None), so one here was written by something else. It is refused like a malformed
     # file rather than judged: an infinite baseline would make any candidate look improved, and a

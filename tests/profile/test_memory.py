@@ -181,3 +181,30 @@ def test_the_memory_child_ignores_ctrl_c(monkeypatch):
     finally:
         signal.signal(signal.SIGINT, before)
     assert sent == [("ok", {"peak_bytes": 1, "method": "test"})]
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_an_orphaned_memory_child_exits_quietly_when_its_parent_is_gone(monkeypatch, capfd, fails):
+    """The parent was killed: sending the result (or the error) meets a broken pipe, which is no reason
+    for the tracebacks it printed."""
+    import multiprocessing as mp
+    import os
+    import signal
+    import sys
+
+    from perfkit.profile import memory as M
+
+    def measure(*args):
+        if fails:
+            raise RuntimeError("the runtime failed")
+        return {"peak_bytes": 1, "method": "test"}
+
+    monkeypatch.setattr(M, "_measure_here", measure)
+    receiver, sender = mp.Pipe(duplex=False)
+    receiver.close()  # the parent's end: gone
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        M._child(sender, dict(os.environ), list(sys.path))  # returns: nothing raised
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert sender.closed and capfd.readouterr().err == ""

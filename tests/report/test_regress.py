@@ -202,3 +202,15 @@ def test_a_gated_number_rising_from_zero_is_still_judged(store, make_run):
     assert all(c["change"] is None for c in result["changes"] if c["verdict"] == "regression")
     back = compare(load_side(store, cand), Side("zeroed", {"env": {}}, records))  # 20 ms → 0 ms: faster
     assert back["regressions"] == 0 and len(_verdicts(back, "improved")) == 6
+
+
+def test_a_run_with_an_unreadable_record_is_a_malformed_side(store, make_run, capsys, corrupt_metrics):
+    base, cand = make_run(store), make_run(store)
+    [bad] = corrupt_metrics(store.path, '"text"', run_id=base, kind="parity", model="alexnet", runtime="onnx", batch=1)
+    assert main(["regress", "--baseline", base, "--candidate", cand]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "internal error" not in captured.err
+    assert f"record #{bad} (parity alexnet onnx fp32) of run {base} cannot be read" in captured.err
+    with pytest.raises(PerfkitError, match=f"record #{bad} "):
+        load_side(store, base)
+    assert load_side(store, cand).label == cand  # the other run reads as before
