@@ -68,7 +68,8 @@ class RunConfig:
     batches: list[int] = field(default_factory=lambda: [1, 8])
     parity_samples: int = 8
     parity_batches: list[int] = field(default_factory=lambda: [1, 4])
-    data: Path | None = None  # ImageNet-val; accuracy is skipped without it
+    data: Path | None = None  # ImageNet-val or an ImageFolder (perfkit.data.open_dataset); no accuracy without it
+    labels: Path | None = None  # the class names of an ImageFolder, in the models' output order
     limit: int | None = None
     workers: int = 2
     cache: Path | None = None
@@ -109,8 +110,9 @@ class PipelineResult:
     seconds: float
 
 
-def run_pipeline(cfg: RunConfig, store, progress=NO_PROGRESS) -> PipelineResult:
-    """Run every step for every model (``progress`` shows which)."""
+def run_pipeline(cfg: RunConfig, store, progress=NO_PROGRESS, data=None) -> PipelineResult:
+    """Run every step for every model (``progress`` shows which). ``data``: ``cfg.data`` opened by the
+    caller already (``open_data``: a bad folder is refused before a run is started); None: opened here."""
     from perfkit.record import recording
 
     started = time.perf_counter()
@@ -120,7 +122,8 @@ def run_pipeline(cfg: RunConfig, store, progress=NO_PROGRESS) -> PipelineResult:
     ctx = Context(device=cfg.device, artifacts=artifacts_dir(cfg.artifacts), threads=cfg.threads,
                   options=cfg.options, progress=progress)
     with recording(store, run_id=resume_id, device=cfg.device) as rec:
-        data = _open_data(cfg) if Step.ACCURACY in cfg.steps and cfg.data else None
+        if data is None and Step.ACCURACY in cfg.steps and cfg.data:
+            data = open_data(cfg.data, cfg.labels, cfg.limit)
         for name in cfg.models:
             try:
                 spec = resolve(name, cfg.weights)
@@ -160,10 +163,17 @@ def _run_step(rec, plan: "StepPlan", cfg: RunConfig, spec, backends, ctx, data) 
         rec.add(Failure.of(plan.kinds[0], Where.of(spec, device=cfg.device), exc))
 
 
-def _open_data(cfg: RunConfig):
-    from perfkit.data.imagenet import open_imagenet
+def open_data(data: Path | None, labels: Path | None = None, limit: int | None = None):
+    """The labelled set of ``data`` (ImageNet-val, or an ImageFolder with ``labels``), its first ``limit``
+    images; None without ``data``."""
+    from perfkit.data import open_dataset
+    from perfkit.errors import UsageError
 
-    return open_imagenet(cfg.data).take(cfg.limit, None)
+    if data is None:
+        if labels is not None:
+            raise UsageError("--labels names the classes of --data; give --data too")
+        return None
+    return open_dataset(data, labels).take(limit, None)
 
 
 def default_data() -> Path | None:

@@ -140,7 +140,7 @@ def accuracy_metrics(result, label: str) -> dict:
         "top1_pct": r.counts.top1_pct, "top5_pct": r.counts.top5_pct,
         "ref_top1_pct": published.get("acc1_pct"), "ref_top5_pct": published.get("acc5_pct"),
         "delta_top1_vs_eager_pp": r.counts.top1_pct - ref.counts.top1_pct,
-        "delta_top5_vs_eager_pp": r.counts.top5_pct - ref.counts.top5_pct,
+        "delta_top5_vs_eager_pp": _difference(r.counts.top5_pct, ref.counts.top5_pct),
         "delta_top1_vs_ref_pp": (r.counts.top1_pct - published["acc1_pct"]) if published.get("acc1_pct") else None,
         "flips_vs_eager": len(r.flipped_ids), "flipped_ids": r.flipped_ids[:FLIPPED_IDS_IN_RECORD],
         "flipped_ids_file": str(result.flips_file) if result.flips_file and r.flipped_ids else None,
@@ -149,6 +149,7 @@ def accuracy_metrics(result, label: str) -> dict:
         "nonfinite_logits": r.diff.nonfinite if r.diff else 0,
         "crops": result.crops, "limit": result.data.subset, "layout": result.data.layout,
         "dataset_identity": result.data.identity[:16], "labels_from": result.data.labels_from,
+        "num_classes": result.data.num_classes,
         "transform": result.transform.to_dict(), "transform_overrides": list(result.transform.overrides),
         "unreadable": len(result.unreadable_files), "unreadable_files": result.unreadable_files,
         "complete": result.complete, "seconds": result.seconds,
@@ -164,6 +165,10 @@ def accuracy_metrics(result, label: str) -> dict:
     if r.per_class is not None:
         m["per_class"] = r.per_class
     return m
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
 
 
 def _latency(result) -> list[Record]:

@@ -214,6 +214,44 @@ def test_accuracy_step_with_imagenet_folder(store, tmp_path):
     assert acc["torchscript"].metrics["top1_correct"] == acc["eager"].metrics["top1_correct"]
 
 
+def test_accuracy_step_on_your_labelled_folder(store, tmp_path):
+    from perfkit.data.synthetic import make_class_folders
+
+    names = [f"k{i}" for i in range(10)]
+    make_class_folders(tmp_path / "mine", names, 1)
+    (tmp_path / "labels.txt").write_text("\n".join(reversed(names)))
+    cfg = _cfg(runtimes=["onnx"], data=tmp_path / "mine", labels=tmp_path / "labels.txt", limit=6,
+               steps=(pipeline.Step.ACCURACY,))
+    result = pipeline.run_pipeline(cfg, store)
+    assert result.failures == []
+    acc = {r.runtime: r.metrics for r in store.records(result.run_id, kind=Kind.ACCURACY)}
+    assert set(acc) == {"eager", "onnx"}
+    for m in acc.values():
+        assert (m["layout"], m["num_classes"], m["images"], m["dataset_images"]) == ("imagefolder", 10, 6, 10)
+        assert m["labels_from"].startswith(f"{tmp_path / 'labels.txt'} (sha256 ")
+    assert acc["onnx"]["top1_correct"] == acc["eager"]["top1_correct"]
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--labels", "labels.txt"], "--labels names the classes of --data; give --data too"),
+    (["--data", "mine", "--labels", "nope.txt"], "labels file .*nope.txt does not exist"),
+    (["--data", "mine"], "has a single class folder"),
+])
+def test_cli_run_refuses_bad_data_before_a_run_is_stored(tmp_path, capsys, monkeypatch, argv, match):
+    import re
+
+    from perfkit.data.synthetic import make_class_folders
+
+    monkeypatch.chdir(tmp_path)
+    make_class_folders(tmp_path / "mine", ["only"], 1)
+    (tmp_path / "labels.txt").write_text("only\nother\n")
+    assert main(["run", "lenet5", "--weights", "random", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(match, err), err
+    with Store() as store:
+        assert store.runs() == []
+
+
 def test_cli_run_json_prints_the_records_of_the_run(tmp_path, capsys):
     import json
 

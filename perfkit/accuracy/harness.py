@@ -1,4 +1,8 @@
-"""Dataset evaluation: every runtime of a model in one pass over ImageNet-val.
+"""Dataset evaluation: every runtime of a model in one pass over a labelled image set.
+
+The set is ImageNet-val (labels in the ImageNet-1k index) or an ImageFolder of the user's classes
+(``perfkit.data.open_dataset``); the model must output one logit per class of its index. Top-5 is
+counted only where the index has at least five classes (with fewer it would be a meaningless 100 %).
 
 Each batch is decoded and preprocessed once (DataLoader workers, optional uint8 tensor cache) and
 fed to every runner; per runtime the harness keeps each image's five best classes and the logit
@@ -23,7 +27,7 @@ import torch
 from perfkit.accuracy import metrics as M
 from perfkit.backends.base import Runner
 from perfkit.data.cache import TensorCache
-from perfkit.data.imagenet import ImageNetVal, synsets
+from perfkit.data.dataset import LabelledImages
 from perfkit.distributed import ALONE, Distributed
 from perfkit.errors import DatasetError, PerfkitError, UsageError
 from perfkit.results import Failure, Kind, Where
@@ -120,7 +124,7 @@ class RuntimeAccuracy:
 @dataclass
 class EvalResult:
     spec: ModelSpec
-    data: ImageNetVal
+    data: LabelledImages
     transform: EvalTransform
     crops: int
     batch_size: int
@@ -143,8 +147,9 @@ class EvalResult:
 
     @property
     def published(self) -> dict:
-        """Published accuracy of the weights that ran (none for random weights)."""
-        return {} if self.spec.random_weights else self.spec.reference
+        """Published accuracy of the weights that ran: none for random weights, and none on data that is
+        not ImageNet-val (the published numbers are ImageNet's)."""
+        return {} if self.spec.random_weights or not self.data.imagenet else self.spec.reference
 
 
 # -- the pass ------------------------------------------------------------------------------------------
@@ -176,22 +181,24 @@ class EvalOptions:
     real: tuple | None = None
     out_dir: Path | None = None
 
-    def check(self, spec: ModelSpec) -> None:
-        if spec.num_classes != 1000:
-            raise UsageError(f"{spec.name} has {spec.num_classes} classes; ImageNet-val needs a 1000-class model")
+    def check(self, spec: ModelSpec, data: LabelledImages) -> None:
+        data.check_model(spec)
+        if self.real is not None and not data.imagenet:
+            raise UsageError(f"--real-labels scores ImageNet-val images by their ILSVRC2012_val_N number; {data.root} "
+                             f"is an {data.layout} of your own classes")
         if self.crops not in (1, 10):
             raise UsageError(f"--crops must be 1 or 10, got {self.crops}")
         if self.batch_size < 1 or self.workers < 0:
             raise UsageError("--batch must be >= 1 and --workers >= 0")
 
 
-def evaluate(spec: ModelSpec, data: ImageNetVal, runners: Mapping[str, Runner], options: EvalOptions = EvalOptions(),
+def evaluate(spec: ModelSpec, data: LabelledImages, runners: Mapping[str, Runner], options: EvalOptions = EvalOptions(),
              *, dist: Distributed = ALONE, progress=None) -> EvalResult:
     """Evaluate every runner on ``data`` in one pass; the first runner is the reference (eager).
 
     Args:
-        spec: the model (its ``num_classes`` must be 1000: labels are ImageNet-1k indices).
-        data: the validation set or a subset of it.
+        spec: the model (its ``num_classes`` must be the number of classes of ``data``'s index).
+        data: the labelled set (``perfkit.data.open_dataset``) or a subset of it.
         runners: label → un-entered runner; entered here, all at once, released at the end.
         options: see ``EvalOptions``.
         dist: torchrun context; each rank evaluates a contiguous shard, rank 0 gets the totals.
@@ -200,11 +207,11 @@ def evaluate(spec: ModelSpec, data: ImageNetVal, runners: Mapping[str, Runner], 
     Raises:
         DatasetError: an unreadable image (without ``skip_unreadable``), or a count that does
             not add up to the dataset size.
-        UsageError: a model that is not a 1000-class ImageNet classifier, or bad options.
+        UsageError: a model whose outputs do not match the class index, or bad options.
     """
     from perfkit.context import NO_PROGRESS
 
-    options.check(spec)
+    options.check(spec, data)
     if not runners:
         raise UsageError("no runtime to evaluate")
     options = replace(options, transform=options.transform or spec.preprocess)
@@ -230,7 +237,7 @@ def evaluate(spec: ModelSpec, data: ImageNetVal, runners: Mapping[str, Runner], 
     return result
 
 
-def _combine(spec, data: ImageNetVal, runners: Mapping[str, Runner], options: EvalOptions, parts: list[dict],
+def _combine(spec, data: LabelledImages, runners: Mapping[str, Runner], options: EvalOptions, parts: list[dict],
              seconds: float) -> EvalResult:
     """Counts from every rank's per-image predictions, after checking that they cover the dataset exactly."""
     labels = list(runners)
@@ -267,7 +274,7 @@ def _combine(spec, data: ImageNetVal, runners: Mapping[str, Runner], options: Ev
         if options.real is not None:
             r.real = M.real_counts(preds, [samples[i].val_number for i in positions], options.real[0])
         if options.per_class:
-            r.per_class = M.per_class(preds, gold, synsets())
+            r.per_class = M.per_class(preds, gold, data.class_names, data.class_key)
         results[label] = r
     return EvalResult(
         spec=spec, data=data, transform=options.transform, crops=options.crops, batch_size=options.batch_size,
@@ -278,7 +285,7 @@ def _combine(spec, data: ImageNetVal, runners: Mapping[str, Runner], options: Ev
     )
 
 
-def _local_pass(spec, data: ImageNetVal, runners: Mapping[str, Runner], options: EvalOptions, dist: Distributed,
+def _local_pass(spec, data: LabelledImages, runners: Mapping[str, Runner], options: EvalOptions, dist: Distributed,
                 progress) -> dict:
     """This process's share: per-image top-5 per runtime, logit diffs, unreadable files."""
     labels = list(runners)
@@ -293,7 +300,7 @@ def _local_pass(spec, data: ImageNetVal, runners: Mapping[str, Runner], options:
     if options.cache_dir is not None:
         cache = TensorCache(options.cache_dir, f"{transform.key()}-crops{crops}", data.identity, data.full_size, shape)
     dataset = _Decode([str(s.path) for s in samples], positions, transform, crops, cache)
-    state = _PassState(labels)
+    state = _PassState(labels, data.num_classes)
     with ExitStack() as stack:
         stack.enter_context(runners[reference])
         for label in labels[1:]:
@@ -334,8 +341,8 @@ def _check_unreadable(failed, samples, skip: bool) -> list[str]:
 class _PassState:
     """What one process accumulates over its shard."""
 
-    def __init__(self, labels: list[str]):
-        self.labels = labels
+    def __init__(self, labels: list[str], classes: int):
+        self.labels, self.classes = labels, classes
         self.preds: dict[str, list[np.ndarray]] = {label: [] for label in labels}
         self.diffs = {label: M.LogitDiff() for label in labels[1:]}
         self.errors: dict[str, str] = {}
@@ -347,13 +354,13 @@ class _PassState:
         self.hits += int(cached.sum())
         self.decoded += int((~cached).sum())
         reference = self.labels[0]
-        ref_logits = _infer(runners[reference], x, n * crops)
+        ref_logits = _infer(runners[reference], x, n * crops, self.classes)
         self.preds[reference].append(M.top5(M.crop_scores(ref_logits, crops)))
         for label in self.labels[1:]:
             if label in self.errors:
                 continue
             try:
-                logits = _infer(runners[label], x, n * crops)
+                logits = _infer(runners[label], x, n * crops, self.classes)
             except Exception as exc:  # a runtime failing mid-pass is recorded; the others go on
                 self.errors[label] = f"{type(exc).__name__}: {exc}"
                 continue
@@ -361,7 +368,7 @@ class _PassState:
             self.diffs[label].update(logits, ref_logits)
 
     def result(self) -> dict:
-        empty = np.empty((0, M.TOPK), np.int32)
+        empty = np.empty((0, min(M.TOPK, self.classes)), np.int32)
         return {
             "positions": np.array(self.evaluated, dtype=np.int64),
             "preds": {label: np.concatenate(p) if p else empty for label, p in self.preds.items()},
@@ -370,10 +377,10 @@ class _PassState:
         }
 
 
-def _infer(runner: Runner, x: torch.Tensor, n: int) -> torch.Tensor:
+def _infer(runner: Runner, x: torch.Tensor, n: int, classes: int) -> torch.Tensor:
     logits = runner.infer(x)
-    if logits.dim() != 2 or logits.shape[0] != n or logits.shape[1] != 1000:
-        raise PerfkitError(f"{runner.name} returned logits of shape {tuple(logits.shape)}, expected ({n}, 1000)")
+    if logits.dim() != 2 or logits.shape[0] != n or logits.shape[1] != classes:
+        raise PerfkitError(f"{runner.name} returned logits of shape {tuple(logits.shape)}, expected ({n}, {classes})")
     return logits
 
 
@@ -447,7 +454,7 @@ def runtime_label(backend_name: str, precision: Precision | str) -> str:
     return backend_name if precision is Precision.FP32 else f"{backend_name} {precision}"
 
 
-def validate_model(spec: ModelSpec, data: ImageNetVal, backends: Sequence, ctx, *,
+def validate_model(spec: ModelSpec, data: LabelledImages, backends: Sequence, ctx, *,
                    precisions: Sequence[Precision | str] | Precision | str = (Precision.FP32,),
                    options: EvalOptions = EvalOptions(), dist: Distributed = ALONE,
                    automatic: bool = False) -> Validation:
@@ -467,7 +474,7 @@ def validate_model(spec: ModelSpec, data: ImageNetVal, backends: Sequence, ctx, 
     from perfkit.backends import get, open_runner, reference
 
     precisions = [Precision(precisions)] if isinstance(precisions, str) else list(map(Precision, precisions))
-    options.check(spec)
+    options.check(spec, data)
     transform = options.transform or spec.preprocess
     spec = spec_with_transform(spec, transform)
     ref = reference()

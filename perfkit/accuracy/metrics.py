@@ -37,37 +37,43 @@ def top5(scores: torch.Tensor) -> np.ndarray:
 class Counts:
     images: int
     top1_correct: int
-    top5_correct: int
+    top5_correct: int | None  # None: fewer than five classes, where top-5 would always be right
 
     @property
     def top1_pct(self) -> float:
         return pct(self.top1_correct, self.images)
 
     @property
-    def top5_pct(self) -> float:
-        return pct(self.top5_correct, self.images)
+    def top5_pct(self) -> float | None:
+        return None if self.top5_correct is None else pct(self.top5_correct, self.images)
 
 
 def pct(part: int, whole: int) -> float:
     return 100.0 * part / whole if whole else 0.0
 
 
+def _top5(hits: np.ndarray) -> int | None:
+    """Rows of ``hits`` (N, k) with a hit among their k best; None when k < 5 (fewer classes than five)."""
+    return int(hits.any(axis=1).sum()) if hits.shape[1] >= TOPK else None
+
+
 def counts(preds: np.ndarray, labels: np.ndarray) -> Counts:
-    """Top-1 and top-5 correct counts of ``preds`` (N, 5) against ``labels`` (N,)."""
+    """Top-1 and top-5 correct counts of ``preds`` (N, k ≤ 5) against ``labels`` (N,)."""
     hits = preds == labels[:, None]
-    return Counts(len(labels), int(hits[:, 0].sum()), int(hits.any(axis=1).sum()))
+    return Counts(len(labels), int(hits[:, 0].sum()), _top5(hits))
 
 
-def per_class(preds: np.ndarray, labels: np.ndarray, names: tuple[str, ...] | None = None) -> list[dict]:
-    """Counts per class present in ``labels``, ordered by class index."""
+def per_class(preds: np.ndarray, labels: np.ndarray, names: tuple[str, ...] | None = None,
+              key: str = "wnid") -> list[dict]:
+    """Counts per class present in ``labels``, ordered by class index; ``names[i]`` under ``key``."""
     out = []
     hits = preds == labels[:, None]
     for cls in np.unique(labels):
         sel = labels == cls
         row = {"class_index": int(cls), "images": int(sel.sum()), "top1_correct": int(hits[sel, 0].sum()),
-               "top5_correct": int(hits[sel].any(axis=1).sum())}
+               "top5_correct": _top5(hits[sel])}
         if names is not None:
-            row["wnid"] = names[int(cls)]
+            row[key] = names[int(cls)]
         row["top1_pct"] = pct(row["top1_correct"], row["images"])
         out.append(row)
     return out

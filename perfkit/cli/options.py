@@ -104,6 +104,19 @@ def calibration(p) -> None:
                         "observers)")
 
 
+def data(p, *, required: bool = False, default: str = "") -> None:
+    """``--data DIR`` and ``--labels FILE``: a labelled image set (``perfkit.data.open_dataset``)."""
+    p.add_argument("--data", type=Path, required=required, default=None, metavar="DIR",
+                   help="labelled images: ImageNet-val (WordNet-id class folders, flat ILSVRC2012_val_* files with "
+                        "their ground truth, or a torchvision ImageNet root; ImageNet-1k labels) or an ImageFolder of "
+                        "your classes (one sub-folder per class, images anywhere under it; class index = the sorted "
+                        f"folder names, or --labels){default}")
+    p.add_argument("--labels", type=Path, default=None, metavar="FILE",
+                   help="the class names of an ImageFolder --data, one per line in the model's output order (default: "
+                        "the sorted folder names, torchvision's ImageFolder convention); with WordNet-id folders it "
+                        "replaces the ImageNet-1k index")
+
+
 def threads(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for every runtime (default: each one's tuned default)")
 

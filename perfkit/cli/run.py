@@ -13,8 +13,8 @@ def add(sub) -> None:
 
     p = O.command(sub, "run", "the whole pipeline: complexity, export, parity, accuracy, profile, report",
                   "The main job. For each model: complexity → export for every runtime this machine can\n"
-                  "run → parity of each runtime vs eager → ImageNet-val accuracy (with --data or\n"
-                  "$PERFKIT_IMAGENET_VAL) → latency/throughput/memory profile, with the Offline scenario (K requests\n"
+                  "run → parity of each runtime vs eager → accuracy on ImageNet-val or your labelled folders\n"
+                  "(with --data or $PERFKIT_IMAGENET_VAL) → latency/throughput/memory profile, with the Offline scenario (K requests\n"
                   "in flight, best samples/s) at the largest batch; then the Rich summary and a\n"
                   "single-file HTML report (reports/<run-id>.html). Precisions (auto): fp32, plus int8 where a\n"
                   "runtime builds it cheaply here (ONNX Runtime QDQ on a CPU; AOTInductor int8 with --precision\n"
@@ -29,8 +29,7 @@ def add(sub) -> None:
     O.runtimes(p, "auto", "runtimes, or auto: every runtime available here that `perfkit run` measures by default")
     O.precision(p, "auto")
     O.batch(p, "1,8", "batch sizes to profile")
-    p.add_argument("--data", type=Path, default=None,
-                   help="ImageNet-val folder for measured accuracy (default $PERFKIT_IMAGENET_VAL; skipped if unset)")
+    O.data(p, default=" for measured accuracy (default $PERFKIT_IMAGENET_VAL; skipped if unset)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images (the output says SUBSET)")
     p.add_argument("--cache", type=Path, default=None, help="preprocessed-tensor cache for the accuracy step")
     p.add_argument("--parity-samples", type=int, default=8, help="synthetic inputs compared with eager per batch size")
@@ -47,6 +46,8 @@ def add(sub) -> None:
 
 
 def config(args, device: str):
+    """The run's configuration and its opened --data (None without): a folder or labels file that cannot
+    be read is refused here, before anything is announced or stored."""
     from perfkit import pipeline
     from perfkit.backends import default_backends, parse_backends
     from perfkit.vocab import parse_batches
@@ -57,12 +58,13 @@ def config(args, device: str):
     O.positive(args.parity_samples, "--parity-samples")
     O.positive(args.limit, "--limit")
     data = args.data or pipeline.default_data()
+    opened = pipeline.open_data(data, args.labels, args.limit)
     calibration = common.calibration(args, precisions, data)
     options = {**O.given_options(args), **({"calibration": calibration} if calibration else {})}
-    return pipeline.RunConfig(
+    return opened, pipeline.RunConfig(
         models=args.models or list(pipeline.SEED_MODELS), weights=args.weights, device=device, runtimes=runtimes,
         precisions=precisions, automatic=str(args.precision).strip().lower() == "auto", batches=parse_batches(args.batch),
-        data=data,
+        data=data, labels=args.labels,
         limit=args.limit, cache=args.cache, parity_samples=args.parity_samples, memory=args.memory,
         offline=O.offline_config(args),
         resume=args.resume, artifacts=args.artifacts, threads=O.positive(args.threads, "--threads"),
@@ -84,15 +86,17 @@ def run(args) -> int:
     if args.resume:  # before anything is resolved or announced: an unknown or live run is the one line shown
         with common.open_store(args, read_only=True) as store:
             args.resume = store.resumable(args.resume)
-    cfg = config(args, device)
+    data, cfg = config(args, device)
     if args.html is not None:
         check_writable(args.html, "--html")  # before the run, not after it
+    if data is not None:
+        banner(escape(f"data: {data.describe()}"), style="bold")
     with common.open_store(args) as store:
         if cfg.data is None:
             banner("no ImageNet-val (--data or $PERFKIT_IMAGENET_VAL): measured accuracy is skipped; "
                    "reports show published accuracy, labelled as such", style="bold")
         with common.progress(args) as bar:
-            result = pipeline.run_pipeline(cfg, store, bar)
+            result = pipeline.run_pipeline(cfg, store, bar, data)
         run_row, records = load_run(store, result.run_id)
         if args.json:
             from perfkit.report.console import print_json

@@ -1,4 +1,4 @@
-"""perfkit validate MODEL... --data DIR: ImageNet-val top-1/top-5 for every runtime in one pass."""
+"""perfkit validate MODEL... --data DIR: top-1/top-5 on ImageNet-val or your labelled folders, every runtime in one pass."""
 
 from __future__ import annotations
 
@@ -9,16 +9,18 @@ from perfkit.cli import options as O
 
 
 def add(sub) -> None:
-    p = O.command(sub, "validate", "ImageNet-val top-1/top-5 for every runtime in one pass",
+    p = O.command(sub, "validate", "top-1/top-5 on ImageNet-val or your labelled folders, every runtime in one pass",
                   "Accuracy harness: each batch is decoded and preprocessed once (the model's own transform,\n"
                   "printed) and fed to every runtime; per runtime: integer top-1/top-5 counts, delta to eager\n"
-                  "and to the published accuracy, per-image top-1 flips and logit differences vs eager.\n"
-                  "--data takes class folders (n01440764/...), flat ILSVRC2012_val_*.JPEG with LOC_val_solution.csv\n"
-                  "or the devkit ground truth, or a torchvision.datasets.ImageNet root. Labels are always the\n"
-                  "ImageNet-1k index. Scale out with: torchrun --nproc-per-node N -m perfkit validate ...",
+                  "(and to the published accuracy on ImageNet-val), per-image top-1 flips and logit differences\n"
+                  "vs eager. --data takes ImageNet-val — class folders (n01440764/...), flat ILSVRC2012_val_*.JPEG\n"
+                  "with LOC_val_solution.csv or the devkit ground truth, or a torchvision.datasets.ImageNet root;\n"
+                  "labels in the ImageNet-1k index — or an ImageFolder of your classes (cat/, espresso/, ...;\n"
+                  "images anywhere under each): class index = the sorted folder names, or --labels FILE.\n"
+                  "Scale out with: torchrun --nproc-per-node N -m perfkit validate ...",
                   "perfkit validate resnet18 --data ~/imagenet/val -f eager,onnx --cache ~/.cache/perfkit-val")
     p.add_argument("models", nargs="+", metavar="MODEL", help="one or more models (evaluated one after the other)")
-    p.add_argument("--data", type=Path, required=True, help="ImageNet-val folder (any of the three layouts)")
+    O.data(p, required=True)
     O.runtimes(p, "eager", "runtimes (eager is always run first, as the reference)")
     O.precision(p)
     O.device(p)
@@ -28,10 +30,12 @@ def add(sub) -> None:
                    help="uint8 preprocessed-tensor cache: later runs with the same resize/crop skip decoding")
     p.add_argument("--crops", type=int, default=1, choices=(1, 10),
                    help="1: center crop; 10: four corners + center, mirrored, softmax averaged")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images (by file name)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="only the first N images (by file name on ImageNet-val, by path under --data otherwise)")
     p.add_argument("--limit-per-class", type=int, default=None, metavar="N", help="only the first N images of each class")
     p.add_argument("--real-labels", nargs="?", const="timm", default=None, metavar="FILE",
-                   help="also score against the ReaL labels (timm's copy, or a real.json FILE); needs ILSVRC2012_val_N names")
+                   help="also score against the ReaL labels (timm's copy, or a real.json FILE); ImageNet-val with "
+                        "ILSVRC2012_val_N names only")
     p.add_argument("--per-class", action="store_true", help="also report accuracy per class (worst 10 shown, all in --json)")
     p.add_argument("--mean", default=None, metavar="R,G,B", help="OVERRIDE the model's normalisation mean (recorded)")
     p.add_argument("--std", default=None, metavar="R,G,B", help="OVERRIDE the model's normalisation std (recorded)")
@@ -93,7 +97,9 @@ def _options(args, spec, out_dir):
 
 
 def run(args) -> int:
-    from perfkit.data.imagenet import open_imagenet
+    from rich.markup import escape
+
+    from perfkit.data import open_dataset
     from perfkit.distributed import Distributed
     from perfkit.report.console import banner
 
@@ -104,31 +110,40 @@ def run(args) -> int:
     dist = Distributed.from_env(device)
     device = dist.device(device)
     try:
-        data = open_imagenet(args.data).take(args.limit, args.limit_per_class)
+        data = open_dataset(args.data, args.labels).take(args.limit, args.limit_per_class)
+        specs = _specs(args, data, announce=dist.is_main)
         if dist.is_main:
-            banner(f"data: {data.describe()}", style="bold")
+            banner(escape(f"data: {data.describe()}"), style="bold")
             if dist.enabled:
                 banner(f"torchrun: {dist.world} processes, contiguous shards, counts gathered to rank 0", style="bold")
         if not dist.is_main:
-            return _follow(args, data, backends, precisions, device, dist)
-        return _lead(args, data, backends, precisions, device, dist)
+            return _follow(args, data, specs, backends, precisions, device, dist)
+        return _lead(args, data, specs, backends, precisions, device, dist)
     finally:
         dist.close()
 
 
-def _follow(args, data, backends, precisions, device, dist) -> int:
+def _specs(args, data, *, announce: bool) -> list:
+    """Every model, checked against the data before a run is opened: outputs that do not match the
+    class index, or ImageNet-only options on other data, are bad input (exit 2, nothing stored)."""
+    specs = [common.spec(args, name, announce=announce) for name in args.models]
+    for spec in specs:
+        _options(args, spec, None).check(spec, data)
+    return specs
+
+
+def _follow(args, data, specs, backends, precisions, device, dist) -> int:
     """Ranks other than 0 evaluate their shard and write nothing."""
     from perfkit.accuracy.harness import validate_model
     from perfkit.cli.options import calibration_set
 
     ctx = common.context(args, device, calibration=calibration_set(args, precisions, args.data))
-    for name in args.models:
-        spec = common.spec(args, name, announce=False)
+    for spec in specs:
         validate_model(spec, data, backends, ctx, precisions=precisions, options=_options(args, spec, None), dist=dist)
     return 0
 
 
-def _lead(args, data, backends, precisions, device, dist) -> int:
+def _lead(args, data, specs, backends, precisions, device, dist) -> int:
     from perfkit.accuracy.harness import validate_model
     from perfkit.errors import PerfkitError
     from perfkit.report.console import banner
@@ -140,8 +155,7 @@ def _lead(args, data, backends, precisions, device, dist) -> int:
     with common.progress(args, "img") as bar, common.session(args, device) as rec:
         out_dir = args.out or (rec.store.path.parent / "validate" / rec.run_id)
         ctx = common.context(args, device, bar, calibration)
-        for name in args.models:
-            spec = common.spec(args, name)
+        for spec in specs:
             rec.model(spec)
             options = _options(args, spec, out_dir)
             banner(f"{spec.label} preprocessing: {options.transform.describe()}  (from {options.transform.source})",
@@ -167,7 +181,7 @@ def _lead(args, data, backends, precisions, device, dist) -> int:
         from perfkit.report.console import console
 
         console.print(gate_table(failures))
-    if errors and len(errors) == len(args.models):
+    if errors and len(errors) == len(specs):
         raise errors[0] if len(errors) == 1 else PerfkitError(f"{len(errors)} validations failed: "
                                                              + "; ".join(map(str, errors)))
     return common.exit_code(rec)
@@ -192,6 +206,8 @@ def _notes(result) -> list[str]:
                                          else " (center)"),
              f"{result.seconds:.1f}s, {result.images / result.seconds if result.seconds else 0:,.0f} img/s; "
              f"decoded {result.decoded}, from cache {result.cache_hits}"]
+    if result.data.num_classes < 5:
+        notes.append(f"top-5 n/a: {result.data.num_classes} classes (with fewer than five, every image is in the top 5)")
     if result.spec.random_weights:
         notes.append("RANDOM WEIGHTS: accuracy is not meaningful (parity with eager is)")
     elif ref.get("acc1_pct") is not None:

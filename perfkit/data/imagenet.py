@@ -19,19 +19,19 @@ present: a subset of classes is scored against the right logits.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import re
 import tarfile
-from collections import Counter, defaultdict
-from dataclasses import dataclass, replace
-from functools import cache, cached_property
+from collections import defaultdict
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import ClassVar
 
-from perfkit.errors import DatasetError
+from perfkit.data.dataset import VAL_NAME, LabelledImages, Sample
+from perfkit.errors import DatasetError, UsageError
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
-VAL_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.(JPEG|jpeg|jpg|JPG|png|PNG)$")
 WNID = re.compile(r"^n\d{8}$")
 LOC_CSV = "LOC_val_solution.csv"
 DEVKIT_GT = "ILSVRC2012_validation_ground_truth.txt"
@@ -58,92 +58,55 @@ def synset_index() -> dict[str, int]:
 
 
 @dataclass(frozen=True)
-class Sample:
-    """One validation image: its file, its ImageNet-1k label and a stable id (path under the root)."""
+class ImageNetVal(LabelledImages):
+    """A validation set, or a deterministic subset of one; samples sorted by file name.
 
-    path: Path
-    label: int
-    image_id: str
+    ``layout``: folders, flat or torchvision. Labels are ImageNet-1k indices.
+    """
 
-    @property
-    def val_number(self) -> int | None:
-        """The N of ``ILSVRC2012_val_N.JPEG`` (what ReaL labels are indexed by), if the name has it."""
-        m = VAL_NAME.match(self.path.name)
-        return int(m.group(1)) if m else None
-
-
-@dataclass(frozen=True)
-class ImageNetVal:
-    """A validation set, or a deterministic subset of one; samples sorted by file name."""
-
-    root: Path
-    layout: str  # folders, flat, torchvision
-    labels_from: str  # what gave the labels, for the output
-    all_samples: tuple[Sample, ...]  # the whole set
-    positions: tuple[int, ...] | None = None  # the subset's indices into all_samples; None = all
-    subset: str | None = None  # how the subset was taken, for the output
-
-    @cached_property
-    def samples(self) -> tuple[Sample, ...]:
-        if self.positions is None:
-            return self.all_samples
-        return tuple(self.all_samples[i] for i in self.positions)
+    imagenet: ClassVar[bool] = True
+    class_key: ClassVar[str] = "wnid"
 
     @property
-    def indices(self) -> tuple[int, ...]:
-        """Index of each selected sample in the whole set (what the tensor cache is indexed by)."""
-        return self.positions if self.positions is not None else tuple(range(len(self.all_samples)))
+    def class_names(self) -> tuple[str, ...]:
+        return synsets()
 
-    @property
-    def full_size(self) -> int:
-        return len(self.all_samples)
+    def check_model(self, spec) -> None:
+        if spec.num_classes != 1000:
+            hint = (" (to score these WordNet-id folders as your own classes, give --labels FILE: the model's "
+                    "class names, one per line, in its output order)") if self.layout == "folders" else ""
+            raise UsageError(f"{spec.label} has {spec.num_classes} classes; ImageNet-val needs a 1000-class model{hint}")
 
-    def __len__(self) -> int:
-        return len(self.samples)
 
-    @property
-    def classes(self) -> list[int]:
-        return sorted({s.label for s in self.samples})
+def existing_folder(root: str | Path) -> Path:
+    """``root`` as a path, refused unless it is a folder (what every dataset opener checks first)."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DatasetError(f"dataset folder {root} does not exist")
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder: --data takes the validation folder")
+    return root
 
-    @cached_property
-    def identity(self) -> str:
-        """Hash of the whole set's ids, labels, sizes and modification times: changes when any file does."""
-        h = hashlib.sha256(self.layout.encode())
-        for s in self.all_samples:
-            st = s.path.stat()
-            h.update(f"{s.image_id}\0{s.label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        return h.hexdigest()
 
-    def take(self, limit: int | None = None, per_class: int | None = None) -> "ImageNetVal":
-        """A deterministic subset: the first ``per_class`` of each class, then the first ``limit`` (by file name)."""
-        positions = list(self.indices)
-        notes = []
-        if per_class is not None:
-            if per_class < 1:
-                raise DatasetError(f"--limit-per-class must be ≥ 1, got {per_class}")
-            seen: Counter = Counter()
-            kept = []
-            for i in positions:
-                label = self.all_samples[i].label
-                if seen[label] < per_class:
-                    seen[label] += 1
-                    kept.append(i)
-            positions = kept
-            notes.append(f"first {per_class} per class (by file name)")
-        if limit is not None:
-            if limit < 1:
-                raise DatasetError(f"--limit must be ≥ 1, got {limit}")
-            positions = positions[:limit]
-            notes.append(f"first {limit} (by file name)")
-        if not notes:
-            return self
-        return replace(self, positions=tuple(positions), subset=", then ".join(notes))
+def imagenet_layout(root: Path) -> str | None:
+    """The ImageNet-val layout of the folder ``root`` (torchvision, flat, folders), or None: none of them."""
+    entries = list(root.iterdir())
+    names = {e.name for e in entries}
+    if (root / "val").is_dir() and (TORCHVISION_META in names or any(a in names for a in DEVKIT_ARCHIVES)):
+        return "torchvision"
+    if any(e.is_file() and VAL_NAME.match(e.name) for e in entries):
+        return "flat"
+    if any(e.is_dir() and WNID.match(e.name) for e in entries):
+        return "folders"
+    return None
 
-    def describe(self) -> str:
-        what = f"{len(self)} images, {len(self.classes)} classes, layout '{self.layout}' ({self.labels_from})"
-        if self.subset:
-            what += f" — SUBSET: {self.subset} of {self.full_size} images"
-        return what
+
+def layout_help(root: Path) -> str:
+    """The ImageNet-val layouts, one per line, for messages about ``root``."""
+    return (f"  1. class folders named by WordNet id: {root}/n01440764/*.JPEG\n"
+            f"  2. flat ILSVRC2012_val_*.JPEG files plus {LOC_CSV}, or {DEVKIT_GT} with the devkit\n"
+            f"     (meta.mat, {DEVKIT_DIR}/ or {DEVKIT_ARCHIVES[0]})\n"
+            f"  3. a torchvision.datasets.ImageNet root: {TORCHVISION_META} or {DEVKIT_ARCHIVES[0]}, plus val/")
 
 
 def open_imagenet(root: str | Path) -> ImageNetVal:
@@ -153,30 +116,11 @@ def open_imagenet(root: str | Path) -> ImageNetVal:
         DatasetError: missing folder, unknown layout, a ground truth that does not match the files,
             a class folder named in the ground truth but missing, an unknown WordNet id.
     """
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise DatasetError(f"dataset folder {root} does not exist")
-    if not root.is_dir():
-        raise DatasetError(f"{root} is not a folder: --data takes the validation folder")
-    entries = list(root.iterdir())
-    names = {e.name for e in entries}
-    if (root / "val").is_dir() and (TORCHVISION_META in names or any(a in names for a in DEVKIT_ARCHIVES)):
-        samples, source = _torchvision(root)
-        layout = "torchvision"
-    elif any(e.is_file() and VAL_NAME.match(e.name) for e in entries):
-        samples, source = _flat(root)
-        layout = "flat"
-    elif any(e.is_dir() and WNID.match(e.name) for e in entries):
-        samples, source = _folders(root)
-        layout = "folders"
-    else:
-        raise DatasetError(
-            f"{root} is in no ImageNet-val layout perfkit knows. Expected one of:\n"
-            f"  1. class folders named by WordNet id: {root}/n01440764/*.JPEG\n"
-            f"  2. flat ILSVRC2012_val_*.JPEG files plus {LOC_CSV}, or {DEVKIT_GT} with the devkit\n"
-            f"     (meta.mat, {DEVKIT_DIR}/ or {DEVKIT_ARCHIVES[0]})\n"
-            f"  3. a torchvision.datasets.ImageNet root: {TORCHVISION_META} or {DEVKIT_ARCHIVES[0]}, plus val/"
-        )
+    root = existing_folder(root)
+    layout = imagenet_layout(root)
+    if layout is None:
+        raise DatasetError(f"{root} is in no ImageNet-val layout perfkit knows. Expected one of:\n{layout_help(root)}")
+    samples, source = {"torchvision": _torchvision, "flat": _flat, "folders": _folders}[layout](root)
     if not samples:
         raise DatasetError(f"{root} holds no images")
     # File name first: ILSVRC2012_val_N order whatever the layout, so --limit picks the same images.

@@ -72,6 +72,25 @@ def make_image(seed: int, size: tuple[int, int] | None = None):
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
 
 
+def make_class_folders(root: str | Path, classes: list[str] | tuple[str, ...], per_class: int, *, seed: int = 0,
+                       suffix: str = ".png", size: tuple[int, int] | None = None) -> list[Path]:
+    """An ImageFolder of your own classes: ``per_class`` generated images in ``root/<class>/``.
+
+    Image ``j`` of class ``k`` is ``make_image(seed + 1000 k + j)`` saved as ``<j>{suffix}`` (the
+    format follows the suffix; a fixed ``size`` with ``.bmp`` or ``.ppm`` gives files of equal
+    size). Returns the files, class by class.
+    """
+    root = Path(root)
+    paths = []
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for j in range(per_class):
+            path = root / name / f"{j}{suffix}"
+            make_image(seed + 1000 * k + j, size).save(path)
+            paths.append(path)
+    return paths
+
+
 def make_imagenet_folder(root: str | Path, classes: list[int] | tuple[int, ...], per_class: int,
                          layout: str = "folders", *, seed: int = 0,
                          size: tuple[int, int] | None = None) -> list[SyntheticImage]:
@@ -194,12 +213,12 @@ def corrupt_jpeg(path: Path, how: str = "truncate") -> None:
 
 def write_spread_weights(path: str | Path, classes: list[int] | tuple[int, ...], *, arch: str = "resnet18",
                          decoys: int = 8, seed: int = 0) -> Path:
-    """A state dict for a torchvision ResNet whose predictions vary from image to image.
+    """A state dict for a zoo model (a torchvision ResNet, ``lenet5``) whose predictions vary from image to image.
 
-    A randomly initialised ResNet gives every generated image the same top classes, so every
-    count would be 0 or 100%. This keeps the random backbone and replaces ``fc`` with one that
-    scores only ``classes`` plus ``decoys`` other classes, from the standardised features of the
-    image: a test then sees top-1 and top-5 counts strictly between 0 and the image count.
+    A randomly initialised network gives every generated image the same top classes, so every
+    count would be 0 or 100%. This keeps the random backbone and replaces the last linear layer
+    (the head) with one that scores only ``classes`` plus ``decoys`` other classes, from the
+    standardised features of the image: a test then sees counts strictly between 0 and the image count.
     """
     import torch
 
@@ -207,18 +226,19 @@ def write_spread_weights(path: str | Path, classes: list[int] | tuple[int, ...],
 
     spec = resolve(arch, "random")
     model = spec.build()
-    if not isinstance(getattr(model, "fc", None), torch.nn.Linear):
-        raise ValueError(f"{arch} has no .fc head; use a torchvision ResNet")
+    name = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+    parent, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent)
     # Standardise with statistics of generated images that are not in any dataset (other seeds).
     probe = torch.stack([spec.preprocess(make_image(10_000_000 + i)) for i in range(12)])
-    head = model.fc
-    model.fc = torch.nn.Identity()
+    head = getattr(parent, attr)
+    setattr(parent, attr, torch.nn.Identity())
     with torch.inference_mode():
         feats = model(probe)
-    model.fc = head
+    setattr(parent, attr, head)
     mu, sd = feats.mean(0), feats.std(0).clamp_min(1e-6)
     g = torch.Generator().manual_seed(seed)
-    others = [c for c in torch.randperm(1000, generator=g).tolist() if c not in classes][:decoys]
+    others = [c for c in torch.randperm(head.out_features, generator=g).tolist() if c not in classes][:decoys]
     weight = torch.zeros_like(head.weight)
     bias = torch.full_like(head.bias, -1e4)  # every other class ranks far below
     for c in [*classes, *others]:
@@ -226,7 +246,7 @@ def write_spread_weights(path: str | Path, classes: list[int] | tuple[int, ...],
         weight[c] = w * 4
         bias[c] = -(w * mu).sum() * 4
     state = model.state_dict()
-    state["fc.weight"], state["fc.bias"] = weight, bias
+    state[f"{name}.weight"], state[f"{name}.bias"] = weight, bias
     path = Path(path)
     torch.save(state, path)
     return path

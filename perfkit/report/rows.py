@@ -172,8 +172,16 @@ def _offline_fields(r: Record | None) -> dict | None:
         "threads_per_request": r.metrics.get("threads_per_request")}
 
 
+def published_applies(metrics: dict) -> bool:
+    """Whether ImageNet's published accuracy may stand beside an accuracy record: not when it was
+    measured on the user's own classes (an ImageFolder), where the published numbers mean nothing."""
+    return metrics.get("layout") != "imagefolder"
+
+
 def _accuracy_fields(m: dict, ref: dict) -> dict:
     """Measured and published accuracy side by side, and their difference."""
+    if not published_applies(m):
+        ref = {k: v for k, v in ref.items() if k not in ("acc1_pct", "acc5_pct")}
     out = dict(
         top1_pct=m.get("top1_pct"), top5_pct=m.get("top5_pct"), images=m.get("images"),
         dataset_images=m.get("dataset_images"),

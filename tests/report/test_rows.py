@@ -69,6 +69,22 @@ def test_accuracy_measured_published_and_delta(store, make_run):
     assert _row(rows, "resnet18", "eager")["status"] == "ok"
 
 
+def test_published_accuracy_is_not_shown_beside_accuracy_on_your_own_classes(store):
+    """ImageNet's published top-1 means nothing on the user's ImageFolder: no published column, no delta, no flag."""
+    record = model_record(resolve("resnet18", "default"))  # weights with published ImageNet numbers
+    weights = "ResNet18_Weights.IMAGENET1K_V1"
+    accuracy = Record(kind=Kind.ACCURACY, model="resnet18", runtime="eager", precision="fp32", batch=32, weights=weights,
+                      metrics={"images": 40, "top1_correct": 10, "top5_correct": 30, "top1_pct": 25.0, "top5_pct": 75.0,
+                               "ref_top1_pct": None, "layout": "imagefolder", "num_classes": 1000})
+    with store.run() as run_id:
+        store.add(record, run_id)
+        store.add(accuracy, run_id)
+    [row] = summary_rows(store.records(run_id))
+    assert row["top1_pct"] == 25.0 and row["ref_top1_pct"] is None and row["ref_top5_pct"] is None
+    assert row["delta_top1_vs_ref_pp"] is None and not any("published" in f for f in row["flags"])
+    assert row["ref_params"] == 11_689_512  # what is not accuracy still comes from the model record
+
+
 def test_latency_memory_parity_params_per_row(store, make_run):
     rows = run_summary(store, make_run(store, parity_fail=True))["rows"]
     alex = _row(rows, "alexnet", "onnx")
