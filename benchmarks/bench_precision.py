@@ -40,7 +40,7 @@ from perfkit.context import Context  # noqa: E402
 from perfkit.data.calibration import CalibrationSet, Source  # noqa: E402
 from perfkit.env import cpu_flags, fingerprint  # noqa: E402
 from perfkit.vocab import BatchRange, parse_batches, parse_precisions  # noqa: E402
-from perfkit.zoo.registry import resolve  # noqa: E402
+from perfkit.zoo.sources import resolve  # noqa: E402
 
 TARGETS = {("resnet18", 1): 2.0, ("resnet18", 8): 1.8}  # ORT int8 speed-up over ORT fp32
 AGREEMENT_TARGET = 0.95
@@ -106,8 +106,8 @@ def model(name: str, a):
         crops = WORK / "lite1-calibration"
         if not crops.is_dir():
             RW.write_calibration_crops(crops, per_photo=6, seed=0)
-        return resolve(RW.LITE1, str(weights)), CalibrationSet(Source.IMAGES, crops, samples=60)
-    return resolve(name, "auto"), CalibrationSet.synthetic(a.calib_samples)
+        return resolve(RW.LITE1, weights=str(weights)), CalibrationSet(Source.IMAGES, crops, samples=60)
+    return resolve(name, weights="auto"), CalibrationSet.synthetic(a.calib_samples)
 
 
 def open_all(spec, runtimes: str, precisions, ctx, a) -> dict:

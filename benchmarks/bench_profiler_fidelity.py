@@ -20,7 +20,7 @@ import torch.utils.benchmark as tb
 from perfkit.env import fingerprint
 from perfkit.profile.timing import NoisyTimingWarning, TimingConfig, time_runner
 from perfkit.runtime import open_runner
-from perfkit.zoo.registry import resolve
+from perfkit.zoo.sources import resolve
 
 TARGET = 0.05
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
-    spec = resolve(args.model, "random")
+    spec = resolve(args.model, weights="random")
     x = spec.example_input(args.batch)
     config = TimingConfig(warmup=10, warmup_seconds=1.0, iterations=50, min_seconds=args.min_seconds)
     perfkit_ms, timer_ms, cvs = [], [], []

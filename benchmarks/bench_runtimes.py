@@ -48,7 +48,8 @@ from perfkit.profile.latency import LatencyResult, sweep
 from perfkit.profile.offline import OfflineConfig, OfflineResult, measure, offline_capable
 from perfkit.profile.timing import NoisyTimingWarning, TimingConfig, time_runner
 from perfkit.report.console import Column, console, fmt_float, print_table
-from perfkit.zoo.registry import DEFAULT_MODELS, resolve
+from perfkit.zoo.sources import resolve
+from perfkit.zoo.sources.torchvision import DEFAULT_MODELS
 
 TARGET = 0.05  # fidelity: within 5 % of the library's own tool
 
@@ -62,7 +63,7 @@ def cpu_seconds() -> float:
 
 def compare_model(name: str, backends, batch: int, ctx: Context, timing: TimingConfig, offline: OfflineConfig):
     """SingleStream at batch 1 (and ``batch``, for the Offline gain) and Offline at ``batch``, per runtime."""
-    spec = resolve(name, "random")  # speed does not depend on the weights' values
+    spec = resolve(name, weights="random")  # speed does not depend on the weights' values
     out = {"model": name, "single": {}, "offline": {}, "errors": {}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoisyTimingWarning)  # the CV is recorded
@@ -194,7 +195,7 @@ def ort_reference_offline(path: Path, x, seconds: float) -> dict:
 
 def fidelity(name: str, batch: int, ctx: Context, seconds: float, rounds: int, backends: set[str]) -> list[dict]:
     """perfkit beside benchmark_app (OpenVINO) and ORT's documented settings, alternating, medians."""
-    spec = resolve(name, "random")
+    spec = resolve(name, weights="random")
     x1, xb = spec.example_input(1), spec.example_input(batch)
     timing = TimingConfig(warmup=5, warmup_seconds=1.0, iterations=10, min_seconds=seconds)
     offline = OfflineConfig(seconds=seconds, max_requests=4)

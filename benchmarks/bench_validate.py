@@ -31,7 +31,7 @@ from perfkit.accuracy.harness import evaluate, runner_batch  # noqa: E402
 from perfkit.data.imagenet import open_imagenet, synset_index  # noqa: E402
 from perfkit.data.synthetic import make_imagenet_folder  # noqa: E402
 from perfkit.runtime import open_runner  # noqa: E402
-from perfkit.zoo.registry import resolve  # noqa: E402
+from perfkit.zoo.sources import resolve  # noqa: E402
 
 
 def make_runners(spec, second: str, device: str, batch: int) -> dict:
@@ -92,7 +92,7 @@ def main() -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
 
-    spec = resolve(args.model, args.weights)
+    spec = resolve(args.model, weights=args.weights)
     w, h = (int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data or Path(tmp) / "val"

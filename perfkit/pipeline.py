@@ -32,7 +32,8 @@ from perfkit.profile.offline import OfflineConfig
 from perfkit.profile.timing import TimingConfig
 from perfkit.results import Failure, Kind, Where
 from perfkit.vocab import BatchRange, Precision
-from perfkit.zoo.registry import SEED_MODELS, resolve
+from perfkit.zoo.sources import resolve
+from perfkit.zoo.sources.torchvision import SEED_MODELS
 
 
 class Step(StrEnum):
@@ -61,6 +62,8 @@ EVAL_BATCH = 32
 class RunConfig:
     models: list[str] = field(default_factory=lambda: list(SEED_MODELS))
     weights: str = "auto"
+    model_code: str | None = None  # the user's own nn.Module (FILE.py:CALLABLE), measured after ``models``
+    model_options: dict = field(default_factory=dict)  # the other ``resolve`` keywords (num_classes, input_size, ...)
     device: str = "cpu"  # resolved: cpu or cuda:N
     runtimes: list[str] | None = None  # None: every available backend marked for `perfkit run`
     precisions: list[Precision] = field(default_factory=lambda: [Precision.FP32])
@@ -124,9 +127,9 @@ def run_pipeline(cfg: RunConfig, store, progress=NO_PROGRESS, data=None) -> Pipe
     with recording(store, run_id=resume_id, device=cfg.device) as rec:
         if data is None and Step.ACCURACY in cfg.steps and cfg.data:
             data = open_data(cfg.data, cfg.labels, cfg.limit)
-        for name in cfg.models:
+        for name, keywords in _requests(cfg):
             try:
-                spec = resolve(name, cfg.weights)
+                spec = resolve(**keywords)
             except PerfkitError as exc:
                 if resume_id:
                     store.supersede(rec.run_id, name, (Kind.MODEL,))
@@ -152,6 +155,15 @@ def run_pipeline(cfg: RunConfig, store, progress=NO_PROGRESS, data=None) -> Pipe
     failures = [f"{r.model} {r.kind}{' ' + r.runtime if r.runtime else ''}{'' if r.batch is None else f' batch {r.batch}'}: "
                 f"{r.error or '; '.join(r.metrics.get('failures') or ['parity FAILED'])}" for r in failed] + unreadable
     return PipelineResult(rec.run_id, failures, skipped, time.perf_counter() - started)
+
+
+def _requests(cfg: RunConfig) -> list[tuple[str, dict]]:
+    """(name for a failure record, ``resolve`` keywords) of each model of the run."""
+    common = {"weights": cfg.weights, **cfg.model_options}
+    out = [(name, {"text": name, **common}) for name in cfg.models]
+    if cfg.model_code:
+        out.append((cfg.model_code, {"model_code": cfg.model_code, **common}))
+    return out
 
 
 def _run_step(rec, plan: "StepPlan", cfg: RunConfig, spec, backends, ctx, data) -> None:

@@ -42,14 +42,18 @@ def _failure(result: Failure) -> list[Record]:
 
 def model_record(spec) -> Record:
     """What was measured (kind model): recorded once per model and run, so reports never look the
-    model up again (published numbers, preprocessing and weights are as they were at run time)."""
-    ref = spec.reference if spec.source != "perfkit" else {}
+    model up again (published numbers, preprocessing and weights are as they were at run time).
+    A model the user provides has no published numbers (its source leaves ``reference`` empty)."""
+    ref = spec.reference
     metrics = {
-        "label": spec.label, "source": spec.source, "random_weights": spec.random_weights,
+        "label": spec.label, "source": spec.source, "identity": spec.identity, "arch": spec.arch,
+        "reference_runtime": spec.reference_runtime, "random_weights": spec.random_weights,
         "input_size": list(spec.input_size), "num_classes": spec.num_classes, "preprocess": spec.preprocess.to_dict(),
         "ref_weights": ref.get("weights"), "ref_top1_pct": ref.get("acc1_pct"), "ref_top5_pct": ref.get("acc5_pct"),
         "ref_params": ref.get("params"), "ref_gmacs": ref.get("gmacs"),
     }
+    if spec.weights.entry:
+        metrics["weights_entry"] = spec.weights.entry  # which part of the checkpoint: "model", "model_ema", ...
     return _record(Kind.MODEL, Where(spec.name, weights=spec.weights.identity), metrics)
 
 

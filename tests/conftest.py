@@ -92,9 +92,9 @@ def lenet5_artifacts(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_spec():
     """LeNet-5 with random weights: a real model that builds and runs in milliseconds."""
-    from perfkit.zoo.registry import resolve
+    from perfkit.zoo.sources import resolve
 
-    return resolve("lenet5", "random")
+    return resolve("lenet5", weights="random")
 
 
 @pytest.fixture(scope="session")

@@ -50,9 +50,9 @@ def test_every_step_writes_its_records(store):
 
 
 def _spec():
-    from perfkit.zoo.registry import resolve
+    from perfkit.zoo.sources import resolve
 
-    return resolve("lenet5", "random")
+    return resolve("lenet5", weights="random")
 
 
 # -- every kind of failure is recorded, the rest go on, and the exit code says so --------------------

@@ -33,7 +33,7 @@ from perfkit.errors import DatasetError, PerfkitError, UsageError
 from perfkit.results import Failure, Kind, Where
 from perfkit.vocab import BatchRange, Precision
 from perfkit.zoo.preprocess import EvalTransform
-from perfkit.zoo.registry import ModelSpec
+from perfkit.zoo.spec import ModelSpec
 
 FLIPPED_IDS_IN_RECORD = 1000  # the record keeps this many flipped ids; the JSON file keeps all
 

@@ -24,7 +24,7 @@ from perfkit.data.images import image_files, load_images
 from perfkit.errors import UsageError
 from perfkit.results import Failure, Kind, Where, describe
 from perfkit.vocab import BatchRange, Precision
-from perfkit.zoo.registry import ModelSpec
+from perfkit.zoo.spec import ModelSpec
 
 @dataclass(frozen=True)
 class Tolerance:

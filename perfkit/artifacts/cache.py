@@ -6,8 +6,8 @@ An artifact lives in its own folder under the artifacts directory::
         model.onnx, model.onnx.data, ...   what the exporter wrote
         manifest.json                      written last: its presence means the export finished
 
-The cache key covers everything that changes the exported bytes: the model (architecture, input
-size, weights identity), backend, precision, batch range, the backend's export options, the device
+The cache key covers everything that changes the exported bytes: the model (its identity: source,
+architecture or code hash, classes, input size, weights identity), backend, precision, batch range, the backend's export options, the device
 where the artifact is compiled for one (AOTInductor, TensorRT: the GPU model and compute capability,
 not just "cuda") and the versions of the libraries that did the export (the backend declares them).
 """
@@ -111,7 +111,7 @@ class ExportResult:
 class ExportRequest:
     """What an exporter is asked to build, and where to write it."""
 
-    spec: object  # perfkit.zoo.registry.ModelSpec
+    spec: object  # perfkit.zoo.spec.ModelSpec
     precision: Precision
     batch: BatchRange
     device: str
@@ -229,7 +229,7 @@ def cache_key(spec, backend, precision: Precision, batch: BatchRange, device: st
     from perfkit import __version__
 
     return {
-        "model": spec.name, "source": spec.source, "input_size": list(spec.input_size),
+        "model": spec.name, "identity": spec.identity, "source": spec.source, "input_size": list(spec.input_size),
         "num_classes": spec.num_classes, "weights": spec.weights.identity,
         "backend": backend.name, "precision": str(precision), "batch": batch.to_dict(),
         "device": device_identity(device) if backend.device_specific else "any",
@@ -422,8 +422,10 @@ def _manifest(req: ExportRequest, backend, key: dict, main_file: str, files: dic
         "device": key["device"] if key["device"] == "any" else device_type(req.device),
         "compiled_for": key["device"],
         "model": {
-            "name": spec.name, "source": spec.source, "label": spec.label, "num_classes": spec.num_classes,
-            "weights": {"kind": spec.weights.kind, "value": spec.weights.value, "identity": spec.weights.identity},
+            "name": spec.name, "identity": spec.identity, "source": spec.source, "arch": spec.arch,
+            "label": spec.label, "num_classes": spec.num_classes, "reference_runtime": spec.reference_runtime,
+            "weights": {"kind": spec.weights.kind, "value": spec.weights.value, "identity": spec.weights.identity,
+                        "entry": spec.weights.entry},
             "random_weights": spec.random_weights,
         },
         "inputs": [{"name": INPUT_NAME, "shape": [batch_dim, *spec.input_size], "dtype": "float32"}],

@@ -14,7 +14,7 @@ from pathlib import Path
 from perfkit.errors import ArtifactError
 
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3  # 3: model identity, arch, reference runtime, checkpoint entry
 REQUIRED_KEYS = ("manifest_version", "key", "backend", "precision", "device", "model", "inputs", "outputs",
                  "batch", "main_file", "files", "sha256")
 

@@ -32,7 +32,7 @@ import torch
 from perfkit.device import device_type, on_device, pin_tf32
 from perfkit.errors import ArtifactError, InputError, PerfkitError, UsageError, pip_install
 from perfkit.vocab import BatchRange, Precision
-from perfkit.zoo.registry import ModelSpec
+from perfkit.zoo.spec import ModelSpec
 
 EXPORT, RUN = "export", "run"  # option stages: part of the artifact (its cache key) or of the runner
 
@@ -412,10 +412,11 @@ class ArtifactRunner(Runner):
                          artifact=artifact, **kwargs)
         model = artifact.manifest["model"]
         shape = tuple(artifact.manifest["inputs"][0]["shape"][1:])
-        if (model["name"], model["weights"]["identity"], shape) != (spec.name, spec.weights.identity, spec.input_size):
+        if (model["identity"], shape) != (spec.identity, spec.input_size):
             raise ArtifactError(
-                f"{artifact.path} holds {model['name']} ({model['weights']['identity']}, input {shape}), "
-                f"not {spec.name} ({spec.weights.identity}, input {spec.input_size})")
+                f"{artifact.path} holds {model['name']} (identity {model['identity']}, {model['weights']['identity']}, "
+                f"input {shape}), not {spec.name} (identity {spec.identity}, {spec.weights.identity}, input "
+                f"{spec.input_size})")
         if artifact.device not in ("any", self.device.type):
             raise ArtifactError(f"{artifact.path} was compiled for {artifact.device}, it cannot run on {self.device}")
         built, here = artifact.manifest.get("compiled_for", "any"), None

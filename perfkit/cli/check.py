@@ -20,8 +20,9 @@ def add(sub) -> None:
                   "broken quantisation cannot keep: each sample's cosine with eager ≥ 0.9 and max |Δ| ≤ 0.6 of its\n"
                   "largest logit; its top-1 agreement and logit error are reported, not gated (near-ties flip;\n"
                   "judge int8 accuracy with `perfkit validate` on real images).",
-                  "perfkit check resnet18 -f torchscript,onnx,aoti --weights random -b 1,8")
-    p.add_argument("model")
+                  "perfkit check resnet18 -f torchscript,onnx,aoti --weights random -b 1,8\n"
+                  "  perfkit check resnet18 --num-classes 3 --weights checkpoint.pth -f onnx\n"
+                  "  perfkit check --model-code net.py:build --input-size 3,32,32 -f onnx")
     add_artifact_options(p, "torchscript,onnx,aoti")
     O.batch(p, "1,8", "comma-separated batch sizes to feed the inputs at")
     p.add_argument("--data", type=Path, default=None,

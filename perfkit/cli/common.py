@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 from perfkit.cli.options import given_options
 from perfkit.context import Context
+from perfkit.errors import UsageError
 
 
 def resolve_device(args) -> str:
@@ -45,15 +46,53 @@ def calibration(args, precisions, data=None):
     return chosen
 
 
-def spec(args, name: str | None = None, *, announce: bool = True):
-    """The model, with a banner when it runs with random weights."""
-    from perfkit.report.console import banner
-    from perfkit.zoo.registry import resolve
+def spec(args, *, announce: bool = True, **changes):
+    """The one model of a command: MODEL or ``--model-code`` (``changes``: keywords that replace the
+    flags' values), with a banner when it runs with random weights."""
+    from perfkit.cli.options import model_keywords
+    from perfkit.zoo.sources import resolve
 
-    resolved = resolve(name or args.model, args.weights)
-    if resolved.random_weights and announce:
-        banner(f"{resolved.name}: RANDOM WEIGHTS — accuracy numbers are not meaningful (latency and parity are).")
+    text = getattr(args, "model", None)
+    keywords = {**model_keywords(args), **changes}
+    if text is None and keywords["model_code"] is None:
+        raise UsageError(f"{_prog(args)}: name a MODEL (a zoo name: resnet18, timm:<name>, ...) or pass --model-code "
+                         f"FILE.py:CALLABLE (see {_prog(args)} --help)")
+    return _announced(resolve(text, **keywords), announce)
+
+
+def specs(args, *, announce: bool = True) -> list:
+    """Every model of a command that takes several: its MODEL arguments, then ``--model-code``; all
+    resolved before anything runs (a bad one is refused before a run is written)."""
+    from perfkit.cli.options import model_keywords
+    from perfkit.zoo.sources import resolve
+
+    keywords = model_keywords(args)
+    code = keywords.pop("model_code")
+    if not args.models and code is None:
+        raise UsageError(f"{_prog(args)}: name one or more MODELs (zoo names) or pass --model-code FILE.py:CALLABLE "
+                         f"(see {_prog(args)} --help)")
+    out = [resolve(name, **keywords) for name in args.models]
+    if code is not None:
+        out.append(resolve(None, model_code=code, **keywords))
+    return [_announced(s, announce) for s in out]
+
+
+def _prog(args) -> str:
+    return f"perfkit {getattr(args, 'command', '')}".strip()
+
+
+def _announced(resolved, announce: bool):
+    if announce:
+        warn_random(resolved)
     return resolved
+
+
+def warn_random(spec) -> None:
+    """The banner of a model that runs with random weights."""
+    from perfkit.report.console import banner
+
+    if spec.random_weights:
+        banner(f"{spec.name}: RANDOM WEIGHTS — accuracy numbers are not meaningful (latency and parity are).")
 
 
 def open_store(args, *, read_only: bool = False):

@@ -13,8 +13,9 @@ def add(sub) -> None:
                   "the same thing again is served from the cache (hash-checked); --force rebuilds (the cached\n"
                   "copy is replaced only once the new one is complete). A runtime that fails is recorded and\n"
                   "the others go on; the exit code is then 1.",
-                  "perfkit export resnet18 -f torchscript,onnx,aoti --weights random")
-    p.add_argument("model")
+                  "perfkit export resnet18 -f torchscript,onnx,aoti --weights random\n"
+                  "  perfkit export timm:efficientnet_lite0 --num-classes 7 --weights finetuned.pth -f onnx\n"
+                  "  perfkit export --model-code net.py:build --input-size 3,224,224 -f onnx")
     add_artifact_options(p, "torchscript,onnx,aoti")
     p.add_argument("--force", action="store_true", help="export again even when the artifact is cached")
     p.set_defaults(func=run)
@@ -25,7 +26,7 @@ def add_artifact_options(p, runtimes_default: str) -> None:
     O.runtimes(p, runtimes_default)
     O.precision(p)
     O.batch_range(p)
-    O.weights(p)
+    O.model(p)
     O.device(p)
     O.artifacts(p)
     O.backend_options(p)

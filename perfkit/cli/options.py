@@ -8,6 +8,9 @@
 - ``--json``: JSON on stdout instead of tables (``--json-out FILE`` writes a file).
 - ``--resume [RUN]``: continue an earlier run.
 - ``--scenario singlestream|offline``: latency only, or also the Offline (maximum-throughput) scenario.
+- the model (``model``): MODEL, ``--model-code``, ``--weights``, ``--num-classes``, ``--ema``,
+  ``--input-size`` and the preprocessing group (``--mean/--std/--resize/--crop/--interpolation``);
+  ``model_keywords`` turns them into ``perfkit.zoo.sources.resolve``'s keywords (the same names).
 - backend options (``--opset``, ``--script``, ...): generated from the backends' declarations.
 Every unknown or unsupported value is a one-line error with exit code 2.
 """
@@ -53,7 +56,92 @@ def json_flag(p) -> None:
 def weights(p, default: str = "auto") -> None:
     p.add_argument("--weights", default=default,
                    help="auto (pretrained if cached, else random and labelled so), default (pretrained, "
-                        "fail when not cached), random, a weights enum name (IMAGENET1K_V2), or a state-dict path")
+                        "fail when not cached), random, a weights enum name (IMAGENET1K_V2), or a checkpoint file: "
+                        "a state dict, or a training checkpoint holding one (under model, state_dict, ...; "
+                        "DDP/torch.compile/Lightning key prefixes are stripped), loaded with "
+                        "torch.load(weights_only=True)")
+
+
+MODEL_HELP = ("a zoo name: resnet18, resnet50:IMAGENET1K_V2, any torchvision classifier, timm:<name>, lenet5 "
+              "(`perfkit zoo`); omitted with --model-code")
+
+
+def model(p, *, positional: str | None = "one", weights_default: str = "auto") -> None:
+    """The model a command measures: MODEL (``one``; ``many``: MODEL..., ``None``: the command adds
+    its own), ``--model-code``, ``--weights``, ``--num-classes``, ``--ema``, ``--input-size`` and
+    the preprocessing group."""
+    if positional == "one":
+        p.add_argument("model", nargs="?", metavar="MODEL", help=MODEL_HELP)
+    elif positional == "many":
+        p.add_argument("models", nargs="*", metavar="MODEL", help=f"one or more models (evaluated one after the "
+                                                                  f"other): {MODEL_HELP}")
+    g = p.add_argument_group("the model: a zoo architecture with your head and checkpoint, or your own nn.Module")
+    weights(g, weights_default)
+    g.add_argument("--num-classes", type=int, default=None, metavar="N",
+                   help="the classifier has N outputs (a checkpoint's own head; a head that does not fit is named "
+                        "with both shapes). Default: the architecture's own")
+    g.add_argument("--ema", action="store_true",
+                   help="use a checkpoint's EMA weights (state_dict_ema / model_ema); default: its trained weights "
+                        "(the EMA only when the file holds nothing else), as timm's validate.py without --use-ema")
+    g.add_argument("--model-code", default=None, metavar="FILE.py:CALLABLE",
+                   help="your own nn.Module, instead of MODEL: FILE.py:CALLABLE or package.module:CALLABLE, a "
+                        "function returning the module (called with num_classes=N when it takes that parameter and "
+                        "--num-classes is given). This imports and RUNS YOUR CODE, as Python imports it: FILE's "
+                        "folder is added to the end of sys.path (so it imports its siblings); package.module is "
+                        "imported from sys.path (the current folder added last). Needs --input-size")
+    g.add_argument("--input-size", default=None, metavar="C,H,W|N",
+                   help="the model's input: C,H,W, or N for N×N (required with --model-code). For a zoo model: "
+                        "build and feed it at this size instead of its native one (the crop follows it; published "
+                        "numbers stay those of the native size)")
+    preprocessing(p)
+
+
+def preprocessing(p) -> None:
+    """How images become inputs, for every command that feeds images (every change is recorded)."""
+    from perfkit.zoo.sources import INTERPOLATIONS
+
+    g = p.add_argument_group("preprocessing (default: the weights' own transform, timm's resolved config, or for "
+                             "--model-code ImageNet mean/std with resize = crop / 0.875; every override is recorded)")
+    g.add_argument("--mean", default=None, metavar="R,G,B", help="normalisation mean")
+    g.add_argument("--std", default=None, metavar="R,G,B", help="normalisation std")
+    g.add_argument("--resize", type=int, default=None, metavar="N", help="resize the short side to N")
+    g.add_argument("--crop", type=int, default=None, metavar="N", help="center crop N×N: the model's input size")
+    g.add_argument("--interpolation", default=None, choices=INTERPOLATIONS, help="resize interpolation")
+
+
+def model_keywords(args) -> dict:
+    """The model flags of ``args`` as ``perfkit.zoo.sources.resolve`` keywords (MODEL not included)."""
+    return {"weights": getattr(args, "weights", "default"), "num_classes": getattr(args, "num_classes", None),
+            "input_size": input_size(getattr(args, "input_size", None)),
+            "model_code": getattr(args, "model_code", None), "ema": getattr(args, "ema", False),
+            "mean": floats3(getattr(args, "mean", None), "mean"), "std": floats3(getattr(args, "std", None), "std"),
+            "resize": getattr(args, "resize", None), "crop": getattr(args, "crop", None),
+            "interpolation": getattr(args, "interpolation", None)}
+
+
+def floats3(text: str | None, name: str) -> tuple[float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise UsageError(f"--{name} takes three comma-separated numbers (R,G,B), got '{text}'")
+    return values
+
+
+def input_size(text: str | None) -> tuple[int, int, int] | int | None:
+    """``--input-size``: ``C,H,W`` or ``N`` (N×N with the model's channels)."""
+    if text is None:
+        return None
+    try:
+        dims = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) not in (1, 3) or min(dims) < 1:
+        raise UsageError(f"--input-size must be C,H,W or N (N×N), positive integers; got {text!r}")
+    return dims[0] if len(dims) == 1 else dims
 
 
 def artifacts(p) -> None:

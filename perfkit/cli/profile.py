@@ -19,8 +19,9 @@ def add(sub) -> None:
                   "Offline scenario at the largest batch: for a fixed time per K, K requests in flight through\n"
                   "each runtime's own concurrency (OpenVINO AsyncInferQueue, K ONNX Runtime sessions, K threads),\n"
                   "K = 1, 2, 4, ... searched; the best samples/s is recorded with its K and configuration.",
-                  "perfkit profile resnet18 -f eager,onnx,openvino -b 1,8 --scenario offline --weights random")
-    p.add_argument("model")
+                  "perfkit profile resnet18 -f eager,onnx,openvino -b 1,8 --scenario offline --weights random\n"
+                  "  perfkit profile --model-code net.py:build --input-size 3,224,224 -f eager,onnx -b 1,8")
+    O.model(p)
     O.runtimes(p, "eager")
     O.batch(p, "1,8,32")
     O.device(p)
@@ -30,7 +31,6 @@ def add(sub) -> None:
     p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                    help="measure peak memory (one spawned process per runtime and batch)")
     O.threads(p)
-    O.weights(p)
     O.artifacts(p)
     O.backend_options(p)
     O.json_flag(p)

@@ -23,8 +23,10 @@ def add(sub) -> None:
                   "without cached weights runs with random weights and every output says so. A failing\n"
                   "step is recorded and the rest go on; the exit code is 1 if anything failed.",
                   "perfkit run                      # alexnet vgg16 resnet18 googlenet")
-    p.add_argument("models", nargs="*", help="models (default: the classic four: alexnet vgg16 resnet18 googlenet)")
-    O.weights(p)
+    p.add_argument("models", nargs="*", metavar="MODEL",
+                   help=f"models (default: the classic four: alexnet vgg16 resnet18 googlenet; none with --model-code): "
+                        f"{O.MODEL_HELP}")
+    O.model(p, positional=None)
     O.device(p)
     O.runtimes(p, "auto", "runtimes, or auto: every runtime available here that `perfkit run` measures by default")
     O.precision(p, "auto")
@@ -61,8 +63,11 @@ def config(args, device: str):
     opened = pipeline.open_data(data, args.labels, args.limit)
     calibration = common.calibration(args, precisions, data)
     options = {**O.given_options(args), **({"calibration": calibration} if calibration else {})}
+    keywords = O.model_keywords(args)
+    default = [] if keywords["model_code"] else list(pipeline.SEED_MODELS)
     return opened, pipeline.RunConfig(
-        models=args.models or list(pipeline.SEED_MODELS), weights=args.weights, device=device, runtimes=runtimes,
+        models=args.models or default, weights=keywords.pop("weights"), model_code=keywords.pop("model_code"),
+        model_options=keywords, device=device, runtimes=runtimes,
         precisions=precisions, automatic=str(args.precision).strip().lower() == "auto", batches=parse_batches(args.batch),
         data=data, labels=args.labels,
         limit=args.limit, cache=args.cache, parity_samples=args.parity_samples, memory=args.memory,

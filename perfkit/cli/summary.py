@@ -16,14 +16,11 @@ def add(sub) -> None:
                   "--check-onnx also exports the model with perfkit's ONNX exporter (through the artifact\n"
                   "cache) and counts the Conv/Gemm/MatMul/Einsum MACs of that graph: exit 1 when the two\n"
                   "counts disagree by more than 0.1%.",
-                  "perfkit summary resnet18 --weights random --json")
-    p.add_argument("model", help="a zoo name: resnet18, inception_v3, lenet5, timm:<name>, ...")
-    p.add_argument("--input-size", default=None, metavar="C,H,W|N",
-                   help="count at this input size instead of the model's native one: C,H,W, or N for N×N "
-                        "(published numbers stay those of the native size)")
+                  "perfkit summary resnet18 --weights random --json\n"
+                  "  perfkit summary --model-code net.py:build --input-size 3,224,224")
+    O.model(p)
     p.add_argument("--check-onnx", action="store_true",
                    help="cross-check the MACs against the exported ONNX graph (same convention); exit 1 on a disagreement")
-    O.weights(p)
     O.artifacts(p)
     O.json_flag(p)
     O.store(p)
@@ -39,8 +36,9 @@ def run(args) -> int:
     from perfkit.results import Failure, Kind, Where, describe
     from perfkit.store import Kind as K
 
-    native = common.spec(args)
-    spec = with_input_size(native, args.input_size)
+    spec = common.spec(args)
+    # published numbers are at the native size: a zoo model's, resolved without --input-size
+    native = common.spec(args, announce=False, input_size=None) if args.input_size and not args.model_code else spec
     onnx_ctx = common.context(args, "cpu") if args.check_onnx else None
     with common.session(args) as rec:
         rec.model(native)
@@ -63,25 +61,6 @@ def run(args) -> int:
         published = {"params": published.get("params")}  # published MACs are at the native size only
     common.show(args, rec, complexity_tables(record, spec.label, published) + _notes(record, native, spec))
     return common.exit_code(rec)
-
-
-def with_input_size(spec, text: str | None):
-    """``spec`` at the ``--input-size`` given as ``C,H,W`` or ``N`` (N×N with the spec's channels)."""
-    import dataclasses
-
-    from perfkit.errors import UsageError
-
-    if text is None:
-        return spec
-    try:
-        dims = tuple(int(v) for v in text.replace("x", ",").split(","))
-    except ValueError:
-        dims = ()
-    if len(dims) == 1:
-        dims = (spec.input_size[0], dims[0], dims[0])
-    if len(dims) != 3 or min(dims) < 1:
-        raise UsageError(f"--input-size must be C,H,W or N (N×N), positive integers; got {text!r}")
-    return dataclasses.replace(spec, input_size=dims)
 
 
 def _notes(record, native, spec) -> list[str]:

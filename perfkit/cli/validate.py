@@ -19,7 +19,7 @@ def add(sub) -> None:
                   "images anywhere under each): class index = the sorted folder names, or --labels FILE.\n"
                   "Scale out with: torchrun --nproc-per-node N -m perfkit validate ...",
                   "perfkit validate resnet18 --data ~/imagenet/val -f eager,onnx --cache ~/.cache/perfkit-val")
-    p.add_argument("models", nargs="+", metavar="MODEL", help="one or more models (evaluated one after the other)")
+    O.model(p, positional="many", weights_default="default")
     O.data(p, required=True)
     O.runtimes(p, "eager", "runtimes (eager is always run first, as the reference)")
     O.precision(p)
@@ -37,10 +37,6 @@ def add(sub) -> None:
                    help="also score against the ReaL labels (timm's copy, or a real.json FILE); ImageNet-val with "
                         "ILSVRC2012_val_N names only")
     p.add_argument("--per-class", action="store_true", help="also report accuracy per class (worst 10 shown, all in --json)")
-    p.add_argument("--mean", default=None, metavar="R,G,B", help="OVERRIDE the model's normalisation mean (recorded)")
-    p.add_argument("--std", default=None, metavar="R,G,B", help="OVERRIDE the model's normalisation std (recorded)")
-    p.add_argument("--resize", type=int, default=None, help="OVERRIDE the resize size (recorded)")
-    p.add_argument("--crop", type=int, default=None, help="OVERRIDE the crop size and model input size (recorded)")
     p.add_argument("--skip-unreadable", action="store_true",
                    help="leave unreadable images out instead of stopping; they are recorded and the result marked")
     p.add_argument("--max-top1-drop", type=float, default=None, metavar="PP",
@@ -49,27 +45,12 @@ def add(sub) -> None:
                    help="gate: exit 1 when a runtime's top-1 is below R × eager's (MLPerf style, e.g. 0.99)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="folder for the flipped-ids JSON; default <store folder>/validate/<run id>")
-    O.weights(p, default="default")
     O.artifacts(p)
     O.threads(p)
     O.backend_options(p)
     O.json_flag(p)
     O.store(p)
     p.set_defaults(func=run)
-
-
-def _floats3(text: str | None, name: str) -> tuple[float, float, float] | None:
-    from perfkit.errors import UsageError
-
-    if text is None:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3:
-        raise UsageError(f"--{name} takes three comma-separated numbers (R,G,B), got '{text}'")
-    return values
 
 
 def _batch_size(args) -> int:
@@ -88,8 +69,7 @@ def _options(args, spec, out_dir):
 
     batch_size = _batch_size(args)
     O.positive(args.workers, "--workers", allow_zero=True)
-    transform = spec.preprocess.with_overrides(mean=_floats3(args.mean, "mean"), std=_floats3(args.std, "std"),
-                                               resize_size=args.resize, crop_size=args.crop)
+    transform = spec.preprocess  # the preprocessing flags were applied when the model was resolved
     real = real_labels(None if args.real_labels == "timm" else args.real_labels) if args.real_labels else None
     return EvalOptions(transform=transform, crops=args.crops, batch_size=batch_size, workers=args.workers,
                        cache_dir=args.cache, skip_unreadable=args.skip_unreadable, per_class=args.per_class,
@@ -126,7 +106,7 @@ def run(args) -> int:
 def _specs(args, data, *, announce: bool) -> list:
     """Every model, checked against the data before a run is opened: outputs that do not match the
     class index, or ImageNet-only options on other data, are bad input (exit 2, nothing stored)."""
-    specs = [common.spec(args, name, announce=announce) for name in args.models]
+    specs = common.specs(args, announce=announce)  # MODEL... and --model-code
     for spec in specs:
         _options(args, spec, None).check(spec, data)
     return specs

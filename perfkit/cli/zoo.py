@@ -18,13 +18,14 @@ def add(sub) -> None:
 def rows(all_models: bool) -> list[dict]:
     import torchvision
 
-    from perfkit.zoo.registry import DEFAULT_MODELS, list_torchvision, resolve
+    from perfkit.zoo.sources import resolve
+    from perfkit.zoo.sources.torchvision import DEFAULT_MODELS, list_torchvision
     from perfkit.zoo.weights import hub_cache_path
 
     names = list_torchvision() + ["lenet5"] if all_models else [*DEFAULT_MODELS, "lenet5"]
     out = []
     for name in names:
-        spec = resolve(name, "random")  # no file access: the listing is about the published numbers
+        spec = resolve(name, weights="random")  # no file access: the listing is about the published numbers
         ref = spec.reference
         cached = None
         if spec.source == "torchvision":

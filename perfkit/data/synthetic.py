@@ -222,9 +222,9 @@ def write_spread_weights(path: str | Path, classes: list[int] | tuple[int, ...],
     """
     import torch
 
-    from perfkit.zoo.registry import resolve
+    from perfkit.zoo.sources import resolve
 
-    spec = resolve(arch, "random")
+    spec = resolve(arch, weights="random")
     model = spec.build()
     name = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
     parent, _, attr = name.rpartition(".")

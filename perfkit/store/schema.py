@@ -17,7 +17,8 @@ from perfkit.results import Kind
 
 # 3: complexity sizes in *_mib (were *_mb holding MiB), unrowed_params, onnx_*; precision (calibration,
 # quantization, relative_top1); the Offline scenario's throughput kind
-SCHEMA_VERSION = 3
+# 4: model records carry the model's identity, arch, reference runtime and checkpoint entry (model sources)
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ _TIMING = ("iterations warmup_iterations latency_mean_ms latency_median_ms laten
 SCHEMAS: dict[Kind, KindSchema] = {
     Kind.MODEL: _schema(
         "label source random_weights input_size num_classes preprocess",
-        "ref_weights ref_top1_pct ref_top5_pct ref_params ref_gmacs"),
+        "identity arch reference_runtime weights_entry ref_weights ref_top1_pct ref_top5_pct ref_params ref_gmacs"),
     Kind.COMPLEXITY: _schema(
         "params trainable_params macs flops",
         "non_trainable_params input_size macs_by_op uncounted_ops macs_convention params_convention not_counted "

@@ -31,7 +31,8 @@ from perfkit.distributed import ALONE, Distributed
 from perfkit.errors import UsageError
 from perfkit.results import Where
 from perfkit.zoo.preprocess import EvalTransform
-from perfkit.zoo.registry import ModelSpec, resolve
+from perfkit.zoo.sources import resolve
+from perfkit.zoo.spec import ModelSpec
 
 DEFAULT_CHECKPOINT_ROOT = Path(".perfkit-checkpoints")
 DEFAULT_LOG_DIR = Path("reports")
@@ -345,7 +346,7 @@ def _prepare(cfg: TrainConfig, dist: Distributed) -> _Job:
     _check_config(cfg)
     device = training_device(cfg.device, dist)
     amp_dtype = _amp_dtype(cfg.amp, device)
-    spec = resolve(cfg.model, cfg.weights)
+    spec = resolve(cfg.model, weights=cfg.weights)
     size = cfg.input_size or spec.input_size[-1]
     pre = eval_transform(spec, size)
     data = _load_data(cfg, dist, pre, size)

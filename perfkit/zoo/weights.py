@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,18 +24,32 @@ RANDOM_SEED = 0  # random weights are seeded so every process builds the same mo
 class WeightsRef:
     """What weights a model uses.
 
-    kind: ``pretrained`` (a torchvision enum or timm's pretrained tag), ``file`` or ``random``.
+    kind: ``pretrained`` (a torchvision enum or timm's pretrained tag), ``file``, ``random``, or
+        ``built`` (a ``--model-code`` module's own, as its callable made them, seeded).
     value: the enum's full name (``ResNet50_Weights.IMAGENET1K_V2``), the file path, or ``random``.
-    identity: short stable identity for caches and records (enum name, ``file:<sha256[:16]>``, ``random:seed0``).
+    identity: short stable identity for caches and records (enum name, ``file:<sha256[:16]>``, with
+        ``+ema`` when a checkpoint's EMA weights are used, ``random:seed0``).
+    entry: a checkpoint file's entry the weights are under (``model``, ``state_dict_ema``; ``""``: bare).
     """
 
     kind: str
     value: str
     identity: str
+    entry: str = ""
 
     @property
     def is_random(self) -> bool:
         return self.kind == "random"
+
+    @property
+    def ema(self) -> bool:
+        return self.entry in EMA_ENTRIES
+
+    def describe(self) -> str:
+        """Short text for labels: ``finetuned.pth``, ``finetuned.pth EMA``, ``random weights``."""
+        if self.kind == "file":
+            return Path(self.value).name + (" EMA" if self.ema else "")
+        return "random weights" if self.is_random else self.identity
 
 
 RANDOM = WeightsRef("random", "random", f"random:seed{RANDOM_SEED}")
@@ -47,14 +62,26 @@ def _check_file(path: Path) -> None:
         raise WeightsError(f"weights file not found: {path}")
 
 
-def file_ref(path: str | os.PathLike) -> WeightsRef:
-    path = Path(path).expanduser()
-    _check_file(path)
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
-    return WeightsRef("file", str(path.resolve()), f"file:{digest.hexdigest()[:16]}")
+    return digest.hexdigest()
+
+
+def file_ref(path: str | os.PathLike, *, entry: str = "") -> WeightsRef:
+    """The weights of a file, identified by its content (and by the entry, when it is the EMA)."""
+    path = Path(path).expanduser()
+    _check_file(path)
+    ema = "+ema" if entry in EMA_ENTRIES else ""
+    return WeightsRef("file", str(path.resolve()), f"file:{sha256_of(path)[:16]}{ema}", entry)
+
+
+def checkpoint_ref(path: str | os.PathLike, *, ema: bool = False) -> tuple[WeightsRef, Checkpoint]:
+    """A checkpoint file read now (a bad file is refused before anything runs) and its reference."""
+    checkpoint = read_checkpoint(path, ema=ema)
+    return file_ref(path, entry=checkpoint.entry), checkpoint
 
 
 def offline_by_setting() -> bool:
@@ -95,48 +122,173 @@ def load_torchvision_state(weights) -> dict:
     )
 
 
+# Where training scripts keep the trained weights inside a checkpoint, in the order timm's
+# load_checkpoint looks (torchvision's train.py: "model"; timm and Lightning: "state_dict").
+TRAINED_ENTRIES = ("state_dict", "model", "model_state_dict")
+# Their exponential moving average: timm's train.py ("state_dict_ema"), torchvision's ("model_ema").
+EMA_ENTRIES = ("state_dict_ema", "model_ema")
+# Wrappers that prefix every key: DistributedDataParallel, torch.compile, a Lightning module's `self.model`.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
+# Bookkeeping entries that are not weights: torch.optim.swa_utils.AveragedModel's counter (torchvision's EMA).
+BOOKKEEPING_KEYS = ("n_averaged",)
+SAVE_STATE_DICT = "save a state dict instead: torch.save(model.state_dict(), PATH)"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The weights read from a checkpoint file: the state dict and the entry it was under
+    (``""`` for a bare state dict)."""
+
+    state: dict
+    entry: str = ""
+
+    @property
+    def ema(self) -> bool:
+        return self.entry in EMA_ENTRIES
+
+
 def load_state_file(path: str | os.PathLike) -> dict:
-    """A state dict from a file: a bare state dict, or a checkpoint holding one under state_dict/model."""
+    """The trained weights of a checkpoint file (its EMA only when it holds nothing else)."""
+    return read_checkpoint(path).state
+
+
+def read_checkpoint(path: str | os.PathLike, *, ema: bool = False) -> Checkpoint:
+    """A state dict from a file as training scripts write them: a bare state dict, or a checkpoint
+    holding one under ``state_dict``/``model``/``model_state_dict`` (``ema``: under
+    ``state_dict_ema``/``model_ema``) beside entries that are not weights (optimizer, epoch, args).
+
+    Always ``torch.load(weights_only=True)``: a file that needs other pickled code to load is refused.
+    ``argparse.Namespace`` is allowed: torchvision's and timm's train.py save their ``args`` as one,
+    and rebuilding it sets attributes only, it runs no code.
+    """
+    import argparse
+
     path = Path(path)
     _check_file(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt/truncated/non-torch file
-        # torch's own text may suggest weights_only=False, which would run code from the file: keep its first sentence.
-        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""
-        reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-        raise WeightsError(f"cannot read weights file {path}: {reason} (not a PyTorch state dict, or a truncated one)") from None
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model", "model_state_dict"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(
-            f"{path} does not hold a state dict (a mapping of names to tensors, "
-            f"or a checkpoint with one under 'state_dict' or 'model')"
-        )
-    # Checkpoints saved from DistributedDataParallel prefix every key with "module.".
-    if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    return obj
+        raise WeightsError(_unreadable(path, exc)) from None
+    entry, state = _entry(obj, path, ema)
+    if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        where = f"its '{entry}' entry" if entry else "it"
+        raise WeightsError(f"{path}: {where} is not a state dict (a mapping of parameter names to tensors)")
+    return Checkpoint(dict(state), entry)
 
 
-def apply_state(model: torch.nn.Module, state: dict, source: str, optional_prefixes: tuple[str, ...] = ()) -> None:
-    """Load ``state`` strictly, except keys under ``optional_prefixes`` (e.g. auxiliary heads)."""
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches raise even when strict=False
-        raise WeightsError(f"weights from {source} do not fit {type(model).__name__}: {str(exc).strip()[:600]}") from None
-    missing = [k for k in result.missing_keys if not k.startswith(optional_prefixes)]
-    unexpected = [k for k in result.unexpected_keys if not k.startswith(optional_prefixes)]
+def _unreadable(path: Path, exc: Exception) -> str:
+    text = str(exc)
+    needs = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if needs:
+        # torch's own text suggests weights_only=False, which would run code from the file: never echoed.
+        return (f"{path} needs arbitrary pickled code to load (it holds a {needs.group(1)} object) and perfkit "
+                f"loads weights with torch.load(weights_only=True): {SAVE_STATE_DICT}")
+    first = text.strip().splitlines()[0].split(". ")[0] if text.strip() else ""
+    reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return f"cannot read weights file {path}: {reason} (not a PyTorch state dict, or a truncated one)"
+
+
+def _entry(obj, path: Path, ema: bool) -> tuple[str, dict]:
+    """(entry name, state dict) of a loaded checkpoint: the trained weights, or the EMA with ``ema``."""
+    if not isinstance(obj, dict):
+        raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict: {SAVE_STATE_DICT}")
+    found = [k for k in (*TRAINED_ENTRIES, *EMA_ENTRIES) if isinstance(obj.get(k), dict)]
+    emas = [k for k in found if k in EMA_ENTRIES]
+    if ema:
+        if not emas:
+            raise WeightsError(f"{path} has no EMA weights ({' or '.join(EMA_ENTRIES)}): drop --ema")
+        return emas[0], obj[emas[0]]
+    if found:  # the trained weights; the EMA only when the file holds nothing else
+        return found[0], obj[found[0]]
+    if all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return "", obj
+    entries = ", ".join(map(str, list(obj)[:8])) + (" …" if len(obj) > 8 else "")
+    raise WeightsError(f"{path} holds no state dict: its entries are {entries} (perfkit reads a bare state dict or "
+                       f"one under {', '.join((*TRAINED_ENTRIES, *EMA_ENTRIES))})")
+
+
+# -- fitting a state dict to a model ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A state dict made to fit a model: ``state`` with ``prefix`` stripped from every key."""
+
+    state: dict
+    prefix: str = ""
+
+
+def fit_state(state: dict, expected: dict[str, tuple], *, source: str, model: str,
+              optional_prefixes: tuple[str, ...] = (), classes_flag: str | None = "--num-classes") -> Fit:
+    """``state`` fitted to a model whose state dict has ``expected`` names → shapes.
+
+    A wrapper prefix (``module.``, ``_orig_mod.``, ``model.``) is stripped only when every key has
+    it and the stripped keys fit; keys under ``optional_prefixes`` may be missing or extra.
+
+    Raises:
+        WeightsError: one line naming ``source``: the first missing and unexpected keys (a state
+            dict for another architecture), or the tensors whose shapes differ — for a classifier
+            head, both shapes and the ``classes_flag`` value that fits (None: no flag can fix it).
+    """
+    variants = _prefix_variants({k: v for k, v in state.items() if k not in BOOKKEEPING_KEYS or k in expected})
+    misfits = [(_key_misfit(s, expected, optional_prefixes), prefix, s) for prefix, s in variants]
+    best = min(misfits, key=lambda m: len(m[0][0]) + len(m[0][1]))
+    (missing, unexpected), prefix, chosen = best
     if missing or unexpected:
-        def few(keys):
-            return ", ".join(keys[:5]) + (f" … ({len(keys)} in all)" if len(keys) > 5 else "")
+        detail = "; ".join(part for part in (_few("missing", missing), _few("unexpected", unexpected)) if part)
+        raise WeightsError(f"{source} does not fit {model} (a state dict for another architecture?): {detail}")
+    wrong = [(k, tuple(v.shape), tuple(expected[k])) for k, v in chosen.items()
+             if k in expected and tuple(v.shape) != tuple(expected[k])]
+    if wrong:
+        raise WeightsError(_shape_message(wrong, source, model, classes_flag))
+    return Fit(chosen, prefix)
 
-        detail = []
-        if missing:
-            detail.append(f"missing keys: {few(missing)}")
-        if unexpected:
-            detail.append(f"unexpected keys: {few(unexpected)}")
-        raise WeightsError(f"weights from {source} do not fit {type(model).__name__}: " + "; ".join(detail))
+
+def _prefix_variants(state: dict) -> list[tuple[str, dict]]:
+    """``state`` as it is, then with each wrapper prefix that every key shares stripped, in turn."""
+    out, prefix = [("", state)], ""
+    while True:
+        shared = next((p for p in WRAPPER_PREFIXES if state and all(k.startswith(p) for k in state)), None)
+        if shared is None:
+            return out
+        prefix += shared
+        state = {k[len(shared):]: v for k, v in state.items()}
+        out.append((prefix, state))
+
+
+def _key_misfit(state: dict, expected: dict, optional: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    missing = [k for k in expected if k not in state and not k.startswith(optional)]
+    unexpected = [k for k in state if k not in expected and not k.startswith(optional)]
+    return missing, unexpected
+
+
+def _few(what: str, keys: list[str]) -> str:
+    if not keys:
+        return ""
+    return f"{what} keys " + ", ".join(keys[:4]) + (f" … ({len(keys)} in all)" if len(keys) > 4 else "")
+
+
+def _dims(shape: tuple) -> str:
+    return "×".join(map(str, shape)) or "a scalar"
+
+
+def _shape_message(wrong: list[tuple], source: str, model: str, classes_flag: str | None) -> str:
+    key, have, want = wrong[0]
+    outputs = {h[0] for _, h, _ in wrong if h}
+    head = (len(outputs) == 1 and all(h and w and h[1:] == w[1:] and h[0] != w[0] for _, h, w in wrong))
+    if head:  # only the classifier's output count differs: the checkpoint has another head
+        fix = f"pass {classes_flag} {outputs.pop()}" if classes_flag else f"the checkpoint has {outputs.pop()} classes"
+        return f"{source}: {key} is {_dims(have)} but {model} has {_dims(want)} — {fix}"
+    more = f" (and {len(wrong) - 1} more tensor(s))" if len(wrong) > 1 else ""
+    return f"{source} does not fit {model}: {key} is {_dims(have)} but {model} has {_dims(want)}{more}"
+
+
+def apply_state(model: torch.nn.Module, state: dict, source: str, optional_prefixes: tuple[str, ...] = (), *,
+                name: str | None = None, classes_flag: str | None = "--num-classes") -> str:
+    """Load ``state`` into ``model`` once it fits (``fit_state``); returns the wrapper prefix stripped."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    fit = fit_state(state, expected, source=source, model=name or type(model).__name__,
+                    optional_prefixes=optional_prefixes, classes_flag=classes_flag)
+    model.load_state_dict(fit.state, strict=False)  # strict on what matters: fit_state checked every key
+    return fit.prefix

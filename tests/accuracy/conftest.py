@@ -27,7 +27,7 @@ def rw():
 @pytest.fixture(scope="module")
 def lite1(rw, tmp_path_factory):
     """(spec, weights file) of EfficientNet-Lite1 with the converted real weights."""
-    from perfkit.zoo.registry import resolve
+    from perfkit.zoo.sources import resolve
 
     weights = rw.convert_lite1(tmp_path_factory.mktemp("lite1") / "efficientnet_lite1.pt")
-    return resolve(rw.LITE1, str(weights)), weights
+    return resolve(rw.LITE1, weights=str(weights)), weights

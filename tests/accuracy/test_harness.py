@@ -26,7 +26,7 @@ from perfkit.distributed import Distributed
 from perfkit.errors import DatasetError
 from perfkit.record import recording, to_records
 from perfkit.vocab import Precision
-from perfkit.zoo.registry import resolve
+from perfkit.zoo.sources import resolve
 
 CLASSES = [5, 900]
 
@@ -39,7 +39,7 @@ def weights(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def spec(weights):
-    return resolve("resnet18", str(weights))
+    return resolve("resnet18", weights=str(weights))
 
 
 @pytest.fixture(scope="session")

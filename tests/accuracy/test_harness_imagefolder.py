@@ -26,7 +26,7 @@ from perfkit.data import open_dataset
 from perfkit.data.synthetic import make_class_folders, write_spread_weights
 from perfkit.errors import UsageError
 from perfkit.record import to_records
-from perfkit.zoo.registry import resolve
+from perfkit.zoo.sources import resolve
 
 NAMES = [f"c{i}" for i in range(10)]
 PERMUTED = ["c3", "c7", "c0", "c9", "c1", "c5", "c8", "c2", "c6", "c4"]  # labels.txt: output i is PERMUTED[i]
@@ -40,7 +40,7 @@ def weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def spec(weights):
-    return resolve("lenet5", str(weights))
+    return resolve("lenet5", weights=str(weights))
 
 
 @pytest.fixture(scope="module")

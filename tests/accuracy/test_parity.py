@@ -99,12 +99,12 @@ def test_nan_weights_fail_parity_naming_the_weights_not_the_export(tmp_path, run
     and the check says the model is broken instead of blaming the export (TorchScript's own reload
     check refused the export, ONNX parity blamed the runtime's "NaN/Inf logits")."""
     from perfkit.context import Context
-    from perfkit.zoo.registry import resolve
+    from perfkit.zoo.sources import resolve
 
     weights = tmp_path / "nan.pt"
-    torch.save({k: torch.full_like(v, float("nan")) for k, v in resolve("lenet5", "random").build().state_dict().items()},
+    torch.save({k: torch.full_like(v, float("nan")) for k, v in resolve("lenet5", weights="random").build().state_dict().items()},
                weights)
-    spec = resolve("lenet5", str(weights))
+    spec = resolve("lenet5", weights=str(weights))
     results = list(P.check_parity(spec, [runtime], Context(artifacts=tmp_path / "art"),
                                   inputs=P.inputs_for(spec, 4), batches=[2]))
     [check] = [r for r in results if isinstance(r, P.ParityCheck)]
@@ -286,10 +286,10 @@ def test_check_refuses_a_tampered_artifact_naming_the_file(capsys, shared_artifa
 
     from perfkit.backends import prepare
     from perfkit.context import Context
-    from perfkit.zoo.registry import resolve
+    from perfkit.zoo.sources import resolve
 
     own = tmp_path / "own"
-    src = prepare(resolve("lenet5", "random"), "onnx", Context(artifacts=shared_artifacts))
+    src = prepare(resolve("lenet5", weights="random"), "onnx", Context(artifacts=shared_artifacts))
     shutil.copytree(shared_artifacts, own)
     victim = own / src.path.relative_to(shared_artifacts)
     victim.write_bytes(victim.read_bytes().replace(b"logits", b"logitz"))

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from perfkit.analysis import count_macs, count_params, measure_complexity, summarize
-from perfkit.zoo.registry import DEFAULT_MODELS, resolve
+from perfkit.zoo.sources import resolve
+from perfkit.zoo.sources.torchvision import DEFAULT_MODELS
 
 # All eight take ~30-50 s on a busy 2-core machine (alexnet and vgg16 mostly in the random init of
 # their 100M+ weights). The fast set keeps one of each kind: residual, inception at 299 with aux
@@ -21,7 +22,7 @@ _FAST = {"resnet18", "googlenet", "inception_v3", "mobilenet_v2"}
     n if n in _FAST else pytest.param(n, marks=pytest.mark.slow) for n in DEFAULT_MODELS
 ])
 def test_matches_torchvision_published_params_and_macs(name):
-    spec = resolve(name, "random")
+    spec = resolve(name, weights="random")
     model = spec.build()
     cx = measure_complexity(spec, model)
     assert cx.params == spec.reference["params"]
@@ -136,7 +137,7 @@ def test_uncounted_ops_list_only_ops_that_compute():
 
 @pytest.mark.parametrize("name", ["resnet18"])
 def test_resnet18_uncounted_ops_have_no_allocations(name):
-    cx = measure_complexity(resolve(name, "random"))
+    cx = measure_complexity(resolve(name, weights="random"))
     assert "aten.empty" not in cx.uncounted_ops and cx.uncounted_ops["aten.native_batch_norm"] == 20
 
 
@@ -168,7 +169,7 @@ def _published_weights():
     minutes more; perfkit's default models are also checked on real builds above)."""
     import torchvision
 
-    from perfkit.zoo.registry import list_torchvision
+    from perfkit.zoo.sources.torchvision import list_torchvision
 
     out = []
     for arch in list_torchvision():
@@ -192,14 +193,13 @@ def test_every_torchvision_classifier_matches_published_ops(arch, weights):
 
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from perfkit.zoo import registry
     from perfkit.zoo.preprocess import from_torchvision
 
     crop = from_torchvision(weights).crop_size
-    spec = dataclasses.replace(resolve(arch, "random"), input_size=(3, crop, crop),
+    spec = dataclasses.replace(resolve(arch, weights="random"), input_size=(3, crop, crop),
                                num_classes=len(weights.meta["categories"] or []) or 1000)
     with _parameters_on_meta():
-        model = registry._construct(spec)
+        model = spec.builder(spec)
     with FakeTensorMode(allow_non_fake_inputs=True):
         cx = measure_complexity(spec, model.to_empty(device="cpu"))
     assert cx.params == weights.meta["num_params"]

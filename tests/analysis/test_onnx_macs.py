@@ -19,7 +19,7 @@ from perfkit.analysis import ONNX_TOLERANCE, analyze, count_macs, count_onnx_mac
 from perfkit.analysis import complexity as complexity_module
 from perfkit.context import Context
 from perfkit.errors import MeasurementError
-from perfkit.zoo.registry import resolve
+from perfkit.zoo.sources import resolve
 
 
 def _graph(nodes, inputs, outputs, initializers=(), value_info=()) -> onnx.ModelProto:
@@ -161,7 +161,7 @@ CROSS_CHECKED = ("vit_b_32", "swin_t", "maxvit_t", "convnext_tiny")
 
 
 def _cross_check_params():
-    from perfkit.zoo.registry import list_torchvision
+    from perfkit.zoo.sources.torchvision import list_torchvision
 
     return [pytest.param(name, marks=[pytest.mark.slow] + ([] if name in CROSS_CHECKED else [pytest.mark.all_models]))
             for name in (*CROSS_CHECKED, *(n for n in list_torchvision() if n not in CROSS_CHECKED))]
@@ -173,7 +173,7 @@ def test_torchvision_pytorch_and_onnx_macs_agree(name, tmp_path):
 
     if torchvision.models.get_model_weights(name).DEFAULT.meta["num_params"] > 100e6:
         pytest.skip("over 100 M params: its ONNX export does not fit the test budget")
-    report = analyze(resolve(name, "random"), onnx_ctx=Context(artifacts=tmp_path / "art"))
+    report = analyze(resolve(name, weights="random"), onnx_ctx=Context(artifacts=tmp_path / "art"))
     assert report.onnx.no_formula == {}
     # Exact on every model but Swin V2: its position-bias MLP runs on a constant table, which the
     # exporter folds away (−0.047 % on swin_v2_t); the tolerance is there for that.

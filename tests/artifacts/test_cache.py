@@ -27,7 +27,7 @@ from perfkit.backends import EXPORT, get, make_runner
 from perfkit.context import DEFAULT_ARTIFACTS, Context, artifacts_dir
 from perfkit.errors import ArtifactError
 from perfkit.vocab import BatchRange, Precision
-from perfkit.zoo.registry import resolve
+from perfkit.zoo.sources import resolve
 
 
 @pytest.fixture
@@ -158,7 +158,7 @@ def test_key_separates_what_changes_the_bytes(tiny_spec, tmp_path, monkeypatch):
     assert folder(backend="onnx", options={"opset": 17}) != folder(backend="onnx")
     weights = tmp_path / "w.pt"
     torch.save(tiny_spec.build().state_dict(), weights)
-    assert folder(spec=resolve("lenet5", str(weights))) != base
+    assert folder(spec=resolve("lenet5", weights=str(weights))) != base
     # TorchScript runs anywhere; AOTInductor is compiled per device: per GPU model, not just "cuda"
     assert folder(device="cuda:0") == base
     aoti = {"backend": "aoti"}

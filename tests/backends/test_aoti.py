@@ -27,9 +27,9 @@ def test_cuda_weights_go_through_torchs_caching_allocator():
 
 
 def _request(tmp_path, device="cuda:0"):
-    from perfkit.zoo.registry import resolve
+    from perfkit.zoo.sources import resolve
 
-    spec = resolve("lenet5", "random")
+    spec = resolve("lenet5", weights="random")
     return types.SimpleNamespace(device=device, model=lambda: spec.build().eval(), example_input=lambda: spec.example_input(2),
                                  batch=BatchRange(1, 2, 4), dynamic=True, precision=Precision.FP32, options={"inductor_freezing": True},
                                  out_dir=tmp_path, info={})

@@ -16,7 +16,7 @@ from perfkit.backends import get, make_runner, open_runner, prepare
 from perfkit.context import Context
 from perfkit.errors import ArtifactError, InputError, PerfkitError
 from perfkit.vocab import BatchRange
-from perfkit.zoo.registry import resolve
+from perfkit.zoo.sources import resolve
 
 CPU_FORMATS = ("torchscript", "onnx", "aoti")
 
@@ -89,8 +89,8 @@ def test_artifact_of_another_model_is_refused(tiny_spec, shared, tmp_path):
     model = tiny_spec.build()
     torch.nn.init.zeros_(model.classifier[-1].bias)
     torch.save(model.state_dict(), weights)
-    other = resolve("lenet5", str(weights))
-    with pytest.raises(ArtifactError, match="holds lenet5 \\(random:seed0"):
+    other = resolve("lenet5", weights=str(weights))
+    with pytest.raises(ArtifactError, match="holds lenet5 \\(identity [0-9a-f]{16}, random:seed0"):
         get("torchscript").runner(other, artifact=artifact)
 
 
@@ -196,7 +196,7 @@ def test_torchscript_optimize_for_inference_at_load(options, optimized, tiny_spe
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", CPU_FORMATS)
 def test_resnet18_parity(fmt, shared):
-    spec = resolve("resnet18", "random")
+    spec = resolve("resnet18", weights="random")
     x = spec.example_input(4, seed=5)
     with open_runner(spec, fmt, shared) as r:
         got = torch.cat([r.infer(x[:1]), r.infer(x[1:])])
@@ -207,7 +207,7 @@ def test_resnet18_parity(fmt, shared):
 @pytest.mark.slow
 def test_inception_v3_script_returns_logits(shared):
     """Scripted Inception returns (logits, aux); the runner hands back the logits."""
-    spec = resolve("inception_v3", "random")
+    spec = resolve("inception_v3", weights="random")
     x = spec.example_input(2, seed=0)
     with open_runner(spec, "torchscript", shared.replace(options={"script": True})) as r:
         got = r.infer(x)
@@ -277,7 +277,7 @@ def _runnable(fmt, device):
 def test_cuda_runners_match_cpu_eager(fmt, shared):
     device = _gpu()
     _runnable(fmt, device)
-    spec = resolve("resnet18", "random")
+    spec = resolve("resnet18", weights="random")
     x = spec.example_input(8, seed=7)
     with open_runner(spec, fmt, shared.replace(device=device), batch=BatchRange(1, 8, 16)) as r:
         got = torch.cat([r.infer(x[:1]), r.infer(x[1:])])
@@ -297,7 +297,7 @@ def test_cuda_runner_reads_the_input_torch_has_just_written(fmt, shared):
     stream reads it before it is written (zeros here) and returns another image's logits."""
     device = _gpu()
     _runnable(fmt, device)
-    spec = resolve("resnet18", "random")
+    spec = resolve("resnet18", weights="random")
     src = spec.example_input(8, seed=3).to(device)
     with torch.cuda.device(device), open_runner(spec, fmt, shared.replace(device=device),
                                                 batch=BatchRange(1, 8, 16)) as r:
@@ -317,7 +317,7 @@ def test_cuda_runner_reads_the_input_torch_has_just_written(fmt, shared):
 def test_tensorrt_engine_parity(precision, shared):
     """64 inputs at batch 1 and 16. fp16 may flip a near-tie: a top-1 change is allowed only where
     eager's two best logits are closer than the logit tolerance itself (the logits must be within it)."""
-    spec = resolve("resnet18", "random")
+    spec = resolve("resnet18", weights="random")
     x = spec.example_input(64, seed=7)
     with open_runner(spec, "tensorrt", shared.replace(device="cuda:0"), precision=precision,
                      batch=BatchRange(1, 16, 64)) as r:
@@ -338,7 +338,7 @@ def test_tensorrt_engine_parity(precision, shared):
 
 @pytest.mark.tensorrt
 def test_tensorrt_runs_one_profile_per_swept_batch(shared):
-    spec = resolve("resnet18", "random")
+    spec = resolve("resnet18", weights="random")
     ctx = shared.replace(device="cuda:0", options={"profile_batches": (1, 32)})
     with open_runner(spec, "tensorrt", ctx, batch=BatchRange(1, 8, 64)) as r:
         assert r.engine.num_optimization_profiles == 3

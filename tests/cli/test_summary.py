@@ -146,9 +146,9 @@ def test_input_size_table_does_not_compare_published_macs_at_another_size(capsys
 def test_vit_is_built_for_its_input_size(capsys):
     """torchvision's ViT builder sizes the position embedding from the weights; perfkit passes the
     spec's size itself (vit_h_14's default weights are at 518), and --input-size rebuilds it."""
-    from perfkit.zoo.registry import resolve
+    from perfkit.zoo.sources import resolve
 
-    spec = resolve("vit_b_16:IMAGENET1K_SWAG_E2E_V1", "auto")
+    spec = resolve("vit_b_16:IMAGENET1K_SWAG_E2E_V1", weights="auto")
     assert spec.input_size == (3, 384, 384)
     assert main(["summary", "vit_b_32", "--weights", "random", "--input-size", "64", "--json"]) == 0
     metrics = _records(capsys.readouterr().out)["complexity"]["metrics"]

@@ -5,7 +5,7 @@ from perfkit.context import Context
 from perfkit.profile.memory import HostPeak, MemoryResult, artifact_size, measure_memory
 from perfkit.record import to_records
 from perfkit.store import SCHEMAS, Kind
-from perfkit.zoo.registry import resolve
+from perfkit.zoo.sources import resolve
 
 
 def test_host_peak_sees_an_allocation():
@@ -34,7 +34,7 @@ def test_artifact_size_counts_every_file_of_the_artifact(tiny_spec, tmp_path):
 
 
 def test_spawned_process_reports_the_model_memory(tmp_path):
-    spec = resolve("resnet18", "random")
+    spec = resolve("resnet18", weights="random")
     params_bytes = 11_689_512 * 4  # resnet18's fp32 weights must be resident at the peak
     result = measure_memory(spec, "eager", 1, Context(device="cpu", artifacts=tmp_path))
     assert isinstance(result, MemoryResult)
@@ -87,7 +87,7 @@ def test_nvml_handle_is_the_gpu_torch_calls_by_that_index():
 
 @pytest.mark.gpu
 def test_cuda_torch_runtime_uses_the_allocator(tmp_path):
-    spec = resolve("resnet18", "random")
+    spec = resolve("resnet18", weights="random")
     result = measure_memory(spec, "eager", 8, Context(device="cuda:0", artifacts=tmp_path))
     assert result.peak_bytes >= WEIGHTS_RESNET18
     assert "torch allocator" in result.method
@@ -103,7 +103,7 @@ def test_cuda_aoti_peak_includes_the_weights(tmp_path_factory):
     from perfkit.vocab import BatchRange
 
     _runnable("aoti")
-    spec = resolve("resnet18", "random")
+    spec = resolve("resnet18", weights="random")
     # the package tests/backends/test_runners.py compiled (same cache and batch range): no second compile
     shared = Context(device="cuda:0", artifacts=tmp_path_factory.getbasetemp() / "shared-artifacts")
     result = measure_memory(spec, "aoti", 8, shared, brange=BatchRange(1, 8, 16))
@@ -114,7 +114,7 @@ def test_cuda_aoti_peak_includes_the_weights(tmp_path_factory):
 @pytest.mark.gpu
 def test_cuda_onnxruntime_uses_nvml(tmp_path):
     _runnable("onnx")
-    spec = resolve("resnet18", "random")
+    spec = resolve("resnet18", weights="random")
     result = measure_memory(spec, "onnx", 8, Context(device="cuda:0", artifacts=tmp_path))
     assert "NVML" in result.method and result.details["gpu_context_bytes"] > 0
     # ONNX Runtime's arena holds at least the fp32 weights; NVML is device-wide, so other processes

@@ -24,7 +24,7 @@ from perfkit.record import recording
 from perfkit.results import Failure, Kind, Where
 from perfkit.store import Record, Store
 from perfkit.train.loop import EpochResult
-from perfkit.zoo.registry import resolve
+from perfkit.zoo.sources import resolve
 
 # model -> (weights, params, MACs, fixture top-1, fixture top-5, fixture eager p50 ms at batch 1)
 FIXTURE_MODELS = {
@@ -39,7 +39,7 @@ INPUT = (3, 224, 224)
 
 
 def fixture_spec(model: str):
-    return resolve(model, FIXTURE_MODELS[model][0])
+    return resolve(model, weights=FIXTURE_MODELS[model][0])
 
 
 def latency_result(where: Where, median_ms: float, calibration: str | None = None) -> LatencyResult:
@@ -165,7 +165,7 @@ def _make_run(store: Store, *, accuracy: bool = True, train: bool = False, laten
                                RuntimeError("TensorRT is not installed [tensorrt extra]")))
         if train:
             for model in models[:2]:
-                spec = resolve(model, "random")
+                spec = resolve(model, weights="random")
                 where = Where.of(spec, "eager", "fp32", 32, "cpu")
                 for epoch in range(3):
                     rec.add(EpochResult(where, {

@@ -5,7 +5,7 @@ import pytest
 from perfkit.record import model_record
 from perfkit.report.rows import published_by_model, run_summary, summary_rows, training_rows
 from perfkit.store import Kind, Record
-from perfkit.zoo.registry import resolve
+from perfkit.zoo.sources import resolve
 
 
 def _row(rows, model, runtime):
@@ -48,7 +48,7 @@ def test_a_run_without_model_records_has_no_published_numbers(store):
 
 
 def test_the_published_numbers_are_those_recorded_not_the_zoo_s(store):
-    record = model_record(resolve("resnet18", "default"))
+    record = model_record(resolve("resnet18", weights="default"))
     record.metrics["ref_top1_pct"] = 12.5  # as if torchvision's metadata had said so when the run was made
     with store.run() as run_id:
         store.add(record, run_id)
@@ -71,7 +71,7 @@ def test_accuracy_measured_published_and_delta(store, make_run):
 
 def test_published_accuracy_is_not_shown_beside_accuracy_on_your_own_classes(store):
     """ImageNet's published top-1 means nothing on the user's ImageFolder: no published column, no delta, no flag."""
-    record = model_record(resolve("resnet18", "default"))  # weights with published ImageNet numbers
+    record = model_record(resolve("resnet18", weights="default"))  # weights with published ImageNet numbers
     weights = "ResNet18_Weights.IMAGENET1K_V1"
     accuracy = Record(kind=Kind.ACCURACY, model="resnet18", runtime="eager", precision="fp32", batch=32, weights=weights,
                       metrics={"images": 40, "top1_correct": 10, "top5_correct": 30, "top1_pct": 25.0, "top5_pct": 75.0,

@@ -16,7 +16,7 @@ def test_every_kind_has_a_schema_and_nothing_else_does():
     assert set(SCHEMAS) == set(Kind)
     for kind, schema in SCHEMAS.items():
         assert isinstance(schema, KindSchema) and schema.required, kind
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
 
 
 def test_schema_2_complexity_records_with_mb_keys_stay_readable():
@@ -85,15 +85,17 @@ def test_unknown_kind_is_refused():
 
 @pytest.mark.parametrize("name, weights", [("resnet18", "default"), ("googlenet", "random"), ("lenet5", "random")])
 def test_model_records_fit_their_schema(name, weights):
-    from perfkit.zoo.registry import resolve
+    from perfkit.zoo.sources import resolve
 
-    spec = resolve(name, weights)  # resolving loads no weights
+    spec = resolve(name, weights=weights)  # resolving loads no weights
     record = model_record(spec)
     record.validate()
     assert record.kind == Kind.MODEL and record.model == name and record.weights == spec.weights.identity
     assert record.runtime is None and record.batch is None
     m = record.metrics
     assert m["random_weights"] is spec.random_weights and m["input_size"] == list(spec.input_size)
+    assert m["identity"] == spec.identity and len(m["identity"]) == 16 and m["source"] == spec.source
+    assert m["reference_runtime"] == "eager" and "weights_entry" not in m  # no checkpoint file
     if name == "lenet5":
         assert m["ref_top1_pct"] is None  # no published numbers
     else:  # the architecture's published numbers, even with random weights (labelled by random_weights)

@@ -15,7 +15,7 @@ from perfkit.record import to_records
 from perfkit.store import Kind, Store
 from perfkit.train import EpochResult, TrainConfig, train
 from perfkit.train.loop import _split_outputs, check_input_size, eval_transform, load_checkpoint, lr_at, prepare_model
-from perfkit.zoo.registry import resolve
+from perfkit.zoo.sources import resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,7 +83,7 @@ def test_lenet5_learns_and_writes_records_log_and_checkpoints(tmp_path, cifar, c
     assert best["epoch"] == last["best_epoch"] and best["best_val_acc"] == last["best_val_acc"]
     assert best["spec"]["classes"][0] == "airplane" and (ckpt / "lenet5" / "last.pt").is_file()
     # The best checkpoint loads through the zoo (same 10 classes) and reproduces its val accuracy.
-    spec = resolve("lenet5", str(ckpt / "lenet5" / "best.pt"))
+    spec = resolve("lenet5", weights=str(ckpt / "lenet5" / "best.pt"))
     assert _val_accuracy(spec.build(), cifar, spec, 32) == pytest.approx(last["best_val_acc"])
 
     # --resume takes an optional RUN; alone, it continues the checkpoints' run (here: nothing left to train).
@@ -133,9 +133,12 @@ def test_image_folder_training_replaces_the_head_for_its_classes(tmp_path):
     assert best_path == tmp_path / "ckpt" / "lenet5" / "best.pt"
     state = load_checkpoint(best_path)["model"]
     assert state["classifier.5.weight"].shape == (4, 84)
-    # A 4-class checkpoint does not fit the 10-class zoo model: a clear error, never a silent load.
-    with pytest.raises(WeightsError, match="(?s)do not fit LeNet5.*size mismatch for classifier.5.weight"):
-        resolve("lenet5", str(best_path)).build()
+    # A 4-class checkpoint does not fit the 10-class zoo model: a clear error, never a silent load ...
+    with pytest.raises(WeightsError, match="best.pt: classifier.5.weight is 4×84 but lenet5 has 10×84 — pass "
+                                           "--num-classes 4"):
+        resolve("lenet5", weights=str(best_path))
+    # ... and with its head named, it loads
+    assert resolve("lenet5", weights=str(best_path), num_classes=4).build()(torch.zeros(1, 3, 32, 32)).shape == (1, 4)
 
 
 def test_failure_writes_an_error_record_and_fails_the_run(tmp_path):
@@ -182,9 +185,9 @@ def test_lr_schedules():
 
 
 def test_heads_are_replaced_and_aux_outputs_split():
-    model, heads = prepare_model(resolve("resnet18", "random"), 7)
+    model, heads = prepare_model(resolve("resnet18", weights="random"), 7)
     assert heads == ["fc"] and model.fc.out_features == 7 and model.training
-    model, heads = prepare_model(resolve("squeezenet1_1", "random"), 3)
+    model, heads = prepare_model(resolve("squeezenet1_1", weights="random"), 3)
     assert heads == ["classifier.1"]
     check_input_size(model, 64, 3, torch.device("cpu"), "squeezenet1_1")
     main_out, aux = _split_outputs((torch.ones(2, 3), torch.zeros(2, 3)))
@@ -198,14 +201,14 @@ def test_heads_are_replaced_and_aux_outputs_split():
     ("vgg16", ["classifier.6"]), ("mobilenet_v2", ["classifier.1"]), ("densenet121", ["classifier"]),
 ])
 def test_zoo_heads_are_found(name, heads):
-    model, replaced = prepare_model(resolve(name, "random"), 10)
+    model, replaced = prepare_model(resolve(name, weights="random"), 10)
     assert replaced == heads
     check_input_size(model, 299 if name == "inception_v3" else 224, 10, torch.device("cpu"), name)
 
 
 @pytest.mark.slow
 def test_inception_v3_trains_with_its_aux_head():
-    model, _ = prepare_model(resolve("inception_v3", "random"), 10)
+    model, _ = prepare_model(resolve("inception_v3", weights="random"), 10)
     # The auxiliary head needs more than the main path: too small fails before training starts.
     with pytest.raises(UsageError, match="inception_v3 cannot run at input size 96×96"):
         check_input_size(model, 96, 10, torch.device("cpu"), "inception_v3")
@@ -214,10 +217,10 @@ def test_inception_v3_trains_with_its_aux_head():
 
 
 def test_too_small_input_is_a_usage_error_and_the_check_leaves_no_trace():
-    model, _ = prepare_model(resolve("alexnet", "random"), 10)
+    model, _ = prepare_model(resolve("alexnet", weights="random"), 10)
     with pytest.raises(UsageError, match="alexnet cannot run at input size 32×32"):
         check_input_size(model, 32, 10, torch.device("cpu"), "alexnet")
-    model, _ = prepare_model(resolve("resnet18", "random"), 10)
+    model, _ = prepare_model(resolve("resnet18", weights="random"), 10)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     check_input_size(model, 32, 10, torch.device("cpu"), "resnet18")
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics untouched
@@ -230,13 +233,15 @@ def test_resnet18_learns_at_input_size_32(tmp_path, cifar):
     best_path = Path(last["checkpoint"])
     assert last["best_val_acc"] >= 0.5 and [r.metrics["epoch"] for r in _epochs(rec)] == [0, 1]
     assert last["input_size"] == [3, 32, 32]
-    spec = resolve("resnet18", "random")
+    spec = resolve("resnet18", weights="random")
     # The 10-class checkpoint does not fit the 1000-class zoo model: a clear error.
-    with pytest.raises(WeightsError, match="(?s)do not fit ResNet.*size mismatch for fc.weight"):
-        resolve("resnet18", str(best_path)).build()
+    with pytest.raises(WeightsError, match="fc.weight is 10×512 but resnet18 has 1000×512 — pass --num-classes 10"):
+        resolve("resnet18", weights=str(best_path))
     model, _ = prepare_model(spec, 10)
     model.load_state_dict(load_checkpoint(best_path)["model"])
     assert _val_accuracy(model, cifar, spec, 32) == pytest.approx(last["best_val_acc"])
+    own = resolve("resnet18", weights=str(best_path), num_classes=10, input_size=32)  # the checkpoint as it is
+    assert _val_accuracy(own.build(), cifar, spec, 32) == pytest.approx(last["best_val_acc"])
 
 
 @pytest.mark.slow
@@ -256,7 +261,7 @@ def test_torchrun_two_gloo_processes(tmp_path, cifar):
     assert records[-1].batch == 32 and last["best_val_acc"] >= 0.5
     assert out.stdout.count("perfkit train — one row per epoch") == 1
     # The sharded validation equals a single-process evaluation of the saved model.
-    spec = resolve("lenet5", str(tmp_path / "ckpt" / "lenet5" / "last.pt"))
+    spec = resolve("lenet5", weights=str(tmp_path / "ckpt" / "lenet5" / "last.pt"))
     assert _val_accuracy(spec.build(), cifar, spec, 32) == pytest.approx(last["val_acc"])
 
 
