@@ -323,7 +323,8 @@ def test_validate_model_records_every_runtime_and_the_ones_that_could_not_open(s
     assert Path(onnx["flipped_ids_file"]).parent == tmp_path / "out"
     assert "not wired" in aoti.error and (aoti.precision, aoti.device) == ("fp32", "cpu")
     assert aoti.weights == spec.weights.identity == recs["eager"].weights
-    assert aoti.model == recs["eager"].model == "resnet18" and aoti.batch == recs["eager"].batch == 32
+    # a user's checkpoint: its own name (the architecture and the identity's prefix), never the zoo's resnet18
+    assert aoti.model == recs["eager"].model == spec.name == f"resnet18@{spec.identity[:8]}" and aoti.batch == recs["eager"].batch == 32
     # With a gate set, the runtime that could not open fails it; without one, nothing fails.
     assert [(f["runtime"], f["gate"]) for f in done.gate_failures(max_top1_drop=100.0)] == [("aoti", "ran")]
     assert done.gate_failures() == []
@@ -365,14 +366,14 @@ def test_cli_json_counts_records_and_flips_file(weights, dataset, capsys, monkey
     assert rc == 0
     rows = accuracy_rows(out)
     assert set(rows) == {"eager", "onnx"}  # eager always runs first, as the reference
-    assert all(r["status"] == "ok" and r["model"] == "resnet18" and r["precision"] == "fp32" for r in rows.values())
+    assert all(r["status"] == "ok" and r["model"].startswith("resnet18@") and r["precision"] == "fp32" for r in rows.values())
     # An override is recorded even when it repeats the model's own value: it was asked for.
     assert rows["eager"]["transform_overrides"] == ["crop_size", "resize_size", "std"]
     assert rows["eager"]["transform"]["crop_size"] == 64 and rows["onnx"]["flips_vs_eager"] > 0
     flips_file = Path(rows["onnx"]["flipped_ids_file"])
     assert json.loads(flips_file.read_text())["flipped_ids"]["onnx"] == rows["onnx"]["flipped_ids"]
     (model,) = [r for r in out["records"] if r["kind"] == "model"]  # what was measured, recorded with the run
-    assert model["model"] == "resnet18" and model["metrics"]["random_weights"] is False
+    assert model["model"] == rows["eager"]["model"] and model["metrics"]["random_weights"] is False
     from perfkit.store import Store
 
     with Store() as store:

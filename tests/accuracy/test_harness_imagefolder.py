@@ -235,8 +235,8 @@ def _no_runs():
 
 
 @pytest.mark.parametrize("case, match", [
-    ("count", r"labels.txt has 5 classes but lenet5 outputs 10"),
-    ("folders", r"has 5 class folders but lenet5 outputs 10: give --labels FILE .* or --num-classes 5"),
+    ("count", r"labels.txt has 5 classes but lenet5 \(lenet5-spread.pt\) outputs 10"),
+    ("folders", r"has 5 class folders but lenet5 \(lenet5-spread.pt\) outputs 10: give --labels FILE .* or --num-classes 5"),
     ("missing", r"class folder\(s\) 'c4' of .* not in the labels file .*labels.txt"),
     ("duplicate", r"labels.txt: 'c1' is listed twice \(lines 2 and 4\)"),
     ("single", r"has a single class folder \(c0\)"),

@@ -58,8 +58,51 @@ def test_the_shared_options_are_where_they_belong():
     assert set(_having("--json")) == set(COMMANDS)
 
 
+MODEL_FLAGS = ("--num-classes", "--ema", "--model-code", "--input-size", "--mean", "--std", "--resize", "--crop",
+               "--interpolation")
+
+
+def test_every_command_that_takes_a_model_has_the_model_and_preprocessing_flags():
+    for flag in MODEL_FLAGS:
+        having = set(_having(flag)) - ({"train"} if flag == "--input-size" else set())  # train's: the training size
+        assert having == {"run", "export", "check", "validate", "profile", "summary"}, flag
+    assert set(_having("--weights")) == {"run", "export", "check", "validate", "profile", "summary", "train"}
+    assert not any(_action(COMMANDS["zoo"], flag) for flag in MODEL_FLAGS)  # a listing, unchanged
+
+
+def test_the_model_flags_become_resolve_keywords():
+    from perfkit.cli.options import model_keywords
+    from perfkit.zoo.sources import resolve
+
+    args = build_parser().parse_args([
+        "profile", "--model-code", "net.py:build", "--input-size", "3,32,48", "--num-classes", "3", "--weights", "w.pth",
+        "--ema", "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25", "--resize", "40", "--crop", "32",
+        "--interpolation", "bicubic"])
+    keywords = model_keywords(args)
+    assert keywords == {"weights": "w.pth", "num_classes": 3, "input_size": (3, 32, 48), "model_code": "net.py:build",
+                        "ema": True, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "resize": 40, "crop": 32,
+                        "interpolation": "bicubic"}
+    import inspect
+
+    assert set(keywords) <= set(inspect.signature(resolve).parameters)  # the API takes the same names
+    assert model_keywords(build_parser().parse_args(["profile", "lenet5", "--input-size", "64"]))["input_size"] == 64
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--input-size", "3,abc"], "--input-size must be C,H,W or N"),
+    (["--mean", "0.5,0.5"], "--mean takes three comma-separated numbers"),
+    (["--interpolation", "lanczos"], "argument --interpolation: invalid choice"),
+    (["--num-classes", "0", "--weights", "random"], "--num-classes must be a positive integer"),
+])
+def test_bad_model_flags_are_one_line_exit_2(argv, message, capsys):
+    assert main(["profile", "lenet5", *argv]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert message in line
+
+
 @pytest.mark.parametrize("flag", ["-b", "--precision", "--calib", "--calib-samples", "--calib-method", "--json",
-                                  "--resume", "-f", "--store", "--weights", "--device"])
+                                  "--resume", "-f", "--store", "--weights", "--device",
+                                  *(f for f in MODEL_FLAGS if f != "--input-size")])
 def test_a_shared_option_is_declared_the_same_way_everywhere(flag):
     signatures = {name: _signature(_action(COMMANDS[name], flag)) for name in _having(flag)}
     assert len(signatures) >= 2

@@ -27,7 +27,7 @@ from perfkit.zoo import weights as W
 from perfkit.zoo.preprocess import EvalTransform
 from perfkit.zoo.spec import ModelSpec
 
-__all__ = ["INTERPOLATIONS", "Request", "Source", "all_sources", "get", "register", "resolve"]
+__all__ = ["INTERPOLATIONS", "Request", "Source", "all_sources", "get", "register", "resolve", "unregister"]
 
 # Adding a model source: write perfkit/zoo/sources/<name>.py defining SOURCE, and add its line here
 # (before torchvision, which claims every torchvision architecture name).
@@ -90,6 +90,10 @@ def register(source: Source) -> Source:
     _load()
     _add(source)
     return source
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
 
 
 def _add(source: Source) -> None:

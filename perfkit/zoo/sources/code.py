@@ -11,6 +11,7 @@ output. Identity: the sha256 of the file (a package module: of its own file) and
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -110,7 +111,9 @@ def _import(where: str, is_file: bool, text: str) -> tuple[ModuleType, str]:
         raise UsageError(f"--model-code {text}: {path} does not exist" if not path.exists() else
                          f"--model-code {text}: {path} is not a file")
     sha = W.sha256_of(path)
-    name = f"_perfkit_code_{re.sub(r'[^0-9a-zA-Z_]', '_', path.stem)}_{sha[:12]}"
+    # one module per file and content: an edited file is imported afresh, a copy elsewhere is its own module
+    key = hashlib.sha256(f"{path}\0{sha}".encode()).hexdigest()[:12]
+    name = f"_perfkit_code_{re.sub(r'[^0-9a-zA-Z_]', '_', path.stem)}_{key}"
     if name in sys.modules:
         return sys.modules[name], sha
     if str(path.parent) not in sys.path:
