@@ -345,3 +345,28 @@ def test_cli_run_includes_int8_by_default_and_says_what_it_was_calibrated_on(tmp
     assert "(no --calib and no --data)" in err
     html = (tmp_path / "r.html").read_text()
     assert "calibrated on 32 synthetic images" in html and "precision-note" in html
+
+
+def test_run_takes_the_users_module_and_head_beside_zoo_names(store, tmp_path):
+    """`perfkit run MODEL... --model-code FILE.py:CALLABLE --num-classes N`: each model resolved with the
+    same flags, the code model last, each under its own name."""
+    net = tmp_path / "tiny_net.py"
+    net.write_text("from torch import nn\n\ndef build(num_classes=10):\n"
+                   "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))\n")
+    cfg = _cfg(models=["lenet5"], model_code=f"{net}:build", model_options={"num_classes": 3, "input_size": (3, 32, 32)},
+               steps=(pipeline.Step.COMPLEXITY,))
+    result = pipeline.run_pipeline(cfg, store)
+    assert result.failures == []
+    models = {r.model: r.metrics for r in store.records(result.run_id, kind=Kind.MODEL)}
+    names = sorted(models)
+    assert names[0].startswith("lenet5@") and names[1].startswith("tiny_net.py:build@")
+    assert [models[n]["num_classes"] for n in names] == [3, 3] and models[names[1]]["source"] == "code"
+    complexity = {r.model for r in store.records(result.run_id, kind=Kind.COMPLEXITY)}
+    assert complexity == set(names)
+    args = ["run", "--model-code", f"{net}:build", "--input-size", "3,32,32", "--weights", "random", "--json"]
+    from perfkit.cli import build_parser
+    from perfkit.cli.run import config
+
+    _, parsed = config(build_parser().parse_args(args), "cpu")
+    assert parsed.models == [] and parsed.model_code == f"{net}:build"  # not the classic four as well
+    assert parsed.model_options["input_size"] == (3, 32, 32) and parsed.weights == "random"

@@ -59,8 +59,10 @@ class Request:
 
     @property
     def weights_file(self) -> bool:
-        """``--weights`` names a file (a path, or a name with a checkpoint's suffix)."""
+        """``--weights`` names a file (a path, or a name with a checkpoint's suffix), not a keyword."""
         text = self.weights
+        if text in ("default", "auto", "random"):
+            return False
         return any(sep in text for sep in ("/", "\\")) or text.endswith((".pt", ".pth", ".bin", ".ckpt")) or (
             Path(text).expanduser().exists())
 

@@ -43,8 +43,10 @@ def _resolve(request: S.Request) -> ModelSpec:
     num_classes = request.num_classes or native_classes
     native = tuple(cfg.get("input_size", (3, 224, 224)))
     size = S.input_size(request, native)
-    # timm's own resolution of the eval transform: the pretrained config, at the input size asked for
-    data_config = timm.data.resolve_data_config(args={"input_size": size}, pretrained_cfg=cfg)
+    # timm's own resolution of the eval transform: the pretrained config, at the --input-size asked for (a
+    # --crop alone changes only the crop, as for every model)
+    args = {"input_size": size} if request.input_size is not None else {}
+    data_config = timm.data.resolve_data_config(args=args, pretrained_cfg=cfg)
     ref = _weights(request, cfg, arch, name, num_classes, native_classes)
     spec = ModelSpec(name=name, source=SOURCE.name, arch=arch, weights=ref, input_size=size, num_classes=num_classes,
                      preprocess=S.preprocess(from_timm(data_config, arch), request, size, native), builder=construct)
