@@ -2,8 +2,8 @@
 
 ``import perfkit`` must work without TensorRT, a GPU, or NVML. Modules that need a library call
 ``require(...)`` at the point of use, which raises ``MissingDependency`` saying how to install it:
-the pip extra of the backend that declares the library (derived from the backend registry), or a
-reinstall for a core dependency.
+the pip extra the caller names (a backend passes its own ``Backend.extra``), or a reinstall for a
+core dependency. This module sits below the backend registry and never imports it.
 """
 
 from __future__ import annotations
@@ -22,25 +22,15 @@ _CORE = {
 }
 
 
-def extra_of(module: str) -> tuple[str | None, str, str | None]:
-    """(pip extra or None for a core dependency, why perfkit needs ``module``, the extra's index URL)."""
-    top = module.split(".")[0]
-    if top in _CORE:
-        return None, _CORE[top], None
-    from perfkit.backends import all_backends
-
-    for backend in all_backends():
-        if top in (alt.split(".")[0] for m in backend.requires for alt in m.split("|")):
-            return backend.extra, f"the {backend.name} backend", backend.extra_index_url
-    return None, "", None
-
-
-def require(module: str) -> ModuleType:
-    """Import ``module`` or raise ``MissingDependency`` saying how to install it."""
+def require(module: str, *, extra: str | None = None, why: str = "", index_url: str | None = None) -> ModuleType:
+    """Import ``module`` or raise ``MissingDependency`` saying how to install it: with ``extra`` (the
+    caller's pip extra), ``pip install 'perfkit[extra]'``; else it is a core dependency."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise MissingDependency(module, *extra_of(module)) from exc
+        if extra is None:
+            raise MissingDependency(module, None, why or _CORE.get(module.split(".")[0], "")) from exc
+        raise MissingDependency(module, extra, why, index_url) from exc
 
 
 def available(module: str) -> bool:

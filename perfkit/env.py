@@ -49,19 +49,10 @@ def cpu_flags() -> list[str] | None:
     return None
 
 
-def library_names() -> list[str]:
-    """Core libraries, then every backend's (derived from the backend registry)."""
-    from perfkit.backends import all_backends
-
-    names = list(CORE_LIBRARIES)
-    for backend in all_backends():
-        names += [*backend.cache_libraries, *backend.quant_libraries, *backend.runtime_libraries]
-    return list(dict.fromkeys(names))
-
-
-def library_versions() -> dict[str, str]:
+def library_versions(names) -> dict[str, str]:
+    """Installed versions of the distributions ``names`` (those not installed are left out)."""
     out = {}
-    for name in library_names():
+    for name in dict.fromkeys(names):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -103,8 +94,10 @@ def _gpu(device: str) -> dict:
 
 
 @functools.cache
-def fingerprint(device: str = "cpu") -> dict:
-    """The environment of a run on ``device`` as a flat JSON-able dict (cached per device)."""
+def fingerprint(device: str = "cpu", libraries: tuple[str, ...] = ()) -> dict:
+    """The environment of a run on ``device`` as a flat JSON-able dict (cached per device), with the
+    versions of the core libraries and of ``libraries`` (the caller's: the backend registry's, which
+    this module sits below and never imports)."""
     import torch
 
     env = {
@@ -116,7 +109,7 @@ def fingerprint(device: str = "cpu") -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": device,
-        "libraries": library_versions(),
+        "libraries": library_versions((*CORE_LIBRARIES, *libraries)),
     }
     env.update(_gpu(device))
     return env

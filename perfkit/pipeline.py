@@ -114,7 +114,7 @@ def run_pipeline(cfg: RunConfig, store, progress=NO_PROGRESS) -> PipelineResult:
     from perfkit.record import recording
 
     started = time.perf_counter()
-    resume_id = store.get_run(cfg.resume)["id"] if cfg.resume else None  # unknown: an error, never a new run
+    resume_id = store.resumable(cfg.resume) if cfg.resume else None  # unknown: an error, never a new run
     skipped: list[str] = []
     backends = cfg.backends()
     ctx = Context(device=cfg.device, artifacts=artifacts_dir(cfg.artifacts), threads=cfg.threads,
@@ -143,10 +143,11 @@ def run_pipeline(cfg: RunConfig, store, progress=NO_PROGRESS) -> PipelineResult:
                 _run_step(rec, plan, cfg, spec, backends, ctx, data)
         current = store.records(rec.run_id)
         failed = [r for r in current if r.status == "error" or (r.kind == Kind.PARITY and not r.metrics.get("passed"))]
-        if failed:  # the run's status and exit code follow its current records, resumed ones included
-            rec.fail(f"{len(failed)} failed measurement(s)")
+        unreadable = store.unreadable(rec.run_id)  # a resume re-measures those of its steps (and supersedes them)
+        if failed or unreadable:  # the run's status and exit code follow its current records, resumed ones included
+            rec.fail(f"{len(failed)} failed measurement(s), {len(unreadable)} unreadable record(s)")
     failures = [f"{r.model} {r.kind}{' ' + r.runtime if r.runtime else ''}{'' if r.batch is None else f' batch {r.batch}'}: "
-                f"{r.error or '; '.join(r.metrics.get('failures') or ['parity FAILED'])}" for r in failed]
+                f"{r.error or '; '.join(r.metrics.get('failures') or ['parity FAILED'])}" for r in failed] + unreadable
     return PipelineResult(rec.run_id, failures, skipped, time.perf_counter() - started)
 
 

@@ -12,7 +12,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
+import time
+from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 
 from perfkit.results import Failure, Kind, Where
 from perfkit.store.schema import Record
@@ -203,15 +207,47 @@ def _epoch(result) -> list[Record]:
 _register_all()
 
 
+_written: Counter = Counter()  # records of each kind this process has stored (for _test_pause)
+TEST_PAUSE = "PERFKIT_TEST_PAUSE"
+
+
+def _test_pause(kind: Kind) -> None:
+    """A test hook: with ``$PERFKIT_TEST_PAUSE`` = ``KIND:COUNT:DIR``, the process pauses right after it
+    has stored its COUNT-th record of KIND: it creates ``DIR/paused`` and waits until ``DIR/release``
+    exists (at most 120 s). tests/test_fault_injection.py signals the paused process and then releases
+    it, so a kill lands inside the step it names on any machine, fast, slow or loaded, instead of
+    racing the run. Pauses at most once per process; costs one dict lookup when the variable is unset.
+    """
+    wanted = os.environ.get(TEST_PAUSE)
+    if not wanted:
+        return
+    _written[kind] += 1
+    name, count, folder = wanted.split(":", 2)
+    if name != kind or _written[kind] != int(count) or _written["paused"]:
+        return
+    _written["paused"] += 1
+    (Path(folder) / "paused").touch()
+    deadline = time.monotonic() + 120
+    while not (Path(folder) / "release").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def environment(device: str = "cpu") -> dict:
+    """The fingerprint recorded with a run and its records: the host, the device and the versions of
+    the core libraries and of every backend's (the measuring side computes it; the store stores it)."""
+    from perfkit.backends import library_names
+    from perfkit.env import fingerprint
+
+    return fingerprint(device, library_names())
+
+
 class Recorder:
     """Writes the records of one run: each result as it arrives, one transaction each."""
 
     def __init__(self, store, run_id: str, device: str = "cpu"):
-        from perfkit.env import fingerprint
-
         self.store = store
         self.run_id = run_id
-        self.env = fingerprint(device)
+        self.env = environment(device)
         self.records: list[Record] = []
         self._models: set[str] = set()
 
@@ -219,9 +255,13 @@ class Recorder:
         records = to_records(result)
         for record in records:
             record.env = record.env or self.env
-            self.store.add(record, self.run_id)
+            self._write(record)
         self.records += records
         return records
+
+    def _write(self, record: Record) -> None:
+        self.store.add(record, self.run_id)
+        _test_pause(record.kind)
 
     def add_all(self, results: Iterable) -> list[Record]:
         """Record every result of a measuring generator as it is yielded."""
@@ -237,9 +277,10 @@ class Recorder:
         self._models.add(spec.name)
         if any(r.status == "ok" for r in self.store.records(self.run_id, kind=Kind.MODEL, model=spec.name)):
             return
+        self.store.supersede(self.run_id, spec.name, (Kind.MODEL,))  # one that could not be read is replaced
         record = model_record(spec)
         record.env = self.env
-        self.store.add(record, self.run_id)
+        self._write(record)
         self.records.append(record)
 
     @property
@@ -269,7 +310,7 @@ def recording(store, *, command: str | None = None, run_id: str | None = None, d
     """``with recording(store) as rec:`` opens a run (or re-opens ``run_id``) and closes it with a status
     that agrees with what was recorded: ok, failed (an error record, a failed gate, an exception) or
     interrupted (Ctrl-C)."""
-    run_id = store.start_run(command, run_id, device)
+    run_id = store.start_run(command, run_id, device, env=environment(device))
     rec = RunRecorder(store, run_id, device)
     status = "failed"
     try:

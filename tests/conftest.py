@@ -62,6 +62,27 @@ def store(tmp_path):
         yield s
 
 
+@pytest.fixture
+def corrupt_metrics():
+    """``corrupt_metrics(store_path, text, kind=..., runtime=...)``: overwrite the metrics column of the
+    current records that match with ``text`` (what a hand edit or a bug leaves); returns their ids."""
+    import sqlite3
+
+    def corrupt(path, text: str, **where) -> list[int]:
+        sql = " AND ".join(["superseded=0", *(f"{column}=?" for column in where)])
+        db = sqlite3.connect(path)
+        try:
+            with db:
+                ids = [row[0] for row in db.execute(f"SELECT id FROM records WHERE {sql}", tuple(where.values()))]
+                db.executemany("UPDATE records SET metrics=? WHERE id=?", [(text, i) for i in ids])
+        finally:
+            db.close()
+        assert ids, f"no record matches {where}"
+        return ids
+
+    return corrupt
+
+
 @pytest.fixture(scope="session")
 def lenet5_artifacts(tmp_path_factory):
     """One artifact cache shared by the tests that only need LeNet-5's ONNX export (the slow part)."""

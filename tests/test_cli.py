@@ -24,3 +24,27 @@ def test_user_errors_exit_nonzero_without_traceback(capsys):
     assert main(["summary", "resnet19"]) == 2
     err = capsys.readouterr().err
     assert "unknown model 'resnet19'" in err and "Traceback" not in err
+
+
+def test_sigterm_is_handled_like_ctrl_c_and_the_handler_is_put_back(store, monkeypatch, capsys):
+    import os
+    import signal
+
+    from perfkit.cli import history
+    from perfkit.record import recording
+
+    started = []
+
+    def killed(args):
+        with recording(store) as rec:
+            started.append(rec.run_id)
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs as os.kill returns
+            raise AssertionError("SIGTERM did not stop the command")
+
+    monkeypatch.setattr(history, "runs", killed)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["runs"]) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.strip() == ("terminated (SIGTERM): the run is marked interrupted; finished records "
+                                               "are kept in the store")
+    assert store.get_run(started[0])["status"] == "interrupted"
+    assert signal.getsignal(signal.SIGTERM) is before  # a library caller's (here pytest's) handling is left as it was

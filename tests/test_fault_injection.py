@@ -4,9 +4,12 @@ was never interrupted, with status ok only if every record is ok.
 
 Each chain kills one run again and again (every resume is killed at a later point), then lets the
 last resume finish: fewer process launches than one kill per run, and each resume also starts from
-the state an earlier kill left. Kills are timed by watching the store for the first records a step
-writes (its progress), so they land inside the step on a slow machine too; the random points are
-seeded delays. The chains run side by side (each its own store and artifact cache).
+the state an earlier kill left. A step-kind kill never races the run: the run pauses right after it
+has stored the record the kill names (``$PERFKIT_TEST_PAUSE``, perfkit/record.py), the test signals
+it there and only then releases it, so the signal lands inside that step on a fast, slow or loaded
+machine alike. The random points are seeded delays: either outcome (killed, or finished first) is
+valid there. The chains run side by side (each its own store and artifact cache).
+SIGTERM is handled like Ctrl-C; its test pauses the run at a known record in the same way.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from perfkit.record import TEST_PAUSE
 from perfkit.store import Store
 
 # LeNet-5 with tiny settings: every step runs in a second or two (the pipeline's own timing).
@@ -35,7 +38,7 @@ TIMEOUT = 300
 @dataclass(frozen=True)
 class Kill:
     sig: signal.Signals
-    kind: str | None = None  # kill once this many records of this kind were written by this process...
+    kind: str | None = None  # kill where this process has just stored this many records of this kind...
     count: int = 1
     delay: float | None = None  # ... or after this many seconds
 
@@ -47,41 +50,43 @@ class Chain:
         self.store = root / "store.db"
         self.run_id: str | None = None
         self.log = root / "stderr.txt"
+        self.launches = 0
 
-    def launch(self) -> tuple[subprocess.Popen, float]:
+    def launch(self, env: dict | None = None) -> subprocess.Popen:
         cmd = [*RUN, "--store", str(self.store), "--artifacts", str(self.root / "art"), "--html",
                str(self.root / "report.html"), *([] if self.memory else ["--no-memory"]),
                *(["--resume", self.run_id] if self.run_id else [])]
-        started = time.time()
         with self.log.open("a") as log:  # its own session: a signal to its group reaches the memory child too
-            return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True), started
+            return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+                                    env={**os.environ, **(env or {})})
 
-    def written_since(self, started: float) -> dict[str, int]:
-        if not self.store.is_file():
-            return {}
-        try:
-            with sqlite3.connect(f"{self.store.resolve().as_uri()}?mode=ro", uri=True, timeout=5) as db:
-                rows = db.execute("SELECT kind, COUNT(*) FROM records WHERE created >= ? GROUP BY kind", (started,))
-                return dict(rows.fetchall())
-        except sqlite3.OperationalError:  # the first process is still creating the store
-            return {}
-
-    def run(self, kill: Kill | None = None) -> int:
-        proc, started = self.launch()
-        deadline = started + TIMEOUT
-        while proc.poll() is None and time.time() < deadline:
-            if kill and ((kill.delay is not None and time.time() - started >= kill.delay) or
-                         (kill.kind and self.written_since(started).get(kill.kind, 0) >= kill.count)):
+    def run(self, kill: Kill | None = None) -> tuple[int, bool]:
+        """Run once, killed as ``kill`` says; (exit code, whether the kill was sent)."""
+        self.launches += 1
+        pause = self.root / f"pause-{self.launches}"
+        env = {}
+        if kill and kill.kind:
+            pause.mkdir()
+            env[TEST_PAUSE] = f"{kill.kind}:{kill.count}:{pause}"
+        proc = self.launch(env)
+        started = time.monotonic()
+        sent = False
+        while proc.poll() is None and time.monotonic() < started + TIMEOUT:
+            due = kill and (kill.delay is not None and time.monotonic() - started >= kill.delay
+                            or kill.kind and (pause / "paused").exists())
+            if due and not sent:
                 os.killpg(proc.pid, kill.sig)
-                kill = None
-            time.sleep(0.05)
+                if kill.kind:
+                    (pause / "release").touch()  # a signal the run survives must not leave it paused
+                sent = True
+            time.sleep(0.02)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             pytest.fail(f"perfkit run took over {TIMEOUT} s; see {self.log}")
         if self.run_id is None:
             with Store(self.store, read_only=True) as s:
                 self.run_id = s.get_run("latest")["id"]
-        return proc.wait()
+        return proc.wait(), sent
 
     def state(self) -> tuple[str, set[tuple], list]:
         with Store(self.store, read_only=True) as s:
@@ -93,7 +98,9 @@ def _chain(root: Path, memory: bool, kills: list[Kill]) -> dict:
     chain = Chain(root, memory)
     statuses = []
     for kill in kills:
-        code = chain.run(kill)
+        code, sent = chain.run(kill)
+        # a step-kind kill always reaches its step: the run paused there for it
+        assert sent or kill.kind is None, (f"{kill} never reached its pause point ({chain.log})", code)
         status, _, _ = chain.state()
         # killed: the run says interrupted (SIGKILL: its pid is dead; Ctrl-C: perfkit says so and exits 130,
         # or, at a random point that falls in Python's start-up or shutdown, dies of the signal itself)
@@ -103,7 +110,7 @@ def _chain(root: Path, memory: bool, kills: list[Kill]) -> dict:
         elif code != 0:
             assert code in allowed and status == "interrupted", (kill, code, status)
         statuses.append((kill, code, status))
-    code = chain.run()  # the last resume runs to the end
+    code, _ = chain.run()  # the last resume runs to the end
     status, keys, records = chain.state()
     leftovers = sorted(p.name for p in (root / "art").rglob("*") if ".tmp-" in p.name or ".old-" in p.name)
     return {"code": code, "status": status, "keys": keys, "records": records, "kills": statuses,
@@ -112,7 +119,7 @@ def _chain(root: Path, memory: bool, kills: list[Kill]) -> dict:
 
 def _reference(root: Path, memory: bool) -> set[tuple]:
     chain = Chain(root, memory)
-    assert chain.run() == 0, chain.log.read_text()[-2000:]
+    assert chain.run()[0] == 0, chain.log.read_text()[-2000:]
     status, keys, _ = chain.state()
     assert status == "ok"
     return keys
@@ -146,3 +153,40 @@ def test_killed_and_interrupted_runs_resume_to_the_uninterrupted_record_keys(tmp
         assert result["status"] == ("ok" if all_ok else "failed") and result["code"] == (0 if all_ok else 1), where
         assert all_ok, where  # LeNet-5 with random weights passes every step
         assert result["leftovers"] == [], where  # killed exports' temporaries are gone
+
+
+@pytest.mark.slow  # ~20 s: one `perfkit profile` with its memory children
+def test_sigterm_during_the_memory_step_marks_the_run_interrupted_and_exits_143(tmp_path):
+    """SIGTERM (kill, a scheduler, a container stop) is handled like Ctrl-C: one line, the run marked
+    interrupted, the measuring children killed, exit code 128 + 15. Deterministic: the process pauses
+    right after storing its first memory record (PERFKIT_TEST_PAUSE) and is signalled there."""
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    store, log = tmp_path / "store.db", tmp_path / "stderr.txt"
+    cmd = [sys.executable, "-m", "perfkit", "profile", "lenet5", "--weights", "random", "-f", "eager", "-b", "1,2",
+           "--warmup", "1", "--warmup-seconds", "0", "--iterations", "3", "--min-seconds", "0",
+           "--store", str(store), "--artifacts", str(tmp_path / "art")]
+    env = {**os.environ, "PERFKIT_TEST_PAUSE": f"memory:1:{pause}"}
+    with log.open("w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
+    try:
+        deadline = time.monotonic() + TIMEOUT  # a hang guard, not a timing: the pause waits for the signal
+        while not (pause / "paused").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        (pause / "release").touch()  # were SIGTERM ignored, the command would go on and end 0
+        code = proc.wait(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert code == 128 + signal.SIGTERM, text[-2000:]
+    assert text.strip().splitlines()[-1] == ("terminated (SIGTERM): the run is marked interrupted; finished records "
+                                             "are kept in the store")
+    assert "Traceback" not in text
+    with Store(store, read_only=True) as s:
+        run = s.get_run("latest")
+        assert run["status"] == "interrupted"
+        assert [r.batch for r in s.records(run["id"], kind="memory")] == [1]  # what was stored before it is kept

@@ -156,6 +156,23 @@ def test_a_partly_finished_step_is_not_finished(store):
     assert store.get_run(done.run_id)["status"] == "ok" and again.failures == []
 
 
+def test_resume_re_measures_unreadable_records_and_a_run_that_keeps_one_is_not_ok(store, corrupt_metrics):
+    steps = (pipeline.Step.COMPLEXITY, pipeline.Step.EXPORT)
+    first = pipeline.run_pipeline(_cfg(runtimes=["torchscript"], steps=steps), store)
+    for kind in ("model", "complexity", "export"):
+        corrupt_metrics(store.path, "[1,2]", kind=kind)
+    # a resume of the complexity step alone re-measures what it cannot read; the export record stays unreadable
+    partial = pipeline.run_pipeline(_cfg(runtimes=["torchscript"], steps=steps[:1], resume=first.run_id), store)
+    assert partial.skipped == []
+    [line] = partial.failures
+    assert "(export lenet5 torchscript fp32)" in line and "cannot be read" in line
+    assert store.get_run(first.run_id)["status"] == "failed"
+    full = pipeline.run_pipeline(_cfg(runtimes=["torchscript"], steps=steps, resume=first.run_id), store)
+    assert full.failures == [] and full.skipped == ["lenet5 complexity"]
+    assert store.get_run(first.run_id)["status"] == "ok" and store.unreadable(first.run_id) == []
+    assert sorted(str(r.kind) for r in store.records(first.run_id)) == ["complexity", "export", "model"]
+
+
 def test_resume_after_a_failed_step_reruns_it_and_the_status_agrees(store, monkeypatch):
     with monkeypatch.context() as m:
         _break(m, "export")
@@ -224,6 +241,32 @@ def test_cli_run_resume_of_an_unknown_run_is_one_line_before_anything_runs(capsy
     assert main(["run", "lenet5", "--weights", "random", "--resume", "nope"]) == 2
     err = capsys.readouterr().err
     assert "no run" in err and "ImageNet" not in err
+
+
+def test_cli_run_resume_of_a_run_still_running_is_refused_before_anything_runs(tmp_path, capsys):
+    import os
+    import platform
+    import sqlite3
+    import subprocess
+    import sys
+
+    path = tmp_path / "store.db"
+    with Store(path) as s:
+        run_id = s.start_run("perfkit run lenet5")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        with sqlite3.connect(path) as db:  # the run belongs to a live process of this host
+            db.execute("UPDATE runs SET pid=? WHERE id=?", (sleeper.pid, run_id))
+        assert main(["run", "lenet5", "--weights", "random", "-f", "onnx", "--no-memory", "--store", str(path),
+                     "--artifacts", str(tmp_path / "art"), "--resume", run_id[:10]]) == 2
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"run {run_id} is still running (host {platform.node()}, pid {sleeper.pid})" in err
+    with Store(path, read_only=True) as s:
+        assert s.records(run_id) == [] and len(s.runs()) == 1  # nothing ran, no new run
+    assert not (tmp_path / "art").exists() and os.getpid() != sleeper.pid
 
 
 # -- precision: each runtime at the precisions it runs ------------------------------------------------

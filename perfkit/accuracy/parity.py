@@ -136,18 +136,7 @@ def compare(reference: torch.Tensor, candidate: torch.Tensor, tol: Tolerance) ->
     flipped = torch.nonzero(top1_ref != top1_cand).flatten().tolist()
     agreement = 1.0 - len(flipped) / n
     max_rel = (d.amax(dim=1) / scale).max().item()
-    failures = []
-    if nonfinite:
-        failures.append(f"{nonfinite} NaN/Inf logits")
-    if not within:
-        worst = (d - tol.rtol * ref.abs()).max().item()
-        failures.append(f"logits differ beyond atol {tol.atol:g} + rtol {tol.rtol:g}·|ref| (by up to {worst + tol.atol:.3g})")
-    if max_rel > tol.max_rel:
-        failures.append(f"max |Δ| is {max_rel:.3g} of the sample's largest logit (> max_rel {tol.max_rel:g})")
-    if agreement < tol.min_top1_agreement:
-        failures.append(f"top-1 agreement {agreement:.2%} < {tol.min_top1_agreement:.0%} (samples {flipped[:10]})")
-    if cosine.min().item() < tol.min_cosine:
-        failures.append(f"min cosine with eager {cosine.min().item():.3f} < {tol.min_cosine:g}")
+    failures = _failures(ref, nonfinite, within, d, max_rel, agreement, flipped, cosine, tol)
     # NaN/Inf logits make the distances meaningless: say NaN rather than the finite entries' 0.
     return ParityResult(
         samples=n, max_abs_diff=float("nan") if nonfinite else d.max().item(),
@@ -158,6 +147,28 @@ def compare(reference: torch.Tensor, candidate: torch.Tensor, tol: Tolerance) ->
         min_top1_agreement=tol.min_top1_agreement, max_rel=tol.max_rel, min_cosine=tol.min_cosine,
         constant_reference=bool(n > 1 and (ref == ref[0]).all()), flipped_ids=flipped, failures=failures,
     )
+
+
+def _failures(ref: torch.Tensor, nonfinite: int, within: bool, d: torch.Tensor, max_rel: float, agreement: float,
+              flipped: list[int], cosine: torch.Tensor, tol: Tolerance) -> list[str]:
+    """Why a comparison did not pass, in words (none: it passed)."""
+    broken = int((~torch.isfinite(ref)).sum())
+    if broken:  # nothing to compare against: the model or its weights are broken, whatever the runtime does
+        return [f"the reference (fp32) itself gives {broken} NaN/Inf logits of {ref.numel()}: the model or "
+                "its weights are broken, not this runtime's export"]
+    failures = []
+    if nonfinite:
+        failures.append(f"this runtime gives {nonfinite} NaN/Inf logits where the reference's are finite")
+    if not within:
+        worst = (d - tol.rtol * ref.abs()).max().item()
+        failures.append(f"logits differ beyond atol {tol.atol:g} + rtol {tol.rtol:g}·|ref| (by up to {worst + tol.atol:.3g})")
+    if max_rel > tol.max_rel:
+        failures.append(f"max |Δ| is {max_rel:.3g} of the sample's largest logit (> max_rel {tol.max_rel:g})")
+    if agreement < tol.min_top1_agreement:
+        failures.append(f"top-1 agreement {agreement:.2%} < {tol.min_top1_agreement:.0%} (samples {flipped[:10]})")
+    if cosine.min().item() < tol.min_cosine:
+        failures.append(f"min cosine with eager {cosine.min().item():.3f} < {tol.min_cosine:g}")
+    return failures
 
 
 def logits(runner, inputs: torch.Tensor, batch: int) -> torch.Tensor:

@@ -16,21 +16,23 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import torch
 
 from perfkit.artifacts.capture import capture_messages
 from perfkit.artifacts.manifest import MANIFEST, MANIFEST_VERSION, combined_sha256, hash_files, verify
 from perfkit.device import device_type, on_device, pin_tf32
-from perfkit.errors import ArtifactError
+from perfkit.env import fingerprint, library_versions
+from perfkit.errors import ArtifactError, PerfkitError
 from perfkit.results import Where
 from perfkit.vocab import DTYPES, BatchRange, Precision
 
@@ -160,7 +162,8 @@ class ExportRequest:
         Also checks that the disk has room for the artifact before anything is written.
         """
         model = self.spec.build()
-        check_free_space(self.out_dir, sum(p.numel() for p in model.parameters()) * BYTES_PER_PARAM[self.precision])
+        check_free_space(self.out_dir, sum(p.numel() for p in model.parameters()) * BYTES_PER_PARAM[self.precision],
+                         shown=self.ctx.artifacts)
         model = model.to(self.device)
         if self.precision is Precision.FP32 or self.precision not in DTYPES:
             return model
@@ -183,14 +186,30 @@ class FixedIO(torch.nn.Module):
         return self.model(x.to(self.dtype)).float()
 
 
-def check_free_space(folder: Path, weight_bytes: int) -> None:
-    """Refuse to start an export that cannot fit: a full disk mid-write aborts some exporters
-    (TorchScript's C++ writer kills the process) or leaves messages without a path."""
+def check_free_space(folder: Path, weight_bytes: int, shown: Path | None = None) -> None:
+    """Refuse to start an export that cannot fit in ``folder`` (a full disk mid-write leaves some
+    exporters' messages without a path). The message names ``shown``: the artifacts folder the user
+    chose, not the temporary folder that is deleted when the export fails."""
     need = int(weight_bytes * 1.25) + (16 << 20)  # weights + graph/code overhead
     free = shutil.disk_usage(folder).free
     if free < need:
-        raise ArtifactError(f"not enough free disk space in {folder}: {free / 2**20:.0f} MiB free, the artifact "
-                            f"needs about {need / 2**20:.0f} MiB; free some space or pass --artifacts DIR elsewhere")
+        raise ArtifactError(f"not enough free disk space in {shown or folder}: {free / 2**20:.0f} MiB free, the "
+                            f"artifact needs about {need / 2**20:.0f} MiB; free some space or pass --artifacts DIR "
+                            "elsewhere")
+
+
+def save_through_python(path: Path, save: Callable[[IO[bytes]], object]) -> None:
+    """``save(buffer)`` into memory, then the bytes to ``path`` with Python's file I/O.
+
+    torch's zip writer (torch.jit.save, the AOTInductor .pt2 packager) finishes its file in a C++
+    destructor: a full disk there throws from the destructor and aborts the whole process (exit 134, a
+    C++ trace, the temporary folder and a "running" run left behind). Written from Python, the same full
+    disk is an OSError (ENOSPC) that the cache turns into one line, cleaning up after it.
+    """
+    buffer = io.BytesIO()
+    save(buffer)
+    with open(path, "wb") as f:
+        f.write(buffer.getbuffer())
 
 
 # -- keys -----------------------------------------------------------------------------------------
@@ -203,16 +222,6 @@ def device_identity(device: str) -> str:
         return "cpu"
     props = torch.cuda.get_device_properties(torch.device(device))
     return f"cuda-{props.name}-sm{props.major}{props.minor}".replace(" ", "_")
-
-
-def library_versions(names) -> dict[str, str]:
-    out = {}
-    for lib in names:
-        try:
-            out[lib] = metadata.version(lib)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
 
 
 def cache_key(spec, backend, precision: Precision, batch: BatchRange, device: str, options: dict) -> dict:
@@ -249,12 +258,11 @@ def ensure_artifact(spec, backend, ctx: "Context", *, precision: Precision | str
         ArtifactError: a cached file is truncated or tampered with (the message names it), the
             disk is full, or the export failed in a way the exporter reported.
     """
-    from perfkit.backends.base import EXPORT
-
     precision = Precision(precision)
-    options = backend.options_for(ctx.options, EXPORT, precision)
+    options = backend.export_options(ctx.options, precision)
     root = ctx.artifacts
     _check_root(root)
+    _sweep_once(root)
     key = cache_key(spec, backend, precision, batch, ctx.device, backend.keyed(options))
     folder = key_dir(root, key)
     start = time.perf_counter()
@@ -312,8 +320,9 @@ def _export(spec, backend, precision, batch, ctx, options, key, folder: Path) ->
         manifest = json.loads(text)  # the same dict a later cache hit reads (lists, not tuples)
         ours = _publish(tmp, folder)
     except BaseException as exc:
+        full = _disk_full(exc, tmp)  # asked before the partial files are deleted
         shutil.rmtree(tmp, ignore_errors=True)
-        if _disk_full(exc):
+        if full:
             raise ArtifactError(f"the disk is full: exporting {backend.name} into {folder.parent} failed "
                                 f"({type(exc).__name__}); free some space or pass --artifacts DIR elsewhere") from None
         raise
@@ -342,11 +351,38 @@ def _publish(tmp: Path, folder: Path) -> bool:
     return True
 
 
-def _disk_full(exc: BaseException) -> bool:
+DISK_FULL_BYTES = 1 << 20  # less free than this right after a failed write: the disk filled up
+
+
+def _disk_full(exc: BaseException, folder: Path) -> bool:
+    if not isinstance(exc, Exception) or isinstance(exc, PerfkitError):  # an exporter's own verdict stands
+        return False
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return True
     text = str(exc)
-    return "No space left on device" in text or ("requested and" in text and "written" in text)
+    if "No space left on device" in text or ("requested and" in text and "written" in text):
+        return True
+    # C++ writers report a full disk without errno or words for it (OpenVINO's save_model: "basic_ios::clear:
+    # iostream error"): the filesystem itself says so while the partial files still fill it
+    try:
+        return shutil.disk_usage(folder).free < DISK_FULL_BYTES
+    except OSError:
+        return False
+
+
+_SWEPT: set[Path] = set()  # artifacts folders this process has cleared of dead exports' temporaries
+
+
+def _sweep_once(root: Path) -> None:
+    """Stale temporaries of every model, once per process and artifacts folder (one directory walk of
+    depth 2): a killed export of a model that is never exported again would otherwise stay forever."""
+    key = root.resolve()
+    if key in _SWEPT:
+        return
+    _SWEPT.add(key)
+    for model_dir in root.iterdir():
+        if model_dir.is_dir() and not model_dir.is_symlink():
+            remove_stale_temporaries(model_dir)
 
 
 def remove_stale_temporaries(model_dir: Path) -> list[Path]:
@@ -375,10 +411,8 @@ def _alive(pid: int) -> bool:
 
 def _manifest(req: ExportRequest, backend, key: dict, main_file: str, files: dict, seconds: float,
               messages: list[str]) -> dict:
-    from perfkit.env import fingerprint
-
     spec = req.spec
-    env = fingerprint(req.device)
+    env = fingerprint(req.device, backend.libraries)
     batch_dim = "batch" if req.dynamic else req.batch.min
     return {
         "manifest_version": MANIFEST_VERSION,

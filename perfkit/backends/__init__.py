@@ -151,6 +151,11 @@ def at_precision(backends: Iterable, precision: Precision | str, device: str, *,
     return [b for b in map(get, backends) if b.runs(precision, device, automatic=automatic)]
 
 
+def library_names() -> tuple[str, ...]:
+    """Every backend's distributions (exporters, quantizers, runtimes), for the environment fingerprint."""
+    return tuple(dict.fromkeys(lib for b in all_backends() for lib in b.libraries))
+
+
 def options() -> Iterator:
     """Every option of every backend, once per name (for the CLI), with the backends declaring it."""
     seen: dict[str, tuple[Option, list[str]]] = {}

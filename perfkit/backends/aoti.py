@@ -32,7 +32,7 @@ import os
 
 import torch
 
-from perfkit.artifacts import capture_messages
+from perfkit.artifacts import capture_messages, save_through_python
 from perfkit.backends.base import CALIBRATION, CPU_FLOAT, EXPORT, SERIAL, ArtifactRunner, Backend, Option
 from perfkit.deps import require
 from perfkit.errors import ArtifactError
@@ -84,7 +84,8 @@ def export(req) -> str:
         program = torch.export.export(model, (x,), dynamic_shapes=dynamic_shapes, strict=False)
     path = req.out_dir / MAIN_FILE
     try:
-        torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs=configs)
+        save_through_python(path, lambda buffer: torch._inductor.aoti_compile_and_package(
+            program, package_path=buffer, inductor_configs=configs))
     except Exception as exc:
         text = str(exc)
         if req.device.startswith("cuda") and ("CUDA_HOME" in text or "cuda_runtime" in text or "cuda.h" in text):

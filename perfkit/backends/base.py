@@ -147,6 +147,11 @@ class Backend:
     def supported(self, device: str) -> frozenset:
         return frozenset(self.precisions.get(device_type(device), ()))
 
+    @property
+    def libraries(self) -> tuple[str, ...]:
+        """Every distribution this backend exports, quantizes or runs with (for the environment)."""
+        return tuple(dict.fromkeys((*self.cache_libraries, *self.quant_libraries, *self.runtime_libraries)))
+
     def libraries_for(self, precision: Precision | str) -> tuple[str, ...]:
         """Distributions whose versions key an artifact of ``precision``."""
         extra = self.quant_libraries if Precision(precision) is Precision.INT8 else ()
@@ -187,6 +192,10 @@ class Backend:
         precision): its defaults, overridden by the ``given`` ones it declares."""
         return {o.name: (given[o.name] if given.get(o.name) is not None else o.default)
                 for o in self.options if o.stage == stage and o.applies(precision)}
+
+    def export_options(self, given: Mapping[str, Any], precision: Precision | str) -> dict:
+        """The options that shape the artifact at ``precision`` (they key the artifact cache)."""
+        return self.options_for(given, EXPORT, precision)
 
     def keyed(self, options: Mapping[str, Any]) -> dict:
         """``options`` in the JSON form that keys the artifact cache and is written to the manifest."""

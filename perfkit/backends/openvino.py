@@ -54,6 +54,11 @@ INFERENCE_PRECISION = {Precision.FP32: "f32", Precision.INT8: "f32"}
 QUANTIZED_OPS = ("FakeQuantize", "FakeConvert")
 
 
+def _openvino():
+    """OpenVINO's module; where it is not a core dependency (no PyPI wheel there), its extra says how."""
+    return require("openvino", extra="openvino", why="the openvino backend")
+
+
 @contextlib.contextmanager
 def telemetry_declined() -> Iterator[str]:
     """Decline OpenVINO's usage telemetry for the ``convert_model`` calls inside this block.
@@ -98,7 +103,7 @@ def ir_summary(xml_path: Path) -> dict:
 def export(req) -> str:
     from perfkit.backends import get
 
-    ov = require("openvino")
+    ov = _openvino()
     source = ensure_artifact(req.spec, get("onnx"), req.ctx.replace(force=False), precision=req.precision,
                              batch=req.batch)
     with telemetry_declined() as telemetry:
@@ -172,7 +177,7 @@ class OpenVINORunner(ArtifactRunner):
         return str(self.options.get("ov_device") or "CPU").upper()
 
     def _load(self) -> None:
-        ov = require("openvino")
+        ov = _openvino()
         core = ov.Core()
         if self.ov_device not in core.available_devices:
             raise PerfkitError(f"openvino: device {self.ov_device} is not available here (OpenVINO sees "
@@ -222,7 +227,7 @@ class OpenVINORunner(ArtifactRunner):
         ``cores`` is not passed on: the hint plans streams and threads over the cores it sees
         (``--threads`` still caps them).
         """
-        ov = require("openvino")
+        ov = _openvino()
         batch = int(x.shape[0])
         compiled = self.compile(batch, self.properties("THROUGHPUT", requests=k))
         queue = ov.AsyncInferQueue(compiled, k)

@@ -9,7 +9,9 @@ An unexpected exception is a bug: one line too, exit 1, with the traceback when 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 
 from perfkit.cli import check, export, history, native, profile, run as run_cmd, summary, train, validate, zoo
 from perfkit.cli.options import ArgumentParser, Formatter
@@ -39,9 +41,25 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+SIGTERM_EXIT = 128 + signal.SIGTERM  # 143: what a shell reports for a process that SIGTERM ended
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a job scheduler, a container stop), raised in the main thread: handled like
+    Ctrl-C — the run is marked interrupted, measuring children are killed, finished records are kept."""
+
+
+def _terminate(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second SIGTERM must not cut the clean-up short
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     from perfkit.report.console import err_console
 
+    # only the main thread may set handlers (main() called from another thread keeps SIGTERM as it is)
+    handles_sigterm = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if handles_sigterm else None
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
@@ -49,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         # soft_wrap: the error stays one line however long (a pipe or a CI log is not wrapped for us)
         err_console.print(f"[bold red]error:[/] {_one_line(exc)}", markup=True, highlight=False, soft_wrap=True)
         return exc.exit_code
+    except Terminated:
+        err_console.print("[yellow]terminated (SIGTERM): the run is marked interrupted; finished records are kept "
+                          "in the store[/]")
+        return SIGTERM_EXIT
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted: finished records are kept in the store[/]")
         return 130
@@ -59,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                           "(a perfkit bug: rerun with PERFKIT_DEBUG=1 for the traceback and report it)",
                           markup=True, highlight=False, soft_wrap=True)
         return 1
+    finally:
+        if handles_sigterm:  # None: a handler not set from Python, i.e. the default
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _one_line(exc: BaseException, with_type: bool = False) -> str:

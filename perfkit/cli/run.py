@@ -81,12 +81,13 @@ def run(args) -> int:
     from perfkit.report.tables import summary_table
 
     device = common.resolve_device(args)
+    if args.resume:  # before anything is resolved or announced: an unknown or live run is the one line shown
+        with common.open_store(args, read_only=True) as store:
+            args.resume = store.resumable(args.resume)
     cfg = config(args, device)
     if args.html is not None:
         check_writable(args.html, "--html")  # before the run, not after it
     with common.open_store(args) as store:
-        if cfg.resume:
-            cfg.resume = store.get_run(cfg.resume)["id"]  # an unknown run is an error before anything runs
         if cfg.data is None:
             banner("no ImageNet-val (--data or $PERFKIT_IMAGENET_VAL): measured accuracy is skipped; "
                    "reports show published accuracy, labelled as such", style="bold")

@@ -115,7 +115,7 @@ def _run_to_resume(store, asked: str | None, from_checkpoint: str | None) -> str
         return None
     if asked == "latest":
         return from_checkpoint
-    run_id = store.get_run(asked)["id"]
+    run_id = store.resumable(asked)
     if from_checkpoint is not None and from_checkpoint != run_id:
         raise UsageError(f"--resume {asked}: the checkpoints were written in run {from_checkpoint}, not {run_id}")
     return run_id

@@ -155,9 +155,13 @@ def _child(conn, environ: dict, path: list, *args) -> None:
         from perfkit.backends import reload
 
         reload()
-        conn.send(("ok", _measure_here(*args)))
+        message = ("ok", _measure_here(*args))
     except BaseException as exc:  # sent to the parent, which raises it there
-        conn.send(("error", describe(exc), isinstance(exc, torch.OutOfMemoryError)))
+        message = ("error", describe(exc), isinstance(exc, torch.OutOfMemoryError))
+    try:
+        conn.send(message)
+    except BrokenPipeError:  # the parent died (killed): nobody waits for the result, nothing to say
+        pass
     finally:
         conn.close()
 

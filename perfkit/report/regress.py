@@ -2,25 +2,30 @@
 
 Records match on (kind, model, runtime, precision, batch, device); accuracy ignores the batch it
 was evaluated with; SingleStream (kind latency) and Offline (kind throughput) are different kinds,
-so they are never compared with each other. Gates: a top-1 drop beyond
+so they are never compared with each other. Each compared metric is a number (its change in pp for
+a percentage, in % otherwise), a verdict (parity's ``passed``) or a description (text: the
+calibration set of an int8 result, reported as changed when it differs). Gates: a top-1 drop beyond
 ``max_top1_drop_pp``, a p50 latency increase beyond ``max_latency_increase_pct``, an Offline
 samples/s drop beyond ``max_throughput_drop_pct``, a parity check that passed and now fails, and a
-step that ran and now errors. Everything else that changed is reported without failing.
+step that ran and now errors (an export included). Everything else that changed is reported
+without failing.
 
 Like with like: a timing is judged only against one taken in the same configuration (the runtime
 configuration recorded with it: hints, streams, threads, sessions; for Offline also the K and the
 threads per request that won). When that differs, the change is reported as ``config changed``,
 naming what differs, and not gated. Either side is a run in the store or a JSON export
-(``perfkit report RUN --json FILE``), so CI can keep its baseline in git.
+(``perfkit report RUN --json-out FILE``), so CI can keep its baseline in git.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from perfkit.errors import PerfkitError
-from perfkit.report.records_io import read_json
+from perfkit.report.records_io import describe, read_json
 from perfkit.report.rows import load_run
 from perfkit.store import Kind, Record, Store
 
@@ -28,16 +33,52 @@ DEFAULT_MAX_TOP1_DROP_PP = 0.5
 DEFAULT_MAX_LATENCY_INCREASE_PCT = 10.0
 DEFAULT_MAX_THROUGHPUT_DROP_PCT = 10.0
 
-# kind -> metrics reported when they change (the gated ones are judged in _judge).
-# Records match per precision (it is part of the key): an int8 result is only ever compared with an
-# int8 result, and a change of its calibration set is reported beside its numbers.
-COMPARED = {
-    Kind.ACCURACY: ("top1_pct", "top5_pct", "relative_top1", "calibration"),
-    Kind.LATENCY: ("latency_median_ms", "latency_p99_ms", "throughput_per_s", "calibration"),
-    Kind.THROUGHPUT: ("samples_per_s", "samples_per_cpu_s"),
-    Kind.PARITY: ("passed", "top1_agreement", "max_abs_diff", "calibration"),
-    Kind.MEMORY: ("peak_bytes",),
-    Kind.COMPLEXITY: ("params", "macs"),
+NUMBER, VERDICT, DESCRIPTION = "number", "verdict", "description"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One compared metric: a number, a verdict (a bool: a pass that now fails is a regression) or a
+    description (text, only ever reported as changed).
+
+    A gated number names its threshold (``limit``, a key of ``compare``'s limits) and the direction
+    that is worse (``worse``: +1 a rise, -1 a drop); a gated number must be there in an ok record.
+    """
+
+    name: str
+    type: str = NUMBER
+    limit: str | None = None
+    worse: int = 0
+
+    def problem(self, value) -> str | None:
+        """Why ``value`` cannot be compared as this metric (None when it can)."""
+        if self.type == DESCRIPTION:
+            return None if value is None or isinstance(value, str) else "not text"
+        if self.type == VERDICT:
+            return None if isinstance(value, bool) else "not true or false"
+        if value is None:
+            return "not a number" if self.limit else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):  # True is an int to Python
+            return "not a number"
+        return None if math.isfinite(value) else "not a finite number"  # inf/NaN would switch a gate off
+
+
+_CALIBRATION = Metric("calibration", DESCRIPTION)
+# kind -> its compared metrics. Records match per precision (it is part of the key): an int8 result
+# is only ever compared with an int8 result, and a change of its calibration set is reported beside
+# its numbers. Train records are one per epoch: the newest of a key (the last epoch) is compared.
+COMPARED: dict[Kind, tuple[Metric, ...]] = {
+    Kind.ACCURACY: (Metric("top1_pct", limit="max_top1_drop_pp", worse=-1), Metric("top5_pct"),
+                    Metric("relative_top1"), _CALIBRATION),
+    Kind.LATENCY: (Metric("latency_median_ms", limit="max_latency_increase_pct", worse=+1), Metric("latency_p99_ms"),
+                   Metric("throughput_per_s"), _CALIBRATION),
+    Kind.THROUGHPUT: (Metric("samples_per_s", limit="max_throughput_drop_pct", worse=-1),
+                      Metric("samples_per_cpu_s"), _CALIBRATION),
+    Kind.PARITY: (Metric("passed", VERDICT), Metric("top1_agreement"), Metric("max_abs_diff"), _CALIBRATION),
+    Kind.MEMORY: (Metric("peak_bytes"),),
+    Kind.COMPLEXITY: (Metric("params"), Metric("macs")),
+    Kind.EXPORT: (Metric("artifact_bytes"), _CALIBRATION),
+    Kind.TRAIN: (Metric("val_acc"), Metric("best_val_acc"), Metric("epoch_seconds")),
 }
 _ENV_KEYS = ("cpu_model", "gpu_name", "driver", "cuda", "cpu_count")
 
@@ -54,22 +95,29 @@ def load_side(store: Store | None, ref: str) -> Side:
     path = Path(ref)
     if path.suffix == ".json" or path.is_file():
         run, records = read_json(path)
-        _check_compared_numbers(path, records)
+        check_compared(str(path), records)
         return Side(f"{path} (run {run.get('id')})", run, records)
     if store is None:
         raise PerfkitError(f"'{ref}' is not a file, and no run store was given to look it up in")
-    run, records = load_run(store, ref)
+    run, records = load_run(store, ref, strict=True)  # a record left out could hide a regression
+    # perfkit never stores a non-finite number (the schema refuses NaN; parity records a non-finite
+    # distance as None), so one here was written by something else. It is refused like a malformed
+    # file rather than judged: an infinite baseline would make any candidate look improved, and a
+    # regression verdict would blame the candidate for a broken reference.
+    check_compared(f"run {run['id']}", records)
     return Side(run["id"], run, records)
 
 
-def _check_compared_numbers(path: Path, records: list[Record]) -> None:
-    """Every metric regress compares must be a number in a file (a hand-edited baseline may say "fast")."""
+def check_compared(where: str, records: list[Record]) -> None:
+    """Every metric regress compares must be of its type (a hand-edited baseline may say "fast",
+    ``true`` or ``Infinity``): the first that is not is one error naming ``where``, the record and it."""
     for i, r in enumerate(records):
         for metric in COMPARED.get(r.kind, ()) if r.status == "ok" else ():
-            value = r.metrics.get(metric)
-            if value is not None and not isinstance(value, (int, float)):
-                raise PerfkitError(f"{path} holds a malformed record (#{i}, {r.kind} {r.model} {r.runtime or ''}): "
-                                   f"{metric} is {value!r}, not a number")
+            value = r.metrics.get(metric.name)
+            problem = metric.problem(value)
+            if problem:
+                raise PerfkitError(f"{where} holds a malformed record ({describe(i, r)}): {metric.name} is "
+                                   f"{json.dumps(value, default=str)}, {problem}")
 
 
 def _key(r: Record) -> tuple:
@@ -88,10 +136,10 @@ def _latest(records: list[Record]) -> dict[tuple, Record]:
     return out
 
 
-def _change(metric: str, a, b) -> tuple[float | None, str]:
-    if any(isinstance(v, (bool, str)) or v is None for v in (a, b)):  # a verdict, a description: no number
+def _change(metric: Metric, a, b) -> tuple[float | None, str]:
+    if metric.type != NUMBER or a is None or b is None:
         return None, ""
-    if metric.endswith("_pct"):
+    if metric.name.endswith("_pct"):
         return float(b) - float(a), "pp"
     if a == 0:
         return None, "%"
@@ -118,20 +166,16 @@ def config_differences(a: Record, b: Record) -> list[str]:
     return [f"{k}: {ca.get(k)} → {cb.get(k)}" for k in sorted(set(ca) | set(cb), key=str) if ca.get(k) != cb.get(k)]
 
 
-def _judge(kind: str, metric: str, a, b, change: float | None, limits: dict) -> str:
+def _judge(metric: Metric, a, b, change: float | None, limits: dict) -> str:
     if a == b:
         return "same"
-    if kind == Kind.ACCURACY and metric == "top1_pct" and change is not None:
-        drop = limits["max_top1_drop_pp"]
-        return "regression" if change < -drop else ("improved" if change > drop else "within")
-    if kind == Kind.LATENCY and metric == "latency_median_ms" and change is not None:
-        rise = limits["max_latency_increase_pct"]
-        return "regression" if change > rise else ("improved" if change < -rise else "within")
-    if kind == Kind.THROUGHPUT and metric == "samples_per_s" and change is not None:
-        drop = limits["max_throughput_drop_pct"]
-        return "regression" if change < -drop else ("improved" if change > drop else "within")
-    if kind == Kind.PARITY and metric == "passed":
+    if metric.type == VERDICT:
         return "regression" if a and not b else "improved"
+    if metric.limit and a is not None and b is not None:
+        # a % change from 0 has no size, only a direction: it still passes the gate or fails it
+        worse = metric.worse * (change if change is not None else math.copysign(math.inf, b - a))
+        limit = limits[metric.limit]
+        return "regression" if worse > limit else ("improved" if worse < -limit else "within")
     return "changed"
 
 
@@ -150,12 +194,12 @@ def _metric_changes(where: dict, a: Record, b: Record, limits: dict) -> list[dic
     differs = config_differences(a, b)
     out = []
     for metric in COMPARED[a.kind]:
-        va, vb = a.metrics.get(metric), b.metrics.get(metric)
+        va, vb = a.metrics.get(metric.name), b.metrics.get(metric.name)
         if va is None and vb is None:
             continue
         change, unit = _change(metric, va, vb)
-        verdict = _judge(where["kind"], metric, va, vb, change, limits)
-        entry = {**where, "metric": metric, "baseline": va, "candidate": vb, "change": change, "unit": unit,
+        verdict = _judge(metric, va, vb, change, limits)
+        entry = {**where, "metric": metric.name, "baseline": va, "candidate": vb, "change": change, "unit": unit,
                  "verdict": verdict}
         if differs and verdict != "same":
             entry.update(verdict="config changed", config=differs)

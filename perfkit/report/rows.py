@@ -68,10 +68,11 @@ def published_by_model(records: Iterable[Record]) -> dict[tuple, dict]:
     return {k: {kk: vv for kk, vv in v.items() if vv is not None} for k, v in out.items()}
 
 
-def load_run(store: Store, run_id: str) -> tuple[dict, list[Record]]:
-    """The run (``latest``, an id or a unique prefix) and all its records, oldest first."""
+def load_run(store: Store, run_id: str, *, strict: bool = False) -> tuple[dict, list[Record]]:
+    """The run (``latest``, an id or a unique prefix) and all its records, oldest first (a record that
+    cannot be read: skipped with a warning naming it, or with ``strict`` an error; see ``Store.records``)."""
     run = store.get_run(run_id)
-    return run, store.records(run["id"])
+    return run, store.records(run["id"], strict=strict)
 
 
 def latest_ok(records: Iterable[Record], key) -> dict:

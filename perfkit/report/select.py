@@ -120,7 +120,8 @@ def select(store: Store, constraints: Constraints, run_id: str | None = None) ->
     each excluded one has ``reasons``.
     """
     run = store.get_run(run_id)["id"] if run_id else None
-    cands = candidates(store.records(run_id=run), constraints.batch)
+    # strict: without an unreadable record, a candidate's older number would silently stand in for it
+    cands = candidates(store.records(run_id=run, strict=True), constraints.batch)
     for c in cands:
         if c["top1_pct"] is not None:
             c["top1"], c["top1_source"] = c["top1_pct"], "measured"

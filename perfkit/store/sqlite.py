@@ -6,7 +6,10 @@ Commands that only read (runs, report, select, regress) open the store read-only
 read-only mount can be listed, and a mistyped --store is an error instead of a new empty database.
 
 A run remembers the process that runs it (host and pid): a run still "running" whose process is
-gone from this host was killed, and is shown (and, when the store is writable, stored) as interrupted.
+gone from this host was killed, and is shown (and, when the store is writable, stored) as interrupted;
+one whose process is still alive (or that runs on another host) cannot be resumed.
+A record that cannot be read (metrics that are not a JSON object) is skipped with a warning naming
+it, or refused by readers whose verdict it could change (``strict``).
 Records re-measured by a resumed run are kept but marked ``superseded``; every reader sees only the
 current ones.
 """
@@ -86,12 +89,50 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
+def _refuse_if_running(run_id: str, status: str, host: str | None, pid: int | None) -> None:
+    """Resuming a run whose process is still at work would record every key twice (both processes
+    finish ok, and reports show one of each pair): refuse, naming that process."""
+    if status != "running" or host is None:  # a run from before runs recorded their process: nothing to ask
+        return
+    if host == platform.node():
+        if _alive(pid):
+            raise UsageError(f"run {run_id} is still running (host {host}, pid {pid}): wait for it to finish or "
+                             "stop it before --resume")
+        return
+    # Another host's process cannot be asked whether it lives. Refusing is the safe side: taking over a
+    # run that is still measuring there corrupts it for good (duplicate records), while a run that died
+    # there loses nothing by waiting — resumed on its own host, perfkit sees the pid gone and takes it over.
+    raise UsageError(f"run {run_id} is still marked running on host {host} (pid {pid}), whose process this host "
+                     f"cannot check: resume it on {host}, or start a new run")
+
+
+_JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
+               type(None): "null"}
+
+
+def _record(row: dict) -> Record:
+    """A ``records`` row as a Record; ValueError naming what is wrong with it."""
+    row.pop("id")
+    row.pop("superseded", None)
+    for column in ("metrics", "env"):
+        try:
+            value = json.loads(row[column])
+        except (TypeError, ValueError):
+            raise ValueError(f"its {column} are not JSON ({str(row[column])[:40]!r})") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"its {column} are {_JSON_TYPES.get(type(value), 'not an object')} "
+                             f"({row[column][:40]!r}), not a JSON object")
+        row[column] = value
+    return Record.from_dict(row)
+
+
 class Store:
     """A run-history database. Cheap to open; use one per process."""
 
     def __init__(self, path: str | Path | None = None, *, read_only: bool = False):
         self.path = Path(path).expanduser() if path is not None else default_store_path()
         self.read_only = read_only
+        self._warned: set[str] = set()  # unreadable records already named on stderr (each once)
         self._db = self._connect()
         self._db.row_factory = sqlite3.Row
         # A store written before records could be superseded, opened read-only (so not migrated):
@@ -190,13 +231,17 @@ class Store:
 
     # -- runs -------------------------------------------------------------------------------
 
-    def start_run(self, command: str | None = None, run_id: str | None = None, device: str = "cpu") -> str:
-        """Register a run (or re-open ``run_id`` to resume it) and return its id."""
-        env = fingerprint(device)
+    def start_run(self, command: str | None = None, run_id: str | None = None, device: str = "cpu",
+                  env: dict | None = None) -> str:
+        """Register a run (or re-open ``run_id`` to resume it) and return its id; ``env`` is the
+        measuring side's fingerprint (``perfkit.record.environment``), else the core one of ``device``."""
+        env = env if env is not None else fingerprint(device)
         command = command if command is not None else " ".join(["perfkit", *sys.argv[1:]])
         me = (platform.node(), os.getpid())
-        with self._transaction() as db:
-            if run_id is not None and db.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone():
+        with self._transaction() as db:  # one transaction: two resumes of one run cannot both take it over
+            row = db.execute("SELECT status, host, pid FROM runs WHERE id=?", (run_id,)).fetchone() if run_id else None
+            if row is not None:
+                _refuse_if_running(run_id, *row)
                 db.execute("UPDATE runs SET status='running', finished=NULL, host=?, pid=? WHERE id=?", (*me, run_id))
                 return run_id
             run_id = run_id or new_run_id()
@@ -258,6 +303,12 @@ class Store:
             row = rows[0]
         return self._run_dict(row)
 
+    def resumable(self, run_id: str) -> str:
+        """The id of the run ``run_id`` names (as ``get_run``), refused while its process is still at work."""
+        run = self.get_run(run_id)
+        _refuse_if_running(run["id"], run["status"], run.get("host"), run.get("pid"))
+        return run["id"]
+
     # -- records ----------------------------------------------------------------------------
 
     def add(self, record: Record, run_id: str | None = None) -> Record:
@@ -281,7 +332,26 @@ class Store:
         return record
 
     def records(self, run_id: str | None = None, kind: Kind | str | None = None, model: str | None = None,
-                *, include_superseded: bool = False) -> list[Record]:
+                *, include_superseded: bool = False, strict: bool = False) -> list[Record]:
+        """The matching records, oldest first. One that cannot be read (its metrics are not a JSON
+        object: edited by hand, or a bug) is skipped with one warning line on stderr naming it; with
+        ``strict`` (a reader whose verdict a missing record would change) it is an error naming it."""
+        out = []
+        for record, problem in self._read(run_id, kind, model, include_superseded):
+            if problem is None:
+                out.append(record)
+            elif strict:
+                raise PerfkitError(f"{problem}: nothing is judged without it; fix or delete that row of {self.path}")
+            elif problem not in self._warned:
+                self._warned.add(problem)
+                print(f"warning: {problem}; skipped", file=sys.stderr)
+        return out
+
+    def unreadable(self, run_id: str) -> list[str]:
+        """What ``records(run_id)`` skips: one line for each current record of the run that cannot be read."""
+        return [problem for _, problem in self._read(run_id, None, None, False) if problem is not None]
+
+    def _read(self, run_id, kind, model, include_superseded: bool) -> Iterator[tuple[Record | None, str | None]]:
         sql, args = "SELECT * FROM records WHERE 1=1", []
         for column, value in (("run_id", run_id), ("kind", kind), ("model", model)):
             if value is not None:
@@ -289,15 +359,12 @@ class Store:
                 args.append(str(value))
         if not include_superseded:
             sql += f" AND {self._current}"
-        out = []
-        for row in self._db.execute(sql + " ORDER BY id", args):
-            d = dict(row)
-            d.pop("id")
-            d.pop("superseded", None)
-            d["metrics"] = json.loads(d["metrics"])
-            d["env"] = json.loads(d["env"])
-            out.append(Record.from_dict(d))
-        return out
+        for row in self._db.execute(sql + " ORDER BY id", args).fetchall():
+            try:
+                yield _record(dict(row)), None
+            except (TypeError, ValueError) as exc:
+                where = " ".join(str(row[c]) for c in ("kind", "model", "runtime", "precision") if row[c] is not None)
+                yield None, f"record #{row['id']} ({where}) of run {row['run_id']} cannot be read: {exc}"
 
     def supersede(self, run_id: str, model: str, kinds: Iterable[Kind | str]) -> int:
         """Mark the current records of these kinds for ``model`` in the run superseded (a re-run replaces them)."""

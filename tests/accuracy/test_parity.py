@@ -78,9 +78,39 @@ def test_nan_and_inf_fail_and_are_counted():
     cand[3, 1] = float("inf")
     r = P.compare(ref, cand, P.Tolerance(atol=10.0, rtol=0.0))
     assert r.nonfinite == 2 and not r.passed
-    assert r.failures[0] == "2 NaN/Inf logits"
+    assert r.failures[0] == "this runtime gives 2 NaN/Inf logits where the reference's are finite"
     # Distances over NaN/Inf logits mean nothing: NaN, never the finite entries' 0.
     assert math.isnan(r.max_abs_diff) and math.isnan(r.mean_abs_diff)
+
+
+def test_a_reference_with_nan_logits_is_blamed_not_the_runtime():
+    ref = _logits()
+    ref[2] = float("nan")  # broken weights: eager itself gives NaN
+    for cand in (ref.clone(), _logits(seed=1)):  # the runtime agrees with it, or not: either way nothing to judge
+        r = P.compare(ref, cand, P.tolerance("fp32"))
+        assert not r.passed and r.failures == [
+            "the reference (fp32) itself gives 10 NaN/Inf logits of 80: the model or its weights are broken, not this "
+            "runtime's export"]
+
+
+@pytest.mark.parametrize("runtime", ["torchscript", "onnx"])
+def test_nan_weights_fail_parity_naming_the_weights_not_the_export(tmp_path, runtime):
+    """LeNet-5 with a state dict of NaNs given as its weights file: every runtime faithfully gives NaN,
+    and the check says the model is broken instead of blaming the export (TorchScript's own reload
+    check refused the export, ONNX parity blamed the runtime's "NaN/Inf logits")."""
+    from perfkit.context import Context
+    from perfkit.zoo.registry import resolve
+
+    weights = tmp_path / "nan.pt"
+    torch.save({k: torch.full_like(v, float("nan")) for k, v in resolve("lenet5", "random").build().state_dict().items()},
+               weights)
+    spec = resolve("lenet5", str(weights))
+    results = list(P.check_parity(spec, [runtime], Context(artifacts=tmp_path / "art"),
+                                  inputs=P.inputs_for(spec, 4), batches=[2]))
+    [check] = [r for r in results if isinstance(r, P.ParityCheck)]
+    assert check.where.runtime == runtime and check.result.nonfinite == 40 and not check.result.passed
+    assert check.result.failures == ["the reference (fp32) itself gives 40 NaN/Inf logits of 40: the model or its "
+                                     "weights are broken, not this runtime's export"]
 
 
 def test_nan_logits_record_as_a_failed_check_not_a_crash():
@@ -97,7 +127,7 @@ def test_nan_logits_record_as_a_failed_check_not_a_crash():
     m = record.metrics
     assert record.status == "ok" and m["passed"] is False and m["nonfinite"] == 1
     assert m["max_abs_diff"] is None and m["mean_abs_diff"] is None
-    assert m["failures"][0] == "1 NaN/Inf logits"
+    assert m["failures"][0] == "this runtime gives 1 NaN/Inf logits where the reference's are finite"
     json.dumps(record.to_dict(), allow_nan=False)  # strict JSON: no NaN in --json output
 
 
@@ -149,7 +179,8 @@ def test_int8_fails_a_broken_quantisation():
     assert not scrambled.passed and any("min cosine with eager" in f for f in scrambled.failures)
     nan = ref.clone()
     nan[0, 0] = float("nan")
-    assert "1 NaN/Inf logits" in P.compare(ref, nan, P.tolerance("int8")).failures
+    assert "this runtime gives 1 NaN/Inf logits where the reference's are finite" in \
+        P.compare(ref, nan, P.tolerance("int8")).failures
 
 
 def test_logits_feeds_inputs_in_batches(tiny_spec):

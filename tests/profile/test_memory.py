@@ -9,10 +9,15 @@ from perfkit.zoo.registry import resolve
 
 
 def test_host_peak_sees_an_allocation():
+    import mmap
+
     peak = HostPeak()
-    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
-    assert block.sum() > 0
-    del block
+    # 64 MiB of fresh anonymous pages, each touched: never resident before, whatever earlier tests left
+    # in malloc's or torch's free lists (a torch.ones block could reuse those, and RSS would not grow)
+    block = mmap.mmap(-1, 64 * 2**20)
+    for offset in range(0, len(block), mmap.PAGESIZE):
+        block[offset] = 1
+    block.close()
     assert peak.delta() >= 60 * 2**20  # a peak: still seen after the memory is freed
     assert "RSS" in peak.method
 
@@ -176,3 +181,30 @@ def test_the_memory_child_ignores_ctrl_c(monkeypatch):
     finally:
         signal.signal(signal.SIGINT, before)
     assert sent == [("ok", {"peak_bytes": 1, "method": "test"})]
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_an_orphaned_memory_child_exits_quietly_when_its_parent_is_gone(monkeypatch, capfd, fails):
+    """The parent was killed: sending the result (or the error) meets a broken pipe, which is no reason
+    for the tracebacks it printed."""
+    import multiprocessing as mp
+    import os
+    import signal
+    import sys
+
+    from perfkit.profile import memory as M
+
+    def measure(*args):
+        if fails:
+            raise RuntimeError("the runtime failed")
+        return {"peak_bytes": 1, "method": "test"}
+
+    monkeypatch.setattr(M, "_measure_here", measure)
+    receiver, sender = mp.Pipe(duplex=False)
+    receiver.close()  # the parent's end: gone
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        M._child(sender, dict(os.environ), list(sys.path))  # returns: nothing raised
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert sender.closed and capfd.readouterr().err == ""

@@ -145,3 +145,17 @@ def test_run_html_to_a_directory_is_refused_before_the_run(tmp_path, capsys):
 
     with Store() as s:
         assert s.runs() == []  # nothing ran
+
+
+def test_report_shows_the_rest_of_a_run_with_an_unreadable_record_and_names_it(store, make_run, tmp_path, capsys,
+                                                                               corrupt_metrics):
+    run_id = make_run(store)
+    [bad] = corrupt_metrics(store.path, "[1,2]", kind="latency", model="alexnet", runtime="onnx", batch=8)
+    assert main(["report", run_id, "--json-out", str(tmp_path / "r.json"), "--html", str(tmp_path / "r.html")]) == 0
+    captured = capsys.readouterr()
+    assert [line for line in captured.err.splitlines() if "warning" in line] == [
+        f"warning: record #{bad} (latency alexnet onnx fp32) of run {run_id} cannot be read: its metrics are an "
+        "array ('[1,2]'), not a JSON object; skipped"]  # once, though the table, JSON and HTML all read the run
+    assert "internal error" not in captured.err and "resnet18" in captured.out and (tmp_path / "r.html").is_file()
+    latency = {(r.model, r.runtime, r.batch) for r in read_json(tmp_path / "r.json")[1] if r.kind == "latency"}
+    assert ("alexnet", "onnx", 1) in latency and ("alexnet", "onnx", 8) not in latency

@@ -105,33 +105,52 @@ def test_json_baseline_roundtrip(store, make_run, tmp_path, capsys):
 
 
 def test_bad_baseline_files(tmp_path, store):
-    with pytest.raises(PerfkitError, match="does not exist"):
+    with pytest.raises(PerfkitError, match=r"does not exist \(export one with `perfkit report RUN --json-out "):
         load_side(store, str(tmp_path / "nope.json"))
     bad = tmp_path / "bad.json"
     bad.write_text('{"hello": 1}')
-    with pytest.raises(PerfkitError, match="not a perfkit JSON export"):
+    with pytest.raises(PerfkitError, match=r"not a perfkit JSON export \(write one with `perfkit report RUN --json-out"):
         load_side(store, str(bad))
     bad.write_text("{not json")
     with pytest.raises(PerfkitError, match="not a perfkit JSON export"):
         load_side(store, str(bad))
 
 
+def _kind(payload, kind):
+    return next(i for i, r in enumerate(payload["records"]) if r["kind"] == kind and r["status"] == "ok")
+
+
 def _lat(payload):
-    return next(i for i, r in enumerate(payload["records"]) if r["kind"] == "latency" and r["status"] == "ok")
+    return _kind(payload, "latency")
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda p: p["records"][_lat(p)].__setitem__("metrics", None), r"malformed record \(#\d+\): metrics must be a mapping"),
+    (lambda p: p["records"][_lat(p)].__setitem__("metrics", None),
+     r"malformed record \(#\d+, latency resnet18 eager fp32 batch 1\): metrics must be a mapping"),
     (lambda p: p["records"].__setitem__(_lat(p), "hello"), r"malformed record \(#\d+\): a record must be a JSON object"),
     (lambda p: p["records"][_lat(p)]["metrics"].__setitem__("latency_median_ms", "fast"),
-     r"malformed record \(#\d+, latency .*\): latency_median_ms is 'fast', not a number"),
+     r'malformed record \(#\d+, latency .*\): latency_median_ms is "fast", not a number'),
+    (lambda p: p["records"][_lat(p)]["metrics"].__setitem__("latency_median_ms", True),
+     r"latency_median_ms is true, not a number"),
+    (lambda p: p["records"][_lat(p)]["metrics"].__setitem__("latency_median_ms", float("inf")),
+     r"latency_median_ms is Infinity, not a finite number"),
+    (lambda p: p["records"][_lat(p)]["metrics"].__setitem__("latency_median_ms", None),
+     r"latency_median_ms is null, not a number"),  # a gate needs its number
+    (lambda p: p["records"][_kind(p, "parity")]["metrics"].__setitem__("passed", "yes"),
+     r"\(#\d+, parity .*\): passed is \"yes\", not true or false"),
+    (lambda p: p["records"][_kind(p, "throughput")]["metrics"].__setitem__("samples_per_s", float("-inf")),
+     r"\(#\d+, throughput .*\): samples_per_s is -Infinity, not a finite number"),
     (lambda p: p["records"][_lat(p)]["metrics"].__setitem__("latency_median_ms", [1]), "latency_median_ms is \\[1\\]"),
+    (lambda p: p["records"][_kind(p, "parity")]["metrics"].__setitem__("max_abs_diff", False),
+     r"\(#\d+, parity .*\): max_abs_diff is false, not a number"),
     (lambda p: p["records"][_lat(p)].__setitem__("created", "yesterday"), "'created' is 'yesterday'"),
     (lambda p: p.__setitem__("run", "x"), "'run' must be an object and 'records' a list"),
     (lambda p: p.__setitem__("records", None), "'run' must be an object and 'records' a list"),
-], ids=["metrics-null", "record-string", "metric-string", "metric-list", "created-string", "run-string", "records-null"])
+], ids=["metrics-null", "record-string", "metric-string", "metric-list", "metric-true", "metric-infinity",
+        "gated-null", "verdict-string", "throughput-minus-infinity", "parity-number-false", "created-string",
+        "run-string", "records-null"])
 def test_malformed_baselines_are_one_line_naming_the_file(store, make_run, tmp_path, capsys, edit, message):
-    path = write_json(store, make_run(store), tmp_path / "base.json")
+    path = write_json(store, make_run(store, offline=True), tmp_path / "base.json")
     payload = json.loads(path.read_text())
     edit(payload)
     path.write_text(json.dumps(payload))
@@ -160,3 +179,59 @@ def test_a_contended_timing_is_not_judged(store, make_run, capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "│ contended" in out  # the verdict column (its reason wraps in the cell)
     assert f"{len(_verdicts(result, 'contended'))} timing change(s) not judged: contended (other processes" in out
+
+
+def test_a_calibration_is_text_compared_as_a_description(store, make_run, tmp_path, capsys):
+    base = make_run(store, int8="calibrated on 32 synthetic images (minmax) — accuracy not meaningful")
+    cand = make_run(store, int8="calibrated on 64 images of ci/calib (entropy)")
+    path = write_json(store, base, tmp_path / "base.json")
+    result = compare(load_side(None, str(path)), load_side(store, cand))
+    changed = {(c["kind"], c["change"], c["verdict"]) for c in result["changes"] if c["metric"] == "calibration"}
+    assert changed == {("accuracy", None, "changed"), ("latency", None, "changed"), ("parity", None, "changed")}
+    assert result["regressions"] == 0
+    payload = json.loads(path.read_text())
+    payload["records"][next(i for i, r in enumerate(payload["records"]) if r["metrics"].get("calibration"))][
+        "metrics"]["calibration"] = 32
+    path.write_text(json.dumps(payload))
+    assert main(["regress", "--baseline", str(path), "--candidate", cand]) == 2
+    assert "calibration is 32, not text" in capsys.readouterr().err
+
+
+def test_a_non_finite_number_in_the_store_is_refused_not_compared(store, make_run, capsys):
+    """The schema refuses NaN but not infinity; an infinite baseline p50 would make any candidate "improved"."""
+    base, cand = make_run(store, error=False), make_run(store, error=False)
+    [r] = [r for r in store.records(base) if (r.kind, r.model, r.runtime, r.batch) == (Kind.LATENCY, "alexnet", "onnx", 8)]
+    r.metrics["latency_median_ms"], r.created = float("inf"), r.created + 1  # the newest of its key
+    store.add(r, base)
+    for argv in (["--baseline", base, "--candidate", cand], ["--baseline", cand, "--candidate", base]):
+        assert main(["regress", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"run {base} holds a malformed record" in err, err
+        assert "latency alexnet onnx fp32 batch 8): latency_median_ms is Infinity, not a finite number" in err
+
+
+def test_a_gated_number_rising_from_zero_is_still_judged(store, make_run):
+    base, cand = make_run(store, error=False), make_run(store, error=False)
+    records = []
+    for r in store.records(base):
+        if r.kind == Kind.LATENCY and r.batch == 1:
+            r.metrics["latency_median_ms"] = 0.0  # no % change from 0: the direction still fails the gate
+        records.append(r)
+    result = compare(Side("zeroed", {"env": {}}, records), load_side(store, cand))
+    regressions = _verdicts(result, "regression")
+    assert len(regressions) == 6 and {(b, m) for _, _, b, m in regressions} == {(1, "latency_median_ms")}  # 3 × 2
+    assert all(c["change"] is None for c in result["changes"] if c["verdict"] == "regression")
+    back = compare(load_side(store, cand), Side("zeroed", {"env": {}}, records))  # 20 ms → 0 ms: faster
+    assert back["regressions"] == 0 and len(_verdicts(back, "improved")) == 6
+
+
+def test_a_run_with_an_unreadable_record_is_a_malformed_side(store, make_run, capsys, corrupt_metrics):
+    base, cand = make_run(store), make_run(store)
+    [bad] = corrupt_metrics(store.path, '"text"', run_id=base, kind="parity", model="alexnet", runtime="onnx", batch=1)
+    assert main(["regress", "--baseline", base, "--candidate", cand]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "internal error" not in captured.err
+    assert f"record #{bad} (parity alexnet onnx fp32) of run {base} cannot be read" in captured.err
+    with pytest.raises(PerfkitError, match=f"record #{bad} "):
+        load_side(store, base)
+    assert load_side(store, cand).label == cand  # the other run reads as before

@@ -111,3 +111,13 @@ def test_candidate_without_weights_column_is_still_listed(store):
                                   "throughput_per_s": 1000.0}), run_id)
     [c] = select(store, Constraints(max_latency_ms=2))["selected"]
     assert c["top1"] is None and c["pareto"] is False and c["rank"] == 1
+
+
+def test_cli_refuses_to_choose_past_an_unreadable_record(store, make_run, capsys, corrupt_metrics):
+    """Skipping it would let an older number of that candidate (or none) decide: exit 2, naming it."""
+    make_run(store)
+    [bad] = corrupt_metrics(store.path, "not json", kind="latency", model="resnet18", runtime="onnx", batch=1)
+    assert main(["select", "--max-latency-ms", "15"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert f"record #{bad} (latency resnet18 onnx fp32) of run " in captured.err and "not JSON" in captured.err

@@ -177,6 +177,75 @@ def test_resuming_a_run_takes_it_over(tmp_path):
         assert run["command"] == "perfkit run"  # the run keeps its command
 
 
+@pytest.fixture
+def live_pid():
+    """A process of this host that stays alive while the test runs."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def test_a_run_whose_process_is_alive_cannot_be_resumed(tmp_path, live_pid):
+    path = tmp_path / "s.db"
+    with Store(path) as s:
+        run_id = s.start_run("perfkit run")
+    _set_owner(path, run_id, platform.node(), live_pid)
+    with Store(path) as s:
+        for resume in (lambda: s.resumable(run_id[:12]), lambda: s.start_run(run_id=run_id)):
+            with pytest.raises(UsageError) as err:
+                resume()
+            assert f"run {run_id} is still running (host {platform.node()}, pid {live_pid})" in str(err.value)
+        run = s.get_run(run_id)
+        assert (run["status"], run["pid"]) == ("running", live_pid)  # left to its process
+    os.kill(live_pid, signal.SIGKILL)
+    os.waitpid(live_pid, 0)
+    with Store(path) as s:  # its process is gone: now it can be taken over
+        assert s.resumable(run_id) == run_id and s.start_run(run_id=run_id) == run_id
+
+
+def test_a_running_run_of_another_host_is_not_resumed_but_an_ended_one_is(tmp_path):
+    path = tmp_path / "s.db"
+    with Store(path) as s:
+        running, ended = s.start_run("running"), s.start_run("ended")
+        s.finish_run(ended, "interrupted")
+    other = platform.node() + "-another-host"
+    for run_id in (running, ended):
+        _set_owner(path, run_id, other, 4321)
+    with Store(path) as s:
+        with pytest.raises(UsageError, match=f"run {running} is still marked running on host {other} \\(pid 4321\\)"
+                                             f".*resume it on {other}"):
+            s.start_run(run_id=running)
+        assert s.get_run(running)["host"] == other
+        assert s.start_run(run_id=ended) == ended and s.get_run(ended)["host"] == platform.node()
+
+
+# -- a record that cannot be read -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, why", [
+    ("[1,2]", "its metrics are an array ('[1,2]'), not a JSON object"),
+    ('"text"', "its metrics are a string ('\"text\"'), not a JSON object"),
+    ("not json", "its metrics are not JSON ('not json')"),
+])
+def test_a_record_that_cannot_be_read_is_skipped_naming_it_once(tmp_path, capsys, corrupt_metrics, text, why):
+    path = tmp_path / "s.db"
+    with Store(path) as s:
+        run_id = s.start_run("x")
+        s.add(_ok(Kind.MEMORY, model="a"), run_id)
+        s.add(Record(kind=Kind.LATENCY, model="b", runtime="onnx", precision="fp32", batch=1,
+                     metrics={k: 1 for k in SCHEMAS[Kind.LATENCY].required}), run_id)
+    [bad] = corrupt_metrics(path, text, kind="latency")
+    named = f"record #{bad} (latency b onnx fp32) of run {run_id} cannot be read: {why}"
+    with Store(path, read_only=True) as s:
+        assert [r.model for r in s.records(run_id)] == ["a"]  # the rest is read
+        assert [r.model for r in s.records()] == ["a"]  # read again: named once
+        assert s.unreadable(run_id) == [named]
+        with pytest.raises(PerfkitError) as err:
+            s.records(run_id, strict=True)
+    assert str(err.value).startswith(named) and str(path) in str(err.value)
+    assert capsys.readouterr().err == f"warning: {named}; skipped\n"
+
+
 # -- superseded records -----------------------------------------------------------------------------
 
 def test_supersede_hides_records_from_every_reader(store):

@@ -1,0 +1,28 @@
+"""perfkit.deps: a missing library names how to install it, from what the caller declares (deps sits
+below the backend registry and never looks backends up)."""
+
+from __future__ import annotations
+
+import pytest
+
+from perfkit.deps import available, require
+from perfkit.errors import MissingDependency
+
+
+def test_a_missing_library_of_an_extra_names_the_extra():
+    with pytest.raises(MissingDependency) as err:
+        require("perfkit_no_such_module.sub", extra="openvino", why="the openvino backend")
+    text = str(err.value)
+    assert "'perfkit_no_such_module.sub' is not installed (the openvino backend)" in text
+    assert "pip install 'perfkit[openvino]'" in text and err.value.extra == "openvino"
+
+
+def test_a_missing_core_library_says_reinstall():
+    with pytest.raises(MissingDependency) as err:
+        require("perfkit_no_such_module")
+    assert "core dependency" in str(err.value) and err.value.extra is None
+
+
+def test_present_libraries_import():
+    assert require("json").dumps([]) == "[]"
+    assert available("json") and not available("perfkit_no_such_module")
