@@ -82,7 +82,9 @@ class Contention:
             return f"contention not measured: {self.unmeasured}"
         cores = self.other_cpu_seconds / self.wall_seconds
         what = "contended" if self.contended else "quiet"
-        return f"{what}: other processes used {self.other_cpu_pct:.0f} % of the CPU ({cores:.1f} of {self.cpus} cores)"
+        saturated = ", under a core left idle" if self.contended and self.other_cpu_pct < CONTENDED_PCT else ""
+        return (f"{what}: other processes used {self.other_cpu_pct:.0f} % of the CPU ({cores:.1f} of {self.cpus} "
+                f"cores{saturated})")
 
 
 def read_proc_stat(path: str = "/proc/stat") -> dict[int, tuple[int, ...]] | None:
