@@ -19,7 +19,12 @@ jiffy (10 ms), so two truncated counters per CPU carry a third of the error of s
 2-CPU VM, 0.5 s windows: the sum of six wobbled by ±1.5 points from window to window, wall minus
 idle by ±0.5. A window shorter than ``MIN_WINDOW_SECONDS`` is too coarse for the jiffies and is
 reported as not measured; windows of one timing accumulate (the CUDA path's three loops, one
-Offline K's window).
+Offline K's window). A timing is contended when others used ``CONTENDED_PCT`` of the CPUs or more,
+or, on a many-core machine, ``CONTENDED_CORES`` of a core or more while less than that was idle.
+
+The share is of the CPUs the affinity mask allows. In a container limited by a CPU quota
+(``cpu.max``) but not a cpuset, those are the host's CPUs: a busy neighbour counts against them all,
+and the share reads lower than the quota would make it.
 
 Alternatives the issue named, and why not: the run queue (``/proc/loadavg``'s running count,
 sampled during the window) counts this process's own runnable threads (a spinning torch pool is
@@ -42,14 +47,16 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-# Other processes using a tenth of the CPUs this process may run on is well above an idle machine's
-# background (kernel threads, a shell: under 2 % measured on a quiet 2-CPU VM) and well below one
-# busy loop on a 2-8 core machine (12-50 %), which already slowed torch runtimes 80× or more.
+# Other processes using a tenth of the CPUs this process may run on is far above an idle machine's
+# background (kernel threads, a shell: 0-2.5 % in 1 s windows on a quiet 2-CPU VM, 0.1-0.8 % over
+# lenet5's timings) and far below what one busy loop took beside a profile (27-39 % on that VM),
+# which can slow a torch runtime 80× or more.
 CONTENDED_PCT = 10.0
-# On a many-core machine one busy process is a few percent of the CPUs, yet a torch pool with a
-# thread per core waits for its slowest thread: a whole core taken by others while less than a core
-# was left idle (every core wanted) is contention too.
-CONTENDED_CORES = 1.0
+# On a many-core machine one busy process is a few percent of the CPUs (beside a torch pool with a
+# thread per core it gets about N/(N+1) of a core), yet the pool waits for its slowest thread: half a
+# core or more taken by others while under half a core was left idle (every core wanted) is
+# contention too. The idle condition keeps a pool with spare cores from being flagged.
+CONTENDED_CORES = 0.5
 # The kernel prints its counters in jiffies (10 ms): over a shorter window one jiffy per CPU is
 # more than 5 % of it, too coarse against a 10 % threshold.
 MIN_WINDOW_SECONDS = 0.2
@@ -82,7 +89,7 @@ class Contention:
             return f"contention not measured: {self.unmeasured}"
         cores = self.other_cpu_seconds / self.wall_seconds
         what = "contended" if self.contended else "quiet"
-        saturated = ", under a core left idle" if self.contended and self.other_cpu_pct < CONTENDED_PCT else ""
+        saturated = ", under half a core left idle" if self.contended and self.other_cpu_pct < CONTENDED_PCT else ""
         return (f"{what}: other processes used {self.other_cpu_pct:.0f} % of the CPU ({cores:.1f} of {self.cpus} "
                 f"cores{saturated})")
 

@@ -74,15 +74,18 @@ def test_threshold_edge(monkeypatch):
     assert below.message().startswith("quiet: other processes used 10 % of the CPU")  # rounded, still quiet
 
 
-def test_a_whole_core_taken_on_a_saturated_many_core_machine_is_contention(monkeypatch):
-    # 16 CPUs, 1 s: others used one core (6.25 %, under the percentage) while under a core was idle
-    saturated = one_window(monkeypatch, list(range(16)), wall=1.0, own=14.5, idle_jiffies=2)
+def test_a_core_taken_on_a_saturated_many_core_machine_is_contention(monkeypatch):
+    # 16 CPUs, 1 s: others used one core (6.25 %, under the percentage) while a quarter core was idle
+    saturated = one_window(monkeypatch, list(range(16)), wall=1.0, own=14.75, idle_jiffies=1)
     assert saturated.other_cpu_pct == 6.25 and saturated.contended is True
-    assert saturated.message() == ("contended: other processes used 6 % of the CPU (1.0 of 16 cores, under a core "
-                                   "left idle)")
+    assert saturated.message() == ("contended: other processes used 6 % of the CPU (1.0 of 16 cores, under half a "
+                                   "core left idle)")
     # the same core taken while four were idle: this process's threads had room elsewhere
     roomy = one_window(monkeypatch, list(range(16)), wall=1.0, own=11.0, idle_jiffies=16)
     assert roomy.other_cpu_pct == 6.25 and roomy.contended is False
+    # under half a core taken (a shell, a browser tab) on a saturated machine: background, not contention
+    light = one_window(monkeypatch, list(range(16)), wall=1.0, own=15.5, idle_jiffies=1)
+    assert light.other_cpu_seconds == 0.25 and light.contended is False
 
 
 def test_windows_accumulate(monkeypatch):
