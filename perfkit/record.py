@@ -175,10 +175,17 @@ def _difference(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
+def _contention(reading) -> dict:
+    """What other processes used of the CPU while a timing ran: a percentage and whether that makes
+    it contended, both None where it was not measured (never recorded as clean)."""
+    return {"other_cpu_pct": None if reading is None else reading.other_cpu_pct,
+            "contended": None if reading is None else reading.contended}
+
+
 def _latency(result) -> list[Record]:
     metrics = {**result.timing.metrics(), "threads": result.threads, "runtime_config": result.runtime_config,
                "self_timed": result.self_timed, **result.roofline, "warnings": list(result.warnings),
-               **_calibration(result.calibration)}
+               **_calibration(result.calibration), **_contention(result.timing.contention)}
     if result.flops_source:
         metrics["flops_source"] = result.flops_source
     return [_record(Kind.LATENCY, result.where, metrics)]
@@ -192,7 +199,7 @@ def _throughput(result) -> list[Record]:
         "cpu_seconds": best.cpu_seconds, "samples_per_cpu_s": best.samples_per_cpu_s, "mechanism": best.mechanism,
         "runtime_config": best.config, "trials": [t.summary() for t in result.trials],
         "max_requests": result.config.max_requests, "window_seconds": result.config.seconds,
-        "warnings": list(result.warnings), **_calibration(result.calibration),
+        "warnings": list(result.warnings), **_calibration(result.calibration), **_contention(result.contention),
     }
     return [_record(Kind.THROUGHPUT, result.where, metrics)]
 

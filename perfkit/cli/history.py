@@ -146,7 +146,8 @@ def add_regress(sub) -> None:
                   "--max-top1-drop points, p50 latency rose by more than --max-latency-increase percent, Offline\n"
                   "samples/s fell by more than --max-throughput-drop percent, a parity check now fails, or a step\n"
                   "that ran now errors. A timing taken in another runtime configuration (hints, streams, threads,\n"
-                  "the Offline K) is reported as `config changed`, not gated. A side is a run id (or prefix, or latest) or a\n"
+                  "the Offline K) is reported as `config changed`, one timed while other processes used the CPU as\n"
+                  "`contended`; neither is gated. A side is a run id (or prefix, or latest) or a\n"
                   "JSON file written by `perfkit report RUN --json-out FILE` (keep the baseline in git).",
                   "perfkit regress --baseline ci/baseline.json --candidate latest --max-latency-increase 15")
     p.add_argument("--baseline", required=True, metavar="RUN|FILE", help="the reference run, or its JSON export")
@@ -188,11 +189,17 @@ def regress(args) -> int:
             console.print(regress_table(result, title, f"gates: top-1 drop > {args.max_top1_drop:g} pp, p50 latency "
                                         f"increase > {args.max_latency_increase:g}%, Offline samples/s drop > "
                                         f"{args.max_throughput_drop:g}%, parity pass → fail, ok → error; "
-                                        "config changed = measured in another configuration, not gated"))
+                                        "config changed = measured in another configuration, contended = timed "
+                                        "while other processes used the CPU; neither is gated"))
         else:
             console.print(f"{title}: no metric changed", markup=False)
         console.print(f"{result['compared']} records compared, {len(shown)} changes, {result['regressions']} "
                       f"regressions, {result['missing']} missing, {result['new']} new")
+        contended = sum(c["verdict"] == "contended" for c in result["changes"])
+        if contended:
+            console.print(f"[yellow]{contended} timing change(s) not judged: contended (other processes used the CPU "
+                          "while the baseline or the candidate was timed, so the change measures the machine, not "
+                          "the runtime); re-run that side on a quiet machine[/]")
     if result["regressions"]:
         raise GateFailed(f"{result['regressions']} regression(s) against {baseline.label}")
     return 0

@@ -13,7 +13,9 @@ opens: requests are started until ``seconds`` have passed *and* every slot has r
 others (benchmark_app's rule), and the window closes when the last one finishes, so the duration
 includes the tail. samples/s = completed requests × batch / window. The search stops at the first k
 that is not faster than the best so far. The process CPU time over the window (``getrusage``, all
-threads) gives samples per CPU-second, the steadier figure on a shared machine.
+threads) gives samples per CPU-second, the steadier figure on a shared machine. Over the same
+window a ``ContentionMeter`` measures the CPU other processes used; the result carries the most
+contended K's reading (a contended window makes the winner suspect too).
 
 k = 1 is SingleStream: one request in flight, back to back, in the configuration SingleStream timed.
 Where the SingleStream timing at this batch is at hand (the profile sweep), k = 1 is that timing
@@ -29,6 +31,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from perfkit.profile.contention import Contention, ContentionMeter, worst
 from perfkit.results import Failure, Kind, Where, describe
 
 SHORT_WINDOW = 3  # fewer completions per request slot than this in a window: a warning to measure longer
@@ -67,6 +70,7 @@ class OfflineTrial:
     mechanism: str
     config: dict
     source: str = "offline loop"  # or "singlestream timing"
+    contention: Contention | None = None  # what other processes used of the CPU over the window
 
     @property
     def samples_per_s(self) -> float:
@@ -79,7 +83,8 @@ class OfflineTrial:
     def summary(self) -> dict:
         return {"requests": self.requests, "threads_per_request": self.threads_per_request,
                 "samples_per_s": self.samples_per_s, "samples_per_cpu_s": self.samples_per_cpu_s,
-                "samples": self.samples, "seconds": self.seconds, "source": self.source, "mechanism": self.mechanism}
+                "samples": self.samples, "seconds": self.seconds, "source": self.source, "mechanism": self.mechanism,
+                "other_cpu_pct": None if self.contention is None else self.contention.other_cpu_pct}
 
 
 def from_singlestream(timing, threads: int | None, config: dict) -> OfflineTrial:
@@ -88,7 +93,7 @@ def from_singlestream(timing, threads: int | None, config: dict) -> OfflineTrial
     stats = timing.compute
     return OfflineTrial(1, threads, stats.batch * stats.iterations, sum(stats.samples_ms) / 1000, None,
                         "one request in flight: the SingleStream loop at this batch (batch / mean latency)",
-                        dict(config), source="singlestream timing")
+                        dict(config), source="singlestream timing", contention=timing.contention)
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class OfflineResult:
     config: OfflineConfig
     warnings: tuple[str, ...] = field(default=())
     calibration: str | None = None  # what an int8 artifact was calibrated on
+    contention: Contention | None = None  # the most contended K's window (``worst``); None: not read
 
 
 def _cpu_seconds() -> float:
@@ -110,28 +116,32 @@ def _cpu_seconds() -> float:
 
 def drive(session, batch: int, config: OfflineConfig) -> OfflineTrial:
     """Run ``session`` (an ``OfflineSession``) for one window and count what completed."""
-    count, seconds, cpu = (_threads if session.threaded else _queue)(session, config)
+    meter = ContentionMeter()
+    count, seconds, cpu = (_threads if session.threaded else _queue)(session, config, meter)
     return OfflineTrial(session.requests, session.threads_per_request, count * batch, seconds, cpu,
-                        session.mechanism, dict(session.config))
+                        session.mechanism, dict(session.config), contention=meter.reading())
 
 
-def _queue(session, config: OfflineConfig) -> tuple[int, float, float]:
+def _queue(session, config: OfflineConfig, meter: ContentionMeter) -> tuple[int, float, float]:
     """One thread submits; ``submit`` blocks while every slot is busy (benchmark_app's loop)."""
     k = session.requests
     for _ in range(0 if session.warm else k * config.warmup_rounds):
         session.submit()
     session.wait_all()
     started = 0
+    meter.start()
     cpu0, t0 = _cpu_seconds(), time.perf_counter()
     deadline = t0 + config.seconds
     while time.perf_counter() < deadline or started % k:
         session.submit()
         started += 1
     session.wait_all()
-    return started, time.perf_counter() - t0, _cpu_seconds() - cpu0
+    seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+    meter.stop()
+    return started, seconds, cpu
 
 
-def _threads(session, config: OfflineConfig) -> tuple[int, float, float]:
+def _threads(session, config: OfflineConfig, meter: ContentionMeter) -> tuple[int, float, float]:
     """k threads, thread i calling ``session.call(i)`` back to back; each completes at least one
     request in the window, and the window ends when the last thread's last request does."""
     k = session.requests
@@ -140,6 +150,7 @@ def _threads(session, config: OfflineConfig) -> tuple[int, float, float]:
     start: dict[str, float] = {}
 
     def open_window() -> None:  # runs once, when every worker has warmed up, before any is released
+        meter.start()
         start["cpu"], start["t"] = _cpu_seconds(), time.perf_counter()
         start["deadline"] = start["t"] + config.seconds
 
@@ -172,7 +183,9 @@ def _threads(session, config: OfflineConfig) -> tuple[int, float, float]:
         w.join()
     if errors:
         raise errors[0]
-    return sum(counts), time.perf_counter() - start["t"], _cpu_seconds() - start["cpu"]
+    seconds, cpu = time.perf_counter() - start["t"], _cpu_seconds() - start["cpu"]
+    meter.stop()
+    return sum(counts), seconds, cpu
 
 
 def search(runner, x, config: OfflineConfig, cores: int, progress=None, label: str = "",
@@ -213,8 +226,11 @@ def measure(spec, runner, where: Where, ctx, config: OfflineConfig, single: Offl
     label = f"{spec.name} {runner.name} batch {where.batch}"
     trials, notes = search(runner, x, config, ctx.threads or available_cores(), ctx.progress, label, single)
     best = max(trials, key=lambda t: t.samples_per_s)
-    return OfflineResult(where, best, tuple(trials), config, tuple(notes),
-                         runner.calibration)
+    contention = worst(t.contention for t in trials)
+    if contention is not None and contention.contended:
+        notes.append(f"{label} Offline: {contention.message()} while it was measured (the samples/s and the K "
+                     "that won are not clean numbers) — re-run on a quiet machine")
+    return OfflineResult(where, best, tuple(trials), config, tuple(notes), runner.calibration, contention)
 
 
 def offline_capable(backend) -> bool:

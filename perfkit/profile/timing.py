@@ -6,6 +6,10 @@ call's time includes the work it queued. On CUDA the compute time comes from CUD
 timestamps, not host timestamps around an asynchronous launch); the host-to-device copy of a
 pinned input and the end-to-end time (pinned host input → logits on the host) are measured as
 separate loops so each has its own distribution.
+
+Around every measured loop (not the warm-up) a ``ContentionMeter`` measures the CPU that other
+processes used (``perfkit.profile.contention``): a contended timing is recorded and reported as
+such, whatever its CV.
 """
 
 from __future__ import annotations
@@ -20,11 +24,17 @@ from dataclasses import dataclass, field
 
 import torch
 
+from perfkit.profile.contention import Contention, ContentionMeter
+
 CV_WARN = 0.10  # above this coefficient of variation the median is not trustworthy
 
 
 class NoisyTimingWarning(UserWarning):
     """The samples vary by more than ``CV_WARN``: a busy machine, unlocked clocks, or thermal throttling."""
+
+
+class ContendedTimingWarning(NoisyTimingWarning):
+    """Other processes used enough of the CPU while timing that the number is not a clean one."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,7 @@ class RunnerTiming:
     h2d: LatencyStats | None = None  # pinned host → device copy of the input (GPU only)
     e2e: LatencyStats | None = None  # pinned host input → logits on the host (GPU only)
     load_seconds: float | None = None  # a self-timed runner's own model load
+    contention: Contention | None = None  # what other processes used of the CPU while timing
 
     def metrics(self) -> dict:
         out = self.compute.metrics()
@@ -128,12 +139,13 @@ class RunnerTiming:
 
 
 def measure(fn: Callable[[], object], sync: Callable[[], None], config: TimingConfig, *,
-            cuda_device: torch.device | None = None) -> tuple[list[float], int]:
+            cuda_device: torch.device | None = None, meter: ContentionMeter | None = None) -> tuple[list[float], int]:
     """Warm up, then time ``fn`` per call; returns (samples in ms, warm-up calls made).
 
     ``sync`` runs after every call, warm-up included, so no queued work leaks into the next sample.
     With ``cuda_device`` each sample is the CUDA-event time between the call's start and the end
     of the work it queued; otherwise it is ``time.perf_counter`` around the call plus ``sync``.
+    ``meter``: its window spans the measured loop (not the warm-up).
     """
     warmup_done = 0
     start = time.perf_counter()
@@ -147,6 +159,8 @@ def measure(fn: Callable[[], object], sync: Callable[[], None], config: TimingCo
     # the same); allocations still cost what they cost.
     gc_was_enabled = gc.isenabled()
     gc.disable()
+    if meter is not None:
+        meter.start()
     try:
         if cuda_device is not None:
             begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -164,12 +178,15 @@ def measure(fn: Callable[[], object], sync: Callable[[], None], config: TimingCo
                 sync()
                 samples.append((time.perf_counter() - t0) * 1000)
     finally:
+        if meter is not None:
+            meter.stop()
         if gc_was_enabled:
             gc.enable()
     return samples, warmup_done
 
 
-def _warn_if_noisy(stats: LatencyStats, what: str) -> None:
+def _warn_if_unclean(timing: RunnerTiming, what: str) -> None:
+    stats = timing.compute
     if stats.noisy:
         warnings.warn(
             f"{what}: latency CV {stats.cv:.1%} > {CV_WARN:.0%} (median {stats.median_ms:.3f} ms, "
@@ -177,6 +194,9 @@ def _warn_if_noisy(stats: LatencyStats, what: str) -> None:
             "trust the median, not the mean, and re-run on a quiet machine",
             NoisyTimingWarning, stacklevel=3,
         )
+    if timing.contention is not None and timing.contention.contended:
+        warnings.warn(f"{what}: {timing.contention.message()} while it was timed (median {stats.median_ms:.3f} ms "
+                      "is not a clean number) — re-run on a quiet machine", ContendedTimingWarning, stacklevel=3)
 
 
 def time_runner(runner, x: torch.Tensor, config: TimingConfig = TimingConfig(), *, label: str = "") -> RunnerTiming:
@@ -188,17 +208,20 @@ def time_runner(runner, x: torch.Tensor, config: TimingConfig = TimingConfig(), 
     back to the host (host clock, synchronised). cuDNN's algorithm search is on while timing, as
     ONNX Runtime's and TensorRT's own tuning are: every runtime at its best.
 
-    A ``self_timed`` runner (the native C++ runner) is timed by its own loop, which mirrors this one.
+    A ``self_timed`` runner (the native C++ runner) is timed by its own loop, which mirrors this one;
+    contention is then measured over its whole process run (load and warm-up included).
     """
     batch = int(x.shape[0])
     label = label or getattr(runner, "label", "runner")
     device = getattr(runner, "device", torch.device("cpu"))
+    meter = ContentionMeter()
     if getattr(runner, "self_timed", False):
-        result = runner.time_self(batch, config)
+        with meter.window():
+            result = runner.time_self(batch, config)
         stats = LatencyStats.from_samples(result["samples_ms"], batch, result["warmup_iterations"])
         timing = RunnerTiming(stats, timer="native steady_clock" + (" + device sync" if device.type == "cuda" else ""),
-                              load_seconds=result.get("load_seconds"))
-        _warn_if_noisy(timing.compute, label)
+                              load_seconds=result.get("load_seconds"), contention=meter.reading())
+        _warn_if_unclean(timing, label)
         return timing
     if device.type == "cuda":
         from perfkit.device import on_device
@@ -207,28 +230,31 @@ def time_runner(runner, x: torch.Tensor, config: TimingConfig = TimingConfig(), 
         torch.backends.cudnn.benchmark = True
         try:
             with on_device(device):
-                return _time_cuda(runner, x, config, label, device)
+                return _time_cuda(runner, x, config, label, device, meter)
         finally:
             torch.backends.cudnn.benchmark = benchmark
-    samples, warm = measure(lambda: runner.infer(x), runner.synchronize, config)
-    timing = RunnerTiming(LatencyStats.from_samples(samples, batch, warm), timer="perf_counter")
-    _warn_if_noisy(timing.compute, label)
+    samples, warm = measure(lambda: runner.infer(x), runner.synchronize, config, meter=meter)
+    timing = RunnerTiming(LatencyStats.from_samples(samples, batch, warm), timer="perf_counter",
+                          contention=meter.reading())
+    _warn_if_unclean(timing, label)
     return timing
 
 
-def _time_cuda(runner, x: torch.Tensor, config: TimingConfig, label: str, device: torch.device) -> RunnerTiming:
+def _time_cuda(runner, x: torch.Tensor, config: TimingConfig, label: str, device: torch.device,
+               meter: ContentionMeter) -> RunnerTiming:
     batch = int(x.shape[0])
     host = x.pin_memory()
     on_device = host.to(device)
     runner.synchronize()
-    samples, warm = measure(lambda: runner.infer(on_device), runner.synchronize, config, cuda_device=device)
+    samples, warm = measure(lambda: runner.infer(on_device), runner.synchronize, config, cuda_device=device,
+                            meter=meter)
     compute = LatencyStats.from_samples(samples, batch, warm)
     h2d_samples, h2d_warm = measure(lambda: host.to(device, non_blocking=True), runner.synchronize, config,
-                                    cuda_device=device)
+                                    cuda_device=device, meter=meter)
     e2e_samples, e2e_warm = measure(lambda: runner.infer(host.to(device, non_blocking=True)).cpu(),
-                                    runner.synchronize, config)
+                                    runner.synchronize, config, meter=meter)
     timing = RunnerTiming(compute, timer="cuda-events (cudnn.benchmark on)",
                           h2d=LatencyStats.from_samples(h2d_samples, batch, h2d_warm),
-                          e2e=LatencyStats.from_samples(e2e_samples, batch, e2e_warm))
-    _warn_if_noisy(timing.compute, label)
+                          e2e=LatencyStats.from_samples(e2e_samples, batch, e2e_warm), contention=meter.reading())
+    _warn_if_unclean(timing, label)
     return timing

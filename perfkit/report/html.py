@@ -15,8 +15,8 @@ from perfkit.deps import require
 from perfkit.report.console import fmt_bytes, fmt_float, fmt_int, fmt_sci, fmt_seconds, fmt_time
 from perfkit.report.output import check_writable, write_text
 from perfkit.report.rows import (
-    failure_rows, is_random, latest_ok, load_run, memory_mib, offline_rows, parity_distances, summary_rows,
-    training_curves, training_rows, weights_label, winners,
+    CONTENDED_MARK, contention_notes, failure_rows, is_random, latest_ok, load_run, memory_mib, offline_rows,
+    parity_distances, summary_rows, training_curves, training_rows, weights_label, winners,
 )
 from perfkit.store import Kind, Record, Store
 
@@ -331,6 +331,7 @@ def report_context(store: Store, run_id: str) -> dict:
         "calibrations": list(dict.fromkeys(f"{r['model']} · {r['runtime']} {r['precision']}: {r['calibration']}"
                                            for r in rows if r["calibration"])),
         "precision_notes": _precision_notes(records),
+        "contention_notes": contention_notes(records), "contended_mark": CONTENDED_MARK,
         "offline": offline, "winners": winners(records),
         "env": _env_items(run["env"]), "charts": build_charts(rows, curves, offline),
         "generated": time.time(),

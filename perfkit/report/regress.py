@@ -179,6 +179,16 @@ def _judge(metric: Metric, a, b, change: float | None, limits: dict) -> str:
     return "changed"
 
 
+def contended_sides(a: Record, b: Record) -> str | None:
+    """Why two timings cannot be judged against each other: either was taken while other processes
+    used the CPU (``contended`` in the record, schema 4), so its change says how busy the machine was,
+    not how fast the runtime is. Reported with the verdict ``contended``, never gated."""
+    share = lambda pct: f"{pct:.0f} %" if isinstance(pct, (int, float)) else "an unrecorded share"  # noqa: E731
+    sides = [f"{name}: other processes used {share(r.metrics.get('other_cpu_pct'))} of the CPU"
+             for name, r in (("baseline", a), ("candidate", b)) if r.metrics.get("contended")]
+    return "; ".join(sides) or None
+
+
 def _metric_changes(where: dict, a: Record, b: Record, limits: dict) -> list[dict]:
     """Each compared metric of two ok records of one key, judged (not gated across configurations)."""
     differs = config_differences(a, b)
@@ -193,6 +203,8 @@ def _metric_changes(where: dict, a: Record, b: Record, limits: dict) -> list[dic
                  "verdict": verdict}
         if differs and verdict != "same":
             entry.update(verdict="config changed", config=differs)
+        elif verdict != "same" and change is not None and (busy := contended_sides(a, b)):
+            entry.update(verdict="contended", contended=busy)
         out.append(entry)
     return out
 

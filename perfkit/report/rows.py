@@ -17,7 +17,7 @@ from perfkit.store import Kind, Record, Store
 BELOW_PUBLISHED_PP = 1.0  # torchvision's own re-evaluations land within a few tenths of a point
 BELOW_EAGER_PP = 0.1  # an exported fp32 runtime should classify (almost) exactly like eager
 MIN_RELATIVE_REDUCED = 0.99  # fp16/bf16/int8: MLPerf's rule, top-1 ≥ 99% of fp32's
-
+CONTENDED_MARK = "†"  # follows a number timed while other processes used the CPU (every table, the HTML)
 
 
 @functools.cache
@@ -169,7 +169,38 @@ def _offline_fields(r: Record | None) -> dict | None:
     """The Offline scenario's best of a candidate (None: not measured)."""
     return None if r is None else {
         "batch": r.batch, "samples_per_s": r.metrics["samples_per_s"], "requests": r.metrics["requests"],
-        "threads_per_request": r.metrics.get("threads_per_request")}
+        "threads_per_request": r.metrics.get("threads_per_request"), **_contention_fields(r)}
+
+
+def _contention_fields(r: Record | None) -> dict:
+    """A timing's contention: other_cpu_pct (None: not measured, or a record older than schema 4)
+    and contended (True only when measured and contended)."""
+    m = r.metrics if r is not None else {}
+    return {"other_cpu_pct": m.get("other_cpu_pct"), "contended": bool(m.get("contended"))}
+
+
+def contention_notes(records: Iterable[Record]) -> list[str]:
+    """Plain-text lines on the timings other processes disturbed (the newest ok latency and Offline
+    records), and on those whose contention could not be measured; none for older records."""
+    records = list(records)
+    timings = list(latest_ok((r for r in records if r.kind in (Kind.LATENCY, Kind.THROUGHPUT)),
+                             lambda r: (r.kind, r.model, r.runtime, r.precision, r.batch, r.device)).values())
+    hit = [r for r in timings if r.metrics.get("contended")]
+    lines = []
+    if hit:
+        pcts = sorted(r.metrics["other_cpu_pct"] for r in hit)
+        share = f"{pcts[0]:.0f} %" if round(pcts[0]) == round(pcts[-1]) else f"{pcts[0]:.0f}–{pcts[-1]:.0f} %"
+        several = len({r.model for r in timings}) > 1
+        names = [f"{r.model + ' ' if several else ''}{r.runtime} {r.precision} batch {r.batch}"
+                 f"{' Offline' if r.kind == Kind.THROUGHPUT else ''}" for r in hit]
+        which = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        lines.append(f"{CONTENDED_MARK} contended: other processes used {share} of the CPU during {len(hit)} of "
+                     f"{len(timings)} timings ({which}) — re-run on a quiet machine")
+    unmeasured = sum("other_cpu_pct" in r.metrics and r.metrics["other_cpu_pct"] is None for r in timings)
+    if unmeasured:
+        lines.append(f"contention not measured for {unmeasured} timing(s) (a window too short for the kernel's 10 ms "
+                     "counters, or no /proc/stat on this platform): not known to be clean")
+    return lines
 
 
 def published_applies(metrics: dict) -> bool:
@@ -209,7 +240,7 @@ def _batch_fields(k: tuple, latency: dict, memory: dict) -> list[dict]:
             "latency_median_ms": lat.metrics.get("latency_median_ms") if lat else None,
             "latency_p99_ms": lat.metrics.get("latency_p99_ms") if lat else None,
             "throughput_per_s": lat.metrics.get("throughput_per_s") if lat else None,
-            "peak_bytes": mem.metrics.get("peak_bytes") if mem else None,
+            "peak_bytes": mem.metrics.get("peak_bytes") if mem else None, **_contention_fields(lat),
         })
     return out
 
@@ -275,8 +306,22 @@ def _judge(row: dict) -> None:
         warn.append("int8 calibrated on synthetic data: accuracy not meaningful")
     if row["images"] is not None and row["dataset_images"] is not None and row["images"] != row["dataset_images"]:
         warn.append(f"accuracy on {row['images']} of {row['dataset_images']} images (a subset)")
-    row["flags"] = fail + warn
-    row["status"] = "fail" if fail else ("warn" if any("below" in w for w in warn) else "ok")
+    contended = _contended_flag(row)
+    row["flags"] = fail + warn + contended
+    row["status"] = "fail" if fail else ("warn" if contended or any("below" in w for w in warn) else "ok")
+
+
+def _contended_flag(row: dict) -> list[str]:
+    """``contended: …`` when any timing of the row was taken while other processes used the CPU."""
+    hit = [b for b in row["batches"] if b["contended"]]
+    offline = row["offline"] if (row["offline"] or {}).get("contended") else None
+    if not hit and not offline:
+        return []
+    worst = max(x["other_cpu_pct"] for x in [*hit, *([offline] if offline else [])])
+    what = [f"batch {', '.join(str(b['batch']) for b in hit)}"] if hit else []
+    what += [f"Offline (batch {offline['batch']})"] if offline else []
+    return [f"contended: other processes used up to {worst:.0f} % of the CPU while timing {' and '.join(what)} "
+            f"({CONTENDED_MARK}) — re-run on a quiet machine"]
 
 
 def offline_rows(records: Iterable[Record]) -> list[dict]:
@@ -300,7 +345,7 @@ def offline_rows(records: Iterable[Record]) -> list[dict]:
             "samples_per_s": m.get("samples_per_s"), "requests": m.get("requests"),
             "threads_per_request": m.get("threads_per_request"), "samples_per_cpu_s": m.get("samples_per_cpu_s"),
             "mechanism": m.get("mechanism"), "concurrency": _concurrency(m), "trials": m.get("trials") or [],
-            "warnings": m.get("warnings") or [],
+            "warnings": m.get("warnings") or [], **_contention_fields(r),
             "runtime_config": m.get("runtime_config") or {}, "singlestream_per_s": ss,
             "gain": m["samples_per_s"] / ss if ss and m.get("samples_per_s") else None,
         })
@@ -326,7 +371,8 @@ def winners(records: Iterable[Record]) -> list[dict]:
         group = out.setdefault((r.model, r.precision, r.device), {})
         best = group.get("singlestream")
         if best is None or (r.batch, r.metrics["latency_median_ms"]) < (best["batch"], best["value"]):
-            group["singlestream"] = {"runtime": r.runtime, "batch": r.batch, "value": r.metrics["latency_median_ms"]}
+            group["singlestream"] = {"runtime": r.runtime, "batch": r.batch, "value": r.metrics["latency_median_ms"],
+                                     "contended": bool(r.metrics.get("contended"))}
     for row in offline_rows(records):
         if row["samples_per_s"] is None:
             continue
@@ -334,7 +380,7 @@ def winners(records: Iterable[Record]) -> list[dict]:
         best = group.get("offline")
         if best is None or row["samples_per_s"] > best["value"]:
             group["offline"] = {"runtime": row["runtime"], "batch": row["batch"], "value": row["samples_per_s"],
-                                "requests": row["requests"]}
+                                "requests": row["requests"], "contended": row["contended"]}
     return [{"model": m, "precision": p, "device": d, "singlestream": w.get("singlestream"), "offline": w.get("offline")}
             for (m, p, d), w in out.items()]
 

@@ -17,8 +17,8 @@ from perfkit.report.console import (
     render_table,
 )
 from perfkit.report.rows import (
-    failure_rows, is_random, memory_mib, offline_rows, parity_distances, summary_rows, training_rows,
-    weights_label, winners,
+    CONTENDED_MARK, contention_notes, failure_rows, is_random, memory_mib, offline_rows, parity_distances,
+    summary_rows, training_rows, weights_label, winners,
 )
 from perfkit.store import Kind, Record
 
@@ -82,6 +82,20 @@ def precision_notes(records: Iterable[Record]) -> list[str]:
 
 def _speedup(v) -> str:
     return "—" if v is None else f"{v:.2f}×"
+
+
+def _marked(key: str, fmt):
+    """A column key whose number is followed by the contended mark when the row's timing was contended."""
+    return lambda r: fmt(r.get(key)) + (f"[bold yellow]{CONTENDED_MARK}[/]" if r.get("contended") else "")
+
+
+def _other_cpu(v) -> str:
+    return "—" if v is None else f"{float(v):.0f}%"
+
+
+def _contention_lines(records: Iterable[Record]) -> list[str]:
+    return [f"[yellow]{escape(line)}[/]" if line.startswith(CONTENDED_MARK) else escape(line)
+            for line in contention_notes(records)]
 
 
 # -- export ---------------------------------------------------------------------------------------
@@ -215,7 +229,7 @@ def profile_table(records: Iterable[Record], title: str, caption: str):
 
     return render_table(title, [
         Column("runtime", "runtime", justify="left"), Column("prec", "precision", justify="left"),
-        Column("batch", "batch"), Column("median", lat("latency_median_ms"), fmt_ms),
+        Column("batch", "batch"), Column("median", _marked("latency_median_ms", fmt_ms), str),
         Column("× fp32", "speedup_vs_fp32", _speedup),
         Column("p90", lat("latency_p90_ms"), fmt_ms), Column("p99", lat("latency_p99_ms"), fmt_ms),
         Column("CV", lambda r: None if r.get("latency_cv") is None else 100 * r["latency_cv"], fmt_pct),
@@ -223,9 +237,10 @@ def profile_table(records: Iterable[Record], title: str, caption: str):
         Column("peak mem", lambda r: (r["memory"] or {}).get("peak_bytes"), fmt_bytes),
         Column("GFLOP/s", lat("achieved_gflops"), fmt_float(1)),
         Column("% peak", lambda r: None if r.get("peak_fraction") is None else 100 * r["peak_fraction"], fmt_pct),
-        Column("threads", lat("threads")),
+        Column("threads", lat("threads")), Column("other CPU", "other_cpu_pct", _other_cpu),
         Column("error", lambda r: escape(mem_error(r) or ""), justify="left"),
-    ], profile_rows(records), row_style=lambda r: "red" if mem_error(r) else None, caption=caption)
+    ], profile_rows(records), row_style=lambda r: "red" if mem_error(r) else ("yellow" if r.get("contended") else None),
+        caption=caption)
 
 
 def profile_caption(records: Iterable[Record]) -> str:
@@ -244,7 +259,8 @@ def profile_caption(records: Iterable[Record]) -> str:
     if any(r.precision != "fp32" for r in lat):
         lines.append("× fp32 = the same runtime's fp32 median ÷ this median, at the same batch")
     lines += precision_notes(lat)
-    return "\n".join(lines + calibration_notes(lat))
+    lines.append("other CPU = what other processes used of the CPUs this process may run on while it timed")
+    return "\n".join(lines + calibration_notes(lat) + _contention_lines(_of(records, Kind.LATENCY)))
 
 
 # -- the Offline scenario -------------------------------------------------------------------------
@@ -263,11 +279,12 @@ def offline_table(records: Iterable[Record], title: str, not_measured: dict[str,
     columns = [
         *([Column("model", "model", justify="left")] if len(models) > 1 else []),
         Column("runtime", "runtime", justify="left"), Column("prec", "precision", justify="left"),
-        Column("batch", "batch"), Column("offline samples/s", "samples_per_s", one),
+        Column("batch", "batch"), Column("offline samples/s", _marked("samples_per_s", one), str),
         Column("K", "requests"), Column("threads/req", "threads_per_request"),
         Column("samples/CPU-s", "samples_per_cpu_s", fmt_float(2)),
         Column("SingleStream img/s", "singlestream_per_s", one),
         Column("× SingleStream", "gain", fmt_float(2)),
+        Column("other CPU", "other_cpu_pct", _other_cpu),
         Column("K tried: samples/s", _trials, str, justify="left"),
         Column("error", lambda r: escape(r["error"] or ""), justify="left"),
     ]
@@ -276,13 +293,14 @@ def offline_table(records: Iterable[Record], title: str, not_measured: dict[str,
     lines += [_winner_line(w) for w in winners(records)]
     lines += [f"[yellow]{escape(w)}[/]" for r in rows for w in r["warnings"]]
     lines += [f"{escape(name)}: Offline not measured ({escape(why)})" for name, why in (not_measured or {}).items()]
+    lines += _contention_lines(r for r in records if r.kind == Kind.THROUGHPUT)
     caption = ("Offline: the most samples/s with K requests in flight for a fixed time per K (K = 1, 2, 4, ... "
                "searched; the window includes the tail; 1* = K = 1 taken from the SingleStream loop at this "
                "batch, batch / mean latency); SingleStream img/s = batch / p50 latency at the same batch; "
                "samples/CPU-s = per second of this process's CPU time (steadier on a shared machine)\n"
                + "\n".join(lines))
-    return render_table(title, columns, rows, caption=caption,
-                        row_style=lambda r: "red" if r["status"] == "error" else None)
+    return render_table(title, columns, rows, caption=caption, row_style=lambda r: "red" if r["status"] == "error" else
+                        ("yellow" if r["contended"] else None))
 
 
 def _winner_line(w: dict) -> str:
@@ -290,11 +308,12 @@ def _winner_line(w: dict) -> str:
     parts = []
     if w["singlestream"]:
         s = w["singlestream"]
-        parts.append(f"SingleStream (batch {s['batch']}): [bold]{escape(s['runtime'])}[/] {s['value']:.3f} ms")
+        parts.append(f"SingleStream (batch {s['batch']}): [bold]{escape(s['runtime'])}[/] {s['value']:.3f} ms"
+                     + (CONTENDED_MARK if s["contended"] else ""))
     if w["offline"]:
         o = w["offline"]
-        parts.append(f"Offline (batch {o['batch']}): [bold]{escape(o['runtime'])}[/] {o['value']:.1f} samples/s "
-                     f"with K={o['requests']}")
+        parts.append(f"Offline (batch {o['batch']}): [bold]{escape(o['runtime'])}[/] {o['value']:.1f} samples/s"
+                     f"{CONTENDED_MARK if o['contended'] else ''} with K={o['requests']}")
     return f"{where} — wins " + "; ".join(parts)
 
 
@@ -403,17 +422,23 @@ def _summary_columns(rows: list[dict]) -> list[Column]:
                f"{parity[bool(r['parity_passed'])]} {_pct100(r['parity_agreement'])}", str),
         Column("max |Δ|", "parity_max_abs_diff", fmt_sci),
         Column("batch", lambda r: _batch_lines(r, lambda x: dash(x["batch"])), str),
-        Column("p50 ms", lambda r: _batch_lines(r, lambda x: two(x["latency_median_ms"])), str),
+        Column("p50 ms", lambda r: _batch_lines(r, _marked("latency_median_ms", two)), str),
         Column("p99 ms", lambda r: _batch_lines(r, lambda x: two(x["latency_p99_ms"])), str),
         Column("img/s", lambda r: _batch_lines(r, lambda x: one(x["throughput_per_s"])), str),
         Column("peak MiB", lambda r: _batch_lines(r, lambda x: mib(x["peak_bytes"])), str),
         *([Column("offline/s", lambda r: "—" if not r["offline"] else
-                  f"{r['offline']['samples_per_s']:.1f}\nK={r['offline']['requests']} b{r['offline']['batch']}", str)]
+                  f"{_marked('samples_per_s', one)(r['offline'])}\nK={r['offline']['requests']} b{r['offline']['batch']}",
+                  str)]
           if any(r["offline"] for r in rows) else []),
         Column("params M", "params", lambda v: "—" if v is None else f"{v / 1e6:.2f}"),
         Column("GMACs", "macs", lambda v: "—" if v is None else f"{v / 1e9:.3f}"),
     ]
     return columns
+
+
+def _summary_contention(records: list[Record]) -> str:
+    """The summary's caption lines on contention (each contended row also says so below the table)."""
+    return "".join("\n" + line for line in _contention_lines(records))
 
 
 def summary_table(run: dict, records: list[Record]) -> list:
@@ -431,7 +456,8 @@ def summary_table(run: dict, records: list[Record]) -> list:
         table = render_table(title, columns, rows, row_style=lambda r: style[r["status"]],
                              caption="top-1/top-5 measured on ImageNet-val; pub = published with the weights "
                                      "(recorded with the run); parity vs eager; latency and peak memory per batch; "
-                                     f"{offline}MACs = multiply-accumulates; MiB = 2**20 bytes")
+                                     f"{offline}MACs = multiply-accumulates; MiB = 2**20 bytes"
+                                     + _summary_contention(records))
         # borders and double padding would cost a fifth of a 160-column terminal
         table.box, table.padding, table.pad_edge = box.SIMPLE_HEAD, (0, 1, 0, 0), False
         table.columns[0].no_wrap = True
@@ -520,9 +546,10 @@ def regress_table(result: dict, title: str, caption: str):
     value = lambda v: "—" if v is None else (f"{v:.6g}" if isinstance(v, float) else escape(str(v)))  # noqa: E731
     change = lambda c: "—" if c["change"] is None else f"{c['change']:+.3g} {c['unit']}"  # noqa: E731
     style = {"regression": "red", "now fails": "red", "improved": "green", "fixed": "green", "missing": "yellow",
-             "config changed": "yellow"}
+             "config changed": "yellow", "contended": "yellow"}
     shown = [c for c in result["changes"] if c["verdict"] != "same"]
-    verdict = lambda c: c["verdict"] + (f" ({escape('; '.join(c['config']))})" if c.get("config") else "")  # noqa: E731
+    why = lambda c: "; ".join(c.get("config") or []) or c.get("contended")  # noqa: E731
+    verdict = lambda c: c["verdict"] + (f" ({escape(why(c))})" if why(c) else "")  # noqa: E731
     return render_table(title, [
         Column("model", "model", justify="left"), Column("runtime", "runtime", justify="left"),
         Column("prec", "precision", justify="left"), Column("batch", "batch"),

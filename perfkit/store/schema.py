@@ -17,7 +17,9 @@ from perfkit.results import Kind
 
 # 3: complexity sizes in *_mib (were *_mb holding MiB), unrowed_params, onnx_*; precision (calibration,
 # quantization, relative_top1); the Offline scenario's throughput kind
-# 4: model records carry the model's identity, arch, reference runtime and checkpoint entry (model sources)
+# 4: model records carry the model's identity, arch, reference runtime and checkpoint entry (model sources);
+# latency and throughput carry other_cpu_pct and contended (other processes' CPU use while timing;
+# None: not measured). Optional, so schema 3 records validate as they are.
 SCHEMA_VERSION = 4
 
 
@@ -67,11 +69,11 @@ SCHEMAS: dict[Kind, KindSchema] = {
         "iterations latency_median_ms latency_p99_ms throughput_per_s",
         f"{_TIMING} timer cv_warning h2d_median_ms e2e_median_ms e2e_p99_ms threads flops_source "
         "flops_per_sample achieved_gflops peak_gflops peak_fraction peak_source runtime_config self_timed "
-        "load_seconds warnings calibration"),
+        "load_seconds warnings calibration other_cpu_pct contended"),
     Kind.THROUGHPUT: _schema(
         "samples_per_s requests threads_per_request samples seconds",
         "scenario cpu_seconds samples_per_cpu_s mechanism runtime_config trials max_requests window_seconds "
-        "warnings calibration"),
+        "warnings calibration other_cpu_pct contended"),
     Kind.MEMORY: _schema(
         "peak_bytes method",
         "artifact_bytes engine_device_bytes rss_delta_bytes gpu_context_bytes nvml_delta_bytes "

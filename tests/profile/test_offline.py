@@ -248,3 +248,44 @@ def test_k1_is_the_singlestream_timing_when_the_sweep_has_it(tiny_spec, ctx):
     [record] = to_records(result)
     record.validate()
     assert record.metrics["trials"][0]["source"] == "singlestream timing"
+
+
+@pytest.mark.parametrize("mechanism", [THREADS, QUEUE])
+def test_each_window_is_watched_and_the_most_contended_k_is_the_results(mechanism, tiny_spec, ctx, monkeypatch):
+    """Every K's window (not its warm-up) is read by a ContentionMeter; the result and its record carry
+    the most contended reading (a contended K may have lost, making the winner suspect), with a note."""
+    import perfkit.profile.offline as offline_module
+    from perfkit.profile.contention import Contention
+    from perfkit.profile.timing import LatencyStats, RunnerTiming
+
+    readings = iter([Contention(40.0, 2, 0.1, 0.08, 0.0)])  # K = 2's window: K = 1 comes from SingleStream
+    windows = []
+
+    class Meter:
+        def __init__(self):
+            self.given = next(readings)
+
+        def start(self):
+            windows.append("open")
+
+        def stop(self):
+            windows.append("close")
+
+        def reading(self):
+            return self.given
+
+    monkeypatch.setattr(offline_module, "ContentionMeter", Meter)
+    quiet = Contention(2.0, 2, 1.0, 0.04, 0.9)
+    timing = RunnerTiming(LatencyStats.from_samples([10.0, 10.0, 10.0], batch=4), timer="perf_counter", contention=quiet)
+    single = offline_module.from_singlestream(timing, 2, {})
+    assert single.contention is quiet  # K = 1 is that timing, contention included
+    runner = FakeOfflineRunner(lambda k: 0.5 if k > 1 else 0.01, mechanism)  # K = 2 is slower: the search stops
+    result = measure(tiny_spec, runner, Where.of(tiny_spec, "fake", "fp32", 4, "cpu"), ctx,
+                     OfflineConfig(seconds=0.05, max_requests=4), single=single)
+    assert windows == ["open", "close"] and [t.requests for t in result.trials] == [1, 2]
+    assert result.best is single and result.contention.other_cpu_pct == 40.0
+    assert any("contended: other processes used 40 % of the CPU" in n for n in result.warnings)
+    [record] = to_records(result)
+    record.validate()
+    assert record.metrics["other_cpu_pct"] == 40.0 and record.metrics["contended"] is True
+    assert [t["other_cpu_pct"] for t in record.metrics["trials"]] == [2.0, 40.0]

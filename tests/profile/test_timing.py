@@ -165,3 +165,81 @@ def test_cuda_events_h2d_and_e2e(tiny_spec, tmp_path):
     assert timing.e2e.median_ms >= timing.h2d.median_ms
     metrics = timing.metrics()
     assert {"h2d_median_ms", "e2e_median_ms"} <= metrics.keys()
+
+
+class _ScriptedMeter:
+    """A ContentionMeter that logs where its windows open and close and reads ``reading``."""
+
+    reading_to_give = None
+    log: list = []
+
+    def start(self):
+        self.log.append(("meter start", 0.0))
+
+    def stop(self):
+        self.log.append(("meter stop", 0.0))
+
+    def window(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def span():
+            self.start()
+            yield
+            self.stop()
+        return span()
+
+    def reading(self):
+        return self.reading_to_give
+
+
+def _scripted(monkeypatch, log, reading):
+    import perfkit.profile.timing as timing_module
+
+    monkeypatch.setattr(_ScriptedMeter, "log", log)
+    monkeypatch.setattr(_ScriptedMeter, "reading_to_give", reading)
+    monkeypatch.setattr(timing_module, "ContentionMeter", _ScriptedMeter)
+
+
+def test_contention_is_measured_over_the_measured_loop_only(fake_runner, monkeypatch):
+    from perfkit.profile.contention import Contention
+
+    runner = fake_runner()
+    quiet = Contention(1.5, 2, 1.0, 0.03, 0.4)
+    _scripted(monkeypatch, runner.events, quiet)
+    from perfkit.profile.timing import ContendedTimingWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoisyTimingWarning)  # a fake runner's CV is whatever this machine gives
+        warnings.simplefilter("error", ContendedTimingWarning)  # a quiet machine is not called contended
+        timing = time_runner(runner, __import__("torch").zeros(1, 1), TimingConfig(2, 0, 3, 0))
+    kinds = [e for e, _ in runner.events]
+    assert kinds == ["infer", "sync"] * 2 + ["meter start"] + ["infer", "sync"] * 3 + ["meter stop"]
+    assert timing.contention is quiet
+
+
+def test_a_contended_timing_warns_whatever_its_cv(fake_runner, monkeypatch):
+    from perfkit.profile.contention import Contention
+    from perfkit.profile.timing import ContendedTimingWarning
+
+    busy = Contention(47.0, 2, 1.0, 0.94, 0.0)
+    _scripted(monkeypatch, [], busy)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        timing = time_runner(fake_runner(), __import__("torch").zeros(1, 1), TimingConfig(1, 0, 3, 0), label="m eager")
+    [w] = [w for w in caught if w.category is ContendedTimingWarning]
+    assert issubclass(ContendedTimingWarning, NoisyTimingWarning)  # the sweep keeps it with the record's warnings
+    assert str(w.message).startswith("m eager: contended: other processes used 47 % of the CPU (0.9 of 2 cores)")
+    assert "re-run on a quiet machine" in str(w.message) and timing.contention is busy
+
+
+def test_a_self_timed_runner_is_watched_over_its_whole_run(monkeypatch):
+    runner = _SelfTimed()
+    log = []
+    _scripted(monkeypatch, log, None)
+    original = runner.time_self
+    runner.time_self = lambda batch, config: (log.append(("time_self", 0.0)), original(batch, config))[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoisyTimingWarning)
+        time_runner(runner, __import__("torch").zeros(2, 1), TimingConfig(1, 0, 4, 0))
+    assert [e for e, _ in log] == ["meter start", "time_self", "meter stop"]

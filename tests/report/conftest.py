@@ -15,6 +15,7 @@ from __future__ import annotations
 import pytest
 
 from perfkit.accuracy.parity import ParityCheck, ParityResult
+from perfkit.profile.contention import Contention
 from perfkit.analysis import MACS_CONVENTION, ComplexityReport, Complexity, LayerRow, Summary
 from perfkit.profile.latency import LatencyResult
 from perfkit.profile.memory import MemoryResult
@@ -42,25 +43,32 @@ def fixture_spec(model: str):
     return resolve(model, weights=FIXTURE_MODELS[model][0])
 
 
-def latency_result(where: Where, median_ms: float, calibration: str | None = None) -> LatencyResult:
+QUIET = Contention(1.0, 2, 2.0, 0.04, 0.3)  # other processes used 1 % of the CPU: a quiet machine
+BUSY = Contention(47.0, 2, 2.0, 1.88, 0.0)  # ... 47 %: one busy loop beside the runtime
+
+
+def latency_result(where: Where, median_ms: float, calibration: str | None = None,
+                   contention: Contention | None = QUIET) -> LatencyResult:
     """A timing whose median is ``median_ms`` (p99 just under 1.2 × the median)."""
     stats = LatencyStats.from_samples([0.8 * median_ms, median_ms, 1.2 * median_ms], where.batch, warmup_iterations=1)
-    return LatencyResult(where, RunnerTiming(stats, timer="perf_counter"), threads=2,
+    return LatencyResult(where, RunnerTiming(stats, timer="perf_counter", contention=contention), threads=2,
                          runtime_config={"intra_op_threads": 2}, self_timed=False, calibration=calibration)
 
 
 OFFLINE_GAIN = {"eager": 1.0, "onnx": 1.6}  # fixture Offline samples/s over SingleStream at the largest batch
 
 
-def offline_result(where: Where, samples_per_s: float, requests: int = 2, config: dict | None = None) -> OfflineResult:
+def offline_result(where: Where, samples_per_s: float, requests: int = 2, config: dict | None = None,
+                   contention: Contention | None = QUIET) -> OfflineResult:
     """An Offline search that tried K = 1 and ``requests`` and found ``samples_per_s`` at ``requests``."""
     def trial(k: int, rate: float) -> OfflineTrial:
         return OfflineTrial(k, 2 // k or 1, round(rate * 2.0), 2.0, 3.9, f"fixture: {k} request(s)",
-                            {**(config or {"intra_op_threads": 2 // k or 1}), "requests": k})
+                            {**(config or {"intra_op_threads": 2 // k or 1}), "requests": k}, contention=contention)
 
     best = trial(requests, samples_per_s)
     first = trial(1, samples_per_s / 1.3) if requests != 1 else best
-    return OfflineResult(where, best, (first, best) if requests != 1 else (best,), OfflineConfig())
+    return OfflineResult(where, best, (first, best) if requests != 1 else (best,), OfflineConfig(),
+                         contention=contention)
 
 
 def _complexity(spec, params: int, macs: int) -> ComplexityReport:
@@ -120,7 +128,8 @@ def _put(rec, record: Record) -> None:
 def _make_run(store: Store, *, accuracy: bool = True, train: bool = False, latency_factor: float = 1.0,
               top1_shift: float = 0.0, parity_fail: bool = False, error: bool = True, int8: str | None = None,
               models: tuple[str, ...] = tuple(FIXTURE_MODELS), command: str = "perfkit run (fixture)",
-              offline: bool = False, offline_factor: float = 1.0, offline_requests: int = 2) -> str:
+              offline: bool = False, offline_factor: float = 1.0, offline_requests: int = 2,
+              busy: tuple[str, str] | None = None) -> str:
     """Write one fixture run and return its id.
 
     latency_factor scales every latency (and divides throughput); top1_shift is added to the onnx
@@ -129,7 +138,9 @@ def _make_run(store: Store, *, accuracy: bool = True, train: bool = False, laten
     description) adds an onnx int8 candidate per model, calibrated so: ``INT8_SPEED`` × onnx fp32's
     latency, ``INT8_TOP1_DROP`` pp below its top-1. offline adds an Offline result per runtime at the
     largest batch (onnx gains 1.6× over SingleStream, eager nothing), scaled by offline_factor, won by
-    offline_requests requests in flight.
+    offline_requests requests in flight. busy = (model, runtime): that candidate's timings (SingleStream
+    and Offline) were taken while other processes used 47 % of the CPU (``BUSY``); the rest on a quiet
+    machine (1 %).
     """
     with recording(store, command=command) as rec:
         for model in models:
@@ -139,6 +150,7 @@ def _make_run(store: Store, *, accuracy: bool = True, train: bool = False, laten
             rec.add(_complexity(spec, params, macs))
             for runtime, speed in RUNTIME_SPEED.items():
                 where = Where.of(spec, runtime, "fp32", device="cpu")
+                machine = BUSY if busy == (model, runtime) else QUIET
                 if runtime != "eager":
                     _put(rec, _export(where.replace(batch=256), params))  # kind export: the artifact's max batch
                     for batch in BATCHES:  # the parity checker writes one record per batch
@@ -149,12 +161,12 @@ def _make_run(store: Store, *, accuracy: bool = True, train: bool = False, laten
                     _put(rec, _accuracy(spec, where.replace(batch=64), t1, top5, top1))
                 for batch in BATCHES:
                     ms = p50 * speed * latency_factor * (1 + 0.5 * (batch - 1))
-                    rec.add(latency_result(where.replace(batch=batch), ms))
+                    rec.add(latency_result(where.replace(batch=batch), ms, contention=machine))
                 if offline:
                     big = BATCHES[-1]
                     single = big / (p50 * speed * latency_factor * (1 + 0.5 * (big - 1)) / 1000)
                     rec.add(offline_result(where.replace(batch=big), single * OFFLINE_GAIN[runtime] * offline_factor,
-                                           offline_requests))
+                                           offline_requests, contention=machine))
                 for batch in BATCHES:
                     rec.add(MemoryResult(where.replace(batch=batch), params * 4 + batch * 10_000_000, "rss"))
             if int8:

@@ -145,3 +145,17 @@ def test_schema_2_complexity_records_keep_their_memory_estimates():
 
     old = {"input_mb": 0.57, "forward_backward_mb": 60.0, "params_mb": 44.6, "total_mb": 105.2}  # held MiB
     assert memory_mib(old) == {"input": 0.57, "forward_backward": 60.0, "params": 44.6, "total": 105.2}
+
+
+def test_contended_numbers_are_marked_and_explained(store, make_run, tmp_path):
+    run_id = make_run(store, offline=True, busy=("alexnet", "onnx"))
+    html = render_html(store, run_id, tmp_path / "r.html").read_text(encoding="utf-8")
+    mark = '<span class="contended" title="contended: other processes used 47.0 % of the CPU while this was'
+    summary = html[html.index('id="summary-table"'):html.index("</table>", html.index('id="summary-table"'))]
+    assert summary.count(mark) == 3  # alexnet onnx: p50 at batch 1 and 8, Offline samples/s
+    offline = html[html.index('id="offline-table"'):html.index("</table>", html.index('id="offline-table"'))]
+    assert offline.count(mark) == 1
+    note = html[html.index('id="contention-note"'):html.index("</div>", html.index('id="contention-note"'))]
+    assert "other processes used 47 % of the CPU during 3 of 18 timings" in note
+    quiet = render_html(store, make_run(store, offline=True), tmp_path / "q.html").read_text(encoding="utf-8")
+    assert 'class="contended"' not in quiet and 'id="contention-note"' not in quiet

@@ -38,7 +38,8 @@ def test_offline_rows_sit_beside_singlestream_at_the_same_batch(run):
 def test_each_scenario_has_its_winner(run):
     _, records = run
     won = {w["model"]: w for w in winners(records)}
-    assert won["resnet18"]["singlestream"] == {"runtime": "onnx", "batch": 1, "value": pytest.approx(14.0)}
+    assert won["resnet18"]["singlestream"] == {"runtime": "onnx", "batch": 1, "value": pytest.approx(14.0),
+                                               "contended": False}
     assert won["resnet18"]["offline"]["runtime"] == "onnx" and won["resnet18"]["offline"]["requests"] == 2
 
 

@@ -160,6 +160,27 @@ def test_malformed_baselines_are_one_line_naming_the_file(store, make_run, tmp_p
     assert __import__("re").search(message, err), err
 
 
+def test_a_contended_timing_is_not_judged(store, make_run, capsys):
+    """A timing taken on a busy machine on either side is reported as contended, never as a
+    regression, an improvement or within the gate: its change measures the machine."""
+    base = make_run(store, offline=True)
+    cand = make_run(store, offline=True, latency_factor=3.0, busy=("alexnet", "onnx"))
+    result = compare(load_side(store, base), load_side(store, cand), max_latency_increase_pct=10)
+    busy = {c for c in _verdicts(result, "contended") if c[3] == "latency_median_ms"}
+    assert busy == {("alexnet", "onnx", 1, "latency_median_ms"), ("alexnet", "onnx", 8, "latency_median_ms")}
+    assert ("alexnet", "onnx", 8, "samples_per_s") in _verdicts(result, "contended")  # Offline too
+    assert result["regressions"] == 10 + 5  # 12 slower medians and 6 Offline drops, less the 3 contended
+    [change] = [c for c in result["changes"] if c["verdict"] == "contended" and c["batch"] == 1
+                and c["metric"] == "latency_median_ms"]
+    assert change["contended"] == "candidate: other processes used 47 % of the CPU"
+    back = compare(load_side(store, cand), load_side(store, base))  # contended baseline: the same
+    assert ("alexnet", "onnx", 1, "latency_median_ms") in _verdicts(back, "contended")
+    assert main(["regress", "--baseline", base, "--candidate", cand]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "│ contended" in out  # the verdict column (its reason wraps in the cell)
+    assert f"{len(_verdicts(result, 'contended'))} timing change(s) not judged: contended (other processes" in out
+
+
 def test_a_calibration_is_text_compared_as_a_description(store, make_run, tmp_path, capsys):
     base = make_run(store, int8="calibrated on 32 synthetic images (minmax) — accuracy not meaningful")
     cand = make_run(store, int8="calibrated on 64 images of ci/calib (entropy)")

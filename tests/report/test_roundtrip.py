@@ -184,6 +184,11 @@ def test_a_doctored_copy_is_judged_on_what_was_changed(kind, record_kind, edit, 
                                                        capsys):
     _, path = request.getfixturevalue(f"{kind}_export")
     payload = json.loads(path.read_text())
+    for r in payload["records"]:  # this machine may have been busy: a contended timing would not be judged
+        if "contended" in r["metrics"]:
+            r["metrics"]["contended"] = False
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(payload))
     edited = [r for r in payload["records"] if r["kind"] == record_kind and r["status"] == "ok" and edit(r)]
     assert edited
     copy = tmp_path / "doctored.json"

@@ -100,3 +100,26 @@ def test_model_records_fit_their_schema(name, weights):
         assert m["ref_top1_pct"] is None  # no published numbers
     else:  # the architecture's published numbers, even with random weights (labelled by random_weights)
         assert m["ref_top1_pct"] == spec.reference["acc1_pct"] and m["ref_params"] == spec.reference["params"]
+
+
+@pytest.mark.parametrize("contention", [None, "unmeasured", "contended"])
+def test_timings_record_contention_and_never_record_unmeasured_as_clean(contention):
+    """Schema 4: latency records carry other_cpu_pct and contended; not measured is None (not False)."""
+    from perfkit.profile.contention import Contention
+    from perfkit.profile.latency import LatencyResult
+    from perfkit.profile.timing import LatencyStats, RunnerTiming
+
+    reading = {None: None, "unmeasured": Contention(None, 2, 0.05, unmeasured="timed for 0.05 s"),
+               "contended": Contention(47.0, 2, 1.0, 0.94, 0.0)}[contention]
+    timing = RunnerTiming(LatencyStats.from_samples([1.0, 2.0], batch=1), timer="perf_counter", contention=reading)
+    [record] = to_records(LatencyResult(Where("m", "eager", "fp32", 1, device="cpu"), timing, 2, {}, False))
+    record.validate()
+    expected = (47.0, True) if contention == "contended" else (None, None)
+    assert (record.metrics["other_cpu_pct"], record.metrics["contended"]) == expected
+
+
+def test_schema_3_timings_without_contention_stay_valid():
+    for kind in (Kind.LATENCY, Kind.THROUGHPUT):
+        old = Record(kind=kind, model="m", schema_version=3, metrics={k: 1 for k in SCHEMAS[kind].required})
+        old.validate()
+        assert "contended" not in old.metrics and {"other_cpu_pct", "contended"} <= SCHEMAS[kind].optional
