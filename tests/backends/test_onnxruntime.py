@@ -168,7 +168,7 @@ def cuda_ort(monkeypatch, tiny_spec):
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: _FakeStream(0, log))  # torch's default stream
     monkeypatch.setattr(O, "require", lambda name: _fake_ort(log))
     manifest = {"backend": "onnx", "precision": "fp32", "device": "any", "batch": {"min": 1, "opt": 8, "max": 256},
-                "model": {"name": "lenet5", "weights": {"identity": tiny_spec.weights.identity}},
+                "model": {"name": "lenet5", "identity": tiny_spec.identity, "weights": {"identity": tiny_spec.weights.identity}},
                 "inputs": [{"shape": ["batch", 3, 32, 32]}]}
     return O.OnnxRuntimeRunner(tiny_spec, artifact=Artifact(Path("model.onnx"), manifest), device="cuda:0"), log
 
