@@ -44,8 +44,12 @@ from perfkit.backends import all_backends, open_runner, parse_backends, prepare
 from perfkit.context import Context
 from perfkit.device import available_cores
 from perfkit.env import fingerprint
-from perfkit.profile.latency import LatencyResult, sweep
-from perfkit.profile.offline import OfflineConfig, OfflineResult, measure, offline_capable
+from perfkit.plan import Plan, ScenarioRun
+from perfkit.profile import profile_model
+from perfkit.profile.scenarios import Point
+from perfkit.profile.scenarios import get as scenario
+from perfkit.profile.scenarios.offline import OfflineConfig, OfflineResult, measure
+from perfkit.profile.scenarios.singlestream import LatencyResult
 from perfkit.profile.timing import NoisyTimingWarning, TimingConfig, time_runner
 from perfkit.report.console import Column, console, fmt_float, print_table
 from perfkit.zoo.sources import resolve
@@ -67,7 +71,9 @@ def compare_model(name: str, backends, batch: int, ctx: Context, timing: TimingC
     out = {"model": name, "single": {}, "offline": {}, "errors": {}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoisyTimingWarning)  # the CV is recorded
-        for result in sweep(spec, backends, sorted({1, batch}), ctx, config=timing, offline=offline):
+        plan = Plan(tuple(backends), tuple(sorted({1, batch})), memory=False, device=ctx.device,
+                    scenarios=(ScenarioRun(scenario("singlestream"), timing), ScenarioRun(scenario("offline"), offline)))
+        for result in profile_model(spec, plan, ctx):
             rt = result.where.runtime
             if isinstance(result, LatencyResult):
                 out["single"].setdefault(rt, {})[result.where.batch] = {
@@ -78,9 +84,8 @@ def compare_model(name: str, backends, batch: int, ctx: Context, timing: TimingC
                                       "trials": [t.summary() for t in result.trials]}
             else:
                 out["errors"].setdefault(rt, result.error.splitlines()[0][:200])
-    for b in backends:
-        if not offline_capable(b):
-            out["errors"].setdefault(b.name, f"Offline not measured: {b.runner.offline_note}")
+    for name, why in plan.not_measured().get("offline", {}).items():
+        out["errors"].setdefault(name, f"Offline not measured: {why}")
     return out
 
 
@@ -236,7 +241,7 @@ def _perfkit_pair(spec, runtime, ctx, x1, xb, timing, offline, add) -> None:
         add((runtime, "SingleStream b1 p50 ms"), "perfkit", t.compute.median_ms, per_cpu)
         from perfkit.results import Where
 
-        result = measure(spec, runner, Where.of(spec, runtime, "fp32", xb.shape[0], "cpu"), ctx, offline)
+        result = measure(Point(spec, runner, Where.of(spec, runtime, "fp32", xb.shape[0], "cpu"), ctx, offline))
         add((runtime, f"Offline b{xb.shape[0]} samples/s"), "perfkit", result.best.samples_per_s,
             result.best.samples_per_cpu_s)
 

@@ -57,6 +57,8 @@ class Context:
             each backend fills in its own defaults for the rest (``Backend.options_for``).
         force: export again even when an artifact is cached.
         progress: where to report progress.
+        resolved: the artifacts ``perfkit.backends.prepare`` resolved in this context (and the failures),
+            shared by every copy ``replace`` makes: each is resolved once (``perfkit.plan``).
     """
 
     device: str = "cpu"
@@ -65,6 +67,7 @@ class Context:
     options: Mapping[str, Any] = field(default_factory=dict)
     force: bool = False
     progress: Progress = NO_PROGRESS
+    resolved: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "artifacts", artifacts_dir(self.artifacts))

@@ -25,13 +25,10 @@ from enum import StrEnum
 from pathlib import Path
 
 from perfkit.context import NO_PROGRESS, Context, artifacts_dir
-from perfkit.device import available_cores
 from perfkit.errors import PerfkitError
-from perfkit.profile import ProfilePlan, expected_keys
-from perfkit.profile.offline import OfflineConfig
-from perfkit.profile.timing import TimingConfig
+from perfkit.plan import Plan, ScenarioRun
 from perfkit.results import Failure, Kind, Where
-from perfkit.vocab import BatchRange, Precision
+from perfkit.vocab import Precision
 from perfkit.zoo.sources import resolve
 from perfkit.zoo.sources.torchvision import SEED_MODELS
 
@@ -44,17 +41,14 @@ class Step(StrEnum):
     PROFILE = "profile"
 
 
-# Timing for the pipeline: enough iterations for a stable median, short enough that the four
-# seed models (VGG16 included) finish in minutes on a 2-core CPU. `perfkit profile` measures longer;
-# the pipeline also measures memory at the largest batch only (one process launch each). Three
-# iterations after a warm-up (eight before int8, OpenVINO and the Offline scenario joined the default
-# run; five cost 12 min cold): at batch 8 on two cores one VGG16 call takes seconds, and one
-# iteration of every point of the default run is 21 s. A survey's p50, not a p99: `perfkit profile`.
-PIPELINE_TIMING = TimingConfig(warmup=1, warmup_seconds=0.2, iterations=3, min_seconds=0.5)
-# The Offline scenario at the largest batch: a short window per K, K up to the cores (at most 4),
-# stopping at the first K that is not faster. More requests in flight than cores cannot run side by
-# side on a CPU runtime that gives each at least one thread. `perfkit profile` measures longer.
-PIPELINE_OFFLINE = OfflineConfig(seconds=0.5, max_requests=min(4, available_cores()))
+# The pipeline measures every scenario with its quick defaults (``ScenarioOption.quick``): enough for a
+# stable median, short enough that the four seed models (VGG16 included) finish in minutes on a
+# 2-core CPU. SingleStream: three iterations after a warm-up (eight before int8, OpenVINO and the
+# Offline scenario joined the default run; five cost 12 min cold): at batch 8 on two cores one VGG16
+# call takes seconds, and one iteration of every point of the default run is 21 s. A survey's p50,
+# not a p99: `perfkit profile`. Offline at the largest batch: a 0.5 s window per K, K up to the cores
+# (at most 4). The pipeline also measures memory at the largest batch only (one process launch each).
+QUICK_SCENARIOS = ("singlestream", "offline")
 EVAL_BATCH = 32
 
 
@@ -79,8 +73,8 @@ class RunConfig:
     artifacts: Path | None = None
     threads: int | None = None
     options: dict = field(default_factory=dict)
-    timing: TimingConfig = PIPELINE_TIMING
-    offline: OfflineConfig | None = PIPELINE_OFFLINE  # None: SingleStream only (--scenario singlestream)
+    scenarios: tuple[ScenarioRun, ...] = field(
+        default_factory=lambda: tuple(ScenarioRun.of(name, quick=True) for name in QUICK_SCENARIOS))
     memory: bool = True
     resume: str | None = None
     steps: tuple[Step, ...] = tuple(Step)
@@ -92,17 +86,14 @@ class RunConfig:
         chosen = parse_backends(self.runtimes) if self.runtimes is not None else default_backends(self.device)
         return [b for b in chosen if not b.reference]
 
-    @property
-    def batch_range(self) -> BatchRange:
-        """One artifact serves parity, accuracy and profiling: the default range, widened if needed."""
-        return BatchRange.covering([*self.batches, *self.parity_batches, EVAL_BATCH])
-
-    def profile_plan(self) -> ProfilePlan:
+    def plan(self) -> Plan:
+        """What every step measures; one artifact per runtime × precision covers parity's, evaluation's
+        and the profile's batches (``perfkit.plan``)."""
         from perfkit.backends import reference
 
-        return ProfilePlan((reference(), *self.backends()), tuple(self.batches), tuple(self.precisions), self.timing,
-                           self.memory, (max(self.batches),), device=self.device, automatic=self.automatic,
-                           offline=self.offline)
+        return Plan((reference(), *self.backends()), tuple(self.batches), tuple(self.precisions), self.scenarios,
+                    self.memory, (max(self.batches),), device=self.device, automatic=self.automatic,
+                    covers=(*self.parity_batches, EVAL_BATCH))
 
 
 @dataclass
@@ -122,8 +113,9 @@ def run_pipeline(cfg: RunConfig, store, progress=NO_PROGRESS, data=None) -> Pipe
     resume_id = store.resumable(cfg.resume) if cfg.resume else None  # unknown: an error, never a new run
     skipped: list[str] = []
     backends = cfg.backends()
-    ctx = Context(device=cfg.device, artifacts=artifacts_dir(cfg.artifacts), threads=cfg.threads,
-                  options=cfg.options, progress=progress)
+    plan = cfg.plan()
+    ctx = plan.context(Context(device=cfg.device, artifacts=artifacts_dir(cfg.artifacts), threads=cfg.threads,
+                               options=cfg.options, progress=progress))
     with recording(store, run_id=resume_id, device=cfg.device) as rec:
         if data is None and Step.ACCURACY in cfg.steps and cfg.data:
             data = open_data(cfg.data, cfg.labels, cfg.limit)
@@ -139,14 +131,15 @@ def run_pipeline(cfg: RunConfig, store, progress=NO_PROGRESS, data=None) -> Pipe
             for step in cfg.steps:
                 if step is Step.ACCURACY and data is None:
                     continue
-                plan = STEPS[step]
-                if resume_id and store.finished(rec.run_id, spec.name, plan.kinds, plan.keys(cfg, spec, backends)):
+                how = STEPS[step]
+                kinds = how.kinds(plan)
+                if resume_id and store.finished(rec.run_id, spec.name, kinds, how.keys(cfg, plan, spec, backends)):
                     skipped.append(f"{spec.name} {step}")
                     continue
                 if resume_id:
-                    store.supersede(rec.run_id, spec.name, plan.kinds)
+                    store.supersede(rec.run_id, spec.name, kinds)
                 progress.update(f"{spec.label}: {step}")
-                _run_step(rec, plan, cfg, spec, backends, ctx, data)
+                _run_step(rec, how, kinds[0], cfg, plan, spec, backends, ctx, data)
         current = store.records(rec.run_id)
         failed = [r for r in current if r.status == "error" or (r.kind == Kind.PARITY and not r.metrics.get("passed"))]
         unreadable = store.unreadable(rec.run_id)  # a resume re-measures those of its steps (and supersedes them)
@@ -166,13 +159,13 @@ def _requests(cfg: RunConfig) -> list[tuple[str, dict]]:
     return out
 
 
-def _run_step(rec, plan: "StepPlan", cfg: RunConfig, spec, backends, ctx, data) -> None:
+def _run_step(rec, how: "StepPlan", kind, cfg: RunConfig, plan: Plan, spec, backends, ctx, data) -> None:
     try:
-        rec.add_all(plan.run(cfg, spec, backends, ctx, data))
+        rec.add_all(how.run(cfg, plan, spec, backends, ctx, data))
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # a step that fails as a whole is recorded; the others go on
-        rec.add(Failure.of(plan.kinds[0], Where.of(spec, device=cfg.device), exc))
+        rec.add(Failure.of(kind, Where.of(spec, device=cfg.device), exc))
 
 
 def open_data(data: Path | None, labels: Path | None = None, limit: int | None = None):
@@ -198,7 +191,9 @@ def default_data() -> Path | None:
 
 @dataclass(frozen=True)
 class StepPlan:
-    kinds: tuple[Kind, ...]
+    """A step: the record kinds it writes under a plan, what it runs, and the keys it must produce."""
+
+    kinds: Callable[[Plan], tuple]
     run: Callable[..., Iterable]
     keys: Callable[..., set[tuple]]
 
@@ -207,91 +202,87 @@ def _key(kind: Kind, where: Where) -> tuple:
     return (str(kind), where.model, where.runtime, where.precision, where.batch, where.device)
 
 
-def _complexity(cfg, spec, backends, ctx, data) -> Iterator:
+def _complexity(cfg, plan, spec, backends, ctx, data) -> Iterator:
     from perfkit.analysis import analyze
 
     yield analyze(spec)
 
 
-def _complexity_keys(cfg, spec, backends) -> set[tuple]:
+def _complexity_keys(cfg, plan, spec, backends) -> set[tuple]:
     return {_key(Kind.COMPLEXITY, Where.of(spec, "eager", Precision.FP32, 1, "cpu"))}
 
 
-def _pairs(cfg, backends) -> Iterator[tuple]:
-    """(backend, precision) for each precision of the run and each backend that runs it here."""
-    from perfkit.backends import at_precision
-
-    for p in cfg.precisions:
-        for b in at_precision(backends, p, cfg.device, automatic=cfg.automatic):
-            yield b, p
+def _pairs(plan: Plan, backends) -> Iterator[tuple]:
+    """(backend, precision) for each of ``backends`` at each precision of the plan it runs here."""
+    return ((b, p) for b, p in plan.pairs() if b in backends)
 
 
-def _export(cfg, spec, backends, ctx, data) -> Iterator:
+def _export(cfg, plan, spec, backends, ctx, data) -> Iterator:
     from perfkit.backends import export_each
 
-    for b, p in _pairs(cfg, [b for b in backends if b.needs_artifact]):
-        yield from export_each(spec, [b], ctx, precision=p, batch=cfg.batch_range)
+    for b, p in _pairs(plan, [b for b in backends if b.needs_artifact]):
+        yield from export_each(spec, [b], ctx, precision=p, batch=plan.batch_range)
 
 
-def _export_keys(cfg, spec, backends) -> set[tuple]:
-    return {_key(Kind.EXPORT, Where.of(spec, b.name, p, cfg.batch_range.max, cfg.device))
-            for b, p in _pairs(cfg, [b for b in backends if b.needs_artifact])}
+def _export_keys(cfg, plan, spec, backends) -> set[tuple]:
+    return {_key(Kind.EXPORT, Where.of(spec, b.name, p, plan.batch_range.max, cfg.device))
+            for b, p in _pairs(plan, [b for b in backends if b.needs_artifact])}
 
 
-def _parity(cfg, spec, backends, ctx, data) -> Iterator:
+def _parity(cfg, plan, spec, backends, ctx, data) -> Iterator:
     from perfkit.accuracy.parity import ParityCheck, check_parity, synthetic_inputs
-    from perfkit.results import Failure as F
-
-    from perfkit.backends import at_precision
 
     inputs = synthetic_inputs(spec, cfg.parity_samples)
-    for p in cfg.precisions:
-        chosen = at_precision(backends, p, cfg.device, automatic=cfg.automatic)
+    for p in plan.precisions:
+        chosen = [b for b in plan.at(p) if b in backends]
         for result in check_parity(spec, chosen, ctx, inputs=(inputs, "synthetic"),
-                                   batches=cfg.parity_batches, precision=p, batch_range=cfg.batch_range):
-            if isinstance(result, (ParityCheck, F)):  # exports belong to the export step
+                                   batches=cfg.parity_batches, precision=p, batch_range=plan.batch_range):
+            if isinstance(result, (ParityCheck, Failure)):  # exports belong to the export step
                 yield result
 
 
-def _parity_keys(cfg, spec, backends) -> set[tuple]:
+def _parity_keys(cfg, plan, spec, backends) -> set[tuple]:
     return {_key(Kind.PARITY, Where.of(spec, b.name, p, batch, cfg.device))
-            for b, p in _pairs(cfg, backends) for batch in cfg.parity_batches}
+            for b, p in _pairs(plan, backends) for batch in cfg.parity_batches}
 
 
-def _accuracy(cfg, spec, backends, ctx, data) -> Iterator:
+def _accuracy(cfg, plan, spec, backends, ctx, data) -> Iterator:
     from perfkit.accuracy.harness import EvalOptions, validate_model
-
-    options = EvalOptions(batch_size=EVAL_BATCH, workers=cfg.workers, cache_dir=cfg.cache)
     from perfkit.backends import reference
 
+    options = EvalOptions(batch_size=EVAL_BATCH, workers=cfg.workers, cache_dir=cfg.cache)
     done = validate_model(spec, data, [reference(), *backends], ctx, precisions=cfg.precisions, options=options,
-                          automatic=cfg.automatic)
+                          automatic=cfg.automatic, batch_range=plan.batch_range)
     yield done.result
     yield from done.open_failures
 
 
-def _accuracy_keys(cfg, spec, backends) -> set[tuple]:
+def _accuracy_keys(cfg, plan, spec, backends) -> set[tuple]:
     from perfkit.backends import reference
 
     ref = {_key(Kind.ACCURACY, Where.of(spec, reference().name, Precision.FP32, EVAL_BATCH, cfg.device))}
     return ref | {_key(Kind.ACCURACY, Where.of(spec, b.name, p, EVAL_BATCH, cfg.device))
-                  for b, p in _pairs(cfg, [reference(), *backends])}
+                  for b, p in plan.pairs()}
 
 
-def _profile(cfg, spec, backends, ctx, data) -> Iterator:
+def _profile(cfg, plan, spec, backends, ctx, data) -> Iterator:
     from perfkit.profile import profile_model
 
-    return profile_model(spec, cfg.profile_plan(), ctx)
+    return profile_model(spec, plan, ctx)
 
 
-def _profile_keys(cfg, spec, backends) -> set[tuple]:
-    return expected_keys(spec, cfg.profile_plan(), cfg.device)
+def _profile_keys(cfg, plan, spec, backends) -> set[tuple]:
+    return plan.keys(spec)
+
+
+def _profile_kinds(plan: Plan) -> tuple:
+    return (*dict.fromkeys(run.scenario.kind for run in plan.scenarios), Kind.MEMORY)
 
 
 STEPS = {
-    Step.COMPLEXITY: StepPlan((Kind.COMPLEXITY,), _complexity, _complexity_keys),
-    Step.EXPORT: StepPlan((Kind.EXPORT,), _export, _export_keys),
-    Step.PARITY: StepPlan((Kind.PARITY,), _parity, _parity_keys),
-    Step.ACCURACY: StepPlan((Kind.ACCURACY,), _accuracy, _accuracy_keys),
-    Step.PROFILE: StepPlan((Kind.LATENCY, Kind.THROUGHPUT, Kind.MEMORY), _profile, _profile_keys),
+    Step.COMPLEXITY: StepPlan(lambda plan: (Kind.COMPLEXITY,), _complexity, _complexity_keys),
+    Step.EXPORT: StepPlan(lambda plan: (Kind.EXPORT,), _export, _export_keys),
+    Step.PARITY: StepPlan(lambda plan: (Kind.PARITY,), _parity, _parity_keys),
+    Step.ACCURACY: StepPlan(lambda plan: (Kind.ACCURACY,), _accuracy, _accuracy_keys),
+    Step.PROFILE: StepPlan(_profile_kinds, _profile, _profile_keys),
 }

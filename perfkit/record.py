@@ -31,7 +31,14 @@ def _record(kind: Kind, where: Where, metrics: dict, **extra) -> Record:
 
 @functools.singledispatch
 def to_records(result) -> list[Record]:
-    """The records of one result (most results are one record; a validation pass is one per runtime)."""
+    """The records of one result (most results are one record; a validation pass is one per runtime).
+    A scenario's result (``perfkit.profile.scenarios``, registered when it was) is one record of the
+    scenario's kind with the metrics the scenario makes of it."""
+    from perfkit.profile.scenarios import all_scenarios
+
+    for scenario in all_scenarios():
+        if isinstance(result, scenario.result):
+            return [_record(scenario.kind, result.where, scenario.metrics(result))]
     raise TypeError(f"no record conversion for {type(result).__name__}")
 
 
@@ -64,18 +71,14 @@ def _register_all() -> None:
     from perfkit.accuracy.parity import ParityCheck
     from perfkit.analysis import ComplexityReport
     from perfkit.artifacts import ExportResult
-    from perfkit.profile.latency import LatencyResult
     from perfkit.profile.memory import MemoryResult
-    from perfkit.profile.offline import OfflineResult
     from perfkit.train.loop import EpochResult
 
     to_records.register(ComplexityReport, _complexity)
     to_records.register(ExportResult, _export)
     to_records.register(ParityCheck, _parity)
     to_records.register(EvalResult, _accuracy)
-    to_records.register(LatencyResult, _latency)
     to_records.register(MemoryResult, _memory)
-    to_records.register(OfflineResult, _throughput)
     to_records.register(EpochResult, _epoch)
 
 
@@ -173,35 +176,6 @@ def accuracy_metrics(result, label: str) -> dict:
 
 def _difference(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
-
-
-def _contention(reading) -> dict:
-    """What other processes used of the CPU while a timing ran: a percentage and whether that makes
-    it contended, both None where it was not measured (never recorded as clean)."""
-    return {"other_cpu_pct": None if reading is None else reading.other_cpu_pct,
-            "contended": None if reading is None else reading.contended}
-
-
-def _latency(result) -> list[Record]:
-    metrics = {**result.timing.metrics(), "threads": result.threads, "runtime_config": result.runtime_config,
-               "self_timed": result.self_timed, **result.roofline, "warnings": list(result.warnings),
-               **_calibration(result.calibration), **_contention(result.timing.contention)}
-    if result.flops_source:
-        metrics["flops_source"] = result.flops_source
-    return [_record(Kind.LATENCY, result.where, metrics)]
-
-
-def _throughput(result) -> list[Record]:
-    best = result.best
-    metrics = {
-        "scenario": "offline", "samples_per_s": best.samples_per_s, "requests": best.requests,
-        "threads_per_request": best.threads_per_request, "samples": best.samples, "seconds": best.seconds,
-        "cpu_seconds": best.cpu_seconds, "samples_per_cpu_s": best.samples_per_cpu_s, "mechanism": best.mechanism,
-        "runtime_config": best.config, "trials": [t.summary() for t in result.trials],
-        "max_requests": result.config.max_requests, "window_seconds": result.config.seconds,
-        "warnings": list(result.warnings), **_calibration(result.calibration), **_contention(result.contention),
-    }
-    return [_record(Kind.THROUGHPUT, result.where, metrics)]
 
 
 def _memory(result) -> list[Record]:

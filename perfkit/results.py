@@ -3,6 +3,10 @@
 Measuring code (analysis, export, parity, accuracy, profile, train) returns typed results named by a
 ``Where`` (model, runtime, precision, batch, weights, device) and never sees the store or the
 terminal; ``perfkit.record`` is the one place that turns results into stored ``Record`` rows.
+
+The kinds of ``Kind`` are perfkit's own steps; a scenario (``perfkit.profile.scenarios``) declares a
+record kind of its own with its ``KindSchema``, so a record's kind is a ``Kind`` or such a name
+(``kind_of``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,33 @@ class Kind(StrEnum):
     THROUGHPUT = "throughput"  # the Offline scenario: best samples/s with k requests in flight
     MEMORY = "memory"
     TRAIN = "train"
+
+
+def kind_of(kind: str) -> Kind | str:
+    """``Kind`` for perfkit's own kinds, else the name as given (a scenario's record kind)."""
+    try:
+        return Kind(kind)
+    except ValueError:
+        if not isinstance(kind, str) or not kind.strip():
+            raise ValueError(f"a record kind is a non-empty name, got {kind!r}") from None
+        return kind
+
+
+@dataclass(frozen=True)
+class KindSchema:
+    """The metrics an ok record of one kind must carry (``required``) and may carry (``optional``)."""
+
+    required: frozenset[str]
+    optional: frozenset[str] = frozenset()
+
+    @property
+    def permitted(self) -> frozenset[str]:
+        return self.required | self.optional
+
+    @classmethod
+    def of(cls, required: str, optional: str = "") -> "KindSchema":
+        """From space-separated metric names."""
+        return cls(frozenset(required.split()), frozenset(optional.split()))
 
 
 @dataclass(frozen=True)
@@ -50,14 +81,14 @@ class Where:
 class Failure:
     """A measurement that did not produce a number, and why (one line)."""
 
-    kind: Kind
+    kind: Kind | str
     where: Where
     error: str
 
     @classmethod
-    def of(cls, kind: Kind, where: Where, exc: BaseException | str) -> "Failure":
+    def of(cls, kind: Kind | str, where: Where, exc: BaseException | str) -> "Failure":
         text = exc if isinstance(exc, str) else describe(exc)
-        return cls(Kind(kind), where, text)
+        return cls(kind_of(kind), where, text)
 
 
 def describe(exc: BaseException) -> str:

@@ -5,18 +5,21 @@ import pytest
 from perfkit import pipeline
 from perfkit.cli import main
 from perfkit.errors import PerfkitError
-from perfkit.profile.offline import OfflineConfig
+from perfkit.plan import ScenarioRun
+from perfkit.profile.scenarios import get
+from perfkit.profile.scenarios.offline import OfflineConfig
 from perfkit.profile.timing import TimingConfig
 from perfkit.store import Kind, Store
 
 FAST = TimingConfig(warmup=1, warmup_seconds=0.0, iterations=3, min_seconds=0.0)
 FAST_OFFLINE = OfflineConfig(seconds=0.05, max_requests=2)
+SCENARIOS = (ScenarioRun(get("singlestream"), FAST), ScenarioRun(get("offline"), FAST_OFFLINE))
 QUICK_OFFLINE = ["--offline-seconds", "0.05", "--offline-max-requests", "2"]
 
 
 def _cfg(**kw):
     base = dict(models=["lenet5"], weights="random", runtimes=["torchscript", "onnx"], batches=[1, 2], parity_samples=4,
-                parity_batches=[1, 2], timing=FAST, offline=FAST_OFFLINE, memory=False)
+                parity_batches=[1, 2], scenarios=SCENARIOS, memory=False)
     return pipeline.RunConfig(**{**base, **kw})
 
 
@@ -43,8 +46,8 @@ def test_every_step_writes_its_records(store):
     assert all(r.weights == "random:seed0" for r in recs)
     # exactly the planned keys, each once
     planned = set()
-    for plan in pipeline.STEPS.values():
-        planned |= plan.keys(_cfg(), _spec(), _cfg().backends())
+    for step in pipeline.STEPS.values():
+        planned |= step.keys(_cfg(), _cfg().plan(), _spec(), _cfg().backends())
     measured = [r.key for r in recs if r.kind not in (Kind.MODEL, Kind.ACCURACY)]
     assert sorted(measured) == sorted(k for k in planned if k[0] != "accuracy")
 
@@ -64,8 +67,8 @@ def _boom(*args, **kwargs):
 def _break(monkeypatch, kind):
     import perfkit.analysis
     import perfkit.artifacts
-    import perfkit.profile.latency
     import perfkit.profile.memory
+    import perfkit.profile.scenarios.singlestream as singlestream
 
     if kind == "complexity":
         monkeypatch.setattr(perfkit.analysis, "analyze", _boom)
@@ -79,8 +82,8 @@ def _break(monkeypatch, kind):
         real = parity.compare
         monkeypatch.setattr(parity, "compare", lambda ref, cand, tol: real(ref, cand + 1.0, tol))
     elif kind == "latency":
-        real = perfkit.profile.latency.time_runner
-        monkeypatch.setattr(perfkit.profile.latency, "time_runner",
+        real = singlestream.time_runner
+        monkeypatch.setattr(singlestream, "time_runner",
                             lambda runner, *a, **k: _boom() if runner.name == "onnx" else real(runner, *a, **k))
     elif kind == "memory":
         monkeypatch.setattr(perfkit.profile.memory, "start_memory", _boom)
@@ -327,7 +330,7 @@ def test_int8_runs_where_a_runtime_builds_it_and_the_plan_knows_it(store):
     assert all(r.metrics["calibration"] == "calibrated on 8 synthetic images (minmax) — accuracy not meaningful"
                for r in int8)
     assert all(r.metrics["passed"] for r in int8 if r.kind == Kind.PARITY)
-    planned = set().union(*(plan.keys(cfg, _spec(), cfg.backends()) for plan in pipeline.STEPS.values()))
+    planned = set().union(*(step.keys(cfg, cfg.plan(), _spec(), cfg.backends()) for step in pipeline.STEPS.values()))
     assert sorted(r.key for r in recs if r.kind not in (Kind.MODEL, Kind.ACCURACY)) == \
         sorted(k for k in planned if k[0] != "accuracy")
     again = pipeline.run_pipeline(_cfg(precisions=["fp32", "int8"], options=cfg.options, batches=[1],

@@ -457,14 +457,15 @@ def runtime_label(backend_name: str, precision: Precision | str) -> str:
 def validate_model(spec: ModelSpec, data: LabelledImages, backends: Sequence, ctx, *,
                    precisions: Sequence[Precision | str] | Precision | str = (Precision.FP32,),
                    options: EvalOptions = EvalOptions(), dist: Distributed = ALONE,
-                   automatic: bool = False) -> Validation:
+                   automatic: bool = False, batch_range: BatchRange | None = None) -> Validation:
     """Validate one model on ``data`` in every runtime of ``backends`` at every precision it runs, in
     one pass, against eager fp32 (opened first, as the reference, whatever was asked).
 
     Each runtime runs the precisions of ``precisions`` it supports on the device (the command line
     has refused the combinations a user asked for that it cannot run); eager runs at another float
     precision only when it is among ``backends``. ``automatic``: ``perfkit run``'s automatic plan
-    (each runtime at the precisions of its ``Backend.run_precisions``).
+    (each runtime at the precisions of its ``Backend.run_precisions``). ``batch_range``: the range of
+    the plan's artifacts (``perfkit run``: the ones parity checked), widened to the evaluation's batch.
     Opens one runner per runtime × precision (exporting what is missing) and runs ``evaluate``. An
     exported runtime that cannot open becomes a ``Failure`` (kind accuracy) and the others go on.
 
@@ -482,6 +483,8 @@ def validate_model(spec: ModelSpec, data: LabelledImages, backends: Sequence, ct
         (b, p) for p in precisions for b in dict.fromkeys(map(get, backends))
         if b.runs(p, ctx.device, automatic=automatic) and (b, p) != (ref, Precision.FP32)]
     batch = runner_batch(options.batch_size, options.crops)
+    if batch_range is not None:  # the plan's artifacts, where they accept the evaluation's batch
+        batch = batch_range if batch_range.contains(batch.max) else BatchRange.covering([batch_range.min, batch_range.max, batch.max])
     runners: dict[str, Runner] = {}
     failures: list[Failure] = []
     for backend, precision in chosen:

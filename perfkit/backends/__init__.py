@@ -174,6 +174,10 @@ def prepare(spec, backend: Backend | str, ctx, *, precision: Precision | str = P
             batch: BatchRange = BatchRange()):
     """The artifact ``backend`` runs (exported now if not cached), or None for a backend without one.
 
+    Resolved once per context: the artifact (or the failure) is kept in ``ctx.resolved`` under
+    everything that makes it (model identity, the artifact's backend, precision, batch range, export
+    options, artifacts folder), so every step of a plan gets the same object (``perfkit.plan``).
+
     Raises:
         UsageError: the backend does not run ``precision`` on ``ctx.device``.
         MissingDependency, ArtifactError: the exporter is not installed, or the artifact is broken.
@@ -184,7 +188,26 @@ def prepare(spec, backend: Backend | str, ctx, *, precision: Precision | str = P
     precision = backend.check(precision, ctx.device)
     if not backend.needs_artifact:
         return None
-    return ensure_artifact(spec, artifact_backend(backend), ctx, precision=precision, batch=batch)
+    source = artifact_backend(backend)
+    key = _resolved_key(spec, source, ctx, precision, batch)
+    if key not in ctx.resolved:
+        try:
+            ctx.resolved[key] = ensure_artifact(spec, source, ctx, precision=precision, batch=batch)
+        except Exception as exc:  # kept: the next step reports the same failure instead of exporting again
+            ctx.resolved[key] = exc
+    found = ctx.resolved[key]
+    if isinstance(found, Exception):
+        raise found
+    return found
+
+
+def _resolved_key(spec, backend: Backend, ctx, precision: Precision, batch: BatchRange) -> tuple:
+    import json
+
+    options = backend.keyed(backend.export_options(ctx.options, precision))
+    device = ctx.device if backend.device_specific else "any"
+    return (spec.identity, backend.name, str(precision), json.dumps(batch.to_dict(), sort_keys=True),
+            json.dumps(options, sort_keys=True, default=str), str(ctx.artifacts), device, ctx.force)
 
 
 def make_runner(spec, backend: Backend | str, ctx, artifact=None, *, precision: Precision | str = Precision.FP32,

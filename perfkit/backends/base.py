@@ -16,7 +16,7 @@ happen in another process), which says so.
 ``Runner.offline_session(k, x, cores)`` is the Offline scenario's hook: the runtime's own way of
 keeping ``k`` requests in flight at once (OpenVINO's AsyncInferQueue, one ONNX Runtime session per
 thread, TensorRT contexts on their own streams; by default ``k`` Python threads calling ``infer``).
-It returns an ``OfflineSession`` that ``perfkit.profile.offline`` drives and times.
+It returns an ``OfflineSession`` that ``perfkit.profile.scenarios.offline`` drives and times.
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ class OfflineSession:
     ``config`` is the configuration it runs with (recorded); ``close`` releases what it holds;
     ``warm``: it only calls an entered runner that has just run this batch, so nothing is left to
     initialise and the profiler skips the warm-up round (new sessions or compiled models need one).
-    Sessions never time anything: ``perfkit.profile.offline`` does.
+    Sessions never time anything: ``perfkit.profile.scenarios.offline`` does.
     """
 
     requests: int

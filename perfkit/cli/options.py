@@ -7,7 +7,8 @@
 - ``--calib DIR|synthetic``, ``--calib-samples``, ``--calib-method``: the int8 calibration set.
 - ``--json``: JSON on stdout instead of tables (``--json-out FILE`` writes a file).
 - ``--resume [RUN]``: continue an earlier run.
-- ``--scenario singlestream|offline``: latency only, or also the Offline (maximum-throughput) scenario.
+- ``--scenario NAME[,NAME]``: the scenarios measured besides SingleStream (their names and options come
+  from the scenario registry, ``perfkit.profile.scenarios``).
 - the model (``model``): MODEL, ``--model-code``, ``--weights``, ``--num-classes``, ``--ema``,
   ``--input-size`` and the preprocessing group (``--mean/--std/--resize/--crop/--interpolation``);
   ``model_keywords`` turns them into ``perfkit.zoo.sources.resolve``'s keywords (the same names).
@@ -209,31 +210,36 @@ def threads(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for every runtime (default: each one's tuned default)")
 
 
-SCENARIOS = ("singlestream", "offline")
+def scenario(p, default: str, *, quick: bool = False) -> None:
+    """``--scenario`` and every scenario's options, generated from the scenario registry (``quick``:
+    ``perfkit run``'s defaults)."""
+    from perfkit.profile.scenarios import all_scenarios
+
+    scenarios = all_scenarios()
+    p.add_argument("--scenario", default=default, metavar="NAME[,NAME]",
+                   help="comma-separated scenarios; SingleStream is always measured (the others build on its "
+                        "timing): " + "; ".join(f"{s.name}: {s.summary}" for s in scenarios))
+    group = p.add_argument_group("scenario options (from each scenario's declaration)")
+    for s in scenarios:
+        for o in s.options:
+            group.add_argument(o.flag, dest=f"scn_{o.name}", type=o.type, default=None, metavar=o.metavar,
+                               help=f"{o.help} (default: {o.value(quick)})")
 
 
-def scenario(p, default: str, seconds: float, max_requests: int = 4) -> None:
-    """``--scenario`` and the Offline scenario's window and bound."""
-    p.add_argument("--scenario", default=default, choices=SCENARIOS,
-                   help="singlestream: one request at a time, latency per batch; offline: that, plus the Offline "
-                        "scenario at the largest batch: the most samples/s with K requests in flight through each "
-                        "runtime's own concurrency (K = 1, 2, 4, ... searched)")
-    p.add_argument("--offline-seconds", type=float, default=seconds, help="Offline: measuring window per K, seconds")
-    p.add_argument("--offline-max-requests", type=int, default=max_requests, metavar="K",
-                   help="Offline: the largest K (requests in flight) searched")
+def scenario_runs(args, *, quick: bool = False) -> tuple:
+    """The ``ScenarioRun`` of each scenario asked for, configured from its options (bad values: one line)."""
+    from perfkit.plan import ScenarioRun
+    from perfkit.profile.scenarios import parse
 
-
-def offline_config(args):
-    """The ``OfflineConfig`` asked for, or None for SingleStream only."""
-    from perfkit.profile.offline import OfflineConfig
-
-    if args.scenario != "offline":
-        return None
-    try:
-        return OfflineConfig(args.offline_seconds, args.offline_max_requests)
-    except ValueError:
-        raise UsageError(f"--offline-seconds must be positive and --offline-max-requests at least 1, got "
-                         f"{args.offline_seconds} and {args.offline_max_requests}") from None
+    given = {k[4:]: v for k, v in vars(args).items() if k.startswith("scn_") and v is not None}
+    chosen = parse(args.scenario)
+    # an option of a scenario that was not asked for is a mistake, not a silent no-op
+    asked = {o.name for s in chosen for o in s.options}
+    stray = sorted(set(given) - asked)
+    if stray:
+        flags = ", ".join("--" + n.replace("_", "-") for n in stray)
+        raise UsageError(f"{flags} belong(s) to a scenario not asked for: add it to --scenario")
+    return tuple(ScenarioRun.of(s.name, {o.name: given.get(o.name) for o in s.options}, quick=quick) for s in chosen)
 
 
 def resume(p, what: str) -> None:

@@ -10,7 +10,8 @@ from perfkit.cli import options as O
 
 def add(sub) -> None:
     p = O.command(sub, "profile", "latency, throughput, memory and roofline per runtime and batch",
-                  "Profile one model in each runtime at each batch size: warm-up by count and time, then at\n"
+                  "Profile one model in each runtime at each batch size in each scenario (SingleStream always;\n"
+                  "--scenario adds others). SingleStream: warm-up by count and time, then at\n"
                   "least --iterations calls and --min-seconds, synchronised after every call (CUDA events on\n"
                   "GPU, plus host-to-device and end-to-end times). Reports median/p90/p99 latency, CV (warns\n"
                   "above 10%), the CPU other processes used while timing (a number taken while they used 10% or\n"
@@ -28,8 +29,7 @@ def add(sub) -> None:
     O.batch(p, "1,8,32")
     O.device(p)
     O.precision(p)
-    add_timing(p)
-    O.scenario(p, "singlestream", 2.0)
+    O.scenario(p, "singlestream")
     p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                    help="measure peak memory (one spawned process per runtime and batch)")
     O.threads(p)
@@ -40,34 +40,18 @@ def add(sub) -> None:
     p.set_defaults(func=run)
 
 
-def add_timing(p) -> None:
-    p.add_argument("--warmup", type=int, default=10, help="warm-up calls (at least)")
-    p.add_argument("--warmup-seconds", type=float, default=1.0, help="warm-up time in seconds (at least)")
-    p.add_argument("--iterations", type=int, default=50, help="measured calls (at least)")
-    p.add_argument("--min-seconds", type=float, default=2.0, help="measured time in seconds (at least)")
-
-
-def timing(args):
-    from perfkit.errors import UsageError
-    from perfkit.profile.timing import TimingConfig
-
-    try:
-        return TimingConfig(args.warmup, args.warmup_seconds, args.iterations, args.min_seconds)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-
-
 def run(args) -> int:
-    from perfkit.profile import ProfilePlan, profile_model
+    from perfkit.plan import Plan
+    from perfkit.profile import profile_model
     from perfkit.report.console import console, err_console
-    from perfkit.report.tables import offline_table, profile_caption, profile_table
+    from perfkit.report.tables import scenario_tables
     from perfkit.vocab import parse_batches
 
     device = common.resolve_device(args)
     backends = O.chosen(args)
     precisions = O.precisions(args, backends, device)
-    plan = ProfilePlan(tuple(backends), tuple(parse_batches(args.batch)), tuple(precisions), timing(args), args.memory,
-                       device=device, offline=O.offline_config(args))
+    plan = Plan(tuple(backends), tuple(parse_batches(args.batch)), tuple(precisions), O.scenario_runs(args),
+                args.memory, device=device)
     spec = common.spec(args)
     calibration = common.calibration(args, precisions)
     with common.progress(args) as bar, common.session(args, device) as rec:
@@ -78,12 +62,8 @@ def run(args) -> int:
     for r in rec.records:
         for text in r.metrics.get("warnings") or []:
             err_console.print(f"[yellow]warning:[/] {text}")
-    tables = [profile_table(rec.records, f"perfkit profile — {spec.label} on {device}: SingleStream",
-                            profile_caption(rec.records) + f"\nrun {rec.run_id}")]
-    if plan.offline is not None:
-        skipped = [b for b in backends if b not in plan.offline_backends]
-        tables.append(offline_table(rec.records, f"perfkit profile — {spec.label} on {device}: Offline",
-                                    not_measured={b.name: b.runner.offline_note for b in skipped}))
+    tables = scenario_tables(rec.records, f"perfkit profile — {spec.label} on {device}", plan.not_measured(),
+                             footer=f"run {rec.run_id}")
     common.show(args, rec, tables)
     if rec.failed and not args.json:
         console.print(f"[red]{len(rec.errors)} measurement(s) failed; see the error column and "

@@ -35,7 +35,7 @@ def add(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images (the output says SUBSET)")
     p.add_argument("--cache", type=Path, default=None, help="preprocessed-tensor cache for the accuracy step")
     p.add_argument("--parity-samples", type=int, default=8, help="synthetic inputs compared with eager per batch size")
-    O.scenario(p, "offline", pipeline.PIPELINE_OFFLINE.seconds, pipeline.PIPELINE_OFFLINE.max_requests)
+    O.scenario(p, ",".join(pipeline.QUICK_SCENARIOS), quick=True)
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the spawned-process memory step")
     O.resume(p, "the latest run")
     p.add_argument("--html", type=Path, default=None, help="report path (default reports/<run-id>.html)")
@@ -71,7 +71,7 @@ def config(args, device: str):
         precisions=precisions, automatic=str(args.precision).strip().lower() == "auto", batches=parse_batches(args.batch),
         data=data, labels=args.labels,
         limit=args.limit, cache=args.cache, parity_samples=args.parity_samples, memory=args.memory,
-        offline=O.offline_config(args),
+        scenarios=O.scenario_runs(args, quick=True),
         resume=args.resume, artifacts=args.artifacts, threads=O.positive(args.threads, "--threads"),
         options=options,
     )

@@ -203,3 +203,10 @@ def worst(readings: Iterable[Contention | None]) -> Contention | None:
     if measured:
         return max(measured, key=lambda r: (bool(r.contended), r.other_cpu_pct))
     return readings[0] if readings else None
+
+
+def contention_metrics(reading: Contention | None) -> dict:
+    """A timing's record metrics: what other processes used of the CPU and whether that makes it
+    contended, both None where it was not measured (never recorded as clean)."""
+    return {"other_cpu_pct": None if reading is None else reading.other_cpu_pct,
+            "contended": None if reading is None else reading.contended}

@@ -97,10 +97,10 @@ def artifact_size(artifact) -> int | None:
     return None if artifact is None else artifact.bytes
 
 
-def _measure_here(spec, backend: str, batch: int, precision: Precision, ctx, brange: BatchRange) -> dict:
+def _measure_here(spec, backend: str, batch: int, precision: Precision, ctx, brange: BatchRange, artifact) -> dict:
     import torchvision  # noqa: F401  (library import is not the runtime's memory: load it before the baseline)
 
-    from perfkit.backends import open_runner
+    from perfkit.backends import make_runner
 
     if ctx.threads:
         torch.set_num_threads(ctx.threads)
@@ -120,7 +120,7 @@ def _measure_here(spec, backend: str, batch: int, precision: Precision, ctx, bra
         x = x.to(dev)
     else:
         host = HostPeak()
-    with open_runner(spec, backend, ctx, precision=precision, batch=brange) as runner:
+    with make_runner(spec, backend, ctx, artifact, precision=precision, batch=brange) as runner:
         for _ in range(RUNS):
             runner.infer(x)
             runner.synchronize()
@@ -167,23 +167,30 @@ def _child(conn, environ: dict, path: list, *args) -> None:
 
 
 def measure_memory(spec, backend, batch: int, ctx, *, precision: Precision | str = Precision.FP32,
-                   brange: BatchRange = BatchRange(), timeout: float = 1800) -> MemoryResult:
+                   brange: BatchRange = BatchRange(), artifact=None, timeout: float = 1800) -> MemoryResult:
     """Peak memory of ``backend`` at ``batch``, measured in a fresh process."""
-    return start_memory(spec, backend, batch, ctx, precision=precision, brange=brange, timeout=timeout).result()
+    return start_memory(spec, backend, batch, ctx, precision=precision, brange=brange, artifact=artifact,
+                        timeout=timeout).result()
 
 
 def start_memory(spec, backend, batch: int, ctx, *, precision: Precision | str = Precision.FP32,
-                 brange: BatchRange = BatchRange(), timeout: float = 1800) -> "PendingMemory":
-    """``measure_memory`` started: its child process runs while the caller starts others."""
-    from perfkit.backends import get
+                 brange: BatchRange = BatchRange(), artifact=None, timeout: float = 1800) -> "PendingMemory":
+    """``measure_memory`` started: its child process runs while the caller starts others.
+
+    ``artifact``: the one the plan resolved (the child runs it as it is, without looking it up
+    again); None: resolved here first.
+    """
+    from perfkit.backends import get, prepare
     from perfkit.context import NO_PROGRESS
 
     backend, precision = get(backend), Precision(precision)
     where = Where.of(spec, backend.name, precision, batch, ctx.device)
+    if artifact is None:
+        artifact = prepare(spec, backend, ctx, precision=precision, batch=brange)
     if backend.runner.out_of_process:  # measures itself, when asked for its result
-        return PendingMemory(where, None, lambda: _own_memory(spec, backend, batch, ctx, precision, brange))
+        return PendingMemory(where, None, lambda: _own_memory(spec, backend, batch, ctx, precision, brange, artifact))
     args = (dict(os.environ), list(sys.path), spec, backend.name, batch, precision,
-            ctx.replace(progress=NO_PROGRESS), brange)
+            ctx.replace(progress=NO_PROGRESS, resolved={}), brange, artifact)
     child = _Child(_child, args, f"{spec.name} {backend.name} batch {batch}", timeout)
     return PendingMemory(where, child, None)
 
@@ -211,10 +218,9 @@ class PendingMemory:
             self.child.close(kill=True)
 
 
-def _own_memory(spec, backend, batch, ctx, precision, brange) -> dict:
-    from perfkit.backends import make_runner, prepare
+def _own_memory(spec, backend, batch, ctx, precision, brange, artifact) -> dict:
+    from perfkit.backends import make_runner
 
-    artifact = prepare(spec, backend, ctx, precision=precision, batch=brange)
     runner = make_runner(spec, backend, ctx, artifact, precision=precision, batch=brange)
     out = runner.own_memory(batch, RUNS)
     out["artifact_bytes"] = artifact_size(artifact)

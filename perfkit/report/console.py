@@ -130,3 +130,23 @@ def fmt_seconds(v) -> str:
         return "—"
     v = float(v)
     return f"{int(v // 60)}m {v % 60:.0f}s" if v >= 60 else f"{v:.1f}s"
+
+
+def fmt_speedup(v) -> str:
+    return "—" if _none(v) else f"{float(v):.2f}×"
+
+
+def fmt_cpu_pct(v) -> str:
+    return "—" if _none(v) else f"{float(v):.0f}%"
+
+
+def fmt_text(v) -> str:
+    return "—" if _none(v) else str(v)
+
+
+# A scenario column's format (``perfkit.profile.scenarios.FORMATS``) → its plain-text renderer (the Rich
+# tables escape the text, the HTML template autoescapes it).
+FORMATS = {
+    "ms": fmt_ms, "float3": fmt_float(3), "rate": fmt_float(1), "ratio": fmt_float(2), "speedup": fmt_speedup, "pct": fmt_pct,
+    "cpu_pct": fmt_cpu_pct, "bytes": fmt_bytes, "int": fmt_int, "number": fmt_text, "text": fmt_text,
+}

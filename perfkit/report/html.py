@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 from perfkit.deps import require
-from perfkit.report.console import fmt_bytes, fmt_float, fmt_int, fmt_sci, fmt_seconds, fmt_time
+from perfkit.report.console import FORMATS, fmt_bytes, fmt_float, fmt_int, fmt_sci, fmt_seconds, fmt_time
 from perfkit.report.output import check_writable, write_text
 from perfkit.report.rows import (
-    CONTENDED_MARK, contention_notes, failure_rows, is_random, latest_ok, load_run, memory_mib, offline_rows,
-    parity_distances, summary_rows, training_curves, training_rows, weights_label, winners,
+    CONTENDED_MARK, contention_notes, failure_rows, is_random, latest_ok, load_run, memory_mib, parity_distances,
+    scenario_rows, scenarios_in, summary_rows, training_curves, training_rows, weights_label, winners,
 )
 from perfkit.store import Kind, Record, Store
 
@@ -63,7 +63,7 @@ def _bubble_sizes(params: list[float]) -> dict:
     return {"sizemode": "area", "sizeref": 2.0 * top / 45**2, "sizemin": 4}
 
 
-def build_charts(rows: list[dict], training: dict[tuple, list[dict]], offline: list[dict] | None = None) -> dict:
+def build_charts(rows: list[dict], training: dict[tuple, list[dict]], sections: list[dict] | None = None) -> dict:
     """The report's plotly figures by name (only those the data supports)."""
     go = require("plotly.graph_objects")
     from plotly.subplots import make_subplots
@@ -76,8 +76,9 @@ def build_charts(rows: list[dict], training: dict[tuple, list[dict]], offline: l
         charts["acc_bars"] = _acc_bars(go, make_subplots, rows)
     if any(_first_batch(r) for r in rows):
         charts["latency_vs_batch"] = _latency_vs_batch(go, make_subplots, rows)
-    if any(o["samples_per_s"] is not None for o in offline or ()):
-        charts["offline"] = _offline(go, make_subplots, offline)
+    for section in sections or ():
+        if any(r["value"] is not None for r in section["rows"]):
+            charts[section["name"]] = _scenario_chart(go, section)
     if training:
         charts["training"] = _training(go, make_subplots, training)
     for fig in charts.values():
@@ -241,36 +242,44 @@ def _latency_vs_batch(go, make_subplots, rows: list[dict]):
     return fig
 
 
-def _offline(go, make_subplots, offline: list[dict]):
-    """Offline samples/s per model and runtime, and the gain over SingleStream at the same batch."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Offline: best samples/s (K requests in flight)",
-                                                        "Offline ÷ SingleStream at the same batch"))
-    ok = [o for o in offline if o["samples_per_s"] is not None]
-    models = list(dict.fromkeys(f"{o['model']}{' (random weights)' if o['random'] else ''}" for o in ok))
-    for runtime, precision in dict.fromkeys((o["runtime"], o["precision"]) for o in ok):
-        sel = {f"{o['model']}{' (random weights)' if o['random'] else ''}": o for o in ok
-               if (o["runtime"], o["precision"]) == (runtime, precision)}
+def _scenario_chart(go, section: dict):
+    """A scenario's headline figure per model, one bar per runtime × precision (its detail on the bar)."""
+    ok = [r for r in section["rows"] if r["value"] is not None]
+    models = list(dict.fromkeys(r["label"] for r in ok))
+    fig = go.Figure()
+    for runtime, precision in dict.fromkeys((r["runtime"], r["precision"]) for r in ok):
+        sel = {r["label"]: r for r in ok if (r["runtime"], r["precision"]) == (runtime, precision)}
         name = f"{runtime} {precision}"
-        style = {"color": colour(runtime)}
         pts = [sel.get(m) for m in models]
-        custom = [[o["requests"], o["threads_per_request"], o["batch"], o["singlestream_per_s"]] if o else [None] * 4
-                  for o in pts]
-        fig.add_trace(go.Bar(x=models, y=[o["samples_per_s"] if o else None for o in pts], name=name, marker=style,
-                             legendgroup=name, text=[f"K={o['requests']}" if o else "" for o in pts],
-                             textposition="outside", customdata=custom,
-                             hovertemplate="%{x}<br>" + name + ": %{y:.1f} samples/s with K=%{customdata[0]} "
-                                           "(threads/request %{customdata[1]}) at batch %{customdata[2]}<br>"
-                                           "SingleStream %{customdata[3]:.1f} img/s<extra></extra>"), row=1, col=1)
-        fig.add_trace(go.Bar(x=models, y=[o["gain"] if o else None for o in pts], name=name, marker=style,
-                             legendgroup=name, showlegend=False,
-                             hovertemplate="%{x}<br>" + name + ": %{y:.2f}× SingleStream<extra></extra>"), row=1, col=2)
-    batches = sorted({o["batch"] for o in ok})
-    fig.update_yaxes(title_text="samples/s", row=1, col=1)
-    fig.update_yaxes(title_text="× SingleStream", row=1, col=2)
-    fig.update_layout(barmode="group", height=480,
-                      title=f"Offline throughput at batch {', '.join(map(str, batches))}: K = 1, 2, 4, ... requests "
-                            "in flight through each runtime's own concurrency, best K shown")
+        fig.add_trace(go.Bar(x=models, y=[r["value"] if r else None for r in pts], name=name,
+                             marker={"color": colour(runtime)}, text=[r["detail"] if r else "" for r in pts],
+                             textposition="outside",
+                             hovertemplate="%{x}<br>" + name + ": %{y:.4g} " + section["unit"] + " %{text}<extra></extra>"))
+    batches = sorted({r["batch"] for r in ok})
+    fig.update_yaxes(title_text=section["unit"])
+    fig.update_layout(barmode="group", height=460, title=f"{section['title']} at batch {', '.join(map(str, batches))}")
     return fig
+
+
+def scenario_sections(records: list[Record]) -> list[dict]:
+    """Every scenario but SingleStream (the summary and the latency charts show it), as a section:
+    name, title, caption lines, column headers, rows of formatted cells, and the headline per row."""
+    out = []
+    for scenario in scenarios_in(records):
+        if scenario.base:
+            continue
+        h, rows = scenario.headline, []
+        for r in scenario_rows(scenario, records):
+            cells = [FORMATS[c.format](c.key(r) if callable(c.key) else r.get(c.key)) for c in scenario.columns]
+            rows.append({**{k: r.get(k) for k in ("model", "runtime", "precision", "batch", "status", "error",
+                                                  "contended", "other_cpu_pct", "random")},
+                         "label": r["model"] + (" (random weights)" if r["random"] else ""), "cells": cells,
+                         "value": r.get(h.metric) if r["status"] == "ok" else None, "detail": h.detail(r),
+                         "marked": [c.key == h.metric for c in scenario.columns]})
+        out.append({"name": scenario.name, "title": f"{scenario.title}: {scenario.summary}", "unit": h.unit,
+                    "caption": scenario.caption(records), "headers": [c.header for c in scenario.columns],
+                    "rows": rows})
+    return out
 
 
 def _training(go, make_subplots, training: dict[tuple, list[dict]]):
@@ -315,13 +324,26 @@ def _precision_notes(records: list[Record]) -> list[str]:
     return precision_notes(r for r in records if r.kind == Kind.LATENCY)
 
 
+def _winner_rows(records: list[Record]) -> list[dict]:
+    """The winners of every scenario per model × precision × device, their values formatted."""
+    by_name = {s.name: s for s in scenarios_in(records)}
+    out = []
+    for w in winners(records):
+        cells = {}
+        for name, won in w["by"].items():
+            h = by_name[name].headline
+            cells[name] = {**won, "text": f"{FORMATS[h.format](won['value'])} {h.unit}"}
+        out.append({**w, "by": cells})
+    return out
+
+
 def report_context(store: Store, run_id: str) -> dict:
     """Everything the template shows (also useful to tests): raw rows plus plotly figures."""
     run, records = load_run(store, run_id)
     rows = summary_rows(records)
     curves = training_curves(records)
     complexity = [{**c, "memory_mib": memory_mib(c)} for c in _record_rows(records, Kind.COMPLEXITY)]
-    offline = offline_rows(records)
+    sections = scenario_sections(records)
     return {
         "run": run, "records": len(records), "rows": rows,
         "measured_accuracy": any(r["top1_pct"] is not None for r in rows),
@@ -332,8 +354,8 @@ def report_context(store: Store, run_id: str) -> dict:
                                            for r in rows if r["calibration"])),
         "precision_notes": _precision_notes(records),
         "contention_notes": contention_notes(records), "contended_mark": CONTENDED_MARK,
-        "offline": offline, "winners": winners(records),
-        "env": _env_items(run["env"]), "charts": build_charts(rows, curves, offline),
+        "sections": sections, "winners": _winner_rows(records), "scenario_names": [s.name for s in scenarios_in(records)],
+        "env": _env_items(run["env"]), "charts": build_charts(rows, curves, sections),
         "generated": time.time(),
     }
 

@@ -67,19 +67,34 @@ _CALIBRATION = Metric("calibration", DESCRIPTION)
 # kind -> its compared metrics. Records match per precision (it is part of the key): an int8 result
 # is only ever compared with an int8 result, and a change of its calibration set is reported beside
 # its numbers. Train records are one per epoch: the newest of a key (the last epoch) is compared.
-COMPARED: dict[Kind, tuple[Metric, ...]] = {
+_STEPS: dict[Kind, tuple[Metric, ...]] = {
     Kind.ACCURACY: (Metric("top1_pct", limit="max_top1_drop_pp", worse=-1), Metric("top5_pct"),
                     Metric("relative_top1"), _CALIBRATION),
-    Kind.LATENCY: (Metric("latency_median_ms", limit="max_latency_increase_pct", worse=+1), Metric("latency_p99_ms"),
-                   Metric("throughput_per_s"), _CALIBRATION),
-    Kind.THROUGHPUT: (Metric("samples_per_s", limit="max_throughput_drop_pct", worse=-1),
-                      Metric("samples_per_cpu_s"), _CALIBRATION),
     Kind.PARITY: (Metric("passed", VERDICT), Metric("top1_agreement"), Metric("max_abs_diff"), _CALIBRATION),
     Kind.MEMORY: (Metric("peak_bytes"),),
     Kind.COMPLEXITY: (Metric("params"), Metric("macs")),
     Kind.EXPORT: (Metric("artifact_bytes"), _CALIBRATION),
     Kind.TRAIN: (Metric("val_acc"), Metric("best_val_acc"), Metric("epoch_seconds")),
 }
+
+
+def compared(kind) -> tuple[Metric, ...]:
+    """The metrics compared for records of ``kind``: a step's, or what its scenario declares."""
+    from perfkit.profile.scenarios import by_kind
+
+    if kind in _STEPS:
+        return _STEPS[kind]
+    scenario = by_kind(str(kind))
+    return () if scenario is None else tuple(Metric(c.metric, c.type, c.limit, c.worse) for c in scenario.compared)
+
+
+def _timing(kind):
+    """The scenario whose timings records of ``kind`` are (None: not a timing)."""
+    from perfkit.profile.scenarios import by_kind
+
+    return by_kind(str(kind))
+
+
 _ENV_KEYS = ("cpu_model", "gpu_name", "driver", "cuda", "cpu_count")
 
 
@@ -112,7 +127,7 @@ def check_compared(where: str, records: list[Record]) -> None:
     """Every metric regress compares must be of its type (a hand-edited baseline may say "fast",
     ``true`` or ``Infinity``): the first that is not is one error naming ``where``, the record and it."""
     for i, r in enumerate(records):
-        for metric in COMPARED.get(r.kind, ()) if r.status == "ok" else ():
+        for metric in compared(r.kind) if r.status == "ok" else ():
             value = r.metrics.get(metric.name)
             problem = metric.problem(value)
             if problem:
@@ -131,7 +146,7 @@ def _latest(records: list[Record]) -> dict[tuple, Record]:
     """The newest record (ok or error) per key: a step that failed and then ran on resume is ok."""
     out = {}
     for r in sorted(records, key=lambda r: r.created):
-        if r.kind in COMPARED:
+        if compared(r.kind):
             out[_key(r)] = r
     return out
 
@@ -147,18 +162,18 @@ def _change(metric: Metric, a, b) -> tuple[float | None, str]:
 
 
 def configuration(r: Record) -> dict:
-    """What a timing was taken with: its runtime configuration, and for Offline the winning K and
-    threads per request (an older record without one compares as unknown)."""
+    """What a timing was taken with: its runtime configuration, and what its scenario adds to it (Offline:
+    the winning K and threads per request; an older record without one compares as unknown)."""
     out = dict(r.metrics.get("runtime_config") or {})
-    if r.kind == Kind.THROUGHPUT:
-        out.update(requests=r.metrics.get("requests"), threads_per_request=r.metrics.get("threads_per_request"))
+    scenario = _timing(r.kind)
+    out.update({k: r.metrics.get(k) for k in (scenario.same_config if scenario else ())})
     return out
 
 
 def config_differences(a: Record, b: Record) -> list[str]:
     """``key: baseline → candidate`` for every configuration entry that differs (none when either
     side recorded no configuration: old baselines stay comparable)."""
-    if a.kind not in (Kind.LATENCY, Kind.THROUGHPUT):
+    if _timing(a.kind) is None:
         return []
     ca, cb = configuration(a), configuration(b)
     if not a.metrics.get("runtime_config") or not b.metrics.get("runtime_config"):
@@ -193,7 +208,7 @@ def _metric_changes(where: dict, a: Record, b: Record, limits: dict) -> list[dic
     """Each compared metric of two ok records of one key, judged (not gated across configurations)."""
     differs = config_differences(a, b)
     out = []
-    for metric in COMPARED[a.kind]:
+    for metric in compared(a.kind):
         va, vb = a.metrics.get(metric.name), b.metrics.get(metric.name)
         if va is None and vb is None:
             continue

@@ -113,7 +113,8 @@ def summary_rows(records: list[Record]) -> list[dict]:
     delta_top1_vs_eager_pp, images, dataset_images; parity_agreement (worst batch), parity_max_abs_diff, parity_passed;
     batches (list of {batch, latency_median_ms, latency_p99_ms, throughput_per_s, peak_bytes});
     calibration (what an int8 row was calibrated on), relative_top1 (top-1 / eager fp32's);
-    offline ({batch, samples_per_s, requests, threads_per_request} of the Offline scenario, or None);
+    scenarios (scenario name → {batch, value, detail, other_cpu_pct, contended}: the headline figure of
+    every scenario but SingleStream, where measured);
     peak_bytes (smallest batch measured); params, macs; errors (the steps that failed); flags (why a row
     is coloured); status (ok, warn, fail). Missing numbers are ``None``.
     """
@@ -137,7 +138,8 @@ def summary_rows(records: list[Record]) -> list[dict]:
     latency = latest_ok((r for r in records if r.kind == Kind.LATENCY), lambda r: (key(r), r.batch))
     memory = latest_ok((r for r in records if r.kind == Kind.MEMORY), lambda r: (key(r), r.batch))
     calibrations = {key(r): r.metrics["calibration"] for r in measured if r.metrics.get("calibration")}
-    offline = latest_ok((r for r in records if r.kind == Kind.THROUGHPUT), key)
+    others = [(sc, latest_ok((r for r in records if r.kind == sc.kind), key)) for sc in scenarios_in(records)
+              if not sc.base]
     errors: dict[tuple, list[str]] = {}
     for r in measured:
         if r.status == "error" and r.runtime is not None:
@@ -153,7 +155,7 @@ def summary_rows(records: list[Record]) -> list[dict]:
         row.update(parity.get(k, {"parity_agreement": None, "parity_max_abs_diff": None, "parity_passed": None}))
         row["batches"] = _batch_fields(k, latency, memory)
         row["peak_bytes"] = next((b["peak_bytes"] for b in row["batches"] if b["peak_bytes"] is not None), None)
-        row["offline"] = _offline_fields(offline.get(k))
+        row["scenarios"] = {sc.name: _headline_fields(sc, found[k]) for sc, found in others if k in found}
         cx = complexity.get(model)
         row["params"] = cx.metrics.get("params") if cx else None
         row["macs"] = cx.metrics.get("macs") if cx else None
@@ -165,11 +167,26 @@ def summary_rows(records: list[Record]) -> list[dict]:
     return rows
 
 
-def _offline_fields(r: Record | None) -> dict | None:
-    """The Offline scenario's best of a candidate (None: not measured)."""
-    return None if r is None else {
-        "batch": r.batch, "samples_per_s": r.metrics["samples_per_s"], "requests": r.metrics["requests"],
-        "threads_per_request": r.metrics.get("threads_per_request"), **_contention_fields(r)}
+def _headline_fields(scenario, r: Record) -> dict:
+    """A scenario's headline figure of a candidate, with its batch and a short detail (Offline: its K)."""
+    m = r.metrics
+    return {"batch": r.batch, "value": m.get(scenario.headline.metric), "detail": scenario.headline.detail(m),
+            **_contention_fields(r)}
+
+
+def scenarios_in(records: Iterable[Record]) -> list:
+    """The scenarios (``perfkit.profile.scenarios``) whose records are among ``records``, in registry order."""
+    from perfkit.profile.scenarios import all_scenarios
+
+    kinds = {str(r.kind) for r in records}
+    return [s for s in all_scenarios() if str(s.kind) in kinds]
+
+
+def timing_kinds() -> set[str]:
+    """The record kinds of every scenario (what contention is measured for)."""
+    from perfkit.profile.scenarios import all_scenarios
+
+    return {str(s.kind) for s in all_scenarios()}
 
 
 def _contention_fields(r: Record | None) -> dict:
@@ -183,7 +200,8 @@ def contention_notes(records: Iterable[Record]) -> list[str]:
     """Plain-text lines on the timings other processes disturbed (the newest ok latency and Offline
     records), and on those whose contention could not be measured; none for older records."""
     records = list(records)
-    timings = list(latest_ok((r for r in records if r.kind in (Kind.LATENCY, Kind.THROUGHPUT)),
+    kinds = timing_kinds()
+    timings = list(latest_ok((r for r in records if str(r.kind) in kinds),
                              lambda r: (r.kind, r.model, r.runtime, r.precision, r.batch, r.device)).values())
     hit = [r for r in timings if r.metrics.get("contended")]
     lines = []
@@ -192,7 +210,7 @@ def contention_notes(records: Iterable[Record]) -> list[str]:
         share = f"{pcts[0]:.0f} %" if round(pcts[0]) == round(pcts[-1]) else f"{pcts[0]:.0f}–{pcts[-1]:.0f} %"
         several = len({r.model for r in timings}) > 1
         names = [f"{r.model + ' ' if several else ''}{r.runtime} {r.precision} batch {r.batch}"
-                 f"{' Offline' if r.kind == Kind.THROUGHPUT else ''}" for r in hit]
+                 f"{'' if r.kind == Kind.LATENCY else ' ' + _scenario_name(r.kind)}" for r in hit]
         which = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
         lines.append(f"{CONTENDED_MARK} contended: other processes used {share} of the CPU during {len(hit)} of "
                      f"{len(timings)} timings ({which}) — re-run on a quiet machine")
@@ -314,75 +332,57 @@ def _judge(row: dict) -> None:
 def _contended_flag(row: dict) -> list[str]:
     """``contended: …`` when any timing of the row was taken while other processes used the CPU."""
     hit = [b for b in row["batches"] if b["contended"]]
-    offline = row["offline"] if (row["offline"] or {}).get("contended") else None
-    if not hit and not offline:
+    others = {name: f for name, f in row["scenarios"].items() if f["contended"]}
+    if not hit and not others:
         return []
-    worst = max(x["other_cpu_pct"] for x in [*hit, *([offline] if offline else [])])
+    worst = max(x["other_cpu_pct"] for x in [*hit, *others.values()])
     what = [f"batch {', '.join(str(b['batch']) for b in hit)}"] if hit else []
-    what += [f"Offline (batch {offline['batch']})"] if offline else []
+    what += [f"{name} (batch {f['batch']})" for name, f in others.items()]
     return [f"contended: other processes used up to {worst:.0f} % of the CPU while timing {' and '.join(what)} "
             f"({CONTENDED_MARK}) — re-run on a quiet machine"]
 
 
-def offline_rows(records: Iterable[Record]) -> list[dict]:
-    """One row per Offline measurement (kind throughput, newest per key; failures too), beside the
-    SingleStream throughput of the same runtime at the same batch and the gain over it."""
+def _scenario_name(kind) -> str:
+    from perfkit.profile.scenarios import by_kind
+
+    found = by_kind(str(kind))
+    return found.name if found is not None else str(kind)
+
+
+def scenario_rows(scenario, records: Iterable[Record]) -> list[dict]:
+    """A scenario's table rows (its own ``rows``: raw values, failures too), each marked ``random`` when its
+    weights are, in the report's order: models as they ran, runtimes in registry order."""
     records = list(records)
-    wmap = _fill_weights(records)
-    key = functools.partial(candidate_key, weights=wmap)
-    single = latest_ok((r for r in records if r.kind == Kind.LATENCY), lambda r: (key(r), r.batch))
-    newest: dict[tuple, Record] = {}
-    for r in sorted((r for r in records if r.kind == Kind.THROUGHPUT), key=lambda r: r.created):
-        newest[(key(r), r.batch)] = r
-    rows = []
-    for (k, batch), r in newest.items():
-        lat = single.get((k, batch))
-        ss = lat.metrics.get("throughput_per_s") if lat else None
-        m = r.metrics
-        rows.append({
-            "model": r.model, "weights": k[1], "random": is_random(k[1]), "runtime": r.runtime,
-            "precision": r.precision, "device": r.device, "batch": batch, "status": r.status, "error": r.error,
-            "samples_per_s": m.get("samples_per_s"), "requests": m.get("requests"),
-            "threads_per_request": m.get("threads_per_request"), "samples_per_cpu_s": m.get("samples_per_cpu_s"),
-            "mechanism": m.get("mechanism"), "concurrency": _concurrency(m), "trials": m.get("trials") or [],
-            "warnings": m.get("warnings") or [], **_contention_fields(r),
-            "runtime_config": m.get("runtime_config") or {}, "singlestream_per_s": ss,
-            "gain": m["samples_per_s"] / ss if ss and m.get("samples_per_s") else None,
-        })
     order = {m: i for i, m in enumerate(dict.fromkeys(r.model for r in records))}
+    rows = [{**row, "random": is_random(row.get("weights"))} for row in scenario.rows(records)]
     return sorted(rows, key=lambda r: (order.get(r["model"], 0), r["model"], runtime_rank(r["runtime"]),
-                                       r["precision"] or "", r["device"] or ""))
-
-
-def _concurrency(m: dict) -> str | None:
-    """How the runtime kept several requests in flight: the mechanism of the largest K tried."""
-    trials = [t for t in m.get("trials") or [] if t.get("mechanism")]
-    return max(trials, key=lambda t: t["requests"])["mechanism"] if trials else m.get("mechanism")
+                                       r["precision"] or "", r["device"] or "", r["batch"] or 0))
 
 
 def winners(records: Iterable[Record]) -> list[dict]:
-    """Which runtime wins each scenario, per model × precision × device: SingleStream = the lowest
-    p50 latency at the smallest batch measured, Offline = the most samples/s (at its batch)."""
+    """Which runtime wins each scenario, per model × precision × device: the best headline figure of
+    the scenario (SingleStream: the lowest p50 at the smallest batch measured; Offline: the most
+    samples/s), as {model, precision, device, by: {scenario name: {runtime, batch, value, detail,
+    contended}}}."""
     records = list(records)
     out: dict[tuple, dict] = {}
-    lat = latest_ok((r for r in records if r.kind == Kind.LATENCY and r.runtime),
-                    lambda r: (r.model, r.runtime, r.precision, r.batch, r.device))
-    for r in lat.values():
-        group = out.setdefault((r.model, r.precision, r.device), {})
-        best = group.get("singlestream")
-        if best is None or (r.batch, r.metrics["latency_median_ms"]) < (best["batch"], best["value"]):
-            group["singlestream"] = {"runtime": r.runtime, "batch": r.batch, "value": r.metrics["latency_median_ms"],
-                                     "contended": bool(r.metrics.get("contended"))}
-    for row in offline_rows(records):
-        if row["samples_per_s"] is None:
-            continue
-        group = out.setdefault((row["model"], row["precision"], row["device"]), {})
-        best = group.get("offline")
-        if best is None or row["samples_per_s"] > best["value"]:
-            group["offline"] = {"runtime": row["runtime"], "batch": row["batch"], "value": row["samples_per_s"],
-                                "requests": row["requests"], "contended": row["contended"]}
-    return [{"model": m, "precision": p, "device": d, "singlestream": w.get("singlestream"), "offline": w.get("offline")}
-            for (m, p, d), w in out.items()]
+    for scenario in scenarios_in(records):
+        h = scenario.headline
+        ok = [r for r in scenario_rows(scenario, records) if r["status"] == "ok" and r.get(h.metric) is not None]
+        smallest = {}
+        for r in ok:
+            group = (r["model"], r["precision"], r["device"])
+            smallest[group] = min(smallest.get(group, r["batch"]), r["batch"])
+        for r in ok:
+            group = (r["model"], r["precision"], r["device"])
+            if h.smallest_batch and r["batch"] != smallest[group]:
+                continue
+            best = out.setdefault(group, {}).get(scenario.name)
+            value = r[h.metric]
+            if best is None or (value < best["value"] if h.better == "min" else value > best["value"]):
+                out[group][scenario.name] = {"runtime": r["runtime"], "batch": r["batch"], "value": value,
+                                             "detail": h.detail(r), "contended": bool(r.get("contended"))}
+    return [{"model": m, "precision": p, "device": d, "by": by} for (m, p, d), by in out.items()]
 
 
 def failure_rows(records: list[Record]) -> list[dict]:

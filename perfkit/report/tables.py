@@ -13,12 +13,12 @@ from rich import box
 from rich.markup import escape
 
 from perfkit.report.console import (
-    Column, fmt_bool, fmt_bytes, fmt_float, fmt_int, fmt_ms, fmt_pct, fmt_sci, fmt_seconds, fmt_si, fmt_time,
+    FORMATS, Column, fmt_bool, fmt_bytes, fmt_float, fmt_int, fmt_ms, fmt_pct, fmt_sci, fmt_seconds, fmt_si, fmt_time,
     render_table,
 )
 from perfkit.report.rows import (
-    CONTENDED_MARK, contention_notes, failure_rows, is_random, memory_mib, offline_rows, parity_distances,
-    summary_rows, training_rows, weights_label, winners,
+    CONTENDED_MARK, contention_notes, failure_rows, is_random, memory_mib, parity_distances, scenario_rows,
+    scenarios_in, summary_rows, training_rows, weights_label, winners,
 )
 from perfkit.store import Kind, Record
 
@@ -203,118 +203,63 @@ def gate_table(failures: list[dict]):
     ], failures, row_style=lambda r: "red")
 
 
-# -- profile --------------------------------------------------------------------------------------
+# -- scenarios (SingleStream, Offline, ...): each declares its rows, columns and caption ----------------
 
-def profile_rows(records: Iterable[Record]) -> list[dict]:
-    """Latency joined with the memory of the same runtime × precision × batch, in measuring order."""
+def _cell(column, marked: bool):
+    """A scenario column as a report column: its key (or function of the row) in its format; the headline
+    column (``marked``) followed by the contended mark where the row's timing was contended."""
+    fmt = FORMATS[column.format]
+    get = column.key if callable(column.key) else (lambda r, k=column.key: r.get(k))
+    mark = lambda r: f"[bold yellow]{CONTENDED_MARK}[/]" if marked and r.get("contended") else ""  # noqa: E731
+    return Column(column.header, lambda r: escape(fmt(get(r))) + mark(r), str)
+
+
+def scenario_table(scenario, records: Iterable[Record], title: str, not_measured: dict[str, str] | None = None,
+                   footer: str = ""):
+    """One scenario's table: model (when several), runtime, precision, batch, then the scenario's own
+    columns, the CPU other processes used and the error; its caption lines, the winners of it, the
+    warnings of its rows, what it did not measure and why, and contention."""
     records = list(records)
-    memory = {(r.runtime, r.precision, r.batch): r for r in _of(records, Kind.MEMORY)}
-    fp32 = {(r.model, r.runtime, r.batch): r.metrics.get("latency_median_ms") for r in _of(records, Kind.LATENCY)
-            if r.status == "ok" and r.precision == "fp32"}
-    rows = []
-    for r in _of(records, Kind.LATENCY):
-        mem = memory.get((r.runtime, r.precision, r.batch))
-        base, median = fp32.get((r.model, r.runtime, r.batch)), r.metrics.get("latency_median_ms")
-        speedup = base / median if base and median and r.precision != "fp32" else None
-        rows.append({**_flat(r), "memory": None if mem is None else _flat(mem), "speedup_vs_fp32": speedup})
-    return rows
-
-
-def profile_table(records: Iterable[Record], title: str, caption: str):
-    def lat(key):
-        return lambda r: r.get(key)
-
-    def mem_error(r):
-        return r["error"] or ((r["memory"] or {}).get("error") if r["memory"] else None)
-
-    return render_table(title, [
-        Column("runtime", "runtime", justify="left"), Column("prec", "precision", justify="left"),
-        Column("batch", "batch"), Column("median", _marked("latency_median_ms", fmt_ms), str),
-        Column("× fp32", "speedup_vs_fp32", _speedup),
-        Column("p90", lat("latency_p90_ms"), fmt_ms), Column("p99", lat("latency_p99_ms"), fmt_ms),
-        Column("CV", lambda r: None if r.get("latency_cv") is None else 100 * r["latency_cv"], fmt_pct),
-        Column("img/s", lat("throughput_per_s"), fmt_float(1)),
-        Column("peak mem", lambda r: (r["memory"] or {}).get("peak_bytes"), fmt_bytes),
-        Column("GFLOP/s", lat("achieved_gflops"), fmt_float(1)),
-        Column("% peak", lambda r: None if r.get("peak_fraction") is None else 100 * r["peak_fraction"], fmt_pct),
-        Column("threads", lat("threads")), Column("other CPU", "other_cpu_pct", _other_cpu),
-        Column("error", lambda r: escape(mem_error(r) or ""), justify="left"),
-    ], profile_rows(records), row_style=lambda r: "red" if mem_error(r) else ("yellow" if r.get("contended") else None),
-        caption=caption)
-
-
-def profile_caption(records: Iterable[Record]) -> str:
-    records = list(records)
-    lat = [r for r in _of(records, Kind.LATENCY) if r.status == "ok"]
-    flops = next((r.metrics.get("flops_per_sample") for r in lat if r.metrics.get("flops_per_sample")), None)
-    source = next((r.metrics.get("flops_source") for r in lat if r.metrics.get("flops_source")), "—")
-    peaks = "; ".join(sorted({r.metrics.get("peak_source") or "—" for r in lat})) or "—"
-    methods = "; ".join(sorted({f"{r.runtime}: {r.metrics['method']}" for r in _of(records, Kind.MEMORY)
-                                if r.status == "ok"})) or "—"
-    configs = "; ".join(f"{r.runtime}: " + ", ".join(f"{k}={v}" for k, v in (r.metrics.get("runtime_config") or {}).items())
-                        for r in {r.runtime: r for r in lat}.values())
-    gflop = "—" if flops is None else f"{flops / 1e9:.3f} GFLOP/sample"
-    lines = [f"FLOPs = 2 × MACs ({gflop}, {source}); % peak against {peaks}; memory: {methods}",
-             f"configuration: {escape(configs) or '—'}"]
-    if any(r.precision != "fp32" for r in lat):
-        lines.append("× fp32 = the same runtime's fp32 median ÷ this median, at the same batch")
-    lines += precision_notes(lat)
-    lines.append("other CPU = what other processes used of the CPUs this process may run on while it timed")
-    return "\n".join(lines + calibration_notes(lat) + _contention_lines(_of(records, Kind.LATENCY)))
-
-
-# -- the Offline scenario -------------------------------------------------------------------------
-
-def _trials(row: dict) -> str:
-    return "  ".join(f"{t['requests']}{'*' if t.get('source') == 'singlestream timing' else ''}: "
-                     f"{t['samples_per_s']:.1f}" for t in row["trials"]) or "—"
-
-
-def offline_table(records: Iterable[Record], title: str, not_measured: dict[str, str] | None = None):
-    """The Offline scenario beside SingleStream at the same batch, the winners, and what was not measured."""
-    records = list(records)
-    rows = offline_rows(records)
-    models = {r["model"] for r in rows}
-    one = fmt_float(1)
+    rows = scenario_rows(scenario, records)
     columns = [
-        *([Column("model", "model", justify="left")] if len(models) > 1 else []),
+        *([Column("model", "model", justify="left")] if len({r["model"] for r in rows}) > 1 else []),
         Column("runtime", "runtime", justify="left"), Column("prec", "precision", justify="left"),
-        Column("batch", "batch"), Column("offline samples/s", _marked("samples_per_s", one), str),
-        Column("K", "requests"), Column("threads/req", "threads_per_request"),
-        Column("samples/CPU-s", "samples_per_cpu_s", fmt_float(2)),
-        Column("SingleStream img/s", "singlestream_per_s", one),
-        Column("× SingleStream", "gain", fmt_float(2)),
+        Column("batch", "batch"),
+        *(_cell(c, c.key == scenario.headline.metric) for c in scenario.columns),
         Column("other CPU", "other_cpu_pct", _other_cpu),
-        Column("K tried: samples/s", _trials, str, justify="left"),
         Column("error", lambda r: escape(r["error"] or ""), justify="left"),
     ]
-    lines = [f"{escape(r['runtime'] or '')}: {escape(r['concurrency'])}"
-             for r in {r["runtime"]: r for r in rows if r["concurrency"]}.values()]
-    lines += [_winner_line(w) for w in winners(records)]
-    lines += [f"[yellow]{escape(w)}[/]" for r in rows for w in r["warnings"]]
-    lines += [f"{escape(name)}: Offline not measured ({escape(why)})" for name, why in (not_measured or {}).items()]
-    lines += _contention_lines(r for r in records if r.kind == Kind.THROUGHPUT)
-    caption = ("Offline: the most samples/s with K requests in flight for a fixed time per K (K = 1, 2, 4, ... "
-               "searched; the window includes the tail; 1* = K = 1 taken from the SingleStream loop at this "
-               "batch, batch / mean latency); SingleStream img/s = batch / p50 latency at the same batch; "
-               "samples/CPU-s = per second of this process's CPU time (steadier on a shared machine)\n"
-               + "\n".join(lines))
-    return render_table(title, columns, rows, caption=caption, row_style=lambda r: "red" if r["status"] == "error" else
-                        ("yellow" if r["contended"] else None))
+    lines = [escape(line) for line in scenario.caption(records)]
+    lines += [_winner_line(w, scenario) for w in winners(records) if scenario.name in w["by"]]
+    lines += [f"[yellow]{escape(w)}[/]" for r in rows if not scenario.base for w in r.get("warnings") or []]
+    lines += [f"{escape(name)}: {scenario.title} not measured ({escape(why)})" for name, why in (not_measured or {}).items()]
+    timed = [r for r in records if r.kind == scenario.kind]
+    if scenario.base:
+        lines += precision_notes(timed) + ["other CPU = what other processes used of the CPUs this process may "
+                                           "run on while it timed"]
+    lines += calibration_notes(timed) + _contention_lines(timed) + ([escape(footer)] if footer else [])
+    return render_table(title, columns, rows, caption="\n".join(lines),
+                        row_style=lambda r: "red" if r["status"] == "error" or r.get("error") else
+                        ("yellow" if r.get("contended") else None))
 
 
-def _winner_line(w: dict) -> str:
+def scenario_tables(records: Iterable[Record], title: str, not_measured: dict[str, dict[str, str]] | None = None,
+                    footer: str = "") -> list:
+    """A table per scenario the records hold, SingleStream first; ``not_measured``: scenario name →
+    {runtime: why it was not measured}."""
+    records = list(records)
+    return [scenario_table(s, records, f"{title}: {s.title}", (not_measured or {}).get(s.name), footer)
+            for s in scenarios_in(records)]
+
+
+def _winner_line(w: dict, scenario) -> str:
     where = " ".join(escape(str(x)) for x in (w["model"], w["precision"], w["device"]) if x)
-    parts = []
-    if w["singlestream"]:
-        s = w["singlestream"]
-        parts.append(f"SingleStream (batch {s['batch']}): [bold]{escape(s['runtime'])}[/] {s['value']:.3f} ms"
-                     + (CONTENDED_MARK if s["contended"] else ""))
-    if w["offline"]:
-        o = w["offline"]
-        parts.append(f"Offline (batch {o['batch']}): [bold]{escape(o['runtime'])}[/] {o['value']:.1f} samples/s"
-                     f"{CONTENDED_MARK if o['contended'] else ''} with K={o['requests']}")
-    return f"{where} — wins " + "; ".join(parts)
+    won = w["by"][scenario.name]
+    mark = f"[bold yellow]{CONTENDED_MARK}[/]" if won["contended"] else ""
+    detail = f" {escape(won['detail'])}" if won["detail"] else ""
+    value = escape(FORMATS[scenario.headline.format](won["value"]))
+    return (f"{where} — {scenario.title} winner (batch {won['batch']}): [bold]{escape(won['runtime'])}[/] {value} "
+            f"{escape(scenario.headline.unit)}{mark}{detail}")
 
 
 # -- complexity -----------------------------------------------------------------------------------
@@ -403,7 +348,22 @@ def _batch_lines(row: dict, fn) -> str:
     return "\n".join(fn(b) for b in row["batches"]) or "—"
 
 
-def _summary_columns(rows: list[dict]) -> list[Column]:
+def _summary_scenario(scenario) -> Column:
+    """A summary column for a scenario besides SingleStream: its headline figure, detail and batch."""
+    fmt = FORMATS[scenario.headline.format]
+
+    def cell(r):
+        f = r["scenarios"].get(scenario.name)
+        if f is None:
+            return "—"
+        mark = f"[bold yellow]{CONTENDED_MARK}[/]" if f["contended"] else ""
+        where = " ".join(x for x in (f["detail"], f"b{f['batch']}") if x)
+        return f"{escape(fmt(f['value']))}{mark}\n{escape(where)}"
+
+    return Column(f"{scenario.title} {scenario.headline.unit}", cell, str)
+
+
+def _summary_columns(rows: list[dict], scenarios: list) -> list[Column]:
     devices = {r["device"] for r in rows}
     two, one = fmt_float(2), fmt_float(1)
     dash = lambda v: "—" if v is None else str(v)  # noqa: E731
@@ -426,10 +386,7 @@ def _summary_columns(rows: list[dict]) -> list[Column]:
         Column("p99 ms", lambda r: _batch_lines(r, lambda x: two(x["latency_p99_ms"])), str),
         Column("img/s", lambda r: _batch_lines(r, lambda x: one(x["throughput_per_s"])), str),
         Column("peak MiB", lambda r: _batch_lines(r, lambda x: mib(x["peak_bytes"])), str),
-        *([Column("offline/s", lambda r: "—" if not r["offline"] else
-                  f"{_marked('samples_per_s', one)(r['offline'])}\nK={r['offline']['requests']} b{r['offline']['batch']}",
-                  str)]
-          if any(r["offline"] for r in rows) else []),
+        *(_summary_scenario(s) for s in scenarios),
         Column("params M", "params", lambda v: "—" if v is None else f"{v / 1e6:.2f}"),
         Column("GMACs", "macs", lambda v: "—" if v is None else f"{v / 1e9:.3f}"),
     ]
@@ -445,18 +402,19 @@ def summary_table(run: dict, records: list[Record]) -> list:
     """The run summary: one line per model × runtime × precision, then notes, training and failures."""
     rows = summary_rows(records)
     devices = {r["device"] for r in rows}
-    columns = _summary_columns(rows)
+    others = [sc for sc in scenarios_in(records) if not sc.base and any(sc.name in r["scenarios"] for r in rows)]
+    columns = _summary_columns(rows, others)
     style = {"fail": "red", "warn": "yellow", "ok": None}
     where = f" on {devices.pop()}" if len(devices) == 1 and None not in devices else ""
     title = f"run {run['id']}{where} — {escape(run['command'])} ({run['status']})"
     out: list = []
     if rows:
-        offline = ("offline/s = the Offline scenario's best samples/s, its K (requests in flight) and batch; "
-                   if any(r["offline"] for r in rows) else "")
+        scenarios = "".join(f"{sc.title} {sc.headline.unit} = the {sc.title} scenario's figure, at its batch (b); "
+                            for sc in others)
         table = render_table(title, columns, rows, row_style=lambda r: style[r["status"]],
                              caption="top-1/top-5 measured on ImageNet-val; pub = published with the weights "
                                      "(recorded with the run); parity vs eager; latency and peak memory per batch; "
-                                     f"{offline}MACs = multiply-accumulates; MiB = 2**20 bytes"
+                                     f"{scenarios}MACs = multiply-accumulates; MiB = 2**20 bytes"
                                      + _summary_contention(records))
         # borders and double padding would cost a fifth of a 160-column terminal
         table.box, table.padding, table.pad_edge = box.SIMPLE_HEAD, (0, 1, 0, 0), False
@@ -468,9 +426,9 @@ def summary_table(run: dict, records: list[Record]) -> list:
         if r["status"] != "ok":
             what = " ".join(escape(str(x)) for x in (r["model"], r["runtime"], r["precision"]) if x)
             out.append(f"[{style[r['status']]}]  {what}: {escape('; '.join(r['flags']))}[/]")
-    won = winners(records)
-    if any(w["offline"] for w in won):
-        out += [_winner_line(w) for w in won]
+    if others:  # with one scenario the table says it all; with several, which runtime wins which
+        won = winners(records)
+        out += [_winner_line(w, sc) for sc in scenarios_in(records) for w in won if sc.name in w["by"]]
     if rows and all(r["top1_pct"] is None for r in rows):
         out.append("[yellow]No measured accuracy in this run (no ImageNet-val given): the top-1/top-5 "
                    "columns show published numbers only.[/]")
@@ -562,7 +520,7 @@ def regress_table(result: dict, title: str, caption: str):
 
 __all__ = [
     "accuracy_table", "calibration_notes", "complexity_tables", "epochs_table", "export_table", "failures_table",
-    "gate_table", "is_random", "offline_table", "parity_table", "precision_notes", "per_class_tables", "profile_caption",
-    "profile_rows", "profile_table",
+    "gate_table", "is_random", "parity_table", "precision_notes", "per_class_tables", "scenario_table",
+    "scenario_tables",
     "regress_table", "runs_table", "select_tables", "summary_table", "training_table", "zoo_table",
 ]

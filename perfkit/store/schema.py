@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
-from perfkit.results import Kind
+from perfkit.results import Kind, KindSchema, kind_of
 
 # 3: complexity sizes in *_mib (were *_mb holding MiB), unrowed_params, onnx_*; precision (calibration,
 # quantization, relative_top1); the Offline scenario's throughput kind
@@ -23,24 +24,10 @@ from perfkit.results import Kind
 SCHEMA_VERSION = 4
 
 
-@dataclass(frozen=True)
-class KindSchema:
-    required: frozenset[str]
-    optional: frozenset[str] = frozenset()
-
-    @property
-    def permitted(self) -> frozenset[str]:
-        return self.required | self.optional
+_schema = KindSchema.of
 
 
-def _schema(required: str, optional: str = "") -> KindSchema:
-    return KindSchema(frozenset(required.split()), frozenset(optional.split()))
-
-
-_TIMING = ("iterations warmup_iterations latency_mean_ms latency_median_ms latency_p90_ms latency_p95_ms "
-           "latency_p99_ms latency_min_ms latency_max_ms latency_std_ms latency_cv throughput_per_s")
-
-SCHEMAS: dict[Kind, KindSchema] = {
+_CORE: dict[Kind, KindSchema] = {
     Kind.MODEL: _schema(
         "label source random_weights input_size num_classes preprocess",
         "identity arch reference_runtime weights_entry ref_weights ref_top1_pct ref_top5_pct ref_params ref_gmacs"),
@@ -65,15 +52,6 @@ SCHEMAS: dict[Kind, KindSchema] = {
         "transform_overrides unreadable unreadable_files complete seconds images_per_s random_weights runner "
         "real_images real_top1_correct real_top5_correct real_top1_pct real_top5_pct real_labels per_class "
         "relative_top1 reference calibration num_classes"),
-    Kind.LATENCY: _schema(
-        "iterations latency_median_ms latency_p99_ms throughput_per_s",
-        f"{_TIMING} timer cv_warning h2d_median_ms e2e_median_ms e2e_p99_ms threads flops_source "
-        "flops_per_sample achieved_gflops peak_gflops peak_fraction peak_source runtime_config self_timed "
-        "load_seconds warnings calibration other_cpu_pct contended"),
-    Kind.THROUGHPUT: _schema(
-        "samples_per_s requests threads_per_request samples seconds",
-        "scenario cpu_seconds samples_per_cpu_s mechanism runtime_config trials max_requests window_seconds "
-        "warnings calibration other_cpu_pct contended"),
     Kind.MEMORY: _schema(
         "peak_bytes method",
         "artifact_bytes engine_device_bytes rss_delta_bytes gpu_context_bytes nvml_delta_bytes "
@@ -84,6 +62,31 @@ SCHEMAS: dict[Kind, KindSchema] = {
         "val_images correct_val num_classes input_size world_size amp resumed total_seconds checkpoint log_path"),
 }
 
+
+
+class _Schemas(Mapping):
+    """Every record kind's schema: perfkit's own steps', then each scenario's (its module declares its
+    kind and schema; the scenario registry is loaded on first use)."""
+
+    def _all(self) -> dict:
+        from perfkit.profile.scenarios import all_scenarios
+
+        return {**_CORE, **{s.kind: s.schema for s in all_scenarios()}}
+
+    def __getitem__(self, kind) -> KindSchema:
+        found = _CORE.get(kind) or self._all().get(kind)
+        if found is None:
+            raise KeyError(kind)
+        return found
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+SCHEMAS = _Schemas()
 _SCALARS = (int, float, str, bool, type(None))
 
 
@@ -107,7 +110,7 @@ class Record:
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self):
-        self.kind = Kind(self.kind)
+        self.kind = kind_of(self.kind)
 
     def validate(self) -> None:
         """Raise ``ValueError`` if the record breaks its kind's schema."""
@@ -119,6 +122,8 @@ class Record:
             raise ValueError("record has no model")
         if not isinstance(self.metrics, dict):
             raise ValueError(f"metrics must be a mapping, got {type(self.metrics).__name__}")
+        if self.kind not in SCHEMAS:
+            raise ValueError(f"unknown record kind {str(self.kind)!r} (no step or scenario writes it)")
         schema = SCHEMAS[self.kind]
         unknown = sorted(set(self.metrics) - schema.permitted)
         if unknown and self.schema_version >= SCHEMA_VERSION:  # older records (baselines in git) stay readable

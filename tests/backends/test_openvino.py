@@ -18,7 +18,7 @@ from perfkit.backends import get, open_runner, prepare  # noqa: E402
 from perfkit.backends import openvino as ovb  # noqa: E402
 from perfkit.context import Context  # noqa: E402
 from perfkit.errors import ArtifactError, PerfkitError, UsageError  # noqa: E402
-from perfkit.profile.offline import OfflineConfig, drive  # noqa: E402
+from perfkit.profile.scenarios.offline import OfflineConfig, drive  # noqa: E402
 
 
 @pytest.fixture
@@ -168,7 +168,7 @@ def test_convert_model_runs_with_telemetry_declined_and_the_environment_restored
     assert seen == ["true"] and os.environ["CI"] == "false"
     assert art.manifest["openvino"]["telemetry"].startswith("declined")
     monkeypatch.setenv(ovb.TELEMETRY_ENV, "1")
-    prepare(tiny_spec, "openvino", ctx)
+    prepare(tiny_spec, "openvino", Context(artifacts=shared_artifacts, force=True))  # a new context: converts again
     assert seen == ["true", "false"]  # left to OpenVINO's own settings
 
 

@@ -100,7 +100,7 @@ def test_profile_offline_prints_singlestream_and_offline_and_records_both(capsys
     out = capsys.readouterr().out
     assert rc == 0
     assert "SingleStream" in out and "Offline" in out and "offline samples/s" in out
-    assert "AsyncInferQueue" in out and "InferenceSession" in out and "wins SingleStream (batch 1)" in out
+    assert "AsyncInferQueue" in out and "InferenceSession" in out and "SingleStream winner (batch 1)" in out
     with Store() as store:
         records = store.records()
     offline = {r.runtime: r for r in records if r.kind == Kind.THROUGHPUT}
@@ -117,7 +117,10 @@ def test_profile_offline_prints_singlestream_and_offline_and_records_both(capsys
 
 def test_profile_scenario_and_offline_options_are_checked(capsys):
     assert main(["profile", "lenet5", "--scenario", "server"]) == 2
-    assert "invalid choice: 'server'" in capsys.readouterr().err
+    assert "unknown scenario 'server'; choose from: singlestream, offline" in capsys.readouterr().err
     assert main(["profile", "lenet5", "--scenario", "offline", "--offline-seconds", "0"]) == 2
     err = capsys.readouterr().err
-    assert "--offline-seconds must be positive" in err and len(err.strip().splitlines()) == 1
+    assert "(--offline-seconds) must be positive" in err and len(err.strip().splitlines()) == 1
+    # an option of a scenario not asked for is refused, not ignored
+    assert main(["profile", "lenet5", "--offline-seconds", "1"]) == 2
+    assert "--offline-seconds belong(s) to a scenario not asked for" in capsys.readouterr().err

@@ -95,3 +95,22 @@ def ctx(tmp_path, progress):
     from perfkit.context import Context
 
     return Context(device="cpu", artifacts=tmp_path / "artifacts", progress=progress)
+
+
+@pytest.fixture
+def plan_of():
+    """``plan_of(backends, batches, **kw)``: a ``perfkit.plan.Plan`` whose SingleStream loop is short (one
+    warm-up call, three timed calls), without memory unless asked; ``offline=OfflineConfig(...)`` adds
+    the Offline scenario."""
+    from perfkit.plan import Plan, ScenarioRun
+    from perfkit.profile.scenarios import get
+    from perfkit.profile.timing import TimingConfig
+
+    def make(backends, batches, *, offline=None, timing=None, memory=False, **kw):
+        runs = [ScenarioRun(get("singlestream"), timing or TimingConfig(warmup=1, warmup_seconds=0, iterations=3,
+                                                                         min_seconds=0))]
+        if offline is not None:
+            runs.append(ScenarioRun(get("offline"), offline))
+        return Plan(tuple(backends), tuple(batches), scenarios=tuple(runs), memory=memory, **kw)
+
+    return make

@@ -240,7 +240,7 @@ def test_a_timing_records_the_share_as_a_number(fake_runner):
     record carries other_cpu_pct as a number and contended as a bool."""
     import torch
 
-    from perfkit.profile.latency import LatencyResult
+    from perfkit.profile.scenarios.singlestream import LatencyResult
     from perfkit.profile.timing import TimingConfig, time_runner
     from perfkit.record import to_records
     from perfkit.results import Where

@@ -51,10 +51,13 @@ def test_spawned_process_reports_the_model_memory(tmp_path):
 
 
 def test_spawned_failure_becomes_an_error(tiny_spec, tmp_path):
+    from dataclasses import replace
+
     from perfkit.errors import PerfkitError
 
-    with pytest.raises(PerfkitError, match="memory measurement of lenet5 eager batch 1 failed.*int8"):
-        measure_memory(tiny_spec, "eager", 1, Context(artifacts=tmp_path), precision="int8")  # eager has no int8
+    wrong = replace(tiny_spec, input_size=(3, 40, 40))  # LeNet-5's classifier takes 32×32 inputs only: fails in the child
+    with pytest.raises(PerfkitError, match="memory measurement of lenet5 eager batch 1 failed: RuntimeError.*shapes"):
+        measure_memory(wrong, "eager", 1, Context(artifacts=tmp_path))
 
 
 WEIGHTS_RESNET18 = 11_689_512 * 4  # fp32 bytes

@@ -10,9 +10,17 @@ import pytest
 import torch
 
 from perfkit.backends.base import QUEUE, SERIAL, THREADS, OfflineSession
-from perfkit.profile.offline import OfflineConfig, drive, measure, measure_or_fail, search
+from perfkit.profile.scenarios import Point
+from perfkit.profile.scenarios.offline import OfflineConfig, drive, measure, search
+from perfkit.profile.scenarios.singlestream import LatencyResult
 from perfkit.record import to_records
-from perfkit.results import Failure, Kind, Where
+from perfkit.results import Kind, Where, describe
+
+
+def _measure(spec, runner, where, ctx, config, timing=None):
+    """The Offline scenario's ``measure`` at ``where``, after a SingleStream ``timing`` at its batch (if given)."""
+    earlier = {} if timing is None else {"singlestream": LatencyResult(where, timing, 2, {"intra_op_threads": 2}, False)}
+    return measure(Point(spec, runner, where, ctx, config, earlier=earlier))
 
 
 class FakeOfflineRunner:
@@ -164,15 +172,15 @@ def test_a_failing_request_fails_the_measurement_in_one_line(mechanism, tiny_spe
     else:
         runner = FakeOfflineRunner(lambda k: 0.01, fail_at=1)
     where = Where.of(tiny_spec, "fake", "fp32", 2, "cpu")
-    [failure] = measure_or_fail(tiny_spec, runner, where, ctx, OfflineConfig(seconds=0.05))
-    assert isinstance(failure, Failure) and failure.kind == Kind.THROUGHPUT and failure.where == where
-    assert "failed" in failure.error and "\n" not in failure.error
+    with pytest.raises(RuntimeError) as err:  # the profile records it as this point's failure (test_session.py)
+        _measure(tiny_spec, runner, where, ctx, OfflineConfig(seconds=0.05))
+    assert "failed" in describe(err.value) and "\n" not in describe(err.value)
 
 
 def test_the_result_records_the_best_k_and_every_k_tried(tiny_spec, ctx):
     runner = FakeOfflineRunner(scaling(capacity=2))
     where = Where.of(tiny_spec, "fake", "fp32", 4, "cpu")
-    result = measure(tiny_spec, runner, where, ctx, OfflineConfig(seconds=0.15, max_requests=4))
+    result = _measure(tiny_spec, runner, where, ctx, OfflineConfig(seconds=0.15, max_requests=4))
     assert result.best.requests == 2 and [t.requests for t in result.trials] == [1, 2, 4]
     [record] = to_records(result)
     record.validate()
@@ -212,24 +220,23 @@ def test_onnxruntime_runs_one_session_per_request_without_spinning(tiny_spec, sh
     assert trial.samples >= 4
 
 
-def test_profile_plans_offline_for_runtimes_that_keep_requests_in_flight(tiny_spec):
+def test_profile_plans_offline_for_runtimes_that_keep_requests_in_flight(tiny_spec, plan_of):
     """native times itself (no Offline); aoti takes turns (K = 1 only); the plan's keys say so."""
     from perfkit.backends import get
-    from perfkit.profile import ProfilePlan, expected_keys
 
-    plan = ProfilePlan(tuple(map(get, ("eager", "aoti", "native"))), (1, 8), offline=OfflineConfig())
-    assert [b.name for b in plan.offline_backends] == ["eager", "aoti"]
+    plan = plan_of(("eager", "aoti", "native"), (1, 8), offline=OfflineConfig(), memory=True)
+    assert plan.not_measured() == {"offline": {"native": get("native").runner.offline_note}}
     assert get("aoti").runner.offline_mechanism == SERIAL and get("native").runner.offline_note
-    keys = {k for k in expected_keys(tiny_spec, plan, "cpu") if k[0] == "throughput"}
+    keys = {k for k in plan.keys(tiny_spec) if k[0] == "throughput"}
     assert keys == {("throughput", "lenet5", rt, "fp32", 8, "cpu") for rt in ("eager", "aoti")}
     assert plan.steps == 3 * 2 + 3 * 2 + 2  # latency, memory (every batch), offline
-    assert ProfilePlan(plan.backends, (1, 8)).offline_backends == ()
+    assert plan_of(plan.backends, (1, 8)).not_measured() == {}
 
 
 def test_k1_is_the_singlestream_timing_when_the_sweep_has_it(tiny_spec, ctx):
     """SingleStream at the Offline batch is K = 1 (one request in flight, back to back): taken from that
     timing, so the loop starts at K = 2, and a runtime that serialises requests needs no loop at all."""
-    from perfkit.profile.offline import from_singlestream
+    from perfkit.profile.scenarios.offline import from_singlestream
     from perfkit.profile.timing import LatencyStats, RunnerTiming
 
     timing = RunnerTiming(LatencyStats.from_samples([10.0, 20.0, 30.0], batch=4), timer="perf_counter")
@@ -242,9 +249,9 @@ def test_k1_is_the_singlestream_timing_when_the_sweep_has_it(tiny_spec, ctx):
     trials, _ = search(runner, X, OfflineConfig(seconds=0.1, max_requests=4), cores=2, single=single)
     assert runner.sessions[0] == 2 and trials[0] is single  # no second K = 1 loop
     serial = FakeOfflineRunner(lambda k: 0.01, SERIAL)
-    result = measure(tiny_spec, serial, Where.of(tiny_spec, "fake", "fp32", 4, "cpu"), ctx, OfflineConfig(),
-                     single=single)
-    assert serial.sessions == [] and result.best is single and result.trials == (single,)
+    result = _measure(tiny_spec, serial, Where.of(tiny_spec, "fake", "fp32", 4, "cpu"), ctx, OfflineConfig(), timing)
+    assert serial.sessions == [] and result.trials == (result.best,)
+    assert (result.best.requests, result.best.samples, result.best.source) == (1, 12, "singlestream timing")
     [record] = to_records(result)
     record.validate()
     assert record.metrics["trials"][0]["source"] == "singlestream timing"
@@ -254,7 +261,7 @@ def test_k1_is_the_singlestream_timing_when_the_sweep_has_it(tiny_spec, ctx):
 def test_each_window_is_watched_and_the_most_contended_k_is_the_results(mechanism, tiny_spec, ctx, monkeypatch):
     """Every K's window (not its warm-up) is read by a ContentionMeter; the result and its record carry
     the most contended reading (a contended K may have lost, making the winner suspect), with a note."""
-    import perfkit.profile.offline as offline_module
+    import perfkit.profile.scenarios.offline as offline_module
     from perfkit.profile.contention import Contention
     from perfkit.profile.timing import LatencyStats, RunnerTiming
 
@@ -280,10 +287,10 @@ def test_each_window_is_watched_and_the_most_contended_k_is_the_results(mechanis
     single = offline_module.from_singlestream(timing, 2, {})
     assert single.contention is quiet  # K = 1 is that timing, contention included
     runner = FakeOfflineRunner(lambda k: 0.5 if k > 1 else 0.01, mechanism)  # K = 2 is slower: the search stops
-    result = measure(tiny_spec, runner, Where.of(tiny_spec, "fake", "fp32", 4, "cpu"), ctx,
-                     OfflineConfig(seconds=0.05, max_requests=4), single=single)
+    result = _measure(tiny_spec, runner, Where.of(tiny_spec, "fake", "fp32", 4, "cpu"), ctx,
+                      OfflineConfig(seconds=0.05, max_requests=4), timing)
     assert windows == ["open", "close"] and [t.requests for t in result.trials] == [1, 2]
-    assert result.best is single and result.contention.other_cpu_pct == 40.0
+    assert result.best.source == "singlestream timing" and result.contention.other_cpu_pct == 40.0
     assert any("contended: other processes used 40 % of the CPU" in n for n in result.warnings)
     [record] = to_records(result)
     record.validate()

@@ -4,16 +4,13 @@ import perfkit.backends
 import perfkit.results
 from perfkit.backends import get
 from perfkit.errors import MeasurementError, UsageError
-from perfkit.profile import ProfilePlan, expected_keys, memory, profile_model
-from perfkit.profile.latency import LatencyResult
+from perfkit.plan import Plan
+from perfkit.profile import memory, profile_model
 from perfkit.profile.memory import MemoryResult
-from perfkit.profile.timing import TimingConfig
+from perfkit.profile.scenarios.singlestream import LatencyResult
 from perfkit.record import Recorder
 from perfkit.results import Failure
 from perfkit.store import Kind
-
-FAST = TimingConfig(warmup=1, warmup_seconds=0, iterations=3, min_seconds=0)
-
 
 @pytest.fixture
 def stub_peak(monkeypatch):
@@ -23,14 +20,15 @@ def stub_peak(monkeypatch):
     monkeypatch.setattr(roofline, "device_peak", lambda *a, **k: roofline.Peak(100.0, "stub"))
 
 
-def test_profile_model_yields_latency_with_roofline_and_reports_progress(tiny_spec, store, ctx, progress):
-    plan = ProfilePlan((get("eager"),), (2, 1), timing=FAST, memory=False)
+def test_profile_model_yields_latency_with_roofline_and_reports_progress(tiny_spec, store, ctx, progress, plan_of):
+    plan = plan_of((get("eager"),), (2, 1))
     assert plan.steps == 2
     results = list(profile_model(tiny_spec, plan, ctx))
     assert [(type(r), r.where.runtime, r.where.precision, r.where.batch) for r in results] == [
         (LatencyResult, "eager", "fp32", 1), (LatencyResult, "eager", "fp32", 2)]
     # progress names each measurement before it runs and advances once per step
-    assert progress.descriptions == ["timing lenet5 eager fp32 batch 1", "timing lenet5 eager fp32 batch 2"]
+    assert progress.descriptions == ["timing lenet5 eager fp32", "singlestream lenet5 eager fp32 batch 1",
+                                     "singlestream lenet5 eager fp32 batch 2"]
     assert progress.advanced == plan.steps
     for r in results:
         assert r.timing.compute.iterations >= 3 and r.timing.compute.median_ms > 0
@@ -52,11 +50,11 @@ def test_profile_model_yields_latency_with_roofline_and_reports_progress(tiny_sp
         assert record.metrics["latency_median_ms"] == r.timing.compute.median_ms
         assert record.metrics["achieved_gflops"] == r.roofline["achieved_gflops"]
         assert record.metrics["runtime_config"] == r.runtime_config and record.metrics["self_timed"] is False
-    assert {r.key for r in records} == expected_keys(tiny_spec, plan, "cpu")
+    assert {r.key for r in records} == plan.keys(tiny_spec)
 
 
 def test_memory_is_measured_after_every_timing_and_not_where_timing_failed(tiny_spec, fake_runner, ctx, progress,
-                                                                           monkeypatch, stub_peak):
+                                                                           monkeypatch, stub_peak, plan_of):
     calls, timeline = [], []
     runner = fake_runner(fail_at={4}, error=lambda b: ValueError("bad batch"))
     runner_infer = runner.infer
@@ -68,7 +66,7 @@ def test_memory_is_measured_after_every_timing_and_not_where_timing_failed(tiny_
     runner.infer = infer
     monkeypatch.setattr(perfkit.backends, "open_runner", lambda spec, backend, ctx, **kw: runner)
 
-    def fake_memory(spec, backend, batch, ctx, *, precision, brange):
+    def fake_memory(spec, backend, batch, ctx, *, precision, brange, artifact):
         calls.append((backend, batch, str(precision), brange))
         timeline.append(("memory", batch))
         if batch == 2:
@@ -76,7 +74,7 @@ def test_memory_is_measured_after_every_timing_and_not_where_timing_failed(tiny_
         return MemoryResult(perfkit.results.Where.of(spec, backend, precision, batch, ctx.device), 1000 * batch, "fake")
 
     monkeypatch.setattr(memory, "start_memory", deferred(fake_memory))
-    plan = ProfilePlan((get("eager"),), (1, 2, 4), timing=FAST, memory=True)
+    plan = plan_of((get("eager"),), (1, 2, 4), memory=True)
     results = list(profile_model(tiny_spec, plan, ctx))
     kinds = [(type(r).__name__, getattr(r, "kind", Kind.LATENCY if isinstance(r, LatencyResult) else Kind.MEMORY),
               r.where.batch) for r in results]
@@ -114,7 +112,7 @@ def deferred(fake, events=None):
 
 
 def test_memory_children_run_two_at_a_time_in_order_and_leftovers_are_killed(tiny_spec, fake_runner, ctx, monkeypatch,
-                                                                               stub_peak):
+                                                                               stub_peak, plan_of):
     """On a CPU two measuring processes overlap (each measures only itself); results keep the timing
     order, and a profile stopped early (Ctrl-C, a consumer that stops) kills the ones still running."""
     monkeypatch.setattr(perfkit.backends, "open_runner", lambda spec, backend, ctx, **kw: fake_runner())
@@ -123,7 +121,7 @@ def test_memory_children_run_two_at_a_time_in_order_and_leftovers_are_killed(tin
     monkeypatch.setattr(memory, "start_memory", deferred(
         lambda spec, backend, batch, ctx, **kw: MemoryResult(perfkit.results.Where.of(spec, backend, "fp32", batch, "cpu"),
                                                              batch, "fake"), events))
-    plan = ProfilePlan(("eager",), (1, 2, 4), timing=FAST)
+    plan = plan_of(("eager",), (1, 2, 4), memory=True)
     got = [r.where.batch for r in profile_model(tiny_spec, plan, ctx) if isinstance(r, MemoryResult)]
     assert got == [1, 2, 4]
     assert events == [("start", 1), ("start", 2), ("finish", 1), ("start", 4), ("finish", 2), ("finish", 4)]
@@ -145,20 +143,20 @@ def test_memory_children_are_one_at_a_time_on_cuda_and_at_most_two_on_a_cpu(monk
     assert real("cpu") == 1
 
 
-def test_memory_batches_limit_where_memory_is_measured(tiny_spec, fake_runner, ctx, monkeypatch, stub_peak):
+def test_memory_batches_limit_where_memory_is_measured(tiny_spec, fake_runner, ctx, monkeypatch, stub_peak, plan_of):
     monkeypatch.setattr(perfkit.backends, "open_runner", lambda spec, backend, ctx, **kw: fake_runner())
     measured = []
     monkeypatch.setattr(memory, "start_memory", deferred(lambda spec, backend, batch, ctx, **kw: measured.append(batch)
                         or MemoryResult(perfkit.results.Where.of(spec, backend, "fp32", batch, "cpu"), 1, "fake")))
-    plan = ProfilePlan(("eager",), (1, 8), timing=FAST, memory_batches=(1,))
+    plan = plan_of(("eager",), (1, 8), memory=True, memory_batches=(1,))
     list(profile_model(tiny_spec, plan, ctx))
     assert measured == [1] and plan.steps == 3
-    assert expected_keys(tiny_spec, plan, "cpu") == {
+    assert plan.keys(tiny_spec) == {
         ("latency", "lenet5", "eager", "fp32", 1, "cpu"), ("latency", "lenet5", "eager", "fp32", 8, "cpu"),
         ("memory", "lenet5", "eager", "fp32", 1, "cpu")}
 
 
-def test_every_precision_is_swept(tiny_spec, fake_runner, ctx, monkeypatch, stub_peak):
+def test_every_precision_is_swept(tiny_spec, fake_runner, ctx, monkeypatch, stub_peak, plan_of):
     opened = []
 
     def opener(spec, backend, ctx, *, precision, batch):
@@ -166,7 +164,7 @@ def test_every_precision_is_swept(tiny_spec, fake_runner, ctx, monkeypatch, stub
         return fake_runner(precision=precision)
 
     monkeypatch.setattr(perfkit.backends, "open_runner", opener)
-    plan = ProfilePlan(("eager",), (1,), ("fp32", "bf16"), timing=FAST, memory=False)
+    plan = plan_of(("eager",), (1,), precisions=("fp32", "bf16"))
     results = list(profile_model(tiny_spec, plan, ctx))
     assert opened == ["fp32", "bf16"] and [r.where.precision for r in results] == ["fp32", "bf16"]
 
@@ -175,15 +173,15 @@ def test_plan_refuses_empty_or_bad_inputs_before_measuring():
     for kwargs in (dict(backends=(), batches=(1,)), dict(backends=("eager",), batches=()),
                    dict(backends=("eager",), batches=(0,)), dict(backends=("eager",), batches=(1,), precisions=())):
         with pytest.raises(UsageError):
-            ProfilePlan(**kwargs)
+            Plan(**kwargs)
 
 
-def test_a_failure_is_a_failure_result_not_an_exception(tiny_spec, ctx, monkeypatch):
+def test_a_failure_is_a_failure_result_not_an_exception(tiny_spec, ctx, monkeypatch, plan_of):
     def broken(*a, **k):
         raise RuntimeError("cannot load")
 
     monkeypatch.setattr(perfkit.backends, "open_runner", broken)
-    results = list(profile_model(tiny_spec, ProfilePlan(("eager",), (1, 2), timing=FAST), ctx))
+    results = list(profile_model(tiny_spec, plan_of(("eager",), (1, 2), memory=True), ctx))
     assert all(isinstance(r, Failure) and r.kind == Kind.LATENCY and r.error == "RuntimeError: cannot load"
                for r in results)
     assert len(results) == 2  # no memory measured for runtimes that could not be timed

@@ -17,9 +17,9 @@ import pytest
 from perfkit.accuracy.parity import ParityCheck, ParityResult
 from perfkit.profile.contention import Contention
 from perfkit.analysis import MACS_CONVENTION, ComplexityReport, Complexity, LayerRow, Summary
-from perfkit.profile.latency import LatencyResult
+from perfkit.profile.scenarios.singlestream import LatencyResult
 from perfkit.profile.memory import MemoryResult
-from perfkit.profile.offline import OfflineConfig, OfflineResult, OfflineTrial
+from perfkit.profile.scenarios.offline import OfflineConfig, OfflineResult, OfflineTrial
 from perfkit.profile.timing import LatencyStats, RunnerTiming
 from perfkit.record import recording
 from perfkit.results import Failure, Kind, Where

@@ -6,10 +6,13 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
+from perfkit.profile.scenarios import get
 from perfkit.report.html import build_charts, render_html, report_context
 from perfkit.report.regress import compare, load_side
-from perfkit.report.rows import load_run, offline_rows, summary_rows, winners
-from perfkit.report.tables import offline_table, summary_table
+from perfkit.report.rows import load_run, scenario_rows, summary_rows, winners
+from perfkit.report.tables import scenario_table, summary_table
+
+OFFLINE = get("offline")
 
 
 def _text(renderables) -> str:
@@ -26,7 +29,7 @@ def run(store, make_run):
 
 def test_offline_rows_sit_beside_singlestream_at_the_same_batch(run):
     _, records = run
-    rows = {(r["model"], r["runtime"]): r for r in offline_rows(records)}
+    rows = {(r["model"], r["runtime"]): r for r in scenario_rows(OFFLINE, records)}
     assert set(rows) == {(m, rt) for m in ("resnet18", "alexnet", "googlenet") for rt in ("eager", "onnx")}
     r = rows[("resnet18", "onnx")]
     assert r["batch"] == 8 and r["requests"] == 2 and r["threads_per_request"] == 1
@@ -37,24 +40,26 @@ def test_offline_rows_sit_beside_singlestream_at_the_same_batch(run):
 
 def test_each_scenario_has_its_winner(run):
     _, records = run
-    won = {w["model"]: w for w in winners(records)}
+    won = {w["model"]: w["by"] for w in winners(records)}
     assert won["resnet18"]["singlestream"] == {"runtime": "onnx", "batch": 1, "value": pytest.approx(14.0),
-                                               "contended": False}
-    assert won["resnet18"]["offline"]["runtime"] == "onnx" and won["resnet18"]["offline"]["requests"] == 2
+                                               "detail": "", "contended": False}
+    assert won["resnet18"]["offline"]["runtime"] == "onnx" and won["resnet18"]["offline"]["detail"] == "K=2"
 
 
 def test_summary_rows_and_table_show_the_offline_figure(run):
     run_row, records = run
     row = next(r for r in summary_rows(records) if (r["model"], r["runtime"]) == ("alexnet", "onnx"))
-    assert row["offline"]["batch"] == 8 and row["offline"]["requests"] == 2 and row["offline"]["samples_per_s"] > 0
+    offline = row["scenarios"]["offline"]
+    assert offline["batch"] == 8 and offline["detail"] == "K=2" and offline["value"] > 0
     text = _text(summary_table(run_row, records))
-    assert "offline/s" in text and "K=2 b8" in text
-    assert "resnet18 fp32 cpu — wins SingleStream (batch 1): onnx 14.000 ms; Offline (batch 8): onnx" in text
+    assert "Offline samples/s" in text and "K=2 b8" in text
+    assert "resnet18 fp32 cpu — SingleStream winner (batch 1): onnx 14.000 ms" in text
+    assert "resnet18 fp32 cpu — Offline winner (batch 8): onnx" in text
 
 
 def test_the_offline_table_names_the_mechanism_and_what_was_not_measured(run):
     _, records = run
-    text = _text(offline_table(records, "offline", not_measured={"native": "the C++ runner times itself"}))
+    text = _text(scenario_table(OFFLINE, records, "offline", {"native": "the C++ runner times itself"}))
     assert "× SingleStream" in text and ("1.60" in text or "1.59" in text) and "fixture: 2 request(s)" in text
     assert "native: Offline not measured (the C++ runner times itself)" in text
     assert "1: " in text and "2: " in text  # every K tried, with its samples/s
@@ -62,9 +67,9 @@ def test_the_offline_table_names_the_mechanism_and_what_was_not_measured(run):
 
 def test_a_run_without_offline_has_no_offline_column_or_chart(store, make_run):
     run_row, records = load_run(store, make_run(store, accuracy=False))
-    assert "offline/s" not in _text(summary_table(run_row, records))
+    assert "Offline samples/s" not in _text(summary_table(run_row, records))
     ctx = report_context(store, run_row["id"])
-    assert ctx["offline"] == [] and "offline" not in ctx["charts"]
+    assert ctx["sections"] == [] and "offline" not in ctx["charts"]
 
 
 def test_the_html_report_has_an_offline_chart_and_table(store, make_run, tmp_path):
@@ -73,7 +78,7 @@ def test_the_html_report_has_an_offline_chart_and_table(store, make_run, tmp_pat
     fig = ctx["charts"]["offline"]
     names = {t.name for t in fig.data}
     assert names == {"eager fp32", "onnx fp32"}
-    bars = [t for t in fig.data if t.name == "onnx fp32" and t.xaxis == "x"]
+    bars = [t for t in fig.data if t.name == "onnx fp32"]
     assert bars and list(bars[0].text) == ["K=2"] * 3
     html = render_html(store, run_id, tmp_path / "r.html").read_text()
     assert 'id="chart-offline"' in html and 'id="offline-table"' in html and 'id="winners-table"' in html
@@ -81,8 +86,8 @@ def test_the_html_report_has_an_offline_chart_and_table(store, make_run, tmp_pat
 
 
 def test_the_chart_is_left_out_when_every_offline_measurement_failed():
-    rows = [{"model": "m", "random": False, "runtime": "onnx", "precision": "fp32", "samples_per_s": None}]
-    assert "offline" not in build_charts([], {}, rows)
+    section = {"name": "offline", "rows": [{"label": "m", "runtime": "onnx", "precision": "fp32", "value": None}]}
+    assert "offline" not in build_charts([], {}, [section])
 
 
 def test_regress_gates_an_offline_drop_in_the_same_configuration(store, make_run):

@@ -10,7 +10,9 @@ from perfkit.report.html import build_charts, report_context
 from perfkit.report.regress import compare, load_side
 from perfkit.report.rows import load_run, summary_rows
 from perfkit.report.select import Constraints, select
-from perfkit.report.tables import calibration_notes, profile_rows, summary_table
+from perfkit.profile.scenarios import get
+from perfkit.report.rows import scenario_rows
+from perfkit.report.tables import calibration_notes, summary_table
 
 CALIBRATION = "calibrated on 512 validation images (seeded subset of --data, minmax)"
 SYNTHETIC = "calibrated on 32 synthetic images (minmax) — accuracy not meaningful"
@@ -80,7 +82,7 @@ def test_the_chart_joins_each_models_precisions(store, make_run):
 def test_tables_show_the_speedup_and_the_calibration(store, make_run):
     run = make_run(store, int8=CALIBRATION, error=False)
     _, records = load_run(store, run)
-    rows = {(r["model"], r["runtime"], r["precision"], r["batch"]): r for r in profile_rows(records)}
+    rows = {(r["model"], r["runtime"], r["precision"], r["batch"]): r for r in scenario_rows(get("singlestream"), records)}
     fp32, int8 = rows["resnet18", "onnx", "fp32", 1], rows["resnet18", "onnx", "int8", 1]
     assert int8["speedup_vs_fp32"] == pytest.approx(fp32["latency_median_ms"] / int8["latency_median_ms"]) == 2.0
     assert rows["resnet18", "onnx", "fp32", 1]["speedup_vs_fp32"] is None

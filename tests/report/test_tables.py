@@ -3,8 +3,14 @@
 from rich.console import Console
 
 from perfkit.report.rows import load_run
-from perfkit.report.tables import export_table, parity_table, profile_table, runs_table, summary_table
+from perfkit.profile.scenarios import get
+from perfkit.report.tables import export_table, parity_table, runs_table, scenario_table, summary_table
 from perfkit.store import Kind
+
+
+def profile_table(records, title):
+    """The SingleStream table (what `perfkit profile` prints first)."""
+    return scenario_table(get("singlestream"), records, title)
 
 
 def _text(*renderables, width=220) -> str:
@@ -41,7 +47,7 @@ def test_command_tables_render_the_records(store, make_run):
     run_id = make_run(store, parity_fail=True)
     records = [r for r in store.records(run_id) if r.model == "alexnet" or r.runtime == "tensorrt"]
     text = _text(export_table(records, "exports"), parity_table(records, "parity"),
-                 profile_table(records, "profile", "caption"))
+                 profile_table(records, "profile"))
     assert "exported" in text and "FAILED" in text and "TensorRT is not installed" in text
     assert "FAIL" in text and "pass" in text and "75.0%" in text  # parity at batch 8 failed, batch 1 passed
     assert "5.600 ms" in text and "25.200 ms" in text  # alexnet onnx p50 at batch 1 and 8
@@ -74,40 +80,36 @@ def test_cached_legend_only_when_something_was_served_from_the_cache():
 def test_contended_timings_are_marked_wherever_they_are_shown(store, make_run):
     """alexnet onnx was timed beside a busy process (47 %), everything else on a quiet machine (1 %):
     its numbers, and only its, carry the mark, and each table says what the mark means."""
-    from perfkit.report.tables import offline_table, profile_caption
-
     run, records = load_run(store, make_run(store, offline=True, busy=("alexnet", "onnx")))
     alexnet = [r for r in records if r.model == "alexnet"]
-    profile = _text(profile_table(alexnet, "profile", profile_caption(alexnet)), width=300)
+    profile = _text(profile_table(alexnet, "profile"), width=300)
     assert "5.600 ms†" in profile and "25.200 ms†" in profile  # onnx p50 at batch 1 and 8
     assert "8.000 ms†" not in profile and "8.000 ms" in profile  # eager, quiet
     assert "47%" in profile and "1%" in profile  # the other-CPU column, both
     assert ("† contended: other processes used 47 % of the CPU during 2 of 4 timings (onnx fp32 batch 1, onnx fp32 "
             "batch 8) — re-run on a quiet machine") in profile
-    offline = _text(offline_table(alexnet, "offline"), width=400)
+    offline = _text(scenario_table(get("offline"), alexnet, "offline"), width=400)
     [onnx_line] = [line for line in offline.splitlines() if "│ onnx" in line]
     [eager_line] = [line for line in offline.splitlines() if "│ eager" in line]
     assert "†" in onnx_line and "†" not in eager_line
-    assert "during 1 of 2 timings (onnx fp32 batch 8 Offline)" in offline  # one model: not named
+    assert "during 1 of 2 timings (onnx fp32 batch 8 offline)" in offline  # one model: not named
     summary = _text(*summary_table(run, records), width=300)
     assert "5.60†" in summary and "25.20†" in summary and "8.00†" not in summary
     assert ("alexnet onnx fp32: contended: other processes used up to 47 % of the CPU while timing batch 1, 8 and "
-            "Offline (batch 8) (†) — re-run on a quiet machine") in summary
+            "offline (batch 8) (†) — re-run on a quiet machine") in summary
     assert ("during 3 of 18 timings (alexnet onnx fp32 batch 1, alexnet onnx fp32 batch 8, alexnet onnx fp32 batch 8 "
-            "Offline)") in summary  # the caption: every candidate's timings counted, the model named
+            "offline)") in summary  # the caption: every candidate's timings counted, the model named
 
 
 def test_a_quiet_run_has_no_mark_and_unmeasured_contention_is_never_called_clean(store, make_run):
-    from perfkit.report.tables import profile_caption
-
     run, records = load_run(store, make_run(store))
     lat = [r for r in records if r.kind == Kind.LATENCY]
-    text = _text(profile_table(lat, "profile", profile_caption(lat)), *summary_table(run, records))
+    text = _text(profile_table(lat, "profile"), *summary_table(run, records))
     assert "†" not in text and "contended" not in text and "not measured" not in text
     for r in lat[:2]:  # two timings whose contention could not be read (no /proc/stat)
         r.metrics.update(other_cpu_pct=None, contended=None)
-    text = _text(profile_table(lat, "profile", profile_caption(lat)))
+    text = _text(profile_table(lat, "profile"))
     assert "contention not measured for 2 timing(s)" in text and "not known to be clean" in text
     for r in lat:  # records older than schema 4 have no contention metrics: nothing said either way
         r.metrics.pop("other_cpu_pct"), r.metrics.pop("contended")
-    assert "contention" not in _text(profile_table(lat, "profile", profile_caption(lat)))
+    assert "contention" not in _text(profile_table(lat, "profile"))

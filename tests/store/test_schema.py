@@ -79,8 +79,12 @@ def test_error_record_needs_text_and_no_metrics():
 
 
 def test_unknown_kind_is_refused():
+    """A kind is a step's or a registered scenario's (perfkit.profile.scenarios); anything else cannot be stored."""
+    with pytest.raises(ValueError, match="unknown record kind 'benchmark'"):
+        Record(kind="benchmark", model="m").validate()
     with pytest.raises(ValueError):
-        Record(kind="benchmark", model="m")
+        Record(kind="", model="m")
+    assert Record(kind="throughput", model="m").kind == Kind.THROUGHPUT  # a scenario's kind of its own
 
 
 @pytest.mark.parametrize("name, weights", [("resnet18", "default"), ("googlenet", "random"), ("lenet5", "random")])
@@ -106,7 +110,7 @@ def test_model_records_fit_their_schema(name, weights):
 def test_timings_record_contention_and_never_record_unmeasured_as_clean(contention):
     """Schema 4: latency records carry other_cpu_pct and contended; not measured is None (not False)."""
     from perfkit.profile.contention import Contention
-    from perfkit.profile.latency import LatencyResult
+    from perfkit.profile.scenarios.singlestream import LatencyResult
     from perfkit.profile.timing import LatencyStats, RunnerTiming
 
     reading = {None: None, "unmeasured": Contention(None, 2, 0.05, unmeasured="timed for 0.05 s"),

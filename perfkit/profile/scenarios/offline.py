@@ -28,11 +28,11 @@ from __future__ import annotations
 import resource
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from perfkit.profile.contention import Contention, ContentionMeter, worst
-from perfkit.results import Failure, Kind, Where, describe
+from perfkit.profile.contention import Contention, ContentionMeter, contention_metrics, worst
+from perfkit.profile.scenarios import Column, Compared, Headline, Point, Scenario, ScenarioOption, newest
+from perfkit.results import Kind, KindSchema, Where
 
 SHORT_WINDOW = 3  # fewer completions per request slot than this in a window: a warning to measure longer
 
@@ -47,7 +47,8 @@ class OfflineConfig:
 
     def __post_init__(self):
         if self.seconds <= 0 or self.max_requests < 1 or self.warmup_rounds < 0:
-            raise ValueError(f"the Offline window must be positive and max requests >= 1, got {self}")
+            raise ValueError(f"the window (--offline-seconds) must be positive and the largest K "
+                             f"(--offline-max-requests) at least 1, got {self.seconds} and {self.max_requests}")
 
     def candidates(self, serial: bool = False) -> list[int]:
         """The k to try: 1, 2, 4, … up to ``max_requests`` (1 only for a runtime that serialises requests)."""
@@ -217,11 +218,14 @@ def search(runner, x, config: OfflineConfig, cores: int, progress=None, label: s
     return trials, notes
 
 
-def measure(spec, runner, where: Where, ctx, config: OfflineConfig, single: OfflineTrial | None = None) -> OfflineResult:
-    """The Offline scenario of an entered ``runner`` at ``where.batch``: its best k and every k tried
-    (k = 1 from ``single`` where given)."""
+def measure(point: Point) -> OfflineResult:
+    """The Offline scenario of an entered runner at the point's batch: its best k and every k tried
+    (k = 1 from SingleStream's timing at this batch, measured just before it)."""
     from perfkit.device import available_cores
 
+    spec, runner, where, ctx, config = point.spec, point.runner, point.where, point.ctx, point.config
+    single = point.earlier.get("singlestream")
+    single = from_singlestream(single.timing, single.threads, single.runtime_config) if single is not None else None
     x = spec.example_input(where.batch)
     label = f"{spec.name} {runner.name} batch {where.batch}"
     trials, notes = search(runner, x, config, ctx.threads or available_cores(), ctx.progress, label, single)
@@ -233,15 +237,110 @@ def measure(spec, runner, where: Where, ctx, config: OfflineConfig, single: Offl
     return OfflineResult(where, best, tuple(trials), config, tuple(notes), runner.calibration, contention)
 
 
-def offline_capable(backend) -> bool:
-    """Whether the Offline scenario measures ``backend`` (its runner keeps requests in flight somehow)."""
-    return backend.runner.offline_mechanism is not None
+def unavailable(backend) -> str | None:
+    """Why the Offline scenario cannot measure ``backend`` (its runner keeps no requests in flight)."""
+    runner = backend.runner
+    return None if runner.offline_mechanism is not None else (runner.offline_note or "it keeps one request in flight")
 
 
-def measure_or_fail(spec, runner, where: Where, ctx, config: OfflineConfig,
-                    single: OfflineTrial | None = None) -> Iterator:
-    """``measure``, or a ``Failure`` (kind throughput) saying why it could not."""
-    try:
-        yield measure(spec, runner, where, ctx, config, single)
-    except Exception as exc:
-        yield Failure.of(Kind.THROUGHPUT, where, describe(exc))
+def metrics(result: OfflineResult) -> dict:
+    best = result.best
+    return {
+        "scenario": "offline", "samples_per_s": best.samples_per_s, "requests": best.requests,
+        "threads_per_request": best.threads_per_request, "samples": best.samples, "seconds": best.seconds,
+        "cpu_seconds": best.cpu_seconds, "samples_per_cpu_s": best.samples_per_cpu_s, "mechanism": best.mechanism,
+        "runtime_config": best.config, "trials": [t.summary() for t in result.trials],
+        "max_requests": result.config.max_requests, "window_seconds": result.config.seconds,
+        "warnings": list(result.warnings), **({"calibration": result.calibration} if result.calibration else {}),
+        **contention_metrics(result.contention),
+    }
+
+
+def _cores_up_to_4() -> int:
+    """``perfkit run``'s bound: more requests in flight than cores cannot run side by side on a CPU
+    runtime that gives each at least one thread."""
+    from perfkit.device import available_cores
+
+    return min(4, available_cores())
+
+
+def configure(values: dict) -> OfflineConfig:
+    return OfflineConfig(values["offline_seconds"], values["offline_max_requests"])
+
+
+# -- its table: beside SingleStream at the same batch ------------------------------------------------
+
+def rows(records: list) -> list[dict]:
+    """One row per Offline measurement (newest per key; failures too), beside the SingleStream
+    throughput of the same runtime at the same batch and the gain over it."""
+    single = newest(records, Kind.LATENCY)
+    out = []
+    for r in newest(records, Kind.THROUGHPUT).values():
+        lat = single.get((str(Kind.LATENCY), *r.key[1:]))
+        ss = lat.metrics.get("throughput_per_s") if lat is not None and lat.status == "ok" else None
+        m = r.metrics
+        out.append({
+            "model": r.model, "weights": r.weights, "runtime": r.runtime, "precision": r.precision, "device": r.device,
+            "batch": r.batch, "status": r.status, "error": r.error, **m, "trials_text": _trials(m.get("trials") or []),
+            "concurrency": _concurrency(m), "singlestream_per_s": ss,
+            "gain": m["samples_per_s"] / ss if ss and m.get("samples_per_s") else None,
+        })
+    return out
+
+
+def _trials(trials: list[dict]) -> str:
+    return "  ".join(f"{t['requests']}{'*' if t.get('source') == 'singlestream timing' else ''}: "
+                     f"{t['samples_per_s']:.1f}" for t in trials) or "—"
+
+
+def _concurrency(m: dict) -> str | None:
+    """How the runtime kept several requests in flight: the mechanism of the largest K tried."""
+    trials = [t for t in m.get("trials") or [] if t.get("mechanism")]
+    return max(trials, key=lambda t: t["requests"])["mechanism"] if trials else m.get("mechanism")
+
+
+def caption(records: list) -> list[str]:
+    rows_ = rows(records)
+    lines = ["Offline: the most samples/s with K requests in flight for a fixed time per K (K = 1, 2, 4, ... "
+             "searched; the window includes the tail; 1* = K = 1 taken from the SingleStream loop at this batch, "
+             "batch / mean latency); SingleStream img/s = batch / p50 latency at the same batch; samples/CPU-s = "
+             "per second of this process's CPU time (steadier on a shared machine)"]
+    return lines + [f"{r['runtime']}: {r['concurrency']}" for r in {r["runtime"]: r for r in rows_
+                                                                   if r["concurrency"]}.values()]
+
+
+SCHEMA = KindSchema.of(
+    "samples_per_s requests threads_per_request samples seconds",
+    "scenario cpu_seconds samples_per_cpu_s mechanism runtime_config trials max_requests window_seconds "
+    "warnings calibration other_cpu_pct contended")
+
+SCENARIO = Scenario(
+    name="offline",
+    title="Offline",
+    summary="the most samples/s with K requests in flight through each runtime's own concurrency (K = 1, 2, 4, ... "
+            "searched) at the largest batch",
+    kind=Kind.THROUGHPUT,
+    schema=SCHEMA,
+    result=OfflineResult,
+    measure=measure,
+    metrics=metrics,
+    headline=Headline("samples_per_s", "samples/s", "max", "rate",
+                      detail=lambda m: f"K={m['requests']}" if m.get("requests") else ""),
+    options=(
+        ScenarioOption("offline_seconds", 2.0, "Offline: measuring window per K, seconds", quick=0.5),
+        ScenarioOption("offline_max_requests", 4, "Offline: the largest K (requests in flight) searched", int,
+                       quick=_cores_up_to_4, metavar="K"),
+    ),
+    configure=configure,
+    batches=lambda batches: (max(batches),),
+    unavailable=unavailable,
+    rows=rows,
+    columns=(Column("offline samples/s", "samples_per_s", "rate"), Column("K", "requests", "int"), Column("threads/req", "threads_per_request", "int"),
+             Column("samples/CPU-s", "samples_per_cpu_s", "ratio"),
+             Column("SingleStream img/s", "singlestream_per_s", "rate"), Column("× SingleStream", "gain", "ratio"),
+             Column("K tried: samples/s", "trials_text", "text")),
+    caption=caption,
+    compared=(Compared("samples_per_s", limit="max_throughput_drop_pct", worse=-1), Compared("samples_per_cpu_s"),
+              Compared("calibration", "description")),
+    same_config=("requests", "threads_per_request"),
+)
