@@ -222,7 +222,8 @@ def scenario(p, default: str, *, quick: bool = False) -> None:
     group = p.add_argument_group("scenario options (from each scenario's declaration)")
     for s in scenarios:
         for o in s.options:
-            group.add_argument(o.flag, dest=f"scn_{o.name}", type=o.type, default=None, metavar=o.metavar,
+            metavar = o.metavar or ("N" if o.type is int else "SECONDS" if o.name.endswith("seconds") else "VALUE")
+            group.add_argument(o.flag, dest=f"scn_{o.name}", type=o.type, default=None, metavar=metavar,
                                help=f"{o.help} (default: {o.value(quick)})")
 
 
