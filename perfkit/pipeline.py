@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from perfkit.backends import artifact_batch, batches_for, runnable
 from perfkit.context import NO_PROGRESS, Context, artifacts_dir
 from perfkit.device import available_cores
 from perfkit.errors import PerfkitError
@@ -97,11 +98,12 @@ class RunConfig:
         """One artifact serves parity, accuracy and profiling: the default range, widened if needed."""
         return BatchRange.covering([*self.batches, *self.parity_batches, EVAL_BATCH])
 
-    def profile_plan(self) -> ProfilePlan:
-        from perfkit.backends import reference
+    def profile_plan(self, spec, backends) -> ProfilePlan:
+        from perfkit.backends import reference_for
 
-        return ProfilePlan((reference(), *self.backends()), tuple(self.batches), tuple(self.precisions), self.timing,
-                           self.memory, (max(self.batches),), device=self.device, automatic=self.automatic,
+        batches = batches_for(spec, self.batches)[0]  # a model with a fixed batch: that batch only
+        return ProfilePlan(tuple(dict.fromkeys((reference_for(spec), *backends))), tuple(batches), tuple(self.precisions),
+                           self.timing, self.memory, (max(batches),), device=self.device, automatic=self.automatic,
                            offline=self.offline)
 
 
@@ -136,17 +138,18 @@ def run_pipeline(cfg: RunConfig, store, progress=NO_PROGRESS, data=None) -> Pipe
                 rec.add(Failure.of(Kind.MODEL, Where(name), exc))
                 continue
             rec.model(spec)
+            runs = runnable(spec, backends)[0]  # not a PyTorch runtime for an ONNX file
             for step in cfg.steps:
                 if step is Step.ACCURACY and data is None:
                     continue
                 plan = STEPS[step]
-                if resume_id and store.finished(rec.run_id, spec.name, plan.kinds, plan.keys(cfg, spec, backends)):
+                if resume_id and store.finished(rec.run_id, spec.name, plan.kinds, plan.keys(cfg, spec, runs)):
                     skipped.append(f"{spec.name} {step}")
                     continue
                 if resume_id:
                     store.supersede(rec.run_id, spec.name, plan.kinds)
                 progress.update(f"{spec.label}: {step}")
-                _run_step(rec, plan, cfg, spec, backends, ctx, data)
+                _run_step(rec, plan, cfg, spec, runs, ctx, data)
         current = store.records(rec.run_id)
         failed = [r for r in current if r.status == "error" or (r.kind == Kind.PARITY and not r.metrics.get("passed"))]
         unreadable = store.unreadable(rec.run_id)  # a resume re-measures those of its steps (and supersedes them)
@@ -214,7 +217,7 @@ def _complexity(cfg, spec, backends, ctx, data) -> Iterator:
 
 
 def _complexity_keys(cfg, spec, backends) -> set[tuple]:
-    return {_key(Kind.COMPLEXITY, Where.of(spec, "eager", Precision.FP32, 1, "cpu"))}
+    return {_key(Kind.COMPLEXITY, Where.of(spec, spec.reference_runtime, Precision.FP32, 1, "cpu"))}
 
 
 def _pairs(cfg, backends) -> Iterator[tuple]:
@@ -234,7 +237,7 @@ def _export(cfg, spec, backends, ctx, data) -> Iterator:
 
 
 def _export_keys(cfg, spec, backends) -> set[tuple]:
-    return {_key(Kind.EXPORT, Where.of(spec, b.name, p, cfg.batch_range.max, cfg.device))
+    return {_key(Kind.EXPORT, Where.of(spec, b.name, p, artifact_batch(spec, cfg.batch_range).max, cfg.device))
             for b, p in _pairs(cfg, [b for b in backends if b.needs_artifact])}
 
 
@@ -245,47 +248,50 @@ def _parity(cfg, spec, backends, ctx, data) -> Iterator:
     from perfkit.backends import at_precision
 
     inputs = synthetic_inputs(spec, cfg.parity_samples)
+    batches = batches_for(spec, cfg.parity_batches)[0]
     for p in cfg.precisions:
         chosen = at_precision(backends, p, cfg.device, automatic=cfg.automatic)
         for result in check_parity(spec, chosen, ctx, inputs=(inputs, "synthetic"),
-                                   batches=cfg.parity_batches, precision=p, batch_range=cfg.batch_range):
+                                   batches=batches, precision=p, batch_range=cfg.batch_range):
             if isinstance(result, (ParityCheck, F)):  # exports belong to the export step
                 yield result
 
 
 def _parity_keys(cfg, spec, backends) -> set[tuple]:
-    return {_key(Kind.PARITY, Where.of(spec, b.name, p, batch, cfg.device))
-            for b, p in _pairs(cfg, backends) for batch in cfg.parity_batches}
+    from perfkit.accuracy.parity import is_reference_run
+
+    return {_key(Kind.PARITY, Where.of(spec, b.name, p, batch, cfg.device)) for b, p in _pairs(cfg, backends)
+            if not is_reference_run(spec, b, p, cfg.device) for batch in batches_for(spec, cfg.parity_batches)[0]}
 
 
 def _accuracy(cfg, spec, backends, ctx, data) -> Iterator:
     from perfkit.accuracy.harness import EvalOptions, validate_model
 
     options = EvalOptions(batch_size=EVAL_BATCH, workers=cfg.workers, cache_dir=cfg.cache)
-    from perfkit.backends import reference
+    from perfkit.backends import reference_for
 
-    done = validate_model(spec, data, [reference(), *backends], ctx, precisions=cfg.precisions, options=options,
+    done = validate_model(spec, data, [reference_for(spec), *backends], ctx, precisions=cfg.precisions, options=options,
                           automatic=cfg.automatic)
     yield done.result
     yield from done.open_failures
 
 
 def _accuracy_keys(cfg, spec, backends) -> set[tuple]:
-    from perfkit.backends import reference
+    from perfkit.backends import reference_for
 
-    ref = {_key(Kind.ACCURACY, Where.of(spec, reference().name, Precision.FP32, EVAL_BATCH, cfg.device))}
+    ref = {_key(Kind.ACCURACY, Where.of(spec, reference_for(spec).name, Precision.FP32, EVAL_BATCH, cfg.device))}
     return ref | {_key(Kind.ACCURACY, Where.of(spec, b.name, p, EVAL_BATCH, cfg.device))
-                  for b, p in _pairs(cfg, [reference(), *backends])}
+                  for b, p in _pairs(cfg, [reference_for(spec), *backends])}
 
 
 def _profile(cfg, spec, backends, ctx, data) -> Iterator:
     from perfkit.profile import profile_model
 
-    return profile_model(spec, cfg.profile_plan(), ctx)
+    return profile_model(spec, cfg.profile_plan(spec, backends), ctx)
 
 
 def _profile_keys(cfg, spec, backends) -> set[tuple]:
-    return expected_keys(spec, cfg.profile_plan(), cfg.device)
+    return expected_keys(spec, cfg.profile_plan(spec, backends), cfg.device)
 
 
 STEPS = {
