@@ -102,9 +102,9 @@ class RunConfig:
         from perfkit.backends import reference_for
 
         batches = batches_for(spec, self.batches)[0]  # a model with a fixed batch: that batch only
-        return ProfilePlan(tuple(dict.fromkeys((reference_for(spec), *backends))), tuple(batches), tuple(self.precisions),
-                           self.timing, self.memory, (max(batches),), device=self.device, automatic=self.automatic,
-                           offline=self.offline)
+        return ProfilePlan(tuple(dict.fromkeys((reference_for(spec), *backends))), tuple(batches),
+                           tuple(self.precisions), self.timing, self.memory, (max(batches),), device=self.device,
+                           automatic=self.automatic, offline=self.offline)
 
 
 @dataclass

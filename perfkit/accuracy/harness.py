@@ -6,7 +6,8 @@ counted only where the index has at least five classes (with fewer it would be a
 
 Each batch is decoded and preprocessed once (DataLoader workers, optional uint8 tensor cache) and
 fed to every runner; per runtime the harness keeps each image's five best classes and the logit
-difference to the reference runner (eager; ONNX Runtime on the CPU for an ONNX file). Counts are integers computed at the end from those
+difference to the reference runner (eager; ONNX Runtime on the CPU for an ONNX file). Counts are
+integers computed at the end from those
 arrays, so a ``torchrun`` job (contiguous shards, no padding, arrays gathered to rank 0) reports
 exactly the single-process numbers. The number of evaluated images must equal the dataset's (less
 unreadable files skipped on purpose), or nothing is reported.
@@ -422,11 +423,13 @@ def gate_failures(result: EvalResult, max_top1_drop: float | None = None,
         drop = ref.top1_pct - r.counts.top1_pct
         if max_top1_drop is not None and drop > max_top1_drop:
             out.append({"model": result.spec.name, "runtime": label, "gate": "max-top1-drop", "value": drop,
-                        "limit": max_top1_drop, "why": f"top-1 {r.counts.top1_pct:.3f}% vs {result.reference} {ref.top1_pct:.3f}%"})
+                        "limit": max_top1_drop,
+                        "why": f"top-1 {r.counts.top1_pct:.3f}% vs {result.reference} {ref.top1_pct:.3f}%"})
         if min_relative is not None and r.counts.top1_pct < min_relative * ref.top1_pct:
             rel = r.counts.top1_pct / ref.top1_pct if ref.top1_pct else 0.0
             out.append({"model": result.spec.name, "runtime": label, "gate": "min-relative", "value": rel,
-                        "limit": min_relative, "why": f"top-1 {r.counts.top1_pct:.3f}% vs {result.reference} {ref.top1_pct:.3f}%"})
+                        "limit": min_relative,
+                        "why": f"top-1 {r.counts.top1_pct:.3f}% vs {result.reference} {ref.top1_pct:.3f}%"})
     return out
 
 

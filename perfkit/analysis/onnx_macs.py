@@ -11,7 +11,8 @@ Counted, one multiply-add per multiply-accumulate, bias additions not counted (t
 Shapes are taken at batch 1: the exporter's stored shapes with the batch symbol set to 1, and ONNX
 shape inference from the inputs fixed to batch 1 for the rest (a graph whose height and width are
 symbolic, an ONNX file given with ``--input-size``, has them fixed the same way; a graph whose batch is
-a number N is counted at N and divided by N: every counted op's work grows with the batch). A counted node whose shapes do not resolve is an
+a number N is counted at N and divided by N: every counted op's work grows with the batch). A counted
+node whose shapes do not resolve is an
 error, never a zero; compute-heavy ops this counter has no formula for (``Attention``,
 ``ConvTranspose``, quantised and recurrent ops) are listed, so a graph using them is reported as
 not comparable instead of agreeing by accident.

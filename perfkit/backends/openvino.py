@@ -4,7 +4,8 @@ Export: perfkit's own ONNX artifact at the requested precision (exported first i
 converted with ``ov.convert_model`` and written with ``ov.save_model``. Converting the ONNX file
 rather than the ``nn.Module`` reuses the export perfkit does anyway (2–7 s instead of 9–45 s for
 the default models on a 2-core CPU, bit-identical logits, and no deprecated ``torch.jit.trace``
-path), keeps the ONNX graph's I/O names (``input``/``logits``, or an ONNX file's own), and makes the int8 artifact "the ONNX backend's
+path), keeps the ONNX graph's I/O names (``input``/``logits``, or an ONNX file's own), and makes the
+int8 artifact "the ONNX backend's
 QDQ int8 graph, converted": OpenVINO runs QDQ ONNX natively (u8 kernels on the CPU). Details that
 change numbers:
 

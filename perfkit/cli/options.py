@@ -103,8 +103,8 @@ def preprocessing(p) -> None:
     from perfkit.zoo.sources import INTERPOLATIONS
 
     g = p.add_argument_group("preprocessing (default: the weights' own transform, timm's resolved config, or for "
-                             "--model-code and ONNX files ImageNet mean/std with resize = crop / 0.875, bilinear; every "
-                             "override is recorded)")
+                             "--model-code and ONNX files ImageNet mean/std with resize = crop / 0.875, bilinear; "
+                             "every override is recorded)")
     g.add_argument("--mean", default=None, metavar="R,G,B", help="normalisation mean")
     g.add_argument("--std", default=None, metavar="R,G,B", help="normalisation std")
     g.add_argument("--resize", type=int, default=None, metavar="N", help="resize the short side to N")

@@ -23,7 +23,7 @@ def add(sub) -> None:
                   "K = 1, 2, 4, ... searched; the best samples/s is recorded with its K and configuration.",
                   "perfkit profile resnet18 -f eager,onnx,openvino -b 1,8 --scenario offline --weights random\n"
                   "  perfkit profile --model-code net.py:build --input-size 3,224,224 -f eager,onnx -b 1,8\n"
-                  "  perfkit profile model.onnx -f onnx,openvino -b 1,4   # an ONNX file: the runtimes that start from ONNX")
+                  "  perfkit profile model.onnx -f onnx,openvino -b 1,4   # an ONNX file: the ONNX runtimes")
     O.model(p)
     O.runtimes(p, "eager")
     O.batch(p, "1,8,32")

@@ -19,7 +19,7 @@ def add(sub) -> None:
                   "images anywhere under each): class index = the sorted folder names, or --labels FILE.\n"
                   "Scale out with: torchrun --nproc-per-node N -m perfkit validate ...",
                   "perfkit validate resnet18 --data ~/imagenet/val -f eager,onnx --cache ~/.cache/perfkit-val\n"
-                  "  perfkit validate model.onnx --data photos/ --labels labels.txt --resize 256 --crop 224 -f onnx,openvino")
+                  "  perfkit validate model.onnx --data photos/ --labels labels.txt --crop 224 -f onnx,openvino")
     O.model(p, positional="many", weights_default="default")
     O.data(p, required=True)
     O.runtimes(p, "eager", "runtimes (the reference is always run first: eager; for an ONNX file ONNX Runtime fp32 "

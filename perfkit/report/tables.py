@@ -528,7 +528,8 @@ def select_tables(result: dict, batch: int) -> list:
     ], result["selected"], caption="\n".join([
         "★ = Pareto-optimal: no other candidate is both more accurate and faster; rel. fp32 = top-1 / eager "
         "fp32's on the same images (an ONNX file's: ONNX Runtime fp32 on the CPU); MB = 10^6 bytes (the "
-        "--max-memory-mb budget's unit; other tables show MiB = 2**20)", *_candidate_calibrations(result["selected"])]))]
+        "--max-memory-mb budget's unit; other tables show MiB = 2**20)",
+        *_candidate_calibrations(result["selected"])]))]
     if result["excluded"]:
         out.append(render_table("excluded", [
             Column("model", name, str, justify="left"), Column("runtime", "runtime", justify="left"),

@@ -244,7 +244,8 @@ def test_an_onnx_files_artifact_is_the_file_itself_keeping_its_names(onnx_files,
     assert "dynamic.onnx.data" in artifact.files  # its external data, hashed with it
     assert (artifact.manifest["inputs"][0]["name"], artifact.manifest["outputs"][0]["name"]) == ("pixel_values",
                                                                                                  "logits")
-    assert artifact.batch == BatchRange(1, 4, 16) and artifact.manifest["onnx"]["source_file"]["content"] == spec.content
+    assert artifact.batch == BatchRange(1, 4, 16)
+    assert artifact.manifest["onnx"]["source_file"]["content"] == spec.content
     x = torch.randn(5, 3, 32, 32)
     with open_runner(spec, "onnx", ctx, batch=BatchRange(1, 4, 16)) as runner:
         assert torch.allclose(runner.infer(x), _module_logits(onnx_files, x), atol=1e-5)

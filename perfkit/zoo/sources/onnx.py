@@ -62,7 +62,8 @@ def _resolve(request: S.Request) -> ModelSpec:
                          + (" and --ema" if request.ema else ""))
     io = read_graph(path)
     if request.num_classes is not None and request.num_classes != io.classes:
-        raise UsageError(f"{path}: the graph's output has {io.classes} classes, not --num-classes {request.num_classes}")
+        raise UsageError(f"{path}: the graph's output has {io.classes} classes, not --num-classes "
+                         f"{request.num_classes}")
     size = _input_size(request, io, path)
     sha = content_sha256(path, io.data_files)
     ref = W.WeightsRef("graph", str(path), f"onnx:{sha[:16]}")

@@ -130,7 +130,8 @@ def test_export_and_check_in_the_runtimes_that_start_from_onnx(onnx_files, which
     # onnx fp32 on the CPU is the reference itself; eager cannot run the file
     assert {r["runtime"] for r in parity} == {"openvino"} and all(r["metrics"]["passed"] for r in parity)
     assert sorted(r["batch"] for r in parity) == ([2] if which == "fixed" else [1, 4])
-    assert f"note: onnx fp32 on the CPU ({path.name} itself) is the reference: it is not compared with itself" in out.err
+    assert (f"note: onnx fp32 on the CPU ({path.name} itself) is the reference: it is not compared with "
+            "itself") in out.err
     if which == "fixed":
         assert f"note: {spec.name} takes batch 2 only (fixed in its graph): batch 1,4 left out, batch 2 measured " \
                "instead" in out.err
@@ -272,9 +273,9 @@ BAD = [
     ("missing", lambda g, f, t: f.fixed.with_name("missing.onnx"), r"missing.onnx: no such ONNX file$"),
     ("truncated", _truncated, r"truncated.onnx: not a valid ONNX model \(\w+: "),
     ("invalid", lambda g, f, t: _invalid(g), r"invalid.onnx: not a valid ONNX model \(ValidationError: .*nowhere"),
-    ("two inputs", lambda g, f, t: _two_inputs(g), r"two.onnx: perfkit needs one float32 image input \(N, C, H, W\) and "
-                                                r"one logits output \(N, classes\); the graph has 2 input\(s\) and 1 "
-                                                r"output\(s\): input 'a' float \(1, 3, 8, 8\); input 'b' float"),
+    ("two inputs", lambda g, f, t: _two_inputs(g),
+     r"two.onnx: perfkit needs one float32 image input \(N, C, H, W\) and one logits output \(N, classes\); the graph "
+     r"has 2 input\(s\) and 1 output\(s\): input 'a' float \(1, 3, 8, 8\); input 'b' float"),
     ("int input", lambda g, f, t: _int_input(g), r"int.onnx: .*; its input is 'x' int64 \(1, 3, 8, 8\): perfkit feeds "
                                               r"float32 images$"),
     ("3-D output", lambda g, f, t: _three_d_output(g), r"3d.onnx: .*; its output is 'y' float \(1, 3, 8\), not \(N, "
