@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from perfkit.backends import artifact_batch, batches_for, runnable
 from perfkit.context import NO_PROGRESS, Context, artifacts_dir
 from perfkit.errors import PerfkitError
 from perfkit.plan import Plan, ScenarioRun
@@ -86,14 +87,16 @@ class RunConfig:
         chosen = parse_backends(self.runtimes) if self.runtimes is not None else default_backends(self.device)
         return [b for b in chosen if not b.reference]
 
-    def plan(self) -> Plan:
-        """What every step measures; one artifact per runtime × precision covers parity's, evaluation's
-        and the profile's batches (``perfkit.plan``)."""
-        from perfkit.backends import reference
+    def plan(self, spec, backends) -> Plan:
+        """What every step measures for ``spec`` in ``backends`` (those that run it) beside its reference;
+        one artifact per runtime × precision covers parity's, evaluation's and the profile's batches
+        (``perfkit.plan``). A model with a fixed batch is measured at that batch only."""
+        from perfkit.backends import reference_for
 
-        return Plan((reference(), *self.backends()), tuple(self.batches), tuple(self.precisions), self.scenarios,
-                    self.memory, (max(self.batches),), device=self.device, automatic=self.automatic,
-                    covers=(*self.parity_batches, EVAL_BATCH))
+        batches = batches_for(spec, self.batches)[0]
+        return Plan(tuple(dict.fromkeys((reference_for(spec), *backends))), tuple(batches), tuple(self.precisions),
+                    self.scenarios, self.memory, (max(batches),), device=self.device, automatic=self.automatic,
+                    covers=(*batches_for(spec, self.parity_batches)[0], EVAL_BATCH))
 
 
 @dataclass
@@ -113,9 +116,8 @@ def run_pipeline(cfg: RunConfig, store, progress=NO_PROGRESS, data=None) -> Pipe
     resume_id = store.resumable(cfg.resume) if cfg.resume else None  # unknown: an error, never a new run
     skipped: list[str] = []
     backends = cfg.backends()
-    plan = cfg.plan()
-    ctx = plan.context(Context(device=cfg.device, artifacts=artifacts_dir(cfg.artifacts), threads=cfg.threads,
-                               options=cfg.options, progress=progress))
+    base = Context(device=cfg.device, artifacts=artifacts_dir(cfg.artifacts), threads=cfg.threads,
+                   options=cfg.options, progress=progress)
     with recording(store, run_id=resume_id, device=cfg.device) as rec:
         if data is None and Step.ACCURACY in cfg.steps and cfg.data:
             data = open_data(cfg.data, cfg.labels, cfg.limit)
@@ -128,18 +130,21 @@ def run_pipeline(cfg: RunConfig, store, progress=NO_PROGRESS, data=None) -> Pipe
                 rec.add(Failure.of(Kind.MODEL, Where(name), exc))
                 continue
             rec.model(spec)
+            runs = runnable(spec, backends)[0]  # not a PyTorch runtime for an ONNX file
+            plan = cfg.plan(spec, runs)
+            ctx = plan.context(base)  # one memo of resolved artifacts for the whole run (ctx.replace shares it)
             for step in cfg.steps:
                 if step is Step.ACCURACY and data is None:
                     continue
                 how = STEPS[step]
                 kinds = how.kinds(plan)
-                if resume_id and store.finished(rec.run_id, spec.name, kinds, how.keys(cfg, plan, spec, backends)):
+                if resume_id and store.finished(rec.run_id, spec.name, kinds, how.keys(cfg, plan, spec, runs)):
                     skipped.append(f"{spec.name} {step}")
                     continue
                 if resume_id:
                     store.supersede(rec.run_id, spec.name, kinds)
                 progress.update(f"{spec.label}: {step}")
-                _run_step(rec, how, kinds[0], cfg, plan, spec, backends, ctx, data)
+                _run_step(rec, how, kinds[0], cfg, plan, spec, runs, ctx, data)
         current = store.records(rec.run_id)
         failed = [r for r in current if r.status == "error" or (r.kind == Kind.PARITY and not r.metrics.get("passed"))]
         unreadable = store.unreadable(rec.run_id)  # a resume re-measures those of its steps (and supersedes them)
@@ -209,7 +214,7 @@ def _complexity(cfg, plan, spec, backends, ctx, data) -> Iterator:
 
 
 def _complexity_keys(cfg, plan, spec, backends) -> set[tuple]:
-    return {_key(Kind.COMPLEXITY, Where.of(spec, "eager", Precision.FP32, 1, "cpu"))}
+    return {_key(Kind.COMPLEXITY, Where.of(spec, spec.reference_runtime, Precision.FP32, 1, "cpu"))}
 
 
 def _pairs(plan: Plan, backends) -> Iterator[tuple]:
@@ -225,7 +230,7 @@ def _export(cfg, plan, spec, backends, ctx, data) -> Iterator:
 
 
 def _export_keys(cfg, plan, spec, backends) -> set[tuple]:
-    return {_key(Kind.EXPORT, Where.of(spec, b.name, p, plan.batch_range.max, cfg.device))
+    return {_key(Kind.EXPORT, Where.of(spec, b.name, p, artifact_batch(spec, plan.batch_range).max, cfg.device))
             for b, p in _pairs(plan, [b for b in backends if b.needs_artifact])}
 
 
@@ -233,36 +238,39 @@ def _parity(cfg, plan, spec, backends, ctx, data) -> Iterator:
     from perfkit.accuracy.parity import ParityCheck, check_parity, synthetic_inputs
 
     inputs = synthetic_inputs(spec, cfg.parity_samples)
+    batches = batches_for(spec, cfg.parity_batches)[0]
     for p in plan.precisions:
         chosen = [b for b in plan.at(p) if b in backends]
         for result in check_parity(spec, chosen, ctx, inputs=(inputs, "synthetic"),
-                                   batches=cfg.parity_batches, precision=p, batch_range=plan.batch_range):
+                                   batches=batches, precision=p, batch_range=plan.batch_range):
             if isinstance(result, (ParityCheck, Failure)):  # exports belong to the export step
                 yield result
 
 
 def _parity_keys(cfg, plan, spec, backends) -> set[tuple]:
-    return {_key(Kind.PARITY, Where.of(spec, b.name, p, batch, cfg.device))
-            for b, p in _pairs(plan, backends) for batch in cfg.parity_batches}
+    from perfkit.accuracy.parity import is_reference_run
+
+    return {_key(Kind.PARITY, Where.of(spec, b.name, p, batch, cfg.device)) for b, p in _pairs(plan, backends)
+            if not is_reference_run(spec, b, p, cfg.device) for batch in batches_for(spec, cfg.parity_batches)[0]}
 
 
 def _accuracy(cfg, plan, spec, backends, ctx, data) -> Iterator:
     from perfkit.accuracy.harness import EvalOptions, validate_model
-    from perfkit.backends import reference
+    from perfkit.backends import reference_for
 
     options = EvalOptions(batch_size=EVAL_BATCH, workers=cfg.workers, cache_dir=cfg.cache)
-    done = validate_model(spec, data, [reference(), *backends], ctx, precisions=cfg.precisions, options=options,
+    done = validate_model(spec, data, [reference_for(spec), *backends], ctx, precisions=cfg.precisions, options=options,
                           automatic=cfg.automatic, batch_range=plan.batch_range)
     yield done.result
     yield from done.open_failures
 
 
 def _accuracy_keys(cfg, plan, spec, backends) -> set[tuple]:
-    from perfkit.backends import reference
+    from perfkit.backends import reference_for
 
-    ref = {_key(Kind.ACCURACY, Where.of(spec, reference().name, Precision.FP32, EVAL_BATCH, cfg.device))}
+    ref = {_key(Kind.ACCURACY, Where.of(spec, reference_for(spec).name, Precision.FP32, EVAL_BATCH, cfg.device))}
     return ref | {_key(Kind.ACCURACY, Where.of(spec, b.name, p, EVAL_BATCH, cfg.device))
-                  for b, p in plan.pairs()}
+                  for b, p in _pairs(plan, [reference_for(spec), *backends])}
 
 
 def _profile(cfg, plan, spec, backends, ctx, data) -> Iterator:

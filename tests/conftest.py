@@ -102,3 +102,74 @@ def shared_artifacts(tmp_path_factory):
     """One artifact cache for the whole test session: LeNet-5's ONNX export (seconds on a busy
     2-core machine) is made once and reused by the tests that only read it."""
     return tmp_path_factory.getbasetemp() / "shared-artifacts"
+
+
+class TinyNet(torch.nn.Module):
+    """A seeded three-class classifier: conv, batch norm, ReLU, global pooling, linear."""
+
+    def __init__(self, classes: int = 3):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.head = torch.nn.Linear(8, classes)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+
+def tiny_net(seed: int = 0) -> torch.nn.Module:
+    """``TinyNet`` with seeded weights and batch-norm statistics unlike its initial ones."""
+    torch.manual_seed(seed)
+    model = TinyNet()
+    with torch.no_grad():
+        model.train()(torch.randn(8, 3, 32, 32) * 2 + 0.5)
+    return model.eval()
+
+
+def export_legacy(model, path, batch: int, size: int = 32, **kwargs) -> None:
+    """The legacy TorchScript-based exporter with a fixed batch, the input named ``image``."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(batch, 3, size, size),), str(path), dynamo=False,
+                          input_names=["image"], output_names=["scores"], **kwargs)
+
+
+@pytest.fixture(scope="session")
+def onnx_files(tmp_path_factory):
+    """Two ONNX files of one seeded ``TinyNet`` (3 classes, 3×32×32), the module itself, and the helpers
+    that made them (``tiny_net``, ``export_legacy``) for tests that export their own:
+
+    - ``fixed``: the legacy TorchScript-based exporter, a fixed batch of 2, input ``image``;
+    - ``dynamic``: the dynamo exporter, a symbolic batch, input ``pixel_values``, its weights in
+      external data beside it (``dynamic.onnx.data``).
+    Tests that change a file copy it first."""
+    import types
+
+    folder = tmp_path_factory.mktemp("onnx-files")
+    model = tiny_net()
+    export_legacy(model, folder / "fixed.onnx", batch=2)
+    torch.onnx.export(model, (torch.randn(2, 3, 32, 32),), str(folder / "dynamic.onnx"), dynamo=True,
+                      input_names=["pixel_values"], output_names=["logits"], verbose=False,
+                      dynamic_shapes=({0: torch.export.Dim("batch")},))
+    return types.SimpleNamespace(fixed=folder / "fixed.onnx", dynamic=folder / "dynamic.onnx", model=model,
+                                 tiny_net=tiny_net, export_legacy=export_legacy)
+
+
+@pytest.fixture
+def onnx_graph(tmp_path):
+    """``onnx_graph(name, inputs, outputs, nodes=(), initializers=())``: a small ONNX file written with
+    ``onnx.helper`` (inputs/outputs as ``(name, elem_type, shape)``), unchecked: for the graphs perfkit refuses."""
+    import onnx
+    from onnx import helper
+
+    def write(name: str, inputs, outputs, nodes=(), initializers=()):
+        graph = helper.make_graph(list(nodes), "g", [helper.make_tensor_value_info(*i) for i in inputs],
+                                  [helper.make_tensor_value_info(*o) for o in outputs], list(initializers))
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        path = tmp_path / name
+        onnx.save(model, str(path))
+        return path
+
+    return write

@@ -47,7 +47,7 @@ def test_every_step_writes_its_records(store):
     # exactly the planned keys, each once
     planned = set()
     for step in pipeline.STEPS.values():
-        planned |= step.keys(_cfg(), _cfg().plan(), _spec(), _cfg().backends())
+        planned |= step.keys(_cfg(), _cfg().plan(_spec(), _cfg().backends()), _spec(), _cfg().backends())
     measured = [r.key for r in recs if r.kind not in (Kind.MODEL, Kind.ACCURACY)]
     assert sorted(measured) == sorted(k for k in planned if k[0] != "accuracy")
 
@@ -330,7 +330,8 @@ def test_int8_runs_where_a_runtime_builds_it_and_the_plan_knows_it(store):
     assert all(r.metrics["calibration"] == "calibrated on 8 synthetic images (minmax) — accuracy not meaningful"
                for r in int8)
     assert all(r.metrics["passed"] for r in int8 if r.kind == Kind.PARITY)
-    planned = set().union(*(step.keys(cfg, cfg.plan(), _spec(), cfg.backends()) for step in pipeline.STEPS.values()))
+    planned = set().union(*(step.keys(cfg, cfg.plan(_spec(), cfg.backends()), _spec(), cfg.backends())
+                            for step in pipeline.STEPS.values()))
     assert sorted(r.key for r in recs if r.kind not in (Kind.MODEL, Kind.ACCURACY)) == \
         sorted(k for k in planned if k[0] != "accuracy")
     again = pipeline.run_pipeline(_cfg(precisions=["fp32", "int8"], options=cfg.options, batches=[1],
@@ -373,3 +374,31 @@ def test_run_takes_the_users_module_and_head_beside_zoo_names(store, tmp_path):
     _, parsed = config(build_parser().parse_args(args), "cpu")
     assert parsed.models == [] and parsed.model_code == f"{net}:build"  # not the classic four as well
     assert parsed.model_options["input_size"] == (3, 32, 32) and parsed.weights == "random"
+
+
+def test_run_takes_an_onnx_file_in_the_runtimes_that_start_from_onnx(store, onnx_files, tmp_path):
+    """`perfkit run model.onnx`: PyTorch runtimes are not run (not failures), the reference is ONNX Runtime on
+    the CPU, the fixed batch (2) is the only one measured, and a resume finds every step finished."""
+    from perfkit.data.calibration import CalibrationSet
+    from perfkit.data.synthetic import make_class_folders
+    from perfkit.vocab import Precision
+
+    make_class_folders(tmp_path / "photos", ["cat", "dog", "espresso"], 2)
+    cfg = _cfg(models=[str(onnx_files.fixed)], weights="auto", runtimes=["eager", "torchscript", "onnx", "openvino"],
+               batches=[1, 4], parity_batches=[1, 4], data=tmp_path / "photos", precisions=[Precision.FP32,
+                                                                                             Precision.INT8],
+               options={"calibration": CalibrationSet.synthetic(8, "minmax")}, scenarios=SCENARIOS[:1])
+    result = pipeline.run_pipeline(cfg, store)
+    assert result.failures == []
+    records = [r for r in store.records(result.run_id) if r.kind != Kind.MODEL]
+    assert {r.runtime for r in records} == {"onnx", "openvino"}
+    by_kind = {kind: {(r.runtime, r.precision, r.batch) for r in records if r.kind == kind}
+               for kind in (Kind.PARITY, Kind.LATENCY, Kind.ACCURACY, Kind.COMPLEXITY)}
+    measured = {(b, p) for b in ("onnx", "openvino") for p in ("fp32", "int8")}
+    assert by_kind[Kind.PARITY] == {(b, p, 2) for b, p in measured - {("onnx", "fp32")}}  # onnx fp32: the reference
+    assert by_kind[Kind.LATENCY] == {(b, p, 2) for b, p in measured}
+    assert {r[:2] for r in by_kind[Kind.ACCURACY]} == measured
+    assert by_kind[Kind.COMPLEXITY] == {("onnx", "fp32", 1)}
+    again = pipeline.run_pipeline(_cfg(**{**cfg.__dict__, "resume": result.run_id}), store)
+    name = next(r.model for r in records)
+    assert set(again.skipped) == {f"{name} {step}" for step in pipeline.Step}

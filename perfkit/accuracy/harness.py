@@ -6,7 +6,8 @@ counted only where the index has at least five classes (with fewer it would be a
 
 Each batch is decoded and preprocessed once (DataLoader workers, optional uint8 tensor cache) and
 fed to every runner; per runtime the harness keeps each image's five best classes and the logit
-difference to the reference runner (eager). Counts are integers computed at the end from those
+difference to the reference runner (eager; ONNX Runtime on the CPU for an ONNX file). Counts are
+integers computed at the end from those
 arrays, so a ``torchrun`` job (contiguous shards, no padding, arrays gathered to rank 0) reports
 exactly the single-process numbers. The number of evaluated images must equal the dataset's (less
 unreadable files skipped on purpose), or nothing is reported.
@@ -129,7 +130,7 @@ class EvalResult:
     crops: int
     batch_size: int
     device: str
-    reference: str  # label of the reference runtime (eager)
+    reference: str  # label of the reference runtime (eager; onnx for an ONNX file)
     runtimes: dict[str, RuntimeAccuracy]
     images: int  # evaluated images (= len(data) - unreadable)
     unreadable_files: list[str]
@@ -194,7 +195,8 @@ class EvalOptions:
 
 def evaluate(spec: ModelSpec, data: LabelledImages, runners: Mapping[str, Runner], options: EvalOptions = EvalOptions(),
              *, dist: Distributed = ALONE, progress=None) -> EvalResult:
-    """Evaluate every runner on ``data`` in one pass; the first runner is the reference (eager).
+    """Evaluate every runner on ``data`` in one pass; the first runner is the reference (eager, or the
+    spec's reference runtime).
 
     Args:
         spec: the model (its ``num_classes`` must be the number of classes of ``data``'s index).
@@ -365,7 +367,7 @@ class _PassState:
                 self.errors[label] = f"{type(exc).__name__}: {exc}"
                 continue
             self.preds[label].append(M.top5(M.crop_scores(logits, crops)))
-            self.diffs[label].update(logits, ref_logits)
+            self.diffs[label].update(logits, ref_logits.to(logits.device))  # an ONNX file's reference: on the CPU
 
     def result(self) -> dict:
         empty = np.empty((0, min(M.TOPK, self.classes)), np.int32)
@@ -378,7 +380,7 @@ class _PassState:
 
 
 def _infer(runner: Runner, x: torch.Tensor, n: int, classes: int) -> torch.Tensor:
-    logits = runner.infer(x)
+    logits = runner.infer_all(x)  # a model with a fixed batch takes the batch in pieces
     if logits.dim() != 2 or logits.shape[0] != n or logits.shape[1] != classes:
         raise PerfkitError(f"{runner.name} returned logits of shape {tuple(logits.shape)}, expected ({n}, {classes})")
     return logits
@@ -407,8 +409,8 @@ def write_flips(result: EvalResult, out_dir: Path) -> Path:
 
 def gate_failures(result: EvalResult, max_top1_drop: float | None = None,
                   min_relative: float | None = None) -> list[dict]:
-    """Runtimes that fail a gate: top-1 drop vs eager > ``max_top1_drop`` pp, or top-1 below
-    ``min_relative`` × eager's top-1. A runtime that failed to run fails every gate."""
+    """Runtimes that fail a gate: top-1 drop vs the reference (eager) > ``max_top1_drop`` pp, or top-1
+    below ``min_relative`` × the reference's top-1. A runtime that failed to run fails every gate."""
     out = []
     ref = result.runtimes[result.reference].counts
     for label, r in result.runtimes.items():
@@ -421,11 +423,13 @@ def gate_failures(result: EvalResult, max_top1_drop: float | None = None,
         drop = ref.top1_pct - r.counts.top1_pct
         if max_top1_drop is not None and drop > max_top1_drop:
             out.append({"model": result.spec.name, "runtime": label, "gate": "max-top1-drop", "value": drop,
-                        "limit": max_top1_drop, "why": f"top-1 {r.counts.top1_pct:.3f}% vs eager {ref.top1_pct:.3f}%"})
+                        "limit": max_top1_drop,
+                        "why": f"top-1 {r.counts.top1_pct:.3f}% vs {result.reference} {ref.top1_pct:.3f}%"})
         if min_relative is not None and r.counts.top1_pct < min_relative * ref.top1_pct:
             rel = r.counts.top1_pct / ref.top1_pct if ref.top1_pct else 0.0
             out.append({"model": result.spec.name, "runtime": label, "gate": "min-relative", "value": rel,
-                        "limit": min_relative, "why": f"top-1 {r.counts.top1_pct:.3f}% vs eager {ref.top1_pct:.3f}%"})
+                        "limit": min_relative,
+                        "why": f"top-1 {r.counts.top1_pct:.3f}% vs {result.reference} {ref.top1_pct:.3f}%"})
     return out
 
 
@@ -459,7 +463,9 @@ def validate_model(spec: ModelSpec, data: LabelledImages, backends: Sequence, ct
                    options: EvalOptions = EvalOptions(), dist: Distributed = ALONE,
                    automatic: bool = False, batch_range: BatchRange | None = None) -> Validation:
     """Validate one model on ``data`` in every runtime of ``backends`` at every precision it runs, in
-    one pass, against eager fp32 (opened first, as the reference, whatever was asked).
+    one pass, against the reference fp32 (opened first, whatever was asked): eager, or for an ONNX
+    file ONNX Runtime on the CPU running the file (``backends.reference_for``). Runtimes that cannot
+    run ``spec`` at all (PyTorch runtimes for an ONNX file) are left out; the command says so.
 
     Each runtime runs the precisions of ``precisions`` it supports on the device (the command line
     has refused the combinations a user asked for that it cannot run); eager runs at another float
@@ -470,17 +476,18 @@ def validate_model(spec: ModelSpec, data: LabelledImages, backends: Sequence, ct
     exported runtime that cannot open becomes a ``Failure`` (kind accuracy) and the others go on.
 
     Raises:
-        PerfkitError: the model as a whole failed (eager did not open, bad data, bad options).
+        PerfkitError: the model as a whole failed (the reference did not open, bad data, bad options).
     """
-    from perfkit.backends import get, open_runner, reference
+    from perfkit.backends import open_runner, reference_device, reference_for, runnable
 
     precisions = [Precision(precisions)] if isinstance(precisions, str) else list(map(Precision, precisions))
     options.check(spec, data)
     transform = options.transform or spec.preprocess
     spec = spec_with_transform(spec, transform)
-    ref = reference()
+    ref = reference_for(spec)
+    ref_ctx = ctx.replace(device=reference_device(spec, ctx.device))
     chosen = [(ref, Precision.FP32)] + [
-        (b, p) for p in precisions for b in dict.fromkeys(map(get, backends))
+        (b, p) for p in precisions for b in dict.fromkeys(runnable(spec, backends)[0])
         if b.runs(p, ctx.device, automatic=automatic) and (b, p) != (ref, Precision.FP32)]
     batch = runner_batch(options.batch_size, options.crops)
     if batch_range is not None:  # the plan's artifacts, where they accept the evaluation's batch
@@ -489,11 +496,12 @@ def validate_model(spec: ModelSpec, data: LabelledImages, backends: Sequence, ct
     failures: list[Failure] = []
     for backend, precision in chosen:
         ctx.progress.update(f"{spec.name}: opening {backend.name} {precision}")
+        where = ref_ctx if (backend, precision) == (ref, Precision.FP32) else ctx
         try:
-            runners[runtime_label(backend.name, precision)] = open_runner(spec, backend, ctx, precision=precision,
+            runners[runtime_label(backend.name, precision)] = open_runner(spec, backend, where, precision=precision,
                                                                           batch=batch)
         except Exception as exc:  # an exported runtime that cannot open is recorded; the rest go on
-            if backend.reference and precision is Precision.FP32:
+            if (backend, precision) == (ref, Precision.FP32):
                 raise
             failures.append(Failure.of(Kind.ACCURACY, Where.of(spec, backend.name, precision, options.batch_size,
                                                                ctx.device), exc))

@@ -172,9 +172,9 @@ def _failures(ref: torch.Tensor, nonfinite: int, within: bool, d: torch.Tensor, 
 
 
 def logits(runner, inputs: torch.Tensor, batch: int) -> torch.Tensor:
-    """The runner's logits for ``inputs`` fed ``batch`` at a time (the last chunk may be smaller),
-    concatenated on the CPU."""
-    return torch.cat([runner.infer(chunk).float().cpu() for chunk in chunks(inputs, batch)])
+    """The runner's logits for ``inputs`` fed ``batch`` at a time (the last chunk may be smaller; padded
+    for a model with a fixed batch, see ``Runner.infer_all``), concatenated on the CPU."""
+    return torch.cat([runner.infer_all(chunk).float().cpu() for chunk in chunks(inputs, batch)])
 
 
 def chunks(inputs: torch.Tensor, batch: int) -> Iterator[torch.Tensor]:
@@ -210,23 +210,41 @@ def inputs_for(spec: ModelSpec, samples: int, data: str | Path | None = None, se
     return synthetic_inputs(spec, samples, seed), "synthetic"
 
 
-def reference_logits(spec: ModelSpec, inputs: torch.Tensor, batches: Iterable[int], ctx) -> dict[int, torch.Tensor]:
-    """Eager fp32 logits for ``inputs`` at each batch size (the reference every runtime is held to)."""
-    from perfkit.backends import open_runner, reference
+def reference_logits(spec: ModelSpec, inputs: torch.Tensor, batches: Iterable[int], ctx,
+                     batch_range: BatchRange | None = None) -> dict[int, torch.Tensor]:
+    """The reference's fp32 logits for ``inputs`` at each batch size (what every runtime is held to):
+    eager's, or for an ONNX file ONNX Runtime's on the CPU running the file (``backends.reference_for``).
+
+    ``batch_range``: the range of the reference's artifact (the command's, so that an ONNX file's copy
+    is shared with the onnx runtime's); default 1..the largest batch."""
+    from perfkit.backends import open_runner, reference_device, reference_for
 
     batches = list(batches)
-    # perfkit run checks every precision against the same eager fp32 logits: the last ones are kept
+    # perfkit run checks every precision against the same fp32 reference logits: the last ones are kept
     # (a few KB) so the reference model is not built and run again for each precision
     key = (spec, id(inputs), inputs._version, tuple(batches), str(ctx.device))
     if _LAST_REFERENCE.get("key") == key:
         return _LAST_REFERENCE["logits"]
-    with open_runner(spec, reference(), ctx, batch=BatchRange(1, 1, max(batches))) as eager:
-        out = {b: logits(eager, inputs, b) for b in batches}
+    ref_ctx = ctx.replace(device=reference_device(spec, ctx.device))
+    with open_runner(spec, reference_for(spec), ref_ctx, batch=batch_range or BatchRange(1, 1, max(batches))) as ref:
+        out = {b: logits(ref, inputs, b) for b in batches}
     _LAST_REFERENCE.update(key=key, logits=out, inputs=inputs)  # holding inputs keeps its id unique
     return out
 
 
 _LAST_REFERENCE: dict = {}
+
+
+def is_reference_run(spec: ModelSpec, backend, precision: Precision | str, device: str) -> bool:
+    """Whether ``backend`` at ``precision`` on ``device`` is left out of parity: eager at a precision it
+    does not run (int8), or a non-eager reference runtime at fp32 where the reference runs (itself)."""
+    from perfkit.backends import reference_device, reference_for
+    from perfkit.device import device_type
+
+    if backend.reference:
+        return not backend.runs(precision, device)
+    return (backend is reference_for(spec) and Precision(precision) is Precision.FP32
+            and device_type(device) == device_type(reference_device(spec, device)))
 
 
 @dataclass(frozen=True)
@@ -242,24 +260,27 @@ class ParityCheck:
 def check_parity(spec: ModelSpec, backends: Sequence, ctx, *, inputs: tuple[torch.Tensor, str],
                  batches: Iterable[int] = (1, 8), precision: Precision | str = Precision.FP32,
                  batch_range: BatchRange = BatchRange(), tol: Tolerance | None = None) -> Iterator:
-    """Parity of each runtime against eager fp32 on the same inputs, at each batch size.
+    """Parity of each runtime against the reference's fp32 logits (eager's; for an ONNX file ONNX
+    Runtime's on the CPU) on the same inputs, at each batch size.
 
     ``inputs`` is ``(tensor, source)`` from ``inputs_for`` (source: "synthetic" or "data").
 
     Yields, in order: an ``ExportResult`` for each artifact exported now (cache hits are not
     repeated), a ``ParityCheck`` per runtime × batch, and a ``Failure`` (kind parity) per batch of a
-    runtime that cannot export, load or run — the others go on. The reference itself is checked at
-    the float precisions it runs (eager fp16 against eager fp32), not at int8.
+    runtime that cannot export, load or run — the others go on. Eager is checked at the float
+    precisions it runs (eager fp16 against eager fp32), not at int8; another reference runtime is not
+    compared with itself (fp32 on its own device). A runtime that cannot run ``spec`` at all (a
+    PyTorch runtime for an ONNX file) is left out: the command lists it as not run.
     """
-    from perfkit.backends import export_each, get, make_runner
+    from perfkit.backends import export_each, make_runner, reference_for, runnable
 
-    backends = [b for b in map(get, backends) if not (b.reference and not b.runs(precision, ctx.device))]
+    backends = [b for b in runnable(spec, backends)[0] if not is_reference_run(spec, b, precision, ctx.device)]
     inputs, source = inputs
     batches = sorted(set(batches))
     tol = tol or tolerance(precision)
-    ctx.progress.update(f"{spec.name}: eager reference on {inputs.shape[0]} {source} inputs")
-    reference = reference_logits(spec, inputs, batches, ctx)
-    for backend in map(get, backends):
+    ctx.progress.update(f"{spec.name}: {reference_for(spec).name} reference on {inputs.shape[0]} {source} inputs")
+    reference = reference_logits(spec, inputs, batches, ctx, batch_range)
+    for backend in backends:
         where = Where.of(spec, backend.name, precision, device=ctx.device)
         artifact, failed = None, None
         for outcome in export_each(spec, [backend], ctx, precision=precision, batch=batch_range):

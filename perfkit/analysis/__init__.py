@@ -1,5 +1,6 @@
 """Complexity analysis: params, MACs and FLOPs (complexity.py), the per-layer table (layers.py) and
-the MACs of the exported ONNX graph as a cross-check of the PyTorch count (onnx_macs.py)."""
+the MACs of the exported ONNX graph as a cross-check of the PyTorch count (onnx_macs.py); a model given
+as an ONNX file is counted from its graph (complexity.measure_onnx, onnx_layers.py)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,15 @@ def analyze(spec, model=None, *, onnx_ctx=None) -> ComplexityReport:
     Args:
         onnx_ctx: a ``Context``: also export the model to ONNX with perfkit's own exporter (through
             the artifact cache in ``onnx_ctx.artifacts``) and count that graph's MACs.
+
+    A model given as an ONNX file has no module: its graph is counted and tabulated (``measure_onnx``,
+    ``summarize_onnx``), recorded under its reference runtime (onnx); there is nothing to cross-check.
     """
+    if spec.form == "onnx":
+        from perfkit.analysis.onnx_layers import summarize_onnx
+
+        where = Where.of(spec, spec.reference_runtime, "fp32", 1, "cpu")
+        return ComplexityReport(where, measure_complexity(spec), summarize_onnx(spec))
     model = spec.build() if model is None else model
     first = next(model.parameters(), None)
     device = first.device.type if first is not None else "cpu"

@@ -33,6 +33,20 @@ NOT_COUNTED = (
     "pooling, batch norm, activations, element-wise adds/muls (residuals, input transforms), "
     "concatenation and softmax have no FLOP formula; modules that run only in training (aux heads) are not run"
 )
+# A model given as an ONNX file has no module: its graph is counted (perfkit.analysis.onnx_macs).
+ONNX_MACS_CONVENTION = (
+    "multiply-accumulates of the ONNX graph's Conv/Gemm/MatMul/Einsum nodes per sample (perfkit's ONNX counter, "
+    "the convention of the PyTorch count: one multiply-add = one MAC, bias additions not counted); FLOPs = 2 × MACs"
+)
+ONNX_PARAMS_CONVENTION = (
+    "elements of the ONNX graph's floating-point initializers, as the exporter stored them (batch norm folded "
+    "into convolutions is part of their weights; integer shape constants excluded); a graph has no trainable "
+    "flag: all are counted as trainable"
+)
+ONNX_NOT_COUNTED = (
+    "every other node of the graph (pooling, normalisation, activations, element-wise ops, reshapes); compute "
+    "nodes without a MAC formula (attention, ConvTranspose, quantised ops) are listed under uncounted ops"
+)
 
 
 @dataclass(frozen=True)
@@ -154,10 +168,13 @@ def measure_complexity(spec, model: nn.Module | None = None) -> Complexity:
 
     Args:
         spec: a ``ModelSpec``; its ``input_size`` is the size the MACs are counted at
-            (299×299 for inception_v3).
+            (299×299 for inception_v3). An ONNX file (``spec.form == "onnx"``) is counted from its
+            graph (``measure_onnx``).
         model: the built model, to avoid building it twice; ``spec.build()`` when omitted.
             Its weights do not change any count.
     """
+    if spec.form == "onnx":
+        return measure_onnx(spec)
     model = spec.build() if model is None else model
     model.eval()
     total, trainable = count_params(model)
@@ -166,4 +183,20 @@ def measure_complexity(spec, model: nn.Module | None = None) -> Complexity:
         model=spec.name, input_size=tuple(spec.input_size), params=total, trainable_params=trainable,
         non_trainable_params=total - trainable, macs=macs, flops=2 * macs, macs_by_op=by_op,
         uncounted_ops=uncounted,
+    )
+
+
+def measure_onnx(spec) -> Complexity:
+    """Params and MACs of a model given as an ONNX file, counted from its graph (the conventions say how)."""
+    from perfkit.analysis.onnx_macs import count_onnx_macs, float_initializers
+    from perfkit.deps import require
+
+    graph = require("onnx").load(spec.arch, load_external_data=False)
+    counted = count_onnx_macs(graph, spec.input_size)
+    params = sum(float_initializers(graph).values())
+    return Complexity(
+        model=spec.name, input_size=tuple(spec.input_size), params=params, trainable_params=params,
+        non_trainable_params=0, macs=counted.macs, flops=2 * counted.macs, macs_by_op=counted.macs_by_op,
+        uncounted_ops=counted.no_formula, macs_convention=ONNX_MACS_CONVENTION,
+        params_convention=ONNX_PARAMS_CONVENTION, not_counted=ONNX_NOT_COUNTED,
     )

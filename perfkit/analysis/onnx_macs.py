@@ -9,7 +9,10 @@ Counted, one multiply-add per multiply-accumulate, bias additions not counted (t
 - ``Einsum`` of two operands: the product of every index's size (the batched matmul it is)
 
 Shapes are taken at batch 1: the exporter's stored shapes with the batch symbol set to 1, and ONNX
-shape inference from the inputs fixed to batch 1 for the rest. A counted node whose shapes do not resolve is an
+shape inference from the inputs fixed to batch 1 for the rest (a graph whose height and width are
+symbolic, an ONNX file given with ``--input-size``, has them fixed the same way; a graph whose batch is
+a number N is counted at N and divided by N: every counted op's work grows with the batch). A counted
+node whose shapes do not resolve is an
 error, never a zero; compute-heavy ops this counter has no formula for (``Attention``,
 ``ConvTranspose``, quantised and recurrent ops) are listed, so a graph using them is reported as
 not comparable instead of agreeing by accident.
@@ -53,8 +56,9 @@ class OnnxMacs:
         return not self.no_formula and abs(self.macs - macs) <= tolerance * max(macs, 1)
 
 
-def count_onnx_macs(model) -> OnnxMacs:
-    """MACs of the Conv/Gemm/MatMul/Einsum nodes of ``model`` (a path to a ``.onnx`` file or a ModelProto).
+def count_onnx_macs(model, input_size: tuple[int, int, int] | None = None) -> OnnxMacs:
+    """MACs per sample of the Conv/Gemm/MatMul/Einsum nodes of ``model`` (a path to a ``.onnx`` file or a
+    ModelProto); ``input_size`` (C, H, W) fixes the first input's symbolic dimensions beyond the batch.
 
     External weight files are not read (only shapes are needed).
 
@@ -68,7 +72,7 @@ def count_onnx_macs(model) -> OnnxMacs:
             model = onnx.load(str(Path(model)), load_external_data=False)
         except Exception as exc:  # a protobuf DecodeError names nothing: say which file
             raise MeasurementError(f"{name}: not a readable ONNX model ({type(exc).__name__})") from None
-    shapes = _inferred_shapes(onnx, model)
+    shapes = inferred_shapes(onnx, model, input_size)
     graph = model.graph
     by_op: Counter[str] = Counter()
     no_formula: Counter[str] = Counter()
@@ -85,7 +89,36 @@ def count_onnx_macs(model) -> OnnxMacs:
             raise MeasurementError(f"{name}: the shapes of {node.op_type} node {node.name or node.output[0]!r} "
                                    "do not resolve at batch 1; its MACs cannot be counted")
         by_op[node.op_type] += _FORMULAS[node.op_type](node, *dims)
+    batch = fixed_batch(model)
+    by_op = Counter({op: macs // batch for op, macs in by_op.items()})
     return OnnxMacs(sum(by_op.values()), dict(by_op), dict(no_formula))
+
+
+# TensorProto element types of floating-point tensors: FLOAT, FLOAT16, DOUBLE, BFLOAT16
+FLOAT_TYPES = frozenset({1, 10, 11, 16})
+
+
+def float_initializers(model) -> dict[str, int]:
+    """Elements of each floating-point initializer (weights, biases; integer shape constants left out),
+    from the stored dimensions: external data is not read."""
+    return {t.name: math.prod(t.dims) for t in model.graph.initializer if t.data_type in FLOAT_TYPES}
+
+
+def image_input(model):
+    """The graph's first input that is not an initializer (old IR versions list weights as inputs), or None."""
+    initializers = {t.name for t in model.graph.initializer}
+    return next((v for v in model.graph.input if v.name not in initializers), None)
+
+
+def _input_dims(model) -> list:
+    value = image_input(model)
+    return [] if value is None else list(value.type.tensor_type.shape.dim)
+
+
+def fixed_batch(model) -> int:
+    """The batch the graph is fixed to (its first input's first dimension as a number), else 1."""
+    dims = _input_dims(model)
+    return dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else 1
 
 
 def _nodes(graph, model):
@@ -98,7 +131,7 @@ def _nodes(graph, model):
         yield node
 
 
-def _inferred_shapes(onnx, model) -> dict[str, list[int | None]]:
+def inferred_shapes(onnx, model, input_size=None) -> dict[str, list[int | None]]:
     """Every value's shape at batch 1 (dimensions that do not resolve are None).
 
     Two sources: the shapes the exporter stored (torch's exporter writes every value's shape, its
@@ -110,6 +143,9 @@ def _inferred_shapes(onnx, model) -> dict[str, list[int | None]]:
     initializers = {t.name for t in g.initializer}
     inputs = [v for v in g.input if v.name not in initializers]
     batch = {d.dim_param: 1 for v in inputs for d in v.type.tensor_type.shape.dim[:1] if d.dim_param}
+    image = _input_dims(model)
+    sizes = list(zip(image[1:], input_size or ()))
+    batch.update({d.dim_param: size for d, size in sizes if d.dim_param})
     stored = _value_shapes((*g.input, *g.value_info, *g.output), batch)
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
@@ -117,6 +153,9 @@ def _inferred_shapes(onnx, model) -> dict[str, list[int | None]]:
         dims = value.type.tensor_type.shape.dim
         if value.name not in initializers and dims and dims[0].dim_param in batch:
             dims[0].dim_value = 1  # sets the oneof: the symbol is gone
+    for dim, size in zip(_input_dims(fixed)[1:], input_size or ()):
+        if not dim.HasField("dim_value"):
+            dim.dim_value = size  # a symbolic (or unnamed) height or width, at the size given
     del fixed.graph.value_info[:]  # they hold the symbolic batch: infer them again from the fixed inputs
     for value in fixed.graph.output:
         value.type.tensor_type.ClearField("shape")

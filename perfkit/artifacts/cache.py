@@ -39,7 +39,7 @@ from perfkit.vocab import DTYPES, BatchRange, Precision
 if TYPE_CHECKING:  # annotations only: artifacts/ never imports backends/ (backends import artifacts)
     from perfkit.context import Context
 
-INPUT_NAME = "input"  # one name for the input and output in every format (ONNX, TensorRT bindings)
+INPUT_NAME = "input"  # one name for the input and output of every perfkit export (ONNX, TensorRT bindings)
 OUTPUT_NAME = "logits"
 BYTES_PER_PARAM = {Precision.FP32: 4, Precision.FP16: 2, Precision.BF16: 2, Precision.INT8: 1}
 
@@ -119,6 +119,10 @@ class ExportRequest:
     out_dir: Path
     ctx: "Context"
     info: dict = field(default_factory=dict)  # backend-specific manifest fields the exporter adds
+    # the artifact's I/O names: perfkit's exports use its own; an ONNX file the user gave keeps the graph's,
+    # and an artifact built from another one keeps that one's (``keep_names``)
+    input_name: str = INPUT_NAME
+    output_name: str = OUTPUT_NAME
 
     @property
     def dtype(self) -> torch.dtype:
@@ -136,6 +140,12 @@ class ExportRequest:
 
     def example_input(self) -> torch.Tensor:
         return self.spec.example_input(self.example_batch).to(self.device)
+
+    def keep_names(self, source: "Artifact") -> None:
+        """This artifact is converted from ``source`` (OpenVINO IR, a TensorRT engine, a quantized
+        graph): its input and output keep ``source``'s names."""
+        self.input_name = source.manifest["inputs"][0]["name"]
+        self.output_name = source.manifest["outputs"][0]["name"]
 
     @property
     def calibration(self):
@@ -428,8 +438,8 @@ def _manifest(req: ExportRequest, backend, key: dict, main_file: str, files: dic
                         "entry": spec.weights.entry},
             "random_weights": spec.random_weights,
         },
-        "inputs": [{"name": INPUT_NAME, "shape": [batch_dim, *spec.input_size], "dtype": "float32"}],
-        "outputs": [{"name": OUTPUT_NAME, "shape": [batch_dim, spec.num_classes], "dtype": "float32"}],
+        "inputs": [{"name": req.input_name, "shape": [batch_dim, *spec.input_size], "dtype": "float32"}],
+        "outputs": [{"name": req.output_name, "shape": [batch_dim, spec.num_classes], "dtype": "float32"}],
         "batch": req.batch.to_dict(),
         "example_batch": req.example_batch,
         "preprocess": spec.preprocess.to_dict(),

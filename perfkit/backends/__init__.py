@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from perfkit.backends.base import EXPORT, RUN, ArtifactRunner, Backend, OfflineSession, Option, Runner
 from perfkit.errors import UsageError
@@ -19,8 +20,9 @@ from perfkit.vocab import BatchRange, Precision
 
 __all__ = [
     "EXPORT", "RUN", "ArtifactRunner", "Backend", "OfflineSession", "Option", "Runner", "all_backends",
-    "at_precision", "default_backends", "get",
-    "export_each", "make_runner", "names", "open_runner", "parse_backends", "prepare", "register", "unregister",
+    "artifact_batch", "at_precision", "batches_for", "default_backends", "get",
+    "export_each", "make_runner", "names", "open_runner", "parse_backends", "prepare", "reference_device",
+    "reference_for", "reference_text", "register", "runnable", "unregister",
 ]
 
 # Adding a runtime: write perfkit/backends/<name>.py defining BACKEND, and add its line here.
@@ -119,6 +121,57 @@ def reference() -> Backend:
     return next(b for b in all_backends() if b.reference)
 
 
+def reference_for(spec) -> Backend:
+    """The runtime ``spec``'s parity and accuracy are judged against (``spec.reference_runtime``): eager
+    for a PyTorch model, ONNX Runtime for an ONNX file."""
+    return get(spec.reference_runtime)
+
+
+def reference_device(spec, device: str) -> str:
+    """Where ``spec``'s reference runs: eager on the command's device, as always; another reference
+    runtime (ONNX Runtime running an ONNX file) on the CPU, the provider every machine has."""
+    return device if reference_for(spec).reference else "cpu"
+
+
+def reference_text(spec) -> str:
+    """The reference in words, for table titles: ``eager fp32``, ``onnx fp32 on the CPU (model.onnx itself)``."""
+    ref = reference_for(spec)
+    if ref.reference:
+        return f"{ref.name} fp32"
+    return f"{ref.name} fp32 on the CPU ({Path(spec.arch).name} itself)"
+
+
+def runnable(spec, backends: Iterable) -> tuple[list[Backend], dict[str, str]]:
+    """The backends among ``backends`` that can run ``spec``, and why each other one cannot (a PyTorch
+    runtime for an ONNX file): runtimes that are not run, never failures."""
+    kept, skipped = [], {}
+    for backend in map(get, backends):
+        why = backend.accepts(spec)
+        if why is None:
+            kept.append(backend)
+        else:
+            skipped[backend.name] = why
+    return kept, skipped
+
+
+def artifact_batch(spec, batch: BatchRange) -> BatchRange:
+    """The batch range of ``spec``'s artifacts: what was asked for, or N..N for a model with a fixed batch N."""
+    n = spec.fixed_batch
+    return batch if n is None else BatchRange(n, n, n)
+
+
+def batches_for(spec, batches: Iterable[int]) -> tuple[list[int], str | None]:
+    """The batches of a sweep ``spec`` takes, and a note when some were left out: a model with a fixed
+    batch N (an ONNX file whose batch dimension is a number) is measured at N only."""
+    batches = sorted(set(batches))
+    n = spec.fixed_batch
+    if n is None or batches == [n]:
+        return batches, None
+    left = [b for b in batches if b != n]
+    return [n], (f"{spec.name} takes batch {n} only (fixed in its graph): batch {','.join(map(str, left))} left out, "
+                 f"batch {n} {'measured' if n in batches else 'measured instead'}")
+
+
 def parse_backends(text: str | Iterable[str], *, exported_only: bool = False) -> list[Backend]:
     """``"onnx,aoti"`` → backends in order, without duplicates; unknown names are a UsageError."""
     parts = text.split(",") if isinstance(text, str) else list(text)
@@ -176,19 +229,24 @@ def prepare(spec, backend: Backend | str, ctx, *, precision: Precision | str = P
 
     Resolved once per context: the artifact (or the failure) is kept in ``ctx.resolved`` under
     everything that makes it (model identity, the artifact's backend, precision, batch range, export
-    options, artifacts folder), so every step of a plan gets the same object (``perfkit.plan``).
+    options, artifacts folder), so every step of a plan gets the same object (``perfkit.plan``). A
+    model with a fixed batch gets an artifact of that batch whatever ``batch`` says (``artifact_batch``).
 
     Raises:
-        UsageError: the backend does not run ``precision`` on ``ctx.device``.
+        UsageError: the backend does not run ``precision`` on ``ctx.device``, or not ``spec``'s form.
         MissingDependency, ArtifactError: the exporter is not installed, or the artifact is broken.
     """
     from perfkit.artifacts import ensure_artifact
 
     backend = get(backend)
+    why = backend.accepts(spec)
+    if why is not None:
+        raise UsageError(f"{backend.name} cannot run {spec.name}: {why}")
     precision = backend.check(precision, ctx.device)
     if not backend.needs_artifact:
         return None
     source = artifact_backend(backend)
+    batch = artifact_batch(spec, batch)
     key = _resolved_key(spec, source, ctx, precision, batch)
     if key not in ctx.resolved:
         try:
@@ -240,7 +298,7 @@ def export_each(spec, backends, ctx, *, precision: Precision | str = Precision.F
 
     for backend in map(get, backends):
         ctx.progress.update(f"{spec.name}: {backend.name} artifact (export if not cached)")
-        where = Where.of(spec, backend.name, precision, batch.max, ctx.device)
+        where = Where.of(spec, backend.name, precision, artifact_batch(spec, batch).max, ctx.device)
         try:
             artifact = prepare(spec, backend, ctx, precision=precision, batch=batch)
         except Exception as exc:  # recorded; the other backends go on

@@ -67,6 +67,10 @@ class Option:
             raise ValueError(f"option {self.name}: stage must be {EXPORT!r} or {RUN!r}")
 
 
+# What a model is given as (``ModelSpec.form``), in words.
+PYTORCH, ONNX_FILE = "pytorch", "onnx"
+FORMS = {PYTORCH: "a PyTorch module", ONNX_FILE: "an ONNX file"}
+
 CPU_FLOAT = frozenset({Precision.FP32, Precision.FP16, Precision.BF16})
 INT8_ONLY = frozenset({Precision.INT8})
 
@@ -111,6 +115,8 @@ class Backend:
         run_precisions: the precisions ``perfkit run``'s automatic plan (``--precision auto``) measures
             it at, where it supports them (None: all); asked for explicitly, it runs every one it supports.
         reference: the runtime others are compared with (eager).
+        starts_from: the forms of model it runs (``ModelSpec.form``): ``pytorch`` (a module it
+            exports or runs), ``onnx`` (an ONNX file it runs as it is). ``accepts`` says why not.
     """
 
     name: str
@@ -131,6 +137,7 @@ class Backend:
     default_in_run: bool = True
     run_precisions: frozenset | None = None
     reference: bool = False
+    starts_from: frozenset = frozenset({PYTORCH})
 
     @property
     def exports(self) -> bool:
@@ -186,6 +193,16 @@ class Backend:
                 how = pip_install(self.extra, self.extra_index_url) if self.extra else "reinstall perfkit"
                 return f"{self.name} needs '{module.split('|')[0]}' ({how})"
         return self.probe(device) if self.probe is not None else None
+
+    def accepts(self, spec: ModelSpec) -> str | None:
+        """None when this runtime can run ``spec`` (a model of a form it starts from), else why not (one
+        line): a PyTorch runtime cannot run an ONNX file. Shown where runtimes are listed as not run."""
+        if spec.form in self.starts_from:
+            return None
+        given = FORMS.get(spec.form, f"a {spec.form} model")
+        if self.starts_from == {PYTORCH}:
+            return f"{given} has no PyTorch module: PyTorch runtimes cannot run it"
+        return f"{self.name} starts from {' or '.join(FORMS[f] for f in sorted(self.starts_from))}, not {given}"
 
     def options_for(self, given: Mapping[str, Any], stage: str, precision: Precision | str | None = None) -> dict:
         """This backend's options of ``stage`` that apply at ``precision`` (None: those of every
@@ -325,6 +342,23 @@ class Runner(ABC):
         with on_device(self.device):
             return self._infer(x.to(self.device, non_blocking=True))
 
+    def infer_all(self, x: torch.Tensor) -> torch.Tensor:
+        """``infer`` on any number of inputs: in pieces of at most the artifact's largest batch, a
+        last piece below its smallest batch padded with zeros (those outputs dropped). A model with a
+        fixed batch (an ONNX file whose batch dimension is a number) takes that batch only, so a set
+        of inputs that is not a multiple of it still gets one logit row per input. Not for timing."""
+        n = x.shape[0]
+        if self.batch.contains(n):
+            return self.infer(x)
+        out = []
+        for start in range(0, n, self.batch.max):
+            piece = x[start:start + self.batch.max]
+            short = self.batch.min - piece.shape[0]
+            if short > 0:
+                piece = torch.cat([piece, piece.new_zeros((short, *piece.shape[1:]))])
+            out.append(self.infer(piece)[:piece.shape[0] - max(short, 0)])
+        return torch.cat(out)
+
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -417,6 +451,8 @@ class ArtifactRunner(Runner):
                 f"{artifact.path} holds {model['name']} (identity {model['identity']}, {model['weights']['identity']}, "
                 f"input {shape}), not {spec.name} (identity {spec.identity}, {spec.weights.identity}, input "
                 f"{spec.input_size})")
+        self.input_name = artifact.manifest["inputs"][0]["name"]  # the graph's own (a user's ONNX file names its own)
+        self.output_name = artifact.manifest["outputs"][0]["name"]
         if artifact.device not in ("any", self.device.type):
             raise ArtifactError(f"{artifact.path} was compiled for {artifact.device}, it cannot run on {self.device}")
         built, here = artifact.manifest.get("compiled_for", "any"), None

@@ -5,6 +5,12 @@ external data file beside the graph (``model.onnx.data``), so the 2 GB protobuf 
 and the artifact's hash covers both files. fp16 gives an fp16 graph with float32 input and output,
 the form a strongly typed TensorRT network builds from.
 
+An ONNX file the user gave (``ModelSpec.form == "onnx"``) is not exported: its fp32 artifact is the
+file itself, copied byte for byte with its external data (the manifest hashes it, the cache stays
+tamper-checked, keyed by the file's content); fp16 converts that copy (ONNX Runtime's float16
+converter, float32 I/O kept) and int8 quantizes it as below. Its input and output keep the graph's
+names, which every runner reads from the manifest.
+
 Runner, tuned as ONNX Runtime's performance docs recommend: full graph optimisation
 (ORT_ENABLE_ALL), sequential execution, intra-op threads = the cores this process may use, one
 inter-op thread. onnxruntime silently falls back to the CPU when a provider cannot start, so the
@@ -46,7 +52,9 @@ from __future__ import annotations
 import torch
 
 from perfkit.artifacts import INPUT_NAME, OUTPUT_NAME
-from perfkit.backends.base import CALIBRATION, EXPORT, INT8_ONLY, ArtifactRunner, Backend, OfflineSession, Option
+from perfkit.backends.base import (
+    CALIBRATION, EXPORT, INT8_ONLY, ONNX_FILE, PYTORCH, ArtifactRunner, Backend, OfflineSession, Option,
+)
 from perfkit.deps import require
 from perfkit.device import available_cores as machine_cores
 from perfkit.errors import ArtifactError, PerfkitError, UsageError
@@ -64,6 +72,8 @@ QDQ_STYLES = ("x86", "tensorrt")
 def export(req) -> str:
     if req.precision is Precision.INT8:
         return export_int8(req)
+    if req.spec.form == ONNX_FILE:
+        return export_file(req)
     onnx = require("onnx")
     require("onnxscript")
     model = req.model()
@@ -82,6 +92,52 @@ def export(req) -> str:
         raise ArtifactError(f"{path}: the exporter fixed the input's batch dimension; a dynamic batch was asked for "
                             f"({req.batch.min}..{req.batch.max})")
     req.info["onnx"] = graph_info(graph, req.out_dir)
+    return MAIN_FILE
+
+
+def export_file(req) -> str:
+    """An ONNX file the user gave: at fp32 the file itself, copied byte for byte (with its external
+    data) after checking it is the file the model was resolved from; at fp16 that copy converted by
+    ONNX Runtime's float16 converter, float32 input and output kept (the form perfkit's own fp16
+    export has). Its input and output keep the graph's names."""
+    onnx = require("onnx")
+    from perfkit.zoo.sources.onnx import copy_into
+
+    if req.options.get("opset") is not None:
+        raise UsageError(f"--opset {req.options['opset']} sets the exporter's opset; {req.spec.arch} is an ONNX file "
+                         "already and runs with its own")
+    if req.precision is Precision.FP16:
+        return export_file_fp16(req, onnx)
+    io = copy_into(req.spec, req.out_dir, MAIN_FILE)
+    req.input_name, req.output_name = io.input_name, io.output_name
+    graph = onnx.load(str(req.out_dir / MAIN_FILE), load_external_data=False)
+    req.info["onnx"] = {**graph_info(graph, req.out_dir), "source_file": {"path": req.spec.arch,
+                                                                          "content": req.spec.content}}
+    return MAIN_FILE
+
+
+def export_file_fp16(req, onnx) -> str:
+    from perfkit.artifacts import ensure_artifact
+
+    require("onnxruntime")
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    source = ensure_artifact(req.spec, BACKEND, req.ctx.replace(force=False), precision=Precision.FP32,
+                             batch=req.batch)
+    req.keep_names(source)
+    half = convert_float_to_float16(onnx.load(str(source.path)), keep_io_types=True)
+    # the converter appends the casts of the kept float32 I/O at the end of the node list: sorted again
+    # (ONNX requires topological order; onnxscript's IR, the exporter's own, sorts it)
+    ir = require("onnxscript").ir
+    model = ir.from_proto(half)
+    model.graph.sort()
+    onnx.save(ir.to_proto(model), str(req.out_dir / MAIN_FILE), save_as_external_data=True,
+              location=MAIN_FILE + ".data")
+    onnx.checker.check_model(str(req.out_dir / MAIN_FILE))
+    graph = onnx.load(str(req.out_dir / MAIN_FILE), load_external_data=False)
+    req.info["onnx"] = {**graph_info(graph, req.out_dir),
+                        "converter": "onnxruntime.transformers.float16.convert_float_to_float16 (keep_io_types)",
+                        "source_onnx": {"path": str(source.path), "sha256": source.sha256}}
     return MAIN_FILE
 
 
@@ -111,7 +167,8 @@ def export_int8(req) -> str:
         raise UsageError(f"--qdq-style must be one of {', '.join(QDQ_STYLES)}, got '{style}'")
     calibration = req.calibration
     source = ensure_artifact(req.spec, BACKEND, req.ctx.replace(force=False), precision=Precision.FP32,
-                             batch=req.batch)
+                             batch=req.batch)  # an ONNX file the user gave: its copy, quantized from the file itself
+    req.keep_names(source)
     batches = req.calibration_batches()
     # quant_pre_process writes a copy of the graph; it goes beside the artifact's private folder
     # (named so that a killed export's leftovers are cleaned up like the folder itself), never into it.
@@ -123,7 +180,7 @@ def export_int8(req) -> str:
         quant_pre_process(str(source.path), str(pre), save_as_external_data=True, all_tensors_to_one_file=True,
                           external_data_location=MAIN_FILE + ".data")
         settings = qdq_settings(quantization, style, calibration.method, len(batches))
-        quantization.quantize_static(str(pre), str(req.out_dir / MAIN_FILE), _Reader(batches, INPUT_NAME),
+        quantization.quantize_static(str(pre), str(req.out_dir / MAIN_FILE), _Reader(batches, req.input_name),
                                      quant_format=quantization.QuantFormat.QDQ, use_external_data_format=True,
                                      **settings)
     finally:
@@ -253,9 +310,11 @@ class OnnxRuntimeRunner(ArtifactRunner):
         if active[0] != self.provider:
             raise PerfkitError(f"onnxruntime fell back to {active[0]} instead of {self.provider} for "
                                f"{self.artifact.path} ({cuda_mismatch(ort) or 'CUDA/cuDNN libraries missing?'})")
+        graph = (session.get_inputs()[0].name, session.get_outputs()[0].name)
+        if graph != (self.input_name, self.output_name):
+            raise ArtifactError(f"{self.artifact.path}: the graph's input and output are {graph}, its manifest says "
+                                f"{(self.input_name, self.output_name)}; export again with --force")
         self.session = session
-        self.input_name = session.get_inputs()[0].name
-        self.output_name = session.get_outputs()[0].name
         if self.provider == CUDA:
             self._binding = session.io_binding()
 
@@ -358,4 +417,5 @@ BACKEND = Backend(
     cache_libraries=("torch", "onnx", "onnxscript"),
     quant_libraries=("onnxruntime", "onnxruntime-gpu"),
     runtime_libraries=("onnxruntime", "onnxruntime-gpu"),
+    starts_from=frozenset({PYTORCH, ONNX_FILE}),
 )

@@ -4,7 +4,8 @@ Export: perfkit's own ONNX artifact at the requested precision (exported first i
 converted with ``ov.convert_model`` and written with ``ov.save_model``. Converting the ONNX file
 rather than the ``nn.Module`` reuses the export perfkit does anyway (2–7 s instead of 9–45 s for
 the default models on a 2-core CPU, bit-identical logits, and no deprecated ``torch.jit.trace``
-path), keeps the I/O names ``input``/``logits``, and makes the int8 artifact "the ONNX backend's
+path), keeps the ONNX graph's I/O names (``input``/``logits``, or an ONNX file's own), and makes the
+int8 artifact "the ONNX backend's
 QDQ int8 graph, converted": OpenVINO runs QDQ ONNX natively (u8 kernels on the CPU). Details that
 change numbers:
 
@@ -40,7 +41,7 @@ from pathlib import Path
 import torch
 
 from perfkit.artifacts import ensure_artifact
-from perfkit.backends.base import QUEUE, RUN, ArtifactRunner, Backend, OfflineSession, Option
+from perfkit.backends.base import ONNX_FILE, PYTORCH, QUEUE, RUN, ArtifactRunner, Backend, OfflineSession, Option
 from perfkit.backends.onnxruntime import BACKEND as ONNX
 from perfkit.deps import require
 from perfkit.errors import ArtifactError, PerfkitError
@@ -105,7 +106,8 @@ def export(req) -> str:
 
     ov = _openvino()
     source = ensure_artifact(req.spec, get("onnx"), req.ctx.replace(force=False), precision=req.precision,
-                             batch=req.batch)
+                             batch=req.batch)  # an ONNX file the user gave: its copy, converted as it is
+    req.keep_names(source)
     with telemetry_declined() as telemetry:
         model = ov.convert_model(str(source.path))
     path = req.out_dir / MAIN_FILE
@@ -266,4 +268,5 @@ BACKEND = Backend(
     # CPU (ONNX Runtime's, whose QDQ artifact this converts) to stay within its 10-minute budget.
     run_precisions=frozenset({Precision.FP32}),
     runtime_libraries=("openvino",),
+    starts_from=frozenset({PYTORCH, ONNX_FILE}),
 )

@@ -49,8 +49,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from perfkit.artifacts import INPUT_NAME, OUTPUT_NAME, ensure_artifact
-from perfkit.backends.base import CALIBRATION, EXPORT, QUEUE, ArtifactRunner, Backend, OfflineSession, Option
+from perfkit.artifacts import ensure_artifact
+from perfkit.backends.base import (
+    CALIBRATION, EXPORT, ONNX_FILE, PYTORCH, QUEUE, ArtifactRunner, Backend, OfflineSession, Option,
+)
 from perfkit.errors import ArtifactError, MissingDependency, PerfkitError, pip_install
 from perfkit.vocab import BatchRange, Precision
 
@@ -94,6 +96,7 @@ def export(req) -> str:
     trt = import_tensorrt()
     gpu = current_gpu(req.device)
     source = ensure_artifact(req.spec, get("onnx"), source_context(req), precision=req.precision, batch=req.batch)
+    req.keep_names(source)  # the engine's tensors are the ONNX graph's (an ONNX file the user gave names its own)
     logger = make_logger(trt)
     builder = trt.Builder(logger)
     # STRONGLY_TYPED makes TensorRT 10 take types from the graph; 11 is always strongly typed and
@@ -111,7 +114,7 @@ def export(req) -> str:
     for shapes in (profile_shapes(b, req.spec.input_size) for b in profiles):
         profile = builder.create_optimization_profile()
         low, opt, high = shapes
-        profile.set_shape(INPUT_NAME, min=low, opt=opt, max=high)
+        profile.set_shape(req.input_name, min=low, opt=opt, max=high)
         if config.add_optimization_profile(profile) < 0:
             raise ArtifactError(f"TensorRT rejected the optimization profile {shapes} for {source.path}")
     cache_file = timing_cache_path(req.ctx.artifacts, gpu["gpu_name"], trt.__version__)
@@ -250,7 +253,7 @@ class TensorRTRunner(ArtifactRunner):
         engine = self._runtime.deserialize_cuda_engine(self.artifact.path.read_bytes())
         if engine is None:
             raise ArtifactError(f"TensorRT could not deserialize {self.artifact.path}:\n" + "\n".join(self._logger.errors))
-        for tensor in (INPUT_NAME, OUTPUT_NAME):  # the buffers below are float32 torch tensors
+        for tensor in (self.input_name, self.output_name):  # the buffers below are float32 torch tensors
             if engine.get_tensor_dtype(tensor) != trt.DataType.FLOAT:
                 raise ArtifactError(f"{self.artifact.path}: engine tensor {tensor} is "
                                     f"{engine.get_tensor_dtype(tensor)}, perfkit feeds and reads FLOAT")
@@ -275,10 +278,11 @@ class TensorRTRunner(ArtifactRunner):
         ctx, stream = self._context, self._stream
         stream.wait_stream(torch.cuda.current_stream(self.device))  # x was produced on torch's stream
         self._select_profile(x.shape[0])
-        if not ctx.set_input_shape(INPUT_NAME, tuple(x.shape)):
+        if not ctx.set_input_shape(self.input_name, tuple(x.shape)):
             raise PerfkitError(f"TensorRT rejected input shape {tuple(x.shape)} for {self.artifact.path}")
-        out = torch.empty(tuple(ctx.get_tensor_shape(OUTPUT_NAME)), dtype=torch.float32, device=self.device)
-        if not (ctx.set_tensor_address(INPUT_NAME, x.data_ptr()) and ctx.set_tensor_address(OUTPUT_NAME, out.data_ptr())):
+        out = torch.empty(tuple(ctx.get_tensor_shape(self.output_name)), dtype=torch.float32, device=self.device)
+        if not (ctx.set_tensor_address(self.input_name, x.data_ptr())
+                and ctx.set_tensor_address(self.output_name, out.data_ptr())):
             raise PerfkitError(f"TensorRT refused a tensor address for {self.artifact.path}")
         x.record_stream(stream)
         out.record_stream(stream)
@@ -324,9 +328,9 @@ class TensorRTRunner(ArtifactRunner):
                     raise PerfkitError(f"TensorRT could not select optimization profile {profile} of {self.artifact.path}")
                 xi = x.to(self.device).contiguous()
                 out = torch.empty((batch, self.spec.num_classes), dtype=torch.float32, device=self.device)
-                if not (context.set_input_shape(INPUT_NAME, tuple(xi.shape))
-                        and context.set_tensor_address(INPUT_NAME, xi.data_ptr())
-                        and context.set_tensor_address(OUTPUT_NAME, out.data_ptr())):
+                if not (context.set_input_shape(self.input_name, tuple(xi.shape))
+                        and context.set_tensor_address(self.input_name, xi.data_ptr())
+                        and context.set_tensor_address(self.output_name, out.data_ptr())):
                     raise PerfkitError(f"TensorRT refused the input shape or a tensor address for {self.artifact.path}")
                 slots.append((engine, context, stream, torch.cuda.Event(), xi, out))
         order = itertools.cycle(range(k))
@@ -378,4 +382,5 @@ BACKEND = Backend(
     quant_libraries=("onnxruntime", "onnxruntime-gpu"),
     runtime_libraries=TENSORRT_DISTRIBUTIONS,
     device_specific=True,
+    starts_from=frozenset({PYTORCH, ONNX_FILE}),  # an ONNX file the user gave: its copy, parsed as it is
 )

@@ -55,8 +55,8 @@ def spec(args, *, announce: bool = True, **changes):
     text = getattr(args, "model", None)
     keywords = {**model_keywords(args), **changes}
     if text is None and keywords["model_code"] is None:
-        raise UsageError(f"{_prog(args)}: name a MODEL (a zoo name: resnet18, timm:<name>, ...) or pass --model-code "
-                         f"FILE.py:CALLABLE (see {_prog(args)} --help)")
+        raise UsageError(f"{_prog(args)}: name a MODEL (a zoo name: resnet18, timm:<name>, ..., or a model.onnx file) "
+                         f"or pass --model-code FILE.py:CALLABLE (see {_prog(args)} --help)")
     return _announced(resolve(text, **keywords), announce)
 
 
@@ -69,12 +69,44 @@ def specs(args, *, announce: bool = True) -> list:
     keywords = model_keywords(args)
     code = keywords.pop("model_code")
     if not args.models and code is None:
-        raise UsageError(f"{_prog(args)}: name one or more MODELs (zoo names) or pass --model-code FILE.py:CALLABLE "
-                         f"(see {_prog(args)} --help)")
+        raise UsageError(f"{_prog(args)}: name one or more MODELs (zoo names or .onnx files) or pass --model-code "
+                         f"FILE.py:CALLABLE (see {_prog(args)} --help)")
     out = [resolve(name, **keywords) for name in args.models]
     if code is not None:
         out.append(resolve(None, model_code=code, **keywords))
     return [_announced(s, announce) for s in out]
+
+
+def runtimes_for(spec, backends, *, reference_runs: bool = False) -> list:
+    """The chosen runtimes that can run ``spec``; each one that cannot (a PyTorch runtime for an ONNX
+    file) is named in a note — not run, never a failure. None left is bad input (exit 2), unless the
+    command runs the reference anyway (``reference_runs``: validate)."""
+    from rich.markup import escape
+
+    from perfkit.backends import all_backends, runnable
+    from perfkit.report.console import banner
+
+    kept, skipped = runnable(spec, backends)
+    for name, why in skipped.items():
+        banner(escape(f"note: {name} not run for {spec.name}: {why}"))
+    if not kept and not reference_runs:
+        fit = ", ".join(b.name for b in all_backends() if b.accepts(spec) is None)
+        raise UsageError(f"none of the runtimes asked for ({', '.join(skipped)}) runs {spec.name}: "
+                         f"{next(iter(skipped.values()))}; choose from: {fit}")
+    return kept
+
+
+def batches_for(spec, batches) -> list[int]:
+    """The batches of a sweep that ``spec`` takes, with a note when some were left out (a fixed batch)."""
+    from rich.markup import escape
+
+    from perfkit.backends import batches_for as taken
+    from perfkit.report.console import banner
+
+    kept, note = taken(spec, batches)
+    if note:
+        banner(escape(f"note: {note}"))
+    return kept
 
 
 def _prog(args) -> str:

@@ -15,7 +15,8 @@ def add(sub) -> None:
                   "the others go on; the exit code is then 1.",
                   "perfkit export resnet18 -f torchscript,onnx,aoti --weights random\n"
                   "  perfkit export timm:efficientnet_lite0 --num-classes 7 --weights finetuned.pth -f onnx\n"
-                  "  perfkit export --model-code net.py:build --input-size 3,224,224 -f onnx")
+                  "  perfkit export --model-code net.py:build --input-size 3,224,224 -f onnx\n"
+                  "  perfkit export model.onnx -f onnx,openvino   # an ONNX file: copied, and converted from")
     add_artifact_options(p, "torchscript,onnx,aoti")
     p.add_argument("--force", action="store_true", help="export again even when the artifact is cached")
     p.set_defaults(func=run)
@@ -54,7 +55,7 @@ def not_run_banner(backends) -> None:
 
 
 def run(args) -> int:
-    from perfkit.backends import at_precision, export_each
+    from perfkit.backends import artifact_batch, at_precision, export_each
     from perfkit.report.tables import export_table
 
     device = common.resolve_device(args)
@@ -62,6 +63,7 @@ def run(args) -> int:
     precisions = O.precisions(args, backends, device)
     brange = batch_range(args)
     spec = common.spec(args)
+    backends = common.runtimes_for(spec, backends)
     calibration = common.calibration(args, precisions)
     not_run_banner(backends)
     with common.progress(args) as bar, common.session(args, device) as rec:
@@ -70,6 +72,7 @@ def run(args) -> int:
         for precision in precisions:
             rec.add_all(export_each(spec, at_precision(backends, precision, device), ctx, precision=precision,
                                     batch=brange))
-    title = f"perfkit export — {spec.label}, {', '.join(map(str, precisions))}, batch {brange.min}..{brange.max}"
+    shown = artifact_batch(spec, brange)
+    title = f"perfkit export — {spec.label}, {', '.join(map(str, precisions))}, batch {shown.min}..{shown.max}"
     common.show(args, rec, [export_table(rec.records, title)])
     return common.exit_code(rec)

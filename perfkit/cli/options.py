@@ -64,7 +64,8 @@ def weights(p, default: str = "auto") -> None:
 
 
 MODEL_HELP = ("a zoo name: resnet18, resnet50:IMAGENET1K_V2, any torchvision classifier, timm:<name>, lenet5 "
-              "(`perfkit zoo`); omitted with --model-code")
+              "(`perfkit zoo`), or an ONNX file (path/to/model.onnx: one image input, one logits output; run by the "
+              "runtimes that start from ONNX, judged against ONNX Runtime fp32 on the CPU); omitted with --model-code")
 
 
 def model(p, *, positional: str | None = "one", weights_default: str = "auto") -> None:
@@ -91,7 +92,8 @@ def model(p, *, positional: str | None = "one", weights_default: str = "auto") -
                         "folder is added to the end of sys.path (so it imports its siblings); package.module is "
                         "imported from sys.path (the current folder added last). Needs --input-size")
     g.add_argument("--input-size", default=None, metavar="C,H,W|N",
-                   help="the model's input: C,H,W, or N for N×N (required with --model-code). For a zoo model: "
+                   help="the model's input: C,H,W, or N for N×N (required with --model-code, and for an ONNX file "
+                        "whose height and width are not fixed in its graph). For a zoo model: "
                         "build and feed it at this size instead of its native one (the crop follows it; published "
                         "numbers stay those of the native size)")
     preprocessing(p)
@@ -102,7 +104,8 @@ def preprocessing(p) -> None:
     from perfkit.zoo.sources import INTERPOLATIONS
 
     g = p.add_argument_group("preprocessing (default: the weights' own transform, timm's resolved config, or for "
-                             "--model-code ImageNet mean/std with resize = crop / 0.875; every override is recorded)")
+                             "--model-code and ONNX files ImageNet mean/std with resize = crop / 0.875, bilinear; "
+                             "every override is recorded)")
     g.add_argument("--mean", default=None, metavar="R,G,B", help="normalisation mean")
     g.add_argument("--std", default=None, metavar="R,G,B", help="normalisation std")
     g.add_argument("--resize", type=int, default=None, metavar="N", help="resize the short side to N")

@@ -23,7 +23,8 @@ def add(sub) -> None:
                   "each runtime's own concurrency (OpenVINO AsyncInferQueue, K ONNX Runtime sessions, K threads),\n"
                   "K = 1, 2, 4, ... searched; the best samples/s is recorded with its K and configuration.",
                   "perfkit profile resnet18 -f eager,onnx,openvino -b 1,8 --scenario offline --weights random\n"
-                  "  perfkit profile --model-code net.py:build --input-size 3,224,224 -f eager,onnx -b 1,8")
+                  "  perfkit profile --model-code net.py:build --input-size 3,224,224 -f eager,onnx -b 1,8\n"
+                  "  perfkit profile model.onnx -f onnx,openvino -b 1,4   # an ONNX file: the ONNX runtimes")
     O.model(p)
     O.runtimes(p, "eager")
     O.batch(p, "1,8,32")
@@ -50,9 +51,11 @@ def run(args) -> int:
     device = common.resolve_device(args)
     backends = O.chosen(args)
     precisions = O.precisions(args, backends, device)
-    plan = Plan(tuple(backends), tuple(parse_batches(args.batch)), tuple(precisions), O.scenario_runs(args),
-                args.memory, device=device)
+    batches, runs = parse_batches(args.batch), O.scenario_runs(args)
     spec = common.spec(args)
+    backends = common.runtimes_for(spec, backends)
+    plan = Plan(tuple(backends), tuple(common.batches_for(spec, batches)), tuple(precisions), runs, args.memory,
+                device=device)
     calibration = common.calibration(args, precisions)
     with common.progress(args) as bar, common.session(args, device) as rec:
         rec.model(spec)

@@ -15,9 +15,11 @@ def add(sub) -> None:
                   "pretrained file is built with random weights (and labelled so). Writes one complexity record.\n"
                   "--check-onnx also exports the model with perfkit's ONNX exporter (through the artifact\n"
                   "cache) and counts the Conv/Gemm/MatMul/Einsum MACs of that graph: exit 1 when the two\n"
-                  "counts disagree by more than 0.1%.",
+                  "counts disagree by more than 0.1%. An ONNX file (MODEL = model.onnx) is counted from its graph:\n"
+                  "params from its floating-point initializers, MACs by the same ONNX counter, a row per node.",
                   "perfkit summary resnet18 --weights random --json\n"
-                  "  perfkit summary --model-code net.py:build --input-size 3,224,224")
+                  "  perfkit summary --model-code net.py:build --input-size 3,224,224\n"
+                  "  perfkit summary model.onnx   # an ONNX file: params and MACs counted from its graph")
     O.model(p)
     p.add_argument("--check-onnx", action="store_true",
                    help="cross-check the MACs against the exported ONNX graph (same convention); exit 1 on a disagreement")
@@ -37,8 +39,12 @@ def run(args) -> int:
     from perfkit.store import Kind as K
 
     spec = common.spec(args)
+    if args.check_onnx and spec.form == "onnx":
+        raise UsageError(f"--check-onnx compares the PyTorch count with perfkit's exported graph; {spec.name} is an "
+                         "ONNX file: its MACs are counted from that graph already")
     # published numbers are at the native size: a zoo model's, resolved without --input-size
-    native = common.spec(args, announce=False, input_size=None) if args.input_size and not args.model_code else spec
+    zoo = not args.model_code and spec.form == "pytorch"
+    native = common.spec(args, announce=False, input_size=None) if args.input_size and zoo else spec
     onnx_ctx = common.context(args, "cpu") if args.check_onnx else None
     with common.session(args) as rec:
         rec.model(native)
@@ -47,7 +53,7 @@ def run(args) -> int:
             with err_console.status(f"counting params and MACs of {spec.label}{also} ..."):
                 result = analyze(spec, onnx_ctx=onnx_ctx)
         except Exception as exc:  # recorded as the step's failure, then reported as the command's error
-            rec.add(Failure.of(Kind.COMPLEXITY, Where.of(spec, "eager", "fp32", 1, "cpu"), exc))
+            rec.add(Failure.of(Kind.COMPLEXITY, Where.of(spec, spec.reference_runtime, "fp32", 1, "cpu"), exc))
             if spec.input_size != native.input_size and isinstance(exc, (RuntimeError, AssertionError, ValueError)):
                 raise UsageError(f"{spec.name} does not run at --input-size {'×'.join(map(str, spec.input_size))}: "
                                  f"{describe(exc)}") from None

@@ -18,10 +18,12 @@ def add(sub) -> None:
                   "labels in the ImageNet-1k index — or an ImageFolder of your classes (cat/, espresso/, ...;\n"
                   "images anywhere under each): class index = the sorted folder names, or --labels FILE.\n"
                   "Scale out with: torchrun --nproc-per-node N -m perfkit validate ...",
-                  "perfkit validate resnet18 --data ~/imagenet/val -f eager,onnx --cache ~/.cache/perfkit-val")
+                  "perfkit validate resnet18 --data ~/imagenet/val -f eager,onnx --cache ~/.cache/perfkit-val\n"
+                  "  perfkit validate model.onnx --data photos/ --labels labels.txt --crop 224 -f onnx,openvino")
     O.model(p, positional="many", weights_default="default")
     O.data(p, required=True)
-    O.runtimes(p, "eager", "runtimes (eager is always run first, as the reference)")
+    O.runtimes(p, "eager", "runtimes (the reference is always run first: eager; for an ONNX file ONNX Runtime fp32 "
+                           "on the CPU running it)")
     O.precision(p)
     O.device(p)
     O.batch(p, "32", "images per batch (one number)")
@@ -137,6 +139,7 @@ def _lead(args, data, specs, backends, precisions, device, dist) -> int:
         ctx = common.context(args, device, bar, calibration)
         for spec in specs:
             rec.model(spec)
+            common.runtimes_for(spec, backends, reference_runs=True)  # notes the runtimes that cannot run it
             options = _options(args, spec, out_dir)
             banner(f"{spec.label} preprocessing: {options.transform.describe()}  (from {options.transform.source})",
                    style="bold")
@@ -180,12 +183,17 @@ def _print(args, rec, result) -> None:
 
 
 def _notes(result) -> list[str]:
+    from perfkit.backends import reference_for, reference_text
+
     ref = result.published
     notes = [result.data.describe(), f"preprocessing: {result.transform.describe()}",
              f"crops: {result.crops}" + (" (4 corners + center, mirrored; softmax averaged)" if result.crops > 1
                                          else " (center)"),
              f"{result.seconds:.1f}s, {result.images / result.seconds if result.seconds else 0:,.0f} img/s; "
              f"decoded {result.decoded}, from cache {result.cache_hits}"]
+    if not reference_for(result.spec).reference:
+        notes.append(f"reference: {reference_text(result.spec)}: Δ, rel. and flips are against it ({result.spec.name} "
+                     "has no PyTorch module)")
     if result.data.num_classes < 5:
         notes.append(f"top-5 n/a: {result.data.num_classes} classes (with fewer than five, every image is in the top 5)")
     if result.spec.random_weights:

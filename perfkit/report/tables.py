@@ -161,7 +161,8 @@ def accuracy_table(records: Iterable[Record], title: str, notes: list[str]):
     notes = notes + [f"[red]{escape(r['runtime'] or '')} FAILED: {escape(r['error'])}[/]" for r in rows
                      if r["status"] == "error"]
     notes += ["Δ fp32 eager and rel. (top-1 as a share of eager fp32's, MLPerf's 99% rule) compare every runtime "
-              "and precision with eager fp32 on the same images; flips = images whose top-1 differs from it"]
+              "and precision with the reference fp32 on the same images (eager; an ONNX file's: ONNX Runtime on "
+              "the CPU); flips = images whose top-1 differs from it"]
     notes += calibration_notes(records)
     return render_table(title, columns, rows, caption="\n".join(notes),
                         row_style=lambda r: "red" if r["status"] == "error" else None)
@@ -413,7 +414,8 @@ def summary_table(run: dict, records: list[Record]) -> list:
                             for sc in others)
         table = render_table(title, columns, rows, row_style=lambda r: style[r["status"]],
                              caption="top-1/top-5 measured on ImageNet-val; pub = published with the weights "
-                                     "(recorded with the run); parity vs eager; latency and peak memory per batch; "
+                                     "(recorded with the run); parity vs eager (an ONNX file: vs ONNX Runtime fp32 "
+                                     "on the CPU); latency and peak memory per batch; "
                                      f"{scenarios}MACs = multiply-accumulates; MiB = 2**20 bytes"
                                      + _summary_contention(records))
         # borders and double padding would cost a fifth of a 160-column terminal
@@ -483,8 +485,9 @@ def select_tables(result: dict, batch: int) -> list:
         Column("peak MB", "peak_bytes", lambda v: "—" if v is None else f"{v / MB:.1f}"),
     ], result["selected"], caption="\n".join([
         "★ = Pareto-optimal: no other candidate is both more accurate and faster; rel. fp32 = top-1 / eager "
-        "fp32's on the same images; MB = 10^6 bytes (the --max-memory-mb budget's unit; other tables show "
-        "MiB = 2**20)", *_candidate_calibrations(result["selected"])]))]
+        "fp32's on the same images (an ONNX file's: ONNX Runtime fp32 on the CPU); MB = 10^6 bytes (the "
+        "--max-memory-mb budget's unit; other tables show MiB = 2**20)",
+        *_candidate_calibrations(result["selected"])]))]
     if result["excluded"]:
         out.append(render_table("excluded", [
             Column("model", name, str, justify="left"), Column("runtime", "runtime", justify="left"),

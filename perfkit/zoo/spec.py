@@ -22,9 +22,10 @@ class ModelSpec:
         name: what records key on: the zoo name (``resnet18``, ``timm:convnext_tiny``) for zoo and
             random weights; ``<arch>@<identity[:8]>`` for a model the user provides (a checkpoint, a
             non-default head, ``--model-code``), so two checkpoints of one architecture never collide.
-        source: the model source that made it (``perfkit.zoo.sources``: torchvision, timm, lenet5, code).
-        arch: what the source builds: the torchvision or timm architecture, ``lenet5``, or
-            ``/abs/path/net.py:build`` / ``package.module:build`` for a code model.
+        source: the model source that made it (``perfkit.zoo.sources``: torchvision, timm, lenet5, code, onnx).
+        arch: what the source builds: the torchvision or timm architecture, ``lenet5``,
+            ``/abs/path/net.py:build`` / ``package.module:build`` for a code model, or the ONNX file's
+            absolute path.
         weights: which weights (pretrained, a file and its entry, random, or as the code built them).
         input_size: C, H, W of one input.
         num_classes: the logits' width.
@@ -33,11 +34,16 @@ class ModelSpec:
             function, so the spec pickles by reference.
         label: the name for tables: ``resnet18 (random weights)``, ``resnet18 (finetuned.pth, 7 classes)``.
         content: what the model is where ``arch`` does not say it (a code model's file sha256 and
-            callable); part of the identity.
+            callable, an ONNX file's sha256); part of the identity.
         options: the source's build keywords (a code model's ``num_classes`` when its callable
             takes it); part of the identity.
         reference: published metrics (zoo weights only).
-        reference_runtime: the runtime parity compares with.
+        reference_runtime: the runtime parity and accuracy compare with (``eager``; ``onnx`` for an
+            ONNX file: ONNX Runtime fp32 on the CPU running the file itself).
+        form: what the model is given as: ``pytorch`` (a module ``builder`` makes) or ``onnx`` (a
+            file, ``arch``); a runtime runs the forms its ``Backend.starts_from`` lists.
+        fixed_batch: the one batch size the model takes (an ONNX file whose batch dimension is a
+            number); None: any batch.
     """
 
     name: str
@@ -53,6 +59,8 @@ class ModelSpec:
     options: tuple[tuple[str, object], ...] = ()
     reference: dict = field(default_factory=dict, hash=False, compare=False)
     reference_runtime: str = "eager"
+    form: str = "pytorch"
+    fixed_batch: int | None = None
 
     @property
     def random_weights(self) -> bool:
@@ -70,7 +78,8 @@ class ModelSpec:
     def build(self) -> nn.Module:
         """The model in eval mode with its weights loaded, on the CPU.
 
-        Seeded before construction so random weights are identical in every process.
+        Seeded before construction so random weights are identical in every process. A model given
+        as a file (``form`` other than ``pytorch``) has no module: its builder says so (one line).
         """
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(W.RANDOM_SEED)

@@ -24,8 +24,9 @@ RANDOM_SEED = 0  # random weights are seeded so every process builds the same mo
 class WeightsRef:
     """What weights a model uses.
 
-    kind: ``pretrained`` (a torchvision enum or timm's pretrained tag), ``file``, ``random``, or
-        ``built`` (a ``--model-code`` module's own, as its callable made them, seeded).
+    kind: ``pretrained`` (a torchvision enum or timm's pretrained tag), ``file``, ``random``,
+        ``built`` (a ``--model-code`` module's own, as its callable made them, seeded), or ``graph``
+        (an ONNX file's own initializers: ``onnx:<sha256[:16]>`` of the file).
     value: the enum's full name (``ResNet50_Weights.IMAGENET1K_V2``), the file path, or ``random``.
     identity: short stable identity for caches and records (enum name, ``file:<sha256[:16]>``, with
         ``+ema`` when a checkpoint's EMA weights are used, ``random:seed0``).

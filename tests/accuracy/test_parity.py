@@ -187,7 +187,7 @@ def test_logits_feeds_inputs_in_batches(tiny_spec):
     seen = []
 
     class Recorder:
-        def infer(self, x):
+        def infer_all(self, x):  # what a runner is fed (a fixed-batch runner pads inside it)
             seen.append(x.shape[0])
             return x.flatten(1)[:, :10]
 
@@ -335,3 +335,25 @@ def test_nan_logits_show_as_nan_in_the_parity_and_run_tables():
     assert len(rows) == 2 and all(line.count(" NaN │") == 3 for line in rows)  # max |Δ|, mean |Δ|, max rel
     (onnx,) = [v for k, v in parity_by_candidate(records).items() if "onnx" in k]
     assert math.isnan(onnx["parity_max_abs_diff"]) and onnx["parity_passed"] is False
+
+
+def test_an_onnx_files_reference_is_onnx_runtime_on_the_cpu_running_it(onnx_files, tmp_path):
+    """No PyTorch module: eager is left out, onnx fp32 on the CPU is the reference (not compared with
+    itself), every other runtime and onnx int8 are held to its logits."""
+    from perfkit.accuracy.parity import ParityCheck
+    from perfkit.context import Context
+    from perfkit.data.calibration import CalibrationSet
+    from perfkit.zoo.sources import resolve
+
+    spec = resolve(str(onnx_files.dynamic))
+    ctx = Context(artifacts=tmp_path, options={"calibration": CalibrationSet.synthetic(16, "minmax")})
+    inputs = P.synthetic_inputs(spec, 6)
+    reference = P.reference_logits(spec, inputs, [4], ctx)[4]
+    with torch.no_grad():
+        assert torch.allclose(reference, onnx_files.model(inputs), atol=1e-5)
+    fp32 = [r for r in P.check_parity(spec, ["eager", "onnx", "openvino"], ctx, inputs=(inputs, "synthetic"),
+                                      batches=[4]) if isinstance(r, ParityCheck)]
+    assert [(r.where.runtime, r.result.passed) for r in fp32] == [("openvino", True)]
+    int8 = [r for r in P.check_parity(spec, ["onnx"], ctx, inputs=(inputs, "synthetic"), batches=[4],
+                                      precision="int8") if isinstance(r, ParityCheck)]
+    assert [(r.where.runtime, r.where.precision) for r in int8] == [("onnx", "int8")] and int8[0].result.passed

@@ -180,3 +180,14 @@ def test_torchvision_pytorch_and_onnx_macs_agree(name, tmp_path):
     assert report.onnx_agrees, (report.onnx.macs, report.complexity.macs)
     if not name.startswith("swin_v2"):
         assert report.onnx.macs == report.complexity.macs
+
+
+def test_a_graph_with_a_fixed_batch_or_open_size_is_counted_per_sample_at_the_size_given(onnx_files, tmp_path):
+    """An ONNX file the user gives may fix its batch at N (counted at N, divided by N) or leave height and
+    width open (counted at the size given): either way one sample at the model's input size."""
+    model = onnx_files.model
+    at32, at48 = (count_macs(model, torch.zeros(1, 3, s, s))[0] for s in (32, 48))
+    onnx_files.export_legacy(model, tmp_path / "batch4.onnx", batch=4)
+    assert count_onnx_macs(tmp_path / "batch4.onnx").macs == at32
+    onnx_files.export_legacy(model, tmp_path / "open.onnx", batch=1, dynamic_axes={"image": {2: "h", 3: "w"}})
+    assert count_onnx_macs(tmp_path / "open.onnx", (3, 48, 48)).macs == at48

@@ -169,7 +169,8 @@ def cuda_ort(monkeypatch, tiny_spec):
     monkeypatch.setattr(O, "require", lambda name: _fake_ort(log))
     manifest = {"backend": "onnx", "precision": "fp32", "device": "any", "batch": {"min": 1, "opt": 8, "max": 256},
                 "model": {"name": "lenet5", "identity": tiny_spec.identity, "weights": {"identity": tiny_spec.weights.identity}},
-                "inputs": [{"shape": ["batch", 3, 32, 32]}]}
+                "inputs": [{"name": "input", "shape": ["batch", 3, 32, 32]}],
+                "outputs": [{"name": "logits", "shape": ["batch", 10]}]}
     return O.OnnxRuntimeRunner(tiny_spec, artifact=Artifact(Path("model.onnx"), manifest), device="cuda:0"), log
 
 
@@ -222,3 +223,84 @@ def test_cuda_major_mismatch_is_named(built, torch_cuda, hint):
                                 capi=types.SimpleNamespace(build_and_package_info=types.SimpleNamespace(cuda_version=built)))
     got = cuda_mismatch(ort, torch_cuda)
     assert got is None if hint is None else (hint in got and f"built for CUDA {built}" in got)
+
+
+# -- an ONNX file the user gave ------------------------------------------------------------------------
+
+
+def _module_logits(onnx_files, x):
+    with torch.no_grad():
+        return onnx_files.model(x)
+
+
+def test_an_onnx_files_artifact_is_the_file_itself_keeping_its_names(onnx_files, tmp_path):
+    from perfkit.backends import open_runner, prepare
+    from perfkit.zoo.sources import resolve
+
+    spec = resolve(str(onnx_files.dynamic))
+    ctx = Context(artifacts=tmp_path / "artifacts")
+    artifact = prepare(spec, "onnx", ctx, batch=BatchRange(1, 4, 16))
+    assert artifact.path.read_bytes() == onnx_files.dynamic.read_bytes()
+    assert "dynamic.onnx.data" in artifact.files  # its external data, hashed with it
+    assert (artifact.manifest["inputs"][0]["name"], artifact.manifest["outputs"][0]["name"]) == ("pixel_values",
+                                                                                                 "logits")
+    assert artifact.batch == BatchRange(1, 4, 16)
+    assert artifact.manifest["onnx"]["source_file"]["content"] == spec.content
+    x = torch.randn(5, 3, 32, 32)
+    with open_runner(spec, "onnx", ctx, batch=BatchRange(1, 4, 16)) as runner:
+        assert torch.allclose(runner.infer(x), _module_logits(onnx_files, x), atol=1e-5)
+    assert prepare(spec, "onnx", ctx.replace(resolved={}), batch=BatchRange(1, 4, 16)).cached  # a new context: the cache
+
+
+def test_an_onnx_file_changed_after_it_was_resolved_is_refused(onnx_files, tmp_path):
+    import shutil
+
+    from perfkit.backends import prepare
+    from perfkit.zoo.sources import resolve
+
+    path = tmp_path / "model.onnx"
+    shutil.copy(onnx_files.fixed, path)
+    spec = resolve(str(path))
+    onnx_files.export_legacy(onnx_files.tiny_net(seed=1), path, batch=2)  # other weights, after resolving
+    with pytest.raises(ArtifactError, match=r"model.onnx changed since the model was resolved"):
+        prepare(spec, "onnx", Context(artifacts=tmp_path / "artifacts"))
+    with pytest.raises(PerfkitError, match=r"--opset 17 sets the exporter's opset; \S*model.onnx is an ONNX file"):
+        prepare(resolve(str(path)), "onnx", Context(artifacts=tmp_path / "artifacts", options={"opset": 17}))
+
+
+def test_a_fixed_batch_file_gets_that_batch_whatever_is_asked(onnx_files, tmp_path):
+    from perfkit.backends import open_runner
+    from perfkit.errors import InputError
+    from perfkit.zoo.sources import resolve
+
+    spec = resolve(str(onnx_files.fixed))
+    x = torch.randn(5, 3, 32, 32)
+    with open_runner(spec, "onnx", Context(artifacts=tmp_path), batch=BatchRange(1, 8, 256)) as runner:
+        assert runner.batch == BatchRange(2, 2, 2) and runner.input_name == "image"
+        with pytest.raises(InputError, match=r"batch 3 is outside the artifact's range 2..2"):
+            runner.infer(x[:3])
+        # any number of inputs, in pieces of 2, the last one padded: one logit row per input
+        assert torch.allclose(runner.infer_all(x), _module_logits(onnx_files, x), atol=1e-5)
+
+
+def test_int8_and_fp16_start_from_the_file(onnx_files, tmp_path):
+    from perfkit.backends import open_runner, prepare
+    from perfkit.data.calibration import CalibrationSet
+    from perfkit.vocab import Precision
+    from perfkit.zoo.sources import resolve
+
+    spec = resolve(str(onnx_files.dynamic))
+    ctx = Context(artifacts=tmp_path, options={"calibration": CalibrationSet.synthetic(16, "minmax")})
+    fp32 = prepare(spec, "onnx", ctx)
+    int8 = prepare(spec, "onnx", ctx, precision=Precision.INT8)
+    assert int8.manifest["quantization"]["source_onnx"]["sha256"] == fp32.sha256  # quantized from the file's copy
+    assert int8.manifest["inputs"][0]["name"] == "pixel_values"
+    x = torch.randn(4, 3, 32, 32)
+    expected = _module_logits(onnx_files, x)
+    for precision, bound in ((Precision.INT8, 0.9), (Precision.FP16, 0.999)):
+        with open_runner(spec, "onnx", ctx, precision=precision) as runner:
+            got = runner.infer(x)
+        assert torch.nn.functional.cosine_similarity(got, expected).min() > bound, precision
+    half = onnx.load(str(prepare(spec, "onnx", ctx, precision=Precision.FP16).path), load_external_data=False)
+    assert half.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert onnx.TensorProto.FLOAT16 in {t.data_type for t in half.graph.initializer}

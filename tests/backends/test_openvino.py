@@ -233,3 +233,18 @@ def test_int8_is_the_onnx_backends_qdq_artifact_converted_and_runs_int8_kernels(
     with torch.inference_mode():
         want = tiny_spec.build()(x).numpy()
     assert np.abs(got - want).max() < 0.1 * np.abs(want).max() + 1e-3
+
+
+@pytest.mark.parametrize("which, name, batch", [("dynamic", "pixel_values", 3), ("fixed", "image", 2)])
+def test_an_onnx_files_ir_is_converted_from_the_file_and_keeps_its_names(onnx_files, tmp_path, which, name, batch):
+    from perfkit.zoo.sources import resolve
+
+    spec = resolve(str(getattr(onnx_files, which)))
+    ctx = Context(artifacts=tmp_path)
+    ir = prepare(spec, "openvino", ctx)
+    source = prepare(spec, "onnx", ctx)
+    assert ir.manifest["openvino"]["source_onnx"]["sha256"] == source.sha256  # the file's copy, converted
+    assert ir.manifest["inputs"][0]["name"] == name and ir.batch == source.batch
+    x = torch.randn(batch, 3, 32, 32)
+    with open_runner(spec, "openvino", ctx) as runner, open_runner(spec, "onnx", ctx) as reference:
+        assert torch.allclose(runner.infer(x), reference.infer(x), atol=1e-5)

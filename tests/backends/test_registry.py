@@ -184,3 +184,33 @@ def test_each_runtime_runs_the_precisions_it_declares_and_the_automatic_plan_is_
     assert [b.name for b in at_precision(["eager", "onnx", "aoti"], "fp32", "cpu", automatic=True)] == [
         "eager", "onnx", "aoti"]
     assert [b.name for b in at_precision(["onnx", "aoti", "tensorrt"], "int8", "cuda:0")] == ["tensorrt"]
+
+
+def test_runtimes_declare_the_forms_they_start_from(onnx_files, tiny_spec, tmp_path):
+    from perfkit.zoo.sources import resolve
+
+    spec = resolve(str(onnx_files.fixed))
+    onnx_runtimes = {b.name for b in B.all_backends() if b.accepts(spec) is None}
+    assert onnx_runtimes == {"onnx", "openvino", "tensorrt"}
+    assert all(b.accepts(tiny_spec) is None for b in B.all_backends())
+    assert get("aoti").accepts(spec) == "an ONNX file has no PyTorch module: PyTorch runtimes cannot run it"
+    kept, skipped = B.runnable(spec, ["eager", "onnx", "native"])
+    assert [b.name for b in kept] == ["onnx"] and set(skipped) == {"eager", "native"}
+    with pytest.raises(UsageError, match=r"eager cannot run fixed.onnx@\w+: an ONNX file has no PyTorch module"):
+        open_runner(spec, "eager", Context(artifacts=tmp_path))
+    assert (B.reference_for(spec).name, B.reference_device(spec, "cuda:0")) == ("onnx", "cpu")
+    assert (B.reference_for(tiny_spec).name, B.reference_device(tiny_spec, "cuda:0")) == ("eager", "cuda:0")
+    assert B.reference_text(spec) == "onnx fp32 on the CPU (fixed.onnx itself)"
+
+
+def test_a_fixed_batch_restricts_sweeps_with_a_note(onnx_files, tiny_spec):
+    from perfkit.vocab import BatchRange
+    from perfkit.zoo.sources import resolve
+
+    spec = resolve(str(onnx_files.fixed))  # batch 2, fixed in the graph
+    assert B.artifact_batch(spec, BatchRange()) == BatchRange(2, 2, 2)
+    assert B.artifact_batch(tiny_spec, BatchRange(1, 4, 16)) == BatchRange(1, 4, 16)
+    assert B.batches_for(spec, [1, 2, 4]) == ([2], f"{spec.name} takes batch 2 only (fixed in its graph): batch 1,4 "
+                                                   "left out, batch 2 measured")
+    assert B.batches_for(spec, [2]) == ([2], None)
+    assert B.batches_for(tiny_spec, [4, 1]) == ([1, 4], None)

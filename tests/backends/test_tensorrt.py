@@ -103,7 +103,8 @@ def test_backend_declares_the_extra_and_gpu_only(monkeypatch):
 def _manifest(tiny_spec, **extra):
     return {"backend": "tensorrt", "precision": "fp32", "device": "cuda", "batch": {"min": 1, "opt": 8, "max": 256},
             "model": {"name": "lenet5", "identity": tiny_spec.identity, "weights": {"identity": tiny_spec.weights.identity}},
-            "inputs": [{"shape": ["batch", 3, 32, 32]}], **extra}
+            "inputs": [{"name": "input", "shape": ["batch", 3, 32, 32]}],
+            "outputs": [{"name": "logits", "shape": ["batch", 10]}], **extra}
 
 
 def test_runner_without_tensorrt_names_the_extra(tiny_spec, monkeypatch):

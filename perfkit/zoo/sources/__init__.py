@@ -35,6 +35,7 @@ SOURCE_MODULES = (
     "perfkit.zoo.sources.code",
     "perfkit.zoo.sources.timm",
     "perfkit.zoo.sources.lenet5",
+    "perfkit.zoo.sources.onnx",
     "perfkit.zoo.sources.torchvision",
 )
 
@@ -131,8 +132,8 @@ def resolve(text: str | None = None, *, weights: str | None = "default", num_cla
     """The spec of a model, whatever its source.
 
     Args:
-        text: a zoo name (``resnet50``, ``resnet50:IMAGENET1K_V2``, ``timm:convnext_tiny``, ``lenet5``);
-            None with ``model_code``.
+        text: a zoo name (``resnet50``, ``resnet50:IMAGENET1K_V2``, ``timm:convnext_tiny``, ``lenet5``) or
+            a path to an ONNX file (``model.onnx``); None with ``model_code``.
         weights: ``default`` (pretrained), ``auto`` (pretrained if cached, else random), ``random``, a
             weights enum name, or a checkpoint file (read now: a file that does not fit is refused here).
         num_classes: the classifier's outputs when it is not the architecture's own (a checkpoint's head).
