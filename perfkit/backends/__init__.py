@@ -9,13 +9,13 @@ importable modules defining ``BACKEND``); spawned measuring processes inherit th
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from perfkit.backends.base import EXPORT, RUN, ArtifactRunner, Backend, OfflineSession, Option, Runner
 from perfkit.errors import UsageError
+from perfkit.registry import Registry
 from perfkit.vocab import BatchRange, Precision
 
 __all__ = [
@@ -36,36 +36,6 @@ BACKEND_MODULES = (
     "perfkit.backends.openvino",
 )
 
-_REGISTRY: dict[str, Backend] = {}
-_LOADED = False
-
-
-def register(backend: Backend) -> Backend:
-    """Add ``backend``; a name already taken, or an option that contradicts another backend's, is refused."""
-    if not isinstance(backend, Backend):
-        raise TypeError(f"register() takes a Backend, got {type(backend).__name__}")
-    _load()
-    if not backend.name or backend.name != backend.name.strip().lower():  # get() looks names up in lower case
-        raise ValueError(f"a backend name is lower case without spaces, got '{backend.name}'")
-    if backend.name in _REGISTRY:
-        raise ValueError(f"a backend named '{backend.name}' is already registered")
-    _check_options(backend, _REGISTRY.values())
-    _REGISTRY[backend.name] = backend
-    return backend
-
-
-def unregister(name: str) -> None:
-    _REGISTRY.pop(name, None)
-
-
-def reload() -> None:
-    """Forget every backend and load the modules again (after ``$PERFKIT_BACKENDS`` changed)."""
-    global _LOADED
-    _REGISTRY.clear()
-    _LOADED = False
-    _load()
-
-
 def _check_options(new: Backend, others: Iterable[Backend]) -> None:
     """A shared option name must mean one thing: same default, type and stage everywhere."""
     for other in others:
@@ -79,41 +49,14 @@ def _meaning(option: Option) -> tuple:
     return (option.default, option.type, option.stage, option.precisions, option.cli, option.key)
 
 
-def _load() -> None:
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    extra = [m.strip() for m in os.environ.get("PERFKIT_BACKENDS", "").split(",") if m.strip()]
-    for module in (*BACKEND_MODULES, *extra):
-        try:
-            backend = importlib.import_module(module).BACKEND
-        except (ImportError, AttributeError) as exc:
-            raise UsageError(f"backend module '{module}' (from $PERFKIT_BACKENDS) cannot be loaded: {exc}") from None
-        if backend.name in _REGISTRY:
-            raise ValueError(f"two backend modules define '{backend.name}'")
-        _check_options(backend, _REGISTRY.values())
-        _REGISTRY[backend.name] = backend
+def _from_environment() -> list[str]:
+    return [m.strip() for m in os.environ.get("PERFKIT_BACKENDS", "").split(",") if m.strip()]
 
 
-def all_backends() -> list[Backend]:
-    _load()
-    return list(_REGISTRY.values())
-
-
-def names() -> list[str]:
-    return [b.name for b in all_backends()]
-
-
-def get(name: str | Backend) -> Backend:
-    """The backend called ``name``; an unknown name is a UsageError listing the known ones."""
-    if isinstance(name, Backend):
-        return name
-    _load()
-    key = str(name).strip().lower()
-    if key not in _REGISTRY:
-        raise UsageError(f"unknown runtime '{name}'; choose from: {', '.join(_REGISTRY)}")
-    return _REGISTRY[key]
+REGISTRY: Registry[Backend] = Registry("backend", Backend, BACKEND_MODULES, "BACKEND", called="runtime",
+                                       check=_check_options, extra=_from_environment, extra_from="$PERFKIT_BACKENDS")
+register, unregister, reload, get = REGISTRY.register, REGISTRY.unregister, REGISTRY.reload, REGISTRY.get
+all_backends, names = REGISTRY.all, REGISTRY.names
 
 
 def reference() -> Backend:

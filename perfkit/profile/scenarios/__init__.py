@@ -16,11 +16,11 @@ scenario of the same name or record kind.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from perfkit.registry import Registry
 from perfkit.results import Kind, KindSchema
 
 __all__ = ["Column", "Compared", "Headline", "Point", "Scenario", "ScenarioOption", "SCENARIO_MODULES",
@@ -184,67 +184,29 @@ class Scenario:
         return self.configure(given)
 
 
-_REGISTRY: dict[str, Scenario] = {}
-
-
-def register(scenario: Scenario) -> Scenario:
-    """Add ``scenario``; a name or record kind already taken is refused."""
-    _load()
-    _add(scenario)
-    return scenario
-
-
-def unregister(name: str) -> None:
-    _REGISTRY.pop(name, None)
-
-
-def _add(scenario: Scenario) -> None:
-    if not isinstance(scenario, Scenario):
-        raise TypeError(f"register() takes a Scenario, got {type(scenario).__name__}")
-    if not scenario.name or scenario.name != scenario.name.strip().lower():
-        raise ValueError(f"a scenario name is lower case without spaces, got '{scenario.name}'")
-    for other in _REGISTRY.values():
-        if other.name == scenario.name or other.kind == scenario.kind:
+def _check(scenario: Scenario, others: list[Scenario]) -> None:
+    """One scenario per record kind, options of its own, and one base scenario."""
+    for other in others:
+        if other.kind == scenario.kind:
             raise ValueError(f"scenario '{scenario.name}' (kind {scenario.kind}) clashes with '{other.name}'")
         if {o.name for o in other.options} & {o.name for o in scenario.options}:
             raise ValueError(f"scenario '{scenario.name}' declares an option of scenario '{other.name}'")
-    if scenario.base and any(s.base for s in _REGISTRY.values()):
+    if scenario.base and any(s.base for s in others):
         raise ValueError("only one scenario is the base one (SingleStream)")
-    _REGISTRY[scenario.name] = scenario
 
 
-def _load() -> None:
-    if not _REGISTRY:
-        for module in SCENARIO_MODULES:
-            _add(importlib.import_module(module).SCENARIO)
-
-
-def all_scenarios() -> list[Scenario]:
-    _load()
-    return list(_REGISTRY.values())
-
-
-def get(name: str | Scenario) -> Scenario:
-    """The scenario called ``name``; an unknown name is a UsageError listing the known ones."""
-    from perfkit.errors import UsageError
-
-    if isinstance(name, Scenario):
-        return name
-    _load()
-    key = str(name).strip().lower()
-    if key not in _REGISTRY:
-        raise UsageError(f"unknown scenario '{name}'; choose from: {', '.join(_REGISTRY)}")
-    return _REGISTRY[key]
+REGISTRY: Registry[Scenario] = Registry("scenario", Scenario, SCENARIO_MODULES, "SCENARIO", check=_check)
+register, unregister, get, all_scenarios = REGISTRY.register, REGISTRY.unregister, REGISTRY.get, REGISTRY.all
 
 
 def base() -> Scenario:
     """The scenario every profile measures (SingleStream)."""
-    return next(s for s in all_scenarios() if s.base)
+    return REGISTRY.find(lambda s: s.base)
 
 
 def by_kind(kind: str) -> Scenario | None:
     """The scenario whose records are of ``kind`` (None: no scenario's)."""
-    return next((s for s in all_scenarios() if s.kind == kind), None)
+    return REGISTRY.find(lambda s: s.kind == kind)
 
 
 def parse(text: str | Iterable[str]) -> list[Scenario]:

@@ -14,7 +14,6 @@ the fields the source fills (``content`` says what ``arch`` does not: a code fil
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from perfkit.errors import UsageError
+from perfkit.registry import Registry
 from perfkit.zoo import weights as W
 from perfkit.zoo.preprocess import EvalTransform
 from perfkit.zoo.spec import ModelSpec
@@ -85,44 +85,8 @@ class Source:
     resolve: Callable[[Request], ModelSpec]
 
 
-_REGISTRY: dict[str, Source] = {}
-
-
-def register(source: Source) -> Source:
-    """Add ``source`` (asked after the built-in ones); a name already taken is refused."""
-    _load()
-    _add(source)
-    return source
-
-
-def unregister(name: str) -> None:
-    _REGISTRY.pop(name, None)
-
-
-def _add(source: Source) -> None:
-    if not isinstance(source, Source):
-        raise TypeError(f"register() takes a Source, got {type(source).__name__}")
-    if source.name in _REGISTRY:
-        raise ValueError(f"a model source named '{source.name}' is already registered")
-    _REGISTRY[source.name] = source
-
-
-def _load() -> None:
-    if not _REGISTRY:
-        for module in SOURCE_MODULES:
-            _add(importlib.import_module(module).SOURCE)
-
-
-def all_sources() -> list[Source]:
-    _load()
-    return list(_REGISTRY.values())
-
-
-def get(name: str) -> Source:
-    _load()
-    if name not in _REGISTRY:
-        raise UsageError(f"unknown model source '{name}'; known: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+REGISTRY: Registry[Source] = Registry("model source", Source, SOURCE_MODULES, "SOURCE")
+register, unregister, get, all_sources = REGISTRY.register, REGISTRY.unregister, REGISTRY.get, REGISTRY.all
 
 
 def resolve(text: str | None = None, *, weights: str | None = "default", num_classes: int | None = None,

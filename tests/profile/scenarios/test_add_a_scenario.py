@@ -88,7 +88,7 @@ def burst(tmp_path):
 
 def test_a_new_scenario_runs_records_reports_and_regresses(burst, tmp_path, capsys):
     store, artifacts = tmp_path / "s.db", tmp_path / "art"
-    with pytest.raises(ValueError, match="clashes"):
+    with pytest.raises(ValueError, match="already registered"):
         scenarios.register(burst)  # a second scenario of the same name (or kind) is refused
     code = main(["profile", "lenet5", "--weights", "random", "-f", "eager,onnx", "-b", "1,2", "--scenario", "burst",
                  "--burst-calls", "5", "--no-memory", "--iterations", "3", "--min-seconds", "0", "--warmup", "1",
