@@ -125,7 +125,10 @@ class RunnerTiming:
     contention: Contention | None = None  # what other processes used of the CPU while timing
 
     def metrics(self) -> dict:
+        from perfkit.profile.samples import pack
+
         out = self.compute.metrics()
+        out["samples"] = pack(self.compute.samples_ms)  # every timed call, kept (perfkit.profile.samples)
         out["timer"] = self.timer
         out["cv_warning"] = self.compute.noisy
         if self.h2d is not None:

@@ -11,6 +11,7 @@ import functools
 import math
 from collections.abc import Iterable
 
+from perfkit.profile.samples import shown
 from perfkit.store import Kind, Record, Store
 
 # Beyond these, a measured top-1 is flagged (coloured) in the summary as a possible regression.
@@ -256,7 +257,8 @@ def _batch_fields(k: tuple, latency: dict, memory: dict) -> list[dict]:
         out.append({
             "batch": b,
             "latency_median_ms": lat.metrics.get("latency_median_ms") if lat else None,
-            "latency_p99_ms": lat.metrics.get("latency_p99_ms") if lat else None,
+            # the p99 of fewer than 100 calls is not a p99 (perfkit.profile.samples): not shown
+            "latency_p99_ms": shown(99, lat.metrics.get("latency_p99_ms"), lat.metrics.get("iterations")) if lat else None,
             "throughput_per_s": lat.metrics.get("throughput_per_s") if lat else None,
             "peak_bytes": mem.metrics.get("peak_bytes") if mem else None, **_contention_fields(lat),
         })

@@ -21,7 +21,8 @@ from perfkit.results import Kind, KindSchema, kind_of
 # 4: model records carry the model's identity, arch, reference runtime and checkpoint entry (model sources);
 # latency and throughput carry other_cpu_pct and contended (other processes' CPU use while timing;
 # None: not measured). Optional, so schema 3 records validate as they are.
-SCHEMA_VERSION = 4
+# 5: SingleStream (latency) records keep every timed call's latency (``samples``, perfkit.profile.samples)
+SCHEMA_VERSION = 5
 
 
 _schema = KindSchema.of

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from perfkit.profile import roofline
 from perfkit.profile.contention import contention_metrics
+from perfkit.profile.samples import min_samples, shown
 from perfkit.profile.scenarios import Column, Compared, Headline, Point, Scenario, ScenarioOption, newest
 from perfkit.profile.timing import NoisyTimingWarning, RunnerTiming, TimingConfig, time_runner
 from perfkit.results import Kind, KindSchema, Where
@@ -90,7 +91,9 @@ def rows(records: list) -> list[dict]:
         mem = memory.get((r.model, r.runtime, r.precision, r.batch, r.device))
         base, median = fp32.get((r.model, r.runtime, r.batch)), r.metrics.get("latency_median_ms")
         error = r.error or (mem.error if mem is not None else None)
+        n = r.metrics.get("iterations")
         out.append({**_flat(r), "error": error, "peak_bytes": mem.metrics.get("peak_bytes") if mem else None,
+                    **{f"latency_p{q}_ms": shown(q, r.metrics.get(f"latency_p{q}_ms"), n) for q in (90, 95, 99)},
                     "speedup_vs_fp32": base / median if base and median and r.precision != "fp32" else None,
                     "cv_pct": None if r.metrics.get("latency_cv") is None else 100 * r.metrics["latency_cv"],
                     "peak_pct": None if r.metrics.get("peak_fraction") is None else 100 * r.metrics["peak_fraction"]})
@@ -119,14 +122,25 @@ def caption(records: list) -> list[str]:
              f"configuration: {configs or '—'}"]
     if any(r.precision != "fp32" for r in lat):
         lines.append("× fp32 = the same runtime's fp32 median ÷ this median, at the same batch")
-    return lines
+    return lines + percentile_notes(lat)
+
+
+def percentile_notes(records: list) -> list[str]:
+    """What the tables leave out (—): a percentile from fewer timed calls than it takes (the p99 of 3 calls
+    is their maximum)."""
+    counts = [r.metrics["iterations"] for r in records if r.metrics.get("iterations") is not None]
+    hidden = [q for q in (90, 99) if counts and min(counts) < min_samples(q)]
+    if not hidden:
+        return []
+    rule = " and ".join(f"p{q} from {min_samples(q)}" for q in reversed(hidden))
+    return [f"percentiles are shown only from enough timed calls: {rule} (the fewest here: {min(counts)})"]
 
 
 SCHEMA = KindSchema.of(
     "iterations latency_median_ms latency_p99_ms throughput_per_s",
     f"{TIMING_METRICS} timer cv_warning h2d_median_ms e2e_median_ms e2e_p99_ms threads flops_source "
     "flops_per_sample achieved_gflops peak_gflops peak_fraction peak_source runtime_config self_timed "
-    "load_seconds warnings calibration other_cpu_pct contended")
+    "load_seconds warnings calibration other_cpu_pct contended samples")
 
 SCENARIO = Scenario(
     name="singlestream",
