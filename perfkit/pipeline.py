@@ -55,7 +55,7 @@ EVAL_BATCH = 32
 
 @dataclass
 class RunConfig:
-    models: list[str] = field(default_factory=lambda: list(SEED_MODELS))
+    models: list = field(default_factory=lambda: list(SEED_MODELS))  # names, paths or nn.Module instances
     weights: str = "auto"
     model_code: str | None = None  # the user's own nn.Module (FILE.py:CALLABLE), measured after ``models``
     model_options: dict = field(default_factory=dict)  # the other ``resolve`` keywords (num_classes, input_size, ...)
@@ -79,6 +79,7 @@ class RunConfig:
     memory: bool = True
     resume: str | None = None
     steps: tuple[Step, ...] = tuple(Step)
+    command: str | None = None  # what the run is recorded as (None: the command line)
 
     def backends(self) -> list:
         """The exported runtimes measured beside eager (the reference is always measured)."""
@@ -118,7 +119,7 @@ def run_pipeline(cfg: RunConfig, store, progress=NO_PROGRESS, data=None) -> Pipe
     backends = cfg.backends()
     base = Context(device=cfg.device, artifacts=artifacts_dir(cfg.artifacts), threads=cfg.threads,
                    options=cfg.options, progress=progress)
-    with recording(store, run_id=resume_id, device=cfg.device) as rec:
+    with recording(store, command=cfg.command, run_id=resume_id, device=cfg.device) as rec:
         if data is None and Step.ACCURACY in cfg.steps and cfg.data:
             data = open_data(cfg.data, cfg.labels, cfg.limit)
         for name, keywords in _requests(cfg):
@@ -156,9 +157,11 @@ def run_pipeline(cfg: RunConfig, store, progress=NO_PROGRESS, data=None) -> Pipe
 
 
 def _requests(cfg: RunConfig) -> list[tuple[str, dict]]:
-    """(name for a failure record, ``resolve`` keywords) of each model of the run."""
+    """(name for a failure record, ``resolve`` keywords) of each model of the run (a name, a path, or an
+    nn.Module given to the Python API: named by its class)."""
     common = {"weights": cfg.weights, **cfg.model_options}
-    out = [(name, {"text": name, **common}) for name in cfg.models]
+    out = [(os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__,
+            {"text": model, **common}) for model in cfg.models]
     if cfg.model_code:
         out.append((cfg.model_code, {"model_code": cfg.model_code, **common}))
     return out

@@ -173,3 +173,29 @@ def onnx_graph(tmp_path):
         return path
 
     return write
+
+
+def _net_source() -> str:
+    """``TinyNet`` and ``tiny_net`` as a module of their own, with ``build`` for ``--model-code``."""
+    import inspect
+
+    return ("import torch\n\n\n" + inspect.getsource(TinyNet) + "\n\n" + inspect.getsource(tiny_net)
+            + "\n\ndef build():\n    return tiny_net(0)\n")
+
+
+@pytest.fixture
+def net_module(tmp_path, monkeypatch):
+    """``tiny_nets.py`` (``TinyNet``, seeded ``tiny_net(seed)``, and ``build`` for ``--model-code``) written to
+    a folder on ``sys.path`` and imported by name: a module another process can import too. ``.path``: the file."""
+    import importlib
+    import sys
+
+    folder = tmp_path / "code"
+    folder.mkdir()
+    (folder / "tiny_nets.py").write_text(_net_source())
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, "tiny_nets", raising=False)
+    module = importlib.import_module("tiny_nets")
+    module.path = folder / "tiny_nets.py"
+    yield module
+    sys.modules.pop("tiny_nets", None)

@@ -14,6 +14,7 @@ the fields the source fills (``content`` says what ``arch`` does not: a code fil
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = ["INTERPOLATIONS", "Request", "Source", "all_sources", "get", "registe
 # Adding a model source: write perfkit/zoo/sources/<name>.py defining SOURCE, and add its line here
 # (before torchvision, which claims every torchvision architecture name).
 SOURCE_MODULES = (
+    "perfkit.zoo.sources.module",  # first: the others read a request's text as a string
     "perfkit.zoo.sources.code",
     "perfkit.zoo.sources.timm",
     "perfkit.zoo.sources.lenet5",
@@ -50,7 +52,7 @@ class Request:
     ``resize_size``, ``crop_size``, ``interpolation``); ``input_size`` an int N means N×N.
     """
 
-    text: str | None = None
+    text: str | nn.Module | None = None  # an nn.Module: the Python API's (perfkit.zoo.sources.module)
     weights: str = "default"
     num_classes: int | None = None
     input_size: tuple[int, int, int] | int | None = None
@@ -89,15 +91,16 @@ REGISTRY: Registry[Source] = Registry("model source", Source, SOURCE_MODULES, "S
 register, unregister, get, all_sources = REGISTRY.register, REGISTRY.unregister, REGISTRY.get, REGISTRY.all
 
 
-def resolve(text: str | None = None, *, weights: str | None = "default", num_classes: int | None = None,
+def resolve(text: str | nn.Module | None = None, *, weights: str | None = "default", num_classes: int | None = None,
             input_size: tuple[int, int, int] | int | None = None, model_code: str | None = None,
             mean: Sequence[float] | None = None, std: Sequence[float] | None = None, resize: int | None = None,
             crop: int | None = None, interpolation: str | None = None, ema: bool = False) -> ModelSpec:
     """The spec of a model, whatever its source.
 
     Args:
-        text: a zoo name (``resnet50``, ``resnet50:IMAGENET1K_V2``, ``timm:convnext_tiny``, ``lenet5``) or
-            a path to an ONNX file (``model.onnx``); None with ``model_code``.
+        text: a zoo name (``resnet50``, ``resnet50:IMAGENET1K_V2``, ``timm:convnext_tiny``, ``lenet5``),
+            a path to an ONNX file (``model.onnx``, a str or a Path), or an ``nn.Module`` (with
+            ``input_size``); None with ``model_code``.
         weights: ``default`` (pretrained), ``auto`` (pretrained if cached, else random), ``random``, a
             weights enum name, or a checkpoint file (read now: a file that does not fit is refused here).
         num_classes: the classifier's outputs when it is not the architecture's own (a checkpoint's head).
@@ -122,12 +125,14 @@ def resolve(text: str | None = None, *, weights: str | None = "default", num_cla
 
 def _request(text, weights, num_classes, input_size, model_code, ema, preprocess: dict) -> Request:
     if text is not None and model_code is not None:
-        raise UsageError(f"both a MODEL ('{text}') and --model-code ('{model_code}') name the model: give one")
+        named = text if isinstance(text, str) else f"an nn.Module {type(text).__name__}"
+        raise UsageError(f"both a MODEL ('{named}') and --model-code ('{model_code}') name the model: give one")
     if text is None and model_code is None:
         raise UsageError("no model given: name a MODEL (a zoo name) or pass --model-code FILE.py:CALLABLE")
     if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
         raise UsageError(f"--num-classes must be a positive integer, got {num_classes}")
-    return Request(text=None if text is None else text.strip(), weights=(weights or "default").strip(),
+    text = os.fspath(text) if isinstance(text, os.PathLike) else text
+    return Request(text=text.strip() if isinstance(text, str) else text, weights=(weights or "default").strip(),
                    num_classes=num_classes, input_size=_input_size(input_size),
                    model_code=model_code, preprocess=_preprocess(preprocess), ema=bool(ema))
 
@@ -135,7 +140,7 @@ def _request(text, weights, num_classes, input_size, model_code, ema, preprocess
 def _input_size(value) -> tuple[int, int, int] | int | None:
     if value is None:
         return None
-    dims = (value,) if isinstance(value, int) else tuple(value)
+    dims = (value,) if isinstance(value, int) else _numbers(value, int) if isinstance(value, str) else tuple(value)
     if len(dims) not in (1, 3) or not all(isinstance(d, int) and d >= 1 for d in dims):
         raise UsageError(f"--input-size must be C,H,W or N (N×N), positive integers; got {value!r}")
     return dims[0] if len(dims) == 1 else dims
@@ -145,7 +150,7 @@ def _preprocess(given: dict) -> dict:
     out = {k: v for k, v in given.items() if v is not None}
     for name in ("mean", "std"):
         if name in out:
-            values = tuple(float(v) for v in out[name])
+            values = _numbers(out[name], float)
             if len(values) != 3 or (name == "std" and 0.0 in values):
                 raise UsageError(f"--{name} takes three numbers (R,G,B){', none zero' if name == 'std' else ''}, "
                                  f"got {out[name]!r}")
@@ -156,6 +161,16 @@ def _preprocess(given: dict) -> dict:
     if "interpolation" in out and out["interpolation"] not in INTERPOLATIONS:
         raise UsageError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}, got {out['interpolation']!r}")
     return out
+
+
+def _numbers(value, kind) -> tuple:
+    """``"3,224,224"`` or ``(3, 224, 224)`` as numbers of ``kind`` (ints stay as given: 3.5 is no size);
+    () when they are not numbers."""
+    parts = value.replace("x", ",").split(",") if isinstance(value, str) else value
+    try:
+        return tuple(kind(v) if isinstance(v, str) or kind is float else v for v in parts)
+    except (TypeError, ValueError):
+        return ()
 
 
 # -- what the sources share ---------------------------------------------------------------------------
