@@ -57,7 +57,7 @@ def spec(args, *, announce: bool = True, **changes):
     if text is None and keywords["model_code"] is None:
         raise UsageError(f"{_prog(args)}: name a MODEL (a zoo name: resnet18, timm:<name>, ..., or a model.onnx file) "
                          f"or pass --model-code FILE.py:CALLABLE (see {_prog(args)} --help)")
-    return _announced(resolve(text, **keywords), announce)
+    return _announced(resolve(text, **keywords), announce, args)
 
 
 def specs(args, *, announce: bool = True) -> list:
@@ -74,21 +74,24 @@ def specs(args, *, announce: bool = True) -> list:
     out = [resolve(name, **keywords) for name in args.models]
     if code is not None:
         out.append(resolve(None, model_code=code, **keywords))
-    return [_announced(s, announce) for s in out]
+    return [_announced(s, announce, args) for s in out]
 
 
 def runtimes_for(spec, backends, *, reference_runs: bool = False) -> list:
     """The chosen runtimes that can run ``spec``; each one that cannot (a PyTorch runtime for an ONNX
-    file) is named in a note — not run, never a failure. None left is bad input (exit 2), unless the
+    file) is named in a note — not run, never a failure. An engine none of them runs runs in its own
+    runtime (``backends.runnable``), with a note. None left is bad input (exit 2), unless the
     command runs the reference anyway (``reference_runs``: validate)."""
     from rich.markup import escape
 
-    from perfkit.backends import all_backends, runnable
+    from perfkit.backends import all_backends, get, runnable
     from perfkit.report.console import banner
 
     kept, skipped = runnable(spec, backends)
     for name, why in skipped.items():
         banner(escape(f"note: {name} not run for {spec.name}: {why}"))
+    if spec.engine and kept and not {get(b).name for b in backends} & {b.name for b in kept}:
+        banner(escape(f"note: {spec.name} runs in {', '.join(b.name for b in kept)}, its own runtime"))
     if not kept and not reference_runs:
         fit = ", ".join(b.name for b in all_backends() if b.accepts(spec) is None)
         raise UsageError(f"none of the runtimes asked for ({', '.join(skipped)}) runs {spec.name}: "
@@ -113,9 +116,25 @@ def _prog(args) -> str:
     return f"perfkit {getattr(args, 'command', '')}".strip()
 
 
-def _announced(resolved, announce: bool):
+def _announced(resolved, announce: bool, args=None):
+    """``resolved``, checked against the command's precisions (an engine runs as it was built), with the
+    banners of its weights (random) and, for an engine, of its reference."""
+    from rich.markup import escape
+
+    from perfkit.backends import reference_text
+    from perfkit.report.console import banner
+    from perfkit.vocab import parse_precisions
+    from perfkit.zoo.sources.engines import check_precisions
+
+    precision = getattr(args, "precision", None)
+    if resolved.engine and precision is not None and str(precision).strip().lower() != "auto":
+        check_precisions(resolved, parse_precisions(precision))
     if announce:
         warn_random(resolved)
+        if resolved.engine:
+            judged = (f"judged against {reference_text(resolved)}" if resolved.reference_model else
+                      "no --reference (check needs one; validate counts against the labels)")
+            banner(escape(f"{resolved.label}: runs as it was built; {judged}"))
     return resolved
 
 

@@ -56,6 +56,7 @@ def not_run_banner(backends) -> None:
 
 def run(args) -> int:
     from perfkit.backends import artifact_batch, at_precision, export_each
+    from perfkit.report.console import banner
     from perfkit.report.tables import export_table
 
     device = common.resolve_device(args)
@@ -63,6 +64,9 @@ def run(args) -> int:
     precisions = O.precisions(args, backends, device)
     brange = batch_range(args)
     spec = common.spec(args)
+    if spec.engine:
+        banner(f"note: nothing to export: {spec.name} was built already; its artifact is the file itself, copied into "
+               "the artifact cache and hashed")
     backends = common.runtimes_for(spec, backends)
     calibration = common.calibration(args, precisions)
     not_run_banner(backends)

@@ -30,7 +30,7 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    from perfkit.analysis import analyze
+    from perfkit.analysis import analyze, uncountable
     from perfkit.errors import UsageError
     from perfkit.report.console import err_console
     from perfkit.report.rows import published_by_model
@@ -39,9 +39,12 @@ def run(args) -> int:
     from perfkit.store import Kind as K
 
     spec = common.spec(args)
-    if args.check_onnx and spec.form == "onnx":
-        raise UsageError(f"--check-onnx compares the PyTorch count with perfkit's exported graph; {spec.name} is an "
-                         "ONNX file: its MACs are counted from that graph already")
+    if uncountable(spec):  # compiled code: said before a run is opened (exit 2, nothing stored)
+        raise UsageError(uncountable(spec))
+    if args.check_onnx and spec.form != "pytorch":
+        given = "an ONNX file" if spec.form == "onnx" else "an engine"
+        raise UsageError(f"--check-onnx compares the PyTorch count with perfkit's exported graph; {spec.name} is "
+                         f"{given}: its MACs are counted from that graph already")
     # published numbers are at the native size: a zoo model's, resolved without --input-size
     zoo = not args.model_code and spec.form == "pytorch"
     native = common.spec(args, announce=False, input_size=None) if args.input_size and zoo else spec
