@@ -2,8 +2,9 @@
 resolves from what its file records, runs in its own runtime only (its file is the artifact), is judged
 against the model ``--reference`` names (check passes; a doctored engine fails parity with exit 1), is
 validated on an ImageFolder and profiled, and every way its file or flags can be wrong is one line, exit
-2, nothing stored. The engines are a 3-class LeNet-5 exported by perfkit itself; the TensorRT engine runs
-on the fake TensorRT of tests/backends (no GPU here)."""
+2, nothing stored. The engines are a 3-class LeNet-5 exported by perfkit itself; a TensorRT engine is read
+on the fake TensorRT of tests/backends (its header, I/O, profiles, manifest and refusals), and checked for
+real only where a GPU and TensorRT are (marker tensorrt). The AOTInductor tests share one compile (slow)."""
 
 from __future__ import annotations
 
@@ -32,12 +33,12 @@ LENET = dict(weights="random", num_classes=3)  # the model every engine here was
 REFERENCE_FLAGS = ["--weights", "random", "--num-classes", "3"]
 
 
-def _export(spec, backend: str, root: Path) -> Path:
+def _export(spec, backend: str, root: Path, device: str = "cpu") -> Path:
     from perfkit.artifacts import ensure_artifact
     from perfkit.backends import get
     from perfkit.context import Context
 
-    return ensure_artifact(spec, get(backend), Context(artifacts=root)).path
+    return ensure_artifact(spec, get(backend), Context(device=device, artifacts=root)).path
 
 
 @pytest.fixture(scope="module")
@@ -341,6 +342,18 @@ def test_tensorrt_refusals_name_both_sides(fake_trt, tmp_path, monkeypatch):
         resolve(str(_plan(tmp_path / "model.engine")))
 
 
+@pytest.mark.tensorrt
+def test_a_real_tensorrt_engine_passes_check_and_profile_on_the_gpu(engines, tmp_path, capsys):
+    path = tmp_path / "lenet.engine"
+    shutil.copy(_export(engines.spec, "tensorrt", tmp_path / "artifacts", device="cuda:0"), path)
+    assert main(["check", str(path), "--reference", str(engines.onnx), "--device", "cuda", "-b", "1,4", "--samples",
+                 "5", "--json"]) == 0
+    parity = [r for r in _json(capsys)["records"] if r["kind"] == "parity"]
+    assert {r["runtime"] for r in parity} == {"tensorrt"} and all(r["metrics"]["passed"] for r in parity)
+    assert main(["profile", str(path), "--device", "cuda", "-b", "1,4", "--no-memory", *TIMING, "--json"]) == 0
+    assert {r["runtime"] for r in _json(capsys)["records"] if r["kind"] == "latency"} == {"tensorrt"}
+
+
 # -- bad input: one line, exit 2, nothing stored ------------------------------------------------------
 
 
@@ -357,6 +370,13 @@ def _truncated(source: Path, tmp_path, name: str) -> Path:
     for sibling in source.parent.glob(source.stem + ".bin"):
         shutil.copy(sibling, (tmp_path / name).with_suffix(".bin"))
     return tmp_path / name
+
+
+def _cut_bin(engines, tmp_path) -> Path:
+    shutil.copy(engines.ir, tmp_path / "short.xml")
+    weights = engines.ir.with_suffix(".bin").read_bytes()
+    (tmp_path / "short.bin").write_bytes(weights[: len(weights) // 2])
+    return tmp_path / "short.xml"
 
 
 def _no_bin(engines, tmp_path) -> Path:
@@ -380,6 +400,7 @@ BAD = [
     ("truncated ts", lambda e, t: _truncated(e.ts, t, "cut.pt"), [],
      r"cut.pt: not a TorchScript file: not a zip archive"),
     ("ir without its bin", _no_bin, [], r"alone.xml: its weights alone.bin are not beside it"),
+    ("truncated bin", _cut_bin, [], r"short.xml: OpenVINO [\d.]+ cannot read it \(Incorrect weights in bin file!\)$"),
     ("state dict", _state_dict, [], r"weights.pt holds a state dict \(torch.save\), not TorchScript: pass its "
                                     r"architecture with --weights weights.pt"),
     ("ir version", lambda e, t: _ir_version(e, t, 'version="11"', 'version="99"', "v99.xml"), [],
