@@ -92,10 +92,13 @@ class RunConfig:
         """What every step measures for ``spec`` in ``backends`` (those that run it) beside its reference;
         one artifact per runtime × precision covers parity's, evaluation's and the profile's batches
         (``perfkit.plan``). A model with a fixed batch is measured at that batch only."""
-        from perfkit.backends import reference_for
+        from perfkit.backends import reference_of
 
         batches = batches_for(spec, self.batches)[0]
-        return Plan(tuple(dict.fromkeys((reference_for(spec), *backends))), tuple(batches), tuple(self.precisions),
+        found = reference_of(spec)
+        itself = [found[1]] if found is not None and found[0] is spec else []  # an engine's reference is another model
+        precisions = (Precision.FP32,) if spec.engine else tuple(self.precisions)  # an engine runs as it was built
+        return Plan(tuple(dict.fromkeys((*itself, *backends))), tuple(batches), precisions,
                     self.scenarios, self.memory, (max(batches),), device=self.device, automatic=self.automatic,
                     covers=(*batches_for(spec, self.parity_batches)[0], EVAL_BATCH))
 
@@ -211,13 +214,16 @@ def _key(kind: Kind, where: Where) -> tuple:
 
 
 def _complexity(cfg, plan, spec, backends, ctx, data) -> Iterator:
-    from perfkit.analysis import analyze
+    from perfkit.analysis import analyze, uncountable
 
-    yield analyze(spec)
+    if uncountable(spec) is None:  # compiled code (an AOTInductor package, a TensorRT engine): nothing to count
+        yield analyze(spec)
 
 
 def _complexity_keys(cfg, plan, spec, backends) -> set[tuple]:
-    return {_key(Kind.COMPLEXITY, Where.of(spec, spec.reference_runtime, Precision.FP32, 1, "cpu"))}
+    from perfkit.analysis import complexity_where, uncountable
+
+    return set() if uncountable(spec) else {_key(Kind.COMPLEXITY, complexity_where(spec))}
 
 
 def _pairs(plan: Plan, backends) -> Iterator[tuple]:
@@ -239,7 +245,10 @@ def _export_keys(cfg, plan, spec, backends) -> set[tuple]:
 
 def _parity(cfg, plan, spec, backends, ctx, data) -> Iterator:
     from perfkit.accuracy.parity import ParityCheck, check_parity, synthetic_inputs
+    from perfkit.backends import reference_of
 
+    if reference_of(spec) is None:  # an engine without --reference: nothing to compare with
+        return
     inputs = synthetic_inputs(spec, cfg.parity_samples)
     batches = batches_for(spec, cfg.parity_batches)[0]
     for p in plan.precisions:
@@ -252,7 +261,10 @@ def _parity(cfg, plan, spec, backends, ctx, data) -> Iterator:
 
 def _parity_keys(cfg, plan, spec, backends) -> set[tuple]:
     from perfkit.accuracy.parity import is_reference_run
+    from perfkit.backends import reference_of
 
+    if reference_of(spec) is None:
+        return set()
     return {_key(Kind.PARITY, Where.of(spec, b.name, p, batch, cfg.device)) for b, p in _pairs(plan, backends)
             if not is_reference_run(spec, b, p, cfg.device) for batch in batches_for(spec, cfg.parity_batches)[0]}
 
@@ -262,7 +274,8 @@ def _accuracy(cfg, plan, spec, backends, ctx, data) -> Iterator:
     from perfkit.backends import reference_for
 
     options = EvalOptions(batch_size=EVAL_BATCH, workers=cfg.workers, cache_dir=cfg.cache)
-    done = validate_model(spec, data, [reference_for(spec), *backends], ctx, precisions=cfg.precisions, options=options,
+    chosen = [b for b in (reference_for(spec), *backends) if b is not None]  # no reference: an engine without one
+    done = validate_model(spec, data, chosen, ctx, precisions=cfg.precisions, options=options,
                           automatic=cfg.automatic, batch_range=plan.batch_range)
     yield done.result
     yield from done.open_failures
@@ -271,9 +284,10 @@ def _accuracy(cfg, plan, spec, backends, ctx, data) -> Iterator:
 def _accuracy_keys(cfg, plan, spec, backends) -> set[tuple]:
     from perfkit.backends import reference_for
 
-    ref = {_key(Kind.ACCURACY, Where.of(spec, reference_for(spec).name, Precision.FP32, EVAL_BATCH, cfg.device))}
-    return ref | {_key(Kind.ACCURACY, Where.of(spec, b.name, p, EVAL_BATCH, cfg.device))
-                  for b, p in _pairs(plan, [reference_for(spec), *backends])}
+    ref = [b for b in (reference_for(spec),) if b is not None]  # none for an engine without --reference
+    return ({_key(Kind.ACCURACY, Where.of(spec, b.name, Precision.FP32, EVAL_BATCH, cfg.device)) for b in ref}
+            | {_key(Kind.ACCURACY, Where.of(spec, b.name, p, EVAL_BATCH, cfg.device))
+               for b, p in _pairs(plan, [*ref, *backends])})
 
 
 def _profile(cfg, plan, spec, backends, ctx, data) -> Iterator:

@@ -38,7 +38,7 @@ def check(model=None, *, runtimes="torchscript,onnx,aoti", precision="fp32", bat
     batches = K.batches(batch)
     K.positive(samples, "--samples")
     tols = {p: parity.tolerance(p, atol, rtol, max_rel) for p in precisions}
-    spec = given.spec(model, notify)
+    spec = given.spec(model, notify, precision)
     backends, batches = _check_plan(spec, backends, precisions, batches, brange, batch, device, notify)
     inputs, source = parity.inputs_for(spec, samples, data, seed)
     calibration = given.calibration(precisions, data, notify)
@@ -89,7 +89,10 @@ def export(model=None, *, runtimes="torchscript,onnx,aoti", precision="fp32", mi
     backends = K.runtimes(runtimes, exported_only=True)
     precisions = K.precisions(precision, backends, device)
     brange = K.batch_range(min_batch, opt_batch, max_batch)
-    spec = given.spec(model, notify)
+    spec = given.spec(model, notify, precision)
+    if spec.engine:
+        notify(Note(f"note: nothing to export: {spec.name} was built already; its artifact is the file itself, "
+                    "copied into the artifact cache and hashed", "note", "engine"))
     backends = K.runtimes_for(spec, backends, notify)
     calibration = given.calibration(precisions, None, notify)
     K.not_run_here(backends, notify)
@@ -106,14 +109,17 @@ def summary(model=None, *, check_onnx=False, weights="auto", store=None, notify:
     """Complexity of ``model`` at its input size (batch 1, eval mode): the per-layer table, params, MACs
     and FLOPs, memory estimates — one complexity record. ``check_onnx``: also count the MACs of
     perfkit's exported ONNX graph; ``result.failed`` when the two counts disagree."""
-    from perfkit.analysis import analyze
+    from perfkit.analysis import analyze, uncountable
     from perfkit.results import Failure, Kind, Where, describe
 
     given = Keywords.of("summary", keywords, weights=weights)
     spec = given.spec(model, notify)
-    if check_onnx and spec.form == "onnx":
-        raise UsageError(f"--check-onnx compares the PyTorch count with perfkit's exported graph; {spec.name} is an "
-                         "ONNX file: its MACs are counted from that graph already")
+    if uncountable(spec):  # compiled code: said before a run is opened (exit 2, nothing stored)
+        raise UsageError(uncountable(spec))
+    if check_onnx and spec.form != "pytorch":
+        raise UsageError(f"--check-onnx compares the PyTorch count with perfkit's exported graph; {spec.name} is "
+                         f"{'an ONNX file' if spec.form == 'onnx' else 'an engine'}: its MACs are counted from that "
+                         "graph already")
     # published numbers are at the native size: a zoo model's, resolved without input_size
     zoo = spec.source not in ("code", "module") and spec.form == "pytorch"
     native = given.spec(model, quiet, input_size=None) if given.model["input_size"] and zoo else spec
@@ -151,7 +157,7 @@ def profile(model=None, *, runtimes="eager", batch="1,8,32", precision="fp32", s
     backends = K.runtimes(runtimes)
     precisions = K.precisions(precision, backends, device)
     batches, runs = K.batches(batch), given.scenario_runs(scenario)
-    spec = given.spec(model, notify)
+    spec = given.spec(model, notify, precision)
     backends = K.runtimes_for(spec, backends, notify)
     plan = Plan(tuple(backends), tuple(K.batches_for(spec, batches, notify)), tuple(precisions), runs, bool(memory),
                 device=device)

@@ -125,9 +125,10 @@ class Keywords:
                         "calibration"))
         return chosen
 
-    def spec(self, model, notify: Notify, **changes):
+    def spec(self, model, notify: Notify, precision=None, **changes):
         """The one model of a call: ``model`` or ``model_code`` (``changes``: keywords that replace the
-        given ones), with a note when it runs with random weights."""
+        given ones), with a note when it runs with random weights; ``precision``: the precisions asked
+        for (an engine runs only as it was built)."""
         from perfkit.zoo.sources import resolve
 
         keywords = {**self.model, **changes}
@@ -135,9 +136,9 @@ class Keywords:
             raise UsageError(f"perfkit {self.function}: name a MODEL (a zoo name: resnet18, timm:<name>, ..., or a "
                              f"model.onnx file) or pass --model-code FILE.py:CALLABLE (see perfkit {self.function} "
                              "--help)")
-        return _announced(resolve(model, **keywords), notify)
+        return _announced(resolve(model, **keywords), notify, precision)
 
-    def specs(self, models, notify: Notify) -> list:
+    def specs(self, models, notify: Notify, precision=None) -> list:
         """Every model of a call that takes several (one or a list), then ``model_code``; all resolved
         before anything runs (a bad one is refused before a run is written)."""
         from perfkit.zoo.sources import resolve
@@ -151,7 +152,7 @@ class Keywords:
         out = [resolve(m, **keywords) for m in models]
         if code is not None:
             out.append(resolve(None, model_code=code, **keywords))
-        return [_announced(s, notify) for s in out]
+        return [_announced(s, notify, precision) for s in out]
 
     def scenario_runs(self, scenario: str, *, quick: bool = False) -> tuple:
         return scenario_runs(scenario, self.scenario, quick=quick)
@@ -169,10 +170,22 @@ def _named(model) -> str:
     return os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
 
 
-def _announced(spec, notify: Notify):
+def _announced(spec, notify: Notify, precision=None):
+    """``spec``, checked against the precisions asked for (an engine runs as it was built), with the notes
+    of its weights (random) and, for an engine, of its reference."""
+    from perfkit.backends import reference_text
+    from perfkit.vocab import parse_precisions
+    from perfkit.zoo.sources.engines import check_precisions
+
+    if spec.engine and precision is not None and str(precision).strip().lower() != "auto":
+        check_precisions(spec, parse_precisions(precision))
     if spec.random_weights:
         notify(Note(f"{spec.name}: RANDOM WEIGHTS — accuracy numbers are not meaningful (latency and parity are).",
                     "note", "random-weights"))
+    if spec.engine:
+        judged = (f"judged against {reference_text(spec)}" if spec.reference_model else
+                  "no --reference (check needs one; validate counts against the labels)")
+        notify(Note(f"{spec.label}: runs as it was built; {judged}", "note", "engine"))
     return spec
 
 
@@ -284,13 +297,16 @@ def default_workers() -> int:
 
 def runtimes_for(spec, backends, notify: Notify, *, reference_runs: bool = False) -> list:
     """The chosen runtimes that can run ``spec``; each one that cannot (a PyTorch runtime for an ONNX
-    file) is named in a note — not run, never a failure. None left is bad input (exit 2), unless the
-    command runs the reference anyway (``reference_runs``: validate)."""
-    from perfkit.backends import all_backends, runnable
+    file) is named in a note — not run, never a failure. An engine none of them runs runs in its own
+    runtime (``backends.runnable``), with a note. None left is bad input (exit 2), unless the command
+    runs the reference anyway (``reference_runs``: validate)."""
+    from perfkit.backends import all_backends, get, runnable
 
     kept, skipped = runnable(spec, backends)
     for name, why in skipped.items():
         notify(Note(f"note: {name} not run for {spec.name}: {why}", "note", "not-run"))
+    if spec.engine and kept and not {get(b).name for b in backends} & {b.name for b in kept}:
+        notify(Note(f"note: {spec.name} runs in {', '.join(b.name for b in kept)}, its own runtime", "note", "not-run"))
     if not kept and not reference_runs:
         fit = ", ".join(b.name for b in all_backends() if b.accepts(spec) is None)
         raise UsageError(f"none of the runtimes asked for ({', '.join(skipped)}) runs {spec.name}: "

@@ -46,7 +46,7 @@ def validate(model=None, data=None, *, labels=None, runtimes="eager", precision=
     try:
         dataset = open_dataset(data, labels).take(limit, limit_per_class)
         shown = notify if dist.is_main else quiet
-        specs = given.specs(model, shown)
+        specs = given.specs(model, shown, precision)
         for spec in specs:  # outputs that do not match the class index, ImageNet-only options: refused now
             _options(spec, None, **asked).check(spec, dataset)
         shown(Note(f"data: {dataset.describe()}", "info", "data"))

@@ -10,7 +10,8 @@
 - ``--scenario NAME[,NAME]``: the scenarios measured besides SingleStream (their names and options come
   from the scenario registry, ``perfkit.profile.scenarios``).
 - the model (``model``): MODEL, ``--model-code``, ``--weights``, ``--num-classes``, ``--ema``,
-  ``--input-size`` and the preprocessing group (``--mean/--std/--resize/--crop/--interpolation``);
+  ``--input-size``, ``--reference`` (an engine's) and the preprocessing group
+  (``--mean/--std/--resize/--crop/--interpolation``);
   ``model_keywords`` turns them into ``perfkit.zoo.sources.resolve``'s keywords (the same names).
 - backend options (``--opset``, ``--script``, ...): generated from the backends' declarations.
 Every unknown or unsupported value is a one-line error with exit code 2.
@@ -63,8 +64,11 @@ def weights(p, default: str = "auto") -> None:
 
 
 MODEL_HELP = ("a zoo name: resnet18, resnet50:IMAGENET1K_V2, any torchvision classifier, timm:<name>, lenet5 "
-              "(`perfkit zoo`), or an ONNX file (path/to/model.onnx: one image input, one logits output; run by the "
-              "runtimes that start from ONNX, judged against ONNX Runtime fp32 on the CPU); omitted with --model-code")
+              "(`perfkit zoo`), an ONNX file (path/to/model.onnx: one image input, one logits output; run by the "
+              "runtimes that start from ONNX, judged against ONNX Runtime fp32 on the CPU), or an engine someone "
+              "built, run in its own runtime only and judged against --reference: an OpenVINO IR (model.xml, its "
+              ".bin beside it), TorchScript (model.pt/.ts), an AOTInductor package (model.pt2), a TensorRT engine "
+              "(model.engine/.plan); omitted with --model-code")
 
 
 def model(p, *, positional: str | None = "one", weights_default: str = "auto") -> None:
@@ -90,9 +94,18 @@ def model(p, *, positional: str | None = "one", weights_default: str = "auto") -
                         "--num-classes is given). This imports and RUNS YOUR CODE, as Python imports it: FILE's "
                         "folder is added to the end of sys.path (so it imports its siblings); package.module is "
                         "imported from sys.path (the current folder added last). Needs --input-size")
+    g.add_argument("--reference", default=None, metavar="SOURCE",
+                   help="what an engine MODEL (model.xml, .pt, .pt2, .engine) is judged against by check and "
+                        "validate: an ONNX file (run by ONNX Runtime fp32 on the CPU), a zoo name or FILE.py:CALLABLE "
+                        "/ package.module:CALLABLE (eager PyTorch; your code is imported and run, as with "
+                        "--model-code). The model flags describe it: --weights, --num-classes and --ema are its own "
+                        "(an engine carries its weights), --input-size and the preprocessing flags apply to both "
+                        "(default: the engine's input size; the reference's preprocessing). Without it, check is "
+                        "refused (nothing to compare with); validate counts against the labels, profile times")
     g.add_argument("--input-size", default=None, metavar="C,H,W|N",
-                   help="the model's input: C,H,W, or N for N×N (required with --model-code, and for an ONNX file "
-                        "whose height and width are not fixed in its graph). For a zoo model: "
+                   help="the model's input: C,H,W, or N for N×N (required with --model-code, for an ONNX file "
+                        "whose height and width are not fixed in its graph, and for an engine that does not record "
+                        "its input: a scripted TorchScript module). For a zoo model: "
                         "build and feed it at this size instead of its native one (the crop follows it; published "
                         "numbers stay those of the native size)")
     preprocessing(p)
@@ -117,6 +130,7 @@ def model_keywords(args) -> dict:
     return {"weights": getattr(args, "weights", "default"), "num_classes": getattr(args, "num_classes", None),
             "input_size": input_size(getattr(args, "input_size", None)),
             "model_code": getattr(args, "model_code", None), "ema": getattr(args, "ema", False),
+            "reference": getattr(args, "reference", None),
             "mean": floats3(getattr(args, "mean", None), "mean"), "std": floats3(getattr(args, "std", None), "std"),
             "resize": getattr(args, "resize", None), "crop": getattr(args, "crop", None),
             "interpolation": getattr(args, "interpolation", None)}

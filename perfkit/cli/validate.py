@@ -96,7 +96,11 @@ def _notes(result) -> list[str]:
                                          else " (center)"),
              f"{result.seconds:.1f}s, {result.images / result.seconds if result.seconds else 0:,.0f} img/s; "
              f"decoded {result.decoded}, from cache {result.cache_hits}"]
-    if not reference_for(result.spec).reference:
+    judge = reference_for(result.spec)
+    if judge is None:  # an engine without --reference: its first runtime leads the pass
+        notes.append(f"no --reference: top-1/top-5 against the labels; Δ, rel. and flips are against "
+                     f"{result.reference}")
+    elif result.spec.engine or not judge.reference:
         notes.append(f"reference: {reference_text(result.spec)}: Δ, rel. and flips are against it ({result.spec.name} "
                      "has no PyTorch module)")
     if result.data.num_classes < 5:

@@ -77,11 +77,11 @@ def test_the_model_flags_become_resolve_keywords():
     args = build_parser().parse_args([
         "profile", "--model-code", "net.py:build", "--input-size", "3,32,48", "--num-classes", "3", "--weights", "w.pth",
         "--ema", "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25", "--resize", "40", "--crop", "32",
-        "--interpolation", "bicubic"])
+        "--interpolation", "bicubic", "--reference", "model.onnx"])
     keywords = model_keywords(args)
     assert keywords == {"weights": "w.pth", "num_classes": 3, "input_size": (3, 32, 48), "model_code": "net.py:build",
                         "ema": True, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "resize": 40, "crop": 32,
-                        "interpolation": "bicubic"}
+                        "interpolation": "bicubic", "reference": "model.onnx"}
     import inspect
 
     assert set(keywords) <= set(inspect.signature(resolve).parameters)  # the API takes the same names

@@ -9,7 +9,7 @@ the fields the source fills (``content`` says what ``arch`` does not: a code fil
 ``register`` refuses a second source of the same name.
 
 ``resolve`` is the one entry point; its keywords mirror the command-line flags (``--weights``,
-``--num-classes``, ``--input-size``, ``--model-code``, ``--mean`` ...).
+``--num-classes``, ``--input-size``, ``--model-code``, ``--reference``, ``--mean`` ...).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from perfkit.zoo import weights as W
 from perfkit.zoo.preprocess import EvalTransform
 from perfkit.zoo.spec import ModelSpec
 
-__all__ = ["INTERPOLATIONS", "Request", "Source", "all_sources", "get", "register", "resolve", "unregister"]
+__all__ = ["INTERPOLATIONS", "Request", "Source", "all_sources", "get", "register", "resolve", "resolve_request",
+           "unregister"]
 
 # Adding a model source: write perfkit/zoo/sources/<name>.py defining SOURCE, and add its line here
 # (before torchvision, which claims every torchvision architecture name).
@@ -38,6 +39,10 @@ SOURCE_MODULES = (
     "perfkit.zoo.sources.timm",
     "perfkit.zoo.sources.lenet5",
     "perfkit.zoo.sources.onnx",
+    "perfkit.zoo.sources.openvino_ir",
+    "perfkit.zoo.sources.torchscript_file",
+    "perfkit.zoo.sources.aoti_package",
+    "perfkit.zoo.sources.tensorrt_engine",
     "perfkit.zoo.sources.torchvision",
 )
 
@@ -59,6 +64,7 @@ class Request:
     model_code: str | None = None
     preprocess: dict = field(default_factory=dict)
     ema: bool = False
+    reference: str | None = None
 
     @property
     def weights_file(self) -> bool:
@@ -94,7 +100,8 @@ register, unregister, get, all_sources = REGISTRY.register, REGISTRY.unregister,
 def resolve(text: str | nn.Module | None = None, *, weights: str | None = "default", num_classes: int | None = None,
             input_size: tuple[int, int, int] | int | None = None, model_code: str | None = None,
             mean: Sequence[float] | None = None, std: Sequence[float] | None = None, resize: int | None = None,
-            crop: int | None = None, interpolation: str | None = None, ema: bool = False) -> ModelSpec:
+            crop: int | None = None, interpolation: str | None = None, ema: bool = False,
+            reference: str | None = None) -> ModelSpec:
     """The spec of a model, whatever its source.
 
     Args:
@@ -109,21 +116,36 @@ def resolve(text: str | nn.Module | None = None, *, weights: str | None = "defau
             (the user's code: imported and run now).
         mean, std, resize, crop, interpolation: preprocessing overrides (recorded as such).
         ema: use a checkpoint's EMA weights (``state_dict_ema``/``model_ema``).
+        reference: what an engine ``text`` names (``model.xml``, ``model.pt``, ``model.pt2``, ``model.engine``)
+            is judged against: an ONNX file, a zoo name or ``FILE.py:CALLABLE``, resolved with the other
+            keywords (an engine carries its own weights: ``weights``, ``num_classes`` and ``ema`` are the
+            reference's). Only an engine takes one.
 
     Raises:
         PerfkitError: one line naming what is wrong (exit 2).
     """
     request = _request(text, weights, num_classes, input_size, model_code, ema,
                        {"mean": mean, "std": std, "resize_size": resize, "crop_size": crop,
-                        "interpolation": interpolation})
+                        "interpolation": interpolation}, reference)
+    return resolve_request(request)
+
+
+def resolve_request(request: Request) -> ModelSpec:
+    """The spec of a checked request: the first source that claims it resolves it."""
     for source in all_sources():
         if source.claims(request):
-            return source.resolve(request)
+            spec = source.resolve(request)
+            if request.reference is not None and not spec.engine:
+                raise UsageError(f"--reference {request.reference} names what an engine someone built (model.xml, "
+                                 f".pt, .pt2, .engine) is judged against; {spec.name} is judged against its own "
+                                 f"{spec.reference_runtime} fp32: drop --reference")
+            return spec
     hints = "; ".join(s.hint for s in all_sources())
-    raise UsageError(f"unknown model '{text}'. A model is one of: {hints}")
+    raise UsageError(f"unknown model '{request.text}'. A model is one of: {hints}")
 
 
-def _request(text, weights, num_classes, input_size, model_code, ema, preprocess: dict) -> Request:
+def _request(text, weights, num_classes, input_size, model_code, ema, preprocess: dict,
+             reference: str | None = None) -> Request:
     if text is not None and model_code is not None:
         named = text if isinstance(text, str) else f"an nn.Module {type(text).__name__}"
         raise UsageError(f"both a MODEL ('{named}') and --model-code ('{model_code}') name the model: give one")
@@ -134,7 +156,8 @@ def _request(text, weights, num_classes, input_size, model_code, ema, preprocess
     text = os.fspath(text) if isinstance(text, os.PathLike) else text
     return Request(text=text.strip() if isinstance(text, str) else text, weights=(weights or "default").strip(),
                    num_classes=num_classes, input_size=_input_size(input_size),
-                   model_code=model_code, preprocess=_preprocess(preprocess), ema=bool(ema))
+                   model_code=model_code, preprocess=_preprocess(preprocess), ema=bool(ema),
+                   reference=None if reference is None else reference.strip())
 
 
 def _input_size(value) -> tuple[int, int, int] | int | None:
@@ -174,6 +197,46 @@ def _numbers(value, kind) -> tuple:
 
 
 # -- what the sources share ---------------------------------------------------------------------------
+
+
+def existing_file(text: str, what: str, hint: str) -> Path:
+    """``text`` as the absolute path of an existing file; a UsageError naming it otherwise (``no such
+    <what>``, or ``pass <hint> itself`` for a folder)."""
+    path = Path(text).expanduser().resolve()
+    if not path.exists():
+        raise UsageError(f"{text}: no such {what}")
+    if not path.is_file():
+        raise UsageError(f"{text} is not a file (pass {hint} itself)")
+    return path
+
+
+def file_input_size(request: Request, recorded: tuple, path: Path, *, open_hint: str, fixed_in: str,
+                    fallback: tuple[int, int, int] | None = None) -> tuple[int, int, int]:
+    """C, H, W of a model given as a file: what the file records (``recorded``: each dimension or None), with
+    ``--input-size`` (or ``--crop``, else ``fallback``) for what it leaves open; a size that contradicts it
+    is refused naming both (``fixed_in``: where the file fixes it), an open one without a flag asks for it."""
+    given, crop = request.input_size, request.preprocess.get("crop_size")
+    if isinstance(given, int) or (given is None and crop is not None):
+        side = crop if given is None else given
+        given = (recorded[0] or 3, side, side)
+    if given is not None and crop is not None and given[1:] != (crop, crop):
+        raise UsageError(f"--crop {crop} and --input-size {','.join(map(str, given))} disagree: the center crop is "
+                         "the model's input")
+    shown = "×".join("?" if d is None else str(d) for d in recorded)
+    size = given or (tuple(recorded) if None not in recorded else fallback)
+    if size is None:
+        raise UsageError(f"{path}: {open_hint} ({shown}): pass --input-size C,H,W (e.g. {recorded[0] or 3},224,224)")
+    if any(known is not None and known != got for known, got in zip(recorded, size)):
+        raise UsageError(f"{path} takes {shown} inputs ({fixed_in}), not {'×'.join(map(str, size))} "
+                         "(--input-size / --crop)")
+    return tuple(size)
+
+
+def first_line(exc: BaseException) -> str:
+    """``Type: the first line of its message`` (a library's multi-line error, for a one-line message)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
+
 
 
 def input_size(request: Request, native: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
