@@ -55,7 +55,7 @@ EVAL_BATCH = 32
 
 @dataclass
 class RunConfig:
-    models: list[str] = field(default_factory=lambda: list(SEED_MODELS))
+    models: list = field(default_factory=lambda: list(SEED_MODELS))  # names, paths or nn.Module instances
     weights: str = "auto"
     model_code: str | None = None  # the user's own nn.Module (FILE.py:CALLABLE), measured after ``models``
     model_options: dict = field(default_factory=dict)  # the other ``resolve`` keywords (num_classes, input_size, ...)
@@ -79,6 +79,7 @@ class RunConfig:
     memory: bool = True
     resume: str | None = None
     steps: tuple[Step, ...] = tuple(Step)
+    command: str | None = None  # what the run is recorded as (None: the command line)
 
     def backends(self) -> list:
         """The exported runtimes measured beside eager (the reference is always measured)."""
@@ -91,10 +92,13 @@ class RunConfig:
         """What every step measures for ``spec`` in ``backends`` (those that run it) beside its reference;
         one artifact per runtime × precision covers parity's, evaluation's and the profile's batches
         (``perfkit.plan``). A model with a fixed batch is measured at that batch only."""
-        from perfkit.backends import reference_for
+        from perfkit.backends import reference_of
 
         batches = batches_for(spec, self.batches)[0]
-        return Plan(tuple(dict.fromkeys((reference_for(spec), *backends))), tuple(batches), tuple(self.precisions),
+        found = reference_of(spec)
+        itself = [found[1]] if found is not None and found[0] is spec else []  # an engine's reference is another model
+        precisions = (Precision.FP32,) if spec.engine else tuple(self.precisions)  # an engine runs as it was built
+        return Plan(tuple(dict.fromkeys((*itself, *backends))), tuple(batches), precisions,
                     self.scenarios, self.memory, (max(batches),), device=self.device, automatic=self.automatic,
                     covers=(*batches_for(spec, self.parity_batches)[0], EVAL_BATCH))
 
@@ -118,7 +122,7 @@ def run_pipeline(cfg: RunConfig, store, progress=NO_PROGRESS, data=None) -> Pipe
     backends = cfg.backends()
     base = Context(device=cfg.device, artifacts=artifacts_dir(cfg.artifacts), threads=cfg.threads,
                    options=cfg.options, progress=progress)
-    with recording(store, run_id=resume_id, device=cfg.device) as rec:
+    with recording(store, command=cfg.command, run_id=resume_id, device=cfg.device) as rec:
         if data is None and Step.ACCURACY in cfg.steps and cfg.data:
             data = open_data(cfg.data, cfg.labels, cfg.limit)
         for name, keywords in _requests(cfg):
@@ -156,9 +160,11 @@ def run_pipeline(cfg: RunConfig, store, progress=NO_PROGRESS, data=None) -> Pipe
 
 
 def _requests(cfg: RunConfig) -> list[tuple[str, dict]]:
-    """(name for a failure record, ``resolve`` keywords) of each model of the run."""
+    """(name for a failure record, ``resolve`` keywords) of each model of the run (a name, a path, or an
+    nn.Module given to the Python API: named by its class)."""
     common = {"weights": cfg.weights, **cfg.model_options}
-    out = [(name, {"text": name, **common}) for name in cfg.models]
+    out = [(os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__,
+            {"text": model, **common}) for model in cfg.models]
     if cfg.model_code:
         out.append((cfg.model_code, {"model_code": cfg.model_code, **common}))
     return out
@@ -208,13 +214,16 @@ def _key(kind: Kind, where: Where) -> tuple:
 
 
 def _complexity(cfg, plan, spec, backends, ctx, data) -> Iterator:
-    from perfkit.analysis import analyze
+    from perfkit.analysis import analyze, uncountable
 
-    yield analyze(spec)
+    if uncountable(spec) is None:  # compiled code (an AOTInductor package, a TensorRT engine): nothing to count
+        yield analyze(spec)
 
 
 def _complexity_keys(cfg, plan, spec, backends) -> set[tuple]:
-    return {_key(Kind.COMPLEXITY, Where.of(spec, spec.reference_runtime, Precision.FP32, 1, "cpu"))}
+    from perfkit.analysis import complexity_where, uncountable
+
+    return set() if uncountable(spec) else {_key(Kind.COMPLEXITY, complexity_where(spec))}
 
 
 def _pairs(plan: Plan, backends) -> Iterator[tuple]:
@@ -236,7 +245,10 @@ def _export_keys(cfg, plan, spec, backends) -> set[tuple]:
 
 def _parity(cfg, plan, spec, backends, ctx, data) -> Iterator:
     from perfkit.accuracy.parity import ParityCheck, check_parity, synthetic_inputs
+    from perfkit.backends import reference_of
 
+    if reference_of(spec) is None:  # an engine without --reference: nothing to compare with
+        return
     inputs = synthetic_inputs(spec, cfg.parity_samples)
     batches = batches_for(spec, cfg.parity_batches)[0]
     for p in plan.precisions:
@@ -249,7 +261,10 @@ def _parity(cfg, plan, spec, backends, ctx, data) -> Iterator:
 
 def _parity_keys(cfg, plan, spec, backends) -> set[tuple]:
     from perfkit.accuracy.parity import is_reference_run
+    from perfkit.backends import reference_of
 
+    if reference_of(spec) is None:
+        return set()
     return {_key(Kind.PARITY, Where.of(spec, b.name, p, batch, cfg.device)) for b, p in _pairs(plan, backends)
             if not is_reference_run(spec, b, p, cfg.device) for batch in batches_for(spec, cfg.parity_batches)[0]}
 
@@ -259,7 +274,8 @@ def _accuracy(cfg, plan, spec, backends, ctx, data) -> Iterator:
     from perfkit.backends import reference_for
 
     options = EvalOptions(batch_size=EVAL_BATCH, workers=cfg.workers, cache_dir=cfg.cache)
-    done = validate_model(spec, data, [reference_for(spec), *backends], ctx, precisions=cfg.precisions, options=options,
+    chosen = [b for b in (reference_for(spec), *backends) if b is not None]  # no reference: an engine without one
+    done = validate_model(spec, data, chosen, ctx, precisions=cfg.precisions, options=options,
                           automatic=cfg.automatic, batch_range=plan.batch_range)
     yield done.result
     yield from done.open_failures
@@ -268,9 +284,10 @@ def _accuracy(cfg, plan, spec, backends, ctx, data) -> Iterator:
 def _accuracy_keys(cfg, plan, spec, backends) -> set[tuple]:
     from perfkit.backends import reference_for
 
-    ref = {_key(Kind.ACCURACY, Where.of(spec, reference_for(spec).name, Precision.FP32, EVAL_BATCH, cfg.device))}
-    return ref | {_key(Kind.ACCURACY, Where.of(spec, b.name, p, EVAL_BATCH, cfg.device))
-                  for b, p in _pairs(plan, [reference_for(spec), *backends])}
+    ref = [b for b in (reference_for(spec),) if b is not None]  # none for an engine without --reference
+    return ({_key(Kind.ACCURACY, Where.of(spec, b.name, Precision.FP32, EVAL_BATCH, cfg.device)) for b in ref}
+            | {_key(Kind.ACCURACY, Where.of(spec, b.name, p, EVAL_BATCH, cfg.device))
+               for b, p in _pairs(plan, [*ref, *backends])})
 
 
 def _profile(cfg, plan, spec, backends, ctx, data) -> Iterator:

@@ -61,6 +61,10 @@ def model_record(spec) -> Record:
     }
     if spec.weights.entry:
         metrics["weights_entry"] = spec.weights.entry  # which part of the checkpoint: "model", "model_ema", ...
+    if spec.reference_model is not None:  # an engine's --reference: what its parity and accuracy are against
+        ref_model = spec.reference_model
+        metrics["reference_model"] = {"name": ref_model.name, "label": ref_model.label, "identity": ref_model.identity,
+                                      "source": ref_model.source, "runtime": ref_model.reference_runtime}
     return _record(Kind.MODEL, Where(spec.name, weights=spec.weights.identity), metrics)
 
 

@@ -73,9 +73,9 @@ def parse_precisions(text: str | Iterable[str]) -> list[Precision]:
     return list(dict.fromkeys(out))
 
 
-def parse_batches(text: str | Iterable[int], what: str = "--batch") -> list[int]:
-    """``"1,8,32"`` → sorted distinct positive batch sizes; anything else is a UsageError."""
-    parts = text.split(",") if isinstance(text, str) else list(text)
+def parse_batches(text: str | int | Iterable[int], what: str = "--batch") -> list[int]:
+    """``"1,8,32"`` (or ``8``, ``(1, 8)``) → sorted distinct positive batch sizes; anything else is a UsageError."""
+    parts = text.split(",") if isinstance(text, str) else [text] if isinstance(text, int) else list(text)
     try:
         values = sorted({int(str(v).strip()) for v in parts if str(v).strip()})
     except ValueError:
@@ -83,3 +83,10 @@ def parse_batches(text: str | Iterable[int], what: str = "--batch") -> list[int]
     if not values or values[0] < 1:
         raise UsageError(f"{what} takes comma-separated positive integers, got '{text}'")
     return values
+
+
+def positive(value: int | None, flag: str, allow_zero: bool = False) -> int | None:
+    """``value`` (None: not given), refused unless it is a positive integer (``allow_zero``: or 0)."""
+    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+        raise UsageError(f"{flag} must be {'≥ 0' if allow_zero else 'a positive integer'}, got {value}")
+    return value

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -173,3 +174,58 @@ def onnx_graph(tmp_path):
         return path
 
     return write
+
+
+def _net_source() -> str:
+    """``TinyNet`` and ``tiny_net`` as a module of their own, with ``build`` for ``--model-code``."""
+    import inspect
+
+    return ("import torch\n\n\n" + inspect.getsource(TinyNet) + "\n\n" + inspect.getsource(tiny_net)
+            + "\n\ndef build():\n    return tiny_net(0)\n")
+
+
+@pytest.fixture
+def net_module(tmp_path, monkeypatch):
+    """``tiny_nets.py`` (``TinyNet``, seeded ``tiny_net(seed)``, and ``build`` for ``--model-code``) written to
+    a folder on ``sys.path`` and imported by name: a module another process can import too. ``.path``: the file."""
+    import importlib
+    import sys
+
+    folder = tmp_path / "code"
+    folder.mkdir()
+    (folder / "tiny_nets.py").write_text(_net_source())
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, "tiny_nets", raising=False)
+    module = importlib.import_module("tiny_nets")
+    module.path = folder / "tiny_nets.py"
+    yield module
+    sys.modules.pop("tiny_nets", None)
+
+
+# -- a fake TensorRT (tests/backends/fake_tensorrt.py, checked against the real bindings by
+# tests/backends/test_tensorrt_bindings.py) that perfkit's TensorRT code imports instead of the real one
+
+FAKE_TENSORRT = Path(__file__).parent / "backends" / "fake_tensorrt.py"
+
+
+def load_fake_tensorrt():
+    """A fresh copy of tests/backends/fake_tensorrt.py (its controls and call log start empty)."""
+    spec = importlib.util.spec_from_file_location("perfkit_tests_fake_tensorrt", FAKE_TENSORRT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    """The fake TensorRT module, imported by perfkit's TensorRT backend in place of the real one,
+    on a machine where torch has a GPU named "NVIDIA H100 80GB HBM3" (sm 9.0)."""
+    from perfkit.backends import tensorrt as T
+
+    trt = load_fake_tensorrt()
+    monkeypatch.setattr(T, "import_tensorrt", lambda: trt)
+    monkeypatch.setattr(T, "current_gpu", lambda device: {"gpu_name": "NVIDIA H100 80GB HBM3",
+                                                            "compute_capability": "9.0"})
+    monkeypatch.setattr("perfkit.artifacts.device_identity", lambda device: "cuda-NVIDIA_H100_80GB_HBM3-sm90")
+    monkeypatch.setattr("perfkit.artifacts.cache.device_identity", lambda device: "cuda-NVIDIA_H100_80GB_HBM3-sm90")
+    return trt

@@ -351,7 +351,22 @@ def test_cli_run_includes_int8_by_default_and_says_what_it_was_calibrated_on(tmp
     assert "calibrated on 32 synthetic images" in html and "precision-note" in html
 
 
-def test_run_takes_the_users_module_and_head_beside_zoo_names(store, tmp_path):
+def _configured(argv: list[str], monkeypatch):
+    """The pipeline configuration `perfkit ARGV` makes (the pipeline itself not run)."""
+    from perfkit.errors import PerfkitError
+
+    seen = []
+
+    def configured(cfg, *args):
+        seen.append(cfg)
+        raise PerfkitError("configured")
+
+    monkeypatch.setattr(pipeline, "run_pipeline", configured)
+    assert main(argv) == 2
+    return seen[0]
+
+
+def test_run_takes_the_users_module_and_head_beside_zoo_names(store, tmp_path, monkeypatch):
     """`perfkit run MODEL... --model-code FILE.py:CALLABLE --num-classes N`: each model resolved with the
     same flags, the code model last, each under its own name."""
     net = tmp_path / "tiny_net.py"
@@ -368,10 +383,7 @@ def test_run_takes_the_users_module_and_head_beside_zoo_names(store, tmp_path):
     complexity = {r.model for r in store.records(result.run_id, kind=Kind.COMPLEXITY)}
     assert complexity == set(names)
     args = ["run", "--model-code", f"{net}:build", "--input-size", "3,32,32", "--weights", "random", "--json"]
-    from perfkit.cli import build_parser
-    from perfkit.cli.run import config
-
-    _, parsed = config(build_parser().parse_args(args), "cpu")
+    parsed = _configured(args, monkeypatch)
     assert parsed.models == [] and parsed.model_code == f"{net}:build"  # not the classic four as well
     assert parsed.model_options["input_size"] == (3, 32, 32) and parsed.weights == "random"
 

@@ -463,9 +463,11 @@ def validate_model(spec: ModelSpec, data: LabelledImages, backends: Sequence, ct
                    options: EvalOptions = EvalOptions(), dist: Distributed = ALONE,
                    automatic: bool = False, batch_range: BatchRange | None = None) -> Validation:
     """Validate one model on ``data`` in every runtime of ``backends`` at every precision it runs, in
-    one pass, against the reference fp32 (opened first, whatever was asked): eager, or for an ONNX
-    file ONNX Runtime on the CPU running the file (``backends.reference_for``). Runtimes that cannot
-    run ``spec`` at all (PyTorch runtimes for an ONNX file) are left out; the command says so.
+    one pass, against the reference fp32 (opened first, whatever was asked): eager, for an ONNX file
+    ONNX Runtime on the CPU running the file, for an engine its ``--reference`` model in that model's
+    reference runtime (``backends.reference_of``); an engine without one is counted against the labels
+    only. Runtimes that cannot run ``spec`` at all (PyTorch runtimes for an ONNX file, every runtime but
+    its own for an engine) are left out; the command says so.
 
     Each runtime runs the precisions of ``precisions`` it supports on the device (the command line
     has refused the combinations a user asked for that it cannot run); eager runs at another float
@@ -478,30 +480,33 @@ def validate_model(spec: ModelSpec, data: LabelledImages, backends: Sequence, ct
     Raises:
         PerfkitError: the model as a whole failed (the reference did not open, bad data, bad options).
     """
-    from perfkit.backends import open_runner, reference_device, reference_for, runnable
+    from perfkit.backends import open_runner, reference_device, reference_of, runnable
 
     precisions = [Precision(precisions)] if isinstance(precisions, str) else list(map(Precision, precisions))
     options.check(spec, data)
     transform = options.transform or spec.preprocess
     spec = spec_with_transform(spec, transform)
-    ref = reference_for(spec)
-    ref_ctx = ctx.replace(device=reference_device(spec, ctx.device))
-    chosen = [(ref, Precision.FP32)] + [
-        (b, p) for p in precisions for b in dict.fromkeys(runnable(spec, backends)[0])
-        if b.runs(p, ctx.device, automatic=automatic) and (b, p) != (ref, Precision.FP32)]
+    found = reference_of(spec)
+    # the reference first: (runtime, precision, the model it runs); none for an engine without --reference,
+    # whose first runtime then leads the pass (counts against the labels; Δ and flips against it)
+    chosen = [] if found is None else [(found[1], Precision.FP32, spec_with_transform(found[0], transform))]
+    lead = None if found is None else (found[1], Precision.FP32)
+    chosen += [(b, p, spec) for p in precisions for b in dict.fromkeys(runnable(spec, backends)[0])
+               if b.runs(p, ctx.device, automatic=automatic) and (b, p) != lead]
     batch = runner_batch(options.batch_size, options.crops)
     if batch_range is not None:  # the plan's artifacts, where they accept the evaluation's batch
         batch = batch_range if batch_range.contains(batch.max) else BatchRange.covering([batch_range.min, batch_range.max, batch.max])
     runners: dict[str, Runner] = {}
     failures: list[Failure] = []
-    for backend, precision in chosen:
+    for i, (backend, precision, model) in enumerate(chosen):
         ctx.progress.update(f"{spec.name}: opening {backend.name} {precision}")
-        where = ref_ctx if (backend, precision) == (ref, Precision.FP32) else ctx
+        lead = i == 0 and found is not None
+        where = ctx.replace(device=reference_device(spec, ctx.device)) if lead else ctx
         try:
-            runners[runtime_label(backend.name, precision)] = open_runner(spec, backend, where, precision=precision,
+            runners[runtime_label(backend.name, precision)] = open_runner(model, backend, where, precision=precision,
                                                                           batch=batch)
         except Exception as exc:  # an exported runtime that cannot open is recorded; the rest go on
-            if (backend, precision) == (ref, Precision.FP32):
+            if i == 0:
                 raise
             failures.append(Failure.of(Kind.ACCURACY, Where.of(spec, backend.name, precision, options.batch_size,
                                                                ctx.device), exc))

@@ -1,4 +1,5 @@
-"""Parity: does a runtime give eager PyTorch's logits on the same inputs?
+"""Parity: does a runtime give eager PyTorch's logits on the same inputs (or its model's reference's:
+ONNX Runtime's for an ONNX file, the ``--reference`` model's for an engine someone built)?
 
 Per runtime and batch size: max/mean absolute logit difference, max relative difference (relative
 to each sample's largest reference logit), minimum cosine similarity, top-1 agreement, top-5
@@ -204,21 +205,36 @@ def image_inputs(spec: ModelSpec, root: str | Path, samples: int) -> torch.Tenso
 
 
 def inputs_for(spec: ModelSpec, samples: int, data: str | Path | None = None, seed: int = 0) -> tuple[torch.Tensor, str]:
-    """Inputs for a parity check and where they came from (``"data"`` or ``"synthetic"``)."""
+    """Inputs for a parity check and where they came from (``"data"`` or ``"synthetic"``). The first step
+    of every parity check: an engine without a reference, which parity has nothing to compare with, is
+    refused here, before anything runs."""
+    require_reference(spec)
     if data is not None:
         return image_inputs(spec, data, samples), "data"
     return synthetic_inputs(spec, samples, seed), "synthetic"
 
 
+def require_reference(spec: ModelSpec) -> None:
+    """Parity compares with a reference: an engine someone built has one only when ``--reference`` names it."""
+    from perfkit.backends import reference_of
+
+    if reference_of(spec) is None:
+        raise UsageError(f"{spec.name} has nothing to be compared with: pass --reference SOURCE (the ONNX file or "
+                         "PyTorch model it was built from), or measure accuracy against labels with perfkit validate")
+
+
 def reference_logits(spec: ModelSpec, inputs: torch.Tensor, batches: Iterable[int], ctx,
                      batch_range: BatchRange | None = None) -> dict[int, torch.Tensor]:
     """The reference's fp32 logits for ``inputs`` at each batch size (what every runtime is held to):
-    eager's, or for an ONNX file ONNX Runtime's on the CPU running the file (``backends.reference_for``).
+    eager's, for an ONNX file ONNX Runtime's on the CPU running the file, for an engine its
+    ``--reference`` model's in that model's reference runtime (``backends.reference_of``).
 
     ``batch_range``: the range of the reference's artifact (the command's, so that an ONNX file's copy
     is shared with the onnx runtime's); default 1..the largest batch."""
-    from perfkit.backends import open_runner, reference_device, reference_for
+    from perfkit.backends import open_runner, reference_device, reference_of
 
+    require_reference(spec)
+    model, backend = reference_of(spec)
     batches = list(batches)
     # perfkit run checks every precision against the same fp32 reference logits: the last ones are kept
     # (a few KB) so the reference model is not built and run again for each precision
@@ -226,7 +242,7 @@ def reference_logits(spec: ModelSpec, inputs: torch.Tensor, batches: Iterable[in
     if _LAST_REFERENCE.get("key") == key:
         return _LAST_REFERENCE["logits"]
     ref_ctx = ctx.replace(device=reference_device(spec, ctx.device))
-    with open_runner(spec, reference_for(spec), ref_ctx, batch=batch_range or BatchRange(1, 1, max(batches))) as ref:
+    with open_runner(model, backend, ref_ctx, batch=batch_range or BatchRange(1, 1, max(batches))) as ref:
         out = {b: logits(ref, inputs, b) for b in batches}
     _LAST_REFERENCE.update(key=key, logits=out, inputs=inputs)  # holding inputs keeps its id unique
     return out
@@ -237,13 +253,15 @@ _LAST_REFERENCE: dict = {}
 
 def is_reference_run(spec: ModelSpec, backend, precision: Precision | str, device: str) -> bool:
     """Whether ``backend`` at ``precision`` on ``device`` is left out of parity: eager at a precision it
-    does not run (int8), or a non-eager reference runtime at fp32 where the reference runs (itself)."""
-    from perfkit.backends import reference_device, reference_for
+    does not run (int8), or a non-eager reference runtime at fp32 where the reference runs (itself; an
+    engine's reference is another model, never itself)."""
+    from perfkit.backends import reference_device, reference_of
     from perfkit.device import device_type
 
     if backend.reference:
         return not backend.runs(precision, device)
-    return (backend is reference_for(spec) and Precision(precision) is Precision.FP32
+    found = reference_of(spec)
+    return (found is not None and found[0] is spec and found[1] is backend and Precision(precision) is Precision.FP32
             and device_type(device) == device_type(reference_device(spec, device)))
 
 

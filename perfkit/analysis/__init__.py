@@ -1,6 +1,7 @@
 """Complexity analysis: params, MACs and FLOPs (complexity.py), the per-layer table (layers.py) and
 the MACs of the exported ONNX graph as a cross-check of the PyTorch count (onnx_macs.py); a model given
-as an ONNX file is counted from its graph (complexity.measure_onnx, onnx_layers.py)."""
+as an ONNX file is counted from its graph (complexity.measure_onnx, onnx_layers.py), an engine someone
+built where its format allows (engines.py: an OpenVINO IR's graph, a TorchScript module; not compiled code)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from perfkit.analysis.complexity import (
 )
 from perfkit.analysis.layers import MEMORY_CONVENTION, LayerRow, Summary, summarize, summarize_module
 from perfkit.analysis.onnx_macs import ONNX_TOLERANCE, OnnxMacs, count_onnx_macs
+from perfkit.analysis.engines import uncountable
 from perfkit.results import Where
+from perfkit.zoo.spec import ONNX_FILE, OPENVINO_IR
 
 __all__ = [
     "MACS_CONVENTION", "MEMORY_CONVENTION", "NOT_COUNTED", "ONNX_TOLERANCE", "PARAMS_CONVENTION", "Complexity",
-    "ComplexityReport", "LayerRow", "OnnxMacs", "Summary", "analyze", "count_macs", "count_onnx_macs", "count_params",
-    "measure_complexity", "onnx_cross_check", "summarize", "summarize_module",
+    "ComplexityReport", "LayerRow", "OnnxMacs", "Summary", "analyze", "complexity_where", "count_macs",
+    "count_onnx_macs", "count_params", "measure_complexity", "onnx_cross_check", "summarize", "summarize_module",
+    "uncountable",
 ]
 
 
@@ -44,18 +48,48 @@ def analyze(spec, model=None, *, onnx_ctx=None) -> ComplexityReport:
 
     A model given as an ONNX file has no module: its graph is counted and tabulated (``measure_onnx``,
     ``summarize_onnx``), recorded under its reference runtime (onnx); there is nothing to cross-check.
+    An engine someone built is counted where its format allows (``perfkit.analysis.engines``), recorded
+    under its own runtime; compiled code is refused (``uncountable``).
+
+    Raises:
+        UsageError: ``spec`` is compiled code (an AOTInductor package, a TensorRT engine).
     """
-    if spec.form == "onnx":
+    if spec.form == ONNX_FILE:
         from perfkit.analysis.onnx_layers import summarize_onnx
 
-        where = Where.of(spec, spec.reference_runtime, "fp32", 1, "cpu")
-        return ComplexityReport(where, measure_complexity(spec), summarize_onnx(spec))
+        return ComplexityReport(complexity_where(spec), measure_complexity(spec), summarize_onnx(spec))
+    if spec.engine:
+        return _analyze_engine(spec)
     model = spec.build() if model is None else model
     first = next(model.parameters(), None)
     device = first.device.type if first is not None else "cpu"
     complexity, summary = measure_complexity(spec, model), summarize(spec, model)
     onnx = None if onnx_ctx is None else onnx_cross_check(spec, onnx_ctx)
     return ComplexityReport(Where.of(spec, "eager", "fp32", 1, device), complexity, summary, onnx)
+
+
+def complexity_where(spec) -> Where:
+    """Where a model's complexity is recorded: eager for a module, its reference runtime (onnx) for an ONNX
+    file, its own runtime for an engine (a model's counts do not depend on the runtime)."""
+    if spec.engine:
+        from perfkit.zoo.sources.engines import format_of
+
+        return Where.of(spec, format_of(spec).runtime, "fp32", 1, "cpu")
+    return Where.of(spec, spec.reference_runtime, "fp32", 1, "cpu")
+
+
+def _analyze_engine(spec) -> ComplexityReport:
+    from perfkit.analysis import engines
+    from perfkit.errors import UsageError
+
+    reason = engines.uncountable(spec)
+    if reason:
+        raise UsageError(reason)
+    if spec.form == OPENVINO_IR:
+        return ComplexityReport(complexity_where(spec), measure_complexity(spec), engines.summarize_openvino(spec))
+    module = engines.torchscript_module(spec)
+    return ComplexityReport(complexity_where(spec), measure_complexity(spec, module),
+                            engines.summarize_torchscript(spec, module))
 
 
 def onnx_cross_check(spec, ctx) -> OnnxMacs:

@@ -13,11 +13,14 @@ import contextlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from perfkit.zoo.spec import ONNX_FILE, OPENVINO_IR, TORCHSCRIPT_FILE
 
 MACS_CONVENTION = (
     "multiply-accumulates of conv+linear(+matmul, attention) = FlopCounterMode total / 2, "
@@ -163,18 +166,28 @@ def _device(model: nn.Module) -> torch.device:
     return first.device if first is not None else torch.device("cpu")
 
 
-def measure_complexity(spec, model: nn.Module | None = None) -> Complexity:
-    """Params, MACs and FLOPs of ``spec`` at its native input size (batch 1, eval mode, no grad).
+def measure_complexity(spec, model: nn.Module | None = None) -> Complexity | None:
+    """Params, MACs and FLOPs of ``spec`` at its native input size (batch 1, eval mode, no grad); None for
+    an engine that is compiled code (``perfkit.analysis.engines``: nothing to count).
 
     Args:
         spec: a ``ModelSpec``; its ``input_size`` is the size the MACs are counted at
             (299×299 for inception_v3). An ONNX file (``spec.form == "onnx"``) is counted from its
-            graph (``measure_onnx``).
+            graph (``measure_onnx``), an OpenVINO IR from its graph and a TorchScript file from its module
+            (``perfkit.analysis.engines``).
         model: the built model, to avoid building it twice; ``spec.build()`` when omitted.
             Its weights do not change any count.
     """
-    if spec.form == "onnx":
+    if spec.form == ONNX_FILE:
         return measure_onnx(spec)
+    if spec.form == OPENVINO_IR:
+        return measure_openvino(spec)
+    if spec.form == TORCHSCRIPT_FILE and model is None:  # its module: counted as PyTorch counts any
+        from perfkit.zoo.sources.torchscript_file import load
+
+        model = load(Path(spec.arch))
+    if spec.engine and model is None:  # compiled code (an AOTInductor package, a TensorRT engine)
+        return None
     model = spec.build() if model is None else model
     model.eval()
     total, trainable = count_params(model)
@@ -200,3 +213,25 @@ def measure_onnx(spec) -> Complexity:
         uncounted_ops=counted.no_formula, macs_convention=ONNX_MACS_CONVENTION,
         params_convention=ONNX_PARAMS_CONVENTION, not_counted=ONNX_NOT_COUNTED,
     )
+
+
+def measure_openvino(spec) -> Complexity:
+    """Params and MACs of an OpenVINO IR, counted from its graph at batch 1 (the conventions say how)."""
+    from perfkit.analysis import openvino_graph as G
+
+    ops = list(G.read(spec).get_ordered_ops())
+    by_op: Counter[str] = Counter()
+    no_formula: Counter[str] = Counter()
+    for op in ops:
+        kind = op.get_type_name()
+        if kind in G.COUNTED:
+            by_op[kind] += G.macs(op)
+        elif kind in G.NO_FORMULA:
+            no_formula[kind] += 1
+    params = sum(G.weight_elements(op) for op in ops if op.get_type_name() == "Constant")
+    by_op = Counter({op: n // (spec.fixed_batch or 1) for op, n in by_op.items()})  # per sample
+    macs = sum(by_op.values())
+    return Complexity(model=spec.name, input_size=tuple(spec.input_size), params=params, trainable_params=params,
+                      non_trainable_params=0, macs=macs, flops=2 * macs, macs_by_op=dict(by_op),
+                      uncounted_ops=dict(no_formula), macs_convention=G.OPENVINO_MACS_CONVENTION,
+                      params_convention=G.OPENVINO_PARAMS_CONVENTION, not_counted=G.OPENVINO_NOT_COUNTED)

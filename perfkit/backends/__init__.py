@@ -22,7 +22,7 @@ __all__ = [
     "EXPORT", "RUN", "ArtifactRunner", "Backend", "OfflineSession", "Option", "Runner", "all_backends",
     "artifact_batch", "at_precision", "batches_for", "default_backends", "get",
     "export_each", "make_runner", "names", "open_runner", "parse_backends", "prepare", "reference_device",
-    "reference_for", "reference_text", "register", "runnable", "unregister",
+    "reference_for", "reference_of", "reference_text", "register", "runnable", "unregister",
 ]
 
 # Adding a runtime: write perfkit/backends/<name>.py defining BACKEND, and add its line here.
@@ -64,29 +64,49 @@ def reference() -> Backend:
     return next(b for b in all_backends() if b.reference)
 
 
-def reference_for(spec) -> Backend:
-    """The runtime ``spec``'s parity and accuracy are judged against (``spec.reference_runtime``): eager
-    for a PyTorch model, ONNX Runtime for an ONNX file."""
-    return get(spec.reference_runtime)
+def reference_of(spec) -> tuple | None:
+    """``(model, runtime)`` whose fp32 logits ``spec``'s are held to: ``spec`` itself in its reference
+    runtime (eager; ONNX Runtime for an ONNX file); for an engine, the model ``--reference`` named, in
+    that model's own reference runtime; None for an engine without one (nothing to compare with)."""
+    if not spec.engine:
+        return spec, get(spec.reference_runtime)
+    ref = spec.reference_model
+    return None if ref is None else (ref, get(ref.reference_runtime))
+
+
+def reference_for(spec) -> Backend | None:
+    """The runtime ``spec``'s parity and accuracy are judged against (see ``reference_of``): eager for a
+    PyTorch model, ONNX Runtime for an ONNX file, the reference model's for an engine, None for an engine
+    without one."""
+    found = reference_of(spec)
+    return None if found is None else found[1]
 
 
 def reference_device(spec, device: str) -> str:
     """Where ``spec``'s reference runs: eager on the command's device, as always; another reference
     runtime (ONNX Runtime running an ONNX file) on the CPU, the provider every machine has."""
-    return device if reference_for(spec).reference else "cpu"
+    ref = reference_for(spec)
+    return device if ref is None or ref.reference else "cpu"
 
 
 def reference_text(spec) -> str:
-    """The reference in words, for table titles: ``eager fp32``, ``onnx fp32 on the CPU (model.onnx itself)``."""
-    ref = reference_for(spec)
-    if ref.reference:
-        return f"{ref.name} fp32"
-    return f"{ref.name} fp32 on the CPU ({Path(spec.arch).name} itself)"
+    """The reference in words, for table titles: ``eager fp32``, ``onnx fp32 on the CPU (model.onnx itself)``,
+    for an engine ``onnx fp32 on the CPU (model.onnx)`` or ``eager fp32 (resnet18 (ckpt.pth, 3 classes))``."""
+    found = reference_of(spec)
+    if found is None:
+        return "no reference (--reference not given)"
+    model, ref = found
+    where = "" if ref.reference else " on the CPU"
+    if model is not spec:
+        return f"{ref.name} fp32{where} ({model.name})"
+    return f"{ref.name} fp32" if ref.reference else f"{ref.name} fp32{where} ({Path(spec.arch).name} itself)"
 
 
 def runnable(spec, backends: Iterable) -> tuple[list[Backend], dict[str, str]]:
     """The backends among ``backends`` that can run ``spec``, and why each other one cannot (a PyTorch
-    runtime for an ONNX file): runtimes that are not run, never failures."""
+    runtime for an ONNX file): runtimes that are not run, never failures. An engine someone built that
+    none of them runs runs in its own runtime (those that start from its format and that ``perfkit run``
+    measures by default: TorchScript in torchscript, not the native runner)."""
     kept, skipped = [], {}
     for backend in map(get, backends):
         why = backend.accepts(spec)
@@ -94,25 +114,40 @@ def runnable(spec, backends: Iterable) -> tuple[list[Backend], dict[str, str]]:
             kept.append(backend)
         else:
             skipped[backend.name] = why
+    if not kept and spec.engine:
+        kept = [b for b in all_backends() if b.accepts(spec) is None and b.default_in_run]
     return kept, skipped
 
 
 def artifact_batch(spec, batch: BatchRange) -> BatchRange:
-    """The batch range of ``spec``'s artifacts: what was asked for, or N..N for a model with a fixed batch N."""
-    n = spec.fixed_batch
-    return batch if n is None else BatchRange(n, n, n)
+    """The batch range of ``spec``'s artifacts: what was asked for, or N..N for a model with a fixed batch
+    N, or an engine's own range (``ModelSpec.batch_bounds``)."""
+    bounds = spec.batch_bounds
+    if bounds is None:
+        return batch
+    low, high = bounds
+    return BatchRange(low, min(max(batch.opt, low), high), high)
 
 
 def batches_for(spec, batches: Iterable[int]) -> tuple[list[int], str | None]:
     """The batches of a sweep ``spec`` takes, and a note when some were left out: a model with a fixed
-    batch N (an ONNX file whose batch dimension is a number) is measured at N only."""
+    batch N (an ONNX file whose batch dimension is a number) is measured at N only, an engine within the
+    range it was built for (the nearest batch it takes when none of those asked for lies in it)."""
     batches = sorted(set(batches))
-    n = spec.fixed_batch
-    if n is None or batches == [n]:
+    bounds = spec.batch_bounds
+    if bounds is None:
         return batches, None
-    left = [b for b in batches if b != n]
-    return [n], (f"{spec.name} takes batch {n} only (fixed in its graph): batch {','.join(map(str, left))} left out, "
-                 f"batch {n} {'measured' if n in batches else 'measured instead'}")
+    low, high = bounds
+    kept = [b for b in batches if low <= b <= high]
+    left = [b for b in batches if b not in kept]
+    if not left:
+        return batches, None
+    takes = f"batch {low}" if low == high else f"batches {low}..{high}"
+    why = "fixed when it was built" if spec.engine else "fixed in its graph"
+    instead = [] if kept else [min(max(batches[-1], low), high)]
+    measured = ",".join(map(str, kept or instead))
+    return kept or instead, (f"{spec.name} takes {takes} only ({why}): batch {','.join(map(str, left))} left out, "
+                             f"batch {measured} {'measured instead' if instead else 'measured'}")
 
 
 def parse_backends(text: str | Iterable[str], *, exported_only: bool = False) -> list[Backend]:

@@ -33,7 +33,9 @@ import os
 import torch
 
 from perfkit.artifacts import capture_messages, save_through_python
-from perfkit.backends.base import CALIBRATION, CPU_FLOAT, EXPORT, SERIAL, ArtifactRunner, Backend, Option
+from perfkit.backends.base import (
+    AOTI_PACKAGE, CALIBRATION, CPU_FLOAT, EXPORT, PYTORCH, SERIAL, ArtifactRunner, Backend, Option,
+)
 from perfkit.deps import require
 from perfkit.errors import ArtifactError
 from perfkit.vocab import Precision
@@ -70,6 +72,10 @@ def compile_options(options: dict, device: str) -> dict:
 
 
 def export(req) -> str:
+    if req.spec.form == AOTI_PACKAGE:  # a package someone compiled: the file itself (perfkit.zoo.sources.engines)
+        from perfkit.zoo.sources.engines import copy_engine
+
+        return copy_engine(req, MAIN_FILE)
     if req.device.startswith("cuda") and (problem := cuda_toolkit_problem()):
         raise ArtifactError(f"AOTInductor on CUDA needs a CUDA toolkit (nvcc and headers) to compile the package: "
                             f"{problem}; {TOOLKIT_HELP}")
@@ -187,4 +193,5 @@ BACKEND = Backend(
     # cores): asked for with --precision int8, not part of `perfkit run`'s automatic plan, whose int8
     # is ONNX Runtime's (10-70 s of quantization per model).
     run_precisions=frozenset({Precision.FP32}),
+    starts_from=frozenset({PYTORCH, AOTI_PACKAGE}),
 )

@@ -32,7 +32,9 @@ import torch
 from perfkit.device import device_type, on_device, pin_tf32
 from perfkit.errors import ArtifactError, InputError, PerfkitError, UsageError, pip_install
 from perfkit.vocab import BatchRange, Precision
-from perfkit.zoo.spec import ModelSpec
+from perfkit.zoo.spec import (  # the forms: backends name them from here
+    AOTI_PACKAGE, ONNX_FILE, OPENVINO_IR, PYTORCH, TENSORRT_ENGINE, TORCHSCRIPT_FILE, ModelSpec,
+)
 
 EXPORT, RUN = "export", "run"  # option stages: part of the artifact (its cache key) or of the runner
 
@@ -68,8 +70,11 @@ class Option:
 
 
 # What a model is given as (``ModelSpec.form``), in words.
-PYTORCH, ONNX_FILE = "pytorch", "onnx"
-FORMS = {PYTORCH: "a PyTorch module", ONNX_FILE: "an ONNX file"}
+FORMS = {PYTORCH: "a PyTorch module", ONNX_FILE: "an ONNX file", OPENVINO_IR: "an OpenVINO IR",
+         TORCHSCRIPT_FILE: "a TorchScript file", AOTI_PACKAGE: "an AOTInductor package",
+         TENSORRT_ENGINE: "a TensorRT engine"}
+
+ENGINE_FORMS = frozenset(FORMS) - {PYTORCH, ONNX_FILE}  # engines someone built, each run by its own runtime
 
 CPU_FLOAT = frozenset({Precision.FP32, Precision.FP16, Precision.BF16})
 INT8_ONLY = frozenset({Precision.INT8})
@@ -116,7 +121,8 @@ class Backend:
             it at, where it supports them (None: all); asked for explicitly, it runs every one it supports.
         reference: the runtime others are compared with (eager).
         starts_from: the forms of model it runs (``ModelSpec.form``): ``pytorch`` (a module it
-            exports or runs), ``onnx`` (an ONNX file it runs as it is). ``accepts`` says why not.
+            exports or runs), ``onnx`` (an ONNX file it runs as it is), an engine of its own format
+            (run as it was built). ``accepts`` says why not.
     """
 
     name: str
@@ -200,7 +206,9 @@ class Backend:
         if spec.form in self.starts_from:
             return None
         given = FORMS.get(spec.form, f"a {spec.form} model")
-        if self.starts_from == {PYTORCH}:
+        if spec.engine:
+            return f"{given} runs in its own runtime only"
+        if self.starts_from - ENGINE_FORMS == {PYTORCH}:  # a PyTorch runtime (and the runtime of its engine format)
             return f"{given} has no PyTorch module: PyTorch runtimes cannot run it"
         return f"{self.name} starts from {' or '.join(FORMS[f] for f in sorted(self.starts_from))}, not {given}"
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from perfkit.backends.base import CPU_FLOAT, RUN, ArtifactRunner, Backend, Option
+from perfkit.backends.base import PYTORCH, RUN, TORCHSCRIPT_FILE, ArtifactRunner, Backend, Option
 from perfkit.context import artifacts_dir
 from perfkit.errors import MeasurementError, PerfkitError
 from perfkit.vocab import Precision
@@ -266,4 +266,5 @@ BACKEND = Backend(
     precisions={"cpu": frozenset({Precision.FP32}), "cuda": frozenset({Precision.FP32})},
     probe=_probe,
     default_in_run=False,
+    starts_from=frozenset({PYTORCH, TORCHSCRIPT_FILE}),  # a TorchScript file someone saved: torchscript's copy of it
 )

@@ -14,6 +14,9 @@ change numbers:
 - ``convert_model`` sends usage telemetry unless the user opted out; perfkit declines it for its
   own calls (see ``telemetry_declined``) without touching the user's consent file.
 
+An OpenVINO IR someone built (``ModelSpec.form == "openvino-ir"``) is not converted: its artifact is
+the ``.xml`` and ``.bin`` themselves, copied byte for byte, run as they were built.
+
 Runner (CPU plugin; ``--ov-device GPU`` for an Intel GPU where OpenVINO's GPU plugin finds one):
 the IR is reshaped to a static batch and compiled once per batch size (as benchmark_app's
 ``-shape`` does; a dynamic batch cost ~7% at batch 1 and ~10% when shapes alternate), with the
@@ -41,7 +44,9 @@ from pathlib import Path
 import torch
 
 from perfkit.artifacts import ensure_artifact
-from perfkit.backends.base import ONNX_FILE, PYTORCH, QUEUE, RUN, ArtifactRunner, Backend, OfflineSession, Option
+from perfkit.backends.base import (
+    ONNX_FILE, OPENVINO_IR, PYTORCH, QUEUE, RUN, ArtifactRunner, Backend, OfflineSession, Option,
+)
 from perfkit.backends.onnxruntime import BACKEND as ONNX
 from perfkit.deps import require
 from perfkit.errors import ArtifactError, PerfkitError
@@ -104,6 +109,10 @@ def ir_summary(xml_path: Path) -> dict:
 def export(req) -> str:
     from perfkit.backends import get
 
+    if req.spec.form == OPENVINO_IR:  # an IR someone built: the files themselves (perfkit.zoo.sources.engines)
+        from perfkit.zoo.sources.engines import copy_engine
+
+        return copy_engine(req, MAIN_FILE)
     ov = _openvino()
     source = ensure_artifact(req.spec, get("onnx"), req.ctx.replace(force=False), precision=req.precision,
                              batch=req.batch)  # an ONNX file the user gave: its copy, converted as it is
@@ -268,5 +277,5 @@ BACKEND = Backend(
     # CPU (ONNX Runtime's, whose QDQ artifact this converts) to stay within its 10-minute budget.
     run_precisions=frozenset({Precision.FP32}),
     runtime_libraries=("openvino",),
-    starts_from=frozenset({PYTORCH, ONNX_FILE}),
+    starts_from=frozenset({PYTORCH, ONNX_FILE, OPENVINO_IR}),
 )

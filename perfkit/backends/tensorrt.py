@@ -19,6 +19,10 @@ checked against the real bindings of both versions by tests/backends/test_tensor
 - ONNX parser errors are reported verbatim.
 - The manifest records the GPU name, compute capability and TensorRT version; the runner refuses an
   engine built on another GPU or TensorRT version (engines are not portable).
+- An engine someone built (``perfkit <command> model.engine``, ``ModelSpec.form == "tensorrt"``) is not
+  built again: its artifact is the plan itself (``perfkit.zoo.sources.tensorrt_engine`` refuses one of
+  another TensorRT release, and TensorRT one of another GPU); its manifest records its profiles, this
+  TensorRT and this GPU, so the same check guards every later load.
 - The runner enqueues on a CUDA stream of its own (not the legacy default stream, where TensorRT
   adds synchronisation and warns), ordered after and before torch's current stream by events.
 - Offline scenario (``offline_session``): k execution contexts, each on a CUDA stream of its own,
@@ -51,7 +55,7 @@ import torch
 
 from perfkit.artifacts import ensure_artifact
 from perfkit.backends.base import (
-    CALIBRATION, EXPORT, ONNX_FILE, PYTORCH, QUEUE, ArtifactRunner, Backend, OfflineSession, Option,
+    CALIBRATION, EXPORT, ONNX_FILE, PYTORCH, QUEUE, TENSORRT_ENGINE, ArtifactRunner, Backend, OfflineSession, Option,
 )
 from perfkit.errors import ArtifactError, MissingDependency, PerfkitError, pip_install
 from perfkit.vocab import BatchRange, Precision
@@ -93,6 +97,10 @@ def import_tensorrt():
 def export(req) -> str:
     from perfkit.backends import get
 
+    if req.spec.form == TENSORRT_ENGINE:  # an engine someone built: the plan itself (perfkit.zoo.sources.engines)
+        from perfkit.zoo.sources.engines import copy_engine
+
+        return copy_engine(req, MAIN_FILE)
     trt = import_tensorrt()
     gpu = current_gpu(req.device)
     source = ensure_artifact(req.spec, get("onnx"), source_context(req), precision=req.precision, batch=req.batch)
@@ -382,5 +390,6 @@ BACKEND = Backend(
     quant_libraries=("onnxruntime", "onnxruntime-gpu"),
     runtime_libraries=TENSORRT_DISTRIBUTIONS,
     device_specific=True,
-    starts_from=frozenset({PYTORCH, ONNX_FILE}),  # an ONNX file the user gave: its copy, parsed as it is
+    # an ONNX file the user gave: its copy, parsed as it is; an engine someone built: the plan itself
+    starts_from=frozenset({PYTORCH, ONNX_FILE, TENSORRT_ENGINE}),
 )

@@ -5,6 +5,9 @@ Tuned as PyTorch's docs recommend for inference: the runner applies ``torch.jit.
 MKLDNN/cuDNN rewrites) when it loads the artifact, like the native C++ runner does. Freezing is a
 load-time step because ``optimize_for_inference``'s rewrites do not survive ``torch.jit.save``.
 
+A TorchScript file someone saved (``ModelSpec.form == "torchscript"``) is not exported: its artifact is
+the file itself, copied byte for byte (``perfkit.zoo.sources.engines``), loaded the same way.
+
 TorchScript is deprecated in torch 2.14 but is still what many C++ servers (and perfkit's native
 runner) load; the deprecation FutureWarnings end up in the manifest's warnings.
 """
@@ -16,13 +19,17 @@ import warnings
 import torch
 
 from perfkit.artifacts import save_through_python
-from perfkit.backends.base import CPU_FLOAT, EXPORT, RUN, ArtifactRunner, Backend, Option
+from perfkit.backends.base import CPU_FLOAT, EXPORT, PYTORCH, RUN, TORCHSCRIPT_FILE, ArtifactRunner, Backend, Option
 from perfkit.errors import ArtifactError
 
 MAIN_FILE = "model.ts"
 
 
 def export(req) -> str:
+    if req.spec.form == TORCHSCRIPT_FILE:  # a TorchScript file someone saved: the file itself
+        from perfkit.zoo.sources.engines import copy_engine
+
+        return copy_engine(req, MAIN_FILE)
     model = req.model()
     x = req.example_input()
     if req.options["script"]:
@@ -99,4 +106,5 @@ BACKEND = Backend(
                                  "--no-optimize runs the module as saved", stage=RUN),
     ),
     precisions={"cpu": CPU_FLOAT, "cuda": CPU_FLOAT},
+    starts_from=frozenset({PYTORCH, TORCHSCRIPT_FILE}),
 )

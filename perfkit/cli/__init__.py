@@ -1,8 +1,9 @@
 """The command line: thin commands, one module each, over one shared vocabulary (``options``).
 
-Each command module has ``add(sub)`` (arguments, help with an example) and ``run(args)`` (resolve
-what was asked, measure through the library, record, print). Errors a user can act on are
-``PerfkitError``: one line, no traceback, the error's exit code (2 bad input, 1 measurement failed).
+Each command module has ``add(sub)`` (arguments, help with an example) and ``run(args)``: the
+measuring commands turn their flags into the keywords of the Python API function of the same name
+(``perfkit.api``: it resolves, measures and records) and print what it returns. Errors a user can act
+on are ``PerfkitError``: one line, no traceback, the error's exit code (2 bad input, 1 measurement failed).
 An unexpected exception is a bug: one line too, exit 1, with the traceback when PERFKIT_DEBUG=1.
 """
 

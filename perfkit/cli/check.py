@@ -6,7 +6,7 @@ from pathlib import Path
 
 from perfkit.cli import common
 from perfkit.cli import options as O
-from perfkit.cli.export import add_artifact_options, batch_range, not_run_banner
+from perfkit.cli.export import add_artifact_options
 
 
 def add(sub) -> None:
@@ -39,51 +39,21 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    from rich.markup import escape
-
-    from perfkit.accuracy import parity
-    from perfkit.backends import artifact_batch, reference_for, reference_text
-    from perfkit.errors import UsageError
+    from perfkit.api import check
+    from perfkit.backends import reference_text
     from perfkit.report.console import banner
     from perfkit.report.tables import parity_table
-    from perfkit.vocab import parse_batches
 
-    device = common.resolve_device(args)
-    backends = O.chosen(args)
-    precisions = O.precisions(args, backends, device)
-    brange = batch_range(args)
-    batches = parse_batches(args.batch)
-    O.positive(args.samples, "--samples")
-    tols = {p: parity.tolerance(p, args.atol, args.rtol, args.max_rel) for p in precisions}
-    spec = common.spec(args)
-    backends = common.runtimes_for(spec, backends)
-    if any(parity.is_reference_run(spec, b, p, device) and not b.reference for b in backends for p in precisions):
-        banner(escape(f"note: {reference_text(spec)} is the reference: it is not compared with itself"))
-    batches = common.batches_for(spec, batches)
-    outside = [b for b in batches if not artifact_batch(spec, brange).contains(b)]
-    if outside:
-        raise UsageError(f"--batch {args.batch}: every batch must lie in the artifact range {brange.min}..{brange.max} "
-                         "(see --min-batch/--max-batch)")
-    inputs, source = parity.inputs_for(spec, args.samples, args.data, args.seed)
-    calibration = common.calibration(args, precisions, args.data)
-    not_run_banner(backends)
-    with common.progress(args) as bar, common.session(args, device) as rec:
-        rec.model(spec)
-        ctx = common.context(args, device, bar, calibration)
-        for p in precisions:
-            rec.add_all(parity.check_parity(spec, backends, ctx, inputs=(inputs, source), batches=batches,
-                                            precision=p, batch_range=brange, tol=tols[p]))
-        failed = [r for r in rec.records if r.kind == "parity" and (r.status == "error" or not r.metrics.get("passed"))]
-        if failed:
-            rec.fail(f"{len(failed)} parity check(s) failed")
-    ref = reference_for(spec).name
-    out = [parity_table(rec.records, f"perfkit check — {spec.label} vs {reference_text(spec)}, {inputs.shape[0]} "
-                                     f"{source} inputs", caption=_caption(tols, ref))]
-    if any(r.metrics.get("constant_reference") for r in rec.records):
-        banner(f"warning: {ref} (the reference) gives the same logits for every input with these weights, so agreement "
-               "is guaranteed and proves nothing about the runtimes; use other weights or --data")
-    common.show(args, rec, out)
-    return common.exit_code(rec)
+    with common.progress(args) as bar:
+        done = check(args.model, **common.keywords(args, "model"), notify=common.notify(args), progress=bar)
+    [spec] = done.models
+    out = [parity_table(done.records(), f"perfkit check — {spec.label} vs {reference_text(spec)}, {done.samples} "
+                                        f"{done.source} inputs", caption=_caption(done.tolerances, done.reference))]
+    if any(r.metrics.get("constant_reference") for r in done.records()):
+        banner(f"warning: {done.reference} (the reference) gives the same logits for every input with these weights, "
+               "so agreement is guaranteed and proves nothing about the runtimes; use other weights or --data")
+    common.show(args, done.run_id, done.records(), out)
+    return common.exit_code(done)
 
 
 def _caption(tols: dict, ref: str = "eager") -> str:

@@ -1,14 +1,51 @@
-"""What every command does around its measurement: resolve the device and the model, open the run,
-show progress, print tables or JSON."""
+"""What every command does around the API call it is a layer over: turn its flags into the call's
+keywords, print the notes the call gives before it works, show progress, print tables or JSON."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+import sys
 
-from perfkit.cli.options import given_options
-from perfkit.context import Context
-from perfkit.errors import UsageError
+from perfkit.cli.options import given_options, model_keywords
+
+# Flags that are the command line's own: how it prints (--json, --html), not what is measured.
+CLI_ONLY = ("func", "command", "json", "html")
+# A note's level (perfkit.api.Note) → its banner's style.
+STYLES = {"info": "bold", "note": "bold yellow", "caution": "bold magenta", "warning": "bold red"}
+
+
+def keywords(args, *positional: str) -> dict:
+    """The API keywords of a command's flags: each flag under its own name (``--calib-samples`` →
+    ``calib_samples``), the model flags parsed (``options.model_keywords``), runtime and scenario
+    options under their names, the store and artifact cache the command line defaults to, and the
+    command line as the run's command. ``positional``: arguments the caller passes itself (MODEL)."""
+    from perfkit.backends import options
+    from perfkit.context import artifacts_dir
+    from perfkit.store import default_store_path
+
+    runtime = {f"opt_{o.name}" for o, _ in options()}  # --opt-batch (dest opt_batch) is a flag of its own
+    out = {k: v for k, v in vars(args).items()
+           if k not in CLI_ONLY and k not in positional and k not in runtime and not k.startswith("scn_")}
+    out.update(given_options(args))
+    out.update({k[4:]: v for k, v in vars(args).items() if k.startswith("scn_") and v is not None})
+    out.update(model_keywords(args))
+    out["store"] = getattr(args, "store", None) or default_store_path()
+    if "artifacts" in out:  # the command line's cache: --artifacts, $PERFKIT_ARTIFACTS or .perfkit-artifacts/
+        out["artifacts"] = artifacts_dir(out["artifacts"])
+    out["command"] = " ".join(["perfkit", *sys.argv[1:]])
+    return out
+
+
+def notify(args):
+    """Where the API's notes go: a banner on stderr each (with ``--json``, not the int8 calibration note)."""
+    from rich.markup import escape
+
+    from perfkit.report.console import banner
+
+    def show(note) -> None:
+        if not (getattr(args, "json", False) and note.topic == "calibration"):
+            banner(escape(note), style=STYLES.get(note.level, "bold yellow"))
+
+    return show
 
 
 def resolve_device(args) -> str:
@@ -18,128 +55,10 @@ def resolve_device(args) -> str:
     return resolve(getattr(args, "device", "auto"))
 
 
-def context(args, device: str, progress=None, calibration=None) -> Context:
-    """The measuring context of a command: its backend options, and the int8 calibration set."""
-    from perfkit.cli.options import positive
-    from perfkit.context import NO_PROGRESS, artifacts_dir
-
-    options = given_options(args)
-    if calibration is not None:
-        options["calibration"] = calibration
-    return Context(device=device, artifacts=artifacts_dir(getattr(args, "artifacts", None)),
-                   threads=positive(getattr(args, "threads", None), "--threads"), options=options,
-                   force=bool(getattr(args, "force", False)), progress=progress or NO_PROGRESS)
-
-
-def calibration(args, precisions, data=None):
-    """The int8 calibration set of a command (``options.calibration_set``), announced when it was not
-    given: a subset of --data, or synthetic images whose accuracy means nothing."""
-    from rich.markup import escape
-
-    from perfkit.cli.options import calibration_set
-    from perfkit.report.console import banner
-
-    chosen = calibration_set(args, precisions, data)
-    if chosen is not None and getattr(args, "calib", None) is None and not getattr(args, "json", False):
-        why = "no --calib" + ("" if data is not None else " and no --data")
-        banner(escape(f"int8: {chosen.describe()} ({why})"), style="bold" if chosen.meaningful else "bold magenta")
-    return chosen
-
-
-def spec(args, *, announce: bool = True, **changes):
-    """The one model of a command: MODEL or ``--model-code`` (``changes``: keywords that replace the
-    flags' values), with a banner when it runs with random weights."""
-    from perfkit.cli.options import model_keywords
-    from perfkit.zoo.sources import resolve
-
-    text = getattr(args, "model", None)
-    keywords = {**model_keywords(args), **changes}
-    if text is None and keywords["model_code"] is None:
-        raise UsageError(f"{_prog(args)}: name a MODEL (a zoo name: resnet18, timm:<name>, ..., or a model.onnx file) "
-                         f"or pass --model-code FILE.py:CALLABLE (see {_prog(args)} --help)")
-    return _announced(resolve(text, **keywords), announce)
-
-
-def specs(args, *, announce: bool = True) -> list:
-    """Every model of a command that takes several: its MODEL arguments, then ``--model-code``; all
-    resolved before anything runs (a bad one is refused before a run is written)."""
-    from perfkit.cli.options import model_keywords
-    from perfkit.zoo.sources import resolve
-
-    keywords = model_keywords(args)
-    code = keywords.pop("model_code")
-    if not args.models and code is None:
-        raise UsageError(f"{_prog(args)}: name one or more MODELs (zoo names or .onnx files) or pass --model-code "
-                         f"FILE.py:CALLABLE (see {_prog(args)} --help)")
-    out = [resolve(name, **keywords) for name in args.models]
-    if code is not None:
-        out.append(resolve(None, model_code=code, **keywords))
-    return [_announced(s, announce) for s in out]
-
-
-def runtimes_for(spec, backends, *, reference_runs: bool = False) -> list:
-    """The chosen runtimes that can run ``spec``; each one that cannot (a PyTorch runtime for an ONNX
-    file) is named in a note — not run, never a failure. None left is bad input (exit 2), unless the
-    command runs the reference anyway (``reference_runs``: validate)."""
-    from rich.markup import escape
-
-    from perfkit.backends import all_backends, runnable
-    from perfkit.report.console import banner
-
-    kept, skipped = runnable(spec, backends)
-    for name, why in skipped.items():
-        banner(escape(f"note: {name} not run for {spec.name}: {why}"))
-    if not kept and not reference_runs:
-        fit = ", ".join(b.name for b in all_backends() if b.accepts(spec) is None)
-        raise UsageError(f"none of the runtimes asked for ({', '.join(skipped)}) runs {spec.name}: "
-                         f"{next(iter(skipped.values()))}; choose from: {fit}")
-    return kept
-
-
-def batches_for(spec, batches) -> list[int]:
-    """The batches of a sweep that ``spec`` takes, with a note when some were left out (a fixed batch)."""
-    from rich.markup import escape
-
-    from perfkit.backends import batches_for as taken
-    from perfkit.report.console import banner
-
-    kept, note = taken(spec, batches)
-    if note:
-        banner(escape(f"note: {note}"))
-    return kept
-
-
-def _prog(args) -> str:
-    return f"perfkit {getattr(args, 'command', '')}".strip()
-
-
-def _announced(resolved, announce: bool):
-    if announce:
-        warn_random(resolved)
-    return resolved
-
-
-def warn_random(spec) -> None:
-    """The banner of a model that runs with random weights."""
-    from perfkit.report.console import banner
-
-    if spec.random_weights:
-        banner(f"{spec.name}: RANDOM WEIGHTS — accuracy numbers are not meaningful (latency and parity are).")
-
-
 def open_store(args, *, read_only: bool = False):
     from perfkit.store import Store
 
     return Store(getattr(args, "store", None), read_only=read_only)
-
-
-@contextlib.contextmanager
-def session(args, device: str = "cpu", *, run_id: str | None = None) -> Iterator:
-    """Open the store and a run; yields its ``RunRecorder`` (the run's status follows what it records)."""
-    from perfkit.record import recording
-
-    with open_store(args) as store, recording(store, run_id=run_id, device=device) as rec:
-        yield rec
 
 
 def progress(args, unit: str = "step"):
@@ -153,12 +72,12 @@ def progress_bar(unit: str = "step", *, enabled: bool = True):
     return RichProgress(unit, enabled=enabled or err_console.is_terminal)
 
 
-def show(args, rec, renderables) -> None:
+def show(args, run_id: str, records: list, renderables) -> None:
     """The command's output: tables, or the records it wrote as JSON with ``--json``."""
     from perfkit.report.console import console, print_json
 
     if getattr(args, "json", False):
-        print_json({"run_id": rec.run_id, "records": [record_json(r) for r in rec.records]})
+        print_json({"run_id": run_id, "records": [record_json(r) for r in records]})
         return
     for item in renderables:
         console.print(item)
@@ -170,5 +89,6 @@ def record_json(record) -> dict:
     return out
 
 
-def exit_code(rec) -> int:
-    return 1 if rec.failed else 0
+def exit_code(done) -> int:
+    """1 when anything failed (a ``perfkit.api.Result`` or a ``RunRecorder``), else 0."""
+    return 1 if done.failed else 0

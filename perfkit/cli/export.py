@@ -35,44 +35,14 @@ def add_artifact_options(p, runtimes_default: str) -> None:
     O.store(p)
 
 
-def batch_range(args):
-    from perfkit.errors import UsageError
-    from perfkit.vocab import BatchRange
-
-    try:
-        return BatchRange(args.min_batch, min(max(args.opt_batch, args.min_batch), args.max_batch), args.max_batch)
-    except UsageError:
-        raise UsageError(f"the batch range must satisfy 1 <= --min-batch <= --max-batch, got "
-                         f"{args.min_batch}..{args.max_batch}") from None
-
-
-def not_run_banner(backends) -> None:
-    from perfkit.backends.tensorrt import NOT_RUN_HERE
-    from perfkit.report.console import banner
-
-    if any(b.name == "tensorrt" for b in backends):
-        banner(f"note: {NOT_RUN_HERE}.")
-
-
 def run(args) -> int:
-    from perfkit.backends import artifact_batch, at_precision, export_each
+    from perfkit.api import export
     from perfkit.report.tables import export_table
 
-    device = common.resolve_device(args)
-    backends = O.chosen(args, exported_only=True)
-    precisions = O.precisions(args, backends, device)
-    brange = batch_range(args)
-    spec = common.spec(args)
-    backends = common.runtimes_for(spec, backends)
-    calibration = common.calibration(args, precisions)
-    not_run_banner(backends)
-    with common.progress(args) as bar, common.session(args, device) as rec:
-        rec.model(spec)
-        ctx = common.context(args, device, bar, calibration)
-        for precision in precisions:
-            rec.add_all(export_each(spec, at_precision(backends, precision, device), ctx, precision=precision,
-                                    batch=brange))
-    shown = artifact_batch(spec, brange)
-    title = f"perfkit export — {spec.label}, {', '.join(map(str, precisions))}, batch {shown.min}..{shown.max}"
-    common.show(args, rec, [export_table(rec.records, title)])
-    return common.exit_code(rec)
+    with common.progress(args) as bar:
+        done = export(args.model, **common.keywords(args, "model"), notify=common.notify(args), progress=bar)
+    [spec] = done.models
+    shown = done.batch_range
+    title = f"perfkit export — {spec.label}, {', '.join(map(str, done.precisions))}, batch {shown.min}..{shown.max}"
+    common.show(args, done.run_id, done.records(), [export_table(done.records(), title)])
+    return common.exit_code(done)

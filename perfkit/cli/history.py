@@ -19,8 +19,9 @@ def add_runs(sub) -> None:
 def runs(args) -> int:
     from perfkit.report.console import console, print_json
     from perfkit.report.tables import runs_table
+    from perfkit.vocab import positive
 
-    O.positive(args.limit, "--limit", allow_zero=True)
+    positive(args.limit, "--limit", allow_zero=True)
     with common.open_store(args, read_only=True) as store:
         listed = store.runs(args.limit or None)
         path = store.path

@@ -10,7 +10,8 @@
 - ``--scenario NAME[,NAME]``: the scenarios measured besides SingleStream (their names and options come
   from the scenario registry, ``perfkit.profile.scenarios``).
 - the model (``model``): MODEL, ``--model-code``, ``--weights``, ``--num-classes``, ``--ema``,
-  ``--input-size`` and the preprocessing group (``--mean/--std/--resize/--crop/--interpolation``);
+  ``--input-size``, ``--reference`` (an engine's) and the preprocessing group
+  (``--mean/--std/--resize/--crop/--interpolation``);
   ``model_keywords`` turns them into ``perfkit.zoo.sources.resolve``'s keywords (the same names).
 - backend options (``--opset``, ``--script``, ...): generated from the backends' declarations.
 Every unknown or unsupported value is a one-line error with exit code 2.
@@ -19,7 +20,6 @@ Every unknown or unsupported value is a one-line error with exit code 2.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from perfkit.errors import UsageError
@@ -64,8 +64,11 @@ def weights(p, default: str = "auto") -> None:
 
 
 MODEL_HELP = ("a zoo name: resnet18, resnet50:IMAGENET1K_V2, any torchvision classifier, timm:<name>, lenet5 "
-              "(`perfkit zoo`), or an ONNX file (path/to/model.onnx: one image input, one logits output; run by the "
-              "runtimes that start from ONNX, judged against ONNX Runtime fp32 on the CPU); omitted with --model-code")
+              "(`perfkit zoo`), an ONNX file (path/to/model.onnx: one image input, one logits output; run by the "
+              "runtimes that start from ONNX, judged against ONNX Runtime fp32 on the CPU), or an engine someone "
+              "built, run in its own runtime only and judged against --reference: an OpenVINO IR (model.xml, its "
+              ".bin beside it), TorchScript (model.pt/.ts), an AOTInductor package (model.pt2), a TensorRT engine "
+              "(model.engine/.plan); omitted with --model-code")
 
 
 def model(p, *, positional: str | None = "one", weights_default: str = "auto") -> None:
@@ -91,9 +94,18 @@ def model(p, *, positional: str | None = "one", weights_default: str = "auto") -
                         "--num-classes is given). This imports and RUNS YOUR CODE, as Python imports it: FILE's "
                         "folder is added to the end of sys.path (so it imports its siblings); package.module is "
                         "imported from sys.path (the current folder added last). Needs --input-size")
+    g.add_argument("--reference", default=None, metavar="SOURCE",
+                   help="what an engine MODEL (model.xml, .pt, .pt2, .engine) is judged against by check and "
+                        "validate: an ONNX file (run by ONNX Runtime fp32 on the CPU), a zoo name or FILE.py:CALLABLE "
+                        "/ package.module:CALLABLE (eager PyTorch; your code is imported and run, as with "
+                        "--model-code). The model flags describe it: --weights, --num-classes and --ema are its own "
+                        "(an engine carries its weights), --input-size and the preprocessing flags apply to both "
+                        "(default: the engine's input size; the reference's preprocessing). Without it, check is "
+                        "refused (nothing to compare with); validate counts against the labels, profile times")
     g.add_argument("--input-size", default=None, metavar="C,H,W|N",
-                   help="the model's input: C,H,W, or N for N×N (required with --model-code, and for an ONNX file "
-                        "whose height and width are not fixed in its graph). For a zoo model: "
+                   help="the model's input: C,H,W, or N for N×N (required with --model-code, for an ONNX file "
+                        "whose height and width are not fixed in its graph, and for an engine that does not record "
+                        "its input: a scripted TorchScript module). For a zoo model: "
                         "build and feed it at this size instead of its native one (the crop follows it; published "
                         "numbers stay those of the native size)")
     preprocessing(p)
@@ -118,6 +130,7 @@ def model_keywords(args) -> dict:
     return {"weights": getattr(args, "weights", "default"), "num_classes": getattr(args, "num_classes", None),
             "input_size": input_size(getattr(args, "input_size", None)),
             "model_code": getattr(args, "model_code", None), "ema": getattr(args, "ema", False),
+            "reference": getattr(args, "reference", None),
             "mean": floats3(getattr(args, "mean", None), "mean"), "std": floats3(getattr(args, "std", None), "std"),
             "resize": getattr(args, "resize", None), "crop": getattr(args, "crop", None),
             "interpolation": getattr(args, "interpolation", None)}
@@ -230,22 +243,6 @@ def scenario(p, default: str, *, quick: bool = False) -> None:
                                help=f"{o.help} (default: {o.value(quick)})")
 
 
-def scenario_runs(args, *, quick: bool = False) -> tuple:
-    """The ``ScenarioRun`` of each scenario asked for, configured from its options (bad values: one line)."""
-    from perfkit.plan import ScenarioRun
-    from perfkit.profile.scenarios import parse
-
-    given = {k[4:]: v for k, v in vars(args).items() if k.startswith("scn_") and v is not None}
-    chosen = parse(args.scenario)
-    # an option of a scenario that was not asked for is a mistake, not a silent no-op
-    asked = {o.name for s in chosen for o in s.options}
-    stray = sorted(set(given) - asked)
-    if stray:
-        flags = ", ".join("--" + n.replace("_", "-") for n in stray)
-        raise UsageError(f"{flags} belong(s) to a scenario not asked for: add it to --scenario")
-    return tuple(ScenarioRun.of(s.name, {o.name: given.get(o.name) for o in s.options}, quick=quick) for s in chosen)
-
-
 def resume(p, what: str) -> None:
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN",
                    help=f"continue an earlier run (its id, a unique prefix, or latest; without a value: {what})")
@@ -275,82 +272,8 @@ def batch_range(p) -> None:
 # -- reading them back --------------------------------------------------------------------------------
 
 def given_options(args) -> dict:
-    """The backend options the user set (``--opset 18`` → ``{"opset": 18}``)."""
-    return {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
+    """The backend options the user set (``--opset 18`` → ``{"opset": 18}``; ``--opt-batch`` is no backend option)."""
+    from perfkit.backends import options
 
-
-def positive(value: int | None, flag: str, allow_zero: bool = False) -> int | None:
-    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
-        raise UsageError(f"{flag} must be {'≥ 0' if allow_zero else 'a positive integer'}, got {value}")
-    return value
-
-
-def chosen(args, *, exported_only: bool = False) -> list:
-    from perfkit.backends import parse_backends
-
-    return parse_backends(args.runtimes, exported_only=exported_only)
-
-
-def precisions(args, backends, device: str, *, lenient: bool = False) -> list:
-    """The precisions asked for, checked against the chosen runtimes on ``device``: the one place
-    where an unsupported combination becomes a one-line error.
-
-    Every chosen runtime must run every precision, except the reference (eager), which runs the float
-    precisions and is the fp32 reference of int8. ``lenient`` (``perfkit run`` with automatic
-    runtimes): each runtime runs the precisions it supports, and a precision must have at least one.
-    ``auto`` (``perfkit run``'s default): fp32, plus int8 where a chosen runtime's automatic plan has
-    it (``Backend.run_precisions``: ONNX Runtime's int8, not AOTInductor's second compile).
-    """
-    from perfkit.device import device_type
-    from perfkit.errors import UsageError
-    from perfkit.vocab import Precision, parse_precisions
-
-    if str(args.precision).strip().lower() == "auto":
-        auto = [Precision.FP32, Precision.INT8]
-        return [p for p in auto if p is Precision.FP32 or any(b.runs(p, device, automatic=True) for b in backends)]
-    out = parse_precisions(args.precision)
-    for p in out:
-        where = f"{p} on {device_type(device)} runs in: {', '.join(_runners_of(p, device)) or 'no runtime'}"
-        # strict: every chosen runtime but the reference; lenient and strict: at least one runtime
-        checked = [b for b in backends if not b.reference] if not lenient else []
-        if not any(b.runs(p, device) for b in backends):
-            checked.append(backends[0])
-        for backend in checked:
-            try:
-                backend.check(p, device)
-            except UsageError as exc:
-                raise UsageError(f"{exc} ({where})") from None
-    return out
-
-
-def _runners_of(precision, device: str) -> list[str]:
-    from perfkit.backends import all_backends
-
-    return [b.name for b in all_backends() if b.runs(precision, device) and b.unavailable(device) is None]
-
-
-def calibration_set(args, precisions, data=None):
-    """The int8 calibration set (None without int8): ``--calib``, else a seeded subset of ``data``
-    (the command's ``--data``), else synthetic — announced, never silent."""
-    from perfkit.data.calibration import DEFAULT_SAMPLES, CalibrationSet, Source
-    from perfkit.vocab import Precision
-
-    samples = positive(getattr(args, "calib_samples", None), "--calib-samples")
-    method = getattr(args, "calib_method", "minmax")
-    if Precision.INT8 not in precisions:
-        return None
-    calib = getattr(args, "calib", None)
-    if calib is not None and str(calib).strip().lower() == "synthetic":
-        return CalibrationSet.synthetic(samples, method)
-    if calib is not None:
-        chosen = CalibrationSet(Source.IMAGES, calib, samples or DEFAULT_SAMPLES, method)
-    elif data is not None:
-        chosen = CalibrationSet(Source.VALIDATION, data, samples or DEFAULT_SAMPLES, method)
-    else:
-        return CalibrationSet.synthetic(samples, method)
-    chosen.files  # a folder without images is refused now, before anything runs (exit 2)
-    return chosen
-
-
-def default_workers() -> int:
-    return min(8, os.cpu_count() or 1)
+    given = ((o.name, getattr(args, f"opt_{o.name}", None)) for o, _ in options())
+    return {name: value for name, value in given if value is not None}

@@ -42,33 +42,20 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    from perfkit.plan import Plan
-    from perfkit.profile import profile_model
+    from perfkit.api import profile
     from perfkit.report.console import console, err_console
     from perfkit.report.tables import scenario_tables
-    from perfkit.vocab import parse_batches
 
-    device = common.resolve_device(args)
-    backends = O.chosen(args)
-    precisions = O.precisions(args, backends, device)
-    batches, runs = parse_batches(args.batch), O.scenario_runs(args)
-    spec = common.spec(args)
-    backends = common.runtimes_for(spec, backends)
-    plan = Plan(tuple(backends), tuple(common.batches_for(spec, batches)), tuple(precisions), runs, args.memory,
-                device=device)
-    calibration = common.calibration(args, precisions)
-    with common.progress(args) as bar, common.session(args, device) as rec:
-        rec.model(spec)
-        bar.start(f"profiling {spec.name}", total=plan.steps)
-        ctx = common.context(args, device, bar, calibration)
-        rec.add_all(profile_model(spec, plan, ctx))
-    for r in rec.records:
+    with common.progress(args) as bar:
+        done = profile(args.model, **common.keywords(args, "model"), notify=common.notify(args), progress=bar)
+    [spec] = done.models
+    for r in done.records():
         for text in r.metrics.get("warnings") or []:
             err_console.print(f"[yellow]warning:[/] {text}")
-    tables = scenario_tables(rec.records, f"perfkit profile — {spec.label} on {device}", plan.not_measured(),
-                             footer=f"run {rec.run_id}")
-    common.show(args, rec, tables)
-    if rec.failed and not args.json:
-        console.print(f"[red]{len(rec.errors)} measurement(s) failed; see the error column and "
-                      f"`perfkit report {rec.run_id}`[/]")
-    return common.exit_code(rec)
+    tables = scenario_tables(done.records(), f"perfkit profile — {spec.label} on {done.device}", done.not_measured,
+                             footer=f"run {done.run_id}")
+    common.show(args, done.run_id, done.records(), tables)
+    if done.failed and not args.json:
+        console.print(f"[red]{len(done.errors)} measurement(s) failed; see the error column and "
+                      f"`perfkit report {done.run_id}`[/]")
+    return common.exit_code(done)

@@ -47,74 +47,34 @@ def add(sub) -> None:
     p.set_defaults(func=run)
 
 
-def config(args, device: str):
-    """The run's configuration and its opened --data (None without): a folder or labels file that cannot
-    be read is refused here, before anything is announced or stored."""
-    from perfkit import pipeline
-    from perfkit.backends import default_backends, parse_backends
-    from perfkit.vocab import parse_batches
-
-    runtimes = None if args.runtimes == "auto" else [b.name for b in parse_backends(args.runtimes)]
-    backends = parse_backends(runtimes) if runtimes is not None else default_backends(device)
-    precisions = O.precisions(args, backends, device, lenient=runtimes is None)
-    O.positive(args.parity_samples, "--parity-samples")
-    O.positive(args.limit, "--limit")
-    data = args.data or pipeline.default_data()
-    opened = pipeline.open_data(data, args.labels, args.limit)
-    calibration = common.calibration(args, precisions, data)
-    options = {**O.given_options(args), **({"calibration": calibration} if calibration else {})}
-    keywords = O.model_keywords(args)
-    default = [] if keywords["model_code"] else list(pipeline.SEED_MODELS)
-    return opened, pipeline.RunConfig(
-        models=args.models or default, weights=keywords.pop("weights"), model_code=keywords.pop("model_code"),
-        model_options=keywords, device=device, runtimes=runtimes,
-        precisions=precisions, automatic=str(args.precision).strip().lower() == "auto", batches=parse_batches(args.batch),
-        data=data, labels=args.labels,
-        limit=args.limit, cache=args.cache, parity_samples=args.parity_samples, memory=args.memory,
-        scenarios=O.scenario_runs(args, quick=True),
-        resume=args.resume, artifacts=args.artifacts, threads=O.positive(args.threads, "--threads"),
-        options=options,
-    )
-
-
 def run(args) -> int:
     from rich.markup import escape
 
-    from perfkit import pipeline
-    from perfkit.report.console import banner, console, err_console
+    from perfkit.api import run as run_all
+    from perfkit.report.console import console, err_console
     from perfkit.report.html import render_html
     from perfkit.report.output import check_writable
     from perfkit.report.rows import load_run
     from perfkit.report.tables import summary_table
 
-    device = common.resolve_device(args)
-    if args.resume:  # before anything is resolved or announced: an unknown or live run is the one line shown
-        with common.open_store(args, read_only=True) as store:
-            args.resume = store.resumable(args.resume)
-    data, cfg = config(args, device)
     if args.html is not None:
         check_writable(args.html, "--html")  # before the run, not after it
-    if data is not None:
-        banner(escape(f"data: {data.describe()}"), style="bold")
+    with common.progress(args) as bar:
+        done = run_all(args.models, **common.keywords(args, "models"), notify=common.notify(args), progress=bar)
     with common.open_store(args) as store:
-        if cfg.data is None:
-            banner("no ImageNet-val (--data or $PERFKIT_IMAGENET_VAL): measured accuracy is skipped; "
-                   "reports show published accuracy, labelled as such", style="bold")
-        with common.progress(args) as bar:
-            result = pipeline.run_pipeline(cfg, store, bar, data)
-        run_row, records = load_run(store, result.run_id)
+        run_row, records = load_run(store, done.run_id)
         if args.json:
             from perfkit.report.console import print_json
 
-            print_json({"run_id": result.run_id, "records": [common.record_json(r) for r in records]})
+            print_json({"run_id": done.run_id, "records": [common.record_json(r) for r in records]})
         else:
             for item in summary_table(run_row, records):
                 console.print(item)
-        html = render_html(store, result.run_id, args.html or Path("reports") / f"{result.run_id}.html")
+        html = render_html(store, done.run_id, args.html or Path("reports") / f"{done.run_id}.html")
     out = err_console if args.json else console
-    for line in result.skipped:
+    for line in done.skipped:
         out.print(f"[dim]resumed: skipped {escape(line)} (finished earlier)[/]")
-    out.print(f"run {result.run_id} finished in {result.seconds:.0f} s; HTML report: [bold]{escape(str(html))}[/]")
-    for line in result.failures:
+    out.print(f"run {done.run_id} finished in {done.seconds:.0f} s; HTML report: [bold]{escape(str(html))}[/]")
+    for line in done.failures:
         err_console.print(f"[red]failed:[/] {escape(line)}")
-    return 1 if result.failures else 0
+    return 1 if done.failures else 0

@@ -30,43 +30,21 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    from perfkit.analysis import analyze
-    from perfkit.errors import UsageError
-    from perfkit.report.console import err_console
+    from perfkit.api import summary
     from perfkit.report.rows import published_by_model
     from perfkit.report.tables import complexity_tables
-    from perfkit.results import Failure, Kind, Where, describe
-    from perfkit.store import Kind as K
+    from perfkit.store import Kind
 
-    spec = common.spec(args)
-    if args.check_onnx and spec.form == "onnx":
-        raise UsageError(f"--check-onnx compares the PyTorch count with perfkit's exported graph; {spec.name} is an "
-                         "ONNX file: its MACs are counted from that graph already")
-    # published numbers are at the native size: a zoo model's, resolved without --input-size
-    zoo = not args.model_code and spec.form == "pytorch"
-    native = common.spec(args, announce=False, input_size=None) if args.input_size and zoo else spec
-    onnx_ctx = common.context(args, "cpu") if args.check_onnx else None
-    with common.session(args) as rec:
-        rec.model(native)
-        try:
-            also = " and exporting it to ONNX" if onnx_ctx else ""
-            with err_console.status(f"counting params and MACs of {spec.label}{also} ..."):
-                result = analyze(spec, onnx_ctx=onnx_ctx)
-        except Exception as exc:  # recorded as the step's failure, then reported as the command's error
-            rec.add(Failure.of(Kind.COMPLEXITY, Where.of(spec, spec.reference_runtime, "fp32", 1, "cpu"), exc))
-            if spec.input_size != native.input_size and isinstance(exc, (RuntimeError, AssertionError, ValueError)):
-                raise UsageError(f"{spec.name} does not run at --input-size {'×'.join(map(str, spec.input_size))}: "
-                                 f"{describe(exc)}") from None
-            raise
-        rec.add(result)
-        if result.onnx_agrees is False:
-            rec.fail("the PyTorch and ONNX MAC counts disagree")
-    [record] = [r for r in rec.records if r.kind == K.COMPLEXITY]
-    published = published_by_model(rec.records).get((record.model, record.weights), {})
+    with common.progress(args) as bar:
+        done = summary(args.model, **common.keywords(args, "model"), notify=common.notify(args), progress=bar)
+    [spec], native = done.models, done.native
+    [record] = done.records(Kind.COMPLEXITY)
+    published = published_by_model(done.records()).get((record.model, record.weights), {})
     if spec.input_size != native.input_size:
         published = {"params": published.get("params")}  # published MACs are at the native size only
-    common.show(args, rec, complexity_tables(record, spec.label, published) + _notes(record, native, spec))
-    return common.exit_code(rec)
+    common.show(args, done.run_id, done.records(), complexity_tables(record, spec.label, published)
+                + _notes(record, native, spec))
+    return common.exit_code(done)
 
 
 def _notes(record, native, spec) -> list[str]:

@@ -141,7 +141,7 @@ def run(args) -> int:
                        echo=None if args.json else lambda text: err_console.print(text, markup=False, highlight=False))
     if rec is None:
         return 0  # torchrun: rank 0 prints
-    common.show(args, rec, [epochs_table(rec.records)])
+    common.show(args, rec.run_id, rec.records, [epochs_table(rec.records)])
     if not args.json:
         for r in rec.records:
             if r.status == "ok" and "total_seconds" in r.metrics:

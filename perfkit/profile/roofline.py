@@ -128,11 +128,13 @@ def device_peak(device: str, precision: Precision | str, threads: int | None = N
 
 
 @functools.cache
-def model_flops(spec) -> tuple[int, str]:
-    """FLOPs of one sample at the model's native input size, and how they were counted."""
+def model_flops(spec) -> tuple[int, str] | None:
+    """FLOPs of one sample at the model's native input size, and how they were counted; None where nothing
+    can be counted (an engine that is compiled code)."""
     from perfkit.analysis.complexity import measure_complexity
 
-    return int(measure_complexity(spec).flops), "perfkit.analysis.complexity (2 x MACs, batch 1)"
+    counted = measure_complexity(spec)
+    return None if counted is None else (int(counted.flops), "perfkit.analysis.complexity (2 x MACs, batch 1)")
 
 
 def roofline(flops_per_sample: int, batch: int, median_ms: float, peak: Peak | None) -> dict:

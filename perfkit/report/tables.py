@@ -162,7 +162,7 @@ def accuracy_table(records: Iterable[Record], title: str, notes: list[str]):
                      if r["status"] == "error"]
     notes += ["Δ fp32 eager and rel. (top-1 as a share of eager fp32's, MLPerf's 99% rule) compare every runtime "
               "and precision with the reference fp32 on the same images (eager; an ONNX file's: ONNX Runtime on "
-              "the CPU); flips = images whose top-1 differs from it"]
+              "the CPU; an engine's: its --reference's); flips = images whose top-1 differs from it"]
     notes += calibration_notes(records)
     return render_table(title, columns, rows, caption="\n".join(notes),
                         row_style=lambda r: "red" if r["status"] == "error" else None)

@@ -21,7 +21,8 @@ from perfkit.results import Kind, KindSchema, kind_of
 # 4: model records carry the model's identity, arch, reference runtime and checkpoint entry (model sources);
 # latency and throughput carry other_cpu_pct and contended (other processes' CPU use while timing;
 # None: not measured). Optional, so schema 3 records validate as they are.
-# 5: SingleStream (latency) records keep every timed call's latency (``samples``, perfkit.profile.samples)
+# 5: model records of an engine someone built carry the model it is judged against (reference_model);
+# SingleStream (latency) records keep every timed call's latency (``samples``, perfkit.profile.samples)
 SCHEMA_VERSION = 5
 
 
@@ -31,7 +32,8 @@ _schema = KindSchema.of
 _CORE: dict[Kind, KindSchema] = {
     Kind.MODEL: _schema(
         "label source random_weights input_size num_classes preprocess",
-        "identity arch reference_runtime weights_entry ref_weights ref_top1_pct ref_top5_pct ref_params ref_gmacs"),
+        "identity arch reference_runtime reference_model weights_entry ref_weights ref_top1_pct ref_top5_pct "
+        "ref_params ref_gmacs"),
     Kind.COMPLEXITY: _schema(
         "params trainable_params macs flops",
         "non_trainable_params input_size macs_by_op uncounted_ops macs_convention params_convention not_counted "

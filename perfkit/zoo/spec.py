@@ -13,6 +13,11 @@ from torch import nn
 from perfkit.zoo import weights as W
 from perfkit.zoo.preprocess import EvalTransform
 
+# What a model is given as (``ModelSpec.form``): a module perfkit exports, an ONNX file, or an engine
+# someone already built, named after its format (each runs in the runtimes that start from it).
+PYTORCH, ONNX_FILE = "pytorch", "onnx"
+OPENVINO_IR, TORCHSCRIPT_FILE, AOTI_PACKAGE, TENSORRT_ENGINE = "openvino-ir", "torchscript", "aoti", "tensorrt"
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -21,8 +26,9 @@ class ModelSpec:
     Attributes:
         name: what records key on: the zoo name (``resnet18``, ``timm:convnext_tiny``) for zoo and
             random weights; ``<arch>@<identity[:8]>`` for a model the user provides (a checkpoint, a
-            non-default head, ``--model-code``), so two checkpoints of one architecture never collide.
-        source: the model source that made it (``perfkit.zoo.sources``: torchvision, timm, lenet5, code, onnx).
+            non-default head, ``--model-code``, a file), so two checkpoints of one architecture never collide.
+        source: the model source that made it (``perfkit.zoo.sources``: torchvision, timm, lenet5, code, onnx,
+            and an engine's format).
         arch: what the source builds: the torchvision or timm architecture, ``lenet5``,
             ``/abs/path/net.py:build`` / ``package.module:build`` for a code model, or the ONNX file's
             absolute path.
@@ -40,10 +46,17 @@ class ModelSpec:
         reference: published metrics (zoo weights only).
         reference_runtime: the runtime parity and accuracy compare with (``eager``; ``onnx`` for an
             ONNX file: ONNX Runtime fp32 on the CPU running the file itself).
-        form: what the model is given as: ``pytorch`` (a module ``builder`` makes) or ``onnx`` (a
-            file, ``arch``); a runtime runs the forms its ``Backend.starts_from`` lists.
+        form: what the model is given as: ``pytorch`` (a module ``builder`` makes), ``onnx`` (a
+            file, ``arch``) or an engine's format (``openvino-ir``, ``torchscript``, ``aoti``,
+            ``tensorrt``: the file ``arch``); a runtime runs the forms its ``Backend.starts_from`` lists.
         fixed_batch: the one batch size the model takes (an ONNX file whose batch dimension is a
             number); None: any batch.
+        batch_limits: the smallest and largest batch an engine takes (an AOTInductor package's
+            compiled range, a TensorRT engine's optimization profile); None: any batch.
+        reference_model: what an engine (``engine``) is judged against, the model ``--reference``
+            named: its fp32 logits in its own reference runtime are what parity and accuracy hold the
+            engine to. None: the model is its own reference (``reference_runtime`` runs it), or an
+            engine without one (nothing to compare with: accuracy against labels only).
     """
 
     name: str
@@ -61,6 +74,19 @@ class ModelSpec:
     reference_runtime: str = "eager"
     form: str = "pytorch"
     fixed_batch: int | None = None
+    batch_limits: tuple[int, int] | None = None
+    reference_model: ModelSpec | None = None
+
+    @property
+    def engine(self) -> bool:
+        """An engine someone already built (OpenVINO IR, TorchScript, AOTInductor, TensorRT): it runs in
+        its own runtime only and is judged against ``reference_model``."""
+        return self.form not in (PYTORCH, ONNX_FILE)
+
+    @property
+    def batch_bounds(self) -> tuple[int, int] | None:
+        """The batches the model takes, (min, max); None: any."""
+        return (self.fixed_batch, self.fixed_batch) if self.fixed_batch is not None else self.batch_limits
 
     @property
     def random_weights(self) -> bool:

@@ -6,7 +6,7 @@ name here exists in NVIDIA's real bindings of TensorRT 10 and 11, so the fake ca
 the code assumes. Names starting with ``_`` are the fake's own controls: the outcome of each call a
 test wants (``_parse_ok``, ``_profile_index`` ...) and ``_calls``, the calls in order.
 
-Load a fresh copy per test (the ``fake_trt`` fixture in tests/backends/conftest.py).
+Load a fresh copy per test (the ``fake_trt`` fixture in tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ NetworkDefinitionCreationFlag = _enum("NetworkDefinitionCreationFlag", STRONGLY_
 BuilderFlag = _enum("BuilderFlag", TF32=6)
 MemoryPoolType = _enum("MemoryPoolType", WORKSPACE=0)
 DataType = _enum("DataType", FLOAT=0, HALF=1)
+TensorIOMode = _enum("TensorIOMode", NONE=0, INPUT=1, OUTPUT=2)
 ErrorCode = _enum("ErrorCode", INVALID_GRAPH=5, UNSUPPORTED_NODE=8)
 
 
@@ -202,9 +203,33 @@ class IExecutionContext:
 class ICudaEngine:
     _dtypes = {"input": DataType.FLOAT, "logits": DataType.FLOAT}
     _context = True  # False: create_execution_context returns None
+    # the engine's I/O tensors: name -> (mode, shape; -1 a dynamic dimension), and each profile's
+    # (min, opt, max) input shapes
+    _tensors = {"input": (TensorIOMode.INPUT, (-1, 3, 32, 32)), "logits": (TensorIOMode.OUTPUT, (-1, 10))}
+    _profiles = [((1, 3, 32, 32), (8, 3, 32, 32), (64, 3, 32, 32))]
 
     def get_tensor_dtype(self, name):
         return self._dtypes[name]
+
+    @property
+    def num_io_tensors(self):
+        return len(self._tensors)
+
+    def get_tensor_name(self, index):
+        return list(self._tensors)[index]
+
+    def get_tensor_mode(self, name):
+        return self._tensors[name][0]
+
+    def get_tensor_shape(self, name):
+        return self._tensors[name][1]
+
+    @property
+    def num_optimization_profiles(self):
+        return len(self._profiles)
+
+    def get_tensor_profile_shape(self, name, profile_index):
+        return list(self._profiles[profile_index])
 
     def create_execution_context(self):
         return IExecutionContext() if self._context else None

@@ -30,7 +30,8 @@ def _request(tmp_path, device="cuda:0"):
     from perfkit.zoo.sources import resolve
 
     spec = resolve("lenet5", weights="random")
-    return types.SimpleNamespace(device=device, model=lambda: spec.build().eval(), example_input=lambda: spec.example_input(2),
+    return types.SimpleNamespace(spec=spec, device=device, model=lambda: spec.build().eval(),
+                                 example_input=lambda: spec.example_input(2),
                                  batch=BatchRange(1, 2, 4), dynamic=True, precision=Precision.FP32, options={"inductor_freezing": True},
                                  out_dir=tmp_path, info={})
 

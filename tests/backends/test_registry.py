@@ -214,3 +214,49 @@ def test_a_fixed_batch_restricts_sweeps_with_a_note(onnx_files, tiny_spec):
                                                    "left out, batch 2 measured")
     assert B.batches_for(spec, [2]) == ([2], None)
     assert B.batches_for(tiny_spec, [4, 1]) == ([1, 4], None)
+
+
+def _engine(spec, form: str, **fields):
+    """``spec`` as an engine of ``form`` (what an engine source makes; no file is read)."""
+    from dataclasses import replace
+
+    return replace(spec, form=form, source=form, **fields)
+
+
+@pytest.mark.parametrize("form, runs_in", [("openvino-ir", {"openvino"}), ("torchscript", {"torchscript", "native"}),
+                                           ("aoti", {"aoti"}), ("tensorrt", {"tensorrt"})])
+def test_an_engine_runs_in_its_own_runtime_only(tiny_spec, form, runs_in):
+    spec = _engine(tiny_spec, form)
+    assert {b.name for b in B.all_backends() if b.accepts(spec) is None} == runs_in
+    assert get("onnx").accepts(spec).endswith("runs in its own runtime only")
+    kept, skipped = B.runnable(spec, ["eager", "onnx"])  # none asked for runs it: its own runtime does
+    assert [b.name for b in kept] == sorted(runs_in - {"native"}) and set(skipped) == {"eager", "onnx"}
+    assert {b.name for b in B.runnable(spec, sorted(runs_in))[0]} == runs_in
+
+
+def test_an_engines_reference_is_another_model_or_none(tiny_spec, onnx_files):
+    from perfkit.accuracy.parity import is_reference_run
+    from perfkit.zoo.sources import resolve
+
+    alone = _engine(tiny_spec, "openvino-ir", reference_runtime="")
+    assert B.reference_of(alone) is None and B.reference_for(alone) is None
+    assert B.reference_text(alone) == "no reference (--reference not given)"
+    onnx = resolve(str(onnx_files.fixed))
+    judged = _engine(tiny_spec, "openvino-ir", reference_model=onnx, reference_runtime="onnx")
+    assert B.reference_of(judged) == (onnx, get("onnx")) and B.reference_device(judged, "cuda:0") == "cpu"
+    assert B.reference_text(judged) == f"onnx fp32 on the CPU ({onnx.name})"
+    assert not is_reference_run(judged, get("openvino"), "fp32", "cpu")  # never compared with itself: it is not it
+    eager = _engine(tiny_spec, "torchscript", reference_model=tiny_spec)
+    assert B.reference_text(eager) == f"eager fp32 ({tiny_spec.name})"
+    assert B.reference_device(eager, "cuda:0") == "cuda:0"  # eager runs on the command's device
+
+
+def test_an_engines_batch_range_restricts_sweeps_with_a_note(tiny_spec):
+    from perfkit.vocab import BatchRange
+
+    spec = _engine(tiny_spec, "aoti", batch_limits=(2, 16))
+    assert B.artifact_batch(spec, BatchRange(1, 8, 256)) == BatchRange(2, 8, 16)
+    assert B.batches_for(spec, [1, 4, 32]) == ([4], f"{spec.name} takes batches 2..16 only (fixed when it was built): "
+                                                    "batch 1,32 left out, batch 4 measured")
+    assert B.batches_for(spec, [1]) == ([2], f"{spec.name} takes batches 2..16 only (fixed when it was built): batch 1 "
+                                             "left out, batch 2 measured instead")

@@ -77,11 +77,11 @@ def test_the_model_flags_become_resolve_keywords():
     args = build_parser().parse_args([
         "profile", "--model-code", "net.py:build", "--input-size", "3,32,48", "--num-classes", "3", "--weights", "w.pth",
         "--ema", "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25", "--resize", "40", "--crop", "32",
-        "--interpolation", "bicubic"])
+        "--interpolation", "bicubic", "--reference", "model.onnx"])
     keywords = model_keywords(args)
     assert keywords == {"weights": "w.pth", "num_classes": 3, "input_size": (3, 32, 48), "model_code": "net.py:build",
                         "ema": True, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "resize": 40, "crop": 32,
-                        "interpolation": "bicubic"}
+                        "interpolation": "bicubic", "reference": "model.onnx"}
     import inspect
 
     assert set(keywords) <= set(inspect.signature(resolve).parameters)  # the API takes the same names
@@ -203,20 +203,18 @@ def test_int8_in_a_runtime_without_it_is_one_line_naming_where_it_runs(runtimes,
 
 
 def test_eager_is_the_fp32_reference_of_int8_not_an_unsupported_combination():
-    from argparse import Namespace
-
+    from perfkit.api.keywords import precisions
     from perfkit.backends import parse_backends
-    from perfkit.cli.options import precisions
     from perfkit.vocab import Precision
 
     backends = parse_backends("eager,onnx,aoti")
-    assert precisions(Namespace(precision="fp32,int8"), backends, "cpu") == [Precision.FP32, Precision.INT8]
+    assert precisions("fp32,int8", backends, "cpu") == [Precision.FP32, Precision.INT8]
     # perfkit run's automatic plan: fp32 and int8 where a runtime builds it (each runtime its own)
-    assert precisions(Namespace(precision="auto"), parse_backends("eager,torchscript"), "cpu") == [Precision.FP32]
-    assert precisions(Namespace(precision="auto"), backends, "cpu") == [Precision.FP32, Precision.INT8]
+    assert precisions("auto", parse_backends("eager,torchscript"), "cpu") == [Precision.FP32]
+    assert precisions("auto", backends, "cpu") == [Precision.FP32, Precision.INT8]
     # AOTInductor's int8 (a second compile per model) is asked for, not automatic
-    assert precisions(Namespace(precision="auto"), parse_backends("eager,aoti"), "cpu") == [Precision.FP32]
-    assert precisions(Namespace(precision="fp32,int8"), parse_backends("eager,torchscript,onnx"), "cpu",
+    assert precisions("auto", parse_backends("eager,aoti"), "cpu") == [Precision.FP32]
+    assert precisions("fp32,int8", parse_backends("eager,torchscript,onnx"), "cpu",
                       lenient=True) == [Precision.FP32, Precision.INT8]
 
 

@@ -9,11 +9,12 @@ the fields the source fills (``content`` says what ``arch`` does not: a code fil
 ``register`` refuses a second source of the same name.
 
 ``resolve`` is the one entry point; its keywords mirror the command-line flags (``--weights``,
-``--num-classes``, ``--input-size``, ``--model-code``, ``--mean`` ...).
+``--num-classes``, ``--input-size``, ``--model-code``, ``--reference``, ``--mean`` ...).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,15 +28,21 @@ from perfkit.zoo import weights as W
 from perfkit.zoo.preprocess import EvalTransform
 from perfkit.zoo.spec import ModelSpec
 
-__all__ = ["INTERPOLATIONS", "Request", "Source", "all_sources", "get", "register", "resolve", "unregister"]
+__all__ = ["INTERPOLATIONS", "Request", "Source", "all_sources", "get", "register", "resolve", "resolve_request",
+           "unregister"]
 
 # Adding a model source: write perfkit/zoo/sources/<name>.py defining SOURCE, and add its line here
 # (before torchvision, which claims every torchvision architecture name).
 SOURCE_MODULES = (
+    "perfkit.zoo.sources.module",  # first: the others read a request's text as a string
     "perfkit.zoo.sources.code",
     "perfkit.zoo.sources.timm",
     "perfkit.zoo.sources.lenet5",
     "perfkit.zoo.sources.onnx",
+    "perfkit.zoo.sources.openvino_ir",
+    "perfkit.zoo.sources.torchscript_file",
+    "perfkit.zoo.sources.aoti_package",
+    "perfkit.zoo.sources.tensorrt_engine",
     "perfkit.zoo.sources.torchvision",
 )
 
@@ -50,13 +57,14 @@ class Request:
     ``resize_size``, ``crop_size``, ``interpolation``); ``input_size`` an int N means N×N.
     """
 
-    text: str | None = None
+    text: str | nn.Module | None = None  # an nn.Module: the Python API's (perfkit.zoo.sources.module)
     weights: str = "default"
     num_classes: int | None = None
     input_size: tuple[int, int, int] | int | None = None
     model_code: str | None = None
     preprocess: dict = field(default_factory=dict)
     ema: bool = False
+    reference: str | None = None
 
     @property
     def weights_file(self) -> bool:
@@ -89,15 +97,17 @@ REGISTRY: Registry[Source] = Registry("model source", Source, SOURCE_MODULES, "S
 register, unregister, get, all_sources = REGISTRY.register, REGISTRY.unregister, REGISTRY.get, REGISTRY.all
 
 
-def resolve(text: str | None = None, *, weights: str | None = "default", num_classes: int | None = None,
+def resolve(text: str | nn.Module | None = None, *, weights: str | None = "default", num_classes: int | None = None,
             input_size: tuple[int, int, int] | int | None = None, model_code: str | None = None,
             mean: Sequence[float] | None = None, std: Sequence[float] | None = None, resize: int | None = None,
-            crop: int | None = None, interpolation: str | None = None, ema: bool = False) -> ModelSpec:
+            crop: int | None = None, interpolation: str | None = None, ema: bool = False,
+            reference: str | None = None) -> ModelSpec:
     """The spec of a model, whatever its source.
 
     Args:
-        text: a zoo name (``resnet50``, ``resnet50:IMAGENET1K_V2``, ``timm:convnext_tiny``, ``lenet5``) or
-            a path to an ONNX file (``model.onnx``); None with ``model_code``.
+        text: a zoo name (``resnet50``, ``resnet50:IMAGENET1K_V2``, ``timm:convnext_tiny``, ``lenet5``),
+            a path to an ONNX file (``model.onnx``, a str or a Path), or an ``nn.Module`` (with
+            ``input_size``); None with ``model_code``.
         weights: ``default`` (pretrained), ``auto`` (pretrained if cached, else random), ``random``, a
             weights enum name, or a checkpoint file (read now: a file that does not fit is refused here).
         num_classes: the classifier's outputs when it is not the architecture's own (a checkpoint's head).
@@ -106,36 +116,54 @@ def resolve(text: str | None = None, *, weights: str | None = "default", num_cla
             (the user's code: imported and run now).
         mean, std, resize, crop, interpolation: preprocessing overrides (recorded as such).
         ema: use a checkpoint's EMA weights (``state_dict_ema``/``model_ema``).
+        reference: what an engine ``text`` names (``model.xml``, ``model.pt``, ``model.pt2``, ``model.engine``)
+            is judged against: an ONNX file, a zoo name or ``FILE.py:CALLABLE``, resolved with the other
+            keywords (an engine carries its own weights: ``weights``, ``num_classes`` and ``ema`` are the
+            reference's). Only an engine takes one.
 
     Raises:
         PerfkitError: one line naming what is wrong (exit 2).
     """
     request = _request(text, weights, num_classes, input_size, model_code, ema,
                        {"mean": mean, "std": std, "resize_size": resize, "crop_size": crop,
-                        "interpolation": interpolation})
+                        "interpolation": interpolation}, reference)
+    return resolve_request(request)
+
+
+def resolve_request(request: Request) -> ModelSpec:
+    """The spec of a checked request: the first source that claims it resolves it."""
     for source in all_sources():
         if source.claims(request):
-            return source.resolve(request)
+            spec = source.resolve(request)
+            if request.reference is not None and not spec.engine:
+                raise UsageError(f"--reference {request.reference} names what an engine someone built (model.xml, "
+                                 f".pt, .pt2, .engine) is judged against; {spec.name} is judged against its own "
+                                 f"{spec.reference_runtime} fp32: drop --reference")
+            return spec
     hints = "; ".join(s.hint for s in all_sources())
-    raise UsageError(f"unknown model '{text}'. A model is one of: {hints}")
+    raise UsageError(f"unknown model '{request.text}'. A model is one of: {hints}")
 
 
-def _request(text, weights, num_classes, input_size, model_code, ema, preprocess: dict) -> Request:
+def _request(text, weights, num_classes, input_size, model_code, ema, preprocess: dict,
+             reference: str | None = None) -> Request:
     if text is not None and model_code is not None:
-        raise UsageError(f"both a MODEL ('{text}') and --model-code ('{model_code}') name the model: give one")
+        named = text if isinstance(text, str) else f"an nn.Module {type(text).__name__}"
+        raise UsageError(f"both a MODEL ('{named}') and --model-code ('{model_code}') name the model: give one")
     if text is None and model_code is None:
         raise UsageError("no model given: name a MODEL (a zoo name) or pass --model-code FILE.py:CALLABLE")
     if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
         raise UsageError(f"--num-classes must be a positive integer, got {num_classes}")
-    return Request(text=None if text is None else text.strip(), weights=(weights or "default").strip(),
+    text = os.fspath(text) if isinstance(text, os.PathLike) else text
+    return Request(text=text.strip() if isinstance(text, str) else text, weights=(weights or "default").strip(),
                    num_classes=num_classes, input_size=_input_size(input_size),
-                   model_code=model_code, preprocess=_preprocess(preprocess), ema=bool(ema))
+                   model_code=model_code, preprocess=_preprocess(preprocess), ema=bool(ema),
+                   reference=None if reference is None else reference.strip())
 
 
 def _input_size(value) -> tuple[int, int, int] | int | None:
     if value is None:
         return None
-    dims = (value,) if isinstance(value, int) else tuple(value)
+    dims = (value,) if isinstance(value, int) else _numbers(value, int) if isinstance(value, str) else tuple(value)
     if len(dims) not in (1, 3) or not all(isinstance(d, int) and d >= 1 for d in dims):
         raise UsageError(f"--input-size must be C,H,W or N (N×N), positive integers; got {value!r}")
     return dims[0] if len(dims) == 1 else dims
@@ -145,7 +173,7 @@ def _preprocess(given: dict) -> dict:
     out = {k: v for k, v in given.items() if v is not None}
     for name in ("mean", "std"):
         if name in out:
-            values = tuple(float(v) for v in out[name])
+            values = _numbers(out[name], float)
             if len(values) != 3 or (name == "std" and 0.0 in values):
                 raise UsageError(f"--{name} takes three numbers (R,G,B){', none zero' if name == 'std' else ''}, "
                                  f"got {out[name]!r}")
@@ -158,7 +186,57 @@ def _preprocess(given: dict) -> dict:
     return out
 
 
+def _numbers(value, kind) -> tuple:
+    """``"3,224,224"`` or ``(3, 224, 224)`` as numbers of ``kind`` (ints stay as given: 3.5 is no size);
+    () when they are not numbers."""
+    parts = value.replace("x", ",").split(",") if isinstance(value, str) else value
+    try:
+        return tuple(kind(v) if isinstance(v, str) or kind is float else v for v in parts)
+    except (TypeError, ValueError):
+        return ()
+
+
 # -- what the sources share ---------------------------------------------------------------------------
+
+
+def existing_file(text: str, what: str, hint: str) -> Path:
+    """``text`` as the absolute path of an existing file; a UsageError naming it otherwise (``no such
+    <what>``, or ``pass <hint> itself`` for a folder)."""
+    path = Path(text).expanduser().resolve()
+    if not path.exists():
+        raise UsageError(f"{text}: no such {what}")
+    if not path.is_file():
+        raise UsageError(f"{text} is not a file (pass {hint} itself)")
+    return path
+
+
+def file_input_size(request: Request, recorded: tuple, path: Path, *, open_hint: str, fixed_in: str,
+                    fallback: tuple[int, int, int] | None = None) -> tuple[int, int, int]:
+    """C, H, W of a model given as a file: what the file records (``recorded``: each dimension or None), with
+    ``--input-size`` (or ``--crop``, else ``fallback``) for what it leaves open; a size that contradicts it
+    is refused naming both (``fixed_in``: where the file fixes it), an open one without a flag asks for it."""
+    given, crop = request.input_size, request.preprocess.get("crop_size")
+    if isinstance(given, int) or (given is None and crop is not None):
+        side = crop if given is None else given
+        given = (recorded[0] or 3, side, side)
+    if given is not None and crop is not None and given[1:] != (crop, crop):
+        raise UsageError(f"--crop {crop} and --input-size {','.join(map(str, given))} disagree: the center crop is "
+                         "the model's input")
+    shown = "×".join("?" if d is None else str(d) for d in recorded)
+    size = given or (tuple(recorded) if None not in recorded else fallback)
+    if size is None:
+        raise UsageError(f"{path}: {open_hint} ({shown}): pass --input-size C,H,W (e.g. {recorded[0] or 3},224,224)")
+    if any(known is not None and known != got for known, got in zip(recorded, size)):
+        raise UsageError(f"{path} takes {shown} inputs ({fixed_in}), not {'×'.join(map(str, size))} "
+                         "(--input-size / --crop)")
+    return tuple(size)
+
+
+def first_line(exc: BaseException) -> str:
+    """``Type: the first line of its message`` (a library's multi-line error, for a one-line message)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
+
 
 
 def input_size(request: Request, native: tuple[int, int, int] | None) -> tuple[int, int, int] | None:

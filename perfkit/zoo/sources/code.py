@@ -52,7 +52,9 @@ def _resolve(request: S.Request) -> ModelSpec:
     display = f"{Path(where).name if is_file else where}:{fn}"
     ref = _weights(request)
     model = _probe_build(module, fn, options, text, ref if ref.kind == "file" else None, request, takes)
-    num_classes = _probe_outputs(model, size, text, request.num_classes, bool(options))
+    why = (f"although it was built with num_classes={request.num_classes}" if options
+           else "and its callable takes no num_classes parameter to pass it on")
+    num_classes = probe_outputs(model, size, f"--model-code {text}", request.num_classes, why)
     spec = ModelSpec(name=display, source=NAME, arch=arch, weights=ref, input_size=size, num_classes=num_classes,
                      preprocess=S.preprocess(for_own_model(size), request, size), builder=construct,
                      content=f"sha256:{sha}:{fn}", options=options)
@@ -166,26 +168,23 @@ def _probe_build(module, fn, options, text, ref, request: S.Request, takes: bool
     return model.eval()
 
 
-def _probe_outputs(model: nn.Module, size: tuple[int, int, int], text: str, num_classes: int | None,
-                   passed: bool) -> int:
-    """The logits' width, from one forward pass on a seeded input of ``size``."""
+def probe_outputs(model: nn.Module, size: tuple[int, int, int], what: str, num_classes: int | None, why: str) -> int:
+    """The logits' width, from one forward pass on a seeded input of ``size``; ``what`` names the model in
+    messages, ``why`` says why an output width other than ``num_classes`` is not fixed for the user."""
     shape = "×".join(map(str, (1, *size)))
     x = torch.randn((1, *size), generator=torch.Generator().manual_seed(0))
     try:
         with torch.no_grad():
             out = model(x)
     except Exception as exc:
-        raise UsageError(f"--model-code {text}: the module fails on a {shape} input (--input-size "
+        raise UsageError(f"{what}: the module fails on a {shape} input (--input-size "
                          f"{','.join(map(str, size))}): {_first_line(exc)}") from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1:
         got = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
-        raise UsageError(f"--model-code {text}: the module returns {got} for a {shape} input; perfkit needs one "
+        raise UsageError(f"{what}: the module returns {got} for a {shape} input; perfkit needs one "
                          "logits tensor of shape (batch, classes)")
     if num_classes is not None and out.shape[1] != num_classes:
-        why = ("although it was built with num_classes=" + str(num_classes) if passed
-               else "and its callable takes no num_classes parameter to pass it on")
-        raise UsageError(f"--model-code {text}: the module has {out.shape[1]} outputs, not --num-classes {num_classes}, "
-                         f"{why}")
+        raise UsageError(f"{what}: the module has {out.shape[1]} outputs, not --num-classes {num_classes}, {why}")
     return int(out.shape[1])
 
 

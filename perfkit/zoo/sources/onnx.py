@@ -56,7 +56,7 @@ def _claims(request: S.Request) -> bool:
 
 
 def _resolve(request: S.Request) -> ModelSpec:
-    path = _existing(request.text)
+    path = S.existing_file(request.text, "ONNX file", "the .onnx file")
     if request.weights_file or request.weights not in ("default", "auto") or request.ema:
         raise UsageError(f"{path}: an ONNX file carries its own weights; drop --weights {request.weights}"
                          + (" and --ema" if request.ema else ""))
@@ -64,27 +64,14 @@ def _resolve(request: S.Request) -> ModelSpec:
     if request.num_classes is not None and request.num_classes != io.classes:
         raise UsageError(f"{path}: the graph's output has {io.classes} classes, not --num-classes "
                          f"{request.num_classes}")
-    size = _input_size(request, io, path)
+    size = S.file_input_size(request, (io.channels, io.height, io.width), path, fixed_in="fixed in the graph",
+                             open_hint="the graph leaves the input's height or width open")
     sha = content_sha256(path, io.data_files)
     ref = W.WeightsRef("graph", str(path), f"onnx:{sha[:16]}")
     spec = ModelSpec(name=path.name, source=NAME, arch=str(path), weights=ref, input_size=size, num_classes=io.classes,
                      preprocess=S.preprocess(for_own_model(size), request, size), builder=construct,
                      content=f"sha256:{sha}", reference_runtime="onnx", form="onnx", fixed_batch=io.batch)
     return S.named(spec, path.name, user=True, native_classes=None)
-
-
-def _existing(text: str) -> Path:
-    path = Path(text).expanduser().resolve()
-    if not path.exists():
-        raise UsageError(f"{text}: no such ONNX file")
-    if not path.is_file():
-        raise UsageError(f"{text} is not a file (pass the .onnx file itself)")
-    return path
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def read_graph(path: Path) -> GraphIO:
@@ -94,7 +81,7 @@ def read_graph(path: Path) -> GraphIO:
         onnx.checker.check_model(str(path))  # the path, not a loaded proto: external data and > 2 GB files
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # the checker's and the parser's errors: first line, naming the file
-        raise UsageError(f"{path}: not a valid ONNX model ({_first_line(exc)})") from None
+        raise UsageError(f"{path}: not a valid ONNX model ({S.first_line(exc)})") from None
     graph = model.graph
     initializers = {t.name for t in graph.initializer}
     inputs = [v for v in graph.input if v.name not in initializers]  # old IR versions list weights as inputs
@@ -194,29 +181,6 @@ def copy_into(spec: ModelSpec, folder: Path, main_file: str) -> GraphIO:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path.parent / name, folder / name)
     return io
-
-
-def _input_size(request: S.Request, io: GraphIO, path: Path) -> tuple[int, int, int]:
-    """C, H, W: the graph's, with ``--input-size`` (or ``--crop``) for what the graph leaves symbolic."""
-    graph = (io.channels, io.height, io.width)
-    given = request.input_size
-    if isinstance(given, int):
-        given = (io.channels, given, given)
-    crop = request.preprocess.get("crop_size")
-    size = given or ((io.channels, crop, crop) if crop is not None else None)
-    shown = "×".join("?" if d is None else str(d) for d in graph)
-    if size is None:
-        if None in graph:
-            raise UsageError(f"{path}: the graph leaves the input's height or width open ({shown}): pass --input-size "
-                             f"C,H,W (e.g. {io.channels},224,224)")
-        size = graph
-    if crop is not None and size[1:] != (crop, crop):
-        raise UsageError(f"--crop {crop} and --input-size {','.join(map(str, size))} disagree: the center crop is "
-                         "the model's input")
-    if any(fixed is not None and fixed != got for fixed, got in zip(graph, size)):
-        raise UsageError(f"{path} takes {shown} inputs (fixed in the graph), not {'×'.join(map(str, size))} "
-                         "(--input-size / --crop)")
-    return tuple(size)
 
 
 def construct(spec: ModelSpec):

@@ -17,7 +17,8 @@ from perfkit.zoo.weights import RANDOM
 
 def test_every_listed_module_declares_its_source_once():
     names = [importlib.import_module(m).SOURCE.name for m in S.SOURCE_MODULES]
-    assert names == [s.name for s in S.all_sources()] == ["code", "timm", "lenet5", "onnx", "torchvision"]
+    assert names == [s.name for s in S.all_sources()] == [
+        "module", "code", "timm", "lenet5", "onnx", "openvino-ir", "torchscript", "aoti", "tensorrt", "torchvision"]
     for name in names:
         assert S.get(name).hint
     with pytest.raises(ValueError, match="a model source named 'timm' is already registered"):
