@@ -148,7 +148,10 @@ def add_regress(sub) -> None:
                   "samples/s fell by more than --max-throughput-drop percent, a parity check now fails, or a step\n"
                   "that ran now errors. A timing taken in another runtime configuration (hints, streams, threads,\n"
                   "the Offline K) is reported as `config changed`, one timed while other processes used the CPU as\n"
-                  "`contended`; neither is gated. A side is a run id (or prefix, or latest) or a\n"
+                  "`contended`; neither is gated. A p50 with the timed calls stored on both sides is judged\n"
+                  "against its noise: a 95% bootstrap interval of the median ratio is printed beside the verdict,\n"
+                  "and a change past the limit whose interval reaches 0% is `inconclusive`, not gated.\n"
+                  "A side is a run id (or prefix, or latest) or a\n"
                   "JSON file written by `perfkit report RUN --json-out FILE` (keep the baseline in git).",
                   "perfkit regress --baseline ci/baseline.json --candidate latest --max-latency-increase 15")
     p.add_argument("--baseline", required=True, metavar="RUN|FILE", help="the reference run, or its JSON export")
@@ -191,7 +194,8 @@ def regress(args) -> int:
                                         f"increase > {args.max_latency_increase:g}%, Offline samples/s drop > "
                                         f"{args.max_throughput_drop:g}%, parity pass → fail, ok → error; "
                                         "config changed = measured in another configuration, contended = timed "
-                                        "while other processes used the CPU; neither is gated"))
+                                        "while other processes used the CPU, inconclusive = past the limit but within "
+                                        "the noise (95% CI of the median ratio reaches 0%); none is gated"))
         else:
             console.print(f"{title}: no metric changed", markup=False)
         console.print(f"{result['compared']} records compared, {len(shown)} changes, {result['regressions']} "
@@ -201,6 +205,11 @@ def regress(args) -> int:
             console.print(f"[yellow]{contended} timing change(s) not judged: contended (other processes used the CPU "
                           "while the baseline or the candidate was timed, so the change measures the machine, not "
                           "the runtime); re-run that side on a quiet machine[/]")
+        noisy = sum(c["verdict"] == "inconclusive" for c in result["changes"])
+        if noisy:
+            console.print(f"[yellow]{noisy} p50 change(s) past the limit but inside their noise (inconclusive: the 95% "
+                          "interval of the median ratio includes no change); time longer (--iterations, "
+                          "--min-seconds) to decide[/]")
     if result["regressions"]:
         raise GateFailed(f"{result['regressions']} regression(s) against {baseline.label}")
     return 0

@@ -11,6 +11,9 @@ float32, 33 KB deflated without the quantization).
 
 A percentile q is shown only from ``min_samples(q)`` samples on: with fewer, the "99th percentile"
 of 3 samples is just their maximum. p50 needs 2, p90 10, p95 20, p99 100.
+
+``median_ratio_interval`` is how ``perfkit regress`` tells a change from noise: the bootstrap interval
+of the candidate's median over the baseline's, from both sides' stored samples.
 """
 
 from __future__ import annotations
@@ -66,3 +69,30 @@ def shown(q: float, value, count) -> float | None:
     if value is None or count is None:
         return value
     return value if count >= min_samples(q) else None
+
+
+# -- the noise of a change: a bootstrap interval of the median ratio -------------------------------
+
+MIN_FOR_INTERVAL = 10  # fewer samples on a side: no interval (regress falls back to the two medians)
+_MAX_DRAWN = 2000  # each side is subsampled to this many (seeded) before resampling: plenty for a median
+
+
+def median_ratio_interval(baseline, candidate, *, confidence: float = 0.95, resamples: int = 2000,
+                          seed: int = 0) -> tuple[float, float] | None:
+    """The percentile-bootstrap interval of median(candidate) / median(baseline), resampling each side's
+    samples with replacement (seeded: the same inputs give the same interval); None when a side has
+    fewer than ``MIN_FOR_INTERVAL`` samples."""
+    a, b = np.asarray(baseline, dtype=np.float64), np.asarray(candidate, dtype=np.float64)
+    if a.size < MIN_FOR_INTERVAL or b.size < MIN_FOR_INTERVAL:
+        return None
+    rng = np.random.default_rng(seed)
+    a, b = (rng.choice(x, _MAX_DRAWN, replace=False) if x.size > _MAX_DRAWN else x for x in (a, b))
+    ratios = np.empty(resamples)
+    for start in range(0, resamples, 250):  # in chunks: 250 × 2000 draws at a time
+        n = min(250, resamples - start)
+        ma = np.median(a[rng.integers(0, a.size, (n, a.size))], axis=1)
+        mb = np.median(b[rng.integers(0, b.size, (n, b.size))], axis=1)
+        ratios[start:start + n] = mb / ma
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return float(low), float(high)

@@ -63,7 +63,8 @@ def _bubble_sizes(params: list[float]) -> dict:
     return {"sizemode": "area", "sizeref": 2.0 * top / 45**2, "sizemin": 4}
 
 
-def build_charts(rows: list[dict], training: dict[tuple, list[dict]], sections: list[dict] | None = None) -> dict:
+def build_charts(rows: list[dict], training: dict[tuple, list[dict]], sections: list[dict] | None = None,
+                 distributions: list[dict] | None = None) -> dict:
     """The report's plotly figures by name (only those the data supports)."""
     go = require("plotly.graph_objects")
     from plotly.subplots import make_subplots
@@ -76,6 +77,8 @@ def build_charts(rows: list[dict], training: dict[tuple, list[dict]], sections: 
         charts["acc_bars"] = _acc_bars(go, make_subplots, rows)
     if any(_first_batch(r) for r in rows):
         charts["latency_vs_batch"] = _latency_vs_batch(go, make_subplots, rows)
+    if distributions:
+        charts["latency_distribution"] = _latency_distribution(go, distributions)
     for section in sections or ():
         if any(r["value"] is not None for r in section["rows"]):
             charts[section["name"]] = _scenario_chart(go, section)
@@ -242,6 +245,46 @@ def _latency_vs_batch(go, make_subplots, rows: list[dict]):
     return fig
 
 
+def latency_distributions(records: list[Record]) -> list[dict]:
+    """Each SingleStream timing's distribution from its stored calls (``perfkit.profile.samples``), as box
+    statistics (the page carries five numbers per box, not the calls): min, p25, median, p75, and the p99
+    from 100 calls on (else the max), with the call count."""
+    import numpy as np
+
+    from perfkit.profile.samples import min_samples, unpack
+
+    out = []
+    latest = latest_ok((r for r in records if r.kind == Kind.LATENCY),
+                       lambda r: (r.model, r.runtime, r.precision, r.batch, r.device))
+    for r in latest.values():
+        calls = unpack(r.metrics.get("samples"))
+        if not calls:
+            continue
+        q = np.percentile(calls, [0, 25, 50, 75, 99 if len(calls) >= min_samples(99) else 100])
+        out.append({"model": r.model, "random": is_random(r.weights), "runtime": r.runtime, "precision": r.precision,
+                    "batch": r.batch, "calls": len(calls), "mean": float(np.mean(calls)),
+                    **dict(zip(("min", "p25", "median", "p75", "top"), map(float, q)))})
+    return out
+
+
+def _latency_distribution(go, boxes: list[dict]):
+    """Every timed call per runtime × precision and batch, as boxes: how wide each distribution is, not only
+    where its median sits (the whisker reaches the p99 from 100 calls on, else the slowest call)."""
+    fig = go.Figure()
+    for runtime, precision in dict.fromkeys((b["runtime"], b["precision"]) for b in boxes):
+        sel = [b for b in boxes if (b["runtime"], b["precision"]) == (runtime, precision)]
+        x = [f"{b['model']}{' (random)' if b['random'] else ''} b{b['batch']}" for b in sel]
+        fig.add_trace(go.Box(x=x, name=f"{runtime} {precision}", marker={"color": colour(runtime)},
+                             lowerfence=[b["min"] for b in sel], q1=[b["p25"] for b in sel],
+                             median=[b["median"] for b in sel], q3=[b["p75"] for b in sel],
+                             upperfence=[b["top"] for b in sel], mean=[b["mean"] for b in sel],
+                             hovertext=[f"{b['calls']} calls" for b in sel]))
+    fig.update_yaxes(type="log", title_text="latency per call (ms)")
+    fig.update_layout(boxmode="group", height=460, title="Latency distribution of every timed call (SingleStream): "
+                                                          "box = p25-p75, line = median, whiskers = min to p99")
+    return fig
+
+
 def _scenario_chart(go, section: dict):
     """A scenario's headline figure per model, one bar per runtime × precision (its detail on the bar)."""
     ok = [r for r in section["rows"] if r["value"] is not None]
@@ -344,6 +387,7 @@ def report_context(store: Store, run_id: str) -> dict:
     curves = training_curves(records)
     complexity = [{**c, "memory_mib": memory_mib(c)} for c in _record_rows(records, Kind.COMPLEXITY)]
     sections = scenario_sections(records)
+    distributions = latency_distributions(records)
     return {
         "run": run, "records": len(records), "rows": rows,
         "measured_accuracy": any(r["top1_pct"] is not None for r in rows),
@@ -355,7 +399,7 @@ def report_context(store: Store, run_id: str) -> dict:
         "precision_notes": _precision_notes(records),
         "contention_notes": contention_notes(records), "contended_mark": CONTENDED_MARK,
         "sections": sections, "winners": _winner_rows(records), "scenario_names": [s.name for s in scenarios_in(records)],
-        "env": _env_items(run["env"]), "charts": build_charts(rows, curves, sections),
+        "env": _env_items(run["env"]), "charts": build_charts(rows, curves, sections, distributions),
         "generated": time.time(),
     }
 

@@ -204,8 +204,29 @@ def contended_sides(a: Record, b: Record) -> str | None:
     return "; ".join(sides) or None
 
 
+def noise_interval(a: Record, b: Record) -> tuple[float, float] | None:
+    """The 95 % bootstrap interval of the change of a timing's median, in %, from both records' stored
+    samples (``perfkit.profile.samples``); None where a side kept too few or none (older records)."""
+    from perfkit.profile.samples import median_ratio_interval, unpack
+
+    sa, sb = unpack(a.metrics.get("samples")), unpack(b.metrics.get("samples"))
+    found = median_ratio_interval(sa, sb) if sa and sb else None
+    return None if found is None else (100 * (found[0] - 1), 100 * (found[1] - 1))
+
+
+def _against_noise(verdict: str, interval: tuple[float, float] | None) -> str:
+    """A gated median that moved past its limit counts only when the interval says it moved at all: a
+    regression whose interval reaches 0 % (or an improvement whose interval does) is ``inconclusive``."""
+    if interval is None:
+        return verdict
+    low, high = interval
+    moved = low > 0 or high < 0
+    return "inconclusive" if verdict in ("regression", "improved") and not moved else verdict
+
+
 def _metric_changes(where: dict, a: Record, b: Record, limits: dict) -> list[dict]:
-    """Each compared metric of two ok records of one key, judged (not gated across configurations)."""
+    """Each compared metric of two ok records of one key, judged (not gated across configurations); a
+    gated median with stored samples on both sides is judged against its noise, its interval reported."""
     differs = config_differences(a, b)
     out = []
     for metric in compared(a.kind):
@@ -216,6 +237,10 @@ def _metric_changes(where: dict, a: Record, b: Record, limits: dict) -> list[dic
         verdict = _judge(metric, va, vb, change, limits)
         entry = {**where, "metric": metric.name, "baseline": va, "candidate": vb, "change": change, "unit": unit,
                  "verdict": verdict}
+        if metric.limit and metric.name.endswith("median_ms") and verdict != "same":
+            interval = noise_interval(a, b)
+            if interval is not None:
+                entry.update(verdict=_against_noise(verdict, interval), interval=list(interval))
         if differs and verdict != "same":
             entry.update(verdict="config changed", config=differs)
         elif verdict != "same" and change is not None and (busy := contended_sides(a, b)):
@@ -232,8 +257,9 @@ def compare(baseline: Side, candidate: Side, *, max_top1_drop_pp: float = DEFAUL
     Returns ``{"baseline", "candidate", "thresholds", "changes": [...], "compared", "regressions",
     "missing", "new", "env_differences"}``; each change has the record key, metric, baseline,
     candidate, change (pp for percentages, % otherwise), unit, verdict (regression, improved,
-    within, changed, config changed, same, now fails, fixed, missing, new) and, for a timing taken
-    in another configuration, ``config`` (what differs).
+    within, inconclusive, changed, config changed, contended, same, now fails, fixed, missing, new),
+    for a median with stored samples on both sides its 95 % ``interval`` (% change), and, for a timing
+    taken in another configuration, ``config`` (what differs).
     """
     limits = {"max_top1_drop_pp": max_top1_drop_pp, "max_latency_increase_pct": max_latency_increase_pct,
               "max_throughput_drop_pct": max_throughput_drop_pct}

@@ -507,13 +507,19 @@ def _candidate_calibrations(candidates: list[dict]) -> list[str]:
     return [escape(line) for line in lines]
 
 
+def _interval(change: dict) -> str | None:
+    """A median's 95 % interval, from both sides' stored samples (``perfkit regress``)."""
+    found = change.get("interval")
+    return None if not found else f"95% CI {found[0]:+.1f} … {found[1]:+.1f} %"
+
+
 def regress_table(result: dict, title: str, caption: str):
     value = lambda v: "—" if v is None else (f"{v:.6g}" if isinstance(v, float) else escape(str(v)))  # noqa: E731
     change = lambda c: "—" if c["change"] is None else f"{c['change']:+.3g} {c['unit']}"  # noqa: E731
     style = {"regression": "red", "now fails": "red", "improved": "green", "fixed": "green", "missing": "yellow",
-             "config changed": "yellow", "contended": "yellow"}
+             "config changed": "yellow", "contended": "yellow", "inconclusive": "yellow"}
     shown = [c for c in result["changes"] if c["verdict"] != "same"]
-    why = lambda c: "; ".join(c.get("config") or []) or c.get("contended")  # noqa: E731
+    why = lambda c: "; ".join(c.get("config") or []) or c.get("contended") or _interval(c)  # noqa: E731
     verdict = lambda c: c["verdict"] + (f" ({escape(why(c))})" if why(c) else "")  # noqa: E731
     return render_table(title, [
         Column("model", "model", justify="left"), Column("runtime", "runtime", justify="left"),

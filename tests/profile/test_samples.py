@@ -71,3 +71,20 @@ def test_a_timing_record_keeps_its_samples_and_the_table_hides_a_p99_of_three(fa
         in text
     row = next(line for line in text.splitlines() if "│ eager" in line)
     assert row.count("—") >= 2  # p90 and p99 are not shown
+
+
+def test_the_median_ratio_interval_tells_a_shift_from_noise():
+    from perfkit.profile.samples import median_ratio_interval
+
+    base = _timings(500, 1.0, 0.05, seed=1)
+    same = _timings(500, 1.0, 0.05, seed=2)
+    slower = _timings(500, 1.3, 0.05, seed=3)
+    low, high = median_ratio_interval(base, same)
+    assert low < 1 < high and high - low < 0.03  # the same distribution: no change, a tight interval
+    low, high = median_ratio_interval(base, slower)
+    assert 1.25 < low < 1.3 < high < 1.35
+    assert median_ratio_interval(base, slower) == (low, high)  # seeded: the same answer every time
+    noisy = _timings(12, 1.15, 0.6, seed=4)
+    low, high = median_ratio_interval(_timings(12, 1.0, 0.6, seed=5), noisy)
+    assert low < 1 < high  # 12 calls with 60 % spread cannot tell 15 % from nothing
+    assert median_ratio_interval(base[:9], slower) is None  # too few on one side

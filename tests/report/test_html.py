@@ -53,7 +53,12 @@ def test_one_self_contained_file_with_plotly_inlined(report, tmp_path):
 def test_charts_carry_the_run_data(report):
     figs = _figures(report)
     assert set(figs) == {"chart-acc_vs_macs", "chart-acc_vs_latency", "chart-acc_bars", "chart-latency_vs_batch",
-                         "chart-training"}
+                         "chart-latency_distribution", "chart-training"}
+    boxes = {t["name"]: t for t in figs["chart-latency_distribution"]}  # from every stored call (101 per point)
+    onnx = boxes["onnx fp32"]
+    i = onnx["x"].index("alexnet b1")
+    assert onnx["median"][i] == pytest.approx(5.6, rel=1e-3) and onnx["lowerfence"][i] == pytest.approx(0.8 * 5.6, rel=1e-3)
+    assert onnx["upperfence"][i] == pytest.approx(5.6 * (0.8 + 0.4 * 0.99), rel=1e-3)  # the p99 of 101 calls
     bubbles = {t["name"]: t for t in figs["chart-acc_vs_macs"]}
     assert set(bubbles) == {"eager (measured)", "onnx (measured)", "published (torchvision metadata)",
                             "Pareto front (measured)"}

@@ -34,7 +34,7 @@ def test_report_renders_offline_in_chromium(store, make_run, tmp_path):
     assert result["external_requests"] == [] and result["requests"] == [path.resolve().as_uri()]
     charts = {c["id"]: c for c in result["charts"]}
     assert set(charts) == {"chart-acc_vs_macs", "chart-acc_vs_latency", "chart-acc_bars", "chart-latency_vs_batch",
-                           "chart-training"}
+                           "chart-latency_distribution", "chart-training"}
     assert all(c["svgs"] >= 1 and c["traces"] >= 1 for c in charts.values())
     assert charts["chart-latency_vs_batch"]["points"] >= 24  # 6 lines × 2 batches × 2 panels drawn
     assert result["ok"]

@@ -216,6 +216,7 @@ def test_a_gated_number_rising_from_zero_is_still_judged(store, make_run):
     for r in store.records(base):
         if r.kind == Kind.LATENCY and r.batch == 1:
             r.metrics["latency_median_ms"] = 0.0  # no % change from 0: the direction still fails the gate
+            r.metrics.pop("samples")  # (a baseline from before samples were kept: the medians alone decide)
         records.append(r)
     result = compare(Side("zeroed", {"env": {}}, records), load_side(store, cand))
     regressions = _verdicts(result, "regression")
@@ -235,3 +236,39 @@ def test_a_run_with_an_unreadable_record_is_a_malformed_side(store, make_run, ca
     with pytest.raises(PerfkitError, match=f"record #{bad} "):
         load_side(store, base)
     assert load_side(store, cand).label == cand  # the other run reads as before
+
+
+def _with_samples(records, factor: float, spread: float, seed: int):
+    """The latency records with their stored samples replaced: a lognormal of ``spread`` around ``factor`` × the
+    recorded median, and the median set to match."""
+    import numpy as np
+
+    from perfkit.profile.samples import pack
+
+    out = []
+    for r in records:
+        if r.kind == Kind.LATENCY and r.status == "ok":
+            values = np.random.default_rng(seed + (r.batch or 0)).lognormal(np.log(r.metrics["latency_median_ms"]
+                                                                                 * factor), spread, 200)
+            r.metrics.update(samples=pack(values), latency_median_ms=float(np.median(values)), iterations=200)
+        out.append(r)
+    return out
+
+
+def test_a_median_change_is_judged_against_its_noise(store, make_run):
+    """With every timed call stored, a p50 past the limit is a regression only when the 95 % interval of the
+    median ratio excludes no change; otherwise `inconclusive` (reported with its interval, not gated)."""
+    base = Side("base", {"env": {}}, _with_samples(store.records(make_run(store, error=False)), 1.0, 0.02, 1))
+    slow = Side("slow", {"env": {}}, _with_samples(store.records(make_run(store, error=False)), 1.3, 0.02, 2))
+    result = compare(base, slow)
+    medians = [c for c in result["changes"] if c["metric"] == "latency_median_ms"]
+    assert medians and all(c["verdict"] == "regression" for c in medians)
+    assert all(c["interval"][0] > 20 for c in medians)  # about +30 %, the whole interval above 0
+    noisy_base = Side("nb", {"env": {}}, _with_samples(store.records(make_run(store, error=False)), 1.0, 0.9, 3))
+    noisy = Side("n", {"env": {}}, _with_samples(store.records(make_run(store, error=False)), 1.15, 0.9, 4))
+    result = compare(noisy_base, noisy)
+    verdicts = {c["verdict"] for c in result["changes"] if c["metric"] == "latency_median_ms"}
+    assert "inconclusive" in verdicts and result["regressions"] == sum(
+        c["verdict"] == "regression" for c in result["changes"])
+    inconclusive = [c for c in result["changes"] if c["verdict"] == "inconclusive"]
+    assert all(c["interval"][0] <= 0 <= c["interval"][1] for c in inconclusive)
