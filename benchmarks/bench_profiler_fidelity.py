@@ -18,7 +18,7 @@ import torch
 import torch.utils.benchmark as tb
 
 from perfkit.env import fingerprint
-from perfkit.profile.timing import NoisyTimingWarning, TimingConfig, time_runner
+from perfkit.profiler.timing import NoisyTimingWarning, TimingConfig, time_runner
 from perfkit.runtime import open_runner
 from perfkit.zoo.sources import resolve
 

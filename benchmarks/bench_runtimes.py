@@ -45,12 +45,12 @@ from perfkit.context import Context
 from perfkit.device import available_cores
 from perfkit.env import fingerprint
 from perfkit.plan import Plan, ScenarioRun
-from perfkit.profile import profile_model
-from perfkit.profile.scenarios import Point
-from perfkit.profile.scenarios import get as scenario
-from perfkit.profile.scenarios.offline import OfflineConfig, OfflineResult, measure
-from perfkit.profile.scenarios.singlestream import LatencyResult
-from perfkit.profile.timing import NoisyTimingWarning, TimingConfig, time_runner
+from perfkit.profiler import profile_model
+from perfkit.profiler.scenarios import Point
+from perfkit.profiler.scenarios import get as scenario
+from perfkit.profiler.scenarios.offline import OfflineConfig, OfflineResult, measure
+from perfkit.profiler.scenarios.singlestream import LatencyResult
+from perfkit.profiler.timing import NoisyTimingWarning, TimingConfig, time_runner
 from perfkit.report.console import Column, console, fmt_float, print_table
 from perfkit.zoo.sources import resolve
 from perfkit.zoo.sources.torchvision import DEFAULT_MODELS

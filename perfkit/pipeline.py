@@ -291,7 +291,7 @@ def _accuracy_keys(cfg, plan, spec, backends) -> set[tuple]:
 
 
 def _profile(cfg, plan, spec, backends, ctx, data) -> Iterator:
-    from perfkit.profile import profile_model
+    from perfkit.profiler import profile_model
 
     return profile_model(spec, plan, ctx)
 

@@ -29,12 +29,12 @@ from perfkit.vocab import BatchRange, Precision
 class ScenarioRun:
     """A scenario with the configuration it runs with."""
 
-    scenario: Any  # perfkit.profile.scenarios.Scenario
+    scenario: Any  # perfkit.profiler.scenarios.Scenario
     config: Any
 
     @classmethod
     def of(cls, name: str, values: dict | None = None, *, quick: bool = False) -> "ScenarioRun":
-        from perfkit.profile.scenarios import get
+        from perfkit.profiler.scenarios import get
 
         scenario = get(name)
         try:
@@ -44,7 +44,7 @@ class ScenarioRun:
 
 
 def default_scenarios(quick: bool = False) -> tuple[ScenarioRun, ...]:
-    from perfkit.profile.scenarios import base
+    from perfkit.profiler.scenarios import base
 
     return (ScenarioRun.of(base().name, quick=quick),)
 

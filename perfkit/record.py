@@ -32,9 +32,9 @@ def _record(kind: Kind, where: Where, metrics: dict, **extra) -> Record:
 @functools.singledispatch
 def to_records(result) -> list[Record]:
     """The records of one result (most results are one record; a validation pass is one per runtime).
-    A scenario's result (``perfkit.profile.scenarios``, registered when it was) is one record of the
+    A scenario's result (``perfkit.profiler.scenarios``, registered when it was) is one record of the
     scenario's kind with the metrics the scenario makes of it."""
-    from perfkit.profile.scenarios import all_scenarios
+    from perfkit.profiler.scenarios import all_scenarios
 
     for scenario in all_scenarios():
         if isinstance(result, scenario.result):
@@ -75,7 +75,7 @@ def _register_all() -> None:
     from perfkit.accuracy.parity import ParityCheck
     from perfkit.analysis import ComplexityReport
     from perfkit.artifacts import ExportResult
-    from perfkit.profile.memory import MemoryResult
+    from perfkit.profiler.memory import MemoryResult
     from perfkit.train.loop import EpochResult
 
     to_records.register(ComplexityReport, _complexity)

@@ -4,7 +4,7 @@ Measuring code (analysis, export, parity, accuracy, profile, train) returns type
 ``Where`` (model, runtime, precision, batch, weights, device) and never sees the store or the
 terminal; ``perfkit.record`` is the one place that turns results into stored ``Record`` rows.
 
-The kinds of ``Kind`` are perfkit's own steps; a scenario (``perfkit.profile.scenarios``) declares a
+The kinds of ``Kind`` are perfkit's own steps; a scenario (``perfkit.profiler.scenarios``) declares a
 record kind of its own with its ``KindSchema``, so a record's kind is a ``Kind`` or such a name
 (``kind_of``).
 """

@@ -18,7 +18,7 @@ import perfkit
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT = REPO / "perfkit"  # the package's source folder
-MEASURING = ("analysis", "accuracy", "profile", "train", "backends", "artifacts")
+MEASURING = ("analysis", "accuracy", "profiler", "train", "backends", "artifacts")
 NOT_FROM_MEASURING = ("perfkit.store", "perfkit.record", "perfkit.report", "rich")
 
 
@@ -214,7 +214,7 @@ def test_measuring_code_never_imports_the_store_the_recorder_the_report_or_rich(
 
 def test_the_layering_check_would_see_an_offence():
     tree = ast.parse("def f():\n    from perfkit.report.console import console\n    from .. import record\n")
-    names = [n for node in _all_imports(tree) for n in _imported_names("perfkit.profile.x", False, node)]
+    names = [n for node in _all_imports(tree) for n in _imported_names("perfkit.profiler.x", False, node)]
     assert "perfkit.report.console" in names and "perfkit.record" in names
 
 

@@ -6,9 +6,9 @@ from perfkit import pipeline
 from perfkit.cli import main
 from perfkit.errors import PerfkitError
 from perfkit.plan import ScenarioRun
-from perfkit.profile.scenarios import get
-from perfkit.profile.scenarios.offline import OfflineConfig
-from perfkit.profile.timing import TimingConfig
+from perfkit.profiler.scenarios import get
+from perfkit.profiler.scenarios.offline import OfflineConfig
+from perfkit.profiler.timing import TimingConfig
 from perfkit.store import Kind, Store
 
 FAST = TimingConfig(warmup=1, warmup_seconds=0.0, iterations=3, min_seconds=0.0)
@@ -67,8 +67,8 @@ def _boom(*args, **kwargs):
 def _break(monkeypatch, kind):
     import perfkit.analysis
     import perfkit.artifacts
-    import perfkit.profile.memory
-    import perfkit.profile.scenarios.singlestream as singlestream
+    import perfkit.profiler.memory
+    import perfkit.profiler.scenarios.singlestream as singlestream
 
     if kind == "complexity":
         monkeypatch.setattr(perfkit.analysis, "analyze", _boom)
@@ -86,7 +86,7 @@ def _break(monkeypatch, kind):
         monkeypatch.setattr(singlestream, "time_runner",
                             lambda runner, *a, **k: _boom() if runner.name == "onnx" else real(runner, *a, **k))
     elif kind == "memory":
-        monkeypatch.setattr(perfkit.profile.memory, "start_memory", _boom)
+        monkeypatch.setattr(perfkit.profiler.memory, "start_memory", _boom)
 
 
 @pytest.mark.parametrize("kind", ["complexity", "export", "parity", "latency", "memory"])

@@ -9,9 +9,9 @@ from perfkit import pipeline
 from perfkit.backends import get, prepare
 from perfkit.context import Context
 from perfkit.plan import Plan, ScenarioRun
-from perfkit.profile.scenarios import get as scenario
-from perfkit.profile.scenarios.offline import OfflineConfig
-from perfkit.profile.timing import TimingConfig
+from perfkit.profiler.scenarios import get as scenario
+from perfkit.profiler.scenarios.offline import OfflineConfig
+from perfkit.profiler.timing import TimingConfig
 from perfkit.store import Kind
 
 FAST = TimingConfig(warmup=1, warmup_seconds=0.0, iterations=3, min_seconds=0.0)

@@ -150,7 +150,7 @@ def profile(model=None, *, runtimes="eager", batch="1,8,32", precision="fp32", s
     ``offline_seconds``, ...). ``memory``: peak memory, each runtime in its own process."""
     from perfkit.api import keywords as K
     from perfkit.plan import Plan
-    from perfkit.profile import profile_model
+    from perfkit.profiler import profile_model
 
     given = Keywords.of("profile", keywords, weights=weights, scenarios=True)
     device = given.device()

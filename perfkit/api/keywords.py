@@ -77,7 +77,7 @@ class Keywords:
     @classmethod
     def of(cls, function: str, given: dict, *, weights: str = "auto", scenarios: bool = False) -> "Keywords":
         from perfkit.backends import options as backend_options
-        from perfkit.profile.scenarios import all_scenarios
+        from perfkit.profiler.scenarios import all_scenarios
 
         model = {**_model_defaults(), "weights": weights}
         runtime = {o.name for o, _ in backend_options()}
@@ -276,7 +276,7 @@ def scenario_runs(scenario, given: dict, *, quick: bool = False) -> tuple:
     from ``given`` (scenario option → value); bad values and options of a scenario not asked for are
     one line."""
     from perfkit.plan import ScenarioRun
-    from perfkit.profile.scenarios import parse
+    from perfkit.profiler.scenarios import parse
 
     chosen = parse(text(scenario))
     # an option of a scenario that was not asked for is a mistake, not a silent no-op

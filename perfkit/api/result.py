@@ -105,7 +105,7 @@ class SummaryResult(Result):
 
 @dataclass(kw_only=True, repr=False)
 class ProfileResult(Result):
-    """``perfkit.profile``: ``not_measured`` — scenario → {runtime: why it cannot measure it}."""
+    """``perfkit.profile()``: ``not_measured`` — scenario → {runtime: why it cannot measure it}."""
 
     not_measured: dict = field(default_factory=dict)
 

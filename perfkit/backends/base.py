@@ -10,13 +10,13 @@ dependency hints, the environment's library list, cache keys) is derived from th
 ``Runner``: lifecycle in the base class, backend work in hooks (Polygraphy's pattern).
 ``__enter__`` loads (session, engine, module), ``infer`` validates the input against what the
 artifact accepts and then calls the backend, ``__exit__`` releases. Runners never time themselves —
-only ``perfkit.profile`` times — except a ``self_timed`` runner (the native C++ runner, whose calls
+only ``perfkit.profiler`` times — except a ``self_timed`` runner (the native C++ runner, whose calls
 happen in another process), which says so.
 
 ``Runner.offline_session(k, x, cores)`` is the Offline scenario's hook: the runtime's own way of
 keeping ``k`` requests in flight at once (OpenVINO's AsyncInferQueue, one ONNX Runtime session per
 thread, TensorRT contexts on their own streams; by default ``k`` Python threads calling ``infer``).
-It returns an ``OfflineSession`` that ``perfkit.profile.scenarios.offline`` drives and times.
+It returns an ``OfflineSession`` that ``perfkit.profiler.scenarios.offline`` drives and times.
 """
 
 from __future__ import annotations
@@ -249,7 +249,7 @@ class OfflineSession:
     ``config`` is the configuration it runs with (recorded); ``close`` releases what it holds;
     ``warm``: it only calls an entered runner that has just run this batch, so nothing is left to
     initialise and the profiler skips the warm-up round (new sessions or compiled models need one).
-    Sessions never time anything: ``perfkit.profile.scenarios.offline`` does.
+    Sessions never time anything: ``perfkit.profiler.scenarios.offline`` does.
     """
 
     requests: int

@@ -5,7 +5,7 @@ It runs the TorchScript artifact the way a C++ server would: ``torch::jit::optim
 keeps one process serving requests over a pipe (``--serve``), so ``check`` and ``validate`` use it
 like any other runtime. It is the one runner that times itself (``self_timed``): Python cannot see
 individual calls inside another process, so its C++ loop is this runtime's profiler; it mirrors
-``perfkit.profile.timing`` (warm-up by count and time, at least N iterations and T seconds,
+``perfkit.profiler.timing`` (warm-up by count and time, at least N iterations and T seconds,
 synchronise after every call, the same percentiles) and returns every raw sample, from which the
 profiler recomputes the statistics in Python.
 
@@ -228,8 +228,8 @@ class NativeRunner(ArtifactRunner):
 
     def own_memory(self, batch: int, runs: int) -> dict:
         """Peak host memory of the native process: its VmHWM (reset before the model is loaded) over
-        its RSS with LibTorch loaded and no model, the method perfkit.profile.memory uses in Python."""
-        from perfkit.profile.timing import TimingConfig
+        its RSS with LibTorch loaded and no model, the method perfkit.profiler.memory uses in Python."""
+        from perfkit.profiler.timing import TimingConfig
 
         self.binary = self._binary()
         result = self.time_self(batch, TimingConfig(warmup=runs, warmup_seconds=0, iterations=1, min_seconds=0))

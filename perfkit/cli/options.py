@@ -8,7 +8,7 @@
 - ``--json``: JSON on stdout instead of tables (``--json-out FILE`` writes a file).
 - ``--resume [RUN]``: continue an earlier run.
 - ``--scenario NAME[,NAME]``: the scenarios measured besides SingleStream (their names and options come
-  from the scenario registry, ``perfkit.profile.scenarios``).
+  from the scenario registry, ``perfkit.profiler.scenarios``).
 - the model (``model``): MODEL, ``--model-code``, ``--weights``, ``--num-classes``, ``--ema``,
   ``--input-size``, ``--reference`` (an engine's) and the preprocessing group
   (``--mean/--std/--resize/--crop/--interpolation``);
@@ -229,7 +229,7 @@ def threads(p) -> None:
 def scenario(p, default: str, *, quick: bool = False) -> None:
     """``--scenario`` and every scenario's options, generated from the scenario registry (``quick``:
     ``perfkit run``'s defaults)."""
-    from perfkit.profile.scenarios import all_scenarios
+    from perfkit.profiler.scenarios import all_scenarios
 
     scenarios = all_scenarios()
     p.add_argument("--scenario", default=default, metavar="NAME[,NAME]",

@@ -144,7 +144,7 @@ def fmt_text(v) -> str:
     return "—" if _none(v) else str(v)
 
 
-# A scenario column's format (``perfkit.profile.scenarios.FORMATS``) → its plain-text renderer (the Rich
+# A scenario column's format (``perfkit.profiler.scenarios.FORMATS``) → its plain-text renderer (the Rich
 # tables escape the text, the HTML template autoescapes it).
 FORMATS = {
     "ms": fmt_ms, "float3": fmt_float(3), "rate": fmt_float(1), "ratio": fmt_float(2), "speedup": fmt_speedup, "pct": fmt_pct,

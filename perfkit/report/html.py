@@ -246,12 +246,12 @@ def _latency_vs_batch(go, make_subplots, rows: list[dict]):
 
 
 def latency_distributions(records: list[Record]) -> list[dict]:
-    """Each SingleStream timing's distribution from its stored calls (``perfkit.profile.samples``), as box
+    """Each SingleStream timing's distribution from its stored calls (``perfkit.profiler.samples``), as box
     statistics (the page carries five numbers per box, not the calls): min, p25, median, p75, and the p99
     from 100 calls on (else the max), with the call count."""
     import numpy as np
 
-    from perfkit.profile.samples import min_samples, unpack
+    from perfkit.profiler.samples import min_samples, unpack
 
     out = []
     latest = latest_ok((r for r in records if r.kind == Kind.LATENCY),

@@ -80,7 +80,7 @@ _STEPS: dict[Kind, tuple[Metric, ...]] = {
 
 def compared(kind) -> tuple[Metric, ...]:
     """The metrics compared for records of ``kind``: a step's, or what its scenario declares."""
-    from perfkit.profile.scenarios import by_kind
+    from perfkit.profiler.scenarios import by_kind
 
     if kind in _STEPS:
         return _STEPS[kind]
@@ -90,7 +90,7 @@ def compared(kind) -> tuple[Metric, ...]:
 
 def _timing(kind):
     """The scenario whose timings records of ``kind`` are (None: not a timing)."""
-    from perfkit.profile.scenarios import by_kind
+    from perfkit.profiler.scenarios import by_kind
 
     return by_kind(str(kind))
 
@@ -206,8 +206,8 @@ def contended_sides(a: Record, b: Record) -> str | None:
 
 def noise_interval(a: Record, b: Record) -> tuple[float, float] | None:
     """The 95 % bootstrap interval of the change of a timing's median, in %, from both records' stored
-    samples (``perfkit.profile.samples``); None where a side kept too few or none (older records)."""
-    from perfkit.profile.samples import median_ratio_interval, unpack
+    samples (``perfkit.profiler.samples``); None where a side kept too few or none (older records)."""
+    from perfkit.profiler.samples import median_ratio_interval, unpack
 
     sa, sb = unpack(a.metrics.get("samples")), unpack(b.metrics.get("samples"))
     found = median_ratio_interval(sa, sb) if sa and sb else None

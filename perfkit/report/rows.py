@@ -11,7 +11,7 @@ import functools
 import math
 from collections.abc import Iterable
 
-from perfkit.profile.samples import shown
+from perfkit.profiler.samples import shown
 from perfkit.store import Kind, Record, Store
 
 # Beyond these, a measured top-1 is flagged (coloured) in the summary as a possible regression.
@@ -176,8 +176,8 @@ def _headline_fields(scenario, r: Record) -> dict:
 
 
 def scenarios_in(records: Iterable[Record]) -> list:
-    """The scenarios (``perfkit.profile.scenarios``) whose records are among ``records``, in registry order."""
-    from perfkit.profile.scenarios import all_scenarios
+    """The scenarios (``perfkit.profiler.scenarios``) whose records are among ``records``, in registry order."""
+    from perfkit.profiler.scenarios import all_scenarios
 
     kinds = {str(r.kind) for r in records}
     return [s for s in all_scenarios() if str(s.kind) in kinds]
@@ -185,7 +185,7 @@ def scenarios_in(records: Iterable[Record]) -> list:
 
 def timing_kinds() -> set[str]:
     """The record kinds of every scenario (what contention is measured for)."""
-    from perfkit.profile.scenarios import all_scenarios
+    from perfkit.profiler.scenarios import all_scenarios
 
     return {str(s.kind) for s in all_scenarios()}
 
@@ -257,7 +257,7 @@ def _batch_fields(k: tuple, latency: dict, memory: dict) -> list[dict]:
         out.append({
             "batch": b,
             "latency_median_ms": lat.metrics.get("latency_median_ms") if lat else None,
-            # the p99 of fewer than 100 calls is not a p99 (perfkit.profile.samples): not shown
+            # the p99 of fewer than 100 calls is not a p99 (perfkit.profiler.samples): not shown
             "latency_p99_ms": shown(99, lat.metrics.get("latency_p99_ms"), lat.metrics.get("iterations")) if lat else None,
             "throughput_per_s": lat.metrics.get("throughput_per_s") if lat else None,
             "peak_bytes": mem.metrics.get("peak_bytes") if mem else None, **_contention_fields(lat),
@@ -345,7 +345,7 @@ def _contended_flag(row: dict) -> list[str]:
 
 
 def _scenario_name(kind) -> str:
-    from perfkit.profile.scenarios import by_kind
+    from perfkit.profiler.scenarios import by_kind
 
     found = by_kind(str(kind))
     return found.name if found is not None else str(kind)

@@ -397,7 +397,7 @@ def _summary_columns(rows: list[dict], scenarios: list) -> list[Column]:
 def _summary_contention(records: list[Record]) -> str:
     """The summary's caption lines on contention (each contended row also says so below the table), and on
     the percentiles left out for want of timed calls."""
-    from perfkit.profile.scenarios.singlestream import percentile_notes
+    from perfkit.profiler.scenarios.singlestream import percentile_notes
 
     lines = _contention_lines(records) + [escape(n) for n in percentile_notes(_of(records, Kind.LATENCY))]
     return "".join("\n" + line for line in lines)

@@ -22,7 +22,7 @@ from perfkit.results import Kind, KindSchema, kind_of
 # latency and throughput carry other_cpu_pct and contended (other processes' CPU use while timing;
 # None: not measured). Optional, so schema 3 records validate as they are.
 # 5: model records of an engine someone built carry the model it is judged against (reference_model);
-# SingleStream (latency) records keep every timed call's latency (``samples``, perfkit.profile.samples)
+# SingleStream (latency) records keep every timed call's latency (``samples``, perfkit.profiler.samples)
 SCHEMA_VERSION = 5
 
 
@@ -72,7 +72,7 @@ class _Schemas(Mapping):
     kind and schema; the scenario registry is loaded on first use)."""
 
     def _all(self) -> dict:
-        from perfkit.profile.scenarios import all_scenarios
+        from perfkit.profiler.scenarios import all_scenarios
 
         return {**_CORE, **{s.kind: s.schema for s in all_scenarios()}}
 

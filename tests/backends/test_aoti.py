@@ -1,6 +1,6 @@
 """AOTInductor's CUDA settings without a GPU: weights through torch's allocator (so the memory
 profile counts them), and a missing CUDA toolkit as one line. The CPU export and run are in
-test_runners.py; the CUDA run and its memory are gpu-marked there and in tests/profile/test_memory.py."""
+test_runners.py; the CUDA run and its memory are gpu-marked there and in tests/profiler/test_memory.py."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from perfkit.backends import native
 from perfkit.backends.native import NativeBuildError, NativeRunner, build_native, run_binary
 from perfkit.context import Context
 from perfkit.errors import MeasurementError, PerfkitError, UsageError
-from perfkit.profile.timing import LatencyStats, TimingConfig, time_runner
+from perfkit.profiler.timing import LatencyStats, TimingConfig, time_runner
 
 STAT_KEYS = ("iterations", "warmup_iterations", "latency_mean_ms", "latency_median_ms", "latency_p90_ms",
              "latency_p95_ms", "latency_p99_ms", "latency_min_ms", "latency_max_ms", "latency_std_ms",

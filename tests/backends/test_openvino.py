@@ -18,7 +18,7 @@ from perfkit.backends import get, open_runner, prepare  # noqa: E402
 from perfkit.backends import openvino as ovb  # noqa: E402
 from perfkit.context import Context  # noqa: E402
 from perfkit.errors import ArtifactError, PerfkitError, UsageError  # noqa: E402
-from perfkit.profile.scenarios.offline import OfflineConfig, drive  # noqa: E402
+from perfkit.profiler.scenarios.offline import OfflineConfig, drive  # noqa: E402
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ def test_one_static_compiled_model_per_batch(tiny_spec, ctx):
 
 
 def test_memory_is_measured_in_a_process_of_its_own_and_counts_the_bin(tiny_spec, ctx):
-    from perfkit.profile.memory import measure_memory
+    from perfkit.profiler.memory import measure_memory
 
     result = measure_memory(tiny_spec, "openvino", 2, ctx)
     assert result.peak_bytes > 0 and "RSS" in result.method

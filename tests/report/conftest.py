@@ -2,7 +2,7 @@
 
 These records are TEST INPUTS, not measurements, and never appear in a report of a real run. They
 are written the way a real run writes them: each measurement is a typed result (the result types
-of perfkit.analysis, perfkit.accuracy, perfkit.profile and perfkit.train, or a Failure) turned into
+of perfkit.analysis, perfkit.accuracy, perfkit.profiler and perfkit.train, or a Failure) turned into
 records by perfkit.record, inside ``recording`` (so the run's status agrees with its records), with
 one model record per model made from the real resolved spec (published numbers come from there, as
 in a real run; resolving loads no weights). Only the accuracy and export records, whose result types
@@ -15,12 +15,12 @@ from __future__ import annotations
 import pytest
 
 from perfkit.accuracy.parity import ParityCheck, ParityResult
-from perfkit.profile.contention import Contention
+from perfkit.profiler.contention import Contention
 from perfkit.analysis import MACS_CONVENTION, ComplexityReport, Complexity, LayerRow, Summary
-from perfkit.profile.scenarios.singlestream import LatencyResult
-from perfkit.profile.memory import MemoryResult
-from perfkit.profile.scenarios.offline import OfflineConfig, OfflineResult, OfflineTrial
-from perfkit.profile.timing import LatencyStats, RunnerTiming
+from perfkit.profiler.scenarios.singlestream import LatencyResult
+from perfkit.profiler.memory import MemoryResult
+from perfkit.profiler.scenarios.offline import OfflineConfig, OfflineResult, OfflineTrial
+from perfkit.profiler.timing import LatencyStats, RunnerTiming
 from perfkit.record import recording
 from perfkit.results import Failure, Kind, Where
 from perfkit.store import Record, Store

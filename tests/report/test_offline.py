@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from perfkit.profile.scenarios import get
+from perfkit.profiler.scenarios import get
 from perfkit.report.html import build_charts, render_html, report_context
 from perfkit.report.regress import compare, load_side
 from perfkit.report.rows import load_run, scenario_rows, summary_rows, winners

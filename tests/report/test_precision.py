@@ -10,7 +10,7 @@ from perfkit.report.html import build_charts, report_context
 from perfkit.report.regress import compare, load_side
 from perfkit.report.rows import load_run, summary_rows
 from perfkit.report.select import Constraints, select
-from perfkit.profile.scenarios import get
+from perfkit.profiler.scenarios import get
 from perfkit.report.rows import scenario_rows
 from perfkit.report.tables import calibration_notes, summary_table
 

@@ -243,7 +243,7 @@ def _with_samples(records, factor: float, spread: float, seed: int):
     recorded median, and the median set to match."""
     import numpy as np
 
-    from perfkit.profile.samples import pack
+    from perfkit.profiler.samples import pack
 
     out = []
     for r in records:

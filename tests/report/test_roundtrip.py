@@ -137,7 +137,7 @@ def test_a_changed_calibration_is_reported_not_gated(run_export, tmp_path, capsy
 
 def _times(metric: str, factor: float):
     def edit(r: dict) -> bool:
-        from perfkit.profile.samples import pack, unpack
+        from perfkit.profiler.samples import pack, unpack
 
         r["metrics"][metric] *= factor
         if metric == "latency_median_ms" and r["metrics"].get("samples"):  # the stored calls say the same

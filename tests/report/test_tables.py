@@ -3,7 +3,7 @@
 from rich.console import Console
 
 from perfkit.report.rows import load_run
-from perfkit.profile.scenarios import get
+from perfkit.profiler.scenarios import get
 from perfkit.report.tables import export_table, parity_table, runs_table, scenario_table, summary_table
 from perfkit.store import Kind
 

@@ -3,7 +3,7 @@ with what was recorded."""
 
 import pytest
 
-from perfkit.profile.memory import MemoryResult
+from perfkit.profiler.memory import MemoryResult
 from perfkit.record import Recorder, recording, to_records
 from perfkit.results import Failure, Kind, Where
 from perfkit.store import Store

@@ -79,7 +79,7 @@ def test_error_record_needs_text_and_no_metrics():
 
 
 def test_unknown_kind_is_refused():
-    """A kind is a step's or a registered scenario's (perfkit.profile.scenarios); anything else cannot be stored."""
+    """A kind is a step's or a registered scenario's (perfkit.profiler.scenarios); anything else cannot be stored."""
     with pytest.raises(ValueError, match="unknown record kind 'benchmark'"):
         Record(kind="benchmark", model="m").validate()
     with pytest.raises(ValueError):
@@ -109,9 +109,9 @@ def test_model_records_fit_their_schema(name, weights):
 @pytest.mark.parametrize("contention", [None, "unmeasured", "contended"])
 def test_timings_record_contention_and_never_record_unmeasured_as_clean(contention):
     """Schema 4: latency records carry other_cpu_pct and contended; not measured is None (not False)."""
-    from perfkit.profile.contention import Contention
-    from perfkit.profile.scenarios.singlestream import LatencyResult
-    from perfkit.profile.timing import LatencyStats, RunnerTiming
+    from perfkit.profiler.contention import Contention
+    from perfkit.profiler.scenarios.singlestream import LatencyResult
+    from perfkit.profiler.timing import LatencyStats, RunnerTiming
 
     reading = {None: None, "unmeasured": Contention(None, 2, 0.05, unmeasured="timed for 0.05 s"),
                "contended": Contention(47.0, 2, 1.0, 0.94, 0.0)}[contention]

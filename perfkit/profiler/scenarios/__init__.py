@@ -26,10 +26,10 @@ from perfkit.results import Kind, KindSchema
 __all__ = ["Column", "Compared", "Headline", "Point", "Scenario", "ScenarioOption", "SCENARIO_MODULES",
            "all_scenarios", "base", "by_kind", "get", "newest", "parse", "register", "unregister"]
 
-# Adding a scenario: write perfkit/profile/scenarios/<name>.py defining SCENARIO, and add its line here.
+# Adding a scenario: write perfkit/profiler/scenarios/<name>.py defining SCENARIO, and add its line here.
 SCENARIO_MODULES = (
-    "perfkit.profile.scenarios.singlestream",
-    "perfkit.profile.scenarios.offline",
+    "perfkit.profiler.scenarios.singlestream",
+    "perfkit.profiler.scenarios.offline",
 )
 
 # The formats a column may name; perfkit.report.tables maps each to its renderer.

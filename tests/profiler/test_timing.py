@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from perfkit.profile.timing import (
+from perfkit.profiler.timing import (
     LatencyStats, NoisyTimingWarning, TimingConfig, measure, percentile, time_runner,
 )
 from perfkit.store import SCHEMAS, Kind
@@ -40,7 +40,7 @@ def test_metrics_carry_the_required_latency_keys():
     assert all(isinstance(v, (int, float)) for v in metrics.values())
 
 
-@pytest.mark.filterwarnings("ignore::perfkit.profile.timing.NoisyTimingWarning")
+@pytest.mark.filterwarnings("ignore::perfkit.profiler.timing.NoisyTimingWarning")
 def test_synchronize_after_every_call_and_count_bounds(fake_runner):
     runner = fake_runner()
     config = TimingConfig(warmup=7, warmup_seconds=0, iterations=25, min_seconds=0)
@@ -79,7 +79,7 @@ def test_bad_config_is_rejected():
         TimingConfig(iterations=0)
 
 
-@pytest.mark.filterwarnings("ignore::perfkit.profile.timing.NoisyTimingWarning")
+@pytest.mark.filterwarnings("ignore::perfkit.profiler.timing.NoisyTimingWarning")
 def test_runner_metrics_fit_the_latency_schema(fake_runner):
     timing = time_runner(fake_runner(), __import__("torch").zeros(2, 1), TimingConfig(1, 0, 3, 0))
     assert SCHEMAS[Kind.LATENCY].required <= timing.metrics().keys() <= SCHEMAS[Kind.LATENCY].permitted
@@ -194,7 +194,7 @@ class _ScriptedMeter:
 
 
 def _scripted(monkeypatch, log, reading):
-    import perfkit.profile.timing as timing_module
+    import perfkit.profiler.timing as timing_module
 
     monkeypatch.setattr(_ScriptedMeter, "log", log)
     monkeypatch.setattr(_ScriptedMeter, "reading_to_give", reading)
@@ -202,12 +202,12 @@ def _scripted(monkeypatch, log, reading):
 
 
 def test_contention_is_measured_over_the_measured_loop_only(fake_runner, monkeypatch):
-    from perfkit.profile.contention import Contention
+    from perfkit.profiler.contention import Contention
 
     runner = fake_runner()
     quiet = Contention(1.5, 2, 1.0, 0.03, 0.4)
     _scripted(monkeypatch, runner.events, quiet)
-    from perfkit.profile.timing import ContendedTimingWarning
+    from perfkit.profiler.timing import ContendedTimingWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoisyTimingWarning)  # a fake runner's CV is whatever this machine gives
@@ -219,8 +219,8 @@ def test_contention_is_measured_over_the_measured_loop_only(fake_runner, monkeyp
 
 
 def test_a_contended_timing_warns_whatever_its_cv(fake_runner, monkeypatch):
-    from perfkit.profile.contention import Contention
-    from perfkit.profile.timing import ContendedTimingWarning
+    from perfkit.profiler.contention import Contention
+    from perfkit.profiler.timing import ContendedTimingWarning
 
     busy = Contention(47.0, 2, 1.0, 0.94, 0.0)
     _scripted(monkeypatch, [], busy)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from perfkit.context import Context
-from perfkit.profile.memory import HostPeak, MemoryResult, artifact_size, measure_memory
+from perfkit.profiler.memory import HostPeak, MemoryResult, artifact_size, measure_memory
 from perfkit.record import to_records
 from perfkit.store import SCHEMAS, Kind
 from perfkit.zoo.sources import resolve
@@ -161,7 +161,7 @@ def test_the_memory_child_ignores_ctrl_c(monkeypatch):
     import signal
     import time
 
-    from perfkit.profile import memory as M
+    from perfkit.profiler import memory as M
 
     sent = []
 
@@ -195,7 +195,7 @@ def test_an_orphaned_memory_child_exits_quietly_when_its_parent_is_gone(monkeypa
     import signal
     import sys
 
-    from perfkit.profile import memory as M
+    from perfkit.profiler import memory as M
 
     def measure(*args):
         if fails:

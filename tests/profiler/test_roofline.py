@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from perfkit.profile.roofline import Peak, cpu_peak, device_peak, gpu_peak, model_flops, roofline
+from perfkit.profiler.roofline import Peak, cpu_peak, device_peak, gpu_peak, model_flops, roofline
 
 
 def test_roofline_arithmetic():
@@ -67,7 +67,7 @@ def test_gpu_names_match_whole_words_only(name, source):
 
 def test_no_table_row_is_shadowed_by_an_earlier_one():
     """A row listed after a row whose words are a subset of its own could never match."""
-    from perfkit.profile.roofline import _GPU_PEAKS_TFLOPS
+    from perfkit.profiler.roofline import _GPU_PEAKS_TFLOPS
 
     rows = [frozenset(words) for words, _, _ in _GPU_PEAKS_TFLOPS]
     for i, later in enumerate(rows):
@@ -92,7 +92,7 @@ def test_model_flops_match_a_hand_count(tiny_spec):
 
 def _fake_mm(monkeypatch, seconds_at_512: float):
     """``torch.mm`` timings of a CPU on which a 512×512 product takes ``seconds_at_512`` (cubic in size)."""
-    from perfkit.profile import roofline as R
+    from perfkit.profiler import roofline as R
 
     sizes = []
 

@@ -5,9 +5,9 @@ import perfkit.results
 from perfkit.backends import get
 from perfkit.errors import MeasurementError, UsageError
 from perfkit.plan import Plan
-from perfkit.profile import memory, profile_model
-from perfkit.profile.memory import MemoryResult
-from perfkit.profile.scenarios.singlestream import LatencyResult
+from perfkit.profiler import memory, profile_model
+from perfkit.profiler.memory import MemoryResult
+from perfkit.profiler.scenarios.singlestream import LatencyResult
 from perfkit.record import Recorder
 from perfkit.results import Failure
 from perfkit.store import Kind
@@ -15,7 +15,7 @@ from perfkit.store import Kind
 @pytest.fixture
 def stub_peak(monkeypatch):
     """Fake runners report made-up thread counts: don't measure this CPU's peak for them."""
-    from perfkit.profile import roofline
+    from perfkit.profiler import roofline
 
     monkeypatch.setattr(roofline, "device_peak", lambda *a, **k: roofline.Peak(100.0, "stub"))
 

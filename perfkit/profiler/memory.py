@@ -248,7 +248,7 @@ def _context():
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "torchvision", "perfkit.profile.memory"])
+    ctx.set_forkserver_preload(["torch", "torchvision", "perfkit.profiler.memory"])
     return ctx
 
 

@@ -103,8 +103,8 @@ def plan_of():
     warm-up call, three timed calls), without memory unless asked; ``offline=OfflineConfig(...)`` adds
     the Offline scenario."""
     from perfkit.plan import Plan, ScenarioRun
-    from perfkit.profile.scenarios import get
-    from perfkit.profile.timing import TimingConfig
+    from perfkit.profiler.scenarios import get
+    from perfkit.profiler.timing import TimingConfig
 
     def make(backends, batches, *, offline=None, timing=None, memory=False, **kw):
         runs = [ScenarioRun(get("singlestream"), timing or TimingConfig(warmup=1, warmup_seconds=0, iterations=3,

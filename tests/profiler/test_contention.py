@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from perfkit.profile import contention as C
-from perfkit.profile.contention import CONTENDED_PCT, MIN_WINDOW_SECONDS, Contention, ContentionMeter, worst
+from perfkit.profiler import contention as C
+from perfkit.profiler.contention import CONTENDED_PCT, MIN_WINDOW_SECONDS, Contention, ContentionMeter, worst
 
 JIFFY = 0.25  # a binary fraction, so the expected percentages are exact
 
@@ -202,11 +202,11 @@ def busy_machine():
             p.stdout.close()
 
 
-@pytest.mark.filterwarnings("ignore:.*latency CV:perfkit.profile.timing.NoisyTimingWarning")
+@pytest.mark.filterwarnings("ignore:.*latency CV:perfkit.profiler.timing.NoisyTimingWarning")
 def test_a_timing_beside_busy_loops_is_contended(busy_machine, fake_runner):
     import torch
 
-    from perfkit.profile.timing import ContendedTimingWarning, TimingConfig, time_runner
+    from perfkit.profiler.timing import ContendedTimingWarning, TimingConfig, time_runner
 
     with pytest.warns(ContendedTimingWarning, match="contended: other processes used"):
         timing = time_runner(fake_runner(sleep_s=0.001), torch.zeros(1, 1), TimingConfig(1, 0, 5, 0.3))
@@ -234,14 +234,14 @@ def test_a_profile_beside_busy_loops_is_marked_contended(busy_machine, capsys, s
     assert captured.err.count("contended: other processes used") >= 2  # the CLI's warning lines
 
 
-@pytest.mark.filterwarnings("ignore::perfkit.profile.timing.NoisyTimingWarning")
+@pytest.mark.filterwarnings("ignore::perfkit.profiler.timing.NoisyTimingWarning")
 def test_a_timing_records_the_share_as_a_number(fake_runner):
     """Whatever else runs on this machine (a quiet one is not asserted: CI is shared), a timing's
     record carries other_cpu_pct as a number and contended as a bool."""
     import torch
 
-    from perfkit.profile.scenarios.singlestream import LatencyResult
-    from perfkit.profile.timing import TimingConfig, time_runner
+    from perfkit.profiler.scenarios.singlestream import LatencyResult
+    from perfkit.profiler.timing import TimingConfig, time_runner
     from perfkit.record import to_records
     from perfkit.results import Where
 

@@ -16,7 +16,7 @@ import textwrap
 import pytest
 
 from perfkit.cli import main
-from perfkit.profile import scenarios
+from perfkit.profiler import scenarios
 from perfkit.store import Store
 
 MODULE = textwrap.dedent('''
@@ -24,7 +24,7 @@ MODULE = textwrap.dedent('''
     import time
     from dataclasses import dataclass
 
-    from perfkit.profile.scenarios import Column, Compared, Headline, Scenario, ScenarioOption, newest
+    from perfkit.profiler.scenarios import Column, Compared, Headline, Scenario, ScenarioOption, newest
     from perfkit.results import KindSchema, Where
 
 

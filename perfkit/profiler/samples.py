@@ -6,7 +6,7 @@ sample as a whole number of quanta above the smallest (the quantum is 1/10,000 o
 least 1 ns: far below any timing's own noise; the rounding error is at most half a quantum), as
 uint32 little-endian with the bytes of each position grouped together (their high bytes are mostly
 zero), deflated (zlib level 9) and base64'd into one JSON string, in call order. Measured in
-tests/profile/test_samples.py: a 10,000-sample point is about 13 KB in the store (40 KB as raw
+tests/profiler/test_samples.py: a 10,000-sample point is about 13 KB in the store (40 KB as raw
 float32, 33 KB deflated without the quantization).
 
 A percentile q is shown only from ``min_samples(q)`` samples on: with fewer, the "99th percentile"

@@ -1,4 +1,4 @@
-"""perfkit.profile: the profiler.
+"""perfkit.profiler: the profiler (``perfkit.profile(...)`` is the Python API's function over it).
 
 ``timing`` (warm-up, synchronised timing loops, statistics), ``scenarios`` (one module per way of
 driving a runner: SingleStream, Offline), ``contention`` (what other processes used of the CPU while
@@ -8,6 +8,6 @@ typed results). Only this package times inference; the native C++ runner is the 
 times itself (``Runner.self_timed``).
 """
 
-from perfkit.profile.session import profile_model
+from perfkit.profiler.session import profile_model
 
 __all__ = ["profile_model"]

@@ -1,4 +1,4 @@
-"""perfkit.profile.samples: every timed call kept with its record, compactly; percentiles only from enough calls."""
+"""perfkit.profiler.samples: every timed call kept with its record, compactly; percentiles only from enough calls."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from perfkit.profile.samples import ENCODING, min_samples, pack, shown, unpack
+from perfkit.profiler.samples import ENCODING, min_samples, pack, shown, unpack
 
 
 def _timings(n, median=0.2, spread=0.05, seed=0):
@@ -52,9 +52,9 @@ def test_a_timing_record_keeps_its_samples_and_the_table_hides_a_p99_of_three(fa
     import torch
     from rich.console import Console
 
-    from perfkit.profile.scenarios import get
-    from perfkit.profile.scenarios.singlestream import LatencyResult
-    from perfkit.profile.timing import TimingConfig, time_runner
+    from perfkit.profiler.scenarios import get
+    from perfkit.profiler.scenarios.singlestream import LatencyResult
+    from perfkit.profiler.timing import TimingConfig, time_runner
     from perfkit.record import to_records
     from perfkit.report.tables import scenario_table
     from perfkit.results import Where
@@ -74,7 +74,7 @@ def test_a_timing_record_keeps_its_samples_and_the_table_hides_a_p99_of_three(fa
 
 
 def test_the_median_ratio_interval_tells_a_shift_from_noise():
-    from perfkit.profile.samples import median_ratio_interval
+    from perfkit.profiler.samples import median_ratio_interval
 
     base = _timings(500, 1.0, 0.05, seed=1)
     same = _timings(500, 1.0, 0.05, seed=2)

@@ -21,8 +21,8 @@ from collections.abc import Iterator
 
 import torch
 
-from perfkit.profile import memory, roofline
-from perfkit.profile.scenarios import Point
+from perfkit.profiler import memory, roofline
+from perfkit.profiler.scenarios import Point
 from perfkit.results import Failure, Kind, Where, describe
 
 

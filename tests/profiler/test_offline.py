@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from perfkit.backends.base import QUEUE, SERIAL, THREADS, OfflineSession
-from perfkit.profile.scenarios import Point
-from perfkit.profile.scenarios.offline import OfflineConfig, drive, measure, search
-from perfkit.profile.scenarios.singlestream import LatencyResult
+from perfkit.profiler.scenarios import Point
+from perfkit.profiler.scenarios.offline import OfflineConfig, drive, measure, search
+from perfkit.profiler.scenarios.singlestream import LatencyResult
 from perfkit.record import to_records
 from perfkit.results import Kind, Where, describe
 
@@ -236,8 +236,8 @@ def test_profile_plans_offline_for_runtimes_that_keep_requests_in_flight(tiny_sp
 def test_k1_is_the_singlestream_timing_when_the_sweep_has_it(tiny_spec, ctx):
     """SingleStream at the Offline batch is K = 1 (one request in flight, back to back): taken from that
     timing, so the loop starts at K = 2, and a runtime that serialises requests needs no loop at all."""
-    from perfkit.profile.scenarios.offline import from_singlestream
-    from perfkit.profile.timing import LatencyStats, RunnerTiming
+    from perfkit.profiler.scenarios.offline import from_singlestream
+    from perfkit.profiler.timing import LatencyStats, RunnerTiming
 
     timing = RunnerTiming(LatencyStats.from_samples([10.0, 20.0, 30.0], batch=4), timer="perf_counter")
     single = from_singlestream(timing, 2, {"intra_op_threads": 2})
@@ -261,9 +261,9 @@ def test_k1_is_the_singlestream_timing_when_the_sweep_has_it(tiny_spec, ctx):
 def test_each_window_is_watched_and_the_most_contended_k_is_the_results(mechanism, tiny_spec, ctx, monkeypatch):
     """Every K's window (not its warm-up) is read by a ContentionMeter; the result and its record carry
     the most contended reading (a contended K may have lost, making the winner suspect), with a note."""
-    import perfkit.profile.scenarios.offline as offline_module
-    from perfkit.profile.contention import Contention
-    from perfkit.profile.timing import LatencyStats, RunnerTiming
+    import perfkit.profiler.scenarios.offline as offline_module
+    from perfkit.profiler.contention import Contention
+    from perfkit.profiler.timing import LatencyStats, RunnerTiming
 
     readings = iter([Contention(40.0, 2, 0.1, 0.08, 0.0)])  # K = 2's window: K = 1 comes from SingleStream
     windows = []

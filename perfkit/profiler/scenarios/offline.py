@@ -30,8 +30,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from perfkit.profile.contention import Contention, ContentionMeter, contention_metrics, worst
-from perfkit.profile.scenarios import Column, Compared, Headline, Point, Scenario, ScenarioOption, newest
+from perfkit.profiler.contention import Contention, ContentionMeter, contention_metrics, worst
+from perfkit.profiler.scenarios import Column, Compared, Headline, Point, Scenario, ScenarioOption, newest
 from perfkit.results import Kind, KindSchema, Where
 
 SHORT_WINDOW = 3  # fewer completions per request slot than this in a window: a warning to measure longer

@@ -8,7 +8,7 @@ pinned input and the end-to-end time (pinned host input → logits on the host) 
 separate loops so each has its own distribution.
 
 Around every measured loop (not the warm-up) a ``ContentionMeter`` measures the CPU that other
-processes used (``perfkit.profile.contention``): a contended timing is recorded and reported as
+processes used (``perfkit.profiler.contention``): a contended timing is recorded and reported as
 such, whatever its CV.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from perfkit.profile.contention import Contention, ContentionMeter
+from perfkit.profiler.contention import Contention, ContentionMeter
 
 CV_WARN = 0.10  # above this coefficient of variation the median is not trustworthy
 
@@ -125,10 +125,10 @@ class RunnerTiming:
     contention: Contention | None = None  # what other processes used of the CPU while timing
 
     def metrics(self) -> dict:
-        from perfkit.profile.samples import pack
+        from perfkit.profiler.samples import pack
 
         out = self.compute.metrics()
-        out["samples"] = pack(self.compute.samples_ms)  # every timed call, kept (perfkit.profile.samples)
+        out["samples"] = pack(self.compute.samples_ms)  # every timed call, kept (perfkit.profiler.samples)
         out["timer"] = self.timer
         out["cv_warning"] = self.compute.noisy
         if self.h2d is not None:

@@ -2,7 +2,7 @@
 trtexec's and benchmark_app's latency mode).
 
 The base scenario: every profile measures it, at every batch of the plan. The loop is
-``perfkit.profile.timing.time_runner`` (warm-up by count and time, then at least ``iterations``
+``perfkit.profiler.timing.time_runner`` (warm-up by count and time, then at least ``iterations``
 calls and ``min_seconds``, synchronised after every call; CUDA events on a GPU); each timing comes
 with the configuration the runner actually ran with, its roofline position against the device peak,
 and what other processes used of the CPU meanwhile.
@@ -13,11 +13,11 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
-from perfkit.profile import roofline
-from perfkit.profile.contention import contention_metrics
-from perfkit.profile.samples import min_samples, shown
-from perfkit.profile.scenarios import Column, Compared, Headline, Point, Scenario, ScenarioOption, newest
-from perfkit.profile.timing import NoisyTimingWarning, RunnerTiming, TimingConfig, time_runner
+from perfkit.profiler import roofline
+from perfkit.profiler.contention import contention_metrics
+from perfkit.profiler.samples import min_samples, shown
+from perfkit.profiler.scenarios import Column, Compared, Headline, Point, Scenario, ScenarioOption, newest
+from perfkit.profiler.timing import NoisyTimingWarning, RunnerTiming, TimingConfig, time_runner
 from perfkit.results import Kind, KindSchema, Where
 
 TIMING_METRICS = ("iterations warmup_iterations latency_mean_ms latency_median_ms latency_p90_ms latency_p95_ms "

@@ -1,4 +1,4 @@
-"""The profile's sweep (perfkit.profile.session): every runtime × batch in increasing order over one
+"""The profile's sweep (perfkit.profiler.session): every runtime × batch in increasing order over one
 entered runner, out-of-memory back-off, failures as results, and the runner's configuration and
 roofline position recorded with each SingleStream timing."""
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import perfkit.backends
-from perfkit.profile import profile_model
-from perfkit.profile.scenarios.singlestream import LatencyResult
-from perfkit.profile.session import is_out_of_memory
+from perfkit.profiler import profile_model
+from perfkit.profiler.scenarios.singlestream import LatencyResult
+from perfkit.profiler.session import is_out_of_memory
 from perfkit.results import Failure, Kind
 from perfkit.vocab import BatchRange
 
@@ -31,7 +31,7 @@ def _opener(monkeypatch, runners: dict):
 @pytest.fixture
 def sweep(plan_of, monkeypatch):
     """``sweep(spec, backends, batches, ctx, precision=..., flops=...)``: the profile's results, SingleStream only."""
-    from perfkit.profile import roofline
+    from perfkit.profiler import roofline
 
     def run(spec, backends, batches, ctx, *, precision="fp32", flops=None):
         monkeypatch.setattr(roofline, "model_flops", lambda spec: flops)
@@ -107,7 +107,7 @@ def test_the_runtime_is_opened_for_a_batch_range_covering_the_batches(tiny_spec,
 
 
 def test_result_carries_the_runner_configuration_and_roofline(tiny_spec, fake_runner, ctx, monkeypatch, sweep):
-    from perfkit.profile import roofline
+    from perfkit.profiler import roofline
 
     peaks = []
     monkeypatch.setattr(roofline, "device_peak", lambda device, precision, threads: peaks.append(
