@@ -414,3 +414,10 @@ def test_run_takes_an_onnx_file_in_the_runtimes_that_start_from_onnx(store, onnx
     again = pipeline.run_pipeline(_cfg(**{**cfg.__dict__, "resume": result.run_id}), store)
     name = next(r.model for r in records)
     assert set(again.skipped) == {f"{name} {step}" for step in pipeline.Step}
+
+
+def test_run_takes_models_as_repeated_model_flags_after_the_positional_ones(monkeypatch, onnx_files):
+    """`perfkit run lenet5 --model model.onnx --model resnet18`: every source, in that order."""
+    cfg = _configured(["run", "lenet5", "--model", str(onnx_files.dynamic), "--model", "resnet18", "--weights",
+                       "random", "--no-memory"], monkeypatch)
+    assert cfg.models == ["lenet5", str(onnx_files.dynamic), "resnet18"]

@@ -22,10 +22,14 @@ def add(sub) -> None:
                   "(marked: accuracy not meaningful). Weights come from the cache; a model\n"
                   "without cached weights runs with random weights and every output says so. A failing\n"
                   "step is recorded and the rest go on; the exit code is 1 if anything failed.",
-                  "perfkit run                      # alexnet vgg16 resnet18 googlenet")
+                  "perfkit run                      # alexnet vgg16 resnet18 googlenet\n"
+                  "  perfkit run --model model.onnx --model timm:efficientnet_lite0 --data my_photos/ --labels labels.txt")
     p.add_argument("models", nargs="*", metavar="MODEL",
                    help=f"models (default: the classic four: alexnet vgg16 resnet18 googlenet; none with --model-code): "
                         f"{O.MODEL_HELP}")
+    p.add_argument("--model", dest="more_models", action="append", default=[], metavar="MODEL",
+                   help="a model to run, repeated for several (the same as MODEL arguments; both may be given: "
+                        "MODELs first)")
     O.model(p, positional=None)
     O.device(p)
     O.runtimes(p, "auto", "runtimes, or auto: every runtime available here that `perfkit run` measures by default")
@@ -60,7 +64,8 @@ def run(args) -> int:
     if args.html is not None:
         check_writable(args.html, "--html")  # before the run, not after it
     with common.progress(args) as bar:
-        done = run_all(args.models, **common.keywords(args, "models"), notify=common.notify(args), progress=bar)
+        done = run_all([*args.models, *args.more_models], **common.keywords(args, "models", "more_models"),
+                       notify=common.notify(args), progress=bar)
     with common.open_store(args) as store:
         run_row, records = load_run(store, done.run_id)
         if args.json:
