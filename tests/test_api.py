@@ -247,7 +247,7 @@ def test_the_api_defaults_are_the_flags_defaults(name, tmp_path):
     from perfkit.cli.common import keywords
 
     argv = [name, "lenet5"] + (["--data", str(tmp_path)] if name == "validate" else [])
-    given = keywords(build_parser().parse_args(argv), "model", "models", "data")
+    given = keywords(build_parser().parse_args(argv), "model", "models", "more_models", "data")
     own = {k: p.default for k, p in inspect.signature(COMMANDS[name]).parameters.items()
            if p.default is not inspect.Parameter.empty}
     shared = Keywords.of(name, {}, scenarios=name in ("profile", "run"))

@@ -109,7 +109,9 @@ def test_lenet5_through_perfkits_exporter(tiny_spec, lenet5_artifacts):
 
 
 class _Stub:
-    """What the ONNX exporter needs of a spec, for a model the zoo does not list."""
+    """What the ONNX exporter needs of a spec, for a model the zoo does not list (a PyTorch module)."""
+
+    form = "pytorch"
 
     def __init__(self, model, input_size):
         self.model, self.input_size = model, input_size
