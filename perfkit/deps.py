@@ -22,11 +22,29 @@ _CORE = {
 }
 
 
+def import_module(module: str) -> ModuleType:
+    """``importlib.import_module``, except that a Ctrl-C during the import stays a Ctrl-C.
+
+    A pybind11 extension turns whatever interrupts its initialisation into ``ImportError("initialization
+    failed")`` raised from it (ONNX Runtime's ``_pybind_state``): a Ctrl-C that lands there would read
+    as a missing library, and the run would go on without it.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        cause = exc
+        while cause is not None:
+            if isinstance(cause, KeyboardInterrupt):
+                raise cause from None
+            cause = cause.__cause__ or cause.__context__
+        raise
+
+
 def require(module: str, *, extra: str | None = None, why: str = "", index_url: str | None = None) -> ModuleType:
     """Import ``module`` or raise ``MissingDependency`` saying how to install it: with ``extra`` (the
     caller's pip extra), ``pip install 'perfkit[extra]'``; else it is a core dependency."""
     try:
-        return importlib.import_module(module)
+        return import_module(module)
     except ImportError as exc:
         if extra is None:
             raise MissingDependency(module, None, why or _CORE.get(module.split(".")[0], "")) from exc
@@ -36,7 +54,7 @@ def require(module: str, *, extra: str | None = None, why: str = "", index_url: 
 def available(module: str) -> bool:
     """True when ``module`` imports (used to choose defaults, never to hide an error)."""
     try:
-        importlib.import_module(module)
+        import_module(module)
     except ImportError:
         return False
     return True

@@ -26,3 +26,14 @@ def test_a_missing_core_library_says_reinstall():
 def test_present_libraries_import():
     assert require("json").dumps([]) == "[]"
     assert available("json") and not available("perfkit_no_such_module")
+
+
+@pytest.mark.parametrize("check", [require, available])
+def test_a_ctrl_c_inside_an_extension_init_stays_a_ctrl_c(tmp_path, monkeypatch, check):
+    """pybind11 re-raises what interrupts a module's init as ImportError("initialization failed") from it:
+    a Ctrl-C there must not read as a missing library (the run would go on, and end 'failed')."""
+    (tmp_path / "perfkit_fake_pybind.py").write_text(
+        "raise ImportError('initialization failed') from KeyboardInterrupt()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        check("perfkit_fake_pybind")

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import os
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -44,6 +43,7 @@ from pathlib import Path
 import torch
 
 from perfkit.artifacts import ensure_artifact
+from perfkit.deps import import_module
 from perfkit.backends.base import (
     ONNX_FILE, OPENVINO_IR, PYTORCH, QUEUE, RUN, ArtifactRunner, Backend, OfflineSession, Option,
 )
@@ -138,7 +138,7 @@ def export(req) -> str:
 @functools.cache
 def _plugin_problem() -> str | None:
     try:
-        ov = importlib.import_module("openvino")
+        ov = import_module("openvino")  # a Ctrl-C during it stays one (perfkit.deps)
         devices = ov.Core().available_devices
     except Exception as exc:  # a broken install is "unavailable", with the reason
         return f"openvino is installed but cannot start: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"

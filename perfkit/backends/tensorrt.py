@@ -43,7 +43,6 @@ real bindings of TensorRT 10 and 11.
 from __future__ import annotations
 
 import collections
-import importlib
 import importlib.util
 import itertools
 import os
@@ -57,6 +56,7 @@ from perfkit.artifacts import ensure_artifact
 from perfkit.backends.base import (
     CALIBRATION, EXPORT, ONNX_FILE, PYTORCH, QUEUE, TENSORRT_ENGINE, ArtifactRunner, Backend, OfflineSession, Option,
 )
+from perfkit.deps import import_module
 from perfkit.errors import ArtifactError, MissingDependency, PerfkitError, pip_install
 from perfkit.vocab import BatchRange, Precision
 
@@ -86,7 +86,7 @@ def import_tensorrt():
         if importlib.util.find_spec(name) is None:
             continue
         try:
-            return importlib.import_module(name)
+            return import_module(name)  # a Ctrl-C during it stays one (perfkit.deps)
         except ImportError as exc:  # the bindings are there, the libraries (libnvinfer) are not
             raise PerfkitError(f"TensorRT's Python module '{name}' is installed but does not load ({exc}); "
                                f"install the libraries of the same version: "

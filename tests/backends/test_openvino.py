@@ -183,7 +183,7 @@ def test_unavailable_without_the_package_or_its_cpu_plugin(monkeypatch):
     monkeypatch.undo()
     ovb._plugin_problem.cache_clear()
     try:
-        monkeypatch.setattr(ovb.importlib, "import_module", _broken_import)
+        monkeypatch.setattr(ovb, "import_module", _broken_import)
         assert backend.unavailable("cpu").startswith("openvino is installed but cannot start: OSError")
     finally:
         monkeypatch.undo()
