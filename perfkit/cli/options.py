@@ -29,7 +29,14 @@ EPILOG_COMMON = ("Records go to the run store (--store, $PERFKIT_STORE, default 
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+    """Descriptions as written; an option's default shown once: not where its help already says it, nor
+    where the default is None (generated options resolve theirs later and say so in their help)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default:" in text or action.default is None:
+            return text
+        return super()._get_help_string(action)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -238,6 +245,10 @@ def scenario(p, default: str, *, quick: bool = False) -> None:
     group = p.add_argument_group("scenario options (from each scenario's declaration)")
     for s in scenarios:
         for o in s.options:
+            if o.type is bool:
+                group.add_argument(o.flag, dest=f"scn_{o.name}", action=argparse.BooleanOptionalAction, default=None,
+                                   help=f"{o.help} (default: {o.value(quick)})")
+                continue
             metavar = o.metavar or ("N" if o.type is int else "SECONDS" if o.name.endswith("seconds") else "VALUE")
             group.add_argument(o.flag, dest=f"scn_{o.name}", type=o.type, default=None, metavar=metavar,
                                help=f"{o.help} (default: {o.value(quick)})")
@@ -259,8 +270,9 @@ def backend_options(p) -> None:
             group.add_argument(option.flag, dest=f"opt_{option.name}", action=argparse.BooleanOptionalAction,
                                default=None, help=f"{help} (default: {option.default})")
         else:
+            metavar = "N" if option.type is int else option.name.upper()  # not argparse's OPT_NAME from dest
             group.add_argument(option.flag, dest=f"opt_{option.name}", type=option.type or str, default=None,
-                               help=f"{help} (default: {option.default})")
+                               metavar=metavar, help=f"{help} (default: {option.default})")
 
 
 def batch_range(p) -> None:
