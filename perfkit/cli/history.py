@@ -85,8 +85,10 @@ def add_select(sub) -> None:
                   "of each, or those of one --run) that meet every constraint — --min-relative-accuracy 0.99\n"
                   "lets an int8 candidate in when it keeps 99% of eager fp32's top-1 — Pareto-optimal first (higher\n"
                   "top-1, lower p50 latency at --batch); every excluded candidate is listed with the\n"
-                  "constraints it failed or the number it lacks. Exit code 1 when no candidate qualifies.",
-                  "perfkit select --max-latency-ms 10 --min-top1 70 -b 1 --device cpu")
+                  "constraints it failed or the number it lacks. --scenario server --latency-bound-ms B ranks by the\n"
+                  "largest QPS served with p99 within B ms instead. Exit code 1 when no candidate qualifies.",
+                  "perfkit select --max-latency-ms 10 --min-top1 70 -b 1 --device cpu\n"
+                  "  perfkit select --scenario server --latency-bound-ms 50")
     p.add_argument("--max-latency-ms", type=float, metavar="X", help="p50 latency at --batch must be at most X ms")
     p.add_argument("--min-top1", type=float, metavar="Y", help="top-1 (percent) must be at least Y")
     p.add_argument("--max-memory-mb", type=float, metavar="Z",
@@ -95,6 +97,11 @@ def add_select(sub) -> None:
                    help="measured top-1 must be at least R × eager fp32's on the same images (e.g. 0.99, MLPerf's "
                         "rule: how an fp16/int8 candidate qualifies)")
     O.batch(p, "1", "the batch size the latency and memory are taken at (one number)")
+    p.add_argument("--scenario", default="singlestream", choices=("singlestream", "server"),
+                   help="singlestream: rank by accuracy and p50 latency at --batch; server: by the largest QPS that "
+                        "met --latency-bound-ms (the Server scenario's records)")
+    p.add_argument("--latency-bound-ms", type=float, default=None, metavar="B",
+                   help="with --scenario server: the p99 bound, ms (records measured at the largest bound ≤ B count)")
     p.add_argument("--device", default=None, metavar="D", help="only candidates measured on this device (cpu, cuda)")
     p.add_argument("--run", default=None, metavar="RUN", help="take the numbers of this run only (default: newest per candidate)")
     p.add_argument("--use-published", action="store_true",
@@ -118,8 +125,15 @@ def select(args) -> int:
         raise UsageError(f"--device must be cpu or cuda, got '{args.device}'")
     if args.min_relative_accuracy is not None and not 0 < args.min_relative_accuracy <= 1:
         raise UsageError(f"--min-relative-accuracy is a fraction in (0, 1], got {args.min_relative_accuracy:g}")
+    if args.scenario == "server" and (args.latency_bound_ms is None or args.latency_bound_ms <= 0):
+        raise UsageError("select --scenario server needs --latency-bound-ms B (a positive p99 bound in ms)")
+    if args.scenario != "server" and args.latency_bound_ms is not None:
+        raise UsageError("--latency-bound-ms is the Server scenario's bound: add --scenario server")
+    if args.scenario == "server" and args.max_latency_ms is not None:
+        raise UsageError("with --scenario server the latency constraint is --latency-bound-ms (p99), not --max-latency-ms")
     constraints = Constraints(args.max_latency_ms, args.min_top1, args.max_memory_mb, batches[0], args.device,
-                              args.use_published, args.min_relative_accuracy)
+                              args.use_published, args.min_relative_accuracy,
+                              "server" if args.scenario == "server" else None, args.latency_bound_ms)
     with common.open_store(args, read_only=True) as store:
         result = choose(store, constraints, args.run)
         path = store.path
@@ -129,7 +143,7 @@ def select(args) -> int:
     if args.json:
         print_json(result)
     else:
-        for table in select_tables(result, batches[0]):
+        for table in select_tables(result, batches[0], server=args.scenario == "server"):
             console.print(table)
     if not result["selected"]:
         raise GateFailed(f"no candidate meets the constraints ({len(result['excluded'])} excluded, see why above)")

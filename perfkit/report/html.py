@@ -82,6 +82,8 @@ def build_charts(rows: list[dict], training: dict[tuple, list[dict]], sections: 
     for section in sections or ():
         if any(r["value"] is not None for r in section["rows"]):
             charts[section["name"]] = _scenario_chart(go, section)
+        if any(r["curve"] for r in section["rows"]):
+            charts[section["name"] + "_curve"] = _curve_chart(go, section)
     if training:
         charts["training"] = _training(go, make_subplots, training)
     for fig in charts.values():
@@ -304,6 +306,41 @@ def _scenario_chart(go, section: dict):
     return fig
 
 
+def _curve(curve, row: dict) -> dict | None:
+    """A row's search as points to draw (``Scenario.curve``), or None."""
+    if curve is None or not row.get(curve.points):
+        return None
+    pts = [p for p in row[curve.points] if p.get(curve.x) is not None and p.get(curve.y) is not None]
+    return {"x": [p[curve.x] for p in pts], "y": [p[curve.y] for p in pts], "ok": [bool(p.get(curve.ok)) for p in pts],
+            "limit": row.get(curve.limit) if curve.limit else None}
+
+
+def _curve_chart(go, section: dict):
+    """A scenario's search per runtime × precision (Server: p99 at each target QPS; filled = bound met,
+    hollow = not; dashed = the bound)."""
+    fig = go.Figure()
+    for r in section["rows"]:
+        c = r["curve"]
+        if c is None:
+            continue
+        order = sorted(range(len(c["x"])), key=lambda i: c["x"][i])
+        name = f"{r['label']} {r['runtime']} {r['precision']}"
+        fig.add_trace(go.Scatter(
+            x=[c["x"][i] for i in order], y=[c["y"][i] for i in order], mode="lines+markers", name=name,
+            line={"color": colour(r["runtime"])},
+            marker={"size": 9, "symbol": ["circle" if c["ok"][i] else "circle-open" for i in order]},
+            hovertemplate=name + "<br>%{x:.1f}: %{y:.2f}<extra></extra>"))
+        if c["limit"] is not None:
+            fig.add_hline(y=c["limit"], line_dash="dash", line_color="grey",
+                          annotation_text=f"bound {c['limit']:g}", annotation_position="top left")
+    x_title, y_title = section["curve_axes"]
+    fig.update_xaxes(title_text=x_title)
+    fig.update_yaxes(title_text=y_title, type="log")
+    fig.update_layout(height=460, title=f"{section['name']}: {y_title} at each {x_title} tried "
+                                        "(filled: within the bound, hollow: not)")
+    return fig
+
+
 def scenario_sections(records: list[Record]) -> list[dict]:
     """Every scenario but SingleStream (the summary and the latency charts show it), as a section:
     name, title, caption lines, column headers, rows of formatted cells, and the headline per row."""
@@ -318,8 +355,9 @@ def scenario_sections(records: list[Record]) -> list[dict]:
                                                   "contended", "other_cpu_pct", "random")},
                          "label": r["model"] + (" (random weights)" if r["random"] else ""), "cells": cells,
                          "value": r.get(h.metric) if r["status"] == "ok" else None, "detail": h.detail(r),
-                         "marked": [c.key == h.metric for c in scenario.columns]})
+                         "marked": [c.key == h.metric for c in scenario.columns], "curve": _curve(scenario.curve, r)})
         out.append({"name": scenario.name, "title": f"{scenario.title}: {scenario.summary}", "unit": h.unit,
+                    "curve_axes": None if scenario.curve is None else (scenario.curve.x_title, scenario.curve.y_title),
                     "caption": scenario.caption(records), "headers": [c.header for c in scenario.columns],
                     "rows": rows})
     return out

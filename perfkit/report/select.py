@@ -6,6 +6,10 @@ measured top-1 (published top-1 only when asked for, and labelled so), and top-1
 fp32 on the same images (``--min-relative-accuracy 0.99``: MLPerf's rule, how an int8 candidate
 qualifies). A candidate is excluded
 with every reason that applies: a failed constraint, a missing number, a failed parity check.
+
+``scenario="server"`` answers the serving question instead: candidates are ranked by the largest
+target QPS at which LoadGen found p99 within a bound (the Server scenario's records measured at the
+largest bound ≤ ``latency_bound_ms``), with LoadGen's verdict beside it.
 """
 
 from __future__ import annotations
@@ -30,9 +34,27 @@ class Constraints:
     device: str | None = None
     use_published: bool = False  # fall back to published top-1 where none was measured
     min_relative_accuracy: float | None = None  # measured top-1 / eager fp32's on the same images (e.g. 0.99)
+    scenario: str | None = None  # "server": rank by the largest QPS that met a p99 bound (``latency_bound_ms``)
+    latency_bound_ms: float | None = None
 
 
-def candidates(records: list[Record], batch: int = 1) -> list[dict]:
+def _server(records: list[Record], key, bound_ms: float | None) -> tuple[dict, dict]:
+    """Per candidate: its newest ok Server record measured at the tightest-fitting bound (the largest
+    bound ≤ ``bound_ms``: a QPS that met a tighter bound meets a looser one), and every bound measured."""
+    found: dict = {}
+    bounds: dict = {}
+    for r in sorted((r for r in records if r.kind == "server" and r.status == "ok"), key=lambda r: r.created):
+        b = r.metrics.get("latency_bound_ms")
+        bounds.setdefault(key(r), set()).add(b)
+        if bound_ms is None or b is None or b > bound_ms:
+            continue
+        old = found.get(key(r))
+        if old is None or b >= old.metrics["latency_bound_ms"]:
+            found[key(r)] = r
+    return found, bounds
+
+
+def candidates(records: list[Record], batch: int = 1, bound_ms: float | None = None) -> list[dict]:
     """Every model × runtime × precision × device in ``records`` with its newest numbers at ``batch``."""
     key = candidate_key
     refs = published_by_model(records)
@@ -41,6 +63,7 @@ def candidates(records: list[Record], batch: int = 1) -> list[dict]:
     par = parity_by_candidate(measured, key)
     lat = latest_ok((r for r in measured if r.kind == Kind.LATENCY), lambda r: (key(r), r.batch))
     mem = latest_ok((r for r in measured if r.kind == Kind.MEMORY), lambda r: (key(r), r.batch))
+    server, server_bounds = _server(measured, key, bound_ms)
     last_error: dict[tuple, Record] = {}
     for r in sorted(measured, key=lambda r: r.created):
         if r.status == "error":
@@ -63,11 +86,26 @@ def candidates(records: list[Record], batch: int = 1) -> list[dict]:
             "throughput_per_s": l.metrics.get("throughput_per_s") if l else None,
             "peak_bytes": m.metrics["peak_bytes"] if m else None,
             "parity_passed": p.get("parity_passed"),  # every batch checked must pass
+            **_server_fields(server.get(k), server_bounds.get(k, set())),
             "latency_batches": sorted(b for (kk, b) in lat if kk == k and b is not None),
             "last_error": f"{last_error[k].kind}: {last_error[k].error}" if k in last_error else None,
             "runs": sorted({r.run_id for r in (a, l, m) if r is not None}),
         })
     return out
+
+
+def _server_fields(r: Record | None, bounds: set) -> dict:
+    m = r.metrics if r is not None else {}
+    return {"server_qps": m.get("qps"), "server_p99_ms": m.get("p99_ms"), "server_bound_ms": m.get("latency_bound_ms"),
+            "server_verdict": m.get("verdict"), "server_bounds": sorted(b for b in bounds if b is not None)}
+
+
+def _server_reasons(c: dict, con: Constraints) -> list[str]:
+    if c["server_qps"] is not None:
+        return []
+    measured = ", ".join(f"{b:g} ms" for b in c["server_bounds"]) or "none"
+    return [f"no Server QPS measured at a p99 bound ≤ {con.latency_bound_ms:g} ms (bounds measured: {measured}; "
+            f"run `perfkit profile MODEL --scenario server --latency-bound-ms {con.latency_bound_ms:g}`)"]
 
 
 def _reasons(c: dict, con: Constraints) -> list[str]:
@@ -77,7 +115,9 @@ def _reasons(c: dict, con: Constraints) -> list[str]:
     if c["parity_passed"] is False:
         why.append("parity with eager FAILED")
     lat = c["latency_median_ms"]
-    if lat is None:
+    if con.scenario == "server":
+        why += _server_reasons(c, con)
+    elif lat is None:
         measured = ", ".join(map(str, c["latency_batches"])) or "none"
         why.append(f"no latency measured at batch {con.batch} (measured batches: {measured})")
     elif con.max_latency_ms is not None and lat > con.max_latency_ms:
@@ -108,8 +148,12 @@ def _reasons(c: dict, con: Constraints) -> list[str]:
 
 
 def _dominates(a: dict, b: dict) -> bool:
-    return (a["top1"] >= b["top1"] and a["latency_median_ms"] <= b["latency_median_ms"]
-            and (a["top1"] > b["top1"] or a["latency_median_ms"] < b["latency_median_ms"]))
+    """More accurate and faster (Server: more QPS within the bound), strictly in one of them."""
+    if a.get("server_qps") is not None and b.get("server_qps") is not None:
+        speed_a, speed_b = -a["server_qps"], -b["server_qps"]
+    else:
+        speed_a, speed_b = a["latency_median_ms"], b["latency_median_ms"]
+    return a["top1"] >= b["top1"] and speed_a <= speed_b and (a["top1"] > b["top1"] or speed_a < speed_b)
 
 
 def select(store: Store, constraints: Constraints, run_id: str | None = None) -> dict:
@@ -121,7 +165,7 @@ def select(store: Store, constraints: Constraints, run_id: str | None = None) ->
     """
     run = store.get_run(run_id)["id"] if run_id else None
     # strict: without an unreadable record, a candidate's older number would silently stand in for it
-    cands = candidates(store.records(run_id=run, strict=True), constraints.batch)
+    cands = candidates(store.records(run_id=run, strict=True), constraints.batch, constraints.latency_bound_ms)
     for c in cands:
         if c["top1_pct"] is not None:
             c["top1"], c["top1_source"] = c["top1_pct"], "measured"
@@ -135,8 +179,10 @@ def select(store: Store, constraints: Constraints, run_id: str | None = None) ->
     rankable = [c for c in chosen if c["top1"] is not None]
     for c in chosen:
         c["pareto"] = c in rankable and not any(_dominates(o, c) for o in rankable if o is not c)
-    # Pareto front first (most accurate first), then the dominated ones, then those without accuracy.
-    chosen.sort(key=lambda c: (not c["pareto"], c["top1"] is None, -(c["top1"] or 0), c["latency_median_ms"]))
+    if constraints.scenario == "server":  # the most queries per second served within the bound first
+        chosen.sort(key=lambda c: -c["server_qps"])
+    else:  # Pareto front first (most accurate first), then the dominated ones, then those without accuracy.
+        chosen.sort(key=lambda c: (not c["pareto"], c["top1"] is None, -(c["top1"] or 0), c["latency_median_ms"]))
     for i, c in enumerate(chosen, start=1):
         c["rank"] = i
     excluded.sort(key=lambda c: (c["model"], c["runtime"] or "", c["precision"] or ""))

@@ -472,20 +472,27 @@ def runs_table(runs: list[dict], path):
     ], runs, row_style=lambda r: "red" if r["errors"] else style.get(r["status"]))
 
 
-def select_tables(result: dict, batch: int) -> list:
+def select_tables(result: dict, batch: int, server: bool = False) -> list:
     from perfkit.report.select import MB
 
     name = lambda c: escape(c["model"]) + (" [magenta](random weights)[/]" if c["random"] else "")  # noqa: E731
     top1 = lambda c: "—" if c["top1"] is None else f"{c['top1']:.2f}" + (  # noqa: E731
         " [yellow](published)[/]" if c["top1_source"] == "published" else "")
-    out = [render_table(f"candidates meeting the constraints (batch {batch})", [
+    speed = [Column("p50", "latency_median_ms", fmt_ms), Column("p99", "latency_p99_ms", fmt_ms),
+             Column("img/s", "throughput_per_s", fmt_float(1))]
+    if server:
+        speed = [Column("QPS (p99 ≤ bound)", "server_qps", fmt_float(1)), Column("p99", "server_p99_ms", fmt_ms),
+                 Column("bound", "server_bound_ms", fmt_ms),
+                 Column("LoadGen verdict", lambda c: escape(c["server_verdict"] or "—"), str, justify="left")]
+    title = (f"candidates meeting the constraints (Server, p99 ≤ {result['constraints']['latency_bound_ms']:g} ms)"
+             if server else f"candidates meeting the constraints (batch {batch})")
+    out = [render_table(title, [
         Column("#", "rank"), Column("Pareto", lambda c: "★" if c["pareto"] else "", str),
         Column("model", name, str, justify="left"), Column("runtime", "runtime", justify="left"),
         Column("prec", "precision", justify="left"), Column("device", "device", justify="left"),
         Column("top-1 %", top1, str),
         Column("rel. fp32", "relative_top1", lambda v: "—" if v is None else f"{100 * v:.2f}%"),
-        Column("p50", "latency_median_ms", fmt_ms),
-        Column("p99", "latency_p99_ms", fmt_ms), Column("img/s", "throughput_per_s", fmt_float(1)),
+        *speed,
         Column("peak MB", "peak_bytes", lambda v: "—" if v is None else f"{v / MB:.1f}"),
     ], result["selected"], caption="\n".join([
         "★ = Pareto-optimal: no other candidate is both more accurate and faster; rel. fp32 = top-1 / eager "

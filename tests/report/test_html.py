@@ -164,3 +164,21 @@ def test_contended_numbers_are_marked_and_explained(store, make_run, tmp_path):
     assert "other processes used 47 % of the CPU during 3 of 18 timings" in note
     quiet = render_html(store, make_run(store, offline=True), tmp_path / "q.html").read_text(encoding="utf-8")
     assert 'class="contended"' not in quiet and 'id="contention-note"' not in quiet
+
+
+def test_server_records_get_a_qps_vs_p99_chart_per_runtime(store, make_run, tmp_path):
+    """The Server scenario's search: p99 at every target QPS tried, filled where the bound was met."""
+    from perfkit.store import Record
+
+    run_id = make_run(store)
+    trials = [{"target_qps": 20.0, "p99_ms": 30.0, "met": True}, {"target_qps": 40.0, "p99_ms": 120.0, "met": False},
+              {"target_qps": 28.3, "p99_ms": 45.0, "met": True}]
+    store.add(Record(kind="server", model="resnet18", weights="IMAGENET1K_V1", runtime="onnx", precision="fp32",
+                     batch=1, device="cpu", metrics={"qps": 28.3, "p99_ms": 45.0, "latency_bound_ms": 50.0,
+                                                     "verdict": "VALID", "trials": trials}), run_id)
+    html = render_html(store, run_id, tmp_path / "r.html").read_text(encoding="utf-8")
+    figs = _figures(html)
+    [line] = figs["chart-server_curve"]
+    assert line["x"] == [20.0, 28.3, 40.0] and line["y"] == [30.0, 45.0, 120.0]  # in QPS order
+    assert line["marker"]["symbol"] == ["circle", "circle", "circle-open"]
+    assert "bound 50" in html and "chart-server" in figs  # beside the headline bar chart

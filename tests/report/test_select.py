@@ -121,3 +121,31 @@ def test_cli_refuses_to_choose_past_an_unreadable_record(store, make_run, capsys
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1
     assert f"record #{bad} (latency resnet18 onnx fp32) of run " in captured.err and "not JSON" in captured.err
+
+
+def _server(store, run_id, runtime, qps, bound, p99, precision="fp32", verdict="INVALID: early stopping not met"):
+    trials = [{"target_qps": qps, "p99_ms": p99, "met": True}, {"target_qps": 2 * qps, "p99_ms": 4 * bound, "met": False}]
+    store.add(Record(kind="server", model="resnet18", weights="IMAGENET1K_V1", runtime=runtime, precision=precision,
+                     batch=1, device="cpu", metrics={"qps": qps, "p99_ms": p99, "latency_bound_ms": bound,
+                                                     "verdict": verdict, "trials": trials}), run_id)
+
+
+def test_server_ranks_by_the_largest_qps_within_the_bound(store, capsys):
+    with store.run() as run_id:
+        _server(store, run_id, "onnx", 40.0, 50, 45.0)
+        _server(store, run_id, "openvino", 55.0, 50, 48.0, verdict="VALID")
+        _server(store, run_id, "openvino", 90.0, 100, 95.0)  # a looser bound: not a QPS within 50 ms
+        _server(store, run_id, "eager", 70.0, 100, 80.0)  # measured at 100 ms only
+    result = select(store, Constraints(scenario="server", latency_bound_ms=50))
+    assert [(c["runtime"], c["server_qps"]) for c in result["selected"]] == [("openvino", 55.0), ("onnx", 40.0)]
+    [why] = _reasons(result, "resnet18", "eager")
+    assert "no Server QPS measured at a p99 bound ≤ 50 ms (bounds measured: 100 ms" in why
+    # a tighter bound's QPS also meets a looser bound; the largest bound within it is taken
+    loose = select(store, Constraints(scenario="server", latency_bound_ms=200))
+    assert [(c["runtime"], c["server_qps"]) for c in loose["selected"]][0] == ("openvino", 90.0)
+    assert main(["select", "--scenario", "server", "--latency-bound-ms", "50", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["selected"][0]["server_verdict"] == "VALID"
+    assert main(["select", "--scenario", "server"]) == 2  # the bound is required
+    assert main(["select", "--latency-bound-ms", "50"]) == 2  # and means the Server scenario
+    assert "--scenario server" in capsys.readouterr().err

@@ -23,13 +23,14 @@ from typing import Any
 from perfkit.registry import Registry
 from perfkit.results import Kind, KindSchema
 
-__all__ = ["Column", "Compared", "Headline", "Point", "Scenario", "ScenarioOption", "SCENARIO_MODULES",
+__all__ = ["Column", "Compared", "Curve", "Headline", "Point", "Scenario", "ScenarioOption", "SCENARIO_MODULES",
            "all_scenarios", "base", "by_kind", "get", "newest", "parse", "register", "unregister"]
 
 # Adding a scenario: write perfkit/profiler/scenarios/<name>.py defining SCENARIO, and add its line here.
 SCENARIO_MODULES = (
     "perfkit.profiler.scenarios.singlestream",
     "perfkit.profiler.scenarios.offline",
+    "perfkit.profiler.scenarios.server",
 )
 
 # The formats a column may name; perfkit.report.tables maps each to its renderer.
@@ -108,6 +109,21 @@ class Compared:
     worse: int = 0
 
 
+@dataclass(frozen=True)
+class Curve:
+    """A scenario's search, drawn by the report as one line per runtime × precision: the record metric
+    ``points`` is a list of dicts, each with ``x``, ``y`` and ``ok`` (drawn filled where true, hollow where
+    not); ``limit``: a metric drawn as a horizontal line (the Server scenario's latency bound)."""
+
+    points: str
+    x: str
+    y: str
+    ok: str
+    x_title: str
+    y_title: str
+    limit: str | None = None
+
+
 @dataclass
 class Point:
     """What a scenario's ``measure`` gets: one entered runner at one batch.
@@ -154,6 +170,7 @@ class Scenario:
         headline: its one figure (table mark, winners, chart); compared: what ``regress`` compares;
         same_config: metrics that, with the runtime configuration, must agree for two timings to be
             judged against each other (Offline: the K and threads per request that won).
+        curve: its search as the report draws it (Server: p99 against each target QPS tried), or None.
         base: measured by every profile (SingleStream).
     """
 
@@ -175,6 +192,7 @@ class Scenario:
     caption: Callable[[list], list[str]] = lambda records: []
     compared: tuple[Compared, ...] = ()
     same_config: tuple[str, ...] = ()
+    curve: Curve | None = None
     base: bool = False
 
     def config(self, values: dict | None = None, *, quick: bool = False) -> Any:
