@@ -312,6 +312,7 @@ def _curve(curve, row: dict) -> dict | None:
         return None
     pts = [p for p in row[curve.points] if p.get(curve.x) is not None and p.get(curve.y) is not None]
     return {"x": [p[curve.x] for p in pts], "y": [p[curve.y] for p in pts], "ok": [bool(p.get(curve.ok)) for p in pts],
+            "note": [str(p.get(curve.note) or "") if curve.note else "" for p in pts],
             "limit": row.get(curve.limit) if curve.limit else None}
 
 
@@ -329,7 +330,7 @@ def _curve_chart(go, section: dict):
             x=[c["x"][i] for i in order], y=[c["y"][i] for i in order], mode="lines+markers", name=name,
             line={"color": colour(r["runtime"])},
             marker={"size": 9, "symbol": ["circle" if c["ok"][i] else "circle-open" for i in order]},
-            hovertemplate=name + "<br>%{x:.1f}: %{y:.2f}<extra></extra>"))
+            text=[c["note"][i] for i in order], hovertemplate=name + "<br>%{x:.1f}: %{y:.2f}<br>%{text}<extra></extra>"))
         if c["limit"] is not None:
             fig.add_hline(y=c["limit"], line_dash="dash", line_color="grey",
                           annotation_text=f"bound {c['limit']:g}", annotation_position="top left")

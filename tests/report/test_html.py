@@ -171,8 +171,9 @@ def test_server_records_get_a_qps_vs_p99_chart_per_runtime(store, make_run, tmp_
     from perfkit.store import Record
 
     run_id = make_run(store)
-    trials = [{"target_qps": 20.0, "p99_ms": 30.0, "met": True}, {"target_qps": 40.0, "p99_ms": 120.0, "met": False},
-              {"target_qps": 28.3, "p99_ms": 45.0, "met": True}]
+    trials = [{"target_qps": 20.0, "p99_ms": 30.0, "met": True, "verdict": "INVALID: early stopping not met"},
+              {"target_qps": 40.0, "p99_ms": 120.0, "met": False, "verdict": "INVALID: performance constraint not met"},
+              {"target_qps": 28.3, "p99_ms": 45.0, "met": True, "verdict": "VALID"}]
     store.add(Record(kind="server", model="resnet18", weights="IMAGENET1K_V1", runtime="onnx", precision="fp32",
                      batch=1, device="cpu", metrics={"qps": 28.3, "p99_ms": 45.0, "latency_bound_ms": 50.0,
                                                      "verdict": "VALID", "trials": trials}), run_id)
@@ -181,4 +182,5 @@ def test_server_records_get_a_qps_vs_p99_chart_per_runtime(store, make_run, tmp_
     [line] = figs["chart-server_curve"]
     assert line["x"] == [20.0, 28.3, 40.0] and line["y"] == [30.0, 45.0, 120.0]  # in QPS order
     assert line["marker"]["symbol"] == ["circle", "circle", "circle-open"]
+    assert line["text"] == ["INVALID: early stopping not met", "VALID", "INVALID: performance constraint not met"]
     assert "bound 50" in html and "chart-server" in figs  # beside the headline bar chart

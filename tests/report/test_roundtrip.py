@@ -64,6 +64,14 @@ def offline_export(home):
 
 
 @pytest.fixture(scope="module")
+def server_export(home):
+    pytest.importorskip("mlperf_loadgen")
+    return _exported(home, "server", ["profile", *LENET5, "-f", "eager", "-b", "1", "--no-memory", *TIMING,
+                                      "--scenario", "server", "--server-seconds", "0.3", "--server-points", "3",
+                                      "--loadgen-logs", str(home / "loadgen")])
+
+
+@pytest.fixture(scope="module")
 def check_export(home):
     return _exported(home, "check", ["check", *LENET5, "-f", "torchscript,onnx", "-b", "1,2", "--samples", "2"])
 
@@ -94,7 +102,7 @@ def train_export(home):
                                      "--checkpoint-dir", home / "ckpt", "--log-dir", home / "logs"], artifacts=False)
 
 
-KINDS = ["run", "profile", "offline", "check", "validate", "export", "summary", "train"]
+KINDS = ["run", "profile", "offline", "server", "check", "validate", "export", "summary", "train"]
 
 
 def _regress(capsys, baseline, candidate, *extra) -> tuple[int, dict]:
@@ -174,6 +182,7 @@ DOCTORED = [
     ("run", "throughput", _times("samples_per_s", 0.5), ("samples_per_s", "regression"), 1),
     ("profile", "latency", _times("latency_median_ms", 2.0), ("latency_median_ms", "regression"), 1),
     ("offline", "throughput", _times("samples_per_s", 0.5), ("samples_per_s", "regression"), 1),
+    ("server", "server", _times("qps", 0.5), ("qps", "regression"), 1),
     ("check", "parity", _fail_parity, ("passed", "regression"), 1),
     ("validate", "accuracy", _minus("top1_pct", 5.0), ("top1_pct", "regression"), 1),
     ("export", "export", _fail_step, ("status", "now fails"), 1),

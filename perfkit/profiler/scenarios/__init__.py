@@ -122,6 +122,7 @@ class Curve:
     x_title: str
     y_title: str
     limit: str | None = None
+    note: str | None = None  # a key of each point shown when hovering over it (Server: LoadGen's verdict)
 
 
 @dataclass

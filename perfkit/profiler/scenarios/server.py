@@ -313,5 +313,5 @@ SCENARIO = Scenario(
               Compared("verdict", "description"), Compared("calibration", "description")),
     same_config=("latency_bound_ms", "max_batch", "batch_timeout_ms", "workers", "compliant"),
     curve=Curve("trials", "target_qps", "p99_ms", "met", "target QPS (Poisson arrivals)", "p99 latency (ms)",
-                limit="latency_bound_ms"),
+                limit="latency_bound_ms", note="verdict"),
 )
