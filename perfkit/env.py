@@ -31,17 +31,20 @@ def _cpu_model() -> str | None:
 # The instruction-set features that decide what reduced precision buys on a CPU: int8 dot products
 # (VNNI, AMX) and bf16 arithmetic (AVX512_BF16, AMX). Without them int8 gains ~2× at most (AVX2 u8×s8
 # multiply-adds) and bf16 is emulated (slower than fp32).
+# On ARM (Linux's "Features" line): int8 dot products (asimddp, i8mm: int8 matrix multiply), bf16
+# arithmetic (bf16), fp16 arithmetic (asimdhp) and scalable vectors (sve, sve2).
 CPU_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
-                "amx_int8", "amx_bf16")
+                "amx_int8", "amx_bf16", "asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2")
 
 
 @functools.cache
-def cpu_flags() -> list[str] | None:
-    """The ``CPU_FEATURES`` this CPU has (from /proc/cpuinfo), or None where it cannot be read."""
+def cpu_flags(path: str = "/proc/cpuinfo") -> list[str] | None:
+    """The ``CPU_FEATURES`` this CPU has (x86's "flags" line or ARM's "Features" line of /proc/cpuinfo),
+    or None where it cannot be read (macOS, Windows: not measured, never "none")."""
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("flags"):
+                if line.startswith(("flags", "Features")):
                     have = set(line.split(":", 1)[1].split())
                     return [flag for flag in CPU_FEATURES if flag in have]
     except OSError:

@@ -44,3 +44,15 @@ def test_an_nvml_failure_is_recorded_not_raised(monkeypatch):
     _gpus(monkeypatch, nvml)
     info = env._gpu("cuda:0")
     assert info["gpu_name"] == "NVIDIA A100-SXM4-80GB" and "NVML Shared Library Not Found" in info["nvml_error"]
+
+
+def test_cpu_features_are_read_on_x86_and_on_arm(tmp_path):
+    from perfkit.env import cpu_flags
+
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni amx_int8 amx_tile\n")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm asimdhp asimddp i8mm bf16 sve sve2\n")
+    assert cpu_flags(str(x86)) == ["avx2", "avx512f", "avx512_vnni", "amx_tile", "amx_int8"]
+    assert cpu_flags(str(arm)) == ["asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2"]
+    assert cpu_flags(str(tmp_path / "missing")) is None  # not readable: not measured, never "no features"

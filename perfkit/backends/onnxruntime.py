@@ -22,13 +22,16 @@ inference) and is calibrated on the calibration set (``perfkit.data.calibration`
 percentile, fed in equal batches), giving a QDQ graph — QuantizeLinear/DequantizeLinear pairs around
 float ops, which ONNX Runtime fuses into integer kernels. Two QDQ styles (``--qdq-style``):
 
-- ``x86`` (the default, for ONNX Runtime on any x86 CPU): uint8 activations (asymmetric), int8
+- ``x86`` (the default on x86 CPUs): uint8 activations (asymmetric), int8
   per-channel weights with ``reduce_range`` (7-bit). Why each: ONNX Runtime fuses int8 activations
   into integer kernels only on ARM (on x86 s8s8 runs DQ → fp32 → Q, slower than fp32); per-tensor
   weights wreck depthwise convolutions (EfficientNet/MobileNet); and without VNNI, MLAS's AVX2
   u8×s8 kernel adds pairs of products in int16 with saturation, which 8-bit weights overflow
   (EfficientNet-Lite1: top-1 agreement with fp32 42/54 instead of 48/54) — 7-bit weights cannot, on
   any CPU, at the same speed (ONNX Runtime's own advice for non-VNNI x86).
+- ``arm`` (the default on ARM CPUs): int8 activations and per-channel int8 weights, full range, the
+  form ONNX Runtime runs in integer kernels there (its quantization docs: S8S8 on ARM64). Chosen
+  from ``platform.machine()``; not run on ARM hardware by this project (none at hand).
 - ``tensorrt``: symmetric int8 activations and weights (zero point 0, per-channel weights, full
   range), the only Q/DQ form TensorRT's explicit quantization accepts. The TensorRT backend builds
   its int8 engine from this artifact; ONNX Runtime runs it too, slowly on x86.
@@ -66,7 +69,15 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
 
-QDQ_STYLES = ("x86", "tensorrt")
+QDQ_STYLES = ("x86", "arm", "tensorrt")
+
+
+def machine_qdq_style(machine: str | None = None) -> str:
+    """The default QDQ style for this CPU: ``arm`` on ARM (aarch64, arm64), where ONNX Runtime runs
+    int8 activations in integer kernels, else ``x86``."""
+    import platform
+
+    return "arm" if (machine or platform.machine()).lower() in ("aarch64", "arm64", "armv8l") else "x86"
 
 
 def export(req) -> str:
@@ -216,6 +227,9 @@ def qdq_settings(quantization, style: str, method: str, chunks: int) -> dict:
         extra["CalibStridedMinMax"] = max(d for d in range(1, min(4, chunks) + 1) if chunks % d == 0)
     if style == "tensorrt":
         extra.update(ActivationSymmetric=True, WeightSymmetric=True)
+        return dict(activation_type=q.QInt8, weight_type=q.QInt8, per_channel=True, reduce_range=False,
+                    calibrate_method=methods[str(method)], extra_options=extra)
+    if style == "arm":  # s8 activations and weights: ONNX Runtime's integer kernels on ARM (full 8-bit range)
         return dict(activation_type=q.QInt8, weight_type=q.QInt8, per_channel=True, reduce_range=False,
                     calibrate_method=methods[str(method)], extra_options=extra)
     return dict(activation_type=q.QUInt8, weight_type=q.QInt8, per_channel=True, reduce_range=True,
@@ -404,8 +418,9 @@ BACKEND = Backend(
     export=export,
     options=(Option("opset", None, "ONNX opset; unset: the exporter's default, recorded in the manifest",
                     stage=EXPORT, type=int),
-             Option("qdq_style", "x86", "onnx int8: x86 (uint8 activations, 7-bit per-channel weights: "
-                    "ONNX Runtime's fast form on any x86 CPU) or tensorrt (symmetric int8, zero point 0)",
+             Option("qdq_style", machine_qdq_style(), "onnx int8: x86 (uint8 activations, 7-bit per-channel "
+                    "weights: ONNX Runtime's fast form on any x86 CPU), arm (int8 activations and weights: its "
+                    "integer kernels on ARM) or tensorrt (symmetric int8, zero point 0); default: this CPU's",
                     stage=EXPORT, precisions=INT8_ONLY),
              CALIBRATION),
     # int8 on CUDA: ONNX Runtime's CUDA provider has no fused QDQ kernels for convolutions (it would

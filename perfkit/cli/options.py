@@ -265,6 +265,8 @@ def backend_options(p) -> None:
 
     group = p.add_argument_group("runtime options (from each backend's declaration)")
     for option, owners in options():
+        if not option.cli:  # set through a shared group of its own (calibration: --calib ...)
+            continue
         help = f"{option.help} [{', '.join(owners)}]"
         if isinstance(option.default, bool):
             group.add_argument(option.flag, dest=f"opt_{option.name}", action=argparse.BooleanOptionalAction,
@@ -277,7 +279,7 @@ def backend_options(p) -> None:
 
 def batch_range(p) -> None:
     p.add_argument("--min-batch", type=int, default=1, help="smallest batch the artifact accepts")
-    p.add_argument("--opt-batch", type=int, default=8, help="batch TensorRT tunes for (also the example batch)")
+    p.add_argument("--opt-batch", type=int, default=8, metavar="N", help="batch TensorRT tunes for (also the example batch)")
     p.add_argument("--max-batch", type=int, default=256, help="largest batch the artifact accepts")
 
 

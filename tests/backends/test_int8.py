@@ -161,3 +161,25 @@ def test_aoti_int8_round_trip_on_lenet(tiny_spec, artifacts):
     with open_runner(tiny_spec, "eager", ctx) as eager, make_runner(tiny_spec, "aoti", ctx, art) as runner:
         result = compare(eager.infer(x), runner.infer(x), tolerance("int8"))
     assert result.passed, result.failures
+
+
+@pytest.mark.parametrize("machine, style", [("x86_64", "x86"), ("AMD64", "x86"), ("aarch64", "arm"), ("arm64", "arm")])
+def test_the_default_qdq_style_follows_the_cpu(machine, style):
+    from perfkit.backends.onnxruntime import machine_qdq_style
+
+    assert machine_qdq_style(machine) == style
+
+
+def test_arm_qdq_style_is_int8_activations_and_runs(tiny_spec, artifacts, cal):
+    """ARM's form (ONNX Runtime's integer kernels there): signed int8 activations, full-range per-channel
+    weights; on this x86 machine it still runs (slowly) and matches eager within the int8 tolerance."""
+    ctx = _ctx(artifacts, cal, qdq_style="arm")
+    art = ensure_artifact(tiny_spec, get("onnx"), ctx, precision="int8")
+    q = art.manifest["quantization"]
+    assert (q["qdq_style"], q["activation_type"], q["weight_type"], q["per_channel"], q["reduce_range"]) == (
+        "arm", "QInt8", "QInt8", True, False)
+    zero_points = _zero_points(art.path)
+    assert zero_points and all(z.dtype == np.int8 for z in zero_points)
+    x = tiny_spec.example_input(4, seed=1)
+    with open_runner(tiny_spec, "eager", ctx) as eager, make_runner(tiny_spec, "onnx", ctx, art) as runner:
+        assert compare(eager.infer(x), runner.infer(x), tolerance("int8")).passed
