@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-DEFAULT_ARTIFACTS = Path(".perfkit-artifacts")
 
 
 class Progress(Protocol):
@@ -37,12 +36,28 @@ class NoProgress:
 NO_PROGRESS = NoProgress()
 
 
+def user_cache_dir(platform: str | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """perfkit's folder in the platform's user cache: ``$XDG_CACHE_HOME/perfkit`` (else ``~/.cache/perfkit``)
+    on Linux and other POSIX systems, ``~/Library/Caches/perfkit`` on macOS, ``%LOCALAPPDATA%\\perfkit\\Cache``
+    on Windows: where tools of this kind keep what can be rebuilt, wherever the user stands."""
+    import sys
+
+    platform, environ = platform or sys.platform, os.environ if environ is None else environ
+    if platform == "win32":
+        base = environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "perfkit" / "Cache"
+    if platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "perfkit"
+    return Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "perfkit"
+
+
 def artifacts_dir(arg: str | os.PathLike | None = None) -> Path:
-    """The artifacts folder: ``arg``, else ``$PERFKIT_ARTIFACTS``, else ``./.perfkit-artifacts``."""
+    """The artifacts folder: ``arg``, else ``$PERFKIT_ARTIFACTS``, else ``artifacts`` in the user cache
+    folder (``user_cache_dir``)."""
     if arg is not None:
         return Path(arg).expanduser()
     env = os.environ.get("PERFKIT_ARTIFACTS")
-    return Path(env).expanduser() if env else DEFAULT_ARTIFACTS
+    return Path(env).expanduser() if env else user_cache_dir() / "artifacts"
 
 
 @dataclass(frozen=True)

@@ -273,8 +273,12 @@ def test_run_takes_modules_beside_zoo_names(net_module):
 
 
 def test_the_command_line_keeps_its_artifact_cache(tmp_path, monkeypatch):
-    """The CLI passes its own default cache (.perfkit-artifacts/) to the API, whose default is a throwaway one."""
-    monkeypatch.chdir(tmp_path)
+    """The CLI passes its own default cache (the user cache folder's artifacts/) to the API, whose default is a
+    throwaway one; nothing is written where the user stands."""
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
     monkeypatch.delenv("PERFKIT_ARTIFACTS")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert main(["check", "lenet5", "--weights", "random", "-f", "onnx", "-b", "1", "--samples", "2", "--json"]) == 0
-    assert [p.name for p in (tmp_path / ".perfkit-artifacts").iterdir()]
+    assert [p.name for p in (tmp_path / "cache" / "perfkit" / "artifacts").iterdir()]
+    assert not (tmp_path / "here" / ".perfkit-artifacts").exists()

@@ -79,7 +79,7 @@ def export(model=None, *, runtimes="torchscript,onnx,aoti", precision="fp32", mi
     """Export ``model`` for each runtime that has an artifact, at each precision, for the batch range
     ``min_batch``..``max_batch`` (TensorRT tuned for ``opt_batch``). Artifacts are cached: the same
     export again is served from the cache (hash-checked); ``force=True`` rebuilds. They are written to
-    ``artifacts`` ($PERFKIT_ARTIFACTS, default ``.perfkit-artifacts/``): exporting is asking for them.
+    ``artifacts`` ($PERFKIT_ARTIFACTS, default the user cache folder's ``artifacts/``): exporting is asking for them.
     A runtime that fails is recorded (``result.failed``) and the others go on."""
     from perfkit.api import keywords as K
     from perfkit.backends import artifact_batch, at_precision, export_each

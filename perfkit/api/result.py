@@ -4,7 +4,7 @@ Every call records into a run store as the commands do, one record at a time; wi
 that store is a throwaway SQLite file in a temporary folder, closed and deleted when the call
 returns, and the result keeps the ``Record`` objects. The artifact cache is likewise a throwaway
 folder unless ``artifacts=`` (or ``$PERFKIT_ARTIFACTS``) names one — except for ``export``, whose
-artifacts are what it is asked for (the command line's ``.perfkit-artifacts/`` by default).
+artifacts are what it is asked for (the command line's user cache folder by default).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Each module listed defines ``BACKEND``, a ``perfkit.backends.base.Backend``. Modules import their
 heavy libraries lazily (inside functions), so loading the registry costs no optional import.
-A runtime kept outside perfkit is one module too: name it in ``$PERFKIT_BACKENDS`` (comma list of
-importable modules defining ``BACKEND``); spawned measuring processes inherit the variable.
+A runtime kept outside perfkit is one module too: an installed package names it as an entry point of
+the ``perfkit.backends`` group, or ``$PERFKIT_BACKENDS`` does (comma list of importable modules
+defining ``BACKEND``); spawned measuring processes inherit both.
 ``register`` refuses a second backend of the same name.
 """
 
@@ -49,12 +50,23 @@ def _meaning(option: Option) -> tuple:
     return (option.default, option.type, option.stage, option.precisions, option.cli, option.key)
 
 
+ENTRY_POINTS = "perfkit.backends"  # a distribution's entry points in this group name backend modules
+
+
 def _from_environment() -> list[str]:
-    return [m.strip() for m in os.environ.get("PERFKIT_BACKENDS", "").split(",") if m.strip()]
+    """Backend modules outside perfkit: installed packages' ``perfkit.backends`` entry points (Python's
+    plug-in convention: ``[project.entry-points."perfkit.backends"] mine = "pkg.module"``, the module
+    defining ``BACKEND``), then ``$PERFKIT_BACKENDS`` (a comma list of modules)."""
+    from importlib.metadata import entry_points
+
+    installed = [ep.module for ep in entry_points(group=ENTRY_POINTS)]
+    named = [m.strip() for m in os.environ.get("PERFKIT_BACKENDS", "").split(",") if m.strip()]
+    return list(dict.fromkeys([*installed, *named]))
 
 
 REGISTRY: Registry[Backend] = Registry("backend", Backend, BACKEND_MODULES, "BACKEND", called="runtime",
-                                       check=_check_options, extra=_from_environment, extra_from="$PERFKIT_BACKENDS")
+                                       check=_check_options, extra=_from_environment,
+                                       extra_from=f"$PERFKIT_BACKENDS or the '{ENTRY_POINTS}' entry points")
 register, unregister, reload, get = REGISTRY.register, REGISTRY.unregister, REGISTRY.reload, REGISTRY.get
 all_backends, names = REGISTRY.all, REGISTRY.names
 

@@ -29,7 +29,7 @@ def keywords(args, *positional: str) -> dict:
     out.update({k[4:]: v for k, v in vars(args).items() if k.startswith("scn_") and v is not None})
     out.update(model_keywords(args))
     out["store"] = getattr(args, "store", None) or default_store_path()
-    if "artifacts" in out:  # the command line's cache: --artifacts, $PERFKIT_ARTIFACTS or .perfkit-artifacts/
+    if "artifacts" in out:  # the command line's cache: --artifacts, $PERFKIT_ARTIFACTS or the user cache folder
         out["artifacts"] = artifacts_dir(out["artifacts"])
     out["command"] = " ".join(["perfkit", *sys.argv[1:]])
     return out

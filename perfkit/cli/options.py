@@ -25,7 +25,7 @@ from pathlib import Path
 from perfkit.errors import UsageError
 
 EPILOG_COMMON = ("Records go to the run store (--store, $PERFKIT_STORE, default reports/perfkit.db); "
-                 "artifacts to --artifacts ($PERFKIT_ARTIFACTS, default .perfkit-artifacts/).")
+                 "artifacts to --artifacts ($PERFKIT_ARTIFACTS, default the user cache folder, e.g. ~/.cache/perfkit/artifacts).")
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -170,7 +170,7 @@ def input_size(text: str | None) -> tuple[int, int, int] | int | None:
 
 def artifacts(p) -> None:
     p.add_argument("--artifacts", type=Path, default=None,
-                   help="artifact cache folder; default $PERFKIT_ARTIFACTS or .perfkit-artifacts/")
+                   help="artifact cache folder; default $PERFKIT_ARTIFACTS or the user cache folder (~/.cache/perfkit/artifacts on Linux)")
 
 
 def device(p) -> None:

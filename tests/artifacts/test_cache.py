@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 from collections import namedtuple
 
 import pytest
@@ -24,7 +25,7 @@ from perfkit.artifacts import cache as C
 from perfkit.artifacts.capture import _ListHandler, capture_messages
 from perfkit.artifacts.manifest import combined_sha256
 from perfkit.backends import EXPORT, get, make_runner
-from perfkit.context import DEFAULT_ARTIFACTS, Context, artifacts_dir
+from perfkit.context import Context, artifacts_dir, user_cache_dir
 from perfkit.errors import ArtifactError
 from perfkit.vocab import BatchRange, Precision
 from perfkit.zoo.sources import resolve
@@ -398,7 +399,19 @@ def test_artifacts_dir_precedence(tmp_path, monkeypatch):
     assert artifacts_dir(None) == tmp_path / "env"
     assert Context().artifacts == tmp_path / "env"
     monkeypatch.delenv("PERFKIT_ARTIFACTS")
-    assert artifacts_dir(None) == DEFAULT_ARTIFACTS
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    # the platform's user cache, never the folder the user happens to stand in
+    expected = tmp_path / "xdg" / "perfkit" / "artifacts" if sys.platform not in ("darwin", "win32") else None
+    assert artifacts_dir(None) == (expected or user_cache_dir() / "artifacts")
+
+
+def test_the_user_cache_folder_of_each_platform(tmp_path, monkeypatch):
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: tmp_path / "home"))
+    assert user_cache_dir("linux", {}) == tmp_path / "home" / ".cache" / "perfkit"
+    assert user_cache_dir("linux", {"XDG_CACHE_HOME": "/c"}) == Path("/c/perfkit")
+    assert user_cache_dir("darwin", {}) == tmp_path / "home" / "Library" / "Caches" / "perfkit"
+    assert user_cache_dir("win32", {"LOCALAPPDATA": str(tmp_path / "local")}) == tmp_path / "local" / "perfkit" / "Cache"
+    assert user_cache_dir("win32", {}) == tmp_path / "home" / "AppData" / "Local" / "perfkit" / "Cache"
 
 
 def test_capture_messages_keeps_chatter_off_the_terminal(capsys):

@@ -115,3 +115,26 @@ def test_an_unloadable_backend_module_is_a_one_line_error(monkeypatch, capsys):
     finally:
         monkeypatch.delenv("PERFKIT_BACKENDS")
         backends.reload()
+
+
+def test_an_installed_package_adds_a_backend_through_its_entry_point(tmp_path, monkeypatch, capsys):
+    """Python's plug-in convention: a distribution declaring ``[project.entry-points."perfkit.backends"]``
+    is found with no environment variable (here an installed distribution's metadata written by hand)."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "perfkit_program_backend.py").write_text(MODULE)
+    dist = folder / "perfkit_program-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: perfkit-program\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[perfkit.backends]\nprogram = perfkit_program_backend\n")
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delenv("PERFKIT_BACKENDS", raising=False)
+    try:
+        backends.reload()
+        assert "program" in backends.names()
+        assert main(["export", "lenet5", "--weights", "random", "-f", "program", "--json"]) == 0
+        assert [r["status"] for r in _records(capsys) if r["kind"] == "export"] == ["ok"]
+    finally:
+        monkeypatch.undo()
+        backends.reload()
+    assert "program" not in backends.names()
