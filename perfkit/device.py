@@ -106,3 +106,4 @@ def nvml_handle(device: str | torch.device):
                 continue
     bus = f"{props.pci_domain_id:08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
     return pynvml.nvmlDeviceGetHandleByPciBusId(bus)
+

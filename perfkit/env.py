@@ -34,7 +34,7 @@ def _cpu_model() -> str | None:
 # On ARM (Linux's "Features" line): int8 dot products (asimddp, i8mm: int8 matrix multiply), bf16
 # arithmetic (bf16), fp16 arithmetic (asimdhp) and scalable vectors (sve, sve2).
 CPU_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
-                "amx_int8", "amx_bf16", "asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2")
+                "amx_int8", "amx_bf16", "avx512_fp16", "asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2")
 
 
 @functools.cache
@@ -50,6 +50,31 @@ def cpu_flags(path: str = "/proc/cpuinfo") -> list[str] | None:
     except OSError:
         pass
     return None
+
+
+# What the hardware accelerates, by the CPU features that do it (``cpu_flags``): int8 dot
+# products (VNNI, AMX-INT8, ARM's dot-product and int8 matrix instructions; AVX2's u8×s8 multiply-add
+# gains up to ~2×), bf16 arithmetic (AVX512-BF16, AMX-BF16, ARM's BF16) and fp16 arithmetic
+# (AVX512-FP16, ARM's half-precision SIMD). On CUDA: fp16 and int8 (tensor cores).
+ACCELERATING = {
+    "int8": ("amx_int8", "avx512_vnni", "avx_vnni", "i8mm", "asimddp", "avx2"),
+    "bf16": ("amx_bf16", "avx512_bf16", "bf16"),
+    "fp16": ("avx512_fp16", "asimdhp"),
+}
+
+
+def accelerated(device: str, flags: list[str] | None = None) -> dict[str, str]:
+    """Reduced precision → the feature that accelerates it on ``device`` (``flags``: the CPU's
+    features, default this CPU's; None where they cannot be read: nothing is assumed)."""
+    from perfkit.device import device_type
+
+    if device_type(device) == "cuda":
+        return {"fp16": "CUDA tensor cores", "int8": "CUDA tensor cores"}
+    if flags is None:
+        flags = cpu_flags() or []
+    have = set(flags)
+    return {precision: next(f for f in features if f in have)
+            for precision, features in ACCELERATING.items() if have & set(features)}
 
 
 def library_versions(names) -> dict[str, str]:

@@ -23,6 +23,7 @@ class Kind(StrEnum):
     ACCURACY = "accuracy"
     LATENCY = "latency"
     THROUGHPUT = "throughput"  # the Offline scenario: best samples/s with k requests in flight
+    SERVER = "server"  # the Server scenario: the most QPS with p99 within a bound (MLPerf LoadGen)
     MEMORY = "memory"
     TRAIN = "train"
 

@@ -37,9 +37,9 @@ from pathlib import Path
 from perfkit.profiler import loadgen
 from perfkit.profiler.contention import Contention, contention_metrics, worst
 from perfkit.profiler.scenarios import Column, Compared, Curve, Headline, Point, Scenario, ScenarioOption, newest
-from perfkit.results import KindSchema, Where
+from perfkit.results import Kind, KindSchema, Where
 
-KIND = "server"
+KIND = Kind.SERVER
 QSL_SAMPLES = 32  # distinct input tensors LoadGen draws its queries from (made before the test)
 MAX_HALVINGS = 3
 
@@ -208,7 +208,7 @@ def metrics(result: ServerResult) -> dict:
     best, config = result.best, result.config
     summary = Path(best.log_dir) / "mlperf_log_summary.txt"
     return {
-        "scenario": KIND, "qps": best.target_qps, "scheduled_qps": best.scheduled_qps, "p99_ms": best.p99_ms,
+        "scenario": "server", "qps": best.target_qps, "scheduled_qps": best.scheduled_qps, "p99_ms": best.p99_ms,
         "p50_ms": best.p50_ms, "p90_ms": best.p90_ms, "mean_ms": best.mean_ms, "queries": best.queries,
         "latency_bound_ms": config.latency_bound_ms, "verdict": best.verdict(), "valid": best.valid,
         "checks": {name: best.result.get(key) for key, name in loadgen.CHECKS},
