@@ -236,6 +236,9 @@ class NativeRunner(ArtifactRunner):
             peak, how = result["peak_rss_bytes"], "VmHWM (reset via /proc/self/clear_refs)"
         else:
             peak, how = result["max_rss_bytes"], "ru_maxrss (wait4; an upper bound)"
+        if result["rss_before_load_bytes"] < 0:  # the binary read no /proc/self/status (macOS): no baseline
+            raise MeasurementError("the native process's host memory is not measured on this platform: its "
+                                   "RSS before the load cannot be read (no /proc/self/status)")
         delta = peak - result["rss_before_load_bytes"]
         return {"peak_bytes": delta, "rss_delta_bytes": delta, "process_peak_rss_bytes": result["max_rss_bytes"],
                 "method": f"host peak RSS delta in the native process: {how} - VmRSS before load, "
