@@ -1,14 +1,17 @@
-"""Imports: every module loads without the optional extras (tensorrt) and without a GPU; the package's
-import graph is acyclic; data flows one way (measuring code never imports the store, the recorder,
-the report or Rich); every pip extra a backend names exists in pyproject.toml."""
+"""Imports: every module loads without the optional extras (tensorrt), without a GPU, and without what
+only Linux has (fcntl, resource, /proc), where ``perfkit --help`` works too; the package's import graph
+is acyclic; data flows one way (measuring code never imports the store, the recorder, the report or
+Rich); every pip extra a backend names exists in pyproject.toml."""
 
 from __future__ import annotations
 
 import ast
 import importlib
+import os
 import pkgutil
 import subprocess
 import sys
+import textwrap
 import tomllib
 from pathlib import Path
 
@@ -37,6 +40,71 @@ def test_every_module_imports_without_tensorrt():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"CUDA_VISIBLE_DEVICES": "", "PATH": ""})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+# What a platform without Linux's extras looks like, set up before perfkit is imported: no fcntl and no
+# resource (Windows: `import` raises ImportError), no /proc (macOS, Windows: opening it finds nothing),
+# no sched_getaffinity (macOS, Windows). Every read of /proc in perfkit goes through open().
+WITHOUT_LINUX = textwrap.dedent("""
+    import builtins, io, os, sys
+    sys.modules['fcntl'] = sys.modules['resource'] = None
+    os.__dict__.pop('sched_getaffinity', None)
+    _open = io.open
+    def _open_without_proc(file, *args, **kwargs):
+        if not isinstance(file, int) and os.fsdecode(file).startswith('/proc'):
+            raise FileNotFoundError(2, 'No such file or directory', file)
+        return _open(file, *args, **kwargs)
+    builtins.open = io.open = _open_without_proc
+""")
+
+
+def test_every_module_imports_and_help_works_without_fcntl_resource_and_proc():
+    """pip installs perfkit on Windows and macOS: the CLI must at least build its parser there."""
+    code = WITHOUT_LINUX + textwrap.dedent(f"""
+        import importlib
+        for name in {_modules()!r}:
+            importlib.import_module(name)
+        assert sys.modules['fcntl'] is None and sys.modules['resource'] is None  # nothing put them back
+        from perfkit.cli import main
+        for argv in (['--help'], ['zoo', '--help']):
+            try:
+                main(argv)
+            except SystemExit as exc:
+                assert exc.code == 0, (argv, exc.code)
+            else:
+                raise AssertionError(f'{{argv}}: --help did not exit')
+        print('ok')
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("usage: perfkit") == 2 and "perfkit zoo" in out.stdout
+    assert out.stdout.strip().endswith("ok")
+
+
+def test_the_linux_extras_are_really_gone_in_that_setup():
+    code = WITHOUT_LINUX + textwrap.dedent("""
+        for name in ('fcntl', 'resource'):
+            try:
+                __import__(name)
+            except ImportError:
+                pass
+            else:
+                raise AssertionError(name)
+        try:
+            open('/proc/self/status')
+        except FileNotFoundError:
+            pass
+        else:
+            raise AssertionError('/proc')
+        from perfkit.env import cpu_flags
+        from perfkit.profiler.contention import read_proc_stat
+        print(cpu_flags(), read_proc_stat(), hasattr(os, 'sched_getaffinity'))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["None", "None", "False"]
 
 
 def test_help_on_every_command_has_an_example():

@@ -33,6 +33,7 @@ from perfkit.artifacts.manifest import MANIFEST, MANIFEST_VERSION, combined_sha2
 from perfkit.device import device_type, on_device, pin_tf32
 from perfkit.env import fingerprint, library_versions
 from perfkit.errors import ArtifactError, PerfkitError
+from perfkit.portable import pid_alive
 from perfkit.results import Where
 from perfkit.vocab import DTYPES, BatchRange, Precision
 
@@ -401,22 +402,10 @@ def remove_stale_temporaries(model_dir: Path) -> list[Path]:
     for path in model_dir.iterdir() if model_dir.is_dir() else ():
         stem, _, pid = path.name.rpartition(".")
         kind, _, number = pid.partition("-")
-        if kind in ("tmp", "old") and number.isdigit() and stem and not _alive(int(number)):
+        if kind in ("tmp", "old") and number.isdigit() and stem and not pid_alive(int(number)):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _manifest(req: ExportRequest, backend, key: dict, main_file: str, files: dict, seconds: float,

@@ -16,7 +16,6 @@ torch change (needs a source checkout, cmake >= 3.18 and a C++20 compiler).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -34,6 +33,7 @@ import torch
 from perfkit.backends.base import PYTORCH, RUN, TORCHSCRIPT_FILE, ArtifactRunner, Backend, Option
 from perfkit.context import artifacts_dir
 from perfkit.errors import MeasurementError, PerfkitError
+from perfkit.portable import exclusive_lock, maxrss_bytes
 from perfkit.vocab import Precision
 
 BINARY_NAME = "perfkit-native-runner"
@@ -93,8 +93,7 @@ def build_native(build_dir: Path | None = None, *, force: bool = False) -> Nativ
     stamp = _stamp()
     aoti = aoti_loader_available()
     # Two processes profiling at once must not compile into the same folder at the same time.
-    with open(build_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive_lock(build_dir / ".lock"):
         if not force and binary.is_file() and stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
             return NativeBuild(binary, build_dir, 0.0, False, aoti)
         t0 = time.perf_counter()
@@ -147,7 +146,7 @@ def _run(cmd: list[str], timeout: float, what: str) -> tuple[str, str, int]:
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     if proc.returncode != 0:
         raise MeasurementError(f"{what} failed (exit {proc.returncode}): {stderr.strip()[-2000:]}")
-    return stdout, stderr, usage.ru_maxrss * 1024  # Linux reports KiB
+    return stdout, stderr, maxrss_bytes(usage.ru_maxrss)
 
 
 # -- the Runner -------------------------------------------------------------------------------------
@@ -237,6 +236,9 @@ class NativeRunner(ArtifactRunner):
             peak, how = result["peak_rss_bytes"], "VmHWM (reset via /proc/self/clear_refs)"
         else:
             peak, how = result["max_rss_bytes"], "ru_maxrss (wait4; an upper bound)"
+        if result["rss_before_load_bytes"] < 0:  # the binary read no /proc/self/status (macOS): no baseline
+            raise MeasurementError("the native process's host memory is not measured on this platform: its "
+                                   "RSS before the load cannot be read (no /proc/self/status)")
         delta = peak - result["rss_before_load_bytes"]
         return {"peak_bytes": delta, "rss_delta_bytes": delta, "process_peak_rss_bytes": result["max_rss_bytes"],
                 "method": f"host peak RSS delta in the native process: {how} - VmRSS before load, "

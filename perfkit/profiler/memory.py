@@ -10,7 +10,9 @@ default ``perfkit run``): a forked child starts with those libraries mapped, whi
 no forkserver (Windows) they are spawned.
 
 - CPU: the host peak RSS delta: VmHWM (reset through ``/proc/self/clear_refs``) after load and
-  runs, minus VmRSS before the load; ``ru_maxrss`` is the fallback where the reset is refused.
+  runs, minus VmRSS before the load; ``ru_maxrss`` is the fallback where the reset is refused or
+  there is no /proc (macOS). Where there is neither (Windows) host memory is not measured: the
+  measurement fails and says why.
 - CUDA, runtimes on torch's caching allocator (eager, TorchScript, AOTI — whose weights go through
   it too): the allocator's peak above what was allocated before the load.
 - CUDA, runtimes with their own allocators (ONNX Runtime, TensorRT): the NVML used-memory delta of
@@ -27,7 +29,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import resource
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 import torch
 
 from perfkit.errors import MeasurementError, PerfkitError
+from perfkit.portable import own_peak_rss_bytes
 from perfkit.results import Where, describe
 from perfkit.vocab import BatchRange, Precision
 
@@ -69,14 +71,22 @@ class HostPeak:
             self.resettable = True
             self.base = _status_bytes("VmRSS")
             self.method = "host peak RSS delta: VmHWM (reset via /proc/self/clear_refs) - VmRSS before load"
-        except OSError:
+        except OSError:  # no /proc (macOS, Windows) or the reset refused
             self.resettable = False
-            self.base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            self.base = _own_peak()
             self.method = "host peak RSS delta: ru_maxrss after - ru_maxrss before (lower bound)"
 
     def delta(self) -> int:
-        peak = _status_bytes("VmHWM") if self.resettable else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = _status_bytes("VmHWM") if self.resettable else _own_peak()
         return peak - self.base
+
+
+def _own_peak() -> int:
+    peak = own_peak_rss_bytes()
+    if peak is None:
+        raise MeasurementError("host memory is not measured on this platform: it has neither "
+                               "/proc/self/clear_refs (to reset the peak) nor getrusage (ru_maxrss)")
+    return peak
 
 
 class _Nvml:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from perfkit.env import fingerprint, fingerprint_id
 from perfkit.errors import PerfkitError, UsageError
+from perfkit.portable import pid_alive
 from perfkit.results import Kind
 from perfkit.store.schema import SCHEMA_VERSION, Record
 
@@ -77,25 +78,13 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _refuse_if_running(run_id: str, status: str, host: str | None, pid: int | None) -> None:
     """Resuming a run whose process is still at work would record every key twice (both processes
     finish ok, and reports show one of each pair): refuse, naming that process."""
     if status != "running" or host is None:  # a run from before runs recorded their process: nothing to ask
         return
     if host == platform.node():
-        if _alive(pid):
+        if pid_alive(pid):
             raise UsageError(f"run {run_id} is still running (host {host}, pid {pid}): wait for it to finish or "
                              "stop it before --resume")
         return
@@ -271,7 +260,7 @@ class Store:
     def _run_dict(self, row) -> dict:
         d = dict(row)
         d["env"] = json.loads(d["env"])
-        if d["status"] == "running" and d.get("host") == platform.node() and not _alive(d.get("pid")):
+        if d["status"] == "running" and d.get("host") == platform.node() and not pid_alive(d.get("pid")):
             d["status"] = "interrupted"  # killed without a chance to say so (SIGKILL, power loss)
             if not self.read_only:
                 with self._transaction() as db:

@@ -9,8 +9,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 from collections import namedtuple
@@ -331,27 +329,13 @@ def test_full_disk_is_refused_before_writing(tiny_spec, ctx, monkeypatch):
     assert not list(ctx.artifacts.rglob("*.tmp-*"))
 
 
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
-@pytest.fixture
-def live_pid():
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    yield proc.pid
-    proc.kill()
-    proc.wait()
-
-
-def test_stale_temporaries_of_a_dead_export_are_removed_on_the_next_export(tiny_spec, ctx, live_pid):
+def test_stale_temporaries_of_a_dead_export_are_removed_on_the_next_export(tiny_spec, ctx, live_pid, dead_pid):
     model_dir = ctx.artifacts / "lenet5"
-    dead = _dead_pid()
-    stale = [model_dir / f"torchscript-fp32-any-0123456789ab.tmp-{dead}", model_dir / f"onnx-fp32-any-ab.old-{dead}"]
+    stale = [model_dir / f"torchscript-fp32-any-0123456789ab.tmp-{dead_pid}",
+             model_dir / f"onnx-fp32-any-ab.old-{dead_pid}"]
     kept = [model_dir / f"torchscript-fp32-any-0123456789ab.tmp-{live_pid}",  # an export still running
             model_dir / f"onnx-fp32-any-ab.old-{os.getpid()}",  # this process's own
-            model_dir / "notes.tmp-abc", model_dir / f"tmp-{dead}"]  # not perfkit's temporaries
+            model_dir / "notes.tmp-abc", model_dir / f"tmp-{dead_pid}"]  # not perfkit's temporaries
     for folder in stale + kept:
         folder.mkdir(parents=True)
         (folder / "model.ts").write_bytes(b"half-written")
@@ -362,10 +346,9 @@ def test_stale_temporaries_of_a_dead_export_are_removed_on_the_next_export(tiny_
 
 
 def test_stale_temporaries_of_every_model_go_when_a_process_first_uses_the_cache(exported, tiny_spec, ctx, live_pid,
-                                                                                 monkeypatch):
-    dead = _dead_pid()
-    stale = [ctx.artifacts / "resnet18" / f"onnx-fp32-any-0123456789ab.tmp-{dead}",
-             ctx.artifacts / "vgg16" / f"openvino-fp32-any-ab.old-{dead}"]
+                                                                                 dead_pid, monkeypatch):
+    stale = [ctx.artifacts / "resnet18" / f"onnx-fp32-any-0123456789ab.tmp-{dead_pid}",
+             ctx.artifacts / "vgg16" / f"openvino-fp32-any-ab.old-{dead_pid}"]
     kept = [ctx.artifacts / "resnet18" / f"onnx-fp32-any-0123456789ab.tmp-{live_pid}",  # an export still running
             ctx.artifacts / "resnet18" / "onnx-fp32-any-0123456789ab"]
     for folder in stale + kept:
@@ -373,17 +356,16 @@ def test_stale_temporaries_of_every_model_go_when_a_process_first_uses_the_cache
     monkeypatch.setattr(C, "_SWEPT", set())  # as in a new process
     assert ensure_artifact(tiny_spec, get("torchscript"), ctx).cached  # lenet5 from the cache: no export of theirs
     assert not any(p.exists() for p in stale) and all(p.is_dir() for p in kept)
-    later = ctx.artifacts / "vgg16" / f"openvino-fp32-any-cd.tmp-{dead}"
+    later = ctx.artifacts / "vgg16" / f"openvino-fp32-any-cd.tmp-{dead_pid}"
     later.mkdir()
     ensure_artifact(tiny_spec, get("torchscript"), ctx)
     assert later.is_dir()  # once per process: the walk is not repeated on every use
 
 
-def test_remove_stale_temporaries_reports_what_it_removed(tmp_path, live_pid):
-    dead = _dead_pid()
-    (tmp_path / f"a.tmp-{dead}").mkdir()
+def test_remove_stale_temporaries_reports_what_it_removed(tmp_path, live_pid, dead_pid):
+    (tmp_path / f"a.tmp-{dead_pid}").mkdir()
     (tmp_path / f"a.tmp-{live_pid}").mkdir()
-    assert remove_stale_temporaries(tmp_path) == [tmp_path / f"a.tmp-{dead}"]
+    assert remove_stale_temporaries(tmp_path) == [tmp_path / f"a.tmp-{dead_pid}"]
     assert remove_stale_temporaries(tmp_path / "absent") == []
 
 

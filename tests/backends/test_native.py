@@ -245,6 +245,18 @@ def test_own_memory_is_the_peak_over_the_rss_before_load(fake_native, tiny_spec,
     assert "VmHWM" in out["method"]
 
 
+def test_own_memory_without_proc_is_not_measured(fake_native, tiny_spec, tmp_path, monkeypatch):
+    """On macOS the binary reads no VmRSS (-1): peak - (-1) would be the whole process, not the model."""
+    from perfkit.backends import make_runner, prepare
+
+    ctx = Context(artifacts=tmp_path / "art")
+    runner = make_runner(tiny_spec, "native", ctx, prepare(tiny_spec, "native", ctx))
+    monkeypatch.setattr(runner, "time_self", lambda batch, config: {
+        "rss_before_load_bytes": -1, "peak_rss_bytes": -1, "peak_rss_reset": False, "max_rss_bytes": 300 << 20})
+    with pytest.raises(MeasurementError, match="not measured on this platform.*/proc/self/status"):
+        runner.own_memory(2, 3)
+
+
 # -- slow: the real build (about 30 s on an idle 2-core machine, twice that when busy) ------------
 
 @pytest.fixture(scope="session")

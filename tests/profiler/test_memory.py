@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 import torch
 
@@ -20,6 +22,28 @@ def test_host_peak_sees_an_allocation():
     block.close()
     assert peak.delta() >= 60 * 2**20  # a peak: still seen after the memory is freed
     assert "RSS" in peak.method
+
+
+def test_without_proc_the_peak_comes_from_ru_maxrss_and_without_getrusage_it_is_not_measured(monkeypatch):
+    """macOS has no /proc: ru_maxrss (in its unit) is the fallback; Windows has no getrusage either: the
+    measurement fails saying why, instead of giving a number."""
+    from perfkit.errors import MeasurementError
+    from perfkit.profiler import memory
+
+    def no_proc(path, *args, **kwargs):
+        assert str(path).startswith("/proc/self/")
+        raise FileNotFoundError(2, "No such file or directory", path)
+
+    monkeypatch.setattr(memory, "open", no_proc, raising=False)  # the module's open(), before builtins'
+    peak = memory.HostPeak()
+    assert not peak.resettable and "ru_maxrss" in peak.method
+    assert peak.delta() >= 0  # a peak never falls
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "resource", None)  # as on Windows: `import resource` fails
+        with pytest.raises(MeasurementError, match="host memory is not measured on this platform.*getrusage"):
+            memory.HostPeak()
+    monkeypatch.setattr(memory, "own_peak_rss_bytes", lambda: peak.base + 5 * 2**20)  # what getrusage says later
+    assert peak.delta() == 5 * 2**20
 
 
 def test_artifact_size_counts_every_file_of_the_artifact(tiny_spec, tmp_path):

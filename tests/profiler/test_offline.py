@@ -296,3 +296,23 @@ def test_each_window_is_watched_and_the_most_contended_k_is_the_results(mechanis
     record.validate()
     assert record.metrics["other_cpu_pct"] == 40.0 and record.metrics["contended"] is True
     assert [t["other_cpu_pct"] for t in record.metrics["trials"]] == [2.0, 40.0]
+
+
+def test_cpu_seconds_count_every_thread_of_the_process():
+    """samples per CPU-second divide by the whole process's CPU time: a request slot's thread counts
+    (time.process_time, on every platform; getrusage exists on POSIX only)."""
+    from perfkit.profiler.scenarios.offline import _cpu_seconds
+
+    burned = {}
+
+    def spin():
+        start = time.thread_time()
+        while time.thread_time() - start < 0.2:
+            pass
+        burned["s"] = time.thread_time() - start
+
+    before = _cpu_seconds()
+    worker = threading.Thread(target=spin)
+    worker.start()
+    worker.join()
+    assert _cpu_seconds() - before >= burned["s"] >= 0.2

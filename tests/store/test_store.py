@@ -123,12 +123,6 @@ def test_unknown_run_is_a_clear_error(store):
 
 # -- a run whose process died ----------------------------------------------------------------------
 
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
 def _set_owner(path, run_id, host, pid) -> None:
     db = sqlite3.connect(path)
     db.execute("UPDATE runs SET host=?, pid=? WHERE id=?", (host, pid, run_id))
@@ -144,12 +138,12 @@ def _stored_status(path, run_id) -> str:
         db.close()
 
 
-def test_a_running_run_whose_process_is_gone_is_interrupted(tmp_path):
+def test_a_running_run_whose_process_is_gone_is_interrupted(tmp_path, dead_pid):
     path = tmp_path / "s.db"
     with Store(path) as s:
         dead, alive, elsewhere = (s.start_run(name) for name in ("dead", "alive", "elsewhere"))
-    _set_owner(path, dead, platform.node(), _dead_pid())
-    _set_owner(path, elsewhere, platform.node() + "-another-host", _dead_pid())  # cannot tell: left alone
+    _set_owner(path, dead, platform.node(), dead_pid)
+    _set_owner(path, elsewhere, platform.node() + "-another-host", dead_pid)  # cannot tell: left alone
     # a reader sees it interrupted and changes nothing
     with Store(path, read_only=True) as s:
         status = {r["command"]: r["status"] for r in s.runs()}
@@ -164,26 +158,17 @@ def test_a_running_run_whose_process_is_gone_is_interrupted(tmp_path):
     assert _stored_status(path, elsewhere) == "running"
 
 
-def test_resuming_a_run_takes_it_over(tmp_path):
+def test_resuming_a_run_takes_it_over(tmp_path, dead_pid):
     path = tmp_path / "s.db"
     with Store(path) as s:
         run_id = s.start_run("perfkit run")
-    _set_owner(path, run_id, platform.node(), _dead_pid())
+    _set_owner(path, run_id, platform.node(), dead_pid)
     with Store(path) as s:
         assert s.get_run(run_id)["status"] == "interrupted"
         assert s.start_run(run_id=run_id) == run_id
         run = s.get_run(run_id)
         assert run["status"] == "running" and run["pid"] == os.getpid() and run["finished"] is None
         assert run["command"] == "perfkit run"  # the run keeps its command
-
-
-@pytest.fixture
-def live_pid():
-    """A process of this host that stays alive while the test runs."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    yield proc.pid
-    proc.kill()
-    proc.wait()
 
 
 def test_a_run_whose_process_is_alive_cannot_be_resumed(tmp_path, live_pid):

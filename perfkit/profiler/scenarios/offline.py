@@ -12,10 +12,10 @@ session only calls the runner that has just run this batch), then the window
 opens: requests are started until ``seconds`` have passed *and* every slot has run as often as the
 others (benchmark_app's rule), and the window closes when the last one finishes, so the duration
 includes the tail. samples/s = completed requests × batch / window. The search stops at the first k
-that is not faster than the best so far. The process CPU time over the window (``getrusage``, all
-threads) gives samples per CPU-second, the steadier figure on a shared machine. Over the same
-window a ``ContentionMeter`` measures the CPU other processes used; the result carries the most
-contended K's reading (a contended window makes the winner suspect too).
+that is not faster than the best so far. The process CPU time over the window
+(``time.process_time``, all threads) gives samples per CPU-second, the steadier figure on a shared
+machine. Over the same window a ``ContentionMeter`` measures the CPU other processes used; the
+result carries the most contended K's reading (a contended window makes the winner suspect too).
 
 k = 1 is SingleStream: one request in flight, back to back, in the configuration SingleStream timed.
 Where the SingleStream timing at this batch is at hand (the profile sweep), k = 1 is that timing
@@ -25,7 +25,6 @@ a runtime whose concurrent callers take turns (``SERIAL``) then needs no Offline
 
 from __future__ import annotations
 
-import resource
 import threading
 import time
 from dataclasses import dataclass, field
@@ -111,8 +110,9 @@ class OfflineResult:
 
 
 def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    # process_time: user + system time of every thread of this process, as getrusage(RUSAGE_SELF)
+    # gives it, but on every platform (GetProcessTimes on Windows)
+    return time.process_time()
 
 
 def drive(session, batch: int, config: OfflineConfig) -> OfflineTrial:
