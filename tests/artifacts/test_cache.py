@@ -9,9 +9,10 @@ import json
 import logging
 import os
 import shutil
+import sys
 import warnings
-from pathlib import Path
 from collections import namedtuple
+from pathlib import Path
 
 import pytest
 import torch
