@@ -9,9 +9,10 @@ individual calls inside another process, so its C++ loop is this runtime's profi
 synchronise after every call, the same percentiles) and returns every raw sample, from which the
 profiler recomputes the statistics in Python.
 
-The binary is built with CMake from the top-level CMakeLists.txt against the LibTorch inside the
-installed torch wheel, into a cache folder, and rebuilt only when the source, the CMake file or
-torch change (needs a source checkout, cmake >= 3.18 and a C++20 compiler).
+The binary is built with CMake from perfkit/native/ (CMakeLists.txt and runner.cpp, package data, so a
+wheel ships them) against the LibTorch inside the installed torch wheel, into a cache folder outside the
+package, and rebuilt only when the source, the CMake file or torch change (needs cmake >= 3.18 and a
+C++20 compiler).
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ from perfkit.portable import exclusive_lock, maxrss_bytes
 from perfkit.vocab import Precision
 
 BINARY_NAME = "perfkit-native-runner"
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-_SOURCES = (_REPO_ROOT / "CMakeLists.txt", _REPO_ROOT / "perfkit" / "native" / "runner.cpp")
+# Beside the package's modules in a checkout and in an installed wheel alike (CMake only reads them).
+SOURCE_DIR = Path(__file__).resolve().parents[1] / "native"
+_SOURCES = (SOURCE_DIR / "CMakeLists.txt", SOURCE_DIR / "runner.cpp")
 
 
 class NativeBuildError(PerfkitError):
@@ -81,8 +83,8 @@ def build_native(build_dir: Path | None = None, *, force: bool = False) -> Nativ
     """Build the runner (or reuse an up-to-date build) and return where the binary is."""
     missing = [str(p) for p in _SOURCES if not p.is_file()]
     if missing:
-        raise NativeBuildError(f"the native runner's sources are not here ({', '.join(missing)}); "
-                               "build-native needs a source checkout of perfkit")
+        raise NativeBuildError(f"the native runner's sources are missing from this perfkit ({', '.join(missing)}); "
+                               "reinstall perfkit")
     cmake = shutil.which("cmake")
     if cmake is None:
         raise NativeBuildError("cmake is not installed; install cmake (>= 3.18) and a C++20 compiler (g++ >= 10)")
@@ -97,7 +99,8 @@ def build_native(build_dir: Path | None = None, *, force: bool = False) -> Nativ
         if not force and binary.is_file() and stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
             return NativeBuild(binary, build_dir, 0.0, False, aoti)
         t0 = time.perf_counter()
-        configure = [cmake, "-S", str(_REPO_ROOT), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
+        _forget_other_source(build_dir)
+        configure = [cmake, "-S", str(SOURCE_DIR), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
                      f"-DTORCH_DIR={stamp['torch_dir']}", f"-DTORCH_CXX11_ABI={stamp['cxx11_abi']}"]
         if shutil.which("ninja") and not (build_dir / "CMakeCache.txt").is_file():
             configure += ["-G", "Ninja"]
@@ -108,6 +111,21 @@ def build_native(build_dir: Path | None = None, *, force: bool = False) -> Nativ
             raise NativeBuildError(f"the build finished but {binary} is missing (see {build_dir / 'build.log'})")
         stamp_file.write_text(json.dumps(stamp))
         return NativeBuild(binary, build_dir, time.perf_counter() - t0, True, aoti)
+
+
+def _forget_other_source(build_dir: Path) -> None:
+    """Drop CMake's state in a build folder configured from another source folder (the top-level
+    CMakeLists.txt of older checkouts, another install of perfkit sharing the artifacts folder): CMake
+    refuses to configure it from this one, and its cache would keep the other runner.cpp."""
+    cache = build_dir / "CMakeCache.txt"
+    if not cache.is_file():
+        return
+    home = [line.split("=", 1)[1] for line in cache.read_text(errors="replace").splitlines()
+            if line.startswith("CMAKE_HOME_DIRECTORY:")]
+    if home and Path(home[0]).resolve() == SOURCE_DIR:
+        return
+    cache.unlink()
+    shutil.rmtree(build_dir / "CMakeFiles", ignore_errors=True)
 
 
 def _check_call(cmd: list[str], log: Path) -> None:
@@ -254,7 +272,7 @@ def _probe(device: str) -> str | None:
     if shutil.which("cmake") is None:
         return "the native runner needs cmake (>= 3.18) and a C++20 compiler"
     if any(not p.is_file() for p in _SOURCES):
-        return "the native runner needs a source checkout of perfkit (CMakeLists.txt)"
+        return f"this perfkit lacks the native runner's sources ({SOURCE_DIR}); reinstall perfkit"
     return None
 
 

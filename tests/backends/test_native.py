@@ -5,16 +5,20 @@ Fast tests use fake binaries (shell and Python scripts that speak the binary's p
 Python side is tested without a compiler; the slow ones build perfkit/native/runner.cpp with CMake.
 """
 
+import fnmatch
 import json
 import os
 import stat
 import struct
 import sys
 import textwrap
+import tomllib
+from pathlib import Path
 
 import pytest
 import torch
 
+import perfkit
 from perfkit.backends import get, open_runner
 from perfkit.backends import native
 from perfkit.backends.native import NativeBuildError, NativeRunner, build_native, run_binary
@@ -70,6 +74,40 @@ def test_up_to_date_build_is_reused_and_a_changed_one_rebuilt(monkeypatch, tmp_p
     (tmp_path / "perfkit-build.json").write_text(json.dumps(stamp))
     assert build_native(tmp_path).rebuilt and len(calls) == 4
     assert build_native(tmp_path, force=True).rebuilt and len(calls) == 6
+
+
+def test_build_folder_configured_from_another_source_starts_cmake_afresh(monkeypatch, tmp_path):
+    # an older checkout configured the artifacts' build folder from its top-level CMakeLists.txt:
+    # CMake refuses `-S perfkit/native` over that cache, so its state must go (the binary may stay)
+    build = tmp_path / "b"
+    (build / "CMakeFiles").mkdir(parents=True)
+    (build / "CMakeCache.txt").write_text("CMAKE_HOME_DIRECTORY:INTERNAL=/old/checkout\n")
+    seen = []
+
+    def fake_call(cmd, log):
+        seen.append((cmd, (build / "CMakeCache.txt").exists(), (build / "CMakeFiles").exists()))
+        (build / native.BINARY_NAME).write_text("binary")
+
+    monkeypatch.setattr(native, "_check_call", fake_call)
+    build_native(build)
+    configure, cache_left, files_left = seen[0]
+    assert configure[configure.index("-S") + 1] == str(native.SOURCE_DIR)
+    assert not cache_left and not files_left
+    # a cache of this very source folder is kept: CMake reconfigures it incrementally
+    (build / "CMakeCache.txt").write_text(f"CMAKE_HOME_DIRECTORY:INTERNAL={native.SOURCE_DIR}\n")
+    build_native(build, force=True)
+    assert seen[-2][1] is True
+
+
+def test_native_sources_are_package_data():
+    """A wheel ships what the build reads: both files sit in the package and match its package-data."""
+    package = Path(perfkit.__file__).resolve().parent
+    pyproject = tomllib.loads((package.parent / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["perfkit"]
+    for source in native._SOURCES:
+        assert source.is_file() and source.is_relative_to(package), source
+        relative = source.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatch(relative, g) for g in globs), relative
 
 
 def test_run_binary_parses_json_and_reports_rss(tmp_path):
