@@ -23,6 +23,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -268,7 +269,9 @@ class NativeRunner(ArtifactRunner):
                 "process": "separate (C++ LibTorch)"}
 
 
-def _probe(device: str) -> str | None:
+def _probe(device: str, platform: str | None = None) -> str | None:
+    if (platform or sys.platform) == "win32":  # the runner's process is reaped with os.wait4 (its peak memory)
+        return "the native runner runs on Linux and macOS only"
     if shutil.which("cmake") is None:
         return "the native runner needs cmake (>= 3.18) and a C++20 compiler"
     if any(not p.is_file() for p in _SOURCES):

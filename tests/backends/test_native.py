@@ -413,3 +413,9 @@ def test_profile_native_cli(built, capsys, monkeypatch, tmp_path):
         assert "VmHWM" in mem["method"]
         # the delta excludes LibTorch itself (hundreds of MB), which the process peak includes
         assert 0 < mem["peak_bytes"] == mem["rss_delta_bytes"] < mem["process_peak_rss_bytes"]
+
+
+def test_native_is_unavailable_on_windows_with_the_reason():
+    from perfkit.backends.native import _probe
+
+    assert _probe("cpu", platform="win32") == "the native runner runs on Linux and macOS only"
