@@ -252,11 +252,17 @@ def _parity(cfg, plan, spec, backends, ctx, data) -> Iterator:
     inputs = synthetic_inputs(spec, cfg.parity_samples)
     batches = batches_for(spec, cfg.parity_batches)[0]
     for p in plan.precisions:
-        chosen = [b for b in plan.at(p) if b in backends]
+        chosen = [b for b in plan.at(p) if _parity_checked(b, p, backends)]
         for result in check_parity(spec, chosen, ctx, inputs=(inputs, "synthetic"),
                                    batches=batches, precision=p, batch_range=plan.batch_range):
             if isinstance(result, (ParityCheck, Failure)):  # exports belong to the export step
                 yield result
+
+
+def _parity_checked(backend, precision, backends) -> bool:
+    """The exported runtimes, and the reference at a reduced float precision (eager bf16 against eager
+    fp32: a candidate like any other)."""
+    return backend in backends or (backend.reference and Precision(precision) is not Precision.FP32)
 
 
 def _parity_keys(cfg, plan, spec, backends) -> set[tuple]:
@@ -265,8 +271,9 @@ def _parity_keys(cfg, plan, spec, backends) -> set[tuple]:
 
     if reference_of(spec) is None:
         return set()
-    return {_key(Kind.PARITY, Where.of(spec, b.name, p, batch, cfg.device)) for b, p in _pairs(plan, backends)
-            if not is_reference_run(spec, b, p, cfg.device) for batch in batches_for(spec, cfg.parity_batches)[0]}
+    return {_key(Kind.PARITY, Where.of(spec, b.name, p, batch, cfg.device)) for b, p in plan.pairs()
+            if _parity_checked(b, p, backends) and not is_reference_run(spec, b, p, cfg.device)
+            for batch in batches_for(spec, cfg.parity_batches)[0]}
 
 
 def _accuracy(cfg, plan, spec, backends, ctx, data) -> Iterator:

@@ -222,7 +222,10 @@ def _run_config(given, models, runtimes, precision, batch, data, labels, limit, 
     K.positive(parity_samples, "--parity-samples")
     K.positive(limit, "--limit")
     data = data or pipeline.default_data()
-    opened = pipeline.open_data(data, labels, limit)
+    opened = pipeline.open_data(data, labels, limit)  # bad input is refused before anything is said
+    if K.text(precision).strip().lower() == "auto":
+        for line in K.automatic_plan_notes(backends, device):
+            notify(Note(line, "info", "precision"))
     calibration = given.calibration(precisions, data, notify)
     if opened is not None:
         notify(Note(f"data: {opened.describe()}", "info", "data"))

@@ -29,7 +29,7 @@ class Note(str):
     """What a command says before the work it concerns: the text, plus ``level`` — ``info``, ``note``,
     ``caution`` (what it concerns is not meaningful: int8 calibrated on synthetic images) or
     ``warning`` — and ``topic`` (``random-weights``, ``not-run``, ``batches``, ``reference``,
-    ``calibration``, ``tensorrt``, ``data``, ``preprocessing``, ``distributed``)."""
+    ``calibration``, ``tensorrt``, ``data``, ``preprocessing``, ``distributed``, ``precision``)."""
 
     level: str
     topic: str
@@ -220,14 +220,15 @@ def precisions(value, backends, device: str, *, lenient: bool = False) -> list:
     Every chosen runtime must run every precision, except the reference (eager), which runs the float
     precisions and is the fp32 reference of int8. ``lenient`` (``perfkit run`` with automatic
     runtimes): each runtime runs the precisions it supports, and a precision must have at least one.
-    ``auto`` (``perfkit run``'s default): fp32, plus int8 where a chosen runtime's automatic plan has
-    it (``Backend.run_precisions``: ONNX Runtime's int8, not AOTInductor's second compile).
+    ``auto`` (``perfkit run``'s default): fp32, plus each reduced precision some chosen runtime's
+    automatic plan measures on ``device``: those in its ``Backend.run_precisions`` that the hardware
+    accelerates (``Backend.left_out`` says why the others are not).
     """
     from perfkit.device import device_type
     from perfkit.vocab import Precision, parse_precisions
 
     if isinstance(value, str) and value.strip().lower() == "auto":
-        auto = [Precision.FP32, Precision.INT8]
+        auto = [Precision.FP32, Precision.BF16, Precision.FP16, Precision.INT8]
         return [p for p in auto if p is Precision.FP32 or any(b.runs(p, device, automatic=True) for b in backends)]
     out = parse_precisions(value)
     for p in out:
@@ -242,6 +243,27 @@ def precisions(value, backends, device: str, *, lenient: bool = False) -> list:
             except UsageError as exc:
                 raise UsageError(f"{exc} ({where})") from None
     return out
+
+
+def automatic_plan_notes(backends, device: str) -> list[str]:
+    """What ``--precision auto`` measures beyond fp32 on ``device`` and what it leaves out, and why, one
+    line each (``Backend.left_out``)."""
+    from perfkit.env import accelerated
+    from perfkit.vocab import Precision
+
+    measured, left = [], {}
+    for b in backends:
+        for p in Precision:
+            if p is Precision.FP32 or (b.reference and p is Precision.INT8):
+                continue
+            if b.runs(p, device, automatic=True):
+                measured.append(f"{b.name} {p}")
+            elif (why := b.left_out(p, device)) is not None:
+                left.setdefault(why, []).append(f"{b.name} {p}")
+    fast = ", ".join(f"{p} ({feature})" for p, feature in accelerated(device).items()) or "no reduced precision"
+    lines = [f"precision auto: this {device.split(':')[0].upper()} accelerates {fast}; measured beyond fp32: "
+             f"{', '.join(measured) or 'nothing'}"]
+    return lines + [f"left out: {', '.join(which)} — {why}" for why, which in left.items()]
 
 
 def _runners_of(precision, device: str) -> list[str]:

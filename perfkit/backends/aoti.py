@@ -189,9 +189,10 @@ BACKEND = Backend(
     probe=lambda device: cuda_toolkit_problem() if device.startswith("cuda") else None,
     device_specific=True,
     quant_libraries=("torchao",),
-    # An int8 package is a second Inductor compile per model (45-120 s for the seed models on 2 busy
-    # cores): asked for with --precision int8, not part of `perfkit run`'s automatic plan, whose int8
-    # is ONNX Runtime's (10-70 s of quantization per model).
-    run_precisions=frozenset({Precision.FP32}),
+    # An int8 or bf16 package is another Inductor compile per model (45-120 s for the seed models on 2
+    # busy cores): asked for with --precision, not part of `perfkit run`'s automatic plan on a CPU, whose
+    # int8 and bf16 are ONNX Runtime's and OpenVINO's (on an AMX Xeon OpenVINO int8 measured 1.69 ms
+    # for resnet18 against AOTInductor int8's 3.6 ms and bf16's 7.4 ms: issue 21).
+    run_precisions={"cpu": frozenset({Precision.FP32}), "cuda": frozenset({Precision.FP32, Precision.FP16})},
     starts_from=frozenset({PYTORCH, AOTI_PACKAGE}),
 )

@@ -117,8 +117,10 @@ class Backend:
         runtime_libraries: distributions the runner uses (recorded in the environment).
         device_specific: the artifact is compiled for the device it is built on (AOTI, TensorRT).
         default_in_run: part of ``perfkit run``'s default list where available.
-        run_precisions: the precisions ``perfkit run``'s automatic plan (``--precision auto``) measures
-            it at, where it supports them (None: all); asked for explicitly, it runs every one it supports.
+        run_precisions: the precisions ``perfkit run``'s automatic plan (``--precision auto``) tries it at,
+            per device type or for all (None: every one it supports); a reduced precision is measured only
+            where the hardware accelerates it (``perfkit.env.accelerated``). Asked for explicitly, it
+            runs every precision it supports.
         reference: the runtime others are compared with (eager).
         starts_from: the forms of model it runs (``ModelSpec.form``): ``pytorch`` (a module it
             exports or runs), ``onnx`` (an ONNX file it runs as it is), an engine of its own format
@@ -141,7 +143,7 @@ class Backend:
     runtime_libraries: tuple[str, ...] = ("torch",)
     device_specific: bool = False
     default_in_run: bool = True
-    run_precisions: frozenset | None = None
+    run_precisions: frozenset | Mapping[str, frozenset] | None = None
     reference: bool = False
     starts_from: frozenset = frozenset({PYTORCH})
 
@@ -174,9 +176,27 @@ class Backend:
         """Whether this backend runs ``precision`` on ``device`` (``check`` says why not); with
         ``automatic``, also whether ``perfkit run``'s automatic plan measures it there."""
         precision = Precision(precision)
-        if automatic and self.run_precisions is not None and precision not in self.run_precisions:
+        if automatic and self.left_out(precision, device) is not None:
             return False
         return precision in self.supported(device)
+
+    def left_out(self, precision: Precision | str, device: str) -> str | None:
+        """Why ``perfkit run``'s automatic plan does not measure this backend at ``precision`` on
+        ``device`` although it runs it (None: it does, or it cannot run it at all)."""
+        from perfkit.env import ACCELERATING, accelerated
+
+        precision = Precision(precision)
+        if precision not in self.supported(device):
+            return None
+        planned = self.run_precisions
+        if isinstance(planned, Mapping):
+            planned = planned.get(device_type(device))
+        if planned is not None and precision not in planned:
+            return "not in its automatic plan (ask for it with --precision)"
+        if precision is not Precision.FP32 and precision.value not in accelerated(device):
+            features = "/".join(ACCELERATING.get(precision.value, ()))
+            return f"this {device_type(device).upper()} does not accelerate {precision} (none of {features})"
+        return None
 
     def check(self, precision: Precision | str, device: str) -> Precision:
         """The precision, if this backend runs it on ``device``; else a UsageError naming what it supports."""

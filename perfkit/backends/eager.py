@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from perfkit.vocab import DTYPES
+from perfkit.vocab import DTYPES, Precision
 from perfkit.backends.base import CPU_FLOAT, RUN, Backend, Option, Runner
 
 
@@ -53,5 +53,7 @@ BACKEND = Backend(
     runner=EagerRunner,
     options=(Option("channels_last", False, "eager: channels-last memory format", stage=RUN),),
     precisions={"cpu": CPU_FLOAT, "cuda": CPU_FLOAT},
+    # autocast needs no export: bf16 where the CPU accelerates it, fp16 on a GPU
+    run_precisions={"cpu": frozenset({Precision.FP32, Precision.BF16}), "cuda": frozenset({Precision.FP32, Precision.FP16})},
     reference=True,
 )

@@ -427,6 +427,8 @@ BACKEND = Backend(
     # run DQ → fp32 → Q); on a GPU int8 is TensorRT's, from the tensorrt QDQ style.
     precisions={"cpu": frozenset({Precision.FP32, Precision.FP16, Precision.INT8}),
                 "cuda": frozenset({Precision.FP32, Precision.FP16})},
+    # the CPU provider has few fp16 kernels (casts around fp32 ones): fp16 only on a GPU
+    run_precisions={"cpu": frozenset({Precision.FP32, Precision.INT8}), "cuda": frozenset({Precision.FP32, Precision.FP16})},
     requires=("onnx", "onnxscript", "onnxruntime"),
     probe=_probe,
     cache_libraries=("torch", "onnx", "onnxscript"),

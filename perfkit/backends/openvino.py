@@ -55,8 +55,10 @@ from perfkit.vocab import Precision
 MAIN_FILE = "model.xml"  # its weights are model.bin beside it; both are in the manifest and hashed
 TELEMETRY_ENV = "PERFKIT_OPENVINO_TELEMETRY"  # "1": leave OpenVINO's telemetry to its own settings
 # Inference precision pinned per artifact precision: int8 = the quantized ops in int8, the rest in
-# f32 (never an automatic bf16/f16).
-INFERENCE_PRECISION = {Precision.FP32: "f32", Precision.INT8: "f32"}
+# f32 (never an automatic bf16/f16); bf16 = the f32 IR run with OpenVINO's bf16 inference precision
+# (its CPU plugin runs bf16 on AVX512-BF16 and AMX; elsewhere it would silently keep f32, which the
+# runner refuses).
+INFERENCE_PRECISION = {Precision.FP32: "f32", Precision.BF16: "bf16", Precision.INT8: "f32"}
 QUANTIZED_OPS = ("FakeQuantize", "FakeConvert")
 
 
@@ -114,7 +116,9 @@ def export(req) -> str:
 
         return copy_engine(req, MAIN_FILE)
     ov = _openvino()
-    source = ensure_artifact(req.spec, get("onnx"), req.ctx.replace(force=False), precision=req.precision,
+    # bf16 is an inference precision of the f32 IR (the runner's hint), converted from the fp32 ONNX artifact
+    onnx_precision = Precision.FP32 if req.precision is Precision.BF16 else req.precision
+    source = ensure_artifact(req.spec, get("onnx"), req.ctx.replace(force=False), precision=onnx_precision,
                              batch=req.batch)  # an ONNX file the user gave: its copy, converted as it is
     req.keep_names(source)
     with telemetry_declined() as telemetry:
@@ -122,8 +126,8 @@ def export(req) -> str:
     path = req.out_dir / MAIN_FILE
     ov.save_model(model, str(path), compress_to_fp16=False)  # the default would round weights to fp16
     ir = ir_summary(path)
-    if req.precision is Precision.FP32 and set(ir["constant_types"]) & {"f16", "bf16"}:
-        raise ArtifactError(f"{path}: the fp32 IR holds reduced-precision constants {ir['constant_types']}")
+    if req.precision is not Precision.INT8 and set(ir["constant_types"]) & {"f16", "bf16"}:
+        raise ArtifactError(f"{path}: the f32 IR holds reduced-precision constants {ir['constant_types']}")
     if req.precision is Precision.INT8 and not ir["quantized_ops"]:
         raise ArtifactError(f"{path}: the int8 IR converted from {source.path} has no quantized operations: "
                             "its ONNX source is not a QDQ graph")
@@ -206,10 +210,18 @@ class OpenVINORunner(ArtifactRunner):
         return out
 
     def compile(self, batch: int, properties: dict):
-        """The model reshaped to a static ``batch`` and compiled with ``properties``."""
+        """The model reshaped to a static ``batch`` and compiled with ``properties``; a pinned inference
+        precision the plugin did not take (bf16 on a CPU without bf16 arithmetic) is refused."""
         model = self.model.clone()
         model.reshape({model.inputs[0]: [batch, *self.spec.input_size]})
-        return self.core.compile_model(model, self.ov_device, properties)
+        compiled = self.core.compile_model(model, self.ov_device, properties)
+        asked = properties.get("INFERENCE_PRECISION_HINT")
+        got = compiled.get_property("INFERENCE_PRECISION_HINT")
+        got = got.to_string() if hasattr(got, "to_string") else str(got)
+        if asked and got != asked:
+            raise PerfkitError(f"openvino on {self.ov_device} runs {got}, not the {asked} asked for "
+                               f"({self.precision} needs a CPU with bf16 arithmetic: AVX512-BF16 or AMX)")
+        return compiled
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         batch = int(x.shape[0])
@@ -259,23 +271,23 @@ class OpenVINORunner(ArtifactRunner):
 
 BACKEND = Backend(
     name="openvino",
-    summary="OpenVINO IR converted from the ONNX artifact, on the CPU plugin (LATENCY hint, f32 pinned)",
+    summary="OpenVINO IR converted from the ONNX artifact, on the CPU plugin (LATENCY hint, inference precision pinned)",
     runner=OpenVINORunner,
     export=export,
     # Everything that keys the ONNX artifact keys its conversion too (its options and exporters).
     options=(*ONNX.options,
              Option("ov_device", "CPU", "openvino: OpenVINO device plugin (CPU; GPU = an Intel GPU through OpenVINO's "
                                         "GPU plugin, where one is present)", stage=RUN, type=str)),
-    # int8: the IR converted from ONNX Runtime's x86 QDQ artifact (its calibration keys this cache too)
-    precisions={"cpu": frozenset({Precision.FP32, Precision.INT8})},
+    # int8: the IR converted from ONNX Runtime's QDQ artifact (its calibration keys this cache too);
+    # bf16: the f32 IR at OpenVINO's bf16 inference precision
+    precisions={"cpu": frozenset({Precision.FP32, Precision.BF16, Precision.INT8})},
     extra="openvino",
     requires=("openvino",),
     probe=_probe,
     cache_libraries=(*ONNX.cache_libraries, "openvino"),
     quant_libraries=ONNX.quant_libraries,
-    # int8 runs when asked for (--precision fp32,int8): `perfkit run`'s automatic plan keeps one int8 per
-    # CPU (ONNX Runtime's, whose QDQ artifact this converts) to stay within its 10-minute budget.
-    run_precisions=frozenset({Precision.FP32}),
+    # `perfkit run` measures bf16 and int8 where the CPU accelerates them (perfkit.env.accelerated)
+    run_precisions=frozenset({Precision.FP32, Precision.BF16, Precision.INT8}),
     runtime_libraries=("openvino",),
     starts_from=frozenset({PYTORCH, ONNX_FILE, OPENVINO_IR}),
 )

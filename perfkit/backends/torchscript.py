@@ -21,6 +21,7 @@ import torch
 from perfkit.artifacts import save_through_python
 from perfkit.backends.base import CPU_FLOAT, EXPORT, PYTORCH, RUN, TORCHSCRIPT_FILE, ArtifactRunner, Backend, Option
 from perfkit.errors import ArtifactError
+from perfkit.vocab import Precision
 
 MAIN_FILE = "model.ts"
 
@@ -106,5 +107,7 @@ BACKEND = Backend(
                                  "--no-optimize runs the module as saved", stage=RUN),
     ),
     precisions={"cpu": CPU_FLOAT, "cuda": CPU_FLOAT},
+    # a traced bf16 graph runs eager's kernels: eager's bf16 row says what it would
+    run_precisions={"cpu": frozenset({Precision.FP32}), "cuda": frozenset({Precision.FP32, Precision.FP16})},
     starts_from=frozenset({PYTORCH, TORCHSCRIPT_FILE}),
 )

@@ -82,7 +82,7 @@ def build_charts(rows: list[dict], training: dict[tuple, list[dict]], sections: 
     for section in sections or ():
         if any(r["value"] is not None for r in section["rows"]):
             charts[section["name"]] = _scenario_chart(go, section)
-        if any(r["curve"] for r in section["rows"]):
+        if any(r.get("curve") for r in section["rows"]):
             charts[section["name"] + "_curve"] = _curve_chart(go, section)
     if training:
         charts["training"] = _training(go, make_subplots, training)
@@ -321,7 +321,7 @@ def _curve_chart(go, section: dict):
     hollow = not; dashed = the bound)."""
     fig = go.Figure()
     for r in section["rows"]:
-        c = r["curve"]
+        c = r.get("curve")
         if c is None:
             continue
         order = sorted(range(len(c["x"])), key=lambda i: c["x"][i])

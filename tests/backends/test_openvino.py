@@ -149,7 +149,7 @@ def test_an_absent_device_plugin_is_a_one_line_error(tiny_spec, ctx):
 
 
 def test_precisions_it_does_not_run_are_refused_naming_what_it_runs(tiny_spec, ctx):
-    with pytest.raises(UsageError, match="openvino on cpu supports fp32, int8, not fp16"):
+    with pytest.raises(UsageError, match="openvino on cpu supports fp32, bf16, int8, not fp16"):
         prepare(tiny_spec, "openvino", ctx, precision="fp16")
     with pytest.raises(UsageError, match="openvino does not run on cuda"):
         get("openvino").check("fp32", "cuda")
@@ -248,3 +248,42 @@ def test_an_onnx_files_ir_is_converted_from_the_file_and_keeps_its_names(onnx_fi
     x = torch.randn(batch, 3, 32, 32)
     with open_runner(spec, "openvino", ctx) as runner, open_runner(spec, "onnx", ctx) as reference:
         assert torch.allclose(runner.infer(x), reference.infer(x), atol=1e-5)
+
+
+needs_bf16 = pytest.mark.skipif(not ({"avx512_bf16", "amx_bf16"} & set(__import__("perfkit.env").env.cpu_flags() or [])),
+                                reason="this CPU has no bf16 arithmetic (AVX512-BF16 or AMX)")
+
+
+@needs_bf16
+def test_bf16_is_the_f32_ir_at_openvinos_bf16_inference_precision(tiny_spec, ctx):
+    from perfkit.accuracy.parity import ParityCheck, check_parity, synthetic_inputs
+
+    art = prepare(tiny_spec, "openvino", ctx, precision="bf16")
+    assert art.precision == "bf16" and "f32" in art.manifest["openvino"]["constant_types"]
+    assert not set(art.manifest["openvino"]["constant_types"]) & {"f16", "bf16"}  # f32 weights: bf16 is a hint
+    assert art.manifest["openvino"]["source_onnx"]["precision"] == "fp32"
+    with open_runner(tiny_spec, "openvino", ctx, precision="bf16") as runner:
+        runner.infer(tiny_spec.example_input(2))
+        assert runner.config()["inference_precision"] == "bf16"  # what the compiled model reports
+    inputs = (synthetic_inputs(tiny_spec, 6), "synthetic")
+    checks = [r for r in check_parity(tiny_spec, [get("openvino")], ctx, inputs=inputs, batches=[1, 3],
+                                      precision="bf16") if isinstance(r, ParityCheck)]
+    assert [c.result.passed for c in checks] == [True, True]
+
+
+def test_a_pinned_precision_the_plugin_does_not_take_is_refused(tiny_spec, ctx, monkeypatch):
+    """OpenVINO keeps f32 without a word where a CPU has no bf16 arithmetic: that would be an fp32
+    timing recorded as bf16."""
+
+    class Keeps32:
+        def __init__(self, compiled):
+            self.compiled = compiled
+
+        def get_property(self, name):
+            return "f32" if name == "INFERENCE_PRECISION_HINT" else self.compiled.get_property(name)
+
+    with open_runner(tiny_spec, "openvino", ctx) as runner:
+        real = runner.core.compile_model
+        monkeypatch.setattr(runner.core, "compile_model", lambda *a, **k: Keeps32(real(*a, **k)), raising=False)
+        with pytest.raises(PerfkitError, match="runs f32, not the bf16 asked for"):
+            runner.compile(2, {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16"})

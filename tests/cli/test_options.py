@@ -169,7 +169,7 @@ def test_a_precision_a_runtime_cannot_run_names_what_it_supports(name, tmp_path,
     assert main([name, *_required(name, tmp_path), "--device", "cpu", "-f", "onnx", "--precision", "bf16"]) == 2
     captured = capsys.readouterr()
     assert captured.err.strip().splitlines()[-1] == ("error: onnx on cpu supports fp32, fp16, int8, not bf16 "
-                                                     "(bf16 on cpu runs in: eager, torchscript, aoti)")
+                                                     "(bf16 on cpu runs in: eager, torchscript, aoti, openvino)")
     assert captured.err.count("error:") == 1
     _no_run_started()
 
@@ -179,7 +179,7 @@ def test_profile_onnx_bf16_is_one_line(capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.strip() == ("error: onnx on cpu supports fp32, fp16, int8, not bf16 "
-                                    "(bf16 on cpu runs in: eager, torchscript, aoti)")
+                                    "(bf16 on cpu runs in: eager, torchscript, aoti, openvino)")
 
 
 def test_validate_int8_is_one_line_without_traceback(capsys):
@@ -202,17 +202,21 @@ def test_int8_in_a_runtime_without_it_is_one_line_naming_where_it_runs(runtimes,
     _no_run_started()
 
 
-def test_eager_is_the_fp32_reference_of_int8_not_an_unsupported_combination():
+def test_eager_is_the_fp32_reference_of_int8_not_an_unsupported_combination(monkeypatch):
+    from perfkit import env
     from perfkit.api.keywords import precisions
     from perfkit.backends import parse_backends
     from perfkit.vocab import Precision
+
+    # the automatic plan follows the CPU (tests/backends/test_automatic_plan.py): an AVX2 CPU here
+    monkeypatch.setattr(env, "cpu_flags", lambda path="/proc/cpuinfo": ["avx2", "fma"])
 
     backends = parse_backends("eager,onnx,aoti")
     assert precisions("fp32,int8", backends, "cpu") == [Precision.FP32, Precision.INT8]
     # perfkit run's automatic plan: fp32 and int8 where a runtime builds it (each runtime its own)
     assert precisions("auto", parse_backends("eager,torchscript"), "cpu") == [Precision.FP32]
     assert precisions("auto", backends, "cpu") == [Precision.FP32, Precision.INT8]
-    # AOTInductor's int8 (a second compile per model) is asked for, not automatic
+    # AOTInductor's int8 (a second compile per model) is asked for, not automatic; no bf16 without bf16 arithmetic
     assert precisions("auto", parse_backends("eager,aoti"), "cpu") == [Precision.FP32]
     assert precisions("fp32,int8", parse_backends("eager,torchscript,onnx"), "cpu",
                       lenient=True) == [Precision.FP32, Precision.INT8]

@@ -116,8 +116,8 @@ def test_profile_offline_prints_singlestream_and_offline_and_records_both(capsys
 
 
 def test_profile_scenario_and_offline_options_are_checked(capsys):
-    assert main(["profile", "lenet5", "--scenario", "server"]) == 2
-    assert "unknown scenario 'server'; choose from: singlestream, offline" in capsys.readouterr().err
+    assert main(["profile", "lenet5", "--scenario", "multistream"]) == 2
+    assert "unknown scenario 'multistream'; choose from: singlestream, offline, server" in capsys.readouterr().err
     assert main(["profile", "lenet5", "--scenario", "offline", "--offline-seconds", "0"]) == 2
     err = capsys.readouterr().err
     assert "(--offline-seconds) must be positive" in err and len(err.strip().splitlines()) == 1
