@@ -39,28 +39,41 @@ def add_report(sub) -> None:
                   "Summarise one run of the store: a Rich table per model × runtime × precision (measured and\n"
                   "published accuracy, parity, latency/throughput/memory per batch, params, MACs), the training\n"
                   "comparison, and what could not run. --html writes one self-contained file (charts included,\n"
-                  "no network needed to view it); --csv/--json-out export the run's records (a --json-out file\n"
-                  "is a `perfkit regress` baseline); --json prints the same export on stdout.",
-                  "perfkit report latest --html reports/latest.html --json-out baseline.json")
+                  "no network needed to view it); --csv writes one row per candidate and batch (model, runtime,\n"
+                  "precision, hardware, accuracy, latency percentiles, throughput, memory; units in the headers);\n"
+                  "--json-out exports the run's records (a `perfkit regress` baseline); --json prints the same\n"
+                  "export on stdout; --mlflow logs each candidate to an MLflow tracking server.",
+                  "perfkit report latest --html reports/latest.html --csv runs.csv --json-out baseline.json\n"
+                  "  perfkit report latest --mlflow http://localhost:5000 --html reports/latest.html")
     p.add_argument("run", nargs="?", default="latest", help="run id, a unique prefix of one, or latest")
     p.add_argument("--html", type=Path, metavar="FILE", help="write the HTML report here")
-    p.add_argument("--csv", type=Path, metavar="FILE", help="export the run's records as CSV (one line per record)")
+    p.add_argument("--csv", type=Path, metavar="FILE",
+                   help="write one row per candidate and batch as CSV (empty cells: not measured; the raw records "
+                        "are in --json-out)")
     p.add_argument("--json-out", type=Path, metavar="FILE", help="export the run's records as JSON to FILE")
+    p.add_argument("--mlflow", metavar="URI",
+                   help="log each candidate as an MLflow run to this tracking URI (with --html, the report as an "
+                        "artifact; needs perfkit[mlflow])")
     O.json_flag(p)
     O.store(p)
     p.set_defaults(func=report)
 
 
 def report(args) -> int:
+    from perfkit.report.candidates import write_csv
     from perfkit.report.console import banner, console, print_json
     from perfkit.report.output import check_writable
-    from perfkit.report.records_io import export_payload, write_csv, write_json
+    from perfkit.report.records_io import export_payload, write_json
     from perfkit.report.rows import load_run
     from perfkit.report.tables import summary_table
 
     for flag, path in (("--json-out", args.json_out), ("--csv", args.csv), ("--html", args.html)):
         if path is not None:
             check_writable(path, flag)  # every output path before any output
+    if args.mlflow is not None:
+        from perfkit.report.mlflow_export import require_mlflow
+
+        require_mlflow()  # a missing extra is said before any output, too
     with common.open_store(args, read_only=True) as store:
         run, records = load_run(store, args.run)
         if args.json:
@@ -71,11 +84,17 @@ def report(args) -> int:
         if args.json_out is not None:
             banner(f"records of run {run['id']} written to {write_json(store, run['id'], args.json_out)}", "bold green")
         if args.csv is not None:
-            banner(f"records of run {run['id']} written to {write_csv(store, run['id'], args.csv)}", "bold green")
+            banner(f"candidates of run {run['id']} written to {write_csv(run, records, args.csv)}", "bold green")
         if args.html is not None:
             from perfkit.report.html import render_html
 
             banner(f"HTML report written to {render_html(store, run['id'], args.html)}", "bold green")
+    if args.mlflow is not None:
+        from perfkit.report.mlflow_export import log_run
+
+        mlflow_id, count = log_run(args.mlflow, run, records, args.html)
+        banner(f"{count} candidate(s) of run {run['id']} logged to MLflow at {args.mlflow} (run {mlflow_id})",
+               "bold green")
     return 0
 
 
@@ -167,7 +186,8 @@ def add_regress(sub) -> None:
                   "and a change past the limit whose interval reaches 0% is `inconclusive`, not gated.\n"
                   "A side is a run id (or prefix, or latest) or a\n"
                   "JSON file written by `perfkit report RUN --json-out FILE` (keep the baseline in git).",
-                  "perfkit regress --baseline ci/baseline.json --candidate latest --max-latency-increase 15")
+                  "perfkit regress --baseline ci/baseline.json --candidate latest --max-latency-increase 15 "
+                  "--junit regress.xml")
     p.add_argument("--baseline", required=True, metavar="RUN|FILE", help="the reference run, or its JSON export")
     p.add_argument("--candidate", default="latest", metavar="RUN|FILE", help="the run to judge, or its JSON export")
     p.add_argument("--max-top1-drop", type=float, default=DEFAULT_MAX_TOP1_DROP_PP, metavar="PP",
@@ -176,6 +196,9 @@ def add_regress(sub) -> None:
                    help="largest allowed p50 latency increase, in percent")
     p.add_argument("--max-throughput-drop", type=float, default=DEFAULT_MAX_THROUGHPUT_DROP_PCT, metavar="PCT",
                    help="largest allowed drop of Offline samples/s, in percent")
+    p.add_argument("--junit", type=Path, metavar="FILE",
+                   help="also write the comparison as JUnit XML (one testcase per compared metric; a regression "
+                        "fails, what is not judged is skipped) for CI")
     O.json_flag(p)
     O.store(p)
     p.set_defaults(func=regress)
@@ -183,10 +206,13 @@ def add_regress(sub) -> None:
 
 def regress(args) -> int:
     from perfkit.errors import GateFailed
-    from perfkit.report.console import banner, console, print_json
+    from perfkit.report.console import banner, print_json
     from perfkit.report.regress import compare, load_side
-    from perfkit.report.tables import regress_table
 
+    if args.junit is not None:
+        from perfkit.report.output import check_writable
+
+        check_writable(args.junit, "--junit")  # before the work, like every output path
     if not all(_is_file(x) for x in (args.baseline, args.candidate)):
         with common.open_store(args, read_only=True) as store:
             baseline, candidate = load_side(store, args.baseline), load_side(store, args.candidate)
@@ -198,35 +224,46 @@ def regress(args) -> int:
     if args.json:
         print_json(result)
     else:
-        if result["env_differences"]:
-            banner("environments differ (latency is only comparable on the same machine): "
-                   + "; ".join(result["env_differences"]))
-        shown = [c for c in result["changes"] if c["verdict"] != "same"]
-        title = f"{candidate.label} vs baseline {baseline.label}"
-        if shown:
-            console.print(regress_table(result, title, f"gates: top-1 drop > {args.max_top1_drop:g} pp, p50 latency "
-                                        f"increase > {args.max_latency_increase:g}%, Offline samples/s drop > "
-                                        f"{args.max_throughput_drop:g}%, parity pass → fail, ok → error; "
-                                        "config changed = measured in another configuration, contended = timed "
-                                        "while other processes used the CPU, inconclusive = past the limit but within "
-                                        "the noise (95% CI of the median ratio reaches 0%); none is gated"))
-        else:
-            console.print(f"{title}: no metric changed", markup=False)
-        console.print(f"{result['compared']} records compared, {len(shown)} changes, {result['regressions']} "
-                      f"regressions, {result['missing']} missing, {result['new']} new")
-        contended = sum(c["verdict"] == "contended" for c in result["changes"])
-        if contended:
-            console.print(f"[yellow]{contended} timing change(s) not judged: contended (other processes used the CPU "
-                          "while the baseline or the candidate was timed, so the change measures the machine, not "
-                          "the runtime); re-run that side on a quiet machine[/]")
-        noisy = sum(c["verdict"] == "inconclusive" for c in result["changes"])
-        if noisy:
-            console.print(f"[yellow]{noisy} p50 change(s) past the limit but inside their noise (inconclusive: the 95% "
-                          "interval of the median ratio includes no change); time longer (--iterations, "
-                          "--min-seconds) to decide[/]")
+        _print_regress(result, args, f"{candidate.label} vs baseline {baseline.label}")
+    if args.junit is not None:
+        from perfkit.report.junit import write_junit
+
+        banner(f"JUnit report written to {write_junit(result, args.junit)}", "bold green")
     if result["regressions"]:
         raise GateFailed(f"{result['regressions']} regression(s) against {baseline.label}")
     return 0
+
+
+def _print_regress(result: dict, args, title: str) -> None:
+    """The comparison as a table, with what was not judged and why."""
+    from perfkit.report.console import banner, console
+    from perfkit.report.tables import regress_table
+
+    if result["env_differences"]:
+        banner("environments differ (latency is only comparable on the same machine): "
+               + "; ".join(result["env_differences"]))
+    shown = [c for c in result["changes"] if c["verdict"] != "same"]
+    if shown:
+        console.print(regress_table(result, title, f"gates: top-1 drop > {args.max_top1_drop:g} pp, p50 latency "
+                                    f"increase > {args.max_latency_increase:g}%, Offline samples/s drop > "
+                                    f"{args.max_throughput_drop:g}%, parity pass → fail, ok → error; "
+                                    "config changed = measured in another configuration, contended = timed "
+                                    "while other processes used the CPU, inconclusive = past the limit but within "
+                                    "the noise (95% CI of the median ratio reaches 0%); none is gated"))
+    else:
+        console.print(f"{title}: no metric changed", markup=False)
+    console.print(f"{result['compared']} records compared, {len(shown)} changes, {result['regressions']} "
+                  f"regressions, {result['missing']} missing, {result['new']} new")
+    contended = sum(c["verdict"] == "contended" for c in result["changes"])
+    if contended:
+        console.print(f"[yellow]{contended} timing change(s) not judged: contended (other processes used the CPU "
+                      "while the baseline or the candidate was timed, so the change measures the machine, not "
+                      "the runtime); re-run that side on a quiet machine[/]")
+    noisy = sum(c["verdict"] == "inconclusive" for c in result["changes"])
+    if noisy:
+        console.print(f"[yellow]{noisy} p50 change(s) past the limit but inside their noise (inconclusive: the 95% "
+                      "interval of the median ratio includes no change); time longer (--iterations, "
+                      "--min-seconds) to decide[/]")
 
 
 def _is_file(ref: str) -> bool:

@@ -1,14 +1,11 @@
-"""Export a run's records to JSON or CSV, and read an exported JSON back (a ``regress`` baseline).
+"""Export a run's records to JSON, and read an exported JSON back (a ``regress`` baseline).
 
 The JSON file holds the run and every record exactly as stored, so a baseline kept in git compares
-like a run in the store. The CSV has one line per record: the provenance columns, then one column
-per metric (lists and dicts as JSON text).
+like a run in the store. (The CSV, one row per candidate, is ``perfkit.report.candidates``.)
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 
@@ -19,8 +16,6 @@ from perfkit.store import Record, Store
 
 EXPORT_FORMAT = "perfkit-run-records"
 EXPORT_VERSION = 1
-CSV_COLUMNS = ("run_id", "kind", "model", "runtime", "precision", "batch", "weights", "device", "status", "error",
-               "created", "schema_version")
 
 
 def export_payload(store: Store, run_id: str) -> dict:
@@ -71,25 +66,3 @@ def read_json(path: str | Path) -> tuple[dict, list[Record]]:
             raise PerfkitError(f"{path} holds a malformed record ({named}): {exc}") from None
         records.append(record)
     return run, records
-
-
-def write_csv(store: Store, run_id: str, path: str | Path, flag: str = "--csv") -> Path:
-    check_writable(path, flag)
-    _, records = load_run(store, run_id)
-    metrics = sorted({k for r in records for k in r.metrics})
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow([*CSV_COLUMNS, *metrics])
-    for r in records:
-        row = r.to_dict()
-        values = [r.metrics.get(k) for k in metrics]
-        writer.writerow([*("" if row[c] is None else row[c] for c in CSV_COLUMNS), *(_cell(v) for v in values)])
-    return write_text(path, text.getvalue(), flag)
-
-
-def _cell(value) -> str | int | float | bool:
-    if value is None:
-        return ""
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
-    return value

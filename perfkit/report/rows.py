@@ -112,7 +112,7 @@ def summary_rows(records: list[Record]) -> list[dict]:
     Keys: model, weights, random, runtime, precision, device; top1_pct/top5_pct (measured),
     ref_top1_pct/ref_top5_pct/ref_weights (published), delta_top1_vs_ref_pp, delta_top5_vs_ref_pp,
     delta_top1_vs_eager_pp, images, dataset_images; parity_agreement (worst batch), parity_max_abs_diff, parity_passed;
-    batches (list of {batch, latency_median_ms, latency_p99_ms, throughput_per_s, peak_bytes});
+    batches (list of {batch, latency_median_ms, latency_p90_ms, latency_p99_ms, throughput_per_s, peak_bytes});
     calibration (what an int8 row was calibrated on), relative_top1 (top-1 / eager fp32's);
     scenarios (scenario name → {batch, value, detail, other_cpu_pct, contended}: the headline figure of
     every scenario but SingleStream, where measured);
@@ -257,7 +257,9 @@ def _batch_fields(k: tuple, latency: dict, memory: dict) -> list[dict]:
         out.append({
             "batch": b,
             "latency_median_ms": lat.metrics.get("latency_median_ms") if lat else None,
-            # the p99 of fewer than 100 calls is not a p99 (perfkit.profiler.samples): not shown
+            # the p99 of fewer than 100 calls is not a p99, nor the p90 of fewer than 10 a p90
+            # (perfkit.profiler.samples): not shown
+            "latency_p90_ms": shown(90, lat.metrics.get("latency_p90_ms"), lat.metrics.get("iterations")) if lat else None,
             "latency_p99_ms": shown(99, lat.metrics.get("latency_p99_ms"), lat.metrics.get("iterations")) if lat else None,
             "throughput_per_s": lat.metrics.get("throughput_per_s") if lat else None,
             "peak_bytes": mem.metrics.get("peak_bytes") if mem else None, **_contention_fields(lat),

@@ -21,7 +21,7 @@ from perfkit.profiler.scenarios.singlestream import LatencyResult
 from perfkit.profiler.memory import MemoryResult
 from perfkit.profiler.scenarios.offline import OfflineConfig, OfflineResult, OfflineTrial
 from perfkit.profiler.timing import LatencyStats, RunnerTiming
-from perfkit.record import recording
+from perfkit.record import recording, to_records
 from perfkit.results import Failure, Kind, Where
 from perfkit.store import Record, Store
 from perfkit.train.loop import EpochResult
@@ -209,3 +209,21 @@ def _add_int8(rec, spec, onnx_top: tuple[float, float], onnx_p50: float, accurac
 def make_run():
     """``make_run(store, **options) -> run_id``: write one fixture run (see ``_make_run``)."""
     return _make_run
+
+
+def _crashed(records: list[Record], model: str, runtime: str, batch: int, message: str) -> list[Record]:
+    """``records`` with the latency of ``model`` × ``runtime`` at ``batch`` replaced by an error record
+    saying ``message`` (what a run in which that timing crashed holds)."""
+    out = []
+    for r in records:
+        if (r.kind, r.model, r.runtime, r.batch) == (Kind.LATENCY, model, runtime, batch):
+            [r] = to_records(Failure.of(Kind.LATENCY, Where(r.model, r.runtime, r.precision, r.batch, r.weights,
+                                                            r.device), RuntimeError(message)))
+        out.append(r)
+    return out
+
+
+@pytest.fixture
+def crashed():
+    """``crashed(records, model, runtime, batch, message) -> records``: one latency turned into an error."""
+    return _crashed

@@ -1,4 +1,3 @@
-import csv
 import json
 from pathlib import Path
 
@@ -6,25 +5,7 @@ import pytest
 
 from perfkit.cli import main
 from perfkit.errors import PerfkitError
-from perfkit.report.records_io import CSV_COLUMNS, read_json, write_csv, write_json
-
-
-def test_csv_has_provenance_then_metric_columns(store, make_run, tmp_path):
-    run_id = make_run(store)
-    with open(write_csv(store, run_id, tmp_path / "r.csv"), newline="") as f:
-        rows = list(csv.DictReader(f))
-    header = list(rows[0])
-    assert tuple(header[:len(CSV_COLUMNS)]) == CSV_COLUMNS
-    assert header[len(CSV_COLUMNS):] == sorted(header[len(CSV_COLUMNS):])  # one column per metric key
-    assert len(rows) == len(store.records(run_id))
-    lat = next(r for r in rows if r["kind"] == "latency" and r["model"] == "alexnet" and r["runtime"] == "onnx"
-               and r["batch"] == "8")
-    assert float(lat["latency_median_ms"]) == pytest.approx(8.0 * 0.7 * 4.5)  # raw number, no unit text
-    assert lat["top1_pct"] == ""  # metrics of other kinds stay empty
-    cx = next(r for r in rows if r["kind"] == "complexity" and r["model"] == "resnet18")
-    assert json.loads(cx["layers"])[0]["layer"] == "Conv2d-1"
-    err = next(r for r in rows if r["status"] == "error")
-    assert err["runtime"] == "tensorrt" and "TensorRT is not installed" in err["error"]
+from perfkit.report.records_io import read_json, write_json
 
 
 def test_json_roundtrip_keeps_every_record(store, make_run, tmp_path):

@@ -6,8 +6,6 @@ from perfkit.cli import main
 from perfkit.errors import PerfkitError
 from perfkit.report.records_io import write_json
 from perfkit.report.regress import Side, compare, load_side
-from perfkit.record import to_records
-from perfkit.results import Failure, Where
 from perfkit.store import Kind
 
 
@@ -51,18 +49,13 @@ def test_latency_increase_is_a_regression(store, make_run):
     assert faster["regressions"] == 0 and len(_verdicts(faster, "improved")) == 12
 
 
-def test_parity_failure_and_new_errors_are_regressions(store, make_run):
+def test_parity_failure_and_new_errors_are_regressions(store, make_run, crashed):
     base = make_run(store, error=False)
     cand = make_run(store, parity_fail=True, error=False)
     result = compare(load_side(store, base), load_side(store, cand))
     assert _verdicts(result, "regression") == {("alexnet", "onnx", 8, "passed")}  # batch 1 still passes
     # the same candidate, but alexnet/onnx latency at batch 1 now crashes
-    records = []
-    for r in store.records(cand):
-        if (r.kind, r.model, r.runtime, r.batch) == (Kind.LATENCY, "alexnet", "onnx", 1):
-            [r] = to_records(Failure.of(Kind.LATENCY, Where(r.model, r.runtime, r.precision, r.batch, r.weights,
-                                                            r.device), RuntimeError("session crashed")))
-        records.append(r)
+    records = crashed(store.records(cand), "alexnet", "onnx", 1, "session crashed")
     result = compare(load_side(store, base), Side("edited", {"env": {}}, records))
     [c] = [c for c in result["changes"] if c["verdict"] == "now fails"]
     assert (c["model"], c["runtime"], c["batch"]) == ("alexnet", "onnx", 1) and "session crashed" in c["candidate"]
