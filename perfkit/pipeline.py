@@ -282,7 +282,7 @@ def _accuracy(cfg, plan, spec, backends, ctx, data) -> Iterator:
 
     options = EvalOptions(batch_size=EVAL_BATCH, workers=cfg.workers, cache_dir=cfg.cache)
     chosen = [b for b in (reference_for(spec), *backends) if b is not None]  # no reference: an engine without one
-    done = validate_model(spec, data, chosen, ctx, precisions=cfg.precisions, options=options,
+    done = validate_model(spec, data, chosen, ctx, precisions=list(plan.precisions), options=options,
                           automatic=cfg.automatic, batch_range=plan.batch_range)
     yield done.result
     yield from done.open_failures

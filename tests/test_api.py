@@ -112,7 +112,7 @@ def _error_line(capsys, argv: list[str]) -> str:
 @pytest.mark.parametrize("call, argv", [
     (lambda: perfkit.profile("lenet5", batch="0,x"), ["profile", "lenet5", "--batch", "0,x"]),
     (lambda: perfkit.profile("resnet19"), ["profile", "resnet19"]),
-    (lambda: perfkit.profile("lenet5", scenario="server"), ["profile", "lenet5", "--scenario", "server"]),
+    (lambda: perfkit.profile("lenet5", scenario="multistream"), ["profile", "lenet5", "--scenario", "multistream"]),
     (lambda: perfkit.profile("lenet5", offline_seconds=1), ["profile", "lenet5", "--offline-seconds", "1"]),
     (lambda: perfkit.check("lenet5", runtimes="onnx,nope"), ["check", "lenet5", "-f", "onnx,nope"]),
     (lambda: perfkit.check("lenet5", weights="random", runtimes="onnx", batch=512),
