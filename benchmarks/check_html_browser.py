@@ -1,7 +1,9 @@
-"""Open a perfkit HTML report in headless Chromium and check that it works offline.
+"""Open a perfkit HTML report in headless Chromium and check that it works offline and reads at a glance.
 
 Checks: every plotly chart drew its SVG, the page logged no console error and threw no exception,
-and it made no network request (the only request allowed is the report file itself).
+it made no network request (the only request allowed is the report file itself), it needs no
+horizontal scrolling in a 1400-px-wide window (the page, and no table's scroll box), and no two
+visible text labels of a chart overlap.
 
 It speaks the Chrome DevTools Protocol over ``--remote-debugging-pipe`` (null-terminated JSON on
 file descriptors 3 and 4), so it needs no websocket library, only the browser (Debian: ``apt-get
@@ -43,6 +45,26 @@ _PROBE = """(() => [...document.querySelectorAll('.plotly-graph-div')].map(d => 
   points: d.querySelectorAll('.point').length,
   title: (d.querySelector('.gtitle') || {}).textContent || null,
 })))()"""
+
+
+# The layout at 1400 px: horizontal overflow of the page and of every scroll box (.wide), and every
+# pair of visible chart text labels (point labels, bar texts) whose boxes intersect.
+_LAYOUT = """(() => {
+  const doc = document.documentElement;
+  const wide = [...document.querySelectorAll('.wide')].map(w => ({
+    id: (w.querySelector('table') || w).id, scroll: w.scrollWidth, client: w.clientWidth}));
+  const overlaps = [];
+  for (const g of document.querySelectorAll('.plotly-graph-div')) {
+    const boxes = [...g.querySelectorAll('g.textpoint text, text.bartext')]
+      .filter(t => t.textContent && getComputedStyle(t).display !== 'none')
+      .map(t => [t.textContent, t.getBoundingClientRect()]).filter(([, r]) => r.width > 0);
+    boxes.forEach(([a, r], i) => boxes.slice(i + 1).forEach(([b, q]) => {
+      if (r.left < q.right && q.left < r.right && r.top < q.bottom && q.top < r.bottom) overlaps.push([g.id, a, b]);
+    }));
+  }
+  return {width: window.innerWidth, scroll_width: doc.scrollWidth, client_width: doc.clientWidth, wide, overlaps,
+          labels: [...document.querySelectorAll('g.textpoint text')].filter(t => t.textContent).length};
+})()"""
 
 
 def find_chromium() -> str | None:
@@ -112,7 +134,8 @@ class _Pipe:
 def check_html(path: str | Path, chromium: str | None = None, settle_s: float = 2.0, timeout_s: float = 60) -> dict:
     """Load ``path`` in headless Chromium; return charts, console errors, exceptions and requests.
 
-    ``ok`` is true when at least one chart exists, every chart drew an SVG, and there were no
+    ``ok`` is true when at least one chart exists, every chart drew an SVG, nothing scrolls sideways,
+    no two visible chart labels overlap, and there were no
     console errors, no exceptions and no request other than the file itself.
     """
     chromium = chromium or find_chromium()
@@ -136,17 +159,7 @@ def check_html(path: str | Path, chromium: str | None = None, settle_s: float = 
         os.close(from_w)
         cdp = _Pipe(to_w, from_r)
         try:
-            target = cdp.send("Target.createTarget", {"url": "about:blank"}, timeout=timeout_s)["targetId"]
-            session = cdp.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-            for domain in ("Page", "Runtime", "Log", "Network"):
-                cdp.send(f"{domain}.enable", session=session)
-            start = time.monotonic()
-            cdp.send("Page.navigate", {"url": url}, session=session)
-            loaded = cdp.wait_event("Page.loadEventFired", timeout_s) is not None
-            load_s = time.monotonic() - start
-            cdp.drain(settle_s)  # let plotly finish its async layout work and any late request show up
-            probe = cdp.send("Runtime.evaluate", {"expression": _PROBE, "returnByValue": True}, session=session)
-            charts = probe.get("result", {}).get("value") or []
+            loaded, load_s, charts, layout = _load(cdp, url, settle_s, timeout_s)
             try:
                 cdp.send("Browser.close", timeout=5)
             except (ConnectionError, TimeoutError):
@@ -160,8 +173,40 @@ def check_html(path: str | Path, chromium: str | None = None, settle_s: float = 
                 proc.wait()
             os.close(from_r)
 
+    requests, console, exceptions = _events(cdp.events)
+    external = [u for u in requests if u != url]
+    scrolls = _scrolls(layout)
+    ok = (loaded and bool(charts) and all(c["svgs"] > 0 for c in charts) and not console and not exceptions
+          and not external and not scrolls and not layout.get("overlaps"))
+    return {"ok": ok, "url": url, "loaded": loaded, "load_seconds": round(load_s, 3), "charts": charts,
+            "console_errors": console, "exceptions": exceptions, "requests": requests,
+            "external_requests": external, "horizontal_scroll": scrolls, "overlapping_labels": layout.get("overlaps", []),
+            "layout": layout, "chromium": chromium}
+
+
+def _load(cdp: _Pipe, url: str, settle_s: float, timeout_s: float) -> tuple[bool, float, list, dict]:
+    """Open ``url`` in a new tab; whether it loaded, in how long, its charts and its layout."""
+    target = cdp.send("Target.createTarget", {"url": "about:blank"}, timeout=timeout_s)["targetId"]
+    session = cdp.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+    for domain in ("Page", "Runtime", "Log", "Network"):
+        cdp.send(f"{domain}.enable", session=session)
+    start = time.monotonic()
+    cdp.send("Page.navigate", {"url": url}, session=session)
+    loaded = cdp.wait_event("Page.loadEventFired", timeout_s) is not None
+    load_s = time.monotonic() - start
+    cdp.drain(settle_s)  # let plotly finish its async layout work and any late request show up
+
+    def evaluate(expression: str):
+        reply = cdp.send("Runtime.evaluate", {"expression": expression, "returnByValue": True}, session=session)
+        return reply.get("result", {}).get("value")
+
+    return loaded, load_s, evaluate(_PROBE) or [], evaluate(_LAYOUT) or {}
+
+
+def _events(events: list[dict]) -> tuple[list[str], list[str], list[str]]:
+    """The requests, console errors and exceptions among the DevTools events."""
     requests, console, exceptions = [], [], []
-    for e in cdp.events:
+    for e in events:
         method, params = e.get("method"), e.get("params", {})
         if method == "Network.requestWillBeSent":
             requests.append(params["request"]["url"])
@@ -172,12 +217,17 @@ def check_html(path: str | Path, chromium: str | None = None, settle_s: float = 
         elif method == "Runtime.exceptionThrown":
             d = params["exceptionDetails"]
             exceptions.append((d.get("exception") or {}).get("description") or d.get("text", ""))
-    external = [u for u in requests if u != url]
-    ok = (loaded and bool(charts) and all(c["svgs"] > 0 for c in charts) and not console and not exceptions
-          and not external)
-    return {"ok": ok, "url": url, "loaded": loaded, "load_seconds": round(load_s, 3), "charts": charts,
-            "console_errors": console, "exceptions": exceptions, "requests": requests,
-            "external_requests": external, "chromium": chromium}
+    return requests, console, exceptions
+
+
+def _scrolls(layout: dict) -> list[str]:
+    """What scrolls sideways at the window's width: the page, or a table's scroll box."""
+    out = []
+    if layout.get("scroll_width", 0) > layout.get("client_width", 0):
+        out.append(f"page: {layout['scroll_width']} px wide in a {layout['client_width']} px window")
+    out += [f"{w['id'] or 'a scroll box'}: {w['scroll']} px in {w['client']} px" for w in layout.get("wide", [])
+            if w["scroll"] > w["client"]]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,8 +249,11 @@ def main(argv: list[str] | None = None) -> int:
         for c in result["charts"]:
             print(f"  chart {c['id']}: {c['svgs']} svg layers, {c['traces']} traces, {c['points']} points — {c['title']}")
         print(f"  console errors: {len(result['console_errors'])}  exceptions: {len(result['exceptions'])}  "
-              f"requests: {len(result['requests'])} (external: {len(result['external_requests'])})")
-        for line in result["console_errors"] + result["exceptions"] + result["external_requests"]:
+              f"requests: {len(result['requests'])} (external: {len(result['external_requests'])})  "
+              f"horizontal scroll: {len(result['horizontal_scroll'])}  overlapping labels: "
+              f"{len(result['overlapping_labels'])}")
+        for line in result["console_errors"] + result["exceptions"] + result["external_requests"] + \
+                result["horizontal_scroll"] + [" / ".join(o) for o in result["overlapping_labels"]]:
             print(f"    {line}")
         print("OK" if result["ok"] else "FAILED")
     return 0 if result["ok"] else 1

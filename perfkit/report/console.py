@@ -108,6 +108,14 @@ def fmt_ms(v) -> str:
     return "—" if _none(v) else f"{float(v):.3f} ms"
 
 
+def fmt_latency(v) -> str:
+    """A latency to about three significant digits: 0.412 ms, 7.00 ms, 25.2 ms, 143 ms."""
+    if _none(v):
+        return "—"
+    v = float(v)
+    return f"{v:.{3 if v < 1 else 2 if v < 10 else 1 if v < 100 else 0}f} ms"
+
+
 def fmt_sci(v) -> str:
     if _none(v):
         return "—"

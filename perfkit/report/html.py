@@ -12,7 +12,10 @@ import time
 from pathlib import Path
 
 from perfkit.deps import require
-from perfkit.report.console import FORMATS, fmt_bytes, fmt_float, fmt_int, fmt_sci, fmt_seconds, fmt_time
+from perfkit.report.console import (
+    FORMATS, fmt_bytes, fmt_float, fmt_int, fmt_latency, fmt_sci, fmt_seconds, fmt_time,
+)
+from perfkit.report.decision import decision_rows, decisions
 from perfkit.report.output import check_writable, write_text
 from perfkit.report.rows import (
     CONTENDED_MARK, contention_notes, failure_rows, is_random, latest_ok, load_run, memory_mib, parity_distances,
@@ -28,7 +31,7 @@ RUNTIME_COLOURS = {
     "aoti": "#9467bd", "native": "#8c564b", "openvino": "#e377c2",
 }
 PUBLISHED_COLOUR = "#7f7f7f"
-_OTHER_COLOURS = ("#17becf", "#bcbd22", "#e377c2", "#393b79")
+_OTHER_COLOURS = ("#17becf", "#bcbd22", "#aec7e8", "#393b79")  # none a known runtime's
 _PALETTE = (*RUNTIME_COLOURS.values(), *_OTHER_COLOURS)
 _DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 _PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
@@ -64,16 +67,17 @@ def _bubble_sizes(params: list[float]) -> dict:
 
 
 def build_charts(rows: list[dict], training: dict[tuple, list[dict]], sections: list[dict] | None = None,
-                 distributions: list[dict] | None = None) -> dict:
-    """The report's plotly figures by name (only those the data supports)."""
+                 distributions: list[dict] | None = None, chosen: set[tuple] = frozenset()) -> dict:
+    """The report's plotly figures by name (only those the data supports); ``chosen``: the variants the
+    decision names, as (model, weights, runtime, precision, device), labelled with a star."""
     go = require("plotly.graph_objects")
     from plotly.subplots import make_subplots
 
     measured = any(r["top1_pct"] is not None for r in rows)
     charts = {}
     if rows:  # a training-only run has no model × runtime candidates to compare
-        charts["acc_vs_macs"] = _acc_vs_macs(go, rows, measured)
-        charts["acc_vs_latency"] = _acc_vs_latency(go, rows, measured)
+        charts["acc_vs_macs"] = _acc_vs_macs(go, rows, measured, chosen)
+        charts["acc_vs_latency"] = _acc_vs_latency(go, rows, measured, chosen)
         charts["acc_bars"] = _acc_bars(go, make_subplots, rows)
     if any(_first_batch(r) for r in rows):
         charts["latency_vs_batch"] = _latency_vs_batch(go, make_subplots, rows)
@@ -100,46 +104,76 @@ def _models(rows: list[dict]) -> dict[str, dict]:
     return out
 
 
-def _acc_vs_macs(go, rows: list[dict], measured: bool):
+def _acc_vs_macs(go, rows: list[dict], measured: bool, chosen: set[tuple]):
     fig = go.Figure()
-    pts = []
-    if measured:
-        for runtime in dict.fromkeys(r["runtime"] for r in rows):
-            sel = [r for r in rows if r["runtime"] == runtime and r["top1_pct"] is not None and r["macs"]]
-            if not sel:
-                continue
-            fig.add_trace(go.Scatter(
-                x=[r["macs"] / 1e9 for r in sel], y=[r["top1_pct"] for r in sel], mode="markers+text",
-                name=f"{runtime} (measured)", text=[_label(r) for r in sel], textposition="top center",
-                marker={"color": colour(runtime), "size": [r["params"] or 0 for r in sel], "line": {"width": 1},
-                        "symbol": ["x" if r["random"] else "circle" for r in sel],
-                        **_bubble_sizes([r["params"] or 0 for r in rows])},
-                customdata=[[r["precision"], r["params"]] for r in sel],
-                hovertemplate="%{text}<br>%{fullData.name} %{customdata[0]}<br>GMACs %{x:.3f}<br>"
-                              "measured top-1 %{y:.2f}%<br>params %{customdata[1]:,}<extra></extra>",
-            ))
-            pts += [(r["macs"] / 1e9, r["top1_pct"]) for r in sel if not r["random"]]
+    sel_all = [r for r in rows if measured and r["top1_pct"] is not None and r["macs"]]
+    pts = [(r["macs"] / 1e9, r["top1_pct"]) for r in sel_all if not r["random"]]
     pub = [r for r in _models(rows).values() if r["ref_top1_pct"] is not None and _gmacs(r) is not None]
+    if not measured:
+        pts = [(_gmacs(r), r["ref_top1_pct"]) for r in pub]
+    front = pareto_front(pts)
+    # every variant of a model shares its MACs: one label per model (its chosen variant, else its front point)
+    named = {r["model"] for r in sel_all if _key(r) in chosen}
+    shown = {id(r) for r in sel_all if _key(r) in chosen or
+             (r["model"] not in named and (r["macs"] / 1e9, r["top1_pct"]) in front and not r["random"])}
+    where = _label_positions([(r["macs"], id(r)) for r in sel_all if id(r) in shown])
+    for runtime in dict.fromkeys(r["runtime"] for r in sel_all):
+        sel = [r for r in sel_all if r["runtime"] == runtime]
+        fig.add_trace(go.Scatter(
+            x=[r["macs"] / 1e9 for r in sel], y=[r["top1_pct"] for r in sel], mode="markers+text",
+            name=f"{runtime} (measured)", hovertext=[_label(r) for r in sel],
+            text=[_point_label(r, chosen) if id(r) in shown else "" for r in sel],
+            textposition=[where.get(id(r), "top center") for r in sel],
+            marker={"color": colour(runtime), "size": [r["params"] or 0 for r in sel], "line": {"width": 1},
+                    "symbol": [_symbol(r) for r in sel], **_bubble_sizes([r["params"] or 0 for r in rows])},
+            customdata=[[r["precision"], r["params"]] for r in sel],
+            hovertemplate="%{hovertext}<br>%{fullData.name} %{customdata[0]}<br>GMACs %{x:.3f}<br>"
+                          "measured top-1 %{y:.2f}%<br>params %{customdata[1]:,}<extra></extra>",
+        ))
     if pub:
         fig.add_trace(go.Scatter(
             x=[_gmacs(r) for r in pub], y=[r["ref_top1_pct"] for r in pub], mode="markers+text",
-            name="published (torchvision metadata)", text=[r["model"] for r in pub], textposition="bottom center",
-            marker={"color": PUBLISHED_COLOUR, "symbol": "diamond-open", "size": [_params(r) or 0 for r in pub],
+            name="published (torchvision metadata)", hovertext=[r["model"] for r in pub],
+            text=[r["model"] if not measured and (_gmacs(r), r["ref_top1_pct"]) in front else "" for r in pub],
+            textposition="bottom center",
+            marker={"color": PUBLISHED_COLOUR, "symbol": PUBLISHED_SYMBOL, "size": [_params(r) or 0 for r in pub],
                     "line": {"width": 2}, **_bubble_sizes([_params(r) or 0 for r in pub])},
             customdata=[[r["ref_weights"] or "—"] for r in pub],
-            hovertemplate="%{text}<br>published top-1 %{y:.2f}% (%{customdata[0]})<br>GMACs %{x:.3f}<extra></extra>",
+            hovertemplate="%{hovertext}<br>published top-1 %{y:.2f}% (%{customdata[0]})<br>GMACs %{x:.3f}"
+                          "<extra></extra>",
         ))
-        if not measured:
-            pts = [(_gmacs(r), r["ref_top1_pct"]) for r in pub]
-    front = pareto_front(pts)
-    if len(front) > 1:
-        fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines",
-                                 name=f"Pareto front ({'measured' if measured else 'published'})",
-                                 line={"color": "black", "dash": "dash", "shape": "hv"}, hoverinfo="skip"))
+    _front_trace(go, fig, front, f"Pareto front ({'measured' if measured else 'published'})")
     what = "measured top-1" if measured else "PUBLISHED top-1 (no measured accuracy in this run)"
-    fig.update_layout(title=f"Accuracy vs complexity — {what}; bubble area = parameters",
+    fig.update_layout(title=f"Accuracy vs complexity — {what}; bubble area = parameters; ★ = the variant to ship",
                       xaxis_title="GMACs (multiply-accumulates, conv+linear)", yaxis_title="top-1 %", height=520)
     return fig
+
+
+def _key(row: dict) -> tuple:
+    return (row["model"], row["weights"], row["runtime"], row["precision"], row["device"])
+
+
+def _point_label(row: dict, chosen: set[tuple]) -> str:
+    """A point's text on a chart: the chosen variant starred (the page's label guard keeps it first)."""
+    text = f"{_label(row)} {row['runtime']} {row['precision'] or ''}".strip()
+    return f"★ {text}" if _key(row) in chosen else text
+
+
+def _symbol(row: dict) -> str:
+    """One marker symbol per precision on every chart; random weights: the same symbol, open."""
+    return PRECISION_SYMBOLS.get(row["precision"], "circle") + ("-open" if row["random"] else "")
+
+
+def _label_positions(points: list[tuple[float, object]]) -> dict[object, str]:
+    """Labelled points in x order take turns above and below, so neighbours' labels do not meet."""
+    ordered = sorted(points, key=lambda p: p[0])
+    return {key: ("top center" if i % 2 == 0 else "bottom center") for i, (_, key) in enumerate(ordered)}
+
+
+def _front_trace(go, fig, front: list[tuple[float, float]], name: str) -> None:
+    if len(front) > 1:
+        fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines", name=name,
+                                 line={"color": "black", "dash": "dash", "shape": "hv"}, hoverinfo="skip"))
 
 
 def _gmacs(row: dict) -> float | None:
@@ -155,52 +189,61 @@ def _params(row: dict) -> float | None:
 
 PRECISION_ORDER = ("fp32", "fp16", "bf16", "int8")  # the order a model's precisions are connected in
 PRECISION_SYMBOLS = {"fp32": "circle", "fp16": "diamond", "bf16": "square", "int8": "triangle-up"}
+PRECISION_LEGEND = "● fp32 ◆ fp16 ■ bf16 ▲ int8"
+# bars cannot take a marker symbol: the same precision gets the same fill pattern on every bar chart
+PRECISION_PATTERNS = {"fp32": "", "fp16": "/", "bf16": "-", "int8": "x"}
+PUBLISHED_SYMBOL = "star-diamond-open"  # not a precision's symbol: published numbers are no variant
 
 
 def _precision_rank(precision: str | None) -> int:
     return PRECISION_ORDER.index(precision) if precision in PRECISION_ORDER else len(PRECISION_ORDER)
 
 
-def _acc_vs_latency(go, rows: list[dict], measured: bool):
+def _acc_vs_latency(go, rows: list[dict], measured: bool, chosen: set[tuple]):
     """Accuracy vs latency; each model's precisions in one runtime are connected (fp32 → fp16 → int8),
-    so the trade reads as a line: how much faster, how much top-1 lost."""
+    so the trade reads as a line: how much faster, how much top-1 lost. Only the Pareto front and the
+    chosen variants carry a label; every point names itself on hover."""
     fig = go.Figure()
-    pts = []
     key = "top1_pct" if measured else "ref_top1_pct"
-    for runtime in dict.fromkeys(r["runtime"] for r in rows):
-        sel = [(r, _first_batch(r)) for r in rows if r["runtime"] == runtime and r[key] is not None]
-        sel = sorted(((r, b) for r, b in sel if b is not None), key=lambda rb: _precision_rank(rb[0]["precision"]))
-        if not sel:
-            continue
-        for model in dict.fromkeys(r["model"] for r, _ in sel):
-            chain = [(r, b) for r, b in sel if r["model"] == model]
-            if len(chain) > 1:
-                fig.add_trace(go.Scatter(
-                    x=[b["latency_median_ms"] for _, b in chain], y=[r[key] for r, _ in chain], mode="lines",
-                    line={"color": colour(runtime), "width": 1.5, "dash": "dot"}, legendgroup=runtime,
-                    showlegend=False, hoverinfo="skip",
-                    name=f"{model} {runtime}: {' → '.join(r['precision'] or '—' for r, _ in chain)}"))
+    timed = [(r, b) for r in rows if r[key] is not None and (b := _first_batch(r)) is not None]
+    timed.sort(key=lambda rb: _precision_rank(rb[0]["precision"]))
+    front = pareto_front([(b["latency_median_ms"], r[key]) for r, b in timed if not (measured and r["random"])])
+    shown = {id(r) for r, b in timed if _key(r) in chosen or
+             ((b["latency_median_ms"], r[key]) in front and not (measured and r["random"]))}
+    where = _label_positions([(b["latency_median_ms"], id(r)) for r, b in timed if id(r) in shown])
+    for runtime in dict.fromkeys(r["runtime"] for r, _ in timed):
+        sel = [(r, b) for r, b in timed if r["runtime"] == runtime]
+        _precision_chains(go, fig, runtime, sel, key)
         fig.add_trace(go.Scatter(
             x=[b["latency_median_ms"] for _, b in sel], y=[r[key] for r, _ in sel], mode="markers+text",
             name=f"{runtime} ({'measured' if measured else 'published'} top-1)", legendgroup=runtime,
-            text=[f"{_label(r)} {r['precision'] or ''}".strip() for r, _ in sel], textposition="top center",
-            marker={"color": colour(runtime), "size": 12,
-                    "symbol": ["x" if r["random"] else PRECISION_SYMBOLS.get(r["precision"], "circle") for r, _ in sel]},
+            hovertext=[f"{_label(r)} {r['precision'] or ''}".strip() for r, _ in sel],
+            text=[_point_label(r, chosen) if id(r) in shown else "" for r, _ in sel],
+            textposition=[where.get(id(r), "top center") for r, _ in sel],
+            marker={"color": colour(runtime), "size": 12, "symbol": [_symbol(r) for r, _ in sel]},
             customdata=[[r["precision"], b["batch"], r["calibration"] or ""] for r, b in sel],
-            hovertemplate="%{text}<br>%{fullData.name} %{customdata[0]}<br>p50 %{x:.3f} ms at batch "
+            hovertemplate="%{hovertext}<br>%{fullData.name} %{customdata[0]}<br>p50 %{x:.3f} ms at batch "
                           "%{customdata[1]}<br>top-1 %{y:.2f}%<br>%{customdata[2]}<extra></extra>",
         ))
-        pts += [(b["latency_median_ms"], r[key]) for r, b in sel if not (measured and r["random"])]
-    front = pareto_front(pts)
-    if len(front) > 1:
-        fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines", name="Pareto front",
-                                 line={"color": "black", "dash": "dash", "shape": "hv"}, hoverinfo="skip"))
+    _front_trace(go, fig, front, "Pareto front")
     what = "measured top-1" if measured else "PUBLISHED top-1 of each architecture (no measured accuracy in this run)"
     fig.update_layout(title=f"Accuracy vs latency — {what}; a model's precisions are joined (fp32 → fp16 → int8; "
-                            "symbol: ● fp32 ◆ fp16 ■ bf16 ▲ int8)",
+                            f"symbol: {PRECISION_LEGEND}; ★ = the variant to ship)",
                       xaxis_title="p50 latency, ms (smallest batch measured)", xaxis_type="log",
                       yaxis_title="top-1 %", height=480)
     return fig
+
+
+def _precision_chains(go, fig, runtime: str, sel: list[tuple[dict, dict]], key: str) -> None:
+    """A dotted line through each model's precisions in one runtime."""
+    for model in dict.fromkeys(r["model"] for r, _ in sel):
+        chain = [(r, b) for r, b in sel if r["model"] == model]
+        if len(chain) > 1:
+            fig.add_trace(go.Scatter(
+                x=[b["latency_median_ms"] for _, b in chain], y=[r[key] for r, _ in chain], mode="lines",
+                line={"color": colour(runtime), "width": 1.5, "dash": "dot"}, legendgroup=runtime,
+                showlegend=False, hoverinfo="skip",
+                name=f"{model} {runtime}: {' → '.join(r['precision'] or '—' for r, _ in chain)}"))
 
 
 def _acc_bars(go, make_subplots, rows: list[dict]):
@@ -210,20 +253,26 @@ def _acc_bars(go, make_subplots, rows: list[dict]):
     labels = [_label(r) for r in models.values()]
     for i, (metric, ref) in enumerate((("top1_pct", "ref_top1_pct"), ("top5_pct", "ref_top5_pct")), start=1):
         fig.add_trace(go.Bar(x=labels, y=[r[ref] for r in models.values()], name="published (torchvision metadata)",
-                             marker={"color": PUBLISHED_COLOUR}, legendgroup="published", showlegend=i == 1,
-                             texttemplate="%{y:.2f}", textposition="outside"), row=i, col=1)
+                             marker={"color": PUBLISHED_COLOUR}, legendgroup="published", showlegend=i == 1),
+                      row=i, col=1)
         for runtime, precision in dict.fromkeys((r["runtime"], r["precision"]) for r in rows):
             sel = {r["model"]: r[metric] for r in rows if (r["runtime"], r["precision"]) == (runtime, precision)}
             if not any(v is not None for v in sel.values()):
                 continue
             fig.add_trace(go.Bar(x=labels, y=[sel.get(m) for m in models], name=f"measured {runtime} {precision}",
-                                 marker={"color": colour(runtime)}, legendgroup=f"{runtime} {precision}",
-                                 showlegend=i == 1, texttemplate="%{y:.2f}", textposition="outside"), row=i, col=1)
+                                 marker=_bar_marker(runtime, precision), legendgroup=f"{runtime} {precision}",
+                                 showlegend=i == 1, hovertemplate="%{x}: %{y:.2f} %<extra>%{fullData.name}</extra>"),
+                          row=i, col=1)
     measured = any(r["top1_pct"] is not None for r in rows)
     fig.update_layout(barmode="group", height=620, title="Top-1 / top-5 per model — published and measured"
                       if measured else "Top-1 / top-5 per model — PUBLISHED only (no measured accuracy in this run)")
     fig.update_yaxes(range=[0, 105])
     return fig
+
+
+def _bar_marker(runtime: str | None, precision: str | None) -> dict:
+    """A bar's colour (its runtime) and fill pattern (its precision), the same on every bar chart."""
+    return {"color": colour(runtime), "pattern": {"shape": PRECISION_PATTERNS.get(precision, ".")}}
 
 
 def _latency_vs_batch(go, make_subplots, rows: list[dict]):
@@ -236,11 +285,12 @@ def _latency_vs_batch(go, make_subplots, rows: list[dict]):
             continue
         name = f"{_label(r)} · {r['runtime']} {r['precision'] or ''}".strip()
         style = {"color": colour(r["runtime"]), "dash": dash[r["model"]]}
+        marker = {"symbol": _symbol(r), "size": 8}
         x = [b["batch"] for b in pts]
         fig.add_trace(go.Scatter(x=x, y=[b["latency_median_ms"] for b in pts], mode="lines+markers", name=name,
-                                 line=style, legendgroup=name), row=1, col=1)
+                                 line=style, marker=marker, legendgroup=name), row=1, col=1)
         fig.add_trace(go.Scatter(x=x, y=[b["throughput_per_s"] for b in pts], mode="lines+markers", name=name,
-                                 line=style, legendgroup=name, showlegend=False), row=1, col=2)
+                                 line=style, marker=marker, legendgroup=name, showlegend=False), row=1, col=2)
     fig.update_xaxes(type="log", title_text="batch", tickvals=batches, ticktext=[str(b) for b in batches])
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_layout(title="Latency and throughput vs batch, per runtime", height=480)
@@ -297,9 +347,9 @@ def _scenario_chart(go, section: dict):
         name = f"{runtime} {precision}"
         pts = [sel.get(m) for m in models]
         fig.add_trace(go.Bar(x=models, y=[r["value"] if r else None for r in pts], name=name,
-                             marker={"color": colour(runtime)}, text=[r["detail"] if r else "" for r in pts],
-                             textposition="outside",
-                             hovertemplate="%{x}<br>" + name + ": %{y:.4g} " + section["unit"] + " %{text}<extra></extra>"))
+                             marker=_bar_marker(runtime, precision), hovertext=[r["detail"] if r else "" for r in pts],
+                             hovertemplate="%{x}<br>" + name + ": %{y:.4g} " + section["unit"] + " %{hovertext}"
+                                           "<extra></extra>"))
     batches = sorted({r["batch"] for r in ok})
     fig.update_yaxes(title_text=section["unit"])
     fig.update_layout(barmode="group", height=460, title=f"{section['title']} at batch {', '.join(map(str, batches))}")
@@ -329,7 +379,8 @@ def _curve_chart(go, section: dict):
         fig.add_trace(go.Scatter(
             x=[c["x"][i] for i in order], y=[c["y"][i] for i in order], mode="lines+markers", name=name,
             line={"color": colour(r["runtime"])},
-            marker={"size": 9, "symbol": ["circle" if c["ok"][i] else "circle-open" for i in order]},
+            marker={"size": 9, "symbol": [PRECISION_SYMBOLS.get(r["precision"], "circle") + ("" if c["ok"][i] else "-open")
+                                          for i in order]},
             text=[c["note"][i] for i in order], hovertemplate=name + "<br>%{x:.1f}: %{y:.2f}<br>%{text}<extra></extra>"))
         if c["limit"] is not None:
             fig.add_hline(y=c["limit"], line_dash="dash", line_color="grey",
@@ -427,9 +478,13 @@ def report_context(store: Store, run_id: str) -> dict:
     complexity = [{**c, "memory_mib": memory_mib(c)} for c in _record_rows(records, Kind.COMPLEXITY)]
     sections = scenario_sections(records)
     distributions = latency_distributions(records)
+    found = decisions(records, rows)
+    chosen = {(d["model"], d["weights"], c["runtime"], c["precision"], c["device"]) for d in found
+              if (c := d["choice"])}
     return {
-        "run": run, "records": len(records), "rows": rows,
+        "run": run, "records": len(records), "rows": rows, "decisions": found, "decision": decision_rows(found),
         "measured_accuracy": any(r["top1_pct"] is not None for r in rows),
+        "several_devices": len({r["device"] for r in rows}) > 1,
         "random_models": sorted({r["model"] for r in rows if r["random"]}),
         "parity": [parity_distances(p) for p in _record_rows(records, Kind.PARITY)], "exports": _record_rows(records, Kind.EXPORT),
         "complexity": complexity, "failures": failure_rows(records), "training": training_rows(records),
@@ -438,7 +493,7 @@ def report_context(store: Store, run_id: str) -> dict:
         "precision_notes": _precision_notes(records),
         "contention_notes": contention_notes(records), "contended_mark": CONTENDED_MARK,
         "sections": sections, "winners": _winner_rows(records), "scenario_names": [s.name for s in scenarios_in(records)],
-        "env": _env_items(run["env"]), "charts": build_charts(rows, curves, sections, distributions),
+        "env": _env_items(run["env"]), "charts": build_charts(rows, curves, sections, distributions, chosen),
         "generated": time.time(),
     }
 
@@ -456,7 +511,8 @@ def _environment():
         giga=lambda v: "—" if v is None else f"{float(v) / 1e9:.3f}",
         dash=lambda v: "—" if v is None or v == "" else v,
         shape=lambda v: "—" if v is None else "×".join(map(str, v)) if isinstance(v, list) else str(v),
-        wlabel=weights_label,
+        wlabel=weights_label, ms=lambda v: fmt_latency(v)[:-3] if v is not None else "—",
+        raw=lambda v: "" if v is None else repr(v),  # a number as the page sorts by it
     )
     return env
 

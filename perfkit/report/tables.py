@@ -16,6 +16,7 @@ from perfkit.report.console import (
     FORMATS, Column, fmt_bool, fmt_bytes, fmt_float, fmt_int, fmt_ms, fmt_pct, fmt_sci, fmt_seconds, fmt_si, fmt_time,
     render_table,
 )
+from perfkit.report.decision import decision_rows, decisions
 from perfkit.report.rows import (
     CONTENDED_MARK, contention_notes, failure_rows, is_random, memory_mib, parity_distances, scenario_rows,
     scenarios_in, summary_rows, training_rows, weights_label, winners,
@@ -403,8 +404,33 @@ def _summary_contention(records: list[Record]) -> str:
     return "".join("\n" + line for line in lines)
 
 
+def decision_table(records: list[Record], rows: list[dict]) -> list:
+    """The answer first: per model (and scenario), the fastest variant that passed parity and the accuracy
+    gate, its speed-up, memory, the runner-up and what limits the answer (``perfkit.report.decision``)."""
+    lines = decision_rows(decisions(records, rows))
+    mark = f"[bold yellow]{CONTENDED_MARK}[/]"
+    table = render_table("what to ship: the fastest variant that passed parity (and top-1 ≥ 99 % of eager fp32's "
+                         "where accuracy was measured)", [
+        Column("model", lambda r: (escape(r["model"]) + (" [bold magenta](random)[/]" if r["random"] else ""))
+               if r["first"] else "", str, justify="left"),
+        Column("scenario", "scenario", escape, justify="left"),
+        Column("ship", lambda r: f"[bold]{escape(r['choice'])}[/]", str, justify="left"),
+        Column("batch", "batch"),
+        Column("figure", lambda r: escape(r["figure"]) + (mark if r["contended"] else ""), str),
+        Column("speed-up", "speedup", escape), Column("peak memory", "memory", escape),
+        Column("runner-up", "runner_up", escape, justify="left"),
+    ], lines, row_style=lambda r: "red" if r["failed"] else None,
+        caption="SingleStream p50 at the smallest batch measured; speed-up over the reference at the same batch; "
+                "the other scenarios: their headline figure")
+    table.box, table.padding, table.pad_edge = box.SIMPLE_HEAD, (0, 1, 0, 0), False
+    table.columns[0].no_wrap = True
+    limits = [f"  {escape(r['model'])} — [yellow]{escape('; '.join(r['limits']))}[/]" for r in lines if r["limits"]]
+    return [table, *(["[bold]what limits the answer:[/]", *limits] if limits else [])]
+
+
 def summary_table(run: dict, records: list[Record]) -> list:
-    """The run summary: one line per model × runtime × precision, then notes, training and failures."""
+    """The run summary: the decision first, then one line per model × runtime × precision, then notes,
+    training and failures."""
     rows = summary_rows(records)
     devices = {r["device"] for r in rows}
     others = [sc for sc in scenarios_in(records) if not sc.base and any(sc.name in r["scenarios"] for r in rows)]
@@ -412,7 +438,7 @@ def summary_table(run: dict, records: list[Record]) -> list:
     style = {"fail": "red", "warn": "yellow", "ok": None}
     where = f" on {devices.pop()}" if len(devices) == 1 and None not in devices else ""
     title = f"run {run['id']}{where} — {escape(run['command'])} ({run['status']})"
-    out: list = []
+    out: list = decision_table(records, rows) if any(r["runtime"] for r in rows) else []
     if rows:
         scenarios = "".join(f"{sc.title} {sc.headline.unit} = the {sc.title} scenario's figure, at its batch (b); "
                             for sc in others)
@@ -539,7 +565,7 @@ def regress_table(result: dict, title: str, caption: str):
 
 
 __all__ = [
-    "accuracy_table", "calibration_notes", "complexity_tables", "epochs_table", "export_table", "failures_table",
+    "accuracy_table", "calibration_notes", "complexity_tables", "decision_table", "epochs_table", "export_table", "failures_table",
     "gate_table", "is_random", "parity_table", "precision_notes", "per_class_tables", "scenario_table",
     "scenario_tables",
     "regress_table", "runs_table", "select_tables", "summary_table", "training_table", "zoo_table",

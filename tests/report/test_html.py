@@ -63,10 +63,10 @@ def test_charts_carry_the_run_data(report):
     assert set(bubbles) == {"eager (measured)", "onnx (measured)", "published (torchvision metadata)",
                             "Pareto front (measured)"}
     eager = bubbles["eager (measured)"]
-    i = eager["text"].index("resnet18")
+    i = eager["hovertext"].index("resnet18")  # every point names itself on hover; labels: see below
     assert eager["x"][i] == pytest.approx(1.814073856) and eager["y"][i] == pytest.approx(69.70)
     assert eager["marker"]["size"][i] == 11_689_512  # bubble size = params
-    assert "googlenet (random weights)" in eager["text"]
+    assert "googlenet (random weights)" in eager["hovertext"]
     bars = {t["name"] for t in figs["chart-acc_bars"]}
     assert {"published (torchvision metadata)", "measured eager fp32", "measured onnx fp32"} <= bars
     lat = {t["name"]: t for t in figs["chart-latency_vs_batch"] if t.get("showlegend", True) is not False}
@@ -80,7 +80,9 @@ def test_report_sections(report):
     assert "TensorRT is not installed [tensorrt extra]" in report
     refs = _Refs()
     refs.feed(report)
-    assert refs.details == 3  # one collapsible per-layer summary per model
+    # everything after the decision collapses: accuracy, summary, latency, parity, training, layers, environment,
+    # failures; inside the layers, one per-layer summary per model
+    assert refs.details == 8 + 3
     assert "Conv2d-1" in report and "-1×64×112×112" in report
     assert 'id="no-measured-accuracy"' not in report
 
@@ -184,3 +186,65 @@ def test_server_records_get_a_qps_vs_p99_chart_per_runtime(store, make_run, tmp_
     assert line["marker"]["symbol"] == ["circle", "circle", "circle-open"]
     assert line["text"] == ["INVALID: early stopping not met", "VALID", "INVALID: performance constraint not met"]
     assert "bound 50" in html and "chart-server" in figs  # beside the headline bar chart
+
+
+def test_the_decision_is_the_first_section_and_everything_else_collapses(report):
+    body = report[report.index("<body>"):]
+    first_table = re.search(r'<table id="([a-z-]+)"', body).group(1)
+    assert first_table == "decision-table"
+    decision = body[body.index('id="decision-table"'):body.index("</table>", body.index('id="decision-table"'))]
+    assert "<b>eager fp32</b>" in decision and "parity FAILED): onnx fp32" in decision  # alexnet's answer
+    assert body.index('id="decision-table"') < body.index("<details") < body.index("Plotly.newPlot")
+    for heading in ("accuracy", "summary", "speed", "parity", "training", "layers", "environment", "failures"):
+        assert re.search(rf'<details class="section"( open)?><summary><h2 id="{heading}">', body), heading
+
+
+def test_summary_fits_by_collapsing_secondary_columns_and_sorts_without_a_library(report):
+    table = report[report.index('id="summary-table"'):report.index("</table>", report.index('id="summary-table"'))]
+    header = table[:table.index("</thead>")]
+    secondary = re.findall(r'<th class="[^"]*\bsec\b[^"]*">([^<]+)</th>', header)
+    assert secondary == ["weights", "device", "top-1 % published", "Δ pp", "top-5 %", "top-5 % published", "Δ pp",
+                         "parity agree", "max |Δ|", "params (M)", "GMACs"]  # one device: device is secondary too
+    assert "#summary-table:not(.all) .sec { display: none; }" in report
+    assert 'id="summary-filter"' in report and 'id="summary-all"' in report and "appendChild" in report
+    assert 'data-v="5.6"' in table  # alexnet onnx p50 at batch 1: the raw number the page sorts by
+    assert "<td data-v=\"5.6\">5.60<" in table  # shown to three significant digits, the unit in the header
+
+
+def _labelled(trace) -> list[tuple[float, float, str]]:
+    return [(x, y, t) for x, y, t in zip(trace.x, trace.y, trace.text or ()) if t]
+
+
+def test_charts_label_only_the_pareto_front_and_the_chosen_variants(store, make_run):
+    ctx = report_context(store, make_run(store, parity_fail=True,
+                                         int8="32 seeded synthetic images (not meaningful for accuracy)"))
+    chosen = {d["model"]: d["choice"]["name"] for d in ctx["decisions"]}
+    assert chosen == {"resnet18": "onnx int8", "alexnet": "onnx int8", "googlenet": "onnx int8"}
+    fig = ctx["charts"]["acc_vs_latency"]
+    [front] = [t for t in fig.data if t.name == "Pareto front"]
+    on_front = set(zip(front.x, front.y))
+    labels = [p for t in fig.data if t.mode == "markers+text" for p in _labelled(t)]
+    stars = sorted(text for _, _, text in labels if text.startswith("★"))
+    assert stars == ["★ alexnet onnx int8", "★ googlenet (random weights) onnx int8", "★ resnet18 onnx int8"]
+    assert all((x, y) in on_front for x, y, text in labels if not text.startswith("★"))
+    points = sum(len(t.x) for t in fig.data if t.mode == "markers+text")
+    assert points == 9 and len(labels) < points  # the rest name themselves on hover only
+    assert all(t.hovertext is not None and all(t.hovertext) for t in fig.data if t.mode == "markers+text")
+    macs = [p for t in ctx["charts"]["acc_vs_macs"].data for p in _labelled(t)]
+    assert len(macs) == 3 and {m.split(" ")[1] for _, _, m in macs} == {"resnet18", "alexnet", "googlenet"}
+
+
+def test_one_colour_per_runtime_and_one_symbol_per_precision_on_every_chart(store, make_run):
+    from perfkit.report.html import PRECISION_SYMBOLS, colour
+
+    ctx = report_context(store, make_run(store, int8="32 seeded synthetic images (not meaningful for accuracy)"))
+    latency = [t for t in ctx["charts"]["acc_vs_latency"].data if t.mode == "markers+text"]
+    onnx = next(t for t in latency if t.name.startswith("onnx"))
+    assert onnx.marker.color == colour("onnx")
+    assert set(onnx.marker.symbol) == {"circle", "triangle-up", "circle-open", "triangle-up-open"}  # open: random
+    lines = {t.name: t for t in ctx["charts"]["latency_vs_batch"].data if t.showlegend is not False}
+    assert lines["resnet18 · onnx int8"].marker.symbol == PRECISION_SYMBOLS["int8"]
+    assert lines["resnet18 · onnx int8"].line.color == colour("onnx")
+    bars = {t.name: t for t in ctx["charts"]["acc_bars"].data}
+    assert bars["measured onnx int8"].marker.pattern.shape == "x" and bars["measured onnx fp32"].marker.pattern.shape == ""
+    assert len({colour(r) for r in ("eager", "torchscript", "onnx", "tensorrt", "aoti", "native", "openvino", "x")}) == 8

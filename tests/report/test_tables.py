@@ -113,3 +113,17 @@ def test_a_quiet_run_has_no_mark_and_unmeasured_contention_is_never_called_clean
     for r in lat:  # records older than schema 4 have no contention metrics: nothing said either way
         r.metrics.pop("other_cpu_pct"), r.metrics.pop("contended")
     assert "contention" not in _text(profile_table(lat, "profile"))
+
+
+def test_the_summary_opens_with_the_decision(store, make_run):
+    run, records = load_run(store, make_run(store, parity_fail=True, offline=True))
+    items = summary_table(run, records)
+    first = _text(items[0], width=200)
+    assert first.lstrip().startswith("what to ship")
+    [alexnet] = [line for line in first.splitlines() if line.lstrip().startswith("alexnet")]
+    assert "SingleStream p50" in alexnet and "eager fp32" in alexnet and "8.00 ms" in alexnet  # onnx failed parity
+    [resnet] = [line for line in first.splitlines() if line.lstrip().startswith("resnet18")]
+    assert "onnx fp32" in resnet and "1.43× vs eager fp32" in resnet and "eager fp32 20.0 ms (1.00×)" in resnet
+    assert sum("Offline samples/s" in line for line in first.splitlines()) == 3  # a line per model
+    limits = _text(*items[1:5], width=200)
+    assert "what limits the answer" in limits and "alexnet — " in limits and "left out (parity FAILED): onnx fp32" in limits
