@@ -69,9 +69,29 @@ class Distributed:
         if self.enabled:
             torch.distributed.barrier()
 
-    def close(self) -> None:
+    def close(self, *, finished: bool = True) -> None:
+        """Leave the process group. ``finished``: every rank got here normally, so they first meet at a
+        barrier — a rank that tears gloo down while another still talks to it aborts ("terminate called
+        without an active exception", seen once in 5 loaded runs of the two-process test). After a
+        failure no barrier: the other rank may never come."""
         if self.enabled and torch.distributed.is_initialized():
+            if finished:
+                self._meet()
             torch.distributed.destroy_process_group()
+
+    def _meet(self, seconds: float = 60) -> None:
+        """A barrier that gives up after ``seconds`` on gloo (a rank that failed after its work, a gate
+        raised on rank 0, never comes; nccl has no monitored barrier)."""
+        import datetime
+
+        dist = torch.distributed
+        try:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=datetime.timedelta(seconds=seconds))
+            else:
+                dist.barrier()
+        except RuntimeError:
+            pass  # the other rank did not come: leave anyway, its own failure is what it reports
 
 
 ALONE = Distributed()

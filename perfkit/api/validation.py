@@ -43,6 +43,7 @@ def validate(model=None, data=None, *, labels=None, runtimes="eager", precision=
                  per_class=per_class, skip_unreadable=skip_unreadable)
     dist = Distributed.from_env(device)
     device = dist.device(device)
+    finished = False
     try:
         dataset = open_dataset(data, labels).take(limit, limit_per_class)
         shown = notify if dist.is_main else quiet
@@ -55,11 +56,12 @@ def validate(model=None, data=None, *, labels=None, runtimes="eager", precision=
                        "distributed"))
         calibration = given.calibration(precisions, data, shown)
         job = (given, dataset, specs, backends, precisions, device, dist, calibration, asked)
-        if not dist.is_main:
-            return _follow(*job)
-        return _lead(*job, store, out, (max_top1_drop, min_relative), notify, progress)
+        done = _follow(*job) if not dist.is_main else _lead(*job, store, out, (max_top1_drop, min_relative), notify,
+                                                               progress)
+        finished = True
+        return done
     finally:
-        dist.close()
+        dist.close(finished=finished)
 
 
 def _batch_size(batch) -> int:

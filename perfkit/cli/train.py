@@ -81,11 +81,13 @@ def train_models(configs: list, *, store_path=None, resume: str | None = None, e
     if not configs:
         raise UsageError("name at least one model to train")
     dist = Distributed.from_env(common.resolve_device(configs[0]))
+    finished = False
     try:
         if not dist.is_main:
             for cfg in configs:
                 for _ in train(cfg, dist):
                     pass
+            finished = True
             return None
         with Store(store_path) as store:
             run_id = _run_to_resume(store, resume, resume_run_id(configs))
@@ -102,9 +104,10 @@ def train_models(configs: list, *, store_path=None, resume: str | None = None, e
                         _failure_log(cfg, rec.run_id, exc)
                 if failures and len(failures) == len(configs):
                     raise failures[0]
+        finished = True
         return rec
     finally:
-        dist.close()
+        dist.close(finished=finished)
 
 
 def _run_to_resume(store, asked: str | None, from_checkpoint: str | None) -> str | None:
