@@ -58,10 +58,11 @@ def run(args) -> int:
 
 def _caption(tols: dict, ref: str = "eager") -> str:
     """The tolerances, written against ``ref``: the reference runtime (eager; onnx for an ONNX file)."""
-    from perfkit.accuracy.parity import INT8_CRITERIA
+    from perfkit.accuracy.parity import BF16_CRITERIA, INT8_CRITERIA
     from perfkit.vocab import Precision
 
     lines = [f"{p}: |Δ| ≤ {t.atol:g} + {t.rtol:g}·|{ref}|, max rel ≤ {t.max_rel:g}, top-1 agreement ≥ "
-             f"{t.min_top1_agreement:.0%}, no NaN/Inf" for p, t in tols.items() if p is not Precision.INT8]
+             f"{t.min_top1_agreement:.0%}, no NaN/Inf" for p, t in tols.items() if p not in (Precision.BF16, Precision.INT8)]
     text = ("tolerance " + "; ".join(lines) + "; " if lines else "") + f"max rel = max|Δ| / max|{ref}| per sample"
-    return text + (f"\n{INT8_CRITERIA.replace('eager fp32', f'{ref} fp32')}" if Precision.INT8 in tols else "")
+    criteria = [c for p, c in ((Precision.BF16, BF16_CRITERIA), (Precision.INT8, INT8_CRITERIA)) if p in tols]
+    return text + "".join(f"\n{c.replace('eager fp32', f'{ref} fp32')}" for c in criteria)

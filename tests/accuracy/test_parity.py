@@ -357,3 +357,19 @@ def test_an_onnx_files_reference_is_onnx_runtime_on_the_cpu_running_it(onnx_file
     int8 = [r for r in P.check_parity(spec, ["onnx"], ctx, inputs=(inputs, "synthetic"), batches=[4],
                                       precision="int8") if isinstance(r, ParityCheck)]
     assert [(r.where.runtime, r.where.precision) for r in int8] == [("onnx", "int8")] and int8[0].result.passed
+
+
+def test_bf16_gates_the_direction_and_scale_of_the_error_not_near_tie_flips():
+    """Correct bf16 flips near-ties (vgg16 in perfkit run's default: one of 8) and moves small logits by up to
+    15 % of the largest; what it keeps is each sample's direction. A wrong one loses that."""
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(8, 10, generator=g)
+    ref[0, :2] = torch.tensor([3.0, 2.999])  # a near-tie
+    close = ref + 0.05 * torch.randn(8, 10, generator=g)
+    close[0, :2] = torch.tensor([2.998, 3.0])  # the tie flips
+    result = P.compare(ref, close, P.tolerance("bf16"))
+    assert result.passed and result.top1_agreement == 7 / 8
+    wrong = torch.randn(8, 10, generator=g)  # another direction altogether
+    assert not P.compare(ref, wrong, P.tolerance("bf16")).passed
+    scaled = ref * 1.6  # the right direction, the wrong scale: max |Δ| = 0.6 × the largest logit
+    assert not P.compare(ref, scaled, P.tolerance("bf16")).passed
