@@ -176,8 +176,9 @@ def run(models=None, *, runtimes="auto", precision="auto", batch="1,8", data=Non
     ``model_code``): complexity, export, parity, accuracy on ``data`` (ImageNet-val or your labelled
     folders; default $PERFKIT_IMAGENET_VAL, else skipped), profile (the scenarios at their quick
     settings) and memory, in one run. ``runtimes="auto"``: every runtime available here that the
-    pipeline measures by default; ``precision="auto"``: fp32, plus int8 where a runtime builds it
-    cheaply. ``resume``: a run of ``store`` to continue (its id, a prefix or ``latest``)."""
+    pipeline measures by default; ``precision="auto"``: fp32, plus each precision this hardware
+    accelerates in the runtimes that build it (``perfkit.env.accelerated``; ``notify`` says what was
+    left out and why). ``resume``: a run of ``store`` to continue (its id, a prefix or ``latest``)."""
     from perfkit import pipeline
 
     given = Keywords.of("run", keywords, weights=weights, scenarios=True)

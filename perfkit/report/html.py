@@ -352,7 +352,7 @@ def _scenario_chart(go, section: dict):
                                            "<extra></extra>"))
     batches = sorted({r["batch"] for r in ok})
     fig.update_yaxes(title_text=section["unit"])
-    fig.update_layout(barmode="group", height=460, title=f"{section['title']} at batch {', '.join(map(str, batches))}")
+    fig.update_layout(barmode="group", height=460, title=f"{section['title']} (batch {', '.join(map(str, batches))})")
     return fig
 
 
