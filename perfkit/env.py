@@ -183,7 +183,8 @@ def _digest(parts) -> str:
 
 def hardware(env: dict, device: str | None = None) -> dict:
     """The hardware identity of a fingerprint (``fingerprint``) for work on ``device`` (default: the
-    fingerprint's own): what did the work, a short ``label`` and a ``key`` (12 hex digits) for grouping.
+    fingerprint's own): what did the work, a short ``label`` and a ``key`` (12 hex digits) for grouping;
+    ``known`` is false where the fingerprint does not name the CPU or GPU (an empty one).
 
     On CUDA the GPU did the work: its model and memory make the key (torch's figures, which every CUDA
     fingerprint has; NVML's, read where nvidia-ml-py is installed, only where torch's are missing: NVML
@@ -199,11 +200,11 @@ def hardware(env: dict, device: str | None = None) -> dict:
         memory = env.get("gpu_memory_bytes") or env.get("nvml_memory_bytes")
         gib = round(memory / 2**30) if isinstance(memory, (int, float)) and memory > 0 else None
         label = (name or "unknown GPU") + ("" if gib is None or "GB" in (name or "") else f" {gib}GiB")
-        return {"kind": "gpu", "key": _digest(["gpu", name, gib]), "label": label, "gpu_name": name,
+        return {"kind": "gpu", "key": _digest(["gpu", name, gib]), "label": label, "known": name is not None, "gpu_name": name,
                 "gpu_memory_bytes": memory, "nvml_memory_bytes": env.get("nvml_memory_bytes"), "driver": env.get("driver")}
     read = env.get("cpu_flags")
     flags = None if read is None else [f for f in HARDWARE_FLAGS if f in read]
     model, count = short_cpu_model(env.get("cpu_model")), env.get("cpu_count")
     label = " ".join(filter(None, (model, f"×{count}" if count else None, "+".join(_label_flags(flags or [])))))
     return {"kind": "cpu", "key": _digest(["cpu", model, count, flags]), "label": label,
-            "cpu_model": env.get("cpu_model"), "cpu_flags": flags, "cpu_count": count}
+            "known": env.get("cpu_model") is not None, "cpu_model": env.get("cpu_model"), "cpu_flags": flags, "cpu_count": count}

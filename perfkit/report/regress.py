@@ -316,10 +316,12 @@ def compare(baseline: Side, candidate: Side, *, max_top1_drop_pp: float = DEFAUL
 def same_hardware(baseline: Side, candidate: Side, pairs: list[tuple[Record, Record]], allowed: bool) -> dict:
     """The hardware of each side's compared records (``{"baseline": [labels], "candidate": [labels]}``).
     A pair measured on different hardware (``perfkit.report.hardware``) is a UsageError naming both, unless
-    ``allowed`` (``--across-hardware``): a latency from another machine is a different machine, not a regression."""
+    ``allowed`` (``--across-hardware``): a latency from another machine is a different machine, not a regression.
+    Only a difference known is refused: a record whose fingerprint names no CPU or GPU compares."""
     for a, b in pairs:
         ha, hb = record_hardware(a), record_hardware(b)
-        if ha["key"] != hb["key"] and not allowed:
+        known = ha.get("known", True) and hb.get("known", True)
+        if known and ha["key"] != hb["key"] and not allowed:
             raise UsageError(f"the baseline ({baseline.label}) was measured on {ha['label']} [{ha['key']}] and the "
                              f"candidate ({candidate.label}) on {hb['label']} [{hb['key']}]: pass --across-hardware "
                              "to compare them anyway, or --hardware to compare one machine's records")

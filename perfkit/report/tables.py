@@ -489,13 +489,16 @@ def zoo_table(rows: list[dict]):
 
 
 def runs_table(runs: list[dict], path):
+    from perfkit.report.hardware import hardware_of
+
     style = {"ok": None, "running": "yellow", "interrupted": "yellow", "failed": "red"}
+    machine = lambda r: r.get("hardware") or hardware_of(r.get("env"))  # noqa: E731
     return render_table(f"runs in {path}", [
         Column("run", "id", justify="left"), Column("started", "started", fmt_time),
         Column("took", "seconds", fmt_seconds), Column("status", "status", justify="left"),
         Column("records", "records", fmt_int), Column("errors", "errors", fmt_int),
-        Column("hardware", lambda r: escape(r["hardware"]["label"]), str, justify="left"),
-        Column("hw key", lambda r: r["hardware"]["key"], str, justify="left"),
+        Column("hardware", lambda r: escape(machine(r)["label"]), str, justify="left"),
+        Column("hw key", lambda r: machine(r)["key"], str, justify="left"),
         Column("command", "command", escape, justify="left"),
     ], runs, row_style=lambda r: "red" if r["errors"] else style.get(r["status"]))
 
