@@ -19,19 +19,20 @@ def add_runs(sub) -> None:
 
 def runs(args) -> int:
     from perfkit.report.console import console, print_json
-    from perfkit.report.hardware import hardware_of, matches
+    from perfkit.report.hardware import ALL, hardware_of, matches
     from perfkit.report.tables import runs_table
     from perfkit.vocab import positive
 
     positive(args.limit, "--limit", allow_zero=True)
+    wanted = args.hardware not in (None, ALL)
     with common.open_store(args, read_only=True) as store:
         # --hardware filters in Python, on what each run recorded: the same for every store
-        listed = store.runs(None if args.hardware else args.limit or None)
+        listed = store.runs(None if wanted else args.limit or None)
         path = store.path
     for r in listed:
         r["seconds"] = (r["finished"] - r["started"]) if r["finished"] else None
         r["hardware"] = hardware_of(r["env"])
-    if args.hardware:
+    if wanted:
         listed = [r for r in listed if matches(r["hardware"], args.hardware)][:args.limit or None]
     if args.json:
         print_json(listed)

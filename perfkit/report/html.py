@@ -16,7 +16,7 @@ from perfkit.report.console import (
     FORMATS, fmt_bytes, fmt_float, fmt_int, fmt_latency, fmt_sci, fmt_seconds, fmt_time,
 )
 from perfkit.report.decision import decision_rows, decisions
-from perfkit.report.hardware import across_machines, machine_rows, only_hardware
+from perfkit.report.hardware import across_machines, labels, machine_rows, only_hardware
 from perfkit.report.output import check_writable, write_text
 from perfkit.report.rows import (
     CONTENDED_MARK, contention_notes, failure_rows, is_random, latest_ok, load_run, memory_mib, parity_distances,
@@ -520,7 +520,8 @@ def report_context(store: Store, run_id: str, hardware: str | None = None) -> di
         "precision_notes": _precision_notes(records),
         "contention_notes": contention_notes(records), "contended_mark": CONTENDED_MARK,
         "sections": sections, "winners": _winner_rows(records), "scenario_names": [s.name for s in scenarios_in(records)],
-        "machines": machines, "env": _env_items(run["env"]),
+        "machines": machines, "hardware": labels(r for r in records if r.runtime is not None),
+        "env": _env_items(run["env"]),
         "charts": build_charts(rows, curves, sections, distributions, chosen, machines),
         "generated": time.time(),
     }

@@ -17,6 +17,7 @@ from perfkit.report.console import (
     render_table,
 )
 from perfkit.report.decision import decision_rows, decisions
+from perfkit.report.hardware import hardware_of, labels
 from perfkit.report.rows import (
     CONTENDED_MARK, contention_notes, failure_rows, is_random, memory_mib, parity_distances, scenario_rows,
     scenarios_in, summary_rows, training_rows, weights_label, winners,
@@ -437,6 +438,8 @@ def summary_table(run: dict, records: list[Record]) -> list:
     columns = _summary_columns(rows, others)
     style = {"fail": "red", "warn": "yellow", "ok": None}
     where = f" on {devices.pop()}" if len(devices) == 1 and None not in devices else ""
+    machines = labels(r for r in records if r.runtime is not None)
+    where += f" ({escape(machines[0])})" if len(machines) == 1 else f" ({len(machines)} machines)" if machines else ""
     title = f"run {run['id']}{where} — {escape(run['command'])} ({run['status']})"
     out: list = decision_table(records, rows) if any(r["runtime"] for r in rows) else []
     if rows:
@@ -489,8 +492,6 @@ def zoo_table(rows: list[dict]):
 
 
 def runs_table(runs: list[dict], path):
-    from perfkit.report.hardware import hardware_of
-
     style = {"ok": None, "running": "yellow", "interrupted": "yellow", "failed": "red"}
     machine = lambda r: r.get("hardware") or hardware_of(r.get("env"))  # noqa: E731
     return render_table(f"runs in {path}", [

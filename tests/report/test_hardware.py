@@ -158,7 +158,9 @@ def test_report_hardware_all_adds_the_across_machines_chart(store, two_machines,
     assert main(["report", xeon, "--store", str(store.path), "--hardware", "all", "--html", str(html)]) == 0
     text = html.read_text()
     assert 'id="machines"' in text and text.count('id="chart-machines"') == 1
-    assert "across machines" in capsys.readouterr().out
+    assert f"measured on {XEON}" in text  # the run's own hardware, in the header
+    out = capsys.readouterr().out
+    assert "across machines" in out and f"run {xeon} on cpu (Intel Xeon Platinum 8480+" in out
 
 
 def test_report_hardware_text_keeps_the_runs_records_on_that_machine(store, two_machines, capsys):
