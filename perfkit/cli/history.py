@@ -260,6 +260,11 @@ def _print_regress(result: dict, args, title: str) -> None:
     from perfkit.report.console import banner, console
     from perfkit.report.tables import regress_table
 
+    if result["hardware"]["baseline"] != result["hardware"]["candidate"]:  # only with --across-hardware
+        from rich.markup import escape
+
+        banner(escape(f"compared across hardware: {'; '.join(result['hardware']['baseline'])} (baseline) → "
+                      f"{'; '.join(result['hardware']['candidate'])} (candidate)"))
     if result["env_differences"]:
         banner("environments differ (latency is only comparable on the same machine): "
                + "; ".join(result["env_differences"]))

@@ -92,6 +92,9 @@ def test_regress_refuses_another_machine_unless_asked(store, two_machines, capsy
     result = json.loads(capsys.readouterr().out)
     assert result["hardware"] == {"baseline": [EPYC], "candidate": [XEON]} and result["compared"] > 0
     assert any(c["verdict"] == "improved" and c["metric"] == "latency_median_ms" for c in result["changes"])
+    assert main(["regress", "--store", str(store.path), "--baseline", epyc, "--candidate", xeon,
+                 "--across-hardware"]) == 0
+    assert f"compared across hardware: {EPYC} (baseline) → {XEON} (candidate)" in capsys.readouterr().err
 
 
 def test_regress_hardware_compares_one_machines_records(store, make_run, on_machine, two_machines, capsys):
