@@ -71,8 +71,11 @@ def accelerated(device: str, flags: list[str] | None = None) -> dict[str, str]:
 
     if device_type(device) == "cuda":
         return {"fp16": "CUDA tensor cores", "int8": "CUDA tensor cores"}
-    if flags is None:
-        flags = cpu_flags() or []
+    return _cpu_accelerated(cpu_flags() or [] if flags is None else flags)
+
+
+def _cpu_accelerated(flags: list[str]) -> dict[str, str]:
+    """``accelerated`` on a CPU with the features ``flags`` (no torch needed: reports call it too)."""
     have = set(flags)
     return {precision: next(f for f in features if f in have)
             for precision, features in ACCELERATING.items() if have & set(features)}
@@ -171,7 +174,7 @@ def short_cpu_model(model: str | None) -> str:
 def _label_flags(flags: list[str]) -> list[str]:
     """The flags a label shows: the one that accelerates each reduced precision (``accelerated``), and
     AVX-512 where none of those already implies it."""
-    shown = list(dict.fromkeys(accelerated("cpu", flags).values()))
+    shown = list(dict.fromkeys(_cpu_accelerated(flags).values()))
     if "avx512f" in flags and not any(f.startswith(("avx512", "amx")) for f in shown):
         shown.append("avx512f")
     return shown
@@ -200,11 +203,13 @@ def hardware(env: dict, device: str | None = None) -> dict:
         memory = env.get("gpu_memory_bytes") or env.get("nvml_memory_bytes")
         gib = round(memory / 2**30) if isinstance(memory, (int, float)) and memory > 0 else None
         label = (name or "unknown GPU") + ("" if gib is None or "GB" in (name or "") else f" {gib}GiB")
-        return {"kind": "gpu", "key": _digest(["gpu", name, gib]), "label": label, "known": name is not None, "gpu_name": name,
-                "gpu_memory_bytes": memory, "nvml_memory_bytes": env.get("nvml_memory_bytes"), "driver": env.get("driver")}
+        return {"kind": "gpu", "key": _digest(["gpu", name, gib]), "label": label, "known": name is not None,
+                "gpu_name": name, "gpu_memory_bytes": memory, "nvml_memory_bytes": env.get("nvml_memory_bytes"),
+                "driver": env.get("driver")}
     read = env.get("cpu_flags")
     flags = None if read is None else [f for f in HARDWARE_FLAGS if f in read]
     model, count = short_cpu_model(env.get("cpu_model")), env.get("cpu_count")
     label = " ".join(filter(None, (model, f"×{count}" if count else None, "+".join(_label_flags(flags or [])))))
     return {"kind": "cpu", "key": _digest(["cpu", model, count, flags]), "label": label,
-            "known": env.get("cpu_model") is not None, "cpu_model": env.get("cpu_model"), "cpu_flags": flags, "cpu_count": count}
+            "known": env.get("cpu_model") is not None, "cpu_model": env.get("cpu_model"), "cpu_flags": flags,
+            "cpu_count": count}

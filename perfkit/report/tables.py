@@ -587,7 +587,7 @@ def regress_table(result: dict, title: str, caption: str):
 
 __all__ = [
     "accuracy_table", "calibration_notes", "complexity_tables", "decision_table", "epochs_table", "export_table", "failures_table",
-    "gate_table", "is_random", "machines_table", "parity_table", "precision_notes", "per_class_tables", "scenario_table",
-    "scenario_tables",
+    "gate_table", "is_random", "machines_table", "parity_table", "precision_notes", "per_class_tables",
+    "scenario_table", "scenario_tables",
     "regress_table", "runs_table", "select_tables", "summary_table", "training_table", "zoo_table",
 ]
