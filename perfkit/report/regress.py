@@ -262,7 +262,7 @@ def compare(baseline: Side, candidate: Side, *, max_top1_drop_pp: float = DEFAUL
     hardware than their counterpart are refused (``same_hardware``) unless ``across_hardware``.
 
     Returns ``{"baseline", "candidate", "thresholds", "changes": [...], "compared", "regressions",
-    "missing", "new", "env_differences"}``; each change has the record key, metric, baseline,
+    "missing", "new", "env_differences", "hardware"}``; each change has the record key, metric, baseline,
     candidate, change (pp for percentages, % otherwise), unit, verdict (regression, improved,
     within, inconclusive, changed, config changed, contended, same, now fails, fixed, missing, new),
     for a median with stored samples on both sides its 95 % ``interval`` (% change), and, for a timing
