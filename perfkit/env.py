@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 from importlib import metadata
 
 CORE_LIBRARIES = ("torch", "torchvision", "timm", "perfkit")
@@ -70,8 +71,11 @@ def accelerated(device: str, flags: list[str] | None = None) -> dict[str, str]:
 
     if device_type(device) == "cuda":
         return {"fp16": "CUDA tensor cores", "int8": "CUDA tensor cores"}
-    if flags is None:
-        flags = cpu_flags() or []
+    return _cpu_accelerated(cpu_flags() or [] if flags is None else flags)
+
+
+def _cpu_accelerated(flags: list[str]) -> dict[str, str]:
+    """``accelerated`` on a CPU with the features ``flags`` (no torch needed: reports call it too)."""
     have = set(flags)
     return {precision: next(f for f in features if f in have)
             for precision, features in ACCELERATING.items() if have & set(features)}
@@ -116,6 +120,8 @@ def _gpu(device: str) -> dict:
         info["sm_clock_max_mhz"] = pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM)
         info["mem_clock_mhz"] = pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_MEM)
         info["nvml_uuid"] = pynvml.nvmlDeviceGetUUID(handle)
+        info["nvml_name"] = pynvml.nvmlDeviceGetName(handle)
+        info["nvml_memory_bytes"] = pynvml.nvmlDeviceGetMemoryInfo(handle).total
     except Exception as exc:  # NVML is optional: record why it was not read
         info["nvml_error"] = f"{type(exc).__name__}: {exc}"
     return info
@@ -140,6 +146,7 @@ def fingerprint(device: str = "cpu", libraries: tuple[str, ...] = ()) -> dict:
         "libraries": library_versions((*CORE_LIBRARIES, *libraries)),
     }
     env.update(_gpu(device))
+    env["hardware"] = hardware(env)
     return env
 
 
@@ -149,3 +156,60 @@ def fingerprint_id(env: dict | None = None) -> str:
     volatile = ("sm_clock_mhz", "mem_clock_mhz", "torch_threads", "cuda_visible_devices")
     stable = {k: v for k, v in env.items() if k not in volatile}
     return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# AVX-512 itself and every feature that accelerates a reduced precision (``ACCELERATING``): the flags
+# that decide how fast a CPU runs a model. The rest of ``CPU_FEATURES`` (fma, f16c, sve, ...) does not
+# split machines.
+HARDWARE_FLAGS = ("avx512f", *dict.fromkeys(f for features in ACCELERATING.values() for f in features))
+_MARKETING = re.compile(r"\((?:R|TM|C)\)|\bCPU\b|\bProcessor\b|\d+-Core|@.*$", re.IGNORECASE)
+
+
+def short_cpu_model(model: str | None) -> str:
+    """``Intel(R) Xeon(R) Platinum 8480+`` → ``Intel Xeon Platinum 8480+``; ``AMD EPYC 7B13 64-Core
+    Processor`` → ``AMD EPYC 7B13`` (the clock and the trademarks name no other chip)."""
+    return " ".join(_MARKETING.sub(" ", model or "").split()) or "unknown CPU"
+
+
+def _label_flags(flags: list[str]) -> list[str]:
+    """The flags a label shows: the one that accelerates each reduced precision (``accelerated``), and
+    AVX-512 where none of those already implies it."""
+    shown = list(dict.fromkeys(_cpu_accelerated(flags).values()))
+    if "avx512f" in flags and not any(f.startswith(("avx512", "amx")) for f in shown):
+        shown.append("avx512f")
+    return shown
+
+
+def _digest(parts) -> str:
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
+
+
+def hardware(env: dict, device: str | None = None) -> dict:
+    """The hardware identity of a fingerprint (``fingerprint``) for work on ``device`` (default: the
+    fingerprint's own): what did the work, a short ``label`` and a ``key`` (12 hex digits) for grouping;
+    ``known`` is false where the fingerprint does not name the CPU or GPU (an empty one).
+
+    On CUDA the GPU did the work: its model and memory make the key (torch's figures, which every CUDA
+    fingerprint has; NVML's, read where nvidia-ml-py is installed, only where torch's are missing: NVML
+    counts a few hundred MiB more and would split one GPU in two); the driver is recorded but is not part
+    of the key (a driver update is compared, not a new machine). On the CPU: the model, the logical CPU
+    count and the ``HARDWARE_FLAGS`` it has. The host name is never part of it: two identical machines are
+    one hardware. Works on fingerprints recorded before this existed (it reads only their cpu_model,
+    cpu_flags, cpu_count and gpu_* fields); the key is what groups records, so changing what goes into
+    it splits old records from new ones.
+    """
+    if str(device or env.get("device") or "cpu").startswith("cuda"):  # torch.device(...).type, without torch
+        name = env.get("gpu_name") or env.get("nvml_name")
+        memory = env.get("gpu_memory_bytes") or env.get("nvml_memory_bytes")
+        gib = round(memory / 2**30) if isinstance(memory, (int, float)) and memory > 0 else None
+        label = (name or "unknown GPU") + ("" if gib is None or "GB" in (name or "") else f" {gib}GiB")
+        return {"kind": "gpu", "key": _digest(["gpu", name, gib]), "label": label, "known": name is not None,
+                "gpu_name": name, "gpu_memory_bytes": memory, "nvml_memory_bytes": env.get("nvml_memory_bytes"),
+                "driver": env.get("driver")}
+    read = env.get("cpu_flags")
+    flags = None if read is None else [f for f in HARDWARE_FLAGS if f in read]
+    model, count = short_cpu_model(env.get("cpu_model")), env.get("cpu_count")
+    label = " ".join(filter(None, (model, f"×{count}" if count else None, "+".join(_label_flags(flags or [])))))
+    return {"kind": "cpu", "key": _digest(["cpu", model, count, flags]), "label": label,
+            "known": env.get("cpu_model") is not None, "cpu_model": env.get("cpu_model"), "cpu_flags": flags,
+            "cpu_count": count}

@@ -11,6 +11,7 @@ from perfkit.cli import options as O
 def add_runs(sub) -> None:
     p = O.command(sub, "runs", "list the run history", "List runs in the store, newest first.", "perfkit runs --limit 5")
     p.add_argument("--limit", type=int, default=20, help="show at most this many runs (0: all)")
+    O.hardware(p, "runs")
     O.json_flag(p)
     O.store(p)
     p.set_defaults(func=runs)
@@ -18,15 +19,21 @@ def add_runs(sub) -> None:
 
 def runs(args) -> int:
     from perfkit.report.console import console, print_json
+    from perfkit.report.hardware import ALL, hardware_of, matches
     from perfkit.report.tables import runs_table
     from perfkit.vocab import positive
 
     positive(args.limit, "--limit", allow_zero=True)
+    wanted = args.hardware not in (None, ALL)
     with common.open_store(args, read_only=True) as store:
-        listed = store.runs(args.limit or None)
+        # --hardware filters in Python, on what each run recorded: the same for every store
+        listed = store.runs(None if wanted else args.limit or None)
         path = store.path
     for r in listed:
         r["seconds"] = (r["finished"] - r["started"]) if r["finished"] else None
+        r["hardware"] = hardware_of(r["env"])
+    if wanted:
+        listed = [r for r in listed if matches(r["hardware"], args.hardware)][:args.limit or None]
     if args.json:
         print_json(listed)
     else:
@@ -54,6 +61,9 @@ def add_report(sub) -> None:
     p.add_argument("--mlflow", metavar="URI",
                    help="log each candidate as an MLflow run to this tracking URI (with --html, the report as an "
                         "artifact; needs perfkit[mlflow])")
+    O.hardware(p, "the run's records", "; `all`: keep them all and compare the run's model × runtime × precision "
+               "with their newest timings on every other machine in the store (a table, and an HTML chart with one "
+               "group per machine); the JSON exports stay the whole run")
     O.json_flag(p)
     O.store(p)
     p.set_defaults(func=report)
@@ -62,10 +72,11 @@ def add_report(sub) -> None:
 def report(args) -> int:
     from perfkit.report.candidates import write_csv
     from perfkit.report.console import banner, console, print_json
+    from perfkit.report.hardware import across_machines, machine_rows, only_hardware
     from perfkit.report.output import check_writable
     from perfkit.report.records_io import export_payload, write_json
     from perfkit.report.rows import load_run
-    from perfkit.report.tables import summary_table
+    from perfkit.report.tables import machines_table, summary_table
 
     for flag, path in (("--json-out", args.json_out), ("--csv", args.csv), ("--html", args.html)):
         if path is not None:
@@ -76,11 +87,14 @@ def report(args) -> int:
         require_mlflow()  # a missing extra is said before any output, too
     with common.open_store(args, read_only=True) as store:
         run, records = load_run(store, args.run)
+        records = only_hardware(records, args.hardware, f"run {run['id']}")
         if args.json:
             print_json(export_payload(store, run["id"]))
         else:
             for item in summary_table(run, records):
                 console.print(item)
+            if machines := machine_rows(across_machines(store, records, args.hardware)):
+                console.print(machines_table(machines))
         if args.json_out is not None:
             banner(f"records of run {run['id']} written to {write_json(store, run['id'], args.json_out)}", "bold green")
         if args.csv is not None:
@@ -88,7 +102,8 @@ def report(args) -> int:
         if args.html is not None:
             from perfkit.report.html import render_html
 
-            banner(f"HTML report written to {render_html(store, run['id'], args.html)}", "bold green")
+            banner(f"HTML report written to {render_html(store, run['id'], args.html, hardware=args.hardware)}",
+                   "bold green")
     if args.mlflow is not None:
         from perfkit.report.mlflow_export import log_run
 
@@ -123,6 +138,7 @@ def add_select(sub) -> None:
                    help="with --scenario server: the p99 bound, ms (records measured at the largest bound ≤ B count)")
     p.add_argument("--device", default=None, metavar="D", help="only candidates measured on this device (cpu, cuda)")
     p.add_argument("--run", default=None, metavar="RUN", help="take the numbers of this run only (default: newest per candidate)")
+    O.hardware(p, "candidates", " (default: every machine's, each machine's numbers a candidate of its own)")
     p.add_argument("--use-published", action="store_true",
                    help="where no top-1 was measured, use the published top-1 of the weights (labelled 'published')")
     O.json_flag(p)
@@ -154,7 +170,7 @@ def select(args) -> int:
                               args.use_published, args.min_relative_accuracy,
                               "server" if args.scenario == "server" else None, args.latency_bound_ms)
     with common.open_store(args, read_only=True) as store:
-        result = choose(store, constraints, args.run)
+        result = choose(store, constraints, args.run, args.hardware)
         path = store.path
     if not result["selected"] and not result["excluded"]:
         raise PerfkitError(f"no measured candidates in {path}{' for run ' + args.run if args.run else ''}: "
@@ -199,6 +215,10 @@ def add_regress(sub) -> None:
     p.add_argument("--junit", type=Path, metavar="FILE",
                    help="also write the comparison as JUnit XML (one testcase per compared metric; a regression "
                         "fails, what is not judged is skipped) for CI")
+    O.hardware(p, "records of both sides", " (a run of several machines: compare one machine's records)")
+    p.add_argument("--across-hardware", action="store_true",
+                   help="compare records measured on different hardware (refused by default: another machine's "
+                        "latency is not a regression)")
     O.json_flag(p)
     O.store(p)
     p.set_defaults(func=regress)
@@ -207,7 +227,7 @@ def add_regress(sub) -> None:
 def regress(args) -> int:
     from perfkit.errors import GateFailed
     from perfkit.report.console import banner, print_json
-    from perfkit.report.regress import compare, load_side
+    from perfkit.report.regress import compare, load_side, on_hardware
 
     if args.junit is not None:
         from perfkit.report.output import check_writable
@@ -218,9 +238,10 @@ def regress(args) -> int:
             baseline, candidate = load_side(store, args.baseline), load_side(store, args.candidate)
     else:
         baseline, candidate = load_side(None, args.baseline), load_side(None, args.candidate)
+    baseline, candidate = (on_hardware(side, args.hardware) for side in (baseline, candidate))
     result = compare(baseline, candidate, max_top1_drop_pp=args.max_top1_drop,
                      max_latency_increase_pct=args.max_latency_increase,
-                     max_throughput_drop_pct=args.max_throughput_drop)
+                     max_throughput_drop_pct=args.max_throughput_drop, across_hardware=args.across_hardware)
     if args.json:
         print_json(result)
     else:
@@ -239,6 +260,11 @@ def _print_regress(result: dict, args, title: str) -> None:
     from perfkit.report.console import banner, console
     from perfkit.report.tables import regress_table
 
+    if result["hardware"]["baseline"] != result["hardware"]["candidate"]:  # only with --across-hardware
+        from rich.markup import escape
+
+        banner(escape(f"compared across hardware: {'; '.join(result['hardware']['baseline'])} (baseline) → "
+                      f"{'; '.join(result['hardware']['candidate'])} (candidate)"))
     if result["env_differences"]:
         banner("environments differ (latency is only comparable on the same machine): "
                + "; ".join(result["env_differences"]))

@@ -61,6 +61,12 @@ def json_flag(p) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout instead of tables")
 
 
+def hardware(p, what: str, more: str = "") -> None:
+    p.add_argument("--hardware", default=None, metavar="TEXT",
+                   help=f"only {what} measured on hardware whose key is TEXT or whose label contains TEXT "
+                        f"(case-insensitive), e.g. epyc, 'H100', avx512_vnni or a key from `perfkit runs`{more}")
+
+
 def weights(p, default: str = "auto") -> None:
     p.add_argument("--weights", default=default,
                    help="auto (pretrained if cached, else random and labelled so), default (pretrained, "

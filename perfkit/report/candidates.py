@@ -16,6 +16,7 @@ import csv
 import io
 from pathlib import Path
 
+from perfkit.report.hardware import hardware_of
 from perfkit.report.output import check_writable, write_text
 from perfkit.report.rows import summary_rows
 from perfkit.store import Record
@@ -41,23 +42,11 @@ def columns() -> tuple[str, ...]:
     return (*IDENTITY, *_ACCURACY, *_LATENCY, *_scenario_columns().values(), *_REST)
 
 
-def hardware_name(device: str | None, env: dict) -> str | None:
-    """What a record on ``device`` ran on, from its environment (``perfkit.env.fingerprint``): the GPU's
-    name on a CUDA device, else the CPU model."""
-    if device and device.startswith("cuda"):
-        return env.get("gpu_name")
-    return env.get("cpu_model")
-
-
 def _hardware(records: list[Record], run_env: dict) -> dict[tuple, str]:
-    """(model, runtime, precision, device) → the hardware its newest record names (a sharded run's cells may
-    run on different hosts, so each candidate's own records say, not the run's)."""
-    out = {}
-    for r in sorted(records, key=lambda r: r.created):
-        name = hardware_name(r.device, r.env or run_env)
-        if name:
-            out[(r.model, r.runtime, r.precision, r.device)] = name
-    return out
+    """(model, runtime, precision, device) → the hardware label of its newest record (``perfkit.report.hardware``;
+    a sharded run's cells may run on different hosts, so each candidate's own records say, not the run's)."""
+    return {(r.model, r.runtime, r.precision, r.device): hardware_of(r.env or run_env, r.device)["label"]
+            for r in sorted(records, key=lambda r: r.created)}
 
 
 def candidate_rows(records: list[Record], run_env: dict | None = None) -> list[dict]:

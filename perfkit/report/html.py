@@ -16,6 +16,7 @@ from perfkit.report.console import (
     FORMATS, fmt_bytes, fmt_float, fmt_int, fmt_latency, fmt_sci, fmt_seconds, fmt_time,
 )
 from perfkit.report.decision import decision_rows, decisions
+from perfkit.report.hardware import across_machines, labels, machine_rows, only_hardware
 from perfkit.report.output import check_writable, write_text
 from perfkit.report.rows import (
     CONTENDED_MARK, contention_notes, failure_rows, is_random, latest_ok, load_run, memory_mib, parity_distances,
@@ -67,9 +68,11 @@ def _bubble_sizes(params: list[float]) -> dict:
 
 
 def build_charts(rows: list[dict], training: dict[tuple, list[dict]], sections: list[dict] | None = None,
-                 distributions: list[dict] | None = None, chosen: set[tuple] = frozenset()) -> dict:
+                 distributions: list[dict] | None = None, chosen: set[tuple] = frozenset(),
+                 machines: list[dict] | None = None) -> dict:
     """The report's plotly figures by name (only those the data supports); ``chosen``: the variants the
-    decision names, as (model, weights, runtime, precision, device), labelled with a star."""
+    decision names, as (model, weights, runtime, precision, device), labelled with a star; ``machines``:
+    ``perfkit.report.hardware.machine_rows``."""
     go = require("plotly.graph_objects")
     from plotly.subplots import make_subplots
 
@@ -83,6 +86,8 @@ def build_charts(rows: list[dict], training: dict[tuple, list[dict]], sections: 
         charts["latency_vs_batch"] = _latency_vs_batch(go, make_subplots, rows)
     if distributions:
         charts["latency_distribution"] = _latency_distribution(go, distributions)
+    if machines:
+        charts["machines"] = _machines_chart(go, machines)
     for section in sections or ():
         if any(r["value"] is not None for r in section["rows"]):
             charts[section["name"]] = _scenario_chart(go, section)
@@ -319,6 +324,25 @@ def latency_distributions(records: list[Record]) -> list[dict]:
     return out
 
 
+def _machines_chart(go, machines: list[dict]):
+    """One model × runtime × precision at one batch per x position, one bar group (a trace, a colour) per
+    machine: the same candidate side by side on each hardware it was timed on."""
+    fig = go.Figure()
+    for i, key in enumerate(dict.fromkeys(m["hardware_key"] for m in machines)):
+        mine = [m for m in machines if m["hardware_key"] == key]
+        label = mine[0]["hardware"]
+        fig.add_trace(go.Bar(
+            x=[f"{_label(m)} · {m['runtime']} {m['precision']} · b{m['batch']}" for m in mine],
+            y=[m["latency_median_ms"] for m in mine], name=label, legendgroup=key,
+            marker={"color": _PALETTE[i % len(_PALETTE)]},
+            customdata=[[m["device"], m["run_id"]] for m in mine],
+            hovertemplate="%{x}<br>" + label.replace("%", "%%") + " (%{customdata[0]})<br>p50 %{y:.3f} ms"
+                          "<br>run %{customdata[1]}<extra></extra>"))
+    fig.update_layout(title="Across machines: SingleStream p50 latency, one group per machine (lower is faster)",
+                      barmode="group", yaxis_title="p50 latency (ms)", height=460)
+    return fig
+
+
 def _latency_distribution(go, boxes: list[dict]):
     """Every timed call per runtime × precision and batch, as boxes: how wide each distribution is, not only
     where its median sits (the whisker reaches the p99 from 100 calls on, else the slowest call)."""
@@ -470,9 +494,12 @@ def _winner_rows(records: list[Record]) -> list[dict]:
     return out
 
 
-def report_context(store: Store, run_id: str) -> dict:
-    """Everything the template shows (also useful to tests): raw rows plus plotly figures."""
+def report_context(store: Store, run_id: str, hardware: str | None = None) -> dict:
+    """Everything the template shows (also useful to tests): raw rows plus plotly figures. ``hardware``:
+    ``--hardware`` (``perfkit.report.hardware``: the run's records on matching hardware, or ``all``)."""
     run, records = load_run(store, run_id)
+    records = only_hardware(records, hardware, f"run {run['id']}")
+    machines = machine_rows(across_machines(store, records, hardware))
     rows = summary_rows(records)
     curves = training_curves(records)
     complexity = [{**c, "memory_mib": memory_mib(c)} for c in _record_rows(records, Kind.COMPLEXITY)]
@@ -493,7 +520,9 @@ def report_context(store: Store, run_id: str) -> dict:
         "precision_notes": _precision_notes(records),
         "contention_notes": contention_notes(records), "contended_mark": CONTENDED_MARK,
         "sections": sections, "winners": _winner_rows(records), "scenario_names": [s.name for s in scenarios_in(records)],
-        "env": _env_items(run["env"]), "charts": build_charts(rows, curves, sections, distributions, chosen),
+        "machines": machines, "hardware": labels(r for r in records if r.runtime is not None),
+        "env": _env_items(run["env"]),
+        "charts": build_charts(rows, curves, sections, distributions, chosen, machines),
         "generated": time.time(),
     }
 
@@ -517,13 +546,14 @@ def _environment():
     return env
 
 
-def render_html(store: Store, run_id: str, path: str | Path, flag: str = "--html") -> Path:
-    """Write the run's report as one self-contained HTML file (plotly.js inlined) and return its path."""
+def render_html(store: Store, run_id: str, path: str | Path, flag: str = "--html", hardware: str | None = None) -> Path:
+    """Write the run's report as one self-contained HTML file (plotly.js inlined) and return its path
+    (``hardware``: as ``report_context``)."""
     check_writable(path, flag)
     pio = require("plotly.io")
     from plotly.offline import get_plotlyjs
 
-    ctx = report_context(store, run_id)
+    ctx = report_context(store, run_id, hardware)
     ctx["charts"] = {name: pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=f"chart-{name}",
                                        config=_PLOTLY_CONFIG)
                      for name, fig in ctx["charts"].items()}

@@ -24,7 +24,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from perfkit.errors import PerfkitError
+from perfkit.errors import PerfkitError, UsageError
+from perfkit.report.hardware import labels, only_hardware, record_hardware
 from perfkit.report.records_io import describe, read_json
 from perfkit.report.rows import load_run
 from perfkit.store import Kind, Record, Store
@@ -121,6 +122,11 @@ def load_side(store: Store | None, ref: str) -> Side:
     # regression verdict would blame the candidate for a broken reference.
     check_compared(f"run {run['id']}", records)
     return Side(run["id"], run, records)
+
+
+def on_hardware(side: Side, text: str | None) -> Side:
+    """``side`` with only its records measured on hardware matching ``--hardware TEXT``."""
+    return Side(side.label, side.run, only_hardware(side.records, text, side.label))
 
 
 def check_compared(where: str, records: list[Record]) -> None:
@@ -251,11 +257,12 @@ def _metric_changes(where: dict, a: Record, b: Record, limits: dict) -> list[dic
 
 def compare(baseline: Side, candidate: Side, *, max_top1_drop_pp: float = DEFAULT_MAX_TOP1_DROP_PP,
             max_latency_increase_pct: float = DEFAULT_MAX_LATENCY_INCREASE_PCT,
-            max_throughput_drop_pct: float = DEFAULT_MAX_THROUGHPUT_DROP_PCT) -> dict:
-    """Compare two sides; ``regressions`` counts the changes that fail the gate.
+            max_throughput_drop_pct: float = DEFAULT_MAX_THROUGHPUT_DROP_PCT, across_hardware: bool = False) -> dict:
+    """Compare two sides; ``regressions`` counts the changes that fail the gate. Records measured on other
+    hardware than their counterpart are refused (``same_hardware``) unless ``across_hardware``.
 
     Returns ``{"baseline", "candidate", "thresholds", "changes": [...], "compared", "regressions",
-    "missing", "new", "env_differences"}``; each change has the record key, metric, baseline,
+    "missing", "new", "env_differences", "hardware"}``; each change has the record key, metric, baseline,
     candidate, change (pp for percentages, % otherwise), unit, verdict (regression, improved,
     within, inconclusive, changed, config changed, contended, same, now fails, fixed, missing, new),
     for a median with stored samples on both sides its 95 % ``interval`` (% change), and, for a timing
@@ -269,6 +276,7 @@ def compare(baseline: Side, candidate: Side, *, max_top1_drop_pp: float = DEFAUL
         raise PerfkitError(
             f"the baseline ({baseline.label}) and the candidate ({candidate.label}) have no record in common: "
             f"compare runs of the same models, runtimes, precisions and batches")
+    hardware = same_hardware(baseline, candidate, [(base[k], cand[k]) for k in common], across_hardware)
     changes = []
     for k in base:
         kind, model, runtime, precision, batch, device = k
@@ -301,7 +309,23 @@ def compare(baseline: Side, candidate: Side, *, max_top1_drop_pp: float = DEFAUL
         "regressions": sum(v in ("regression", "now fails") for v in verdicts),
         "missing": verdicts.count("missing"), "new": verdicts.count("new"),
         "env_differences": env_differences(baseline.run.get("env") or {}, candidate.run.get("env") or {}),
+        "hardware": hardware,
     }
+
+
+def same_hardware(baseline: Side, candidate: Side, pairs: list[tuple[Record, Record]], allowed: bool) -> dict:
+    """The hardware of each side's compared records (``{"baseline": [labels], "candidate": [labels]}``).
+    A pair measured on different hardware (``perfkit.report.hardware``) is a UsageError naming both, unless
+    ``allowed`` (``--across-hardware``): a latency from another machine is a different machine, not a regression.
+    Only a difference known is refused: a record whose fingerprint names no CPU or GPU compares."""
+    for a, b in pairs:
+        ha, hb = record_hardware(a), record_hardware(b)
+        known = ha.get("known", True) and hb.get("known", True)
+        if known and ha["key"] != hb["key"] and not allowed:
+            raise UsageError(f"the baseline ({baseline.label}) was measured on {ha['label']} [{ha['key']}] and the "
+                             f"candidate ({candidate.label}) on {hb['label']} [{hb['key']}]: pass --across-hardware "
+                             "to compare them anyway, or --hardware to compare one machine's records")
+    return {"baseline": labels(a for a, _ in pairs), "candidate": labels(b for _, b in pairs)}
 
 
 def env_differences(a: dict, b: dict) -> list[str]:

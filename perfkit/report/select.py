@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from perfkit.report.hardware import only_hardware, record_hardware
 from perfkit.report.rows import candidate_key, is_random, latest_ok, parity_by_candidate, published_by_model
 from perfkit.store import Kind, Record, Store
 
@@ -55,10 +56,12 @@ def _server(records: list[Record], key, bound_ms: float | None) -> tuple[dict, d
 
 
 def candidates(records: list[Record], batch: int = 1, bound_ms: float | None = None) -> list[dict]:
-    """Every model × runtime × precision × device in ``records`` with its newest numbers at ``batch``."""
-    key = candidate_key
+    """Every model × runtime × precision × device × hardware in ``records`` with its newest numbers at
+    ``batch`` (one machine's numbers are never mixed with another's: a shared store holds many)."""
     refs = published_by_model(records)
     measured = [r for r in records if r.runtime is not None and r.kind not in (Kind.MODEL, Kind.COMPLEXITY, Kind.TRAIN)]
+    machine = {id(r): record_hardware(r) for r in measured}
+    key = lambda r: (*candidate_key(r), machine[id(r)]["key"])  # noqa: E731
     acc = latest_ok((r for r in measured if r.kind == Kind.ACCURACY), key)
     par = parity_by_candidate(measured, key)
     lat = latest_ok((r for r in measured if r.kind == Kind.LATENCY), lambda r: (key(r), r.batch))
@@ -69,14 +72,15 @@ def candidates(records: list[Record], batch: int = 1, bound_ms: float | None = N
         if r.status == "error":
             last_error[key(r)] = r
     out = []
+    labels = {key(r): machine[id(r)]["label"] for r in measured}
     for k in dict.fromkeys(key(r) for r in measured):
-        model, weights, runtime, precision, device = k
+        model, weights, runtime, precision, device, hardware = k
         a, p = acc.get(k), par.get(k, {})
         l, m = lat.get((k, batch)), mem.get((k, batch)) or mem.get((k, None))
         ref = refs.get((model, weights), {})
         out.append({
             "model": model, "weights": weights, "random": is_random(weights), "runtime": runtime,
-            "precision": precision, "device": device, "batch": batch,
+            "precision": precision, "device": device, "hardware": labels[k], "hardware_key": hardware, "batch": batch,
             "top1_pct": a.metrics["top1_pct"] if a else None,
             "relative_top1": a.metrics.get("relative_top1") if a else None,
             "calibration": next((r.metrics["calibration"] for r in (a, l) if r and r.metrics.get("calibration")), None),
@@ -156,8 +160,9 @@ def _dominates(a: dict, b: dict) -> bool:
     return a["top1"] >= b["top1"] and speed_a <= speed_b and (a["top1"] > b["top1"] or speed_a < speed_b)
 
 
-def select(store: Store, constraints: Constraints, run_id: str | None = None) -> dict:
-    """Rank the candidates meeting ``constraints`` (Pareto-optimal first) and explain the rest.
+def select(store: Store, constraints: Constraints, run_id: str | None = None, hardware: str | None = None) -> dict:
+    """Rank the candidates meeting ``constraints`` (Pareto-optimal first) and explain the rest; ``hardware``:
+    only what was measured on matching hardware (``perfkit.report.hardware.only_hardware``).
 
     Returns ``{"constraints", "run", "selected": [...], "excluded": [...]}``; each selected
     candidate has ``rank``, ``pareto`` and ``top1``/``top1_source`` (measured or published);
@@ -165,7 +170,8 @@ def select(store: Store, constraints: Constraints, run_id: str | None = None) ->
     """
     run = store.get_run(run_id)["id"] if run_id else None
     # strict: without an unreadable record, a candidate's older number would silently stand in for it
-    cands = candidates(store.records(run_id=run, strict=True), constraints.batch, constraints.latency_bound_ms)
+    records = only_hardware(store.records(run_id=run, strict=True), hardware, f"run {run}" if run else "the store")
+    cands = candidates(records, constraints.batch, constraints.latency_bound_ms)
     for c in cands:
         if c["top1_pct"] is not None:
             c["top1"], c["top1_source"] = c["top1_pct"], "measured"

@@ -17,6 +17,7 @@ from perfkit.report.console import (
     render_table,
 )
 from perfkit.report.decision import decision_rows, decisions
+from perfkit.report.hardware import hardware_of, labels
 from perfkit.report.rows import (
     CONTENDED_MARK, contention_notes, failure_rows, is_random, memory_mib, parity_distances, scenario_rows,
     scenarios_in, summary_rows, training_rows, weights_label, winners,
@@ -437,6 +438,8 @@ def summary_table(run: dict, records: list[Record]) -> list:
     columns = _summary_columns(rows, others)
     style = {"fail": "red", "warn": "yellow", "ok": None}
     where = f" on {devices.pop()}" if len(devices) == 1 and None not in devices else ""
+    machines = labels(r for r in records if r.runtime is not None)
+    where += f" ({escape(machines[0])})" if len(machines) == 1 else f" ({len(machines)} machines)" if machines else ""
     title = f"run {run['id']}{where} — {escape(run['command'])} ({run['status']})"
     out: list = decision_table(records, rows) if any(r["runtime"] for r in rows) else []
     if rows:
@@ -490,12 +493,27 @@ def zoo_table(rows: list[dict]):
 
 def runs_table(runs: list[dict], path):
     style = {"ok": None, "running": "yellow", "interrupted": "yellow", "failed": "red"}
+    machine = lambda r: r.get("hardware") or hardware_of(r.get("env"))  # noqa: E731
     return render_table(f"runs in {path}", [
         Column("run", "id", justify="left"), Column("started", "started", fmt_time),
         Column("took", "seconds", fmt_seconds), Column("status", "status", justify="left"),
         Column("records", "records", fmt_int), Column("errors", "errors", fmt_int),
+        Column("hardware", lambda r: escape(machine(r)["label"]), str, justify="left"),
+        Column("hw key", lambda r: machine(r)["key"], str, justify="left"),
         Column("command", "command", escape, justify="left"),
     ], runs, row_style=lambda r: "red" if r["errors"] else style.get(r["status"]))
+
+
+def machines_table(rows: list[dict]):
+    """One model × runtime × precision × batch across machines (``perfkit.report.hardware.machine_rows``)."""
+    return render_table("across machines: SingleStream latency of each candidate on each hardware", [
+        Column("model", lambda r: escape(r["model"]) + (" [magenta](random weights)[/]" if r["random"] else ""), str,
+               justify="left"),
+        Column("runtime", "runtime", justify="left"), Column("prec", "precision", justify="left"),
+        Column("batch", "batch"), Column("hardware", lambda r: escape(r["hardware"]), str, justify="left"),
+        Column("device", "device", justify="left"), Column("p50", "latency_median_ms", fmt_ms),
+        Column("img/s", "throughput_per_s", fmt_float(1)), Column("run", "run_id", justify="left"),
+    ], rows, caption="the newest ok timing of each candidate on each machine (hardware: `perfkit runs`)")
 
 
 def select_tables(result: dict, batch: int, server: bool = False) -> list:
@@ -512,10 +530,13 @@ def select_tables(result: dict, batch: int, server: bool = False) -> list:
                  Column("LoadGen verdict", lambda c: escape(c["server_verdict"] or "—"), str, justify="left")]
     title = (f"candidates meeting the constraints (Server, p99 ≤ {result['constraints']['latency_bound_ms']:g} ms)"
              if server else f"candidates meeting the constraints (batch {batch})")
+    # a store shared by several machines: which one each candidate's numbers were measured on
+    machines = len({c["hardware_key"] for c in result["selected"] + result["excluded"]}) > 1
+    hardware = [Column("hardware", lambda c: escape(c["hardware"]), str, justify="left")] if machines else []
     out = [render_table(title, [
         Column("#", "rank"), Column("Pareto", lambda c: "★" if c["pareto"] else "", str),
         Column("model", name, str, justify="left"), Column("runtime", "runtime", justify="left"),
-        Column("prec", "precision", justify="left"), Column("device", "device", justify="left"),
+        Column("prec", "precision", justify="left"), Column("device", "device", justify="left"), *hardware,
         Column("top-1 %", top1, str),
         Column("rel. fp32", "relative_top1", lambda v: "—" if v is None else f"{100 * v:.2f}%"),
         *speed,
@@ -528,7 +549,7 @@ def select_tables(result: dict, batch: int, server: bool = False) -> list:
     if result["excluded"]:
         out.append(render_table("excluded", [
             Column("model", name, str, justify="left"), Column("runtime", "runtime", justify="left"),
-            Column("prec", "precision", justify="left"), Column("device", "device", justify="left"),
+            Column("prec", "precision", justify="left"), Column("device", "device", justify="left"), *hardware,
             Column("why", lambda c: escape("; ".join(c["reasons"])), str, justify="left", style="yellow"),
         ], result["excluded"]))
     return out
@@ -566,7 +587,7 @@ def regress_table(result: dict, title: str, caption: str):
 
 __all__ = [
     "accuracy_table", "calibration_notes", "complexity_tables", "decision_table", "epochs_table", "export_table", "failures_table",
-    "gate_table", "is_random", "parity_table", "precision_notes", "per_class_tables", "scenario_table",
-    "scenario_tables",
+    "gate_table", "is_random", "machines_table", "parity_table", "precision_notes", "per_class_tables",
+    "scenario_table", "scenario_tables",
     "regress_table", "runs_table", "select_tables", "summary_table", "training_table", "zoo_table",
 ]

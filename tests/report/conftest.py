@@ -211,6 +211,42 @@ def make_run():
     return _make_run
 
 
+# Two fake machines: what perfkit.env.fingerprint reports on each (the rest of the fingerprint is this host's).
+MACHINES = {
+    "epyc": {"hostname": "ci-epyc", "cpu_model": "AMD EPYC 7B13 64-Core Processor", "cpu_count": 2,
+             "cpu_flags": ["avx2", "fma", "f16c"]},
+    "xeon": {"hostname": "lab-xeon", "cpu_model": "Intel(R) Xeon(R) Platinum 8480+", "cpu_count": 8,
+             "cpu_flags": ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"]},
+}
+
+
+def machine_env(name: str, *, identity: bool = True) -> dict:
+    """The fingerprint a run on fake machine ``name`` records; ``identity=False``: as perfkit recorded it
+    before fingerprints carried a hardware identity (no ``hardware`` field)."""
+    from perfkit.env import fingerprint, hardware
+
+    env = {k: v for k, v in fingerprint("cpu").items() if k != "hardware"}
+    env.update(MACHINES[name])
+    return {**env, "hardware": hardware(env)} if identity else env
+
+
+@pytest.fixture(name="machine_env")
+def _machine_env():
+    """``machine_env(name, identity=True)``: the fingerprint of fake machine ``name`` (see ``machine_env``)."""
+    return machine_env
+
+
+@pytest.fixture
+def on_machine(monkeypatch):
+    """``on_machine(name, identity=True)``: from now on, runs record the fingerprint of fake machine ``name``
+    (``machine_env``), as if they ran there."""
+    def use(name: str, identity: bool = True) -> None:
+        env = machine_env(name, identity=identity)
+        monkeypatch.setattr("perfkit.record.environment", lambda device="cpu": env)
+
+    return use
+
+
 def _crashed(records: list[Record], model: str, runtime: str, batch: int, message: str) -> list[Record]:
     """``records`` with the latency of ``model`` × ``runtime`` at ``batch`` replaced by an error record
     saying ``message`` (what a run in which that timing crashed holds)."""

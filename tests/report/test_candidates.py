@@ -3,7 +3,7 @@ import csv
 import pytest
 
 from perfkit.cli import main
-from perfkit.report.candidates import candidate_rows, columns, hardware_name, write_csv
+from perfkit.report.candidates import candidate_rows, columns, write_csv
 from perfkit.store import Kind
 from perfkit.zoo.sources import resolve
 
@@ -40,8 +40,8 @@ def test_one_row_per_candidate_and_batch_with_units_in_the_header(store, make_ru
     # 3 models × (eager fp32, onnx fp32, onnx int8) × 2 batches, and the tensorrt export that failed
     assert len(rows) == MODELS * 3 * BATCHES + 1
     assert len({(r["model"], r["runtime"], r["precision"], r["batch"]) for r in rows}) == len(rows)
-    cpu = store.get_run(run_id)["env"]["cpu_model"] or ""
-    assert {r["hardware"] for r in rows} == {cpu} and {r["device"] for r in rows} == {"cpu"}
+    machine = store.get_run(run_id)["env"]["hardware"]["label"]  # e.g. "AMD EPYC ×2 avx2"
+    assert {r["hardware"] for r in rows} == {machine} and {r["device"] for r in rows} == {"cpu"}
 
 
 def test_the_values_are_those_of_the_run(store, make_run, tmp_path):
@@ -95,20 +95,17 @@ def test_percentiles_from_too_few_calls_are_left_out(store, make_run, calls, p90
     assert (row["latency_p90_ms"] is not None, row["latency_p99_ms"] is not None) == (p90_shown, p99_shown)
 
 
-def test_hardware_is_the_gpu_on_cuda_and_the_cpu_otherwise():
-    env = {"cpu_model": "Intel Xeon", "gpu_name": "NVIDIA H100"}
-    assert hardware_name("cuda:1", env) == "NVIDIA H100" and hardware_name("cpu", env) == "Intel Xeon"
-    assert hardware_name("cuda", {"cpu_model": "Intel Xeon", "gpu_name": None}) is None
-
-
 def test_hardware_comes_from_each_candidates_records(store, make_run):
     """A sharded run's cells may run on different hosts: each row names the machine of its own records."""
+    from perfkit.env import hardware
+
     records = store.records(make_run(store, models=("alexnet",)))
     for r in records:
-        r.env = {**r.env, "cpu_model": "host-B CPU" if r.runtime == "onnx" else "host-A CPU"}
+        env = {**r.env, "cpu_model": "host-B CPU" if r.runtime == "onnx" else "host-A CPU", "cpu_count": 4}
+        r.env = {**env, "hardware": hardware(env)}  # as the measuring side on that host computes it
     rows = candidate_rows(records, {"cpu_model": "the run's host"})
-    assert {(r["runtime"], r["hardware"]) for r in rows if r["runtime"] in ("eager", "onnx")} == {
-        ("eager", "host-A CPU"), ("onnx", "host-B CPU")}
+    assert {(r["runtime"], r["hardware"].split(" ×")[0]) for r in rows if r["runtime"] in ("eager", "onnx")} == {
+        ("eager", "host-A"), ("onnx", "host-B")}
 
 
 def test_report_cli_writes_the_candidate_csv(store, make_run, tmp_path, capsys):

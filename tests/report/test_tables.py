@@ -61,6 +61,7 @@ def test_runs_table(store, make_run):
         r["seconds"] = r["finished"] - r["started"]
     text = _text(runs_table(runs, store.path))
     assert runs[0]["id"] in text and "failed" in text and "perfkit run (fixture)" in text
+    assert runs[0]["env"]["hardware"]["key"] in text  # the hardware it ran on (its label may wrap)
 
 
 def test_cached_legend_only_when_something_was_served_from_the_cache():
