@@ -24,7 +24,7 @@ def runs(args) -> int:
     positive(args.limit, "--limit", allow_zero=True)
     with common.open_store(args, read_only=True) as store:
         listed = store.runs(args.limit or None)
-        path = store.path
+        path = store.location
     for r in listed:
         r["seconds"] = (r["finished"] - r["started"]) if r["finished"] else None
     if args.json:
@@ -155,7 +155,7 @@ def select(args) -> int:
                               "server" if args.scenario == "server" else None, args.latency_bound_ms)
     with common.open_store(args, read_only=True) as store:
         result = choose(store, constraints, args.run)
-        path = store.path
+        path = store.location
     if not result["selected"] and not result["excluded"]:
         raise PerfkitError(f"no measured candidates in {path}{' for run ' + args.run if args.run else ''}: "
                            f"run `perfkit run` (or `perfkit profile`) first")
