@@ -150,7 +150,7 @@ class Store:
         raise NotImplementedError
 
     def _transaction(self):
-        """A context manager: the statements inside commit together or not at all."""
+        """A context manager (yielding the connection): the statements inside commit together or not at all."""
         raise NotImplementedError
 
     def _columns(self, table: str) -> set[str]:

@@ -110,11 +110,11 @@ class PostgresStore(Store):
         self._execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
 
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def _transaction(self) -> Iterator:
         if self.read_only:
             raise PerfkitError(f"the run store {self.location} was opened read-only")
         try:
             with self._db.transaction():
-                yield
+                yield self._db
         except self._psycopg.Error as exc:
             raise self._failed(exc) from None

@@ -107,7 +107,7 @@ class SQLiteStore(Store):
         return {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
 
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         if self.read_only:
             raise PerfkitError(f"the run store {self.path} was opened read-only")
         try:
@@ -115,7 +115,7 @@ class SQLiteStore(Store):
         except sqlite3.OperationalError as exc:
             raise PerfkitError(self._write_failed(exc)) from None
         try:
-            yield
+            yield self._db
             self._db.execute("COMMIT")
         except sqlite3.OperationalError as exc:  # e.g. disk full: one line naming the store
             self._rollback()

@@ -119,7 +119,7 @@ def postgres():
     server = _started()
     server.sql("CREATE ROLE pw_user LOGIN PASSWORD 'right'", "CREATE ROLE noperm LOGIN")
     yield server
-    server.stop()
+    server.stop("immediate")  # a throwaway cluster: nothing to checkpoint
     server.remove()
 
 

@@ -213,6 +213,7 @@ def _resume(url, run_id, results, done) -> None:
         done.wait(120)  # the winner stays alive until both have tried
 
 
+@pytest.mark.slow
 def test_two_processes_resuming_one_run_cannot_both_take_it(postgres, pg_url, dead_pid):
     with Store(pg_url) as s:
         run_id = s.start_run("perfkit run")
@@ -227,6 +228,23 @@ def test_two_processes_resuming_one_run_cannot_both_take_it(postgres, pg_url, de
     for p in procs:
         p.join(60)
     assert outcomes[0] == run_id and outcomes[1].startswith(f"refused: run {run_id} is still running")
+
+
+def test_perfkit_run_resumes_on_postgres_measuring_only_what_is_missing(postgres, pg_url):
+    from perfkit import pipeline
+
+    steps = (pipeline.Step.COMPLEXITY, pipeline.Step.EXPORT)
+    cfg = dict(models=["lenet5"], weights="random", runtimes=["onnx"], batches=[1], parity_batches=[1],
+               memory=False)
+    with Store(pg_url) as store:
+        first = pipeline.run_pipeline(pipeline.RunConfig(**cfg, steps=steps), store)
+    postgres.sql(f"DELETE FROM records WHERE run_id='{first.run_id}' AND kind='export'", db=pg_url.rsplit("/", 1)[1])
+    with Store(pg_url) as store:
+        again = pipeline.run_pipeline(pipeline.RunConfig(**cfg, steps=steps, resume=first.run_id), store)
+        kinds = sorted(str(r.kind) for r in store.records(first.run_id))
+        assert again.run_id == first.run_id and "lenet5 complexity" in again.skipped
+        assert "lenet5 export" not in again.skipped and store.get_run(first.run_id)["status"] == "ok"
+    assert kinds == ["complexity", "export", "model"]  # each once: nothing measured twice
 
 
 # -- bad input: one line, exit 2 ----------------------------------------------------------------------------
