@@ -33,6 +33,7 @@ from pathlib import Path
 from perfkit.env import fingerprint, fingerprint_id
 from perfkit.errors import PerfkitError, UsageError
 from perfkit.portable import pid_alive
+from perfkit.registry import Registry
 from perfkit.results import Kind
 from perfkit.store import tables
 from perfkit.store.schema import Record
@@ -47,18 +48,26 @@ def default_store() -> str | Path:
     return os.environ.get("PERFKIT_STORE") or DEFAULT_STORE
 
 
-def scheme_of(location: str | os.PathLike) -> str:
-    """``sqlite`` or ``postgresql``: the database a location names (a path without a scheme is SQLite)."""
-    if isinstance(location, os.PathLike):
-        return "sqlite"
-    found = _SCHEME.match(str(location))
-    if found is None:
-        return "sqlite"
-    scheme = found.group(1).lower()
-    if scheme in ("postgresql", "postgres"):
-        return "postgresql"
-    if scheme == "sqlite":
-        return "sqlite"
+def _check(new: type, others: list[type]) -> None:
+    if not issubclass(new, Store):
+        raise ValueError(f"a run store is a perfkit.store.Store subclass, got {new.__name__}")
+    taken = sorted({s for other in others for s in other.schemes} & set(new.schemes))
+    if taken:
+        raise ValueError(f"the run store URL scheme(s) {taken} are already taken")
+
+
+# Each store module defines its Store subclass as STORE; its ``schemes`` are the URL schemes it opens.
+STORES: Registry[type] = Registry("run store", type, ("perfkit.store.sqlite", "perfkit.store.postgres"), "STORE",
+                                  check=_check)
+
+
+def backend_for(location: str | os.PathLike) -> type["Store"]:
+    """The store class a location names by its URL scheme (a path without one is SQLite's)."""
+    found = None if isinstance(location, os.PathLike) else _SCHEME.match(str(location))
+    scheme = found.group(1).lower() if found else "sqlite"
+    for backend in STORES:
+        if scheme in backend.schemes:
+            return backend
     raise UsageError(f"unknown run store scheme '{scheme}://' in {redact(str(location))}: use {FORMS}")
 
 
@@ -124,18 +133,17 @@ class Store:
     open it read-only: a mistyped location is an error instead of a new empty store.
     """
 
-    # What a backend sets: the database's own dialect, whether to lock a run row while resuming it.
+    # What a backend sets: its registry name, the URL schemes it opens, the database's own dialect, and
+    # what locks a run row while it is being resumed.
+    name: str
+    schemes: tuple[str, ...]
     dialect: tables.Dialect
     lock_row = ""  # appended to the SELECT that reads a run about to be taken over
     path: Path | None = None  # the local file, for a file store
 
     def __new__(cls, location: str | os.PathLike | None = None, *, read_only: bool = False):
         if cls is Store:
-            location = default_store() if location is None else location
-            if scheme_of(location) == "postgresql":
-                from perfkit.store.postgres import PostgresStore as cls
-            else:
-                from perfkit.store.sqlite import SQLiteStore as cls
+            cls = backend_for(default_store() if location is None else location)
         return super().__new__(cls)
 
     # -- what each backend implements ---------------------------------------------------------

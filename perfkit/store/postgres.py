@@ -45,6 +45,8 @@ def _one_line(exc: BaseException) -> str:
 class PostgresStore(Store):
     """A run history in a PostgreSQL database (the tables are created on first write)."""
 
+    name = "postgresql"
+    schemes = ("postgresql", "postgres")
     dialect = tables.POSTGRES
     lock_row = " FOR UPDATE"
 
@@ -118,3 +120,6 @@ class PostgresStore(Store):
                 yield self._db
         except self._psycopg.Error as exc:
             raise self._failed(exc) from None
+
+
+STORE = PostgresStore

@@ -34,6 +34,8 @@ def store_file(location: str | os.PathLike) -> Path:
 class SQLiteStore(Store):
     """A run history in one SQLite file."""
 
+    name = "sqlite"
+    schemes = ("sqlite",)
     dialect = tables.SQLITE
 
     def __init__(self, location: str | os.PathLike | None = None, *, read_only: bool = False):
@@ -137,3 +139,6 @@ class SQLiteStore(Store):
 
     def integrity_ok(self) -> bool:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok" and super().integrity_ok()
+
+
+STORE = SQLiteStore

@@ -13,7 +13,7 @@ import pytest
 
 from perfkit.errors import MissingDependency, PerfkitError, UsageError
 from perfkit.store import SCHEMAS, STORE_VERSION, Kind, Record, Store, base, tables
-from perfkit.store.base import redact, scheme_of
+from perfkit.store.base import backend_for, redact
 from perfkit.store.sqlite import SQLiteStore, store_file
 
 
@@ -42,14 +42,15 @@ def _one_error_line(stderr: str) -> str:
 # -- the URL picks the store --------------------------------------------------------------------------------
 
 def test_a_location_names_its_database(tmp_path, monkeypatch):
-    assert scheme_of(tmp_path / "a.db") == scheme_of("reports/a.db") == scheme_of("sqlite:///a.db") == "sqlite"
-    assert scheme_of("postgresql://u@h:5432/db") == scheme_of("POSTGRES://u@h/db") == "postgresql"
+    for sqlite in (tmp_path / "a.db", "reports/a.db", "sqlite:///a.db", r"C:\runs\a.db"):
+        assert backend_for(sqlite).name == "sqlite"
+    assert backend_for("postgresql://u@h:5432/db").name == backend_for("POSTGRES://u@h/db").name == "postgresql"
     assert store_file("sqlite:///rel/a.db") == Path("rel/a.db")
     assert store_file("sqlite:////abs/a.db") == Path("/abs/a.db")
     with pytest.raises(UsageError, match="names a local file"):
         store_file("sqlite://host/a.db")
     with pytest.raises(UsageError, match=r"unknown run store scheme 'mysql://' in mysql://u:\*\*\*@h/db"):
-        scheme_of("mysql://u:secret@h/db")
+        backend_for("mysql://u:secret@h/db")
     assert redact("--store postgresql://u:secret@h:5/db") == "--store postgresql://u:***@h:5/db"
     monkeypatch.chdir(tmp_path)
     with Store("sqlite:///sub/s.db") as s:  # SQLAlchemy's form: three slashes, then a relative path
