@@ -271,9 +271,10 @@ class Store:
         d["env"] = json.loads(d["env"])
         if d["status"] == "running" and d.get("host") == platform.node() and not pid_alive(d.get("pid")):
             d["status"] = "interrupted"  # killed without a chance to say so (SIGKILL, power loss)
-            if not self.read_only:
+            if not self.read_only:  # only if still that dead process's: another may have resumed it since
                 with self._transaction():
-                    self._execute("UPDATE runs SET status='interrupted' WHERE id=? AND status='running'", (d["id"],))
+                    self._execute("UPDATE runs SET status='interrupted' WHERE id=? AND status='running' AND host=? "
+                                  "AND pid=?", (d["id"], d["host"], d["pid"]))
         return d
 
     def runs(self, limit: int | None = None) -> list[dict]:

@@ -181,6 +181,19 @@ def test_a_password_never_reaches_the_run_history(postgres, pg_url):
         assert s.runs()[0]["command"] == f"perfkit profile lenet5 --store postgresql://pw_user:***@127.0.0.1:{postgres.port}/x"
 
 
+def test_the_python_api_and_the_cli_keep_runs_in_postgres(postgres, pg_url, capsys):
+    import perfkit
+    from perfkit.cli import main
+
+    done = perfkit.summary("lenet5", weights="random", store=pg_url)
+    assert done.store == pg_url and not Path(os.environ["PERFKIT_STORE"]).exists()  # nothing went to a file
+    assert main(["runs", "--json", "--store", pg_url]) == 0
+    [run] = json.loads(capsys.readouterr().out)
+    assert run["id"] == done.run_id and run["status"] == "ok" and run["records"] == len(done.records())
+    assert main(["report", done.run_id, "--json", "--store", pg_url]) == 0
+    assert [r["kind"] for r in json.loads(capsys.readouterr().out)["records"]] == ["model", "complexity"]
+
+
 # -- resume: which runs may be taken over -------------------------------------------------------------------
 
 def _set_owner(server, url, run_id, host, pid) -> None:
@@ -203,6 +216,19 @@ def test_resume_on_postgres_takes_over_only_a_dead_run_of_this_host(postgres, pg
             s.start_run(run_id=alive)
         with pytest.raises(UsageError, match=f"still marked running on host {platform.node()}-another-host"):
             s.resumable(elsewhere)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_reader_that_saw_a_dead_owner_does_not_interrupt_a_run_resumed_since(backend, tmp_path, request, dead_pid):
+    location = str(tmp_path / "s.db") if backend == "sqlite" else request.getfixturevalue("pg_url")
+    with Store(location) as s:
+        run_id = s.start_run("perfkit run")
+        with s._transaction():
+            s._execute("UPDATE runs SET pid=? WHERE id=?", (dead_pid, run_id))
+        stale = s._execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()  # read before the resume
+        assert s.start_run(run_id=run_id) == run_id  # taken over by this (live) process
+        assert s._run_dict(stale)["status"] == "interrupted"  # what that reader saw
+        assert (s.get_run(run_id)["status"], s.get_run(run_id)["pid"]) == ("running", os.getpid())
 
 
 def _resume(url, run_id, results, done) -> None:
