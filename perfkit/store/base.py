@@ -210,6 +210,8 @@ class Store:
         self._current = "superseded=0" if "superseded" in self._columns("records") else "1=1"
 
     def _migrate(self, version: int | None) -> None:
+        if version is not None and version >= tables.STORE_VERSION:  # another process got there first
+            return
         if version is None:  # a new store
             for statement in self.dialect.create():
                 self._execute(statement)

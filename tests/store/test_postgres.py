@@ -276,10 +276,16 @@ def test_perfkit_run_resumes_on_postgres_measuring_only_what_is_missing(postgres
 
 # -- bad input: one line, exit 2 ----------------------------------------------------------------------------
 
-def test_an_unreachable_server_is_one_line(postgres, capsys):
+def test_an_unreachable_server_is_one_line(capsys):
+    import socket
+
     from perfkit.cli import main
 
-    url = f"postgresql://postgres:secret@127.0.0.1:{postgres.port + 1 if postgres.port < 65535 else 1}/x"
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'perfkit[postgres]')")
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql://postgres:secret@127.0.0.1:{port}/x"
     with pytest.raises(UsageError, match="cannot connect to the run store postgresql://postgres:\\*\\*\\*@"):
         Store(url)
     assert main(["runs", "--store", url]) == 2
