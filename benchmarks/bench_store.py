@@ -11,7 +11,8 @@ is off; SQLite runs in WAL mode with ``synchronous=NORMAL``, perfkit's setting).
     python benchmarks/bench_store.py --postgres postgresql://postgres@127.0.0.1:5432/postgres
 
 The PostgreSQL URL names a database this user may create databases from (``CREATE DATABASE`` is run
-for a scratch database, dropped at the end). Without a server at hand, as an unprivileged user:
+for a scratch database, dropped at the end); its query string is kept, so
+``?options=-c%20synchronous_commit%3Doff`` measures commits that do not wait for the WAL flush. Without a server at hand, as an unprivileged user:
 ``initdb -D /tmp/pg && pg_ctl -D /tmp/pg -o "-p 5433 -k /tmp" -l /tmp/pg.log start``.
 """
 
@@ -75,14 +76,19 @@ def records_per_s(location: str, writers: int, count: int) -> float:
 
 
 def _scratch_database(url: str, name: str) -> tuple[str, dict]:
-    """A fresh database ``name`` on the server of ``url``: its URL, and the server's durability settings."""
+    """A fresh database ``name`` on the server of ``url`` (its query, e.g. ``?options=...``, kept): its URL,
+    and the durability settings a connection to it gets."""
+    from urllib.parse import urlsplit
+
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name}")
         conn.execute(f"CREATE DATABASE {name}")
+    scratch = urlsplit(url)._replace(path=f"/{name}").geturl()
+    with psycopg.connect(scratch) as conn:
         settings = {s: conn.execute(f"SHOW {s}").fetchone()[0] for s in ("fsync", "synchronous_commit")}
-    return url.rsplit("/", 1)[0] + "/" + name, settings
+    return scratch, settings
 
 
 def _drop(url: str, name: str) -> None:
