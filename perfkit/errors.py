@@ -57,3 +57,10 @@ class MeasurementError(PerfkitError):
 
 class GateFailed(MeasurementError):
     """A CI gate (accuracy drop, parity, regression) failed."""
+
+
+class StoreError(PerfkitError):
+    """The run store failed while a command was writing to it (a server gone, a connection lost):
+    the records committed before stay; the measurement that was under way is lost."""
+
+    exit_code = 1

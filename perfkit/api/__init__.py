@@ -12,7 +12,8 @@ instance (with ``input_size=(C, H, W)``) — and keywords named like the flags o
 same name (``--calib-samples`` → ``calib_samples``; comma lists as a string or a list); see
 ``perfkit.api.keywords`` for the ones they share. Each returns a typed ``Result``: ``records()``,
 ``table()`` (flat dicts for pandas), ``run_id``, ``failed``. Nothing is kept unless ``store=`` names
-a run store (a path or a ``perfkit.store.Store``). Bad input raises ``perfkit.PerfkitError`` (a
+a run store (a path, a ``sqlite:///`` or ``postgresql://`` URL, or a ``perfkit.store.Store``). Bad input
+raises ``perfkit.PerfkitError`` (a
 ``UsageError``) with the command line's one-line message; ``notify`` receives, as ``Note`` strings,
 what a command prints before it works; ``progress`` takes a ``perfkit.context.Progress``.
 

@@ -29,7 +29,8 @@ class Result:
         run_id: the run the records belong to (in ``store``, when one was given).
         device: the device measured on (``cpu``, ``cuda:0``).
         models: the ``ModelSpec`` of each model measured.
-        store: where the records are kept; None: nowhere (a throwaway store).
+        store: where the records are kept (a SQLite file, or a PostgreSQL URL without its password);
+            None: nowhere (a throwaway store).
         failures: why the run failed beyond its error records (a parity check or a gate did not pass).
         recorded: the ``Record`` objects, in the order they were recorded (``records()``).
     """
@@ -37,7 +38,7 @@ class Result:
     run_id: str | None
     device: str
     models: list = field(default_factory=list)
-    store: Path | None = None
+    store: Path | str | None = None
     failures: list[str] = field(default_factory=list)
     recorded: list = field(default_factory=list)
 
@@ -134,7 +135,7 @@ class RunResult(Result):
 def places(store, artifacts, *, keep_artifacts: bool = False, records: bool = True) -> Iterator[tuple]:
     """(the opened store, where its records are kept or None, the artifacts folder) of a call.
 
-    ``store``: a path (opened here and closed at the end), an open ``perfkit.store.Store`` (left open),
+    ``store``: a path or URL (opened here and closed at the end), an open ``perfkit.store.Store`` (left open),
     or None: a throwaway store (``records`` False: none at all, for a process that records nothing).
     ``artifacts``: a folder; None: ``$PERFKIT_ARTIFACTS``, else a throwaway folder (``keep_artifacts``:
     else the command line's default). Throwaways live in one temporary folder, deleted at the end.
@@ -156,9 +157,9 @@ def places(store, artifacts, *, keep_artifacts: bool = False, records: bool = Tr
             opened, kept = stack.enter_context(Store(temporary() / "perfkit.db")), None
         elif isinstance(store, (str, os.PathLike)):
             opened = stack.enter_context(Store(store))
-            kept = opened.path
+            kept = opened.location
         else:
-            opened, kept = store, store.path
+            opened, kept = store, store.location
         given = artifacts is not None or os.environ.get("PERFKIT_ARTIFACTS") or keep_artifacts
         yield opened, kept, artifacts_dir(artifacts) if given else temporary() / "artifacts"
 
@@ -170,7 +171,7 @@ class Session:
 
     rec: Any
     ctx: Any
-    kept: Path | None
+    kept: Path | str | None
 
     def result(self, cls: type[Result], models: list, **fields) -> Result:
         return cls(run_id=self.rec.run_id, device=self.ctx.device, models=list(models), store=self.kept,

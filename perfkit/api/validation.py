@@ -109,7 +109,8 @@ def _lead(given, dataset, specs, backends, precisions, device, dist, calibration
 
     failures, errors, evaluations = [], [], []
     with session(given, store, device, specs, progress=progress, calibration=calibration) as run:
-        out_dir = Path(out) if out else run.kept.parent / "validate" / run.rec.run_id if run.kept else None
+        beside_store = isinstance(run.kept, Path)  # a SQLite file's folder (a PostgreSQL store has none)
+        out_dir = Path(out) if out else run.kept.parent / "validate" / run.rec.run_id if beside_store else None
         for spec in specs:
             run.rec.model(spec)
             K.runtimes_for(spec, backends, notify, reference_runs=True)  # notes the runtimes that cannot run it

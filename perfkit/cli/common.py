@@ -20,7 +20,7 @@ def keywords(args, *positional: str) -> dict:
     command line as the run's command. ``positional``: arguments the caller passes itself (MODEL)."""
     from perfkit.backends import options
     from perfkit.context import artifacts_dir
-    from perfkit.store import default_store_path
+    from perfkit.store import default_store
 
     runtime = {f"opt_{o.name}" for o, _ in options()}  # --opt-batch (dest opt_batch) is a flag of its own
     out = {k: v for k, v in vars(args).items()
@@ -28,7 +28,7 @@ def keywords(args, *positional: str) -> dict:
     out.update(given_options(args))
     out.update({k[4:]: v for k, v in vars(args).items() if k.startswith("scn_") and v is not None})
     out.update(model_keywords(args))
-    out["store"] = getattr(args, "store", None) or default_store_path()
+    out["store"] = getattr(args, "store", None) or default_store()
     if "artifacts" in out:  # the command line's cache: --artifacts, $PERFKIT_ARTIFACTS or the user cache folder
         out["artifacts"] = artifacts_dir(out["artifacts"])
     out["command"] = " ".join(["perfkit", *sys.argv[1:]])

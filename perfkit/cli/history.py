@@ -28,7 +28,7 @@ def runs(args) -> int:
     with common.open_store(args, read_only=True) as store:
         # --hardware filters in Python, on what each run recorded: the same for every store
         listed = store.runs(None if wanted else args.limit or None)
-        path = store.path
+        path = store.location
     for r in listed:
         r["seconds"] = (r["finished"] - r["started"]) if r["finished"] else None
         r["hardware"] = hardware_of(r["env"])
@@ -171,7 +171,7 @@ def select(args) -> int:
                               "server" if args.scenario == "server" else None, args.latency_bound_ms)
     with common.open_store(args, read_only=True) as store:
         result = choose(store, constraints, args.run, args.hardware)
-        path = store.path
+        path = store.location
     if not result["selected"] and not result["excluded"]:
         raise PerfkitError(f"no measured candidates in {path}{' for run ' + args.run if args.run else ''}: "
                            f"run `perfkit run` (or `perfkit profile`) first")

@@ -54,7 +54,9 @@ def command(sub, name: str, help: str, description: str, example: str) -> argpar
 # -- the shared options -----------------------------------------------------------------------------
 
 def store(p) -> None:
-    p.add_argument("--store", type=Path, default=None, help="run store (SQLite); default $PERFKIT_STORE or reports/perfkit.db")
+    p.add_argument("--store", default=None, metavar="FILE|URL",
+                   help="run store: a SQLite file (or sqlite:///FILE), or postgresql://USER@HOST:PORT/DB for one "
+                        "shared by many machines (perfkit[postgres]); default $PERFKIT_STORE or reports/perfkit.db")
 
 
 def json_flag(p) -> None:

@@ -276,9 +276,11 @@ def test_an_unexpected_exception_is_one_line_exit_1_and_a_traceback_on_request(c
 
 def _no_run_started() -> None:
     """Bad input is refused before a run is opened (the store is not even created)."""
-    from perfkit.store.sqlite import default_store_path
+    from pathlib import Path
 
-    path = default_store_path()
+    from perfkit.store import default_store
+
+    path = Path(default_store())
     if path.exists():
         with Store(path, read_only=True) as s:
             assert s.runs() == [], "a run was started before the input was checked"

@@ -15,7 +15,7 @@ from perfkit.errors import PerfkitError, UsageError
 from perfkit.record import to_records
 from perfkit.results import Failure, Where
 from perfkit.store import SCHEMA_VERSION, SCHEMAS, Kind, Record, Store
-from perfkit.store import sqlite as store_sqlite
+from perfkit.store import STORE_VERSION, tables
 
 
 def _ok(kind: Kind, model: str = "m", **extra) -> Record:
@@ -312,12 +312,12 @@ def test_read_only_open_of_something_else_is_a_clear_error(tmp_path):
         Store(other, read_only=True)
 
 
-def test_read_only_open_of_a_store_from_before_supersede(tmp_path):
+def test_read_only_open_of_a_store_from_before_supersede(tmp_path, first_release_tables):
     """A store written by an older perfkit (no host/pid/superseded columns) is listed as it is: a
-    reader cannot migrate it."""
+    reader cannot migrate it; a writer migrates it to the current layout and stamps its version."""
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)
-    db.executescript(store_sqlite._DDL)  # the first release's tables; the added columns come by migration
+    db.executescript(";".join(first_release_tables(tables.SQLITE)))
     now = time.time()
     db.execute("INSERT INTO runs VALUES ('20250101-000000-abcd', 'perfkit run', ?, ?, 'ok', 'e', '{}')", (now, now))
     db.execute("INSERT INTO records (run_id, kind, model, status, created, schema_version, metrics, env) "
@@ -335,6 +335,7 @@ def test_read_only_open_of_a_store_from_before_supersede(tmp_path):
         assert len(s.records()) == 1
     db = sqlite3.connect(path)
     assert "superseded" in {r[1] for r in db.execute("PRAGMA table_info(records)")}
+    assert db.execute("SELECT value FROM meta WHERE key='store_version'").fetchone() == (str(STORE_VERSION),)
     db.close()
 
 
