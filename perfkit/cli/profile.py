@@ -33,6 +33,11 @@ def add(sub) -> None:
     O.scenario(p, "singlestream")
     p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                    help="measure peak memory (one spawned process per runtime and batch)")
+    p.add_argument("--layers", action="store_true",
+                   help="also profile each runtime per layer with its own profiler (ONNX Runtime's trace, OpenVINO's "
+                        "PERF_COUNT, torch.profiler), in a pass after the timings; rows named by the model's module "
+                        "paths with MACs and ms, the sum of layer times beside the end-to-end median; one layers "
+                        "record per runtime, precision and batch (`perfkit summary --layers-from RUN` shows them)")
     O.threads(p)
     O.artifacts(p)
     O.backend_options(p)

@@ -279,6 +279,7 @@ def complexity_tables(record: Record, label: str, published: dict | None = None)
         Column("output shape", "output_shape"),
         Column("params", lambda r: f"shared with {r['repeat_of']}" if r.get("repeat_of") else r["params"],
                lambda v: v if isinstance(v, str) else fmt_int(v)),
+        Column("MACs", lambda r: r.get("macs"), fmt_si),
     ], m["layers"])
     published = published or {}
     ref_params, ref_gmacs = published.get("params", m.get("ref_params")), published.get("gmacs", m.get("ref_gmacs"))
