@@ -23,6 +23,11 @@ SCOPES = "pkg.torch.onnx.name_scopes"
 _SUFFIX = re.compile(r"(_kernel_time|_nchwc|_token_\d+|_QuantizeLinear|_DequantizeLinear|_Output|_output_\d+|"
                      r"_quantized|_bias|_fused|/[^/]*)$")
 _PARAMETER = re.compile(r"^(?P<module>.+)\.(weight|bias|in_proj_weight|in_proj_bias)$")
+_PREFIX = re.compile(r"^fused ")  # ONNX Runtime's name for a Gemm/Conv it fused with an activation
+# Ops that fusions absorb others into (a convolution takes in its activation and residual add), never the
+# other way round: such a node that vanished went into its consumer, any other into its producer.
+COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                         "MatMulInteger"})
 SHAPE_OPS = frozenset({"Constant", "Shape", "Identity", "ConstantOfShape", "Unsqueeze", "Squeeze", "Concat",
                        "Gather", "Cast", "Range"})  # shape arithmetic: never a layer of its own
 
@@ -40,7 +45,7 @@ class GraphMap:
 
     def node(self, runtime_name: str) -> str | None:
         """The graph's node a runtime's node or layer name stands for (None: none)."""
-        name = runtime_name
+        name = _PREFIX.sub("", runtime_name)
         while name:
             if name in self.modules:
                 return name
@@ -60,8 +65,9 @@ class GraphMap:
         """Nodes of the graph that no runtime node is named after (fused away) → the node that ran them.
 
         ONNX Runtime's fusions (Conv+Relu, Conv+Add+Relu, Gemm+activation) merge a node with a
-        neighbour whose tensor feeds only it: a vanished node goes to its producer whose output it alone
-        reads, else to its only consumer, following nodes that vanished too.
+        neighbour whose tensor feeds only it, and the fused node may be named after either (``relu_nchwc``
+        is the convolution writing ``relu``): a vanished convolution or matmul went into its only consumer,
+        any other node into its producer whose output it alone reads (following nodes that vanished too).
         """
         owner = {n: n for n in ran}
         vanished = [n for n in self.modules if n not in ran and self.op_types[n] not in SHAPE_OPS]
@@ -78,10 +84,15 @@ class GraphMap:
         return {n: owner[n] for n in vanished if n in owner}
 
     def _fused_into(self, n: str, owner: dict) -> str | None:
+        if self.op_types[n] in COMPUTE_OPS:
+            return self._consumer(n, owner)
         for tensor in self.inputs.get(n, ()):
             p = self.producer.get(tensor)
             if p in owner and len(self.consumers.get(tensor, ())) == 1:
                 return p
+        return None
+
+    def _consumer(self, n: str, owner: dict) -> str | None:
         outs = self.outputs.get(n, ())
         if len(outs) == 1 and len(self.consumers.get(outs[0], ())) == 1:
             c = self.consumers[outs[0]][0]

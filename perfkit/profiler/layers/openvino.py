@@ -2,7 +2,8 @@
 ``PERF_COUNT``; each executed primitive's ``real_time`` from ``get_profiling_info()``, summed over the timed
 runs. The runtime model's ``originalLayersNames`` (rt_info) lists the IR layers each primitive ran (a
 convolution with its bias and ReLU); the IR keeps the ONNX node names it was converted from, so
-``onnx_graph`` maps them to module paths through the ONNX artifact the IR came from.
+``onnx_graph`` maps them to module paths through the ONNX artifact the IR came from. A reorder OpenVINO
+inserts (a layout change) counts for the primitive it feeds.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def profile(runner, x, runs: int, counts) -> RuntimeLayers:
     original = original_layers(compiled)
     out = []
     for name, total in us.items():
-        nodes = [graph.node(n) for n in original.get(name, [name])] if graph else []
+        nodes = [graph.node(n) for n in _ran(name, original)] if graph else []
         modules = graph.modules_of(n for n in nodes if n) if graph else ()
         out.append(LayerTime(name, op_types[name], total / 1000 / runs, modules))
     return RuntimeLayers(out, runs, SOURCE, MAPPING if graph else "an IR without its ONNX source: unmapped")
@@ -52,6 +53,15 @@ def original_layers(compiled) -> dict[str, list[str]]:
         names = info["originalLayersNames"].astype(str) if "originalLayersNames" in info else ""
         out[op.get_friendly_name()] = [n for n in names.split(",") if n]
     return out
+
+
+def _ran(name: str, original: dict[str, list[str]]) -> list[str]:
+    """The IR layers primitive ``name`` ran; a reorder OpenVINO inserted (no layers of its own, named
+    ``<source>_<layouts>_<consumer>``) counts for the primitive it converts the input of."""
+    if original.get(name):
+        return original[name]
+    fed = [p for p in original if p != name and original[p] and name.endswith("_" + p)]
+    return original[max(fed, key=len)] if fed else []
 
 
 def _graph(runner, counts) -> onnx_graph.GraphMap | None:

@@ -10,6 +10,7 @@ the kernels each range or op launched.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 
 import torch
@@ -19,6 +20,7 @@ from perfkit.profiler.layers import WARMUP_RUNS, LayerTime, RuntimeLayers
 SOURCE = "torch.profiler"
 PREFIX = "perfkit.module:"  # the record_function ranges of module calls
 EAGER_MAPPING = "a record_function range per module call (forward hooks): the module's range less its submodules'"
+OUTSIDE = "(outside the profiled ops)"
 OPS_MAPPING = "by op only: the compiled graph keeps no module boundaries (unmapped)"
 
 
@@ -33,9 +35,11 @@ def profile(runner, x, runs: int, counts) -> RuntimeLayers:
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     try:
         with torch.profiler.profile(activities=activities) as prof:
+            start = time.perf_counter()
             for _ in range(runs):
                 runner.infer(x)
             runner.synchronize()
+            wall_ms = (time.perf_counter() - start) * 1000 / runs
     finally:
         for h in handles:
             h.remove()
@@ -44,7 +48,7 @@ def profile(runner, x, runs: int, counts) -> RuntimeLayers:
     if runner.name == "eager":
         return RuntimeLayers(module_layers(events, counts, runs, cuda), runs, f"{SOURCE} (record_function per module)",
                              EAGER_MAPPING)
-    return RuntimeLayers(op_layers(events, runs, cuda), runs, f"{SOURCE} (top-level ops)", OPS_MAPPING)
+    return RuntimeLayers(op_layers(events, runs, cuda, wall_ms), runs, f"{SOURCE} (top-level ops)", OPS_MAPPING)
 
 
 def _module_ranges(model: torch.nn.Module) -> list:
@@ -92,10 +96,31 @@ def module_layers(events: list, counts, runs: int, cuda: bool) -> list[LayerTime
             for path, us in own.items()]
 
 
-def op_layers(events: list, runs: int, cuda: bool) -> list[LayerTime]:
-    """Each top-level op's time per run, summed over its calls (unmapped)."""
+def op_layers(events: list, runs: int, cuda: bool, wall_ms: float) -> list[LayerTime]:
+    """Each top-level op's time per run (an op no other op called: ``aten::conv2d``, not the
+    ``aten::mkldnn_convolution`` inside it), summed over its calls, unmapped; and the rest of the profiled
+    runs' wall time as one row, ``OUTSIDE``: the interpreter's own work, or compiled kernels the profiler does
+    not see (AOTInductor's generated C++ on a CPU), so that the sum is the profiled time, not only what the
+    profiler saw."""
     per_op: dict[str, float] = defaultdict(float)
     for e in events:
-        if e.cpu_parent is None and not e.name.startswith("ProfilerStep"):
+        if _is_op(e) and not _called_by_op(e):
             per_op[e.name] += _us(e, cuda)
-    return [LayerTime(name, name, us / 1000 / runs) for name, us in per_op.items()]
+    out = [LayerTime(name, name, us / 1000 / runs) for name, us in per_op.items()]
+    rest = wall_ms - sum(layer.ms for layer in out)
+    if rest > 0:
+        out.append(LayerTime(OUTSIDE, "unprofiled", rest))
+    return out
+
+
+def _is_op(event) -> bool:
+    return "::" in event.name
+
+
+def _called_by_op(event) -> bool:
+    parent = event.cpu_parent
+    while parent is not None:
+        if _is_op(parent):
+            return True
+        parent = parent.cpu_parent
+    return False
