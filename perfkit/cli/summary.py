@@ -43,7 +43,7 @@ def run(args) -> int:
     from perfkit.store import Kind
 
     with common.progress(args) as bar:
-        done = summary(args.model, **common.keywords(args, "model", "layers_from"), notify=common.notify(args), progress=bar)
+        done = summary(args.model, **common.keywords(args, "model"), notify=common.notify(args), progress=bar)
     [spec], native = done.models, done.native
     [record] = done.records(Kind.COMPLEXITY)
     published = published_by_model(done.records()).get((record.model, record.weights), {})
