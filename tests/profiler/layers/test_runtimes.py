@@ -92,3 +92,12 @@ def test_resnet18_layers_are_named_by_module_paths_covering_90_percent_in_eager_
         rows = {r["module"]: r for r in m["rows"]}
         assert rows["layer1.0.conv1"]["macs"] == 64 * 56 * 56 * 64 * 9 and rows["layer1.0.conv1"]["ms"] > 0, runtime
         assert rows["fc"]["macs"] == 512 * 1000 and rows["layer4.1.conv2"]["ms"] > 0, runtime
+
+
+def test_profile_layers_prints_the_layer_table_after_the_timings(capsys, tmp_path):
+    rc = main(["profile", "lenet5", "-f", "eager", "-b", "1", "--layers", "--store", str(tmp_path / "s.db"),
+               *FAST_FLAGS])
+    assert rc == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.index("SingleStream") < out.index("time per layer (each runtime's own profiler)")
+    assert "eager fp32 b1: layers sum" in out and "vs end-to-end median" in out and "classifier.5" in out
