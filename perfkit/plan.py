@@ -61,6 +61,7 @@ class Plan:
         memory, memory_batches: peak memory per runtime × precision at these batches (None: every one).
         automatic: ``perfkit run``'s automatic plan: each runtime at its ``Backend.run_precisions``.
         covers: other batch sizes the artifacts must accept (parity's, evaluation's).
+        layers: a per-layer profile of each runtime × precision at every batch (``perfkit.profiler.layers``).
     """
 
     backends: tuple
@@ -72,6 +73,7 @@ class Plan:
     device: str = "cpu"
     automatic: bool = False
     covers: tuple[int, ...] = ()
+    layers: bool = False
 
     def __post_init__(self):
         from perfkit.backends import get
@@ -156,6 +158,8 @@ class Plan:
             for run in self.runs_for(backend):
                 for b in self.scenario_batches(run):
                     yield run.scenario.kind, _where(spec, backend, p, b, self.device)
+            for b in self.batches if self.layers else ():
+                yield Kind.LAYERS, _where(spec, backend, p, b, self.device)
             if self.memory:
                 for b in self.batches:
                     if b in memory_batches:

@@ -75,6 +75,7 @@ def _register_all() -> None:
     from perfkit.accuracy.parity import ParityCheck
     from perfkit.analysis import ComplexityReport
     from perfkit.artifacts import ExportResult
+    from perfkit.profiler.layers import LayerProfile
     from perfkit.profiler.memory import MemoryResult
     from perfkit.train.loop import EpochResult
 
@@ -83,6 +84,7 @@ def _register_all() -> None:
     to_records.register(ParityCheck, _parity)
     to_records.register(EvalResult, _accuracy)
     to_records.register(MemoryResult, _memory)
+    to_records.register(LayerProfile, _layers)
     to_records.register(EpochResult, _epoch)
 
 
@@ -185,6 +187,20 @@ def _difference(a: float | None, b: float | None) -> float | None:
 def _memory(result) -> list[Record]:
     return [_record(Kind.MEMORY, result.where, {"peak_bytes": result.peak_bytes, "method": result.method,
                                                 **result.details})]
+
+
+def _layers(result) -> list[Record]:
+    """A layer profile: its rows by module (the table), the runtime's own layers, and the sum of their times
+    beside the end-to-end median; a runtime whose profiler is unavailable here says why."""
+    from perfkit.profiler.layers import MACS_CONVENTION, SPLIT
+
+    metrics = {"source": result.source, "rows": result.rows, "e2e_median_ms": result.e2e_median_ms}
+    if result.unavailable:
+        return [_record(Kind.LAYERS, result.where, {**metrics, "unavailable": result.unavailable})]
+    metrics.update(layers=[layer.as_dict() for layer in result.layers], total_ms=result.total_ms,
+                   coverage=result.coverage, runs=result.runs, split=SPLIT, by_op_type=result.by_op_type,
+                   mapping=result.mapping, macs_convention=MACS_CONVENTION)
+    return [_record(Kind.LAYERS, result.where, metrics)]
 
 
 def _epoch(result) -> list[Record]:

@@ -25,6 +25,7 @@ class Kind(StrEnum):
     THROUGHPUT = "throughput"  # the Offline scenario: best samples/s with k requests in flight
     SERVER = "server"  # the Server scenario: the most QPS with p99 within a bound (MLPerf LoadGen)
     MEMORY = "memory"
+    LAYERS = "layers"  # per-layer time from a runtime's own profiler (perfkit profile --layers)
     TRAIN = "train"
 
 

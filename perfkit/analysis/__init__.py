@@ -20,7 +20,7 @@ __all__ = [
     "MACS_CONVENTION", "MEMORY_CONVENTION", "NOT_COUNTED", "ONNX_TOLERANCE", "PARAMS_CONVENTION", "Complexity",
     "ComplexityReport", "LayerRow", "OnnxMacs", "Summary", "analyze", "complexity_where", "count_macs",
     "count_onnx_macs", "count_params", "measure_complexity", "onnx_cross_check", "summarize", "summarize_module",
-    "uncountable",
+    "uncountable", "with_macs",
 ]
 
 
@@ -64,8 +64,18 @@ def analyze(spec, model=None, *, onnx_ctx=None) -> ComplexityReport:
     first = next(model.parameters(), None)
     device = first.device.type if first is not None else "cpu"
     complexity, summary = measure_complexity(spec, model), summarize(spec, model)
+    summary = with_macs(summary, complexity.macs_by_module)
     onnx = None if onnx_ctx is None else onnx_cross_check(spec, onnx_ctx)
     return ComplexityReport(Where.of(spec, "eager", "fp32", 1, device), complexity, summary, onnx)
+
+
+def with_macs(summary: Summary, macs_by_module: dict[str, int]) -> Summary:
+    """``summary`` with each row's MACs from the per-module count (a module called twice: its first row
+    carries every call's MACs, as with params)."""
+    from dataclasses import replace
+
+    rows = [replace(r, macs=0 if r.repeat_of else macs_by_module.get(r.module, 0)) for r in summary.layers]
+    return replace(summary, layers=rows)
 
 
 def complexity_where(spec) -> Where:

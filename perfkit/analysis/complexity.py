@@ -64,6 +64,9 @@ class Complexity:
     macs: int
     flops: int
     macs_by_op: dict[str, int] = field(default_factory=dict)  # e.g. {"aten.convolution": ...}
+    # module path → MACs of its calls, its submodules' included ("layer1" = every block of it; "" = the model);
+    # modules without a counted op are absent. Empty for a graph (an ONNX file, an IR): it has no modules.
+    macs_by_module: dict[str, int] = field(default_factory=dict)
     uncounted_ops: dict[str, int] = field(default_factory=dict)  # op -> calls that carry no FLOP formula
     macs_convention: str = MACS_CONVENTION
     params_convention: str = PARAMS_CONVENTION
@@ -143,6 +146,17 @@ def _mha_fastpath_disabled() -> Iterator[None]:
         torch.backends.mha.set_fastpath_enabled(before)
 
 
+@dataclass(frozen=True)
+class MacCount:
+    """One forward pass counted: total, per op, per module path (submodules included), and the calls of
+    ops that compute without a FLOP formula."""
+
+    macs: int
+    by_op: dict[str, int]
+    by_module: dict[str, int]
+    uncounted: dict[str, int]
+
+
 def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int], dict[str, int]]:
     """MACs of one forward pass of ``model`` on ``x``.
 
@@ -150,15 +164,27 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int], 
         (macs, macs per counted op, calls per op that computes but has no FLOP formula — views and
         data movement such as ``aten.empty``/``aten.cat`` excluded).
     """
+    counted = count(model, x)
+    return counted.macs, counted.by_op, counted.uncounted
+
+
+def count(model: nn.Module, x: torch.Tensor) -> MacCount:
+    """``count_macs`` with the per-module counts: FlopCounterMode tracks the module each op ran in and
+    names it ``<RootClass>.<path>``; the root's name is dropped so that keys are ``named_modules`` paths
+    (the model itself is ``""``)."""
     counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
     with torch.no_grad(), _mha_fastpath_disabled(), counter, _OpCalls() as ops:
         model(x)
+    counts = counter.get_flop_counts()
     # Every formula in FlopCounterMode is 2 × (multiply-adds), so these divisions are exact.
-    by_op = {str(op): int(n) // 2 for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    by_op = {str(op): int(n) // 2 for op, n in counts.get("Global", {}).items()}
+    root = type(model).__name__
+    by_module = {name.removeprefix(root).removeprefix("."): sum(int(n) for n in per_op.values()) // 2
+                 for name, per_op in counts.items() if name != "Global" and (name == root or name.startswith(root + "."))}
     registry = {str(op) for op in counter.flop_registry}
     uncounted = {op: n for op, n in sorted(ops.calls.items())
                  if op not in registry and op not in ops.views and op not in DATA_MOVEMENT_OPS}
-    return int(counter.get_total_flops()) // 2, by_op, uncounted
+    return MacCount(int(counter.get_total_flops()) // 2, by_op, by_module, uncounted)
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -191,11 +217,11 @@ def measure_complexity(spec, model: nn.Module | None = None) -> Complexity | Non
     model = spec.build() if model is None else model
     model.eval()
     total, trainable = count_params(model)
-    macs, by_op, uncounted = count_macs(model, spec.example_input(1).to(_device(model)))
+    counted = count(model, spec.example_input(1).to(_device(model)))
     return Complexity(
         model=spec.name, input_size=tuple(spec.input_size), params=total, trainable_params=trainable,
-        non_trainable_params=total - trainable, macs=macs, flops=2 * macs, macs_by_op=by_op,
-        uncounted_ops=uncounted,
+        non_trainable_params=total - trainable, macs=counted.macs, flops=2 * counted.macs, macs_by_op=counted.by_op,
+        uncounted_ops=counted.uncounted, macs_by_module=counted.by_module,
     )
 
 

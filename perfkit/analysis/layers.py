@@ -45,10 +45,11 @@ class LayerRow:
     output_elements: int  # per sample (batch 1)
     params: int  # the module's own parameters; 0 on its second and later calls
     repeat_of: str | None = None  # the first row of a module called more than once
+    macs: int | None = None  # the module's MACs (every call of it; 0 on its later calls); None: not counted
 
     def as_dict(self) -> dict:
         return {"layer": self.layer, "module": self.module, "output_shape": self.output_shape,
-                "params": self.params, "repeat_of": self.repeat_of}
+                "params": self.params, "repeat_of": self.repeat_of, "macs": self.macs}
 
 
 @dataclass(frozen=True)

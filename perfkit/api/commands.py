@@ -142,12 +142,14 @@ def summary(model=None, *, check_onnx=False, weights="auto", store=None, notify:
 
 
 def profile(model=None, *, runtimes="eager", batch="1,8,32", precision="fp32", scenario="singlestream",
-            memory=True, weights="auto", store=None, notify: Notify = quiet, progress=None,
+            memory=True, layers=False, weights="auto", store=None, notify: Notify = quiet, progress=None,
             **keywords) -> ProfileResult:
     """Latency, throughput, memory and roofline of ``model`` in each runtime at each batch, in each
     scenario of ``scenario`` (SingleStream always; ``offline`` adds the Offline scenario), at each
     precision. Scenario options are keywords too (``iterations``, ``warmup``, ``min_seconds``,
-    ``offline_seconds``, ...). ``memory``: peak memory, each runtime in its own process."""
+    ``offline_seconds``, ...). ``memory``: peak memory, each runtime in its own process. ``layers``: also
+    a per-layer profile from each runtime's own profiler (``perfkit.profiler.layers``), a layers record per
+    runtime × precision × batch."""
     from perfkit.api import keywords as K
     from perfkit.plan import Plan
     from perfkit.profiler import profile_model
@@ -160,7 +162,7 @@ def profile(model=None, *, runtimes="eager", batch="1,8,32", precision="fp32", s
     spec = given.spec(model, notify, precision)
     backends = K.runtimes_for(spec, backends, notify)
     plan = Plan(tuple(backends), tuple(K.batches_for(spec, batches, notify)), tuple(precisions), runs, bool(memory),
-                device=device)
+                device=device, layers=bool(layers))
     calibration = given.calibration(precisions, None, notify)
     with session(given, store, device, [spec], progress=progress, calibration=calibration) as run:
         run.rec.model(spec)

@@ -8,7 +8,7 @@ import sys
 from perfkit.cli.options import given_options, model_keywords
 
 # Flags that are the command line's own: how it prints (--json, --html), not what is measured.
-CLI_ONLY = ("func", "command", "json", "html")
+CLI_ONLY = ("func", "command", "json", "html", "layers_from")  # flags the CLI handles itself
 # A note's level (perfkit.api.Note) → its banner's style.
 STYLES = {"info": "bold", "note": "bold yellow", "caution": "bold magenta", "warning": "bold red"}
 

@@ -33,6 +33,11 @@ def add(sub) -> None:
     O.scenario(p, "singlestream")
     p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                    help="measure peak memory (one spawned process per runtime and batch)")
+    p.add_argument("--layers", action="store_true",
+                   help="also profile each runtime per layer with its own profiler (ONNX Runtime's trace, OpenVINO's "
+                        "PERF_COUNT, torch.profiler), in a pass after the timings; rows named by the model's module "
+                        "paths with MACs and ms, the sum of layer times beside the end-to-end median; one layers "
+                        "record per runtime, precision and batch (`perfkit summary --layers-from RUN` shows them)")
     O.threads(p)
     O.artifacts(p)
     O.backend_options(p)
@@ -44,7 +49,7 @@ def add(sub) -> None:
 def run(args) -> int:
     from perfkit.api import profile
     from perfkit.report.console import console, err_console
-    from perfkit.report.tables import scenario_tables
+    from perfkit.report.tables import layer_tables, scenario_tables
 
     with common.progress(args) as bar:
         done = profile(args.model, **common.keywords(args, "model"), notify=common.notify(args), progress=bar)
@@ -54,6 +59,8 @@ def run(args) -> int:
             err_console.print(f"[yellow]warning:[/] {text}")
     tables = scenario_tables(done.records(), f"perfkit profile — {spec.label} on {done.device}", done.not_measured,
                              footer=f"run {done.run_id}")
+    if args.layers:
+        tables += layer_tables(done.records(), "perfkit profile --layers")
     common.show(args, done.run_id, done.records(), tables)
     if done.failed and not args.json:
         console.print(f"[red]{len(done.errors)} measurement(s) failed; see the error column and "

@@ -23,6 +23,11 @@ def add(sub) -> None:
     O.model(p)
     p.add_argument("--check-onnx", action="store_true",
                    help="cross-check the MACs against the exported ONNX graph (same convention); exit 1 on a disagreement")
+    p.add_argument("--layers-from", default=None, metavar="RUN",
+                   help="print the layer table of a run of `perfkit profile --layers` instead (run id, a unique "
+                        "prefix or latest): per module, its MACs and params and its time in each runtime × "
+                        "precision × batch side by side, each profile's layer sum beside its end-to-end median; "
+                        "MODEL, when given, picks one model of the run. Measures nothing")
     O.artifacts(p)
     O.json_flag(p)
     O.store(p)
@@ -30,6 +35,8 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
+    if args.layers_from:
+        return _layers_from(args)
     from perfkit.api import summary
     from perfkit.report.rows import published_by_model
     from perfkit.report.tables import complexity_tables
@@ -45,6 +52,22 @@ def run(args) -> int:
     common.show(args, done.run_id, done.records(), complexity_tables(record, spec.label, published)
                 + _notes(record, native, spec))
     return common.exit_code(done)
+
+
+def _layers_from(args) -> int:
+    """The layers records of a stored run as tables (or JSON): nothing is measured or written."""
+    from perfkit.errors import UsageError
+    from perfkit.report.tables import layer_tables
+    from perfkit.store import Kind
+
+    with common.open_store(args, read_only=True) as store:
+        run = store.get_run(args.layers_from)
+        records = store.records(run["id"], kind=Kind.LAYERS, model=args.model or None)
+    if not records:
+        which = f" of {args.model}" if args.model else ""
+        raise UsageError(f"run {run['id']} has no layer profiles{which} (`perfkit profile --layers` writes them)")
+    common.show(args, run["id"], records, layer_tables(records, f"run {run['id'][:12]}"))
+    return 0
 
 
 def _notes(record, native, spec) -> list[str]:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import torch
 
-from perfkit.profiler import memory, roofline
+from perfkit.profiler import layers, memory, roofline
 from perfkit.profiler.scenarios import Point
 from perfkit.results import Failure, Kind, Where, describe
 
@@ -44,9 +44,10 @@ def profile_model(spec, plan, ctx) -> Iterator:
     ctx = plan.context(ctx)
     flops = roofline.model_flops(spec)
     base = plan.scenarios[0].scenario
+    counts = layers.module_counts(spec) if plan.layers else None
     timed: list = []  # the base scenario's points: memory is measured where they were timed
     for backend, precision in plan.pairs():
-        for result in _runtime(spec, plan, backend, precision, ctx, flops):
+        for result in _runtime(spec, plan, backend, precision, ctx, flops, counts):
             if isinstance(result, base.result) or (isinstance(result, Failure) and result.kind == base.kind):
                 timed.append(result)
             yield result
@@ -55,8 +56,9 @@ def profile_model(spec, plan, ctx) -> Iterator:
         yield from _memory_results(spec, [r for r in timed if r.where.batch in wanted], plan.batch_range, ctx)
 
 
-def _runtime(spec, plan, backend, precision, ctx, flops) -> Iterator:
-    """Every scenario of one runtime × precision, over one entered runner."""
+def _runtime(spec, plan, backend, precision, ctx, flops, counts) -> Iterator:
+    """Every scenario of one runtime × precision, over one entered runner, then its layer profile at each
+    batch (``counts``: the model's modules; None: no layer profile)."""
     from perfkit.backends import open_runner
 
     runs = plan.runs_for(backend)
@@ -67,18 +69,40 @@ def _runtime(spec, plan, backend, precision, ctx, flops) -> Iterator:
         runner = open_runner(spec, backend, ctx, precision=precision, batch=plan.batch_range)
         runner.__enter__()
     except Exception as exc:  # export or load failed: every point of this runtime fails
-        for run, b in points:
-            yield Failure.of(run.scenario.kind, where.replace(batch=b), exc)
+        failed = [(run.scenario.kind, b) for run, b in points] + [(Kind.LAYERS, b) for b in _layer_batches(plan)]
+        for kind, b in failed:
+            yield Failure.of(kind, where.replace(batch=b), exc)
             ctx.progress.update(advance=1)
         return
     try:
-        yield from _drive(spec, runner, where, points, ctx, flops)
+        earlier: dict[int, dict] = collections.defaultdict(dict)  # batch → scenario name → its result
+        yield from _drive(spec, runner, where, points, ctx, flops, earlier)
+        if counts is not None:
+            yield from _layer_profiles(spec, runner, where, plan, ctx, counts, earlier)
     finally:
         runner.__exit__(None, None, None)
 
 
-def _drive(spec, runner, where: Where, points: list, ctx, flops) -> Iterator:
-    earlier: dict[int, dict] = collections.defaultdict(dict)  # batch → scenario name → its result
+def _layer_batches(plan) -> tuple[int, ...]:
+    return plan.batches if plan.layers else ()
+
+
+def _layer_profiles(spec, runner, where: Where, plan, ctx, counts, earlier: dict) -> Iterator:
+    """The layer profile of an entered runner at each batch (after its timings: profilers add overhead), with
+    the base scenario's median at that batch beside it; a failure is that batch's."""
+    base = plan.scenarios[0].scenario
+    for b in _layer_batches(plan):
+        ctx.progress.update(f"layers {spec.name} {runner.name} {runner.precision} batch {b}")
+        timed = earlier[b].get(base.name)
+        median = base.metrics(timed).get("latency_median_ms") if timed is not None else None
+        try:
+            yield layers.profile_layers(spec, runner, where.replace(batch=b), counts, median)
+        except Exception as exc:
+            yield Failure.of(Kind.LAYERS, where.replace(batch=b), describe(exc))
+        ctx.progress.update(advance=1)
+
+
+def _drive(spec, runner, where: Where, points: list, ctx, flops, earlier: dict) -> Iterator:
     oom_at = None
     for run, b in points:
         scenario, at = run.scenario, where.replace(batch=b)

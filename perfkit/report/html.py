@@ -494,6 +494,21 @@ def _winner_rows(records: list[Record]) -> list[dict]:
     return out
 
 
+def layer_time(records: list[Record]) -> dict | None:
+    """The per-layer profiles of the run (None: none): each profile's sum beside its end-to-end median (or why
+    it has none), its time by op type, and the top layers with achieved GFLOP/s and int8 against fp32."""
+    from perfkit.report import layer_rows as L
+
+    measured = L.profiles(records)
+    if not measured:
+        return None
+    ok = [r for r in measured if r.status == "ok" and not r.metrics.get("unavailable")]
+    top = L.top_layers(ok)
+    return {"totals": L.totals(measured), "by_op": [{"label": L.label(r), "model": r.model, "ops": L.by_op_type(r)}
+                                                     for r in ok],
+            "top": top, "precisions": sorted({p for row in top for p in row["ms"]}, key=_precision_rank)}
+
+
 def report_context(store: Store, run_id: str, hardware: str | None = None) -> dict:
     """Everything the template shows (also useful to tests): raw rows plus plotly figures. ``hardware``:
     ``--hardware`` (``perfkit.report.hardware``: the run's records on matching hardware, or ``all``)."""
@@ -514,7 +529,7 @@ def report_context(store: Store, run_id: str, hardware: str | None = None) -> di
         "several_devices": len({r["device"] for r in rows}) > 1,
         "random_models": sorted({r["model"] for r in rows if r["random"]}),
         "parity": [parity_distances(p) for p in _record_rows(records, Kind.PARITY)], "exports": _record_rows(records, Kind.EXPORT),
-        "complexity": complexity, "failures": failure_rows(records), "training": training_rows(records),
+        "complexity": complexity, "layer_time": layer_time(records), "failures": failure_rows(records), "training": training_rows(records),
         "calibrations": list(dict.fromkeys(f"{r['model']} · {r['runtime']} {r['precision']}: {r['calibration']}"
                                            for r in rows if r["calibration"])),
         "precision_notes": _precision_notes(records),

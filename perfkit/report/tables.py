@@ -280,6 +280,7 @@ def complexity_tables(record: Record, label: str, published: dict | None = None)
         Column("output shape", "output_shape"),
         Column("params", lambda r: f"shared with {r['repeat_of']}" if r.get("repeat_of") else r["params"],
                lambda v: v if isinstance(v, str) else fmt_int(v)),
+        Column("MACs", lambda r: r.get("macs"), fmt_si),
     ], m["layers"])
     published = published or {}
     ref_params, ref_gmacs = published.get("params", m.get("ref_params")), published.get("gmacs", m.get("ref_gmacs"))
@@ -591,3 +592,38 @@ __all__ = [
     "scenario_table", "scenario_tables",
     "regress_table", "runs_table", "select_tables", "summary_table", "training_table", "zoo_table",
 ]
+
+
+def layer_tables(records: Iterable[Record], title: str) -> list:
+    """Per model, the layer table of its layers records: a row per module (MACs, params, ms in each runtime ×
+    precision × batch side by side), then the sum of each profile's layer times beside its end-to-end median."""
+    from perfkit.report import layer_rows as L
+
+    out = []
+    measured = L.profiles(records)
+    for model in dict.fromkeys(r.model for r in measured):
+        mine = [r for r in measured if r.model == model]
+        labels = [L.label(r) for r in mine if r.status == "ok" and not r.metrics.get("unavailable")]
+        columns = [Column("module", "name", justify="left"), Column("type", "type", justify="left"),
+                   Column("MACs", "macs", fmt_si), Column("params", "params", fmt_int)]
+        columns += [Column(f"{lab} ms", lambda row, lab=lab: row["ms"].get(lab), fmt_float(3)) for lab in labels]
+        out.append(render_table(f"{title} — {model}: time per layer (each runtime's own profiler)", columns,
+                                L.side_by_side(mine), caption=_layer_caption(mine)))
+    return out
+
+
+def _layer_caption(measured: list[Record]) -> str:
+    from perfkit.report import layer_rows as L
+
+    lines = []
+    for t in L.totals(measured):
+        if t["why_not"]:
+            lines.append(f"{t['label']}: no layer profile — {escape(t['why_not'])}")
+            continue
+        median = "—" if t["e2e_median_ms"] is None else f"{t['e2e_median_ms']:.3f} ms"
+        lines.append(f"{t['label']}: layers sum {t['total_ms']:.3f} ms vs end-to-end median {median}; "
+                     f"{_pct100(t['coverage'])} on module rows ({t['runs']} runs, {escape(t['source'])})")
+    lines.append("MACs: the module's own per sample (submodules excluded); a fused layer's time is split among the "
+                 "modules it ran by their MACs, evenly when none has any; (unmapped) rows: layers no module path "
+                 "could be found for; profilers add overhead: their sums are not latencies.")
+    return "\n".join(lines)

@@ -23,7 +23,9 @@ from perfkit.results import Kind, KindSchema, kind_of
 # None: not measured). Optional, so schema 3 records validate as they are.
 # 5: model records of an engine someone built carry the model it is judged against (reference_model);
 # SingleStream (latency) records keep every timed call's latency (``samples``, perfkit.profiler.samples)
-SCHEMA_VERSION = 5
+# 6: complexity records carry MACs per module (macs_by_module, and each layer row's macs); the layers kind
+# (perfkit profile --layers: per-layer time from each runtime's own profiler, mapped to the model's modules)
+SCHEMA_VERSION = 6
 
 
 _schema = KindSchema.of
@@ -38,7 +40,7 @@ _CORE: dict[Kind, KindSchema] = {
         "params trainable_params macs flops",
         "non_trainable_params input_size macs_by_op uncounted_ops macs_convention params_convention not_counted "
         "layers params_outside_rows unrowed_params input_mib forward_backward_mib params_mib total_mib "
-        "memory_convention onnx_macs onnx_macs_by_op onnx_no_formula onnx_tolerance onnx_agrees"),
+        "memory_convention onnx_macs onnx_macs_by_op onnx_no_formula onnx_tolerance onnx_agrees macs_by_module"),
     Kind.EXPORT: _schema(
         "export_seconds artifact_bytes",
         "cached seconds sha256 artifact_path warnings batch_range options main_file compiled_for calibration "
@@ -59,6 +61,9 @@ _CORE: dict[Kind, KindSchema] = {
         "peak_bytes method",
         "artifact_bytes engine_device_bytes rss_delta_bytes gpu_context_bytes nvml_delta_bytes "
         "process_peak_rss_bytes"),
+    Kind.LAYERS: _schema(
+        "source rows",
+        "unavailable layers total_ms e2e_median_ms coverage runs split by_op_type mapping macs_convention"),
     Kind.TRAIN: _schema(
         "epoch train_loss train_acc val_loss val_acc epoch_seconds",
         "epochs train_seconds val_seconds images_per_s best_val_acc best_epoch dataset lr train_images "

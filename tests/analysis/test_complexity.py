@@ -55,6 +55,39 @@ def test_lenet5_macs_by_hand(tiny_spec):
     assert "googlenet" in cx.params_convention and "AuxLogits" in cx.params_convention
 
 
+def test_macs_are_kept_per_module_path_and_in_each_layer_row(tiny_spec):
+    from perfkit.analysis import analyze
+
+    cx = measure_complexity(tiny_spec)
+    conv1, conv2 = 6 * 28 * 28 * (3 * 5 * 5), 16 * 10 * 10 * (6 * 5 * 5)
+    assert cx.macs_by_module == {"": cx.macs, "features": conv1 + conv2, "features.0": conv1, "features.3": conv2,
+                                 "classifier": 400 * 120 + 120 * 84 + 84 * 10, "classifier.1": 400 * 120,
+                                 "classifier.3": 120 * 84, "classifier.5": 84 * 10}  # parents include children
+    rows = {r.module: r for r in analyze(tiny_spec).summary.layers}
+    assert rows["features.0"].macs == conv1 and rows["classifier.5"].macs == 84 * 10
+    assert rows["features.1"].macs == 0  # a ReLU: no formula
+    assert sum(r.macs for r in rows.values()) == cx.macs  # leaves add up to the model
+
+
+def test_a_module_called_twice_keeps_its_macs_on_its_first_row():
+    from perfkit.analysis import summarize_module, with_macs
+    from perfkit.analysis.complexity import count
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc(self.fc(x))
+
+    model = Twice().eval()
+    counted = count(model, torch.zeros(1, 4))
+    assert counted.by_module == {"": 32, "fc": 32}
+    rows = with_macs(summarize_module(model, (4,)), counted.by_module).layers
+    assert [(r.module, r.macs, r.repeat_of) for r in rows] == [("fc", 32, None), ("fc", 0, "Linear-1")]
+
+
 def test_matmul_is_counted_as_macs():
     class Bmm(nn.Module):
         def forward(self, x):

@@ -35,8 +35,11 @@ def test_json_resnet18_matches_torchvision_and_lands_in_store(capsys):
     assert data["flops"] == 2 * data["macs"]
     assert model["random_weights"] is True and complexity["weights"] == records["model"]["weights"] == "random:seed0"
     assert data["layers"][0] == {"layer": "Conv2d-1", "module": "conv1", "output_shape": [-1, 64, 112, 112],
-                                 "params": 3 * 64 * 7 * 7, "repeat_of": None}
+                                 "params": 3 * 64 * 7 * 7, "repeat_of": None, "macs": 64 * 112 * 112 * 3 * 7 * 7}
     assert data["layers"][-1]["output_shape"] == [-1, 1000]
+    assert data["macs_by_module"]["layer1.0.conv1"] == 64 * 56 * 56 * 64 * 9  # per module path, in the record
+    assert data["macs_by_module"]["layer1"] == sum(v for k, v in data["macs_by_module"].items()
+                                                   if k.startswith("layer1.") and k.count(".") == 1)
 
     with Store() as store:  # PERFKIT_STORE from the autouse fixture
         (record,) = store.records(kind=Kind.COMPLEXITY)
