@@ -16,7 +16,7 @@ def test_every_kind_has_a_schema_and_nothing_else_does():
     assert set(SCHEMAS) == set(Kind)
     for kind, schema in SCHEMAS.items():
         assert isinstance(schema, KindSchema) and schema.required, kind
-    assert SCHEMA_VERSION == 5
+    assert SCHEMA_VERSION == 6
 
 
 def test_schema_2_complexity_records_with_mb_keys_stay_readable():
