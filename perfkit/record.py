@@ -189,7 +189,7 @@ def mixed_metrics(search) -> dict:
         "trials": [{"float_layers": None if t.float_layers is None else list(t.float_layers),
                     "top1_correct": t.top1_correct, "relative_top1": t.relative, "meets": t.meets}
                    for t in search.trials],
-        "float_modules": [l.module for l in search.layers if l.node in set(search.float_layers)],
+        "float_modules": search.float_modules,
         "full_int8_median_ms": search.latency_ms.get("full_int8"), "mixed_median_ms": search.latency_ms.get("mixed"),
         "search_seconds": search.seconds,
     }

@@ -44,7 +44,7 @@ import torch
 from perfkit.vocab import BatchRange, Precision
 
 SENSITIVITY_IMAGES = 32  # calibration images each layer's error is measured on (layers × this inferences)
-SEARCH_IMAGES = 1000  # validation images each trial is evaluated on (the validation pass then uses all)
+SEARCH_IMAGES = 500  # validation images each trial is evaluated on, held in memory (the validation pass uses all)
 LAYER_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})  # the weighted layers, ranked and left float
 SEARCH_RUNTIMES = frozenset({"onnx", "openvino", "tensorrt"})  # whose int8 is the QDQ ONNX graph (float_layers)
 
@@ -99,6 +99,12 @@ class MixedSearch:
     @property
     def float_layers(self) -> tuple[str, ...]:
         return self.chosen.float_layers or () if self.chosen else ()
+
+    @property
+    def float_modules(self) -> list[str]:
+        """The layers left float by module path where the graph says (else the ONNX node's name)."""
+        chosen = set(self.float_layers)
+        return [layer.module or layer.node for layer in self.layers if layer.node in chosen]
 
 
 def fewest(meets: Callable[[int], bool], limit: int) -> int | None:

@@ -161,7 +161,7 @@ def _mixed_int8(spec, dataset, backends, precisions, ctx, min_relative, options,
     found = mixed.search(spec, ctx, images, labels, min_relative, runner_batch(options.batch_size, options.crops),
                          ctx.progress)
     if found.chosen.float_layers:
-        notify(Note(f"int8 gate {min_relative}: {found.note}: {', '.join(found.chosen.float_layers)} "
+        notify(Note(f"int8 gate {min_relative}: {found.note}: {', '.join(found.float_modules)} "
                     f"({found.chosen.top1_correct}/{found.images} top-1 on the search images, reference "
                     f"{found.reference_correct}); searched in {found.seconds:.0f}s", "info", "precision"))
     elif found.note:

@@ -38,6 +38,9 @@ float ops, which ONNX Runtime fuses into integer kernels. Two QDQ styles (``--qd
 
 Every op in ONNX Runtime's QDQ registry is quantized (Conv, Gemm/MatMul, Add, pooling, ...); ops
 outside it (ReduceMean for global pooling, Softmax) stay float, which is what the registry is for.
+The nodes named by the ``float_layers`` export option stay float too (``nodes_to_exclude``): the set
+``perfkit validate --min-relative`` chooses when full int8 misses its gate (``perfkit.accuracy.mixed``);
+it keys the artifact, and the OpenVINO IR and TensorRT engine converted from this graph carry it.
 
 Offline scenario (``offline_session``): k sessions, one per Python thread (``run`` releases the GIL),
 each with cores // k intra-op threads, as ONNX Runtime's thread-management docs advise for

@@ -24,7 +24,7 @@ def add(sub) -> None:
                   "gate, perfkit leaves the fewest most sensitive layers in float until it holds. Each weighted\n"
                   "layer is quantized alone and its logit error vs fp32 measured on 32 calibration images; then\n"
                   "the 1, 2, 4, ... most sensitive layers are left float (doubling, then bisecting), each trial an\n"
-                  "int8 artifact judged on up to 1000 --data images. Cost when full int8 misses: one\n"
+                  "int8 artifact judged on up to 500 --data images. Cost when full int8 misses: one\n"
                   "quantization and 32 inferences per layer, about 2*log2(layers) int8 exports and passes over\n"
                   "those images, a quick latency of full int8 vs the mix. The layers left float drive the\n"
                   "onnx, openvino and tensorrt int8 artifacts (keyed by the set; aoti stays full int8) and are\n"
