@@ -185,8 +185,10 @@ def mixed_metrics(search) -> dict:
     return {
         "gate": search.gate, "met": search.met, "note": search.note, "images": search.images,
         "reference_top1_correct": search.reference_correct, "layers_total": search.layers_total,
-        "sensitivity": [{"node": l.node, "op": l.op, "module": l.module, "error": l.error} for l in search.layers],
-        "trials": [{"float_layers": None if t.float_layers is None else list(t.float_layers),
+        "sensitivity": [{"node": l.node, "op": l.op, "module": l.module, "error": l.error, "nodes": list(l.nodes)}
+                        for l in search.layers],
+        "trials": [{"layers": t.layers, "modules": None if t.layers is None else search.modules(t.layers),
+                    "float_layers": None if t.float_layers is None else list(t.float_layers),
                     "top1_correct": t.top1_correct, "relative_top1": t.relative, "meets": t.meets}
                    for t in search.trials],
         "float_modules": search.float_modules,

@@ -46,33 +46,37 @@ from perfkit.vocab import BatchRange, Precision
 SENSITIVITY_IMAGES = 32  # calibration images each layer's error is measured on (layers × this inferences)
 SEARCH_IMAGES = 500  # validation images each trial is evaluated on, held in memory (the validation pass uses all)
 LAYER_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})  # the weighted layers, ranked and left float
+# What a layer's output goes through before the next layer, left float with it: in a QDQ graph every
+# quantized node quantizes all its inputs and outputs, so a convolution left float alone would still
+# hand a quantized tensor to (and take one from) its activation or residual Add, and gain next to nothing.
+FOLLOWERS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Add"})
 SEARCH_RUNTIMES = frozenset({"onnx", "openvino", "tensorrt"})  # whose int8 is the QDQ ONNX graph (float_layers)
 
 
 @dataclass(frozen=True)
 class Layer:
-    """One quantizable layer: its ONNX node, op, module path (from the exporter's name scopes; None
-    when the graph has none) and its error quantized alone (relative squared error of the logits)."""
+    """One quantizable layer: its weighted ONNX node, op, module path (None when the graph does not say),
+    its error quantized alone (relative squared error of the logits) and every node it leaves float
+    (the weighted one, then the activations and residual Add its output runs through: ``FOLLOWERS``)."""
 
     node: str
     op: str
     module: str | None
     error: float
+    nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Trial:
-    """One candidate evaluated on the search images: the layers left float (``None``: every layer, the
-    fp32 graph), its top-1 count, top-1 relative to the reference's and whether it meets the gate."""
+    """One candidate evaluated on the search images: how many of the most sensitive layers were left float
+    and the ONNX nodes that makes (``None``: every layer, the fp32 graph), its top-1 count, top-1 relative
+    to the reference's and whether it meets the gate."""
 
+    layers: int | None
     float_layers: tuple[str, ...] | None
     top1_correct: int
     relative: float | None
     meets: bool
-
-    @property
-    def floats(self) -> int | None:
-        return None if self.float_layers is None else len(self.float_layers)
 
 
 @dataclass
@@ -103,8 +107,15 @@ class MixedSearch:
     @property
     def float_modules(self) -> list[str]:
         """The layers left float by module path where the graph says (else the ONNX node's name)."""
-        chosen = set(self.float_layers)
-        return [layer.module or layer.node for layer in self.layers if layer.node in chosen]
+        return self.modules(self.chosen.layers or 0 if self.chosen else 0)
+
+    def modules(self, k: int) -> list[str]:
+        """The ``k`` most sensitive layers by module path where the graph says (else the ONNX node's name)."""
+        return [layer.module or layer.node for layer in self.layers[:k]]
+
+    def unit_nodes(self, k: int) -> tuple[str, ...]:
+        """The ONNX nodes left float with the ``k`` most sensitive layers."""
+        return tuple(n for layer in self.layers[:k] for n in (layer.nodes or (layer.node,)))
 
 
 def fewest(meets: Callable[[int], bool], limit: int) -> int | None:
@@ -141,17 +152,18 @@ def search(spec, ctx, images: torch.Tensor, labels: torch.Tensor, gate: float, b
     done = MixedSearch(gate=gate, images=len(labels), reference_correct=ref_correct, layers_total=0)
     tried: dict[int, Trial] = {}
 
-    def trial(floats: tuple[str, ...] | None) -> Trial:
+    def trial(k: int | None) -> Trial:
+        floats = None if k is None else done.unit_nodes(k)
         precision = Precision.FP32 if floats is None else Precision.INT8
         options = {**ctx.options, "float_layers": floats or ()}
         with _open(spec, "onnx", ctx.replace(options=options), precision, batch) as runner:
             correct = _correct(runner, images, labels, step)
-        made = Trial(floats, correct, correct / ref_correct if ref_correct else None, correct >= gate * ref_correct)
+        made = Trial(k, floats, correct, correct / ref_correct if ref_correct else None, correct >= gate * ref_correct)
         done.trials.append(made)
         return made
 
     _say(progress, f"int8 gate {gate}: full int8")
-    if not trial(()).meets and _reachable(trial, done):
+    if not trial(0).meets and _reachable(trial, done):
         _say(progress, "int8 gate: each layer's sensitivity")
         done.layers = sensitivity(spec, ctx, batch)
         done.layers_total = len(done.layers)
@@ -159,7 +171,7 @@ def search(spec, ctx, images: torch.Tensor, labels: torch.Tensor, gate: float, b
         def meets(k: int) -> bool:
             if k not in tried:
                 _say(progress, f"int8 gate: {k} layer(s) float")
-                tried[k] = trial(tuple(layer.node for layer in done.layers[:k]))
+                tried[k] = trial(k)
             return tried[k].meets
 
         found = fewest(meets, max(1, len(done.layers) // 2)) if done.layers else None
@@ -187,8 +199,8 @@ def _best(trials: list[Trial]) -> Trial:
     int8 = [t for t in trials if t.float_layers is not None]
     meeting = [t for t in int8 if t.meets]
     if meeting:
-        return min(meeting, key=lambda t: t.floats)
-    return max(int8, key=lambda t: (t.top1_correct, -t.floats))
+        return min(meeting, key=lambda t: t.layers)
+    return max(int8, key=lambda t: (t.top1_correct, -t.layers))
 
 
 def _say(progress, text: str) -> None:
@@ -228,8 +240,6 @@ def sensitivity(spec, ctx, batch: BatchRange) -> list[Layer]:
     """Every weighted layer of the ONNX graph ONNX Runtime quantizes, most sensitive first (see the
     module docstring: one layer quantized at a time, on the first ``SENSITIVITY_IMAGES`` calibration
     images, the activation ranges calibrated once on the whole calibration set)."""
-    import numpy as np
-
     from perfkit.artifacts import ensure_artifact
     from perfkit.backends import get
     from perfkit.backends.onnxruntime import BACKEND, CalibrationReader, prepare_for_quantization
@@ -244,19 +254,44 @@ def sensitivity(spec, ctx, batch: BatchRange) -> list[Layer]:
     work = Path(tempfile.mkdtemp(prefix="perfkit-sensitivity-"))
     try:
         pre = prepare_for_quantization(source.path, work / "fp32")
-        nodes = [n for n in onnx.load(str(pre), load_external_data=False).graph.node if n.op_type in LAYER_OPS]
+        graph = onnx.load(str(pre), load_external_data=False).graph
+        units = layer_units(graph)
         fp32 = _run(pre, sample)
         quantize = _quantizer(pre, work, CalibrationReader(batches, next(iter(sample))), calibration)
-        errors = {n.name: float(np.sum((_run(quantize(n.name), sample) - fp32) ** 2) / max(np.sum(fp32 ** 2), 1e-30))
-                  for n in nodes}
+        layers = [Layer(n.name, n.op_type, module_of(n), _error(_run(quantize(unit), sample), fp32), unit)
+                  for n, unit in units]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    layers = [Layer(n.name, n.op_type, module_of(n), errors[n.name]) for n in nodes]
     return sorted(layers, key=lambda layer: -layer.error)
 
 
+def _error(out, fp32) -> float:
+    """Relative squared error of the logits ``out`` against ``fp32``."""
+    import numpy as np
+
+    return float(np.sum((out - fp32) ** 2) / max(np.sum(fp32 ** 2), 1e-30))
+
+
+def layer_units(graph) -> list[tuple[object, tuple[str, ...]]]:
+    """Each weighted node of ``graph`` with the nodes it is left float with: itself, then the chain of
+    ``FOLLOWERS`` its output runs through while each is the only consumer (stopping after an Add)."""
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    units = []
+    for n in (n for n in graph.node if n.op_type in LAYER_OPS):
+        unit, tail = [n.name], n
+        while tail.op_type != "Add" and len(next_ := consumers.get(tail.output[0], [])) == 1 \
+                and next_[0].op_type in FOLLOWERS:
+            tail = next_[0]
+            unit.append(tail.name)
+        units.append((n, tuple(unit)))
+    return units
+
+
 def _quantizer(pre: Path, work: Path, reader, options: dict) -> Callable[[str], Path]:
-    """A function quantizing only the node it is given (into ``work``), with the ranges of one calibration."""
+    """A function quantizing only the nodes it is given (into ``work``), with the ranges of one calibration."""
     from perfkit.backends.onnxruntime import qdq_settings
     from perfkit.deps import require
 
@@ -264,10 +299,10 @@ def _quantizer(pre: Path, work: Path, reader, options: dict) -> Callable[[str], 
     settings = qdq_settings(quantization, options["qdq_style"], options["calibration"].method, len(reader))
     cache = work / "ranges.json"
 
-    def quantize(node: str) -> Path:
+    def quantize(nodes: tuple[str, ...]) -> Path:
         out = work / "one.onnx"
         quantization.quantize_static(str(pre), str(out), reader, quant_format=quantization.QuantFormat.QDQ,
-                                     nodes_to_quantize=[node], calibration_cache_path=str(cache),
+                                     nodes_to_quantize=list(nodes), calibration_cache_path=str(cache),
                                      use_external_data_format=True, **settings)
         return out
 
@@ -285,10 +320,15 @@ def _run(path: Path, feed: dict):
 
 
 def module_of(node) -> str | None:
-    """The module a node came from: the last module of the dynamo exporter's ``pkg.torch.onnx.name_scopes``
-    (``['', 'layer1', 'layer1.0', 'layer1.0.conv1', 'conv2d']`` → ``layer1.0.conv1``), None without it."""
+    """The module a weighted node came from: the owner of its weight where the exporter named the initializer
+    after the parameter (``blocks.0.0.conv_dw.weight`` → ``blocks.0.0.conv_dw``; a batch norm the exporter
+    folded into the convolution leaves its own name scope on the node, not the convolution's), else the last
+    module of the dynamo exporter's ``pkg.torch.onnx.name_scopes`` (``['', 'layer1', 'layer1.0',
+    'layer1.0.conv1', 'conv2d']`` → ``layer1.0.conv1``), None without either."""
     import ast
 
+    if len(node.input) > 1 and node.input[1].endswith(".weight"):
+        return node.input[1].removesuffix(".weight")
     for prop in node.metadata_props:
         if prop.key == "pkg.torch.onnx.name_scopes":
             scopes = [s for s in ast.literal_eval(prop.value) if s]

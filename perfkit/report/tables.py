@@ -210,13 +210,12 @@ def mixed_int8_table(record: Record):
     many layers were left float, which, top-1 on the search images, relative to the reference, met);
     the caption says what was chosen, the most sensitive layers and the latency of full int8 vs the mix."""
     m = record.metrics["mixed_int8"]
-    modules = {s["node"]: s["module"] or s["node"] for s in m["sensitivity"]}
-    rows = [{**t, "floats": "all (fp32)" if t["float_layers"] is None else len(t["float_layers"]),
-             "names": "" if t["float_layers"] is None else ", ".join(modules.get(n, n) for n in t["float_layers"]),
-             "correct": f"{t['top1_correct']}/{m['images']}"} for t in m["trials"]]
+    rows = [{**t, "floats": "all (fp32)" if t["layers"] is None else t["layers"],
+             "names": ", ".join(t["modules"] or ()), "correct": f"{t['top1_correct']}/{m['images']}"}
+            for t in m["trials"]]
     lines = [f"gate: top-1 ≥ {m['gate']} × the reference's ({m['reference_top1_correct']}/{m['images']} on the "
              f"search images); {m['note'] or 'full int8 meets it'}",
-             "kept: " + (", ".join(modules.get(n, n) for n in record.metrics.get("float_layers") or ()) or "full int8")]
+             "kept: " + (", ".join(m["float_modules"]) or "full int8")]
     if m["sensitivity"]:
         lines.append("most sensitive (logit rel. sq. error quantized alone): " + ", ".join(
             f"{s['module'] or s['node']} {s['error']:.2e}" for s in m["sensitivity"][:5]))
