@@ -31,6 +31,26 @@ def test_the_search_stops_at_the_fewest_layers_within_its_bound(limit):
         assert len(asked) <= 2 * math.ceil(math.log2(limit)) + 1  # doubling then bisecting: logarithmic
 
 
+def test_a_layer_is_left_float_with_the_activations_and_residual_add_its_output_runs_through():
+    """In a QDQ graph every quantized node quantizes its inputs and outputs: a convolution left float alone
+    would still meet quantized tensors at its ReLU and residual Add, so those go with it."""
+    from onnx import helper
+
+    from perfkit.accuracy.mixed import layer_units, module_of
+
+    nodes = [helper.make_node("Conv", ["x", "stem.weight"], ["a"], name="stem"),
+             helper.make_node("Clip", ["a"], ["b"], name="act"),
+             helper.make_node("Conv", ["b", "w1"], ["c"], name="project"),
+             helper.make_node("Add", ["c", "b"], ["d"], name="residual"),
+             helper.make_node("Relu", ["d"], ["e"], name="after_add"),  # past the Add: the next layer's business
+             helper.make_node("Conv", ["e", "w2"], ["f"], name="branch"),  # two consumers: neither goes with it
+             helper.make_node("Relu", ["f"], ["g"], name="left"), helper.make_node("Relu", ["f"], ["h"], name="right")]
+    graph = helper.make_graph(nodes, "g", [], [])
+    assert [(n.name, unit) for n, unit in layer_units(graph)] == [
+        ("stem", ("stem", "act")), ("project", ("project", "residual")), ("branch", ("branch",))]
+    assert module_of(nodes[0]) == "stem" and module_of(nodes[2]) is None
+
+
 def _conv(cin: int, cout: int, outlier: bool = False) -> torch.nn.Conv2d:
     conv = torch.nn.Conv2d(cin, cout, 1)
     with torch.no_grad():
