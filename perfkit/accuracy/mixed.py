@@ -222,14 +222,17 @@ def _correct(runner, images: torch.Tensor, labels: torch.Tensor, step: int) -> i
 def _latency(spec, ctx, batch: BatchRange, floats: tuple[str, ...]) -> dict[str, float]:
     """Median batch-1 latency (ms) of full int8 and of the chosen mixed artifact: a quick measure of
     what leaving the layers float costs (``perfkit profile`` measures it properly)."""
-    from perfkit.profiler.timing import TimingConfig, time_runner
+    import warnings
+
+    from perfkit.profiler.timing import NoisyTimingWarning, TimingConfig, time_runner
 
     quick = TimingConfig(warmup=5, warmup_seconds=0.2, iterations=30, min_seconds=0.5)
     x = spec.example_input(1)
     out = {}
     for name, layers in (("full_int8", ()), ("mixed", floats)):
         with _open(spec, "onnx", ctx.replace(options={**ctx.options, "float_layers": layers}), Precision.INT8,
-                   batch) as runner:
+                   batch) as runner, warnings.catch_warnings():
+            warnings.simplefilter("ignore", NoisyTimingWarning)  # a quick indication, labelled so; not a profile
             out[name] = time_runner(runner, x, quick, label=f"int8 {name}").compute.median_ms
     return out
 

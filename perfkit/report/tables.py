@@ -220,8 +220,8 @@ def mixed_int8_table(record: Record):
         lines.append("most sensitive (logit rel. sq. error quantized alone): " + ", ".join(
             f"{s['module'] or s['node']} {s['error']:.2e}" for s in m["sensitivity"][:5]))
     if m.get("mixed_median_ms") is not None:
-        lines.append(f"batch-1 median: full int8 {fmt_ms(m['full_int8_median_ms'])}, with the layers float "
-                     f"{fmt_ms(m['mixed_median_ms'])}")
+        lines.append(f"batch-1 median (a quick measure; perfkit profile for the real one): full int8 "
+                     f"{fmt_ms(m['full_int8_median_ms'])}, with the layers float {fmt_ms(m['mixed_median_ms'])}")
     title = f"int8 layers left float — {record.model} {record.runtime} (search {fmt_seconds(m['search_seconds'])})"
     return render_table(title, [
         Column("float layers", "floats"), Column("which", "names", justify="left"),
