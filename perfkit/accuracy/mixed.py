@@ -8,7 +8,8 @@ TensorRT int8 engine (built from its ``tensorrt`` style) carry as they are; it k
 AOTInductor's int8 (torchao PT2E) does not take it.
 
 1. **Sensitivity**: one layer quantized at a time. Each weighted layer (Conv, Gemm, MatMul of the
-   graph ONNX Runtime quantizes) is quantized alone — the rest of the graph float — and its error is
+   graph ONNX Runtime quantizes, with the activations and residual Add its output runs through:
+   ``layer_units``) is quantized alone — the rest of the graph float — and its error is
    the relative squared error of the logits against fp32 (``Σ(q − f)² / Σf²``) on the first
    ``SENSITIVITY_IMAGES`` calibration images. Why not one layer *left float* at a time: in a fully
    quantized graph every other layer's error is still there, so removing one changes the output by
