@@ -177,7 +177,26 @@ def accuracy_metrics(result, label: str) -> dict:
                  real_top5_pct=r.real.top5_pct, real_labels=result.real_source)
     if r.per_class is not None:
         m["per_class"] = r.per_class
+    if r.mixed is not None:
+        m.update(float_layers=list(r.mixed.float_layers), mixed_int8=mixed_metrics(r.mixed))
     return m
+
+
+def mixed_metrics(search) -> dict:
+    """validate's search for the int8 layers left float (``perfkit.accuracy.mixed.MixedSearch``), raw."""
+    return {
+        "gate": search.gate, "met": search.met, "note": search.note, "images": search.images,
+        "reference_top1_correct": search.reference_correct, "layers_total": search.layers_total,
+        "sensitivity": [{"node": l.node, "op": l.op, "module": l.module, "error": l.error, "nodes": list(l.nodes)}
+                        for l in search.layers],
+        "trials": [{"layers": t.layers, "modules": None if t.layers is None else search.modules(t.layers),
+                    "float_layers": None if t.float_layers is None else list(t.float_layers),
+                    "top1_correct": t.top1_correct, "relative_top1": t.relative, "meets": t.meets}
+                   for t in search.trials],
+        "float_modules": search.float_modules,
+        "full_int8_median_ms": search.latency_ms.get("full_int8"), "mixed_median_ms": search.latency_ms.get("mixed"),
+        "search_seconds": search.seconds,
+    }
 
 
 def _difference(a: float | None, b: float | None) -> float | None:

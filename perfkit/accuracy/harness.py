@@ -116,6 +116,7 @@ class RuntimeAccuracy:
     per_class: list[dict] | None = None
     error: str | None = None  # set when the runtime failed: no counts
     calibration: str | None = None  # what an int8 artifact was calibrated on
+    mixed: object | None = None  # int8: validate's search for the layers left float (perfkit.accuracy.mixed)
 
     @property
     def ok(self) -> bool:

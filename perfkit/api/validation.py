@@ -117,12 +117,13 @@ def _lead(given, dataset, specs, backends, precisions, device, dist, calibration
             options = _options(spec, out_dir, **asked)
             _preprocessing_notes(spec, options.transform, notify)
             try:
-                done = validate_model(spec, dataset, backends, run.ctx, precisions=precisions, options=options,
-                                      dist=dist)
+                ctx, mixed = _mixed_int8(spec, dataset, backends, precisions, run.ctx, gates[1], options, notify, dist)
+                done = validate_model(spec, dataset, backends, ctx, precisions=precisions, options=options, dist=dist)
             except PerfkitError as exc:
                 run.rec.add(Failure.of(Kind.ACCURACY, Where.of(spec, "eager", "fp32", options.batch_size, device), exc))
                 errors.append(exc)
                 continue
+            _attach(done.result, mixed)
             run.rec.add(done.result)
             run.rec.add_all(done.open_failures)
             evaluations.append(done.result)
@@ -133,6 +134,52 @@ def _lead(given, dataset, specs, backends, precisions, device, dist, calibration
         raise errors[0] if len(errors) == 1 else PerfkitError(f"{len(errors)} validations failed: "
                                                              + "; ".join(map(str, errors)))
     return run.result(ValidateResult, specs, evaluations=evaluations, gate_failures=failures)
+
+
+def _mixed_int8(spec, dataset, backends, precisions, ctx, min_relative, options, notify: Notify, dist):
+    """With ``min_relative`` and int8 in a runtime built from the QDQ ONNX graph: the context whose int8
+    artifacts leave in float the fewest layers that meet the gate (``perfkit.accuracy.mixed``), and the
+    search; else ``ctx`` as it was and None."""
+    import torch
+
+    from perfkit.accuracy import mixed
+    from perfkit.accuracy.harness import runner_batch
+    from perfkit.backends import get
+    from perfkit.data.images import load_images
+    from perfkit.vocab import Precision
+
+    runtimes = {b.name for b in backends} & mixed.SEARCH_RUNTIMES
+    if min_relative is None or Precision.INT8 not in precisions or not runtimes or get("onnx").accepts(spec):
+        return ctx, None
+    if dist.enabled:  # every rank must run the same artifact: the search is a single-process step
+        notify(Note("int8 gate: no search for the layers to leave float under torchrun (run it in one process "
+                    "first: the chosen artifact is cached)", "note", "precision"))
+        return ctx, None
+    stride = -(-len(dataset) // mixed.SEARCH_IMAGES)  # spread over the classes, at most SEARCH_IMAGES
+    samples = dataset.samples[::stride]
+    images = load_images([s.path for s in samples], spec.preprocess)
+    labels = torch.tensor([s.label for s in samples], dtype=torch.long)
+    found = mixed.search(spec, ctx, images, labels, min_relative, runner_batch(options.batch_size, options.crops),
+                         ctx.progress)
+    if found.chosen.float_layers:
+        notify(Note(f"int8 gate {min_relative}: {found.note}: {', '.join(found.float_modules)} "
+                    f"({found.chosen.top1_correct}/{found.images} top-1 on the search images, reference "
+                    f"{found.reference_correct}); searched in {found.seconds:.0f}s", "info", "precision"))
+    elif found.note:
+        notify(Note(f"int8 gate {min_relative}: {found.note}", "warning", "precision"))
+    if "aoti" in {b.name for b in backends}:
+        notify(Note("aoti int8 (torchao PT2E) stays full int8: the layers left float apply to onnx, openvino and "
+                    "tensorrt", "note", "precision"))
+    return ctx.replace(options={**ctx.options, "float_layers": found.float_layers}), found
+
+
+def _attach(result, found) -> None:
+    """The search's outcome on the int8 runtimes it applies to (their records say which layers stayed float)."""
+    from perfkit.accuracy.mixed import SEARCH_RUNTIMES
+
+    for r in result.runtimes.values() if found is not None else ():
+        if r.runtime in SEARCH_RUNTIMES and str(r.precision) == "int8":
+            r.mixed = found
 
 
 def _preprocessing_notes(spec, transform, notify: Notify) -> None:

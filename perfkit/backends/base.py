@@ -92,6 +92,13 @@ def _calibration_key(value):
 CALIBRATION = Option("calibration", None, "int8: the calibration set (--calib, --calib-samples, --calib-method)",
                      stage=EXPORT, precisions=INT8_ONLY, cli=False, key=_calibration_key)
 
+# The ONNX nodes an int8 artifact leaves in float (ONNX Runtime's ``nodes_to_exclude``): chosen by
+# ``perfkit validate``'s mixed-precision search (``perfkit.accuracy.mixed``), never typed by hand. An
+# export option of every backend whose int8 is built from the QDQ ONNX graph (onnx, openvino, tensorrt),
+# so that the set keys their caches: a mixed artifact never answers for a full int8 one.
+FLOAT_LAYERS = Option("float_layers", (), "int8: ONNX nodes left in float (validate's --min-relative search)",
+                      stage=EXPORT, precisions=INT8_ONLY, cli=False, key=lambda names: sorted(names or ()))
+
 
 @dataclass(frozen=True, eq=False)  # one object per runtime: compared and hashed by identity
 class Backend:

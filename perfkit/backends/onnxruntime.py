@@ -38,6 +38,9 @@ float ops, which ONNX Runtime fuses into integer kernels. Two QDQ styles (``--qd
 
 Every op in ONNX Runtime's QDQ registry is quantized (Conv, Gemm/MatMul, Add, pooling, ...); ops
 outside it (ReduceMean for global pooling, Softmax) stay float, which is what the registry is for.
+The nodes named by the ``float_layers`` export option stay float too (``nodes_to_exclude``): the set
+``perfkit validate --min-relative`` chooses when full int8 misses its gate (``perfkit.accuracy.mixed``);
+it keys the artifact, and the OpenVINO IR and TensorRT engine converted from this graph carry it.
 
 Offline scenario (``offline_session``): k sessions, one per Python thread (``run`` releases the GIL),
 each with cores // k intra-op threads, as ONNX Runtime's thread-management docs advise for
@@ -56,7 +59,7 @@ import torch
 
 from perfkit.artifacts import INPUT_NAME, OUTPUT_NAME
 from perfkit.backends.base import (
-    CALIBRATION, EXPORT, INT8_ONLY, ONNX_FILE, PYTORCH, ArtifactRunner, Backend, OfflineSession, Option,
+    CALIBRATION, EXPORT, FLOAT_LAYERS, INT8_ONLY, ONNX_FILE, PYTORCH, ArtifactRunner, Backend, OfflineSession, Option,
 )
 from perfkit.deps import require
 from perfkit.device import available_cores as machine_cores
@@ -163,7 +166,8 @@ def graph_info(graph, folder) -> dict:
 
 
 def export_int8(req) -> str:
-    """A QDQ int8 graph from the fp32 artifact and the calibration set (see the module docstring)."""
+    """A QDQ int8 graph from the fp32 artifact and the calibration set (see the module docstring); the
+    nodes of ``float_layers`` (validate's mixed-precision search) are left in float."""
     import shutil
     from collections import Counter
 
@@ -171,8 +175,6 @@ def export_int8(req) -> str:
 
     onnx = require("onnx")
     quantization = require("onnxruntime.quantization")
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     style = req.options["qdq_style"]
     if style not in QDQ_STYLES:
         raise UsageError(f"--qdq-style must be one of {', '.join(QDQ_STYLES)}, got '{style}'")
@@ -181,19 +183,19 @@ def export_int8(req) -> str:
                              batch=req.batch)  # an ONNX file the user gave: its copy, quantized from the file itself
     req.keep_names(source)
     batches = req.calibration_batches()
+    floats = sorted(req.options.get("float_layers") or ())
     # quant_pre_process writes a copy of the graph; it goes beside the artifact's private folder
     # (named so that a killed export's leftovers are cleaned up like the folder itself), never into it.
     work = req.out_dir.with_name(f"q-{req.out_dir.name}")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
     try:
-        pre = work / MAIN_FILE
-        quant_pre_process(str(source.path), str(pre), save_as_external_data=True, all_tensors_to_one_file=True,
-                          external_data_location=MAIN_FILE + ".data")
+        pre = prepare_for_quantization(source.path, work)
         settings = qdq_settings(quantization, style, calibration.method, len(batches))
-        quantization.quantize_static(str(pre), str(req.out_dir / MAIN_FILE), _Reader(batches, req.input_name),
+        missing = sorted(set(floats) - {n.name for n in onnx.load(str(pre), load_external_data=False).graph.node})
+        if missing:
+            raise ArtifactError(f"float_layers names nodes that {source.path} does not have: {', '.join(missing[:5])}")
+        quantization.quantize_static(str(pre), str(req.out_dir / MAIN_FILE), CalibrationReader(batches, req.input_name),
                                      quant_format=quantization.QuantFormat.QDQ, use_external_data_format=True,
-                                     **settings)
+                                     nodes_to_exclude=floats, **settings)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for path in req.out_dir.iterdir():
@@ -208,10 +210,26 @@ def export_int8(req) -> str:
     req.info["quantization"] = {
         "tool": "onnxruntime.quantization.quantize_static (QDQ)", "qdq_style": style,
         "calibration_batches": [len(batches), int(batches[0].shape[0])],
-        **{k: getattr(v, "name", v) for k, v in settings.items()},
+        **{k: getattr(v, "name", v) for k, v in settings.items()}, "float_layers": floats,
         "ops": dict(sorted(ops.items())), "source_onnx": {"path": str(source.path), "sha256": source.sha256},
     }
     return MAIN_FILE
+
+
+def prepare_for_quantization(source, work):
+    """``source`` (an fp32 ONNX file) through ``quant_pre_process`` (symbolic shape inference and ONNX
+    Runtime's basic graph optimisations) into the fresh folder ``work``: the graph every int8 export and
+    the mixed-precision search quantize, whose node names ``float_layers`` refers to."""
+    import shutil
+
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    pre = work / MAIN_FILE
+    quant_pre_process(str(source), str(pre), save_as_external_data=True, all_tensors_to_one_file=True,
+                      external_data_location=MAIN_FILE + ".data")
+    return pre
 
 
 def qdq_settings(quantization, style: str, method: str, chunks: int) -> dict:
@@ -236,7 +254,7 @@ def qdq_settings(quantization, style: str, method: str, chunks: int) -> dict:
                 calibrate_method=methods[str(method)], extra_options=extra)
 
 
-class _Reader:
+class CalibrationReader:
     """ONNX Runtime's calibration data reader protocol over equal batches: ``get_next`` feeds one
     batch per call, then None; ``set_range``/``__len__`` let strided calibration restart a slice."""
 
@@ -422,7 +440,7 @@ BACKEND = Backend(
                     "weights: ONNX Runtime's fast form on any x86 CPU), arm (int8 activations and weights: its "
                     "integer kernels on ARM) or tensorrt (symmetric int8, zero point 0); default: this CPU's",
                     stage=EXPORT, precisions=INT8_ONLY),
-             CALIBRATION),
+             CALIBRATION, FLOAT_LAYERS),
     # int8 on CUDA: ONNX Runtime's CUDA provider has no fused QDQ kernels for convolutions (it would
     # run DQ → fp32 → Q); on a GPU int8 is TensorRT's, from the tensorrt QDQ style.
     precisions={"cpu": frozenset({Precision.FP32, Precision.FP16, Precision.INT8}),

@@ -54,7 +54,7 @@ import torch
 
 from perfkit.artifacts import ensure_artifact
 from perfkit.backends.base import (
-    CALIBRATION, EXPORT, ONNX_FILE, PYTORCH, QUEUE, TENSORRT_ENGINE, ArtifactRunner, Backend, OfflineSession, Option,
+    CALIBRATION, EXPORT, FLOAT_LAYERS, ONNX_FILE, PYTORCH, QUEUE, TENSORRT_ENGINE, ArtifactRunner, Backend, OfflineSession, Option,
 )
 from perfkit.deps import import_module
 from perfkit.errors import ArtifactError, MissingDependency, PerfkitError, pip_install
@@ -380,6 +380,7 @@ BACKEND = Backend(
                                         "(comma list; the profiler sets it to the swept batches)",
                stage=EXPORT, type=lambda text: tuple(int(b) for b in str(text).split(",") if b.strip())),
         CALIBRATION,
+        FLOAT_LAYERS,  # its int8 engine is built from the QDQ graph: the nodes left float there stay float here
     ),
     precisions={"cuda": frozenset({Precision.FP32, Precision.FP16, Precision.INT8})},
     extra=tensorrt_extra(),

@@ -206,6 +206,30 @@ def gate_table(failures: list[dict]):
     ], failures, row_style=lambda r: "red")
 
 
+def mixed_int8_table(record: Record):
+    """What validate's --min-relative search tried for one int8 runtime's record: one row per trial (how
+    many layers were left float, which, top-1 on the search images, relative to the reference, met);
+    the caption says what was chosen, the most sensitive layers and the latency of full int8 vs the mix."""
+    m = record.metrics["mixed_int8"]
+    rows = [{**t, "floats": "all (fp32)" if t["layers"] is None else t["layers"],
+             "names": ", ".join(t["modules"] or ()), "correct": f"{t['top1_correct']}/{m['images']}"}
+            for t in m["trials"]]
+    lines = [f"gate: top-1 ≥ {m['gate']} × the reference's ({m['reference_top1_correct']}/{m['images']} on the "
+             f"search images); {m['note'] or 'full int8 meets it'}",
+             "kept: " + (", ".join(m["float_modules"]) or "full int8")]
+    if m["sensitivity"]:
+        lines.append("most sensitive (logit rel. sq. error quantized alone): " + ", ".join(
+            f"{s['module'] or s['node']} {s['error']:.2e}" for s in m["sensitivity"][:5]))
+    if m.get("mixed_median_ms") is not None:
+        lines.append(f"batch-1 median (a quick measure; perfkit profile for the real one): full int8 "
+                     f"{fmt_ms(m['full_int8_median_ms'])}, with the layers float {fmt_ms(m['mixed_median_ms'])}")
+    title = f"int8 layers left float — {record.model} {record.runtime} (search {fmt_seconds(m['search_seconds'])})"
+    return render_table(title, [
+        Column("float layers", "floats"), Column("which", "names", justify="left"),
+        Column("top-1", "correct"), Column("rel.", "relative_top1", fmt_float(4)), Column("meets", "meets", fmt_bool),
+    ], rows, caption="\n".join(lines), row_style=lambda r: None if r["meets"] else "yellow")
+
+
 # -- scenarios (SingleStream, Offline, ...): each declares its rows, columns and caption ----------------
 
 def _cell(column, marked: bool):

@@ -24,7 +24,9 @@ from perfkit.results import Kind, KindSchema, kind_of
 # 5: model records of an engine someone built carry the model it is judged against (reference_model);
 # SingleStream (latency) records keep every timed call's latency (``samples``, perfkit.profiler.samples)
 # 6: complexity records carry MACs per module (macs_by_module, and each layer row's macs); the layers kind
-# (perfkit profile --layers: per-layer time from each runtime's own profiler, mapped to the model's modules)
+# (perfkit profile --layers: per-layer time from each runtime's own profiler, mapped to the model's modules);
+# int8 accuracy records may say which layers validate's --min-relative search left float (float_layers)
+# and what it tried (mixed_int8). All optional, so schema 5 records validate as they are
 SCHEMA_VERSION = 6
 
 
@@ -56,7 +58,7 @@ _CORE: dict[Kind, KindSchema] = {
         "mean_abs_diff_vs_eager nonfinite_logits crops limit layout dataset_identity labels_from transform "
         "transform_overrides unreadable unreadable_files complete seconds images_per_s random_weights runner "
         "real_images real_top1_correct real_top5_correct real_top1_pct real_top5_pct real_labels per_class "
-        "relative_top1 reference calibration num_classes"),
+        "relative_top1 reference calibration num_classes float_layers mixed_int8"),
     Kind.MEMORY: _schema(
         "peak_bytes method",
         "artifact_bytes engine_device_bytes rss_delta_bytes gpu_context_bytes nvml_delta_bytes "

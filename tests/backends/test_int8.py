@@ -91,6 +91,38 @@ def test_calibration_set_method_and_size_key_the_int8_artifact(tiny_spec, artifa
     assert len(fp32) == 1
 
 
+def test_the_layers_left_float_key_every_int8_artifact_built_from_the_qdq_graph(tiny_spec, artifacts, cal):
+    """validate's --min-relative search sets float_layers: a mixed artifact never answers for a full int8 one
+    (onnx, and the OpenVINO IR and TensorRT engine built from that QDQ graph), and the node stays float."""
+    from perfkit.artifacts.cache import cache_key
+
+    full = ensure_artifact(tiny_spec, get("onnx"), _ctx(artifacts, cal), precision="int8")
+    mixed = ensure_artifact(tiny_spec, get("onnx"), _ctx(artifacts, cal, float_layers=("node_linear_2",)),
+                            precision="int8")
+    assert mixed.dir != full.dir and not mixed.cached
+    assert mixed.manifest["quantization"]["float_layers"] == ["node_linear_2"]
+    assert full.manifest["quantization"]["float_layers"] == [] and mixed.manifest["key"]["options"]["float_layers"] == [
+        "node_linear_2"]
+    graph = onnx.load(str(mixed.path), load_external_data=False).graph
+    made_by = {out: n.op_type for n in graph.node for out in n.output}
+    last = next(n for n in graph.node if n.name == "node_linear_2")
+    assert made_by.get(last.input[1]) != "DequantizeLinear"  # its weight is float, not dequantized int8
+    assert ensure_artifact(tiny_spec, get("onnx"), _ctx(artifacts, cal, float_layers=["node_linear_2"]),
+                           precision="int8").cached  # the set, not its spelling, is the key
+    for name in ("openvino", "tensorrt"):
+        backend = get(name)
+
+        def key(precision, **options):
+            given = {"calibration": cal, **options}
+            return cache_key(tiny_spec, backend, precision, BatchRange(), "cpu",
+                             backend.keyed(backend.export_options(given, precision)))
+
+        assert key(Precision.INT8) != key(Precision.INT8, float_layers=("node_linear_2",)), name
+        assert key(Precision.FP32) == key(Precision.FP32, float_layers=("node_linear_2",)), name
+    with pytest.raises(ArtifactError, match="float_layers names nodes that .* does not have: no_such_node"):
+        ensure_artifact(tiny_spec, get("onnx"), _ctx(artifacts, cal, float_layers=("no_such_node",)), precision="int8")
+
+
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
 def test_histogram_methods_calibrate_in_equal_batches(tiny_spec, tmp_path, calib_dir, method):
     cal = CalibrationSet(Source.IMAGES, calib_dir, samples=10, method=method)  # 10 = 2 batches of 5

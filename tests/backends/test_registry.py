@@ -166,8 +166,10 @@ def test_options_for_fills_defaults_and_keeps_stages_apart():
     given = {"script": True, "optimize": False, "opset": 18}
     assert ts.options_for(given, EXPORT) == {"script": True} and ts.options_for(given, RUN) == {"optimize": False}
     assert get("onnx").options_for(given, EXPORT, "fp32") == {"opset": 18}
-    # int8-only options (the QDQ style, the calibration set) exist at int8 only: they never key an fp32 artifact
-    assert get("onnx").options_for(given, EXPORT, "int8") == {"opset": 18, "qdq_style": "x86", "calibration": None}
+    # int8-only options (the QDQ style, the calibration set, the layers left float) exist at int8 only: they never
+    # key an fp32 artifact
+    assert get("onnx").options_for(given, EXPORT, "int8") == {"opset": 18, "qdq_style": "x86", "calibration": None,
+                                                               "float_layers": ()}
     assert get("aoti").options_for({"inductor_freezing": None}, EXPORT) == {"inductor_freezing": True}
 
 
