@@ -1,0 +1,179 @@
+"""The Ray engine: ``perfkit sweep ... --ray [ADDRESS]`` runs the cells as Ray tasks (extra ``perfkit[ray]``).
+
+``local`` starts a Ray instance on this machine (``--workers`` worker processes); an address (or
+``$RAY_ADDRESS``) joins a running cluster, whose nodes must have perfkit installed. The driver (this
+process) owns the results: workers only measure and return typed results with the fingerprint of
+the machine that measured them; the driver records them, so even a SQLite store works.
+
+- At most one perfkit task per node at a time: every task needs one unit of the custom resource
+  ``perfkit_node``, which each node declares once (``ray start --resources='{"perfkit_node": 1}'``;
+  ``local`` declares it). Why a custom resource rather than placement groups: a placement group
+  reserves a fixed set of nodes up front (the driver would then balance cells over them itself and
+  the autoscaler could not add nodes), while a resource of 1 per node lets Ray's own scheduler queue
+  the cells and fill each node as it frees, on any number of nodes. Exports hold it too: an export
+  beside a timing would disturb it. It keeps perfkit's tasks apart, not other users' work.
+- One GPU per task where the sweep measures on CUDA (``num_gpus=1``: Ray sets the visible GPU, so
+  the cell runs on ``cuda:0`` of its own view); ``--accelerator-type`` targets a kind of GPU node.
+- Each artifact is exported once per (model, runtime, precision) by an export task; the cells that
+  need it depend on that task, and find it in the content-keyed artifact cache (``--artifacts`` on
+  storage the nodes share; a node that does not see it exports its own copy). An export that fails
+  fails its cells with its error instead of being tried again by each.
+- A task whose worker dies is retried by Ray (``max_retries``); one lost more often than that is
+  recorded as failed. The driver writes only keys the sweep has not recorded yet (``perfkit.sweep.state``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from perfkit.errors import UsageError
+from perfkit.results import describe
+
+NODE_RESOURCE = "perfkit_node"
+RETRIES = 3
+ANSWER_TIMEOUT_S = 5.0
+TEST_KILL = "PERFKIT_TEST_KILL_CELL"
+
+
+def connect(address: str | None, workers: int | None) -> Callable[[], None]:
+    """Start a local Ray instance (``local``) or join the cluster at ``address`` (None: ``$RAY_ADDRESS``,
+    else local); returns what disconnects. A cluster that does not answer, or whose nodes do not
+    declare ``perfkit_node``, is one line (``UsageError``) before anything is recorded."""
+    import logging
+
+    from perfkit.deps import require
+
+    ray = require("ray", extra="ray", why="perfkit sweep --ray")
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "include_dashboard": False}
+    if address == "local":
+        from perfkit.device import available_cores
+
+        ray.init(address="local", num_cpus=workers or available_cores(), resources={NODE_RESOURCE: 1}, **quiet)
+        return ray.shutdown
+    if workers is not None:
+        raise UsageError("--workers sets the worker processes of --ray local; a cluster has its own")
+    _answers(address)
+    try:
+        ray.init(address=address, **quiet)
+    except Exception as exc:  # the address answered but is not a Ray cluster perfkit can join
+        raise UsageError(f"cannot join the Ray cluster at {address}: {describe(exc)}") from None
+    if not ray.cluster_resources().get(NODE_RESOURCE):
+        ray.shutdown()
+        raise UsageError(f"the Ray cluster at {address} has no '{NODE_RESOURCE}' resource: start each node with "
+                         f"ray start ... --resources='{{\"{NODE_RESOURCE}\": 1}}' (one perfkit task per node at a time)")
+    return ray.shutdown
+
+
+def _answers(address: str) -> None:
+    """Refuse, quickly, an address where nothing listens (``ray.init`` would retry for a minute)."""
+    if address == "auto":  # a cluster started on this machine: Ray finds it itself
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=ANSWER_TIMEOUT_S).close()
+    except ValueError:
+        raise UsageError(f"--ray {address}: give local, auto, HOST:PORT or ray://HOST:PORT") from None
+    except OSError as exc:
+        raise UsageError(f"the Ray cluster at {address} does not answer ({exc.strerror or exc}); check --ray or "
+                         "$RAY_ADDRESS") from None
+
+
+def run(plan, cells: Iterable, write: Callable, progress=None, accelerator: str | None = None) -> None:
+    """Measure ``cells`` of ``plan`` as Ray tasks; ``write(cell, results, env)`` records each cell's
+    results as they come back, in the order the cells finish."""
+    import ray
+
+    from perfkit.backends import get
+
+    setup = ray.put(plan.setup)
+    needs = {"num_cpus": 1, "resources": {NODE_RESOURCE: 1}, "max_retries": RETRIES,
+             "num_gpus": 0 if plan.setup.device == "cpu" else 1}
+    if accelerator:
+        needs["accelerator_type"] = accelerator
+    export, measure = ray.remote(_export).options(**needs), ray.remote(_measure).options(**needs)
+    exports: dict = {}
+    pending: dict = {}
+    for cell in cells:
+        if cell.artifact not in exports:
+            exports[cell.artifact] = export.remote(setup, cell) if get(cell.runtime).needs_artifact else None
+        pending[measure.remote(setup, cell, exports[cell.artifact])] = cell
+    try:
+        while pending:
+            [ready], _ = ray.wait(list(pending), num_returns=1)
+            cell = pending.pop(ready)
+            try:
+                results, env = ray.get(ready)
+            except ray.exceptions.RayError as exc:  # lost more than RETRIES times, or a bug in the worker
+                results, env = plan.failures(cell, f"lost on Ray after {RETRIES} retries: {describe(exc)}"), None
+            write(cell, results, env)
+            if progress is not None:
+                progress.update(f"{cell} done", advance=len(plan.keys(cell)))
+    finally:
+        for ref in pending:  # interrupted: nothing keeps measuring for a driver that is gone
+            ray.cancel(ref, force=True)
+
+
+# -- on the workers ---------------------------------------------------------------------------------
+
+_SPECS: dict = {}  # this worker process's models, resolved once each
+_RESOLVED: dict = {}  # its memo of artifacts (``perfkit.backends.prepare``), shared by its tasks
+
+
+def _spec(setup, model: str):
+    from perfkit.zoo.sources import resolve
+
+    request = setup.requests[model]
+    key = json.dumps(request, sort_keys=True, default=str)
+    if key not in _SPECS:
+        _SPECS[key] = resolve(**request)
+    return _SPECS[key]
+
+
+def _export(setup, cell) -> str | None:
+    """Export (or find in the cache) the artifact of ``cell``'s (model, runtime, precision); its error, or None."""
+    from perfkit.backends import prepare
+
+    try:
+        prepare(_spec(setup, cell.model), cell.runtime, setup.context(cell.model, _RESOLVED),
+                precision=cell.precision, batch=setup.plan(cell).batch_range)
+    except Exception as exc:  # the cells that need it fail with it (a raise would make Ray retry it)
+        return describe(exc)
+    return None
+
+
+def _measure(setup, cell, export_error: str | None) -> tuple[list, dict]:
+    """The results of ``cell`` and the fingerprint of the machine that measured them."""
+    from perfkit.record import environment
+    from perfkit.sweep.local import measure
+    from perfkit.sweep.plan import SweepPlan
+
+    spec = _spec(setup, cell.model)
+    if export_error is not None:
+        results = SweepPlan(setup, {cell.model: spec}, (cell,)).failures(cell, export_error)
+    else:
+        results = list(measure(setup, cell, spec, _RESOLVED))
+    _test_kill(cell)
+    return results, environment(setup.device)
+
+
+def _test_kill(cell) -> None:
+    """A test hook: with ``$PERFKIT_TEST_KILL_CELL`` = ``INDEX:DIR``, the worker that has just measured
+    cell INDEX kills itself (SIGKILL) before returning, once (``DIR/killed`` marks it): a worker lost
+    mid-sweep at a point the test chooses, on any machine. Costs one lookup when the variable is unset."""
+    wanted = os.environ.get(TEST_KILL)
+    if not wanted:
+        return
+    index, folder = wanted.split(":", 1)
+    if int(index) != cell.index:
+        return
+    try:
+        os.close(os.open(Path(folder) / "killed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
