@@ -149,7 +149,8 @@ def _planned(models, file, axes: dict, name, keywords: dict, notify: Notify, ray
         if models is not None and "models" in from_file:
             raise UsageError(f"models are named twice: on the command line and in {file}; name them in one place")
         models = models if models is not None else from_file.pop("models", None)
-        axes = {k: from_file.pop(k, None) if v is None else v for k, v in axes.items()}
+        in_file = {k: from_file.pop(k, None) for k in axes}
+        axes = {k: in_file[k] if v is None else v for k, v in axes.items()}
         keywords = {**from_file, **{k: v for k, v in keywords.items() if v is not None}}
     axes = {k: DEFAULTS[k] if v is None else v for k, v in axes.items()}
     given = Keywords.of("sweep", keywords, weights=axes["weights"], scenarios=True)
@@ -186,10 +187,22 @@ def _plan(given, named: list, axes: dict, notify: Notify, ray):
     calibration = given.calibration(precisions, None, notify)
     options = {**given.options, **({"calibration": calibration} if calibration else {})}
     setup = Setup(kept, {n: b for n, (_, b) in taken.items()}, tuple(r.scenario.name for r in runs),
-                  dict(given.scenario), bool(axes["memory"]), device, "", given.measuring["threads"], options,
+                  _typed(given.scenario), bool(axes["memory"]), device, "", given.measuring["threads"], options,
                   bool(given.measuring["force"]))
     cells = expand(specs, {n: r for n, (r, _) in taken.items()}, precisions, setup.batches, device)
     return SweepPlan(setup, specs, cells)
+
+
+def _typed(values: dict) -> dict:
+    """Scenario option values as their declared types: ``min_seconds = 0`` from a file and
+    ``--min-seconds 0`` are one sweep (its identity hashes them)."""
+    from perfkit.profiler.scenarios import all_scenarios
+
+    types = {o.name: o.type for s in all_scenarios() for o in s.options}
+    try:
+        return {k: v if isinstance(v, bool) else types[k](v) for k, v in values.items()}
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"a scenario option has a bad value: {exc}") from None
 
 
 def _device(given, ray) -> str:

@@ -48,6 +48,11 @@ def connect(address: str | None, workers: int | None) -> Callable[[], None]:
 
     from perfkit.deps import require
 
+    # Something that accepts connections but is no Ray head would keep ray.init retrying for 20 s,
+    # a warning a second from its C++ client (read when ray is imported): a few seconds, errors only,
+    # unless the user set them.
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", str(int(ANSWER_TIMEOUT_S)))
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     ray = require("ray", extra="ray", why="perfkit sweep --ray")
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "include_dashboard": False}
