@@ -25,7 +25,7 @@ from perfkit.api.keywords import Note
 from perfkit.api.result import (
     CheckResult, ExportResult, ProfileResult, Result, RunResult, SummaryResult, ValidateResult,
 )
-from perfkit.api.sweep import SweepResult, SweepStatus, sweep, sweep_status
+from perfkit.api.sweeps import SweepResult, SweepStatus, sweep, sweep_status
 from perfkit.api.validation import validate
 
 __all__ = [

@@ -57,7 +57,7 @@ def test_shards_give_exactly_the_sequential_plan_and_a_rerun_measures_nothing(tm
 
 
 def test_an_interrupted_sweep_resumes_in_the_same_run(tmp_path, shared_artifacts, monkeypatch, capsys):
-    from perfkit.sweep import local
+    from perfkit.sweeps import local
 
     real, calls = local.measure, []
 

@@ -125,7 +125,7 @@ class SweepPlan:
     @property
     def identity(self) -> str:
         """A hash of the cells and of everything that changes a number: the same sweep has the same one
-        wherever and however often it is run (its runs are found by it; see ``perfkit.sweep.state``)."""
+        wherever and however often it is run (its runs are found by it; see ``perfkit.sweeps.state``)."""
         s = self.setup
         payload = {
             "cells": [(c.model, self.specs[c.model].identity, c.runtime, c.precision, c.batch) for c in self.cells],

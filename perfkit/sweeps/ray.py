@@ -19,7 +19,7 @@ the machine that measured them; the driver records them, so even a SQLite store 
   storage the nodes share; a node that does not see it exports its own copy). An export that fails
   fails its cells with its error instead of being tried again by each.
 - A task whose worker dies is retried by Ray (``max_retries``); one lost more often than that is
-  recorded as failed. The driver writes only keys the sweep has not recorded yet (``perfkit.sweep.state``).
+  recorded as failed. The driver writes only keys the sweep has not recorded yet (``perfkit.sweeps.state``).
 """
 
 from __future__ import annotations
@@ -42,18 +42,19 @@ TEST_KILL = "PERFKIT_TEST_KILL_CELL"
 
 def connect(address: str | None, workers: int | None) -> Callable[[], None]:
     """Start a local Ray instance (``local``) or join the cluster at ``address`` (None: ``$RAY_ADDRESS``,
-    else local); returns what disconnects. A cluster that does not answer, or whose nodes do not
+    else local), unless this process is connected already; returns what disconnects (nothing then). A cluster that does not answer, or whose nodes do not
     declare ``perfkit_node``, is one line (``UsageError``) before anything is recorded."""
     import logging
 
     from perfkit.deps import require
 
-    # Something that accepts connections but is no Ray head would keep ray.init retrying for 20 s,
-    # a warning a second from its C++ client (read when ray is imported): a few seconds, errors only,
-    # unless the user set them.
+    # Something that accepts connections but is no Ray head would keep ray.init retrying for 20 s
+    # (read when ray is imported): a few seconds, unless the user set it.
     os.environ.setdefault("RAY_gcs_server_port_wait_time_s", str(int(ANSWER_TIMEOUT_S)))
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     ray = require("ray", extra="ray", why="perfkit sweep --ray")
+    if ray.is_initialized():  # this process started or joined Ray itself (a notebook, a benchmark): used as it is
+        _check_nodes(ray, "the Ray instance this process is connected to")
+        return lambda: None
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "include_dashboard": False}
     if address == "local":
@@ -68,11 +69,18 @@ def connect(address: str | None, workers: int | None) -> Callable[[], None]:
         ray.init(address=address, **quiet)
     except Exception as exc:  # the address answered but is not a Ray cluster perfkit can join
         raise UsageError(f"cannot join the Ray cluster at {address}: {describe(exc)}") from None
-    if not ray.cluster_resources().get(NODE_RESOURCE):
+    try:
+        _check_nodes(ray, f"the Ray cluster at {address}")
+    except UsageError:
         ray.shutdown()
-        raise UsageError(f"the Ray cluster at {address} has no '{NODE_RESOURCE}' resource: start each node with "
-                         f"ray start ... --resources='{{\"{NODE_RESOURCE}\": 1}}' (one perfkit task per node at a time)")
+        raise
     return ray.shutdown
+
+
+def _check_nodes(ray, what: str) -> None:
+    if not ray.cluster_resources().get(NODE_RESOURCE):
+        raise UsageError(f"{what} has no '{NODE_RESOURCE}' resource: start each node with ray start ... "
+                         f"--resources='{{\"{NODE_RESOURCE}\": 1}}' (one perfkit task per node at a time)")
 
 
 def _answers(address: str) -> None:
@@ -155,8 +163,8 @@ def _export(setup, cell) -> str | None:
 def _measure(setup, cell, export_error: str | None) -> tuple[list, dict]:
     """The results of ``cell`` and the fingerprint of the machine that measured them."""
     from perfkit.record import environment
-    from perfkit.sweep.local import measure
-    from perfkit.sweep.plan import SweepPlan
+    from perfkit.sweeps.local import measure
+    from perfkit.sweeps.plan import SweepPlan
 
     spec = _spec(setup, cell.model)
     if export_error is not None:

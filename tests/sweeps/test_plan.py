@@ -1,4 +1,4 @@
-"""perfkit.sweep.plan: cells in one order, shards that partition the plan, each cell's keys, the identity."""
+"""perfkit.sweeps.plan: cells in one order, shards that partition the plan, each cell's keys, the identity."""
 
 import dataclasses
 
@@ -6,7 +6,7 @@ import pytest
 
 from perfkit.backends import get
 from perfkit.errors import UsageError
-from perfkit.sweep.plan import Cell, Setup, SweepPlan, expand, parse_shard
+from perfkit.sweeps.plan import Cell, Setup, SweepPlan, expand, parse_shard
 from perfkit.vocab import Precision
 
 

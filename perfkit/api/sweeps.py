@@ -1,10 +1,10 @@
 """``perfkit.sweep`` and ``perfkit.sweep_status``: models × runtimes × precisions × batches × scenarios
-expanded to cells (``perfkit.sweep.plan``), run in this process, as one ``shard`` of the plan, or on Ray,
+expanded to cells (``perfkit.sweeps.plan``), run in this process, as one ``shard`` of the plan, or on Ray,
 each cell measured by ``perfkit profile``'s code; records of the same kinds and keys as profile's.
 
 Everything is resolved and checked before anything runs (an unknown model, runtime or precision is a
 ``UsageError``, a Ray address that does not answer too), then one run is opened for this invocation
-(or shard): ``<name>-<I>of<N>``. Cells the sweep's runs hold already are skipped (``perfkit.sweep.state``).
+(or shard): ``<name>-<I>of<N>``. Cells the sweep's runs hold already are skipped (``perfkit.sweeps.state``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class SweepResult(Result):
 @dataclass(frozen=True)
 class SweepStatus:
     """``perfkit.sweep_status``: the sweep's ``name``, the ids of its ``runs``, and each cell's state
-    (``perfkit.sweep.state.CellState``)."""
+    (``perfkit.sweeps.state.CellState``)."""
 
     name: str
     runs: list
@@ -60,8 +60,8 @@ def sweep(models=None, *, file=None, runtimes=None, precision=None, batch=None, 
     Other keywords: ``perfkit.profile``'s (scenario, runtime and model options, ``device``, ``threads``, ...).
     """
     from perfkit.record import recording
-    from perfkit.sweep import local, state
-    from perfkit.sweep.plan import parse_shard
+    from perfkit.sweeps import local, state
+    from perfkit.sweeps.plan import parse_shard
 
     given, plan, name = _planned(models, file, dict(runtimes=runtimes, precision=precision, batch=batch,
                                                     scenario=scenario, memory=memory, weights=weights),
@@ -89,7 +89,7 @@ def sweep(models=None, *, file=None, runtimes=None, precision=None, batch=None, 
                 if ray is None:
                     local.run(plan, todo, write, progress)
                 else:
-                    from perfkit.sweep import ray as on_ray
+                    from perfkit.sweeps import ray as on_ray
 
                     on_ray.run(plan, todo, write, progress, accelerator_type)
                 _fail_on_errors(opened, rec)
@@ -106,8 +106,8 @@ def sweep_status(models=None, *, file=None, runtimes=None, precision=None, batch
                  **keywords) -> SweepStatus:
     """What ``store`` holds of the sweep these keywords describe (as ``perfkit.sweep`` takes them; of
     one ``shard`` when given): each cell done, failed, partial or missing, and the sweep's runs."""
-    from perfkit.sweep import state
-    from perfkit.sweep.plan import parse_shard
+    from perfkit.sweeps import state
+    from perfkit.sweeps.plan import parse_shard
 
     _, plan, name = _planned(models, file, dict(runtimes=runtimes, precision=precision, batch=batch,
                                                 scenario=scenario, memory=memory, weights=weights),
@@ -125,7 +125,7 @@ def _engine(ray, workers):
         if workers is not None:
             raise UsageError("--workers sets the worker processes of --ray local")
         return lambda: None
-    from perfkit.sweep import ray as on_ray
+    from perfkit.sweeps import ray as on_ray
 
     return on_ray.connect(None if ray in ("", True) else str(ray), workers)
 
@@ -141,7 +141,7 @@ def _planned(models, file, axes: dict, name, keywords: dict, notify: Notify, ray
     """(the checked Keywords, the SweepPlan, the sweep's name): the file read, flags over it, defaults
     for the rest, every model resolved and every value checked."""
     from perfkit.api import keywords as K
-    from perfkit.sweep import file as sweep_file, state
+    from perfkit.sweeps import file as sweep_file, state
 
     if file is not None:
         known = {"models", *axes, *Keywords.known(scenarios=True)}
@@ -167,7 +167,7 @@ def _plan(given, named: list, axes: dict, notify: Notify, ray):
     """The ``SweepPlan``: each model resolved (its request kept for workers), the runtimes that run it,
     its batches, the precisions checked against the runtimes on the device, the cells expanded."""
     from perfkit.api import keywords as K
-    from perfkit.sweep.plan import Setup, SweepPlan, expand
+    from perfkit.sweeps.plan import Setup, SweepPlan, expand
 
     device = _device(given, ray)
     backends = K.runtimes(axes["runtimes"])

@@ -1,4 +1,4 @@
-"""perfkit.sweep.ray: a local Ray instance of 2 workers records the sequential plan's keys, a worker
+"""perfkit.sweeps.ray: a local Ray instance of 2 workers records the sequential plan's keys, a worker
 killed mid-sweep changes nothing, and how a cluster is joined (a fake ``ray`` for that part)."""
 
 import sys
@@ -10,7 +10,7 @@ import pytest
 from perfkit.cli import main
 from perfkit.errors import UsageError
 from perfkit.store import Store
-from perfkit.sweep import ray as on_ray
+from perfkit.sweeps import ray as on_ray
 
 FAST = ["--warmup", "1", "--warmup-seconds", "0", "--iterations", "3", "--min-seconds", "0"]
 LENET = ["lenet5", "-f", "eager,onnx", "-b", "1,2", "--no-memory", *FAST]
@@ -52,12 +52,12 @@ def test_a_worker_killed_mid_sweep_is_retried_and_nothing_is_duplicated(tmp_path
 def _fake_ray(monkeypatch, resources: dict) -> dict:
     """A ``ray`` module that records how it was started and has ``resources``."""
     calls: dict = {}
-    for name in ("RAY_gcs_server_port_wait_time_s", "RAY_BACKEND_LOG_LEVEL"):  # connect sets them: restored after
-        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("RAY_gcs_server_port_wait_time_s", raising=False)  # connect sets it: restored after
     fake = types.ModuleType("ray")
-    fake.init = lambda **kwargs: calls.update(init=kwargs)
-    fake.shutdown = lambda: calls.update(shutdown=True)
+    fake.init = lambda **kwargs: calls.update(init=kwargs, up=True)
+    fake.shutdown = lambda: calls.update(shutdown=True, up=False)
     fake.cluster_resources = lambda: resources
+    fake.is_initialized = lambda: calls.get("up", False)
     monkeypatch.setitem(sys.modules, "ray", fake)
     monkeypatch.setattr(on_ray, "_answers", lambda address: None)
     return calls
@@ -90,3 +90,10 @@ def test_ray_address_comes_from_the_environment(monkeypatch):
 def test_an_address_that_is_not_host_port_is_one_line():
     with pytest.raises(UsageError, match="HOST:PORT"):
         on_ray._answers("somewhere")
+
+
+def test_a_ray_this_process_started_is_used_and_left_running(monkeypatch):
+    calls = _fake_ray(monkeypatch, {on_ray.NODE_RESOURCE: 1})
+    calls.update(init={"address": "mine"}, up=True)
+    on_ray.connect("local", None)()
+    assert calls["init"] == {"address": "mine"} and "shutdown" not in calls

@@ -61,7 +61,7 @@ class CellState:
     recorded failed), partial (some keys recorded) or missing. Done and failed cells are not measured
     again; a partial one is, and only its missing keys are written."""
 
-    cell: object  # perfkit.sweep.plan.Cell
+    cell: object  # perfkit.sweeps.plan.Cell
     state: str
     recorded: int
     expected: int

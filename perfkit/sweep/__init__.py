@@ -1,3 +1,0 @@
-"""Sweeps: a deterministic plan of cells (``plan``), what the store holds of it (``state``), and the
-engines that run its cells: in this process (``local``; also each ``--shard I/N`` of a Slurm job array
-or a Kubernetes Indexed Job) or as Ray tasks (``ray``). ``perfkit.api.sweep`` puts them together."""
