@@ -186,9 +186,9 @@ def _plan(given, named: list, axes: dict, notify: Notify, ray):
         taken[spec.name] = (K.runtimes_for(spec, backends, notify), tuple(K.batches_for(spec, batches, notify)))
     calibration = given.calibration(precisions, None, notify)
     options = {**given.options, **({"calibration": calibration} if calibration else {})}
-    setup = Setup(kept, {n: b for n, (_, b) in taken.items()}, tuple(r.scenario.name for r in runs),
-                  _typed(given.scenario), bool(axes["memory"]), device, "", given.measuring["threads"], options,
-                  bool(given.measuring["force"]))
+    setup = Setup(kept, {n: s.identity for n, s in specs.items()}, {n: b for n, (_, b) in taken.items()},
+                  tuple(r.scenario.name for r in runs), _typed(given.scenario), bool(axes["memory"]), device, "",
+                  given.measuring["threads"], options, bool(given.measuring["force"]))
     cells = expand(specs, {n: r for n, (r, _) in taken.items()}, precisions, setup.batches, device)
     return SweepPlan(setup, specs, cells)
 

@@ -51,6 +51,7 @@ class Setup:
 
     Attributes:
         requests: model name → its ``perfkit.zoo.sources.resolve`` keywords (``text`` included).
+        identities: model name → its identity where the plan was made (a worker checks its own).
         batches: model name → the sweep's batches for it (a fixed-batch model has its own).
         scenarios: scenario names (the base one first); scenario_options: their option values by name.
         memory: measure peak memory per cell (a child process each).
@@ -58,6 +59,7 @@ class Setup:
     """
 
     requests: dict
+    identities: dict
     batches: dict
     scenarios: tuple[str, ...]
     scenario_options: dict = field(default_factory=dict)

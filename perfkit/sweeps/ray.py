@@ -18,6 +18,9 @@ the machine that measured them; the driver records them, so even a SQLite store 
   need it depend on that task, and find it in the content-keyed artifact cache (``--artifacts`` on
   storage the nodes share; a node that does not see it exports its own copy). An export that fails
   fails its cells with its error instead of being tried again by each.
+- A worker resolves each model again from its request (names and paths cross to it, not modules) and
+  checks it is the driver's (its identity): a node whose file or cached weights differ fails its
+  cells saying so, rather than measuring another model under the same name.
 - A task whose worker dies is retried by Ray (``max_retries``); one lost more often than that is
   recorded as failed. The driver writes only keys the sweep has not recorded yet (``perfkit.sweeps.state``).
 """
@@ -42,8 +45,9 @@ TEST_KILL = "PERFKIT_TEST_KILL_CELL"
 
 def connect(address: str | None, workers: int | None) -> Callable[[], None]:
     """Start a local Ray instance (``local``) or join the cluster at ``address`` (None: ``$RAY_ADDRESS``,
-    else local), unless this process is connected already; returns what disconnects (nothing then). A cluster that does not answer, or whose nodes do not
-    declare ``perfkit_node``, is one line (``UsageError``) before anything is recorded."""
+    else local), unless this process is connected already; returns what disconnects (nothing then).
+    A cluster that does not answer, or whose nodes do not declare ``perfkit_node``, is one line
+    (``UsageError``) before anything is recorded."""
     import logging
 
     from perfkit.deps import require
@@ -52,7 +56,7 @@ def connect(address: str | None, workers: int | None) -> Callable[[], None]:
     # (read when ray is imported): a few seconds, unless the user set it.
     os.environ.setdefault("RAY_gcs_server_port_wait_time_s", str(int(ANSWER_TIMEOUT_S)))
     ray = require("ray", extra="ray", why="perfkit sweep --ray")
-    if ray.is_initialized():  # this process started or joined Ray itself (a notebook, a benchmark): used as it is
+    if ray.is_initialized():  # this process started or joined Ray itself (a notebook, a benchmark): used as is
         _check_nodes(ray, "the Ray instance this process is connected to")
         return lambda: None
     address = address or os.environ.get("RAY_ADDRESS") or "local"
@@ -80,7 +84,8 @@ def connect(address: str | None, workers: int | None) -> Callable[[], None]:
 def _check_nodes(ray, what: str) -> None:
     if not ray.cluster_resources().get(NODE_RESOURCE):
         raise UsageError(f"{what} has no '{NODE_RESOURCE}' resource: start each node with ray start ... "
-                         f"--resources='{{\"{NODE_RESOURCE}\": 1}}' (one perfkit task per node at a time)")
+                         f"--resources='{{\"{NODE_RESOURCE}\": 1}}' (one perfkit task per node at a "
+                         "time)")
 
 
 def _answers(address: str) -> None:
@@ -122,14 +127,21 @@ def run(plan, cells: Iterable, write: Callable, progress=None, accelerator: str 
             cell = pending.pop(ready)
             try:
                 results, env = ray.get(ready)
-            except ray.exceptions.RayError as exc:  # lost more than RETRIES times, or a bug in the worker
-                results, env = plan.failures(cell, f"lost on Ray after {RETRIES} retries: {describe(exc)}"), None
-            write(cell, results, env)
+            except ray.exceptions.RayTaskError as exc:  # it raised: a bug (a failed measurement is a result)
+                results, env = f"failed on its Ray worker: {_first_line(getattr(exc, 'cause', None) or exc)}", None
+            except ray.exceptions.RayError as exc:  # its worker was lost, and again on each retry
+                results, env = f"lost on Ray after {RETRIES} retries: {_first_line(exc)}", None
+            write(cell, plan.failures(cell, results) if isinstance(results, str) else results, env)
             if progress is not None:
                 progress.update(f"{cell} done", advance=len(plan.keys(cell)))
     finally:
         for ref in pending:  # interrupted: nothing keeps measuring for a driver that is gone
             ray.cancel(ref, force=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    """One line of what went wrong (Ray's errors carry the worker's traceback, with colours)."""
+    return describe(exc).splitlines()[0]
 
 
 # -- on the workers ---------------------------------------------------------------------------------
@@ -160,19 +172,25 @@ def _export(setup, cell) -> str | None:
     return None
 
 
-def _measure(setup, cell, export_error: str | None) -> tuple[list, dict]:
-    """The results of ``cell`` and the fingerprint of the machine that measured them."""
+def _measure(setup, cell, export_error: str | None) -> tuple[list | str, dict]:
+    """The results of ``cell`` (or why it cannot be measured here, which the driver records as the
+    cell's failures) and the fingerprint of the machine that measured them."""
     from perfkit.record import environment
     from perfkit.sweeps.local import measure
-    from perfkit.sweeps.plan import SweepPlan
 
-    spec = _spec(setup, cell.model)
+    env = environment(setup.device)
     if export_error is not None:
-        results = SweepPlan(setup, {cell.model: spec}, (cell,)).failures(cell, export_error)
-    else:
-        results = list(measure(setup, cell, spec, _RESOLVED))
+        return export_error, env
+    try:
+        spec = _spec(setup, cell.model)
+    except Exception as exc:  # a file missing on this node, weights not cached here: the same on a retry
+        return f"cannot resolve {cell.model} on this worker: {describe(exc)}", env
+    if spec.identity != setup.identities[cell.model]:
+        return (f"{cell.model} resolves to another model on this worker than on the driver (weights or code "
+                f"differ: identity {spec.identity[:12]} here, {setup.identities[cell.model][:12]} there)"), env
+    results = list(measure(setup, cell, spec, _RESOLVED))
     _test_kill(cell)
-    return results, environment(setup.device)
+    return results, env
 
 
 def _test_kill(cell) -> None:

@@ -28,7 +28,7 @@ def test_expand_is_model_precision_runtime_batch_and_skips_what_a_runtime_does_n
 
 @pytest.mark.parametrize("count", [1, 2, 3, 5, 7, 20])
 def test_shards_are_disjoint_balanced_and_together_the_plan(count):
-    plan = SweepPlan(Setup({}, {}, ("singlestream",)), {}, _cells())
+    plan = SweepPlan(Setup({}, {}, {}, ("singlestream",)), {}, _cells())
     shards = [plan.shard(i, count) for i in range(count)]
     flat = [c for s in shards for c in s]
     assert flat == list(plan.cells)  # disjoint, in order, nothing left out
@@ -37,7 +37,7 @@ def test_shards_are_disjoint_balanced_and_together_the_plan(count):
 
 
 def test_a_shard_out_of_range_is_refused():
-    plan = SweepPlan(Setup({}, {}, ("singlestream",)), {}, _cells())
+    plan = SweepPlan(Setup({}, {}, {}, ("singlestream",)), {}, _cells())
     with pytest.raises(UsageError, match="0..1"):
         plan.shard(2, 2)
 
@@ -54,8 +54,8 @@ def test_parse_shard_from_flags_and_schedulers():
 
 
 def _lenet_plan(tiny_spec, **changes) -> SweepPlan:
-    setup = Setup({"lenet5": {"text": "lenet5", "weights": "random"}}, {"lenet5": (1, 2)},
-                  ("singlestream", "offline"), {}, True, "cpu")
+    setup = Setup({"lenet5": {"text": "lenet5", "weights": "random"}}, {"lenet5": tiny_spec.identity},
+                  {"lenet5": (1, 2)}, ("singlestream", "offline"), {}, True, "cpu")
     setup = dataclasses.replace(setup, **changes)
     specs = {"lenet5": tiny_spec}
     return SweepPlan(setup, specs, expand(specs, {"lenet5": [get("onnx")]}, [Precision.FP32], setup.batches, "cpu"))

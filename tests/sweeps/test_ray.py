@@ -97,3 +97,16 @@ def test_a_ray_this_process_started_is_used_and_left_running(monkeypatch):
     calls.update(init={"address": "mine"}, up=True)
     on_ray.connect("local", None)()
     assert calls["init"] == {"address": "mine"} and "shutdown" not in calls
+
+
+def test_a_worker_that_resolves_another_model_measures_nothing(tiny_spec):
+    from perfkit.sweeps.plan import Cell, Setup
+
+    cell = Cell(0, "lenet5", "eager", "fp32", 1)
+    setup = Setup({"lenet5": {"text": "lenet5", "weights": "random"}}, {"lenet5": "0" * 64}, {"lenet5": (1,)},
+                  ("singlestream",), {}, False, "cpu")
+    why, env = on_ray._measure(setup, cell, None)
+    assert isinstance(why, str) and "resolves to another model on this worker" in why and env["cpu_count"]
+    assert on_ray._measure(setup, cell, "ArtifactError: broken")[0] == "ArtifactError: broken"
+    missing = Setup({"lenet5": {"text": "nosuch"}}, {"lenet5": tiny_spec.identity}, {"lenet5": (1,)}, ("singlestream",))
+    assert on_ray._measure(missing, cell, None)[0].startswith("cannot resolve lenet5 on this worker: UsageError")
