@@ -79,8 +79,8 @@ def sweep(models=None, *, file=None, runtimes=None, precision=None, batch=None, 
                 for model in dict.fromkeys(c.model for c in cells):
                     rec.model(plan.specs[model])
                 if progress is not None:
-                    progress.start(f"sweep {name}: {len(todo)} of {len(cells)} cells", total=sum(map(
-                        lambda c: len(plan.keys(c)), todo)))
+                    progress.start(f"sweep {name}: {len(todo)} of {len(cells)} cells",
+                                   total=sum(len(plan.keys(c)) for c in todo))
 
                 def write(cell, results, env=None) -> None:
                     for result in results:
