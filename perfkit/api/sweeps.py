@@ -188,7 +188,8 @@ def _plan(given, named: list, axes: dict, notify: Notify, ray):
     options = {**given.options, **({"calibration": calibration} if calibration else {})}
     setup = Setup(kept, {n: s.identity for n, s in specs.items()}, {n: b for n, (_, b) in taken.items()},
                   tuple(r.scenario.name for r in runs), _typed(given.scenario), bool(axes["memory"]), device, "",
-                  given.measuring["threads"], options, bool(given.measuring["force"]))
+                  given.measuring["threads"], options, bool(given.measuring["force"]),
+                  os.environ.get("OMP_NUM_THREADS"))
     cells = expand(specs, {n: r for n, (r, _) in taken.items()}, precisions, setup.batches, device)
     return SweepPlan(setup, specs, cells)
 

@@ -56,6 +56,7 @@ class Setup:
         scenarios: scenario names (the base one first); scenario_options: their option values by name.
         memory: measure peak memory per cell (a child process each).
         device, artifacts, threads, options, force: the measuring context (``perfkit.context.Context``).
+        omp_threads: the driver's ``$OMP_NUM_THREADS`` (a Ray worker's is Ray's: see ``perfkit.sweeps.ray``).
     """
 
     requests: dict
@@ -69,6 +70,7 @@ class Setup:
     threads: int | None = None
     options: dict = field(default_factory=dict)
     force: bool = False
+    omp_threads: str | None = None
 
     def plan(self, cell: Cell):
         """The ``perfkit.plan.Plan`` of one cell: its runtime, precision and batch, the scenarios that

@@ -148,6 +148,32 @@ def _first_line(exc: BaseException) -> str:
 
 _SPECS: dict = {}  # this worker process's models, resolved once each
 _RESOLVED: dict = {}  # its memo of artifacts (``perfkit.backends.prepare``), shared by its tasks
+_THREADS: list = []  # the thread count a process started on this node has (asked once per worker)
+
+
+def _node_threads(setup) -> None:
+    """Ray sets ``OMP_NUM_THREADS`` to a task's ``num_cpus`` (1) in its workers, so that tasks can share
+    a node, and torch reads it once, at import: eager would time on one thread here and on every core
+    in process. A perfkit task has its node to itself (``perfkit_node``), so it runs with the threads a
+    process started there has: the driver's ``OMP_NUM_THREADS``, else torch's own default, asked of a
+    fresh interpreter without Ray's setting; its memory children inherit it. ``--threads`` sets its own."""
+    import subprocess
+    import sys
+
+    import torch
+
+    if setup.threads is not None:
+        return
+    if not _THREADS:
+        threads = setup.omp_threads
+        if threads is None:
+            env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+            asked = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], env=env,
+                                   capture_output=True, text=True, check=True, timeout=300)
+            threads = asked.stdout.split()[-1]
+        _THREADS.append(int(threads))
+    torch.set_num_threads(_THREADS[0])
+    os.environ["OMP_NUM_THREADS"] = str(_THREADS[0])
 
 
 def _spec(setup, model: str):
@@ -165,6 +191,7 @@ def _export(setup, cell) -> str | None:
     from perfkit.backends import prepare
 
     try:
+        _node_threads(setup)
         prepare(_spec(setup, cell.model), cell.runtime, setup.context(cell.model, _RESOLVED),
                 precision=cell.precision, batch=setup.plan(cell).batch_range)
     except Exception as exc:  # the cells that need it fail with it (a raise would make Ray retry it)
@@ -188,6 +215,7 @@ def _measure(setup, cell, export_error: str | None) -> tuple[list | str, dict]:
     if spec.identity != setup.identities[cell.model]:
         return (f"{cell.model} resolves to another model on this worker than on the driver (weights or code "
                 f"differ: identity {spec.identity[:12]} here, {setup.identities[cell.model][:12]} there)"), env
+    _node_threads(setup)
     results = list(measure(setup, cell, spec, _RESOLVED))
     _test_kill(cell)
     return results, env

@@ -36,6 +36,11 @@ def test_local_ray_records_the_sequential_plans_keys(tmp_path):
         [run] = store.runs()
         records = store.records(run["id"])
     assert run["status"] == "ok" and all(r.env.get("cpu_count") for r in records)  # the worker's fingerprint
+    # eager times on the threads it has in process (Ray's workers start with OMP_NUM_THREADS=1)
+    import torch
+
+    assert {r.metrics["threads"] for r in records if r.runtime == "eager" and r.kind == "latency"} == {
+        torch.get_num_threads()}
     # one ONNX artifact served the four cells (one batch range, one set of export options)
     assert len([d for d in (tmp_path / "artifacts" / "lenet5").iterdir() if d.name.startswith("onnx-")]) == 1
 
