@@ -273,10 +273,13 @@ class Recorder:
         self.records: list[Record] = []
         self._models: set[str] = set()
 
-    def add(self, result) -> list[Record]:
-        records = to_records(result)
+    def add(self, result, *, env: dict | None = None, skip: set | frozenset = frozenset()) -> list[Record]:
+        """Record ``result``; ``env``: the fingerprint of the machine that measured it when that is not
+        this process's (a sweep's Ray worker); ``skip``: record keys the run has already (a resumed
+        sweep re-measures a cell only for its missing keys, and writes only those)."""
+        records = [r for r in to_records(result) if r.key not in skip]
         for record in records:
-            record.env = record.env or self.env
+            record.env = record.env or env or self.env
             self._write(record)
         self.records += records
         return records

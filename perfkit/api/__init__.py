@@ -26,9 +26,10 @@ from perfkit.api.keywords import Note
 from perfkit.api.result import (
     CheckResult, ExportResult, ProfileResult, Result, RunResult, SummaryResult, ValidateResult,
 )
+from perfkit.api.sweeps import SweepResult, SweepStatus, sweep, sweep_status
 from perfkit.api.validation import validate
 
 __all__ = [
-    "CheckResult", "ExportResult", "Note", "ProfileResult", "Result", "RunResult", "SummaryResult", "ValidateResult",
-    "check", "export", "profile", "run", "summary", "validate",
+    "CheckResult", "ExportResult", "Note", "ProfileResult", "Result", "RunResult", "SummaryResult", "SweepResult",
+    "SweepStatus", "ValidateResult", "check", "export", "profile", "run", "summary", "sweep", "sweep_status", "validate",
 ]

@@ -82,7 +82,7 @@ class Keywords:
         model = {**_model_defaults(), "weights": weights}
         runtime = {o.name for o, _ in backend_options()}
         scenario = {o.name for s in all_scenarios() for o in s.options} if scenarios else set()
-        known = {*model, *MEASURING, *runtime, *scenario}
+        known = cls.known(scenarios=scenarios)
         for name in given:
             if name not in known:
                 close = difflib.get_close_matches(name, known | _own_keywords(function), 1)
@@ -94,6 +94,16 @@ class Keywords:
                   {k: v for k, v in given.items() if k in scenario and v is not None})
         positive(out.measuring["threads"], "--threads")
         return out
+
+    @staticmethod
+    def known(*, scenarios: bool = False) -> set[str]:
+        """Every shared keyword: the model's, the measuring context's, each runtime's options and
+        (``scenarios``) each scenario's."""
+        from perfkit.backends import options as backend_options
+        from perfkit.profiler.scenarios import all_scenarios
+
+        scenario = {o.name for s in all_scenarios() for o in s.options} if scenarios else set()
+        return {*_model_defaults(), *MEASURING, *(o.name for o, _ in backend_options()), *scenario}
 
     def device(self) -> str:
         from perfkit.device import resolve_device

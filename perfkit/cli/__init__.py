@@ -14,12 +14,12 @@ import signal
 import sys
 import threading
 
-from perfkit.cli import check, export, history, native, profile, run as run_cmd, summary, train, validate, zoo
+from perfkit.cli import check, export, history, native, profile, run as run_cmd, summary, sweep, train, validate, zoo
 from perfkit.cli.options import ArgumentParser, Formatter
 from perfkit.errors import PerfkitError
 
 COMMANDS = (
-    run_cmd.add, zoo.add, summary.add, export.add, check.add, validate.add, profile.add, native.add, train.add,
+    run_cmd.add, zoo.add, summary.add, export.add, check.add, validate.add, profile.add, sweep.add, native.add, train.add,
     history.add_runs, history.add_report, history.add_select, history.add_regress,
 )
 

@@ -47,13 +47,13 @@ def _signature(action) -> tuple:
 
 
 def test_the_shared_options_are_where_they_belong():
-    assert set(_having("--batch")) == {"run", "check", "validate", "profile", "train", "select"}
-    assert set(_having("--precision")) == {"run", "export", "check", "validate", "profile"}
+    assert set(_having("--batch")) == {"run", "check", "validate", "profile", "sweep", "train", "select"}
+    assert set(_having("--precision")) == {"run", "export", "check", "validate", "profile", "sweep"}
     # int8 calibration goes with the precision axis, everywhere it is
     for flag in ("--calib", "--calib-samples", "--calib-method"):
         assert set(_having(flag)) == set(_having("--precision")), flag
     assert set(_having("--resume")) == {"run", "train"}
-    assert set(_having("--runtimes")) == {"run", "export", "check", "validate", "profile"}
+    assert set(_having("--runtimes")) == {"run", "export", "check", "validate", "profile", "sweep"}
     # every command prints JSON on request
     assert set(_having("--json")) == set(COMMANDS)
 
@@ -65,8 +65,8 @@ MODEL_FLAGS = ("--num-classes", "--ema", "--model-code", "--input-size", "--mean
 def test_every_command_that_takes_a_model_has_the_model_and_preprocessing_flags():
     for flag in MODEL_FLAGS:
         having = set(_having(flag)) - ({"train"} if flag == "--input-size" else set())  # train's: the training size
-        assert having == {"run", "export", "check", "validate", "profile", "summary"}, flag
-    assert set(_having("--weights")) == {"run", "export", "check", "validate", "profile", "summary", "train"}
+        assert having == {"run", "export", "check", "validate", "profile", "sweep", "summary"}, flag
+    assert set(_having("--weights")) == {"run", "export", "check", "validate", "profile", "sweep", "summary", "train"}
     assert not any(_action(COMMANDS["zoo"], flag) for flag in MODEL_FLAGS)  # a listing, unchanged
 
 
@@ -127,6 +127,11 @@ def test_batch_parses_the_same_way(name, tmp_path):
     long = parser.parse_args([name, *required, "--batch", "1,8"])
     assert short.batch == long.batch == "1,8"
     default = parser.parse_args([name, *required]).batch
+    if name == "sweep":  # unset: the sweep file's, else the API's default
+        from perfkit.api.sweeps import DEFAULTS
+
+        assert default is None
+        default = DEFAULTS["batch"]
     assert parse_batches(default)  # every default is a valid comma list
 
 
@@ -151,6 +156,11 @@ def test_precision_parses_the_same_way(name, tmp_path):
     args = parser.parse_args([name, *required, "--precision", "fp16,bf16"])
     assert parse_precisions(args.precision) == [Precision.FP16, Precision.BF16]
     default = parser.parse_args([name, *required]).precision
+    if name == "sweep":  # unset: the sweep file's, else the API's default
+        from perfkit.api.sweeps import DEFAULTS
+
+        assert default is None
+        default = DEFAULTS["precision"]
     # perfkit run's default is the automatic plan (fp32, plus int8 where a runtime builds it); the others: fp32
     assert default == "auto" if name == "run" else parse_precisions(default) == [Precision.FP32]
 
