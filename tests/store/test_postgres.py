@@ -409,3 +409,24 @@ def test_three_concurrent_profiles_give_three_complete_runs(pg_url):
             keys = sorted((str(r.kind), r.runtime) for r in s.records(run["id"]))
             assert keys == [("latency", "eager"), ("latency", "onnx"), ("model", None)]
 
+
+
+def test_sweep_shards_into_postgres_give_exactly_the_sequential_plan(pg_url, shared_artifacts, capsys):
+    """`perfkit sweep --shard I/N` from several job-array tasks into one PostgreSQL store: together the
+    plan's records, each once; a rerun of the whole sweep finds every cell recorded (issue 23's done-when)."""
+    from collections import Counter
+
+    from perfkit.cli import main
+
+    fast = ["--warmup", "1", "--warmup-seconds", "0", "--iterations", "3", "--min-seconds", "0"]
+    sweep = ["sweep", "lenet5", "-f", "eager,onnx", "-b", "1,2", "--no-memory", *fast,
+             "--store", pg_url, "--artifacts", str(shared_artifacts)]
+    assert main([*sweep, "--shard", "0/2"]) == 0 and main([*sweep, "--shard", "1/2"]) == 0
+    capsys.readouterr()
+    assert main(sweep) == 0
+    assert "0 of 4 cell(s) measured, 4 recorded already" in capsys.readouterr().out
+    with Store(pg_url, read_only=True) as store:
+        measured = Counter(r.key for r in store.records() if r.kind != "model")
+        assert sorted(r["id"][-4:] for r in store.runs()) == ["0of1", "0of2", "1of2"]
+    assert measured == Counter(("latency", "lenet5", runtime, "fp32", batch, "cpu")
+                               for runtime in ("eager", "onnx") for batch in (1, 2))
