@@ -14,8 +14,8 @@ checked against the real bindings of both versions by tests/backends/test_tensor
 - Profiling verbosity DETAILED by default (``--profiling-verbosity``, an export option: it keys the
   artifact cache, so an engine built with less detail is not reused): the engine inspector then
   gives each layer's type and the ONNX nodes it came from, which the layer profile
-  (perfkit.profiler.layers.tensorrt) maps to the model's modules. It changes what the plan
-  describes about itself, not the kernels TensorRT picks.
+  (perfkit.profiler.layers.tensorrt) maps to the model's modules. It makes the plan record more about
+  its layers; whether that costs any speed has not been measured (no GPU run yet).
 - One optimization profile covers the artifact's batch range (min/opt/max); with ``profile_batches``
   (the profiler sets it to the swept batch sizes) there is also one profile per batch size, tuned
   for exactly that batch, and the runner selects it — batch 1 and 256 do not share kernels tuned for 8.
