@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """One command for a GPU machine: every gpu/tensorrt-marked test, then ``perfkit run resnet50`` on
-every GPU runtime available there, and a table of what ran, what was skipped and why.
+every GPU runtime available there, then TensorRT's layer profile of resnet18 (``perfkit profile -f
+tensorrt --layers``: its coverage by module paths), and a table of what ran, what was skipped and why.
 
     python benchmarks/gpu_check.py                  # results in $OUT (if set) or ./gpu-check/
     python benchmarks/gpu_check.py --budget 420     # seconds for the whole check (default 480)
@@ -231,6 +232,48 @@ def perfkit_runs(check: Check, env: dict, args, scratch: Path) -> None:
         check.add("run", what, status, secs, detail)
 
 
+LAYERS_MODEL = "resnet18"
+
+
+def tensorrt_layers(check: Check, env: dict, args, scratch: Path) -> None:
+    """TensorRT's per-layer profile (IProfiler + engine inspector), fp32 and fp16 at batch 1: per precision, the
+    share of the profiled time on rows named by a module path, the sum of layer times and the end-to-end median."""
+    what = f"{LAYERS_MODEL} tensorrt --layers"
+    why_not = (check.inventory.get("backends") or {}).get("tensorrt", "perfkit does not import")
+    if why_not:
+        check.add("layers", what, "skipped", None, why_not)
+        return
+    if check.left() < 60:
+        check.add("layers", what, "not started", None, f"{check.left():.0f} s of the budget left")
+        return
+    cmd = [sys.executable, "-m", "perfkit", "profile", LAYERS_MODEL, "--weights", "random", "--device", args.device,
+           "-f", "tensorrt", "--precision", "fp32,fp16", "-b", "1", "--layers", "--no-memory", "--iterations", "20",
+           "--json", "--store", str(check.out / "perfkit.db"), "--artifacts", str(scratch / "artifacts")]
+    stdout = check.out / "layers-tensorrt.json"
+    rc, secs, text = run(cmd, min(args.run_limit, check.left()), check.out / "layers-tensorrt.log", env, stdout)
+    if rc == 124:
+        check.add("layers", what, "timed out", secs, f"killed after {secs:.0f} s; see layers-tensorrt.log")
+        return
+    try:
+        records = [r for r in json.loads(stdout.read_text())["records"] if r["kind"] == "layers"]
+    except (ValueError, KeyError) as exc:
+        check.add("layers", what, "error", secs, f"rc {rc}, no JSON ({exc}): {tail(text)}")
+        return
+    for r in records:
+        m = r.get("metrics") or {}
+        if r["status"] != "ok" or m.get("unavailable"):
+            check.add("layers", f"{what} {r.get('precision')}", "FAILED" if r["status"] != "ok" else "unavailable",
+                      secs, (r.get("error") or m.get("unavailable") or "")[:200])
+            continue
+        coverage = m.get("coverage")
+        check.add("layers", f"{what} {r.get('precision')}", "ok" if coverage and coverage >= 0.9 else "low coverage",
+                  secs, f"coverage {coverage if coverage is None else f'{coverage:.1%}'}, layers sum "
+                        f"{m.get('total_ms', 0):.3g} ms vs e2e median {m.get('e2e_median_ms')} ms, "
+                        f"{len(m.get('layers') or [])} TensorRT layers")
+    if not records:
+        check.add("layers", what, "no records", secs, f"rc {rc}: {tail(text)}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", type=float, default=480, help="seconds for the whole check (default 480)")
@@ -252,6 +295,7 @@ def main() -> int:
         return 2
     tests(check, env, args.tests_limit)
     perfkit_runs(check, env, args, scratch)
+    tensorrt_layers(check, env, args, scratch)
     print((check.out / "gpu_check.md").read_text())
     return 1 if any(r["status"] in ("FAILED", "ERROR", "error", "timed out") for r in check.rows) else 0
 

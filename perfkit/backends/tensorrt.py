@@ -11,6 +11,11 @@ checked against the real bindings of both versions by tests/backends/test_tensor
   tools on the same calibration set. No builder precision flag and no TensorRT calibrator: the Q/DQ
   nodes say where int8 runs.
 - TF32 is cleared so that fp32 engines compare strictly with eager (perfkit pins TF32 off everywhere).
+- Profiling verbosity DETAILED by default (``--profiling-verbosity``, an export option: it keys the
+  artifact cache, so an engine built with less detail is not reused): the engine inspector then
+  gives each layer's type and the ONNX nodes it came from, which the layer profile
+  (perfkit.profiler.layers.tensorrt) maps to the model's modules. It makes the plan record more about
+  its layers; whether that costs any speed has not been measured (no GPU run yet).
 - One optimization profile covers the artifact's batch range (min/opt/max); with ``profile_batches``
   (the profiler sets it to the swept batch sizes) there is also one profile per batch size, tuned
   for exactly that batch, and the runner selects it — batch 1 and 256 do not share kernels tuned for 8.
@@ -57,7 +62,7 @@ from perfkit.backends.base import (
     CALIBRATION, EXPORT, FLOAT_LAYERS, ONNX_FILE, PYTORCH, QUEUE, TENSORRT_ENGINE, ArtifactRunner, Backend, OfflineSession, Option,
 )
 from perfkit.deps import import_module
-from perfkit.errors import ArtifactError, MissingDependency, PerfkitError, pip_install
+from perfkit.errors import ArtifactError, InputError, MissingDependency, PerfkitError, pip_install
 from perfkit.vocab import BatchRange, Precision
 
 if TYPE_CHECKING:  # annotations only (the test of TensorRT calls reads them to type the objects)
@@ -116,6 +121,11 @@ def export(req) -> str:
         raise ArtifactError(f"TensorRT's ONNX parser rejected {source.path}:\n" + "\n".join(parser_errors(parser)))
     config = builder.create_builder_config()
     config.clear_flag(trt.BuilderFlag.TF32)
+    levels = {"detailed": trt.ProfilingVerbosity.DETAILED, "layer_names_only": trt.ProfilingVerbosity.LAYER_NAMES_ONLY,
+              "none": trt.ProfilingVerbosity.NONE}
+    if req.options["profiling_verbosity"] not in levels:
+        raise InputError(f"--profiling-verbosity {req.options['profiling_verbosity']!r}: one of {', '.join(levels)}")
+    config.profiling_verbosity = levels[req.options["profiling_verbosity"]]
     if req.options["workspace_mb"]:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(req.options["workspace_mb"]) << 20)
     profiles = profile_batches(req.batch, req.options["profile_batches"])
@@ -136,13 +146,23 @@ def export(req) -> str:
         _write_atomic(cache_file, bytes(tuned.serialize()))
     req.info["tensorrt"] = {
         "tensorrt_version": trt.__version__, **gpu, "strongly_typed": True, "tf32": False,
-        "profiles": [p.to_dict() for p in profiles],
+        "profiles": [p.to_dict() for p in profiles], "profiling_verbosity": req.options["profiling_verbosity"],
         "source_onnx": {"path": str(source.path), "sha256": source.sha256},
         **({"quantization": source.manifest["quantization"]} if "quantization" in source.manifest else {}),
         "timing_cache": str(cache_file), "timing_cache_note": cache_note,
         "builder_messages": list(logger.messages),
     }
     return MAIN_FILE
+
+
+PROFILING_VERBOSITY = ("detailed", "layer_names_only", "none")  # TensorRT's ProfilingVerbosity, as trtexec spells it
+
+
+def verbosity(text: str) -> str:
+    """A ``--profiling-verbosity`` value (ValueError otherwise: argparse's one line, exit 2)."""
+    if text not in PROFILING_VERBOSITY:
+        raise ValueError(f"profiling verbosity {text!r}: one of {', '.join(PROFILING_VERBOSITY)}")
+    return text
 
 
 def source_context(req):
@@ -306,6 +326,11 @@ class TensorRTRunner(ArtifactRunner):
     def engine(self):
         return getattr(self, "_engine", None)
 
+    @property
+    def context(self):
+        """The execution context ``infer`` runs (the layer profiler attaches its IProfiler to it)."""
+        return getattr(self, "_context", None)
+
     def engine_device_bytes(self) -> int | None:
         """Device memory the engine's execution context needs, as TensorRT reports it."""
         engine: tensorrt.ICudaEngine | None = self.engine
@@ -379,6 +404,9 @@ BACKEND = Backend(
         Option("profile_batches", None, "tensorrt: batch sizes that get an optimization profile of their own "
                                         "(comma list; the profiler sets it to the swept batches)",
                stage=EXPORT, type=lambda text: tuple(int(b) for b in str(text).split(",") if b.strip())),
+        Option("profiling_verbosity", "detailed", "tensorrt: what the engine records about its layers ("
+                                                  + ", ".join(PROFILING_VERBOSITY) + "; detailed: the layer profile "
+                                                  "maps layers to modules through it)", stage=EXPORT, type=verbosity),
         CALIBRATION,
         FLOAT_LAYERS,  # its int8 engine is built from the QDQ graph: the nodes left float there stay float here
     ),

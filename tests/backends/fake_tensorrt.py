@@ -41,12 +41,27 @@ def _enum(name: str, **members: int) -> type:
     return cls
 
 
+def _settable(name: str, default, logged=lambda value: value) -> property:
+    """A property perfkit sets: each value set is logged as ``(name, logged(value))``."""
+
+    def get(self):
+        return vars(self).get("_" + name, default)
+
+    def set_(self, value):
+        _log(name, logged(value))
+        vars(self)["_" + name] = value
+
+    return property(get, set_)
+
+
 NetworkDefinitionCreationFlag = _enum("NetworkDefinitionCreationFlag", STRONGLY_TYPED=1)  # 0 in TensorRT 11
 BuilderFlag = _enum("BuilderFlag", TF32=6)
 MemoryPoolType = _enum("MemoryPoolType", WORKSPACE=0)
 DataType = _enum("DataType", FLOAT=0, HALF=1)
 TensorIOMode = _enum("TensorIOMode", NONE=0, INPUT=1, OUTPUT=2)
 ErrorCode = _enum("ErrorCode", INVALID_GRAPH=5, UNSUPPORTED_NODE=8)
+ProfilingVerbosity = _enum("ProfilingVerbosity", LAYER_NAMES_ONLY=0, NONE=1, DETAILED=2)
+LayerInformationFormat = _enum("LayerInformationFormat", ONELINE=0, JSON=1)
 
 
 class ILogger:
@@ -112,6 +127,8 @@ class IBuilderConfig:
     def get_timing_cache(self):
         return self._cache
 
+    profiling_verbosity = _settable("profiling_verbosity", ProfilingVerbosity.LAYER_NAMES_ONLY)  # TensorRT's default
+
 
 class Builder:
     _engine: bytes | None = b"fake-engine"  # what build_serialized_network returns (None: the build failed)
@@ -174,11 +191,45 @@ class OnnxParser:
         return self._errors[index]
 
 
+class IProfiler:
+    def __init__(self):
+        pass
+
+    def report_layer_time(self, layer_name, ms):
+        pass
+
+
+class EngineInspector:
+    def __init__(self, information):
+        self._information = information
+
+    def get_engine_information(self, format):  # noqa: A002 (the real parameter name)
+        _log("get_engine_information", format)
+        return self._information
+
+
 class IExecutionContext:
     _refuse: tuple[str, ...] = ()  # methods that return False (TensorRT's "no")
+    # what one run's profile reports: (layer name, ms), in the engine's order
+    _layer_ms: list[tuple[str, float]] = [("node_Conv_0", 0.5), ("node_relu", 0.25)]
 
     def __init__(self):
         self._shape = None
+
+    profiler = _settable("profiler", None, lambda value: None if value is None else "set")
+    enqueue_emits_profile = _settable("enqueue_emits_profile", True)  # TensorRT's default
+
+    def report_to_profiler(self):
+        _log("report_to_profiler")
+        if "report_to_profiler" in self._refuse:
+            return False
+        self._report()
+        return True
+
+    def _report(self):
+        if self.profiler is not None:
+            for name, ms in self._layer_ms:
+                self.profiler.report_layer_time(name, ms)
 
     def set_optimization_profile_async(self, profile_index, stream_handle):
         _log("set_optimization_profile_async", profile_index, stream_handle)
@@ -197,6 +248,8 @@ class IExecutionContext:
 
     def execute_async_v3(self, stream_handle):
         _log("execute_async_v3", stream_handle)
+        if self.enqueue_emits_profile:  # TensorRT's default: an enqueue with a profiler attached reports (synchronously)
+            self._report()
         return "execute_async_v3" not in self._refuse
 
 
@@ -233,6 +286,12 @@ class ICudaEngine:
 
     def create_execution_context(self):
         return IExecutionContext() if self._context else None
+
+    # what the engine inspector says (get_engine_information's JSON); None: create_engine_inspector gives None
+    _information: str | None = '{"Layers": ["node_Conv_0", "node_relu"], "Bindings": ["input", "logits"]}'
+
+    def create_engine_inspector(self):
+        return None if self._information is None else EngineInspector(self._information)
 
     @property
     def device_memory_size_v2(self):

@@ -22,7 +22,7 @@ from perfkit.backends import get
 from perfkit.backends import tensorrt as T
 from perfkit.backends.tensorrt import TensorRTRunner
 from perfkit.context import Context
-from perfkit.errors import ArtifactError, MissingDependency, PerfkitError, UsageError
+from perfkit.errors import ArtifactError, InputError, MissingDependency, PerfkitError, UsageError
 from perfkit.vocab import BatchRange
 
 GPU = "cuda-NVIDIA_H100_80GB_HBM3-sm90"
@@ -355,3 +355,15 @@ def test_engine_from_another_gpu_or_version_is_refused():
 def test_cpu_device_is_refused_before_building(monkeypatch):
     with pytest.raises(ArtifactError, match="CUDA GPU"):
         T.current_gpu("cpu")
+
+
+def test_engines_are_built_with_detailed_profiling_verbosity_which_keys_the_cache(fake_trt, tiny_spec, artifacts):
+    detailed = _export(tiny_spec, artifacts)
+    assert ("profiling_verbosity", fake_trt.ProfilingVerbosity.DETAILED) in fake_trt._calls  # the layer profile's names
+    assert detailed.manifest["tensorrt"]["profiling_verbosity"] == "detailed"
+    fake_trt._calls.clear()
+    names_only = _export(tiny_spec, artifacts, profiling_verbosity="layer_names_only")
+    assert ("profiling_verbosity", fake_trt.ProfilingVerbosity.LAYER_NAMES_ONLY) in fake_trt._calls
+    assert names_only.path.parent != detailed.path.parent  # another engine, not the cached detailed one
+    with pytest.raises(InputError, match="--profiling-verbosity 'loud': one of detailed, layer_names_only, none"):
+        _export(tiny_spec, artifacts, profiling_verbosity="loud")

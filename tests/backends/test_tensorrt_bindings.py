@@ -14,12 +14,15 @@ Checked, for each version:
 - perfkit's own TensorRT code (every module that calls ``import_tensorrt``), read with ``ast``: each
   ``trt.X``, each attribute of an object whose TensorRT type is known (from ``trt.X(...)``, from
   the real return types of the calls that made it, from ``tensorrt.X`` annotations) exists, and each
-  call has an overload taking the arguments perfkit passes (count, keywords, known types). A member
+  call has an overload taking the arguments perfkit passes (count, keywords, known types), each
+  assignment to an attribute of such an object is to a property the real class lets one set (with a
+  value of its type when known: ``context.profiler = <an IProfiler>``). A member
   of only one version must be reached through ``getattr(obj, "name", default)``/``hasattr``. A call
   on an object of unknown type whose method name is a TensorRT one fails the test: annotate it.
 - the fake TensorRT of the unit tests (tests/backends/fake_tensorrt.py) has only real names, as the
   real kind (method, property, enum member) and with a compatible arity.
-- perfkit code on the real objects (its logger subclasses the real ``ILogger``; ``import_tensorrt``
+- perfkit code on the real objects (its logger subclasses the real ``ILogger``, its layer profiler the
+  real ``IProfiler``; ``import_tensorrt``
   finds the bindings without NVIDIA's ``tensorrt`` package) and behaviour no signature shows
   (a tuple is taken for ``Dims``, ``IHostMemory`` is a buffer, how enums print).
 
@@ -179,7 +182,7 @@ def sigs(obj, name):
     return [norm(lines[0])] if lines and lines[0].startswith(name + "(") else []
 
 def klass(cls):
-    out = {"methods": {}, "properties": {}, "enums": {}, "other": []}
+    out = {"methods": {}, "properties": {}, "enums": {}, "other": [], "settable": []}
     for name in dir(cls):
         if name.startswith("_pybind11") or (name.startswith("__") and name != "__init__"):
             continue
@@ -187,6 +190,8 @@ def klass(cls):
         if isinstance(raw, property):
             first = ((raw.fget.__doc__ or "").strip().splitlines() or [""])[0] if raw.fget else ""
             out["properties"][name] = norm(first.split("->", 1)[1].strip()) if "->" in first else None
+            if raw.fset is not None:
+                out["settable"].append(name)
         elif is_enum(raw):
             out["enums"][name] = {k: int(v) for k, v in raw.__members__.items()}
         elif type(raw).__name__ in ("instancemethod", "wrapper_descriptor", "method_descriptor"):
@@ -238,6 +243,14 @@ def perfkit_logger():
         assert "nullptr" in str(exc), exc
     return {"messages": list(logger.messages), "errors": list(logger.errors)}
 
+def perfkit_profiler():
+    from perfkit.profiler.layers import tensorrt as L
+    profiler = L.make_profiler(trt)
+    assert isinstance(profiler, trt.IProfiler)
+    profiler.report_layer_time("node_a + node_b", 0.5)
+    profiler.report_layer_time("node_a + node_b", 0.25)
+    return {"ms": dict(profiler.ms), "reports": dict(profiler.reports)}
+
 S = trt.ILogger.Severity
 api["probes"] = {
     "tuple_as_dims": probe(tuple_as_dims),
@@ -248,6 +261,7 @@ api["probes"] = {
                                       + [S.WARNING.name]),
     "builder_without_library": probe(lambda: trt.Builder(trt.Logger())),
     "perfkit_logger": probe(perfkit_logger),
+    "perfkit_profiler": probe(perfkit_profiler),
 }
 with open(out, "w") as f:
     json.dump(api, f, default=str)
@@ -381,7 +395,7 @@ class Use:
     where: str
     owner: str  # class or enum ("ILogger.Severity"); "" for the module
     name: str
-    kind: str  # "attr" | "call" | "override" | "untyped-call"
+    kind: str  # "attr" | "set" (an assignment to it) | "call" | "override" | "untyped-call"
     args: list = field(default_factory=list)  # perfkit types of the positional arguments (None: unknown)
     kwargs: dict = field(default_factory=dict)
     starred: bool = False
@@ -539,6 +553,11 @@ class TensorRTUsage:
         elif isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == "self":
             if typ is not None or f"self.{target.attr}" not in self.self_env:
                 self.self_env[f"self.{target.attr}"] = typ
+        elif isinstance(target, ast.Attribute):  # `context.profiler = ...`: a property TensorRT must let us set
+            base = self.expr(target.value, env)
+            owner = base.removeprefix("tensorrt.") if isinstance(base, str) and base.startswith("tensorrt.") else None
+            if owner in self.api["classes"] and target.attr not in self.subclass_attrs.get(owner, ()):
+                self.use(target, owner, target.attr, "set", args=[typ])
 
     def assign(self, targets, value, env, typ=None) -> None:
         for target in targets:
@@ -628,6 +647,14 @@ def use_problem(api: dict, use: Use, other: dict | None = None) -> str | None:
         if use.guarded and other is not None and use.name in _members_of(other, use.owner):
             return None  # in the other version only, reached through getattr/hasattr: fine
         return f"TensorRT {api['version']} has no {'trt.' if not use.owner else use.owner + '.'}{use.name}"
+    if use.kind == "set":
+        cls = api["classes"][use.owner]
+        if use.name not in cls["properties"] or use.name not in cls.get("settable", ()):
+            return f"{use.owner}.{use.name} is not a property perfkit can set in TensorRT {api['version']}"
+        declared = cls["properties"][use.name]
+        if declared and not accepts(api, declared, use.args[0]):
+            return f"{use.owner}.{use.name} is {declared}, perfkit sets {use.args[0]}"
+        return None
     if use.kind == "override":
         sigs = api["classes"][use.owner]["methods"].get(use.name, [])
         arities = [len(parse_signature(s)[0]) - 1 for s in sigs]
@@ -688,11 +715,19 @@ def test_the_analysis_sees_perfkits_tensorrt_calls(api):
                  "Builder.build_serialized_network", "ITimingCache.serialize", "Runtime.deserialize_cuda_engine",
                  "ICudaEngine.get_tensor_dtype", "ICudaEngine.create_execution_context", "IExecutionContext.set_input_shape",
                  "IExecutionContext.set_optimization_profile_async", "IExecutionContext.set_tensor_address",
-                 "IExecutionContext.execute_async_v3", "ILogger.__init__", "ILogger.log"):
+                 "IExecutionContext.execute_async_v3", "ILogger.__init__", "ILogger.log",
+                 # the layer profile (perfkit.profiler.layers.tensorrt)
+                 "IProfiler.__init__", "IProfiler.report_layer_time", "IExecutionContext.report_to_profiler",
+                 "ICudaEngine.create_engine_inspector", "EngineInspector.get_engine_information"):
         assert call in checked, f"{call} is no longer found in perfkit's TensorRT code (renamed? untyped?)"
     attrs = {f"{u.owner}.{u.name}" for u in usage(api) if u.kind == "attr"}
     assert {"NetworkDefinitionCreationFlag.STRONGLY_TYPED", "BuilderFlag.TF32", "DataType.FLOAT",
-            "ICudaEngine.device_memory_size_v2", "OnnxParser.num_errors", "ILogger.Severity"} <= attrs
+            "ICudaEngine.device_memory_size_v2", "OnnxParser.num_errors", "ILogger.Severity",
+            "LayerInformationFormat.JSON", "ProfilingVerbosity.DETAILED", "ProfilingVerbosity.LAYER_NAMES_ONLY",
+            "ProfilingVerbosity.NONE"} <= attrs
+    assigned = {f"{u.owner}.{u.name}" for u in usage(api) if u.kind == "set"}
+    assert {"IExecutionContext.profiler", "IExecutionContext.enqueue_emits_profile",
+            "IBuilderConfig.profiling_verbosity"} <= assigned
 
 
 SAMPLE = '''
@@ -714,6 +749,10 @@ def build(x):
     engine.device_memory_size                              # unguarded
     context = engine.create_execution_context()
     context.execute_async_v3()                             # the stream is missing
+    context.profiler = trt.IProfiler()                     # right
+    context.profilr = None                                 # no such property
+    engine.num_layers = 3                                  # read-only
+    context.enqueue_emits_profile = "yes"                  # a bool property
     x.set_input_shape("input", (1,))                       # a TensorRT call on an untyped object
 '''
 
@@ -732,6 +771,10 @@ def test_the_checker_finds_what_is_wrong(real_api):
     assert "has no ICudaEngine.device_memory_size" in text11  # the unguarded one; the getattr one passes
     assert text11.count("device_memory_size") == 1
     assert "execute_async_v3" in text11 and "needs ['stream_handle']" in text11
+    assert "has no IExecutionContext.profilr" in text11
+    assert "ICudaEngine.num_layers is not a property perfkit can set" in text11
+    assert "IExecutionContext.enqueue_emits_profile is bool, perfkit sets str" in text11
+    assert "IExecutionContext.profiler" not in text11  # an IProfiler, set as the real one takes it
     assert untyped == ["set_input_shape"]
 
 
@@ -779,6 +822,8 @@ def _fake_class_problems(api: dict, fake: type, real: str) -> list[str]:
             if name not in cls["properties"]:
                 problems.append(f"{real}.{name}: a property in the fake, " +
                                 ("a method" if name in cls["methods"] else "absent") + " in the real one")
+            elif value.fset is not None and name not in cls.get("settable", ()):
+                problems.append(f"{real}.{name}: settable in the fake, read-only in the real one")
         elif inspect.isfunction(value):
             if name not in cls["methods"]:
                 problems.append(f"{real}.{name}: a method in the fake, " +
@@ -814,12 +859,15 @@ def test_the_fake_checker_finds_what_is_wrong(api):
     class IExecutionContext:
         def all_binding_shapes_specified(self): ...  # a property in the real class
 
-    fake.OnnxParser, fake.IExecutionContext = OnnxParser, IExecutionContext
+    class ICudaEngine:
+        num_layers = property(lambda self: 3, lambda self, value: None)  # read-only in the real class
+
+    fake.OnnxParser, fake.IExecutionContext, fake.ICudaEngine = OnnxParser, IExecutionContext, ICudaEngine
     fake.BuilderFlag = type("BuilderFlag", (), {"TF32": 6, "FP17": 99})
     fake.NotTensorRT = type("NotTensorRT", (), {})
     problems = fake_problems(api, fake)
     assert sorted(p.split(":")[0] for p in problems) == [
-        "BuilderFlag.FP17", "IExecutionContext.all_binding_shapes_specified", "NotTensorRT",
+        "BuilderFlag.FP17", "ICudaEngine.num_layers", "IExecutionContext.all_binding_shapes_specified", "NotTensorRT",
         "OnnxParser.errors", "OnnxParser.parse_from_file"]
 
 
@@ -839,3 +887,9 @@ def test_behaviour_perfkit_relies_on(api):
 def test_perfkits_logger_and_import_on_the_real_bindings(api):
     assert api["probes"]["perfkit_logger"] == {
         "messages": ["INTERNAL_ERROR: a", "ERROR: b", "WARNING: c"], "errors": ["  a", "  b"]}
+
+
+def test_perfkits_layer_profiler_on_the_real_bindings(api):
+    """perfkit's IProfiler subclass is a real ``IProfiler`` (what ``context.profiler`` takes) and sums
+    what TensorRT reports per layer."""
+    assert api["probes"]["perfkit_profiler"] == {"ms": {"node_a + node_b": 0.75}, "reports": {"node_a + node_b": 2}}

@@ -1,7 +1,8 @@
 """Per-layer time from each runtime's own profiler, mapped back to the model's modules.
 
 One module per runtime's profiler (``PROFILERS``): ONNX Runtime's node events
-(``SessionOptions.enable_profiling``), OpenVINO's performance counters (``PERF_COUNT``), and
+(``SessionOptions.enable_profiling``), OpenVINO's performance counters (``PERF_COUNT``), TensorRT's
+``IProfiler`` with the engine inspector's layer information, and
 ``torch.profiler`` for eager (a range per module call), TorchScript and AOTInductor (ops only: their
 compiled graphs keep no module boundaries). Each returns the layers the runtime ran, timed over ``runs``
 inferences after a warm-up, with the module paths each counts for. Profiling is its own pass on the entered
@@ -162,9 +163,9 @@ PROFILERS = {
     "aoti": "perfkit.profiler.layers.torch_ops",
     "onnx": "perfkit.profiler.layers.onnxrt",
     "openvino": "perfkit.profiler.layers.openvino",
+    "tensorrt": "perfkit.profiler.layers.tensorrt",
 }
 WHY_NOT = {
-    "tensorrt": "TensorRT layer profile needs a GPU and TensorRT (IProfiler); not implemented without them to test on",
     "native": "the native C++ runner times itself in another process; it has no layer profiler (profile torchscript "
               "for the same module's ops)",
 }

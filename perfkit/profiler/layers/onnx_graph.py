@@ -42,6 +42,7 @@ class GraphMap:
     consumers: dict[str, list[str]] = field(default_factory=dict)  # tensor → the nodes reading it
     inputs: dict[str, list[str]] = field(default_factory=dict)  # node → its input tensors
     outputs: dict[str, list[str]] = field(default_factory=dict)
+    parameters: dict[str, str] = field(default_factory=dict)  # initializer (a parameter) → its module path
 
     def node(self, runtime_name: str) -> str | None:
         """The graph's node a runtime's node or layer name stands for (None: none)."""
@@ -60,6 +61,14 @@ class GraphMap:
     def modules_of(self, nodes) -> tuple[str, ...]:
         """The module paths of ``nodes``, each once, in order."""
         return tuple(dict.fromkeys(m for n in nodes for m in self.modules.get(n, ())))
+
+    def layer_modules(self, ran: dict[str, list[str]]) -> dict[str, tuple[str, ...]]:
+        """Runtime layer → the module paths of the graph nodes it ran and of those fused away into them."""
+        absorbed = self.absorbed({n for nodes in ran.values() for n in nodes})
+        into: dict[str, list[str]] = {}
+        for original, owner in absorbed.items():
+            into.setdefault(owner, []).append(original)
+        return {name: self.modules_of([m for n in nodes for m in (n, *into.get(n, ()))]) for name, nodes in ran.items()}
 
     def absorbed(self, ran: set[str]) -> dict[str, str]:
         """Nodes of the graph that no runtime node is named after (fused away) → the node that ran them.
@@ -118,10 +127,23 @@ def read(path: str | Path, module_paths: set[str] | None = None) -> GraphMap:
             out.consumers.setdefault(t, []).append(name)
         meta = {p.key: p.value for p in node.metadata_props}
         own = _scope(meta.get(SCOPES), module_paths)
-        params = [m for m in (_parameter_module(t, module_paths) for t in out.inputs[name]) if m is not None]
+        for t in out.inputs[name]:
+            module = _parameter_module(t, module_paths)
+            if module is not None:
+                out.parameters[t] = module
+        params = [out.parameters[t] for t in out.inputs[name] if t in out.parameters]
         out.modules[name] = tuple(dict.fromkeys([*params, *([own] if own is not None else [])]))
     _quantizers_follow_producers(out)
     return out
+
+
+def source(runner, section: str, counts) -> GraphMap | None:
+    """The map of the ONNX graph the runner's artifact was converted from (its manifest's
+    ``<section>.source_onnx``), None for one someone built with no ONNX beside it."""
+    given = (runner.artifact.manifest.get(section) or {}).get("source_onnx") or {}
+    if not given.get("path"):
+        return None
+    return read(given["path"], set(counts.types) or None)
 
 
 def _quantizers_follow_producers(out: GraphMap) -> None:

@@ -78,13 +78,5 @@ def layers(graph: onnx_graph.GraphMap, times_us: dict[str, float], op_types: dic
            runs: int) -> list[LayerTime]:
     """Each runtime node's mean ms per run with the modules of the graph nodes it ran."""
     ran = {name: graph.node(name) for name in times_us}
-    absorbed = graph.absorbed({n for n in ran.values() if n is not None})
-    nodes: dict[str, list[str]] = defaultdict(list)
-    for original, owner in absorbed.items():
-        nodes[owner].append(original)
-    out = []
-    for name, us in times_us.items():
-        original = ran[name]
-        modules = graph.modules_of([original, *nodes.get(original, [])]) if original else ()
-        out.append(LayerTime(name, op_types.get(name, "?"), us / 1000 / runs, modules))
-    return out
+    modules = graph.layer_modules({name: [node] if node else [] for name, node in ran.items()})
+    return [LayerTime(name, op_types.get(name, "?"), us / 1000 / runs, modules[name]) for name, us in times_us.items()]

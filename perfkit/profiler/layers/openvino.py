@@ -35,7 +35,7 @@ def profile(runner, x, runs: int, counts) -> RuntimeLayers:
                 op_types[info.node_name] = info.node_type
     if not us:
         raise LayersUnavailable(f"OpenVINO on {runner.ov_device} reported no executed primitive with PERF_COUNT")
-    graph = _graph(runner, counts)
+    graph = onnx_graph.source(runner, "openvino", counts)
     original = original_layers(compiled)
     out = []
     for name, total in us.items():
@@ -63,10 +63,3 @@ def _ran(name: str, original: dict[str, list[str]]) -> list[str]:
     fed = [p for p in original if p != name and original[p] and name.endswith("_" + p)]
     return original[max(fed, key=len)] if fed else []
 
-
-def _graph(runner, counts) -> onnx_graph.GraphMap | None:
-    """The ONNX graph the runner's IR was converted from (None: an IR someone built, no ONNX beside it)."""
-    source = (runner.artifact.manifest.get("openvino") or {}).get("source_onnx") or {}
-    if not source.get("path"):
-        return None
-    return onnx_graph.read(source["path"], set(counts.types) or None)
