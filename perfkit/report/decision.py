@@ -22,6 +22,24 @@ SYNTHETIC_CALIBRATION = "int8 calibrated on synthetic data: real calibration ima
 NO_ACCURACY = "accuracy not measured (no --data): chosen on parity and speed only"
 
 
+def _tie(choice: dict | None, runner_up: dict | None, samples: dict) -> str | None:
+    """A limit line when the chosen variant and the runner-up are not told apart by their timings: the 95 %
+    bootstrap interval of runner-up ÷ choice median (``perfkit.profiler.samples``, from every timed call
+    both records kept) reaches 1. On a shared machine two runtimes within ~10 % of each other swap places
+    from run to run; the answer then is "either", not the one that happened to come first."""
+    from perfkit.profiler.samples import median_ratio_interval
+
+    if choice is None or runner_up is None or choice["batch"] != runner_up["batch"]:
+        return None
+    found = [samples.get((v["runtime"], v["precision"], v["device"], v["batch"])) for v in (choice, runner_up)]
+    interval = median_ratio_interval(*found) if all(found) else None
+    if interval is None or interval[0] > 1:
+        return None
+    return (f"{choice['name']} and {runner_up['name']} are a tie within the timing noise (runner-up ÷ choice "
+            f"median {runner_up['latency_ms'] / choice['latency_ms']:.2f}, 95 % interval {interval[0]:.3f}-"
+            f"{interval[1]:.3f}): either will do; `perfkit profile` both on a quiet machine to separate them")
+
+
 def variant_name(row: dict) -> str:
     """``onnx int8`` (with the device when it is not the CPU)."""
     parts = (row["runtime"], row["precision"], None if row["device"] in (None, "cpu") else row["device"])
@@ -101,7 +119,7 @@ def _limits(rows: list[dict], skipped: list[tuple[dict, str]], picked: list[dict
     return out
 
 
-def _model_decision(rows: list[dict], scenarios: list) -> dict:
+def _model_decision(rows: list[dict], scenarios: list, samples: dict) -> dict:
     meaningful = not rows[0]["random"] and any(r["top1_pct"] is not None for r in rows)
     eligible, skipped = [], []
     for r in (r for r in rows if r["runtime"]):
@@ -118,10 +136,11 @@ def _model_decision(rows: list[dict], scenarios: list) -> dict:
     ranked = [_variant(r, t, reference) for r, t in timed[:2]]
     lines = [line for sc in scenarios if not sc.base if (line := _scenario_line(sc, eligible))]
     contended = ranked[:1] + [{"contended": line["choice"]["contended"]} for line in lines]
+    tie = _tie(*(ranked + [None, None])[:2], samples)
     return {"model": rows[0]["model"], "weights": rows[0]["weights"], "random": rows[0]["random"],
             "baseline": variant_name(reference) if reference else None,
             "choice": ranked[0] if ranked else None, "runner_up": ranked[1] if len(ranked) > 1 else None,
-            "scenarios": lines, "limits": _limits(rows, skipped, contended, meaningful),
+            "scenarios": lines, "limits": _limits(rows, skipped, contended, meaningful) + ([tie] if tie else []),
             "eligible": [variant_name(r) for r in eligible], "skipped": {variant_name(r): w for r, w in skipped}}
 
 
@@ -138,7 +157,17 @@ def decisions(records: Iterable[Record], rows: list[dict] | None = None) -> list
     rows = summary_rows(records) if rows is None else rows
     scenarios = scenarios_in(records)
     models = dict.fromkeys((r["model"], r["weights"]) for r in rows)
-    return [_model_decision([r for r in rows if (r["model"], r["weights"]) == m], scenarios) for m in models]
+    return [_model_decision([r for r in rows if (r["model"], r["weights"]) == m], scenarios, _samples(records, m))
+            for m in models]
+
+
+def _samples(records: list[Record], model: tuple) -> dict:
+    """Every timed call's latency a model's SingleStream records kept, by (runtime, precision, device, batch)."""
+    from perfkit.profiler.samples import unpack
+    from perfkit.results import Kind
+
+    return {(r.runtime, r.precision, r.device, r.batch): unpack(r.metrics.get("samples"))
+            for r in records if r.kind == Kind.LATENCY and r.status == "ok" and (r.model, r.weights) == model}
 
 
 def _runner_up_text(v: dict | None, fmt) -> str:

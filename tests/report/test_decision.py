@@ -81,3 +81,30 @@ def test_memory_measured_at_another_batch_is_shown_with_that_batch(store, make_r
     records = [r for r in records if not (r.kind == "memory" and r.batch == 1)]  # memory at batch 8 only
     [resnet] = [r for r in decision_rows(decisions(records)) if r["model"] == "resnet18"]
     assert resnet["batch"] == 1 and resnet["memory"] == "120.9 MiB (batch 8)"  # (4 × params + 8 × 10 MB) / 2**20
+
+
+def _v(name, latency_ms, batch=1):
+    runtime, precision = name.split()
+    return {"name": name, "runtime": runtime, "precision": precision, "device": "cpu", "batch": batch,
+            "latency_ms": latency_ms}
+
+
+def test_a_runner_up_within_the_timing_noise_is_called_a_tie_and_a_clear_one_is_not():
+    from perfkit.report.decision import _tie
+
+    spread = [0.8 + 0.4 * i / 100 for i in range(101)]  # ±20 % around the median, as a busy machine gives
+    samples = {("onnx", "int8", "cpu", 1): [2.0 * x for x in spread],
+               ("openvino", "int8", "cpu", 1): [2.04 * x for x in spread],  # 2 % slower: inside the noise
+               ("eager", "fp32", "cpu", 1): [3.0 * x for x in spread],  # 1.5×: clearly slower
+               ("eager", "fp32", "cpu", 8): [2.04 * x for x in spread]}
+    tie = _tie(_v("onnx int8", 2.0), _v("openvino int8", 2.04), samples)
+    assert tie.startswith("onnx int8 and openvino int8 are a tie") and "median 1.02" in tie
+    assert _tie(_v("onnx int8", 2.0), _v("eager fp32", 3.0), samples) is None
+    assert _tie(_v("onnx int8", 2.0), _v("eager fp32", 2.04, batch=8), samples) is None  # not the same batch
+    assert _tie(_v("onnx int8", 2.0), _v("tensorrt int8", 2.0), samples) is None  # no samples kept: no claim
+    assert _tie(_v("onnx int8", 2.0), None, samples) is None
+
+
+def test_the_fixture_run_has_no_tie_where_onnx_is_clearly_faster(store, make_run):
+    resnet = _by_model(store, make_run(store))["resnet18"]  # onnx at 0.7× eager, each ±20 %
+    assert resnet["runner_up"] is not None and not any("tie" in line for line in resnet["limits"])
