@@ -10,8 +10,13 @@ the kernels each range or op launched.
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+import tempfile
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 
 import torch
 
@@ -22,6 +27,9 @@ PREFIX = "perfkit.module:"  # the record_function ranges of module calls
 EAGER_MAPPING = "a record_function range per module call (forward hooks): the module's range less its submodules'"
 OUTSIDE = "(outside the profiled ops)"
 OPS_MAPPING = "by op only: the compiled graph keeps no module boundaries (unmapped)"
+# What Kineto writes to the process's stderr at every profiler start and stop (and, on a machine without a
+# GPU, a gpuGetDeviceCount "ERROR"): noise under perfkit's own output, not a problem with the profile.
+_KINETO_NOISE = re.compile(r"SyncActivityProfilerHandler|profiler_st(art|op)|gpuGetDeviceCount")
 
 
 def profile(runner, x, runs: int, counts) -> RuntimeLayers:
@@ -33,13 +41,19 @@ def profile(runner, x, runs: int, counts) -> RuntimeLayers:
     activities = [torch.profiler.ProfilerActivity.CPU]
     if runner.device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
+    prof = torch.profiler.profile(activities=activities)
     try:
-        with torch.profiler.profile(activities=activities) as prof:
+        with _kineto_quiet():
+            prof.start()
+        try:
             start = time.perf_counter()
             for _ in range(runs):
                 runner.infer(x)
             runner.synchronize()
             wall_ms = (time.perf_counter() - start) * 1000 / runs
+        finally:
+            with _kineto_quiet():
+                prof.stop()
     finally:
         for h in handles:
             h.remove()
@@ -49,6 +63,25 @@ def profile(runner, x, runs: int, counts) -> RuntimeLayers:
         return RuntimeLayers(module_layers(events, counts, runs, cuda), runs, f"{SOURCE} (record_function per module)",
                              EAGER_MAPPING)
     return RuntimeLayers(op_layers(events, runs, cuda, wall_ms), runs, f"{SOURCE} (top-level ops)", OPS_MAPPING)
+
+
+@contextmanager
+def _kineto_quiet():
+    """Kineto's C++ writes straight to file descriptor 2 while the profiler starts and stops: hold those
+    lines back and pass on only what is not its known start/stop noise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            for line in held.read().decode(errors="replace").splitlines():
+                if line.strip() and not _KINETO_NOISE.search(line):
+                    print(line, file=sys.stderr)
 
 
 def _module_ranges(model: torch.nn.Module) -> list:

@@ -146,3 +146,18 @@ def test_eager_module_ranges_are_removed_after_profiling(tiny_spec):
         assert not any(m._forward_pre_hooks or m._forward_hooks for m in runner.module.modules())
         assert runner.infer(tiny_spec.example_input(1)).shape == (1, 10)
     assert {layer.modules[0] for layer in measured.layers} >= {"", "features", "features.0", "classifier.5"}
+
+
+def test_kinetos_start_stop_noise_is_held_back_and_anything_else_passed_on(capfd):
+    import os
+
+    from perfkit.profiler.layers.torch_ops import _kineto_quiet
+
+    with _kineto_quiet():  # what Kineto's C++ writes to fd 2, bypassing sys.stderr
+        os.write(2, b"USDT:2026-12-07 11:48:10 1:1 SyncActivityProfilerHandler.cpp:39] profiler_start\n"
+                    b"ERROR:2026-12-07 11:48:10 1:1 DeviceProperties.cpp:56] gpuGetDeviceCount failed with code 35\n"
+                    b"WARNING: something else went wrong\n")
+    err = capfd.readouterr().err
+    assert err == "WARNING: something else went wrong\n"
+    os.write(2, b"after\n")  # fd 2 is the terminal's again
+    assert capfd.readouterr().err == "after\n"
