@@ -195,4 +195,5 @@ BACKEND = Backend(
     # for resnet18 against AOTInductor int8's 3.6 ms and bf16's 7.4 ms: issue 21).
     run_precisions={"cpu": frozenset({Precision.FP32}), "cuda": frozenset({Precision.FP32, Precision.FP16})},
     starts_from=frozenset({PYTORCH, AOTI_PACKAGE}),
+    layer_profiler="perfkit.profiler.layers.torch_ops",
 )

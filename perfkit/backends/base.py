@@ -132,6 +132,9 @@ class Backend:
         starts_from: the forms of model it runs (``ModelSpec.form``): ``pytorch`` (a module it
             exports or runs), ``onnx`` (an ONNX file it runs as it is), an engine of its own format
             (run as it was built). ``accepts`` says why not.
+        layer_profiler: the module of its per-layer profiler (``perfkit profile --layers``: a module of
+            ``perfkit.profiler.layers`` with ``profile(runner, x, runs, counts)``); None: it has none, and
+            ``no_layer_profiler`` says why.
     """
 
     name: str
@@ -153,6 +156,8 @@ class Backend:
     run_precisions: frozenset | Mapping[str, frozenset] | None = None
     reference: bool = False
     starts_from: frozenset = frozenset({PYTORCH})
+    layer_profiler: str | None = None
+    no_layer_profiler: str = ""
 
     @property
     def exports(self) -> bool:

@@ -55,5 +55,6 @@ BACKEND = Backend(
     precisions={"cpu": CPU_FLOAT, "cuda": CPU_FLOAT},
     # autocast needs no export: bf16 where the CPU accelerates it, fp16 on a GPU
     run_precisions={"cpu": frozenset({Precision.FP32, Precision.BF16}), "cuda": frozenset({Precision.FP32, Precision.FP16})},
+    layer_profiler="perfkit.profiler.layers.torch_ops",
     reference=True,
 )

@@ -290,4 +290,6 @@ BACKEND = Backend(
     probe=_probe,
     default_in_run=False,
     starts_from=frozenset({PYTORCH, TORCHSCRIPT_FILE}),  # a TorchScript file someone saved: torchscript's copy of it
+    no_layer_profiler="the native C++ runner times itself in another process; it has no layer profiler (profile "
+                      "torchscript for the same module's ops)",
 )

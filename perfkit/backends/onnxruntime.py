@@ -453,4 +453,5 @@ BACKEND = Backend(
     quant_libraries=("onnxruntime", "onnxruntime-gpu"),
     runtime_libraries=("onnxruntime", "onnxruntime-gpu"),
     starts_from=frozenset({PYTORCH, ONNX_FILE}),
+    layer_profiler="perfkit.profiler.layers.onnxrt",
 )

@@ -290,4 +290,5 @@ BACKEND = Backend(
     run_precisions=frozenset({Precision.FP32, Precision.BF16, Precision.INT8}),
     runtime_libraries=("openvino",),
     starts_from=frozenset({PYTORCH, ONNX_FILE, OPENVINO_IR}),
+    layer_profiler="perfkit.profiler.layers.openvino",
 )

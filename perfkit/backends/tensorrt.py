@@ -421,4 +421,5 @@ BACKEND = Backend(
     device_specific=True,
     # an ONNX file the user gave: its copy, parsed as it is; an engine someone built: the plan itself
     starts_from=frozenset({PYTORCH, ONNX_FILE, TENSORRT_ENGINE}),
+    layer_profiler="perfkit.profiler.layers.tensorrt",
 )

@@ -110,4 +110,5 @@ BACKEND = Backend(
     # a traced bf16 graph runs eager's kernels: eager's bf16 row says what it would
     run_precisions={"cpu": frozenset({Precision.FP32}), "cuda": frozenset({Precision.FP32, Precision.FP16})},
     starts_from=frozenset({PYTORCH, TORCHSCRIPT_FILE}),
+    layer_profiler="perfkit.profiler.layers.torch_ops",
 )

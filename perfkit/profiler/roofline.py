@@ -133,7 +133,11 @@ def model_flops(spec) -> tuple[int, str] | None:
     can be counted (an engine that is compiled code)."""
     from perfkit.analysis.complexity import measure_complexity
 
-    counted = measure_complexity(spec)
+    return flops_of(measure_complexity(spec))
+
+
+def flops_of(counted) -> tuple[int, str] | None:
+    """``model_flops`` from a model's Complexity already taken (None: nothing counted)."""
     return None if counted is None else (int(counted.flops), "perfkit.analysis.complexity (2 x MACs, batch 1)")
 
 

@@ -42,9 +42,10 @@ def profile_model(spec, plan, ctx) -> Iterator:
     there (its failure already says why). The reference is measured at its float precisions, not at int8.
     """
     ctx = plan.context(ctx)
-    flops = roofline.model_flops(spec)
-    base = plan.scenarios[0].scenario
     counts = layers.module_counts(spec) if plan.layers else None
+    counted = counts.complexity if counts else None  # a module's count serves both (a graph has no modules)
+    flops = roofline.flops_of(counted) if counted else roofline.model_flops(spec)
+    base = plan.scenarios[0].scenario
     timed: list = []  # the base scenario's points: memory is measured where they were timed
     for backend, precision in plan.pairs():
         for result in _runtime(spec, plan, backend, precision, ctx, flops, counts):

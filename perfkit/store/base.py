@@ -146,11 +146,27 @@ class Store:
             cls = backend_for(default_store() if location is None else location)
         return super().__new__(cls)
 
+    def _open(self, read_only: bool) -> None:
+        """What each backend's constructor ends with, once it knows where to connect: connect, then read (a
+        writer: create or migrate) the tables, closing the connection again if that fails."""
+        self.read_only = read_only
+        self._warned: set[str] = set()  # unreadable records already named on stderr (each once)
+        self._db = self._connect()
+        try:
+            self._open_tables()
+        except BaseException:
+            self._db.close()
+            raise
+
     # -- what each backend implements ---------------------------------------------------------
 
     @property
     def location(self) -> Path | str:
         """Where the records are kept: the file, or the URL without its password."""
+        raise NotImplementedError
+
+    def _connect(self):
+        """A connection whose rows are read by column name; one line naming the store when it cannot be had."""
         raise NotImplementedError
 
     def _execute(self, sql: str, args: tuple | list = ()):

@@ -53,14 +53,7 @@ class PostgresStore(Store):
     def __init__(self, location: str, *, read_only: bool = False):
         self._psycopg = require("psycopg", extra="postgres", why="a postgresql:// run store")
         self.url = str(location)
-        self.read_only = read_only
-        self._warned: set[str] = set()
-        self._db = self._connect()
-        try:
-            self._open_tables()
-        except BaseException:
-            self._db.close()
-            raise
+        self._open(read_only)
 
     @property
     def location(self) -> str:

@@ -42,21 +42,18 @@ class SQLiteStore(Store):
         from perfkit.store.base import default_store
 
         self.path = store_file(location if location is not None else default_store())
-        self.read_only = read_only
-        self._warned: set[str] = set()  # unreadable records already named on stderr (each once)
-        self._db = self._connect()
-        self._db.row_factory = sqlite3.Row
-        try:
-            self._open_tables()
-        except BaseException:
-            self._db.close()
-            raise
+        self._open(read_only)
 
     @property
     def location(self) -> Path:
         return self.path
 
     def _connect(self) -> sqlite3.Connection:
+        db = self._connect_file()
+        db.row_factory = sqlite3.Row
+        return db
+
+    def _connect_file(self) -> sqlite3.Connection:
         if self.path.is_dir():
             raise UsageError(f"the run store {self.path} is a folder; pass --store FILE (e.g. reports/perfkit.db)")
         if self.read_only:

@@ -1,6 +1,6 @@
 """Per-layer time from each runtime's own profiler, mapped back to the model's modules.
 
-One module per runtime's profiler (``PROFILERS``): ONNX Runtime's node events
+One module per runtime's profiler (each ``Backend`` names its own: ``layer_profiler``): ONNX Runtime's node events
 (``SessionOptions.enable_profiling``), OpenVINO's performance counters (``PERF_COUNT``), TensorRT's
 ``IProfiler`` with the engine inspector's layer information, and
 ``torch.profiler`` for eager (a range per module call), TorchScript and AOTInductor (ops only: their
@@ -94,6 +94,7 @@ class ModuleCounts:
     macs: dict[str, int] = field(default_factory=dict)
     params: dict[str, int] = field(default_factory=dict)
     types: dict[str, str] = field(default_factory=dict)
+    complexity: object = None  # the perfkit.analysis Complexity they came from (its FLOPs feed the roofline)
 
     def own_macs(self, path: str) -> int:
         """MACs of ``path`` less its direct submodules' (FlopCounterMode lists every module with a counted op
@@ -113,16 +114,14 @@ def module_counts(spec) -> ModuleCounts:
     no modules)."""
     if spec.form != "pytorch":
         return ModuleCounts()
-    from perfkit.analysis.complexity import count
+    from perfkit.analysis.complexity import measure_complexity
 
-    model = spec.build().eval()
-    first = next(model.parameters(), None)
-    x = spec.example_input(1).to(first.device if first is not None else "cpu")
-    counted = count(model, x)
+    model = spec.build()
+    counted = measure_complexity(spec, model)
     modules = dict(model.named_modules())
-    return ModuleCounts(counted.by_module, {p: sum(t.numel() for t in m.parameters(recurse=False))
-                                            for p, m in modules.items()},
-                        {p: type(m).__name__ for p, m in modules.items()})
+    return ModuleCounts(counted.macs_by_module, {p: sum(t.numel() for t in m.parameters(recurse=False))
+                                                 for p, m in modules.items()},
+                        {p: type(m).__name__ for p, m in modules.items()}, counted)
 
 
 def module_rows(layers: list[LayerTime], counts: ModuleCounts) -> list[dict]:
@@ -156,21 +155,6 @@ def _shares(modules: tuple[str, ...], counts: ModuleCounts) -> list[tuple[str, f
     return [(m, w / total) for m, w in zip(modules, weights)]  # a module with none: shown, at 0 ms
 
 
-# runner name → the module of its layer profiler (each defines ``profile(runner, x, runs, counts)``)
-PROFILERS = {
-    "eager": "perfkit.profiler.layers.torch_ops",
-    "torchscript": "perfkit.profiler.layers.torch_ops",
-    "aoti": "perfkit.profiler.layers.torch_ops",
-    "onnx": "perfkit.profiler.layers.onnxrt",
-    "openvino": "perfkit.profiler.layers.openvino",
-    "tensorrt": "perfkit.profiler.layers.tensorrt",
-}
-WHY_NOT = {
-    "native": "the native C++ runner times itself in another process; it has no layer profiler (profile torchscript "
-              "for the same module's ops)",
-}
-
-
 def profile_layers(spec, runner, where: Where, counts: ModuleCounts, e2e_median_ms: float | None,
                    runs: int = RUNS) -> LayerProfile:
     """Per-layer time of an entered ``runner`` at ``where.batch`` (a separate pass: after its latency was
@@ -178,9 +162,12 @@ def profile_layers(spec, runner, where: Where, counts: ModuleCounts, e2e_median_
     raises (that point's failure)."""
     import importlib
 
-    module = PROFILERS.get(runner.name)
+    from perfkit.backends import all_backends
+
+    backend = next((b for b in all_backends() if b.name == runner.name), None)  # its Backend declares the profiler
+    module = backend.layer_profiler if backend else None
     if module is None:
-        why = WHY_NOT.get(runner.name, f"{runner.name} has no layer profiler in perfkit")
+        why = (backend.no_layer_profiler if backend else "") or f"{runner.name} has no layer profiler in perfkit"
         return LayerProfile(where, "none", unavailable=why, e2e_median_ms=e2e_median_ms)
     profiler = importlib.import_module(module)
     try:
