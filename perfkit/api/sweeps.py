@@ -92,8 +92,8 @@ def sweep(models=None, *, file=None, runtimes=None, precision=None, batch=None, 
                     from perfkit.sweeps import ray as on_ray
 
                     on_ray.run(plan, todo, write, progress, accelerator_type)
-                _fail_on_errors(opened, rec)
-            recorded = opened.records(rec.run_id)
+                recorded = opened.records(rec.run_id)
+                _fail_on_errors(recorded, rec)
     finally:
         leave()
     return SweepResult(run_id=rec.run_id, device=plan.setup.device, models=list(plan.specs.values()), store=kept,
@@ -130,9 +130,9 @@ def _engine(ray, workers):
     return on_ray.connect(None if ray in ("", True) else str(ray), workers)
 
 
-def _fail_on_errors(store, rec) -> None:
+def _fail_on_errors(recorded, rec) -> None:
     """The run's status follows all its records, those of an earlier invocation it continues included."""
-    errors = [r for r in store.records(rec.run_id) if r.status == "error"]
+    errors = [r for r in recorded if r.status == "error"]
     if errors and not rec.errors:
         rec.fail(f"{len(errors)} failed measurement(s)")
 
